@@ -1,0 +1,1 @@
+"""mux: watch live data streams as a pure client."""

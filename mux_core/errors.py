@@ -1,0 +1,103 @@
+"""Exceptions of mux.
+
+Transports tell the supervisor what happened to a session by raising one of
+the :class:`SessionError` subclasses; the supervisor turns each into a state
+and decides about retrying, the same way for every transport::
+
+    MuxError
+    ├── ConfigError            a user's config is wrong (FILE:LINE, key, why)
+    ├── PluginError            a plugin could not be loaded or clashes with another
+    └── SessionError           raised by a transport session
+        ├── ServerUnavailable  refused, reset, timed out, 5xx/429    -> retry
+        ├── Disconnected       an open stream ended or broke          -> retry
+        ├── Failed             not worth retrying (401/403/404, ...)  -> terminal
+        └── Ended              the server said the stream is over     -> terminal
+
+A session that returns normally is treated as :class:`Disconnected`. Any
+other exception escaping a session is a bug in the transport: the source is
+reported ``failed`` with the exception in the detail, and the traceback is
+logged.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "Disconnected",
+    "Ended",
+    "Failed",
+    "MuxError",
+    "PluginError",
+    "ServerUnavailable",
+    "SessionError",
+]
+
+
+class MuxError(Exception):
+    """Base class of every exception mux raises on purpose."""
+
+
+class ConfigError(MuxError):
+    """The config file is wrong; ``str()`` is one line ready for the user.
+
+    ``file`` and ``line`` locate the offending key (line is None when the
+    problem has no single place, e.g. the file does not exist), ``key`` is the
+    dotted key path (``sources[1].interval``).
+    """
+
+    def __init__(
+        self, message: str, *, file: str | None = None, line: int | None = None, key: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.file = file
+        self.line = line
+        self.key = key
+
+    def __str__(self) -> str:
+        where = ""
+        if self.file is not None:
+            where = f"{self.file}:{self.line}: " if self.line else f"{self.file}: "
+        key = f"{self.key}: " if self.key else ""
+        return f"{where}{key}{self.message}"
+
+
+class PluginError(MuxError):
+    """A plugin failed to load, or two plugins claim the same name."""
+
+
+class SessionError(MuxError):
+    """Raised by a transport session to say how it ended.
+
+    ``detail`` is the short reason shown in the Status record.
+    """
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class _Retryable(SessionError):
+    def __init__(self, detail: str, *, retry_after: float | None = None) -> None:
+        super().__init__(detail)
+        #: Seconds the server asked us to wait (Retry-After), honoured within max_delay.
+        self.retry_after = retry_after
+
+
+class ServerUnavailable(_Retryable):
+    """The server could not be reached or refused service for now: retry.
+
+    Connection refused or reset, DNS or connect timeout, HTTP 5xx or 429.
+    """
+
+
+class Disconnected(_Retryable):
+    """An open stream ended or broke (EOF, read timeout, missed pong): retry."""
+
+
+class Failed(SessionError):
+    """Retrying cannot help: 401/403/404/410, wrong content type, bad URL."""
+
+
+class Ended(SessionError):
+    """The server said the stream is over (HTTP 204, WS close 1000 with end_on_close)."""

@@ -1,0 +1,62 @@
+"""The plugin contract: every hook mux calls, with what it may do.
+
+pluggy is synchronous, so hooks stay sync: they *register* classes whose
+methods are async (the llm / tox pattern). Implement a hook with
+``@mux_core.hookimpl`` in a module named by an entry point in group ``mux``.
+pluggy lets an implementation take fewer arguments than the spec, so these
+specs can grow without breaking plugins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+__all__ = ["hookimpl", "hookspec"]
+
+hookspec = pluggy.HookspecMarker("mux")
+hookimpl = pluggy.HookimplMarker("mux")
+
+#: ``register(name, cls)``: the callback handed to the register hooks.
+Register = Callable[[str, type[Any]], None]
+
+
+@hookspec
+def mux_register_transports(register: Register) -> None:
+    """Register transport classes: ``register("sse", SseTransport)``.
+
+    Called once, when the plugins are loaded. ``name`` is the value users
+    write in ``transport = "..."``; the class follows
+    :class:`mux_core.Transport` (an ``Options`` attrs class and an async
+    ``run_session(session)``). Two plugins registering the same name is an
+    error naming both.
+    """
+
+
+@hookspec
+def mux_register_sinks(register: Register) -> None:
+    """Register sink classes: ``register("file", FileSink)``.
+
+    Called once, when the plugins are loaded. ``name`` is the value users
+    write in ``type = "..."`` of a ``[[sinks]]`` table; the class follows
+    :class:`mux_core.Sink`.
+    """
+
+
+@hookspec(firstresult=True)
+def mux_main_loop(engine: Engine) -> bool | None:
+    """Run the engine on a main loop the plugin owns, or return None.
+
+    Called by ``mux run`` after the config is loaded, before anything
+    connects. A plugin that must own the main thread (Qt) returns None unless
+    the run needs it (its sink is configured); otherwise it runs ``engine.run``
+    as a trio guest (``trio.lowlevel.start_guest_run``) in its own event loop,
+    returns True once the engine has finished, and the core reads
+    ``engine.result``. When every implementation returns None, the core runs
+    ``trio.run(engine.run)``.
+    """

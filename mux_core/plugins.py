@@ -1,0 +1,228 @@
+"""Loading plugins: entry points in group ``mux`` plus explicit registration.
+
+The core calls hooks only through :class:`PluginManager`, a small typed
+facade over pluggy, so every call site is type-checked.
+
+Entry points are loaded one at a time: a plugin that fails to import is
+recorded in :attr:`PluginManager.failures` (shown by ``mux plugins`` and
+logged) and the others still load. ``MUX_LOAD_PLUGINS=a,b`` limits
+autoloading of third-party plugins to the named entry points; the built-in
+plugins (those shipped in the ``mux`` distribution) always load, so an
+empty value means "built-ins only".
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import os
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import pluggy
+
+from . import hookspecs
+from .errors import PluginError
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+__all__ = ["PluginFailure", "PluginInfo", "PluginManager", "Provided"]
+
+_log = logging.getLogger("mux.plugins")
+
+ENTRY_POINT_GROUP = "mux"
+_OWN_DISTRIBUTION = "mux"
+
+
+@attrs.frozen
+class Provided:
+    """One transport or sink class and the plugin that registered it."""
+
+    kind: str  # "transport" | "sink"
+    name: str
+    cls: type[Any]
+    plugin: str
+
+
+@attrs.frozen
+class PluginFailure:
+    """An entry point that could not be loaded, and why."""
+
+    plugin: str
+    distribution: str | None
+    error: str
+
+
+@attrs.frozen
+class PluginInfo:
+    """What ``mux plugins`` shows for one plugin."""
+
+    name: str
+    distribution: str | None
+    version: str | None
+    transports: tuple[str, ...]
+    sinks: tuple[str, ...]
+    error: str | None = None
+
+
+class PluginManager:
+    """mux's plugins: load them, ask them, and know who provides what."""
+
+    def __init__(self) -> None:
+        self._pm = pluggy.PluginManager("mux")
+        self._pm.add_hookspecs(hookspecs)
+        self._distributions: dict[str, tuple[str | None, str | None]] = {}
+        self.failures: list[PluginFailure] = []
+        self._transports: dict[str, Provided] | None = None
+        self._sinks: dict[str, Provided] | None = None
+
+    # -- loading ---------------------------------------------------------
+
+    def load_entry_points(self, *, only: set[str] | None = None) -> None:
+        """Import every entry point of group ``mux``, one at a time.
+
+        ``only``: third-party entry point names to load (None = read
+        ``MUX_LOAD_PLUGINS``; unset = all).
+        """
+        if only is None:
+            only = _names_from_env()
+        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            dist = ep.dist.name if ep.dist is not None else None
+            version = ep.dist.version if ep.dist is not None else None
+            builtin = dist == _OWN_DISTRIBUTION
+            if not builtin and only is not None and ep.name not in only:
+                continue
+            if self._pm.has_plugin(ep.name):
+                continue
+            try:
+                module = ep.load()
+            except Exception as exc:  # a broken plugin must not crash the host
+                error = _describe_import_error(exc)
+                _log.warning("plugin %r (%s) failed to load: %s", ep.name, dist, error)
+                self.failures.append(PluginFailure(ep.name, dist, error))
+                continue
+            self.register(module, name=ep.name, distribution=dist, version=version)
+
+    def register(
+        self,
+        plugin: ModuleType | object,
+        *,
+        name: str | None = None,
+        distribution: str | None = None,
+        version: str | None = None,
+    ) -> None:
+        """Register a plugin object or module explicitly (tests, embedding)."""
+        registered = self._pm.register(plugin, name=name)
+        if registered is None:
+            raise PluginError(f"plugin {name!r} is already registered")
+        self._distributions[registered] = (distribution, version)
+        self._transports = self._sinks = None
+
+    # -- asking ----------------------------------------------------------
+
+    def transports(self) -> dict[str, Provided]:
+        """Every registered transport by name. Raises PluginError on a clash."""
+        if self._transports is None:
+            self._transports = self._collect("transport")
+        return self._transports
+
+    def sinks(self) -> dict[str, Provided]:
+        """Every registered sink by name. Raises PluginError on a clash."""
+        if self._sinks is None:
+            self._sinks = self._collect("sink")
+        return self._sinks
+
+    def main_loop(self, engine: Engine) -> bool:
+        """Let a plugin that owns the main loop run the engine; False if none did."""
+        result = self._pm.hook.mux_main_loop(engine=engine)
+        return bool(result)
+
+    def failure_for(self, kind: str, name: str) -> PluginFailure | None:
+        """The load failure of the plugin that would have provided ``name``, if any."""
+        for failure in self.failures:
+            if failure.plugin == name:
+                return failure
+        return None
+
+    def infos(self) -> list[PluginInfo]:
+        """One entry per plugin, loaded or failed, sorted by name."""
+        by_plugin: dict[str, tuple[list[str], list[str]]] = {}
+        for plugin_name in self._plugin_names():
+            by_plugin[plugin_name] = ([], [])
+        for provided in self._collect("transport", strict=False).values():
+            by_plugin.setdefault(provided.plugin, ([], []))[0].append(provided.name)
+        for provided in self._collect("sink", strict=False).values():
+            by_plugin.setdefault(provided.plugin, ([], []))[1].append(provided.name)
+        infos = []
+        for plugin_name, (transports, sinks) in by_plugin.items():
+            dist, version = self._distributions.get(plugin_name, (None, None))
+            infos.append(
+                PluginInfo(plugin_name, dist, version, tuple(sorted(transports)), tuple(sorted(sinks)))
+            )
+        for failure in self.failures:
+            version = _version_of(failure.distribution)
+            infos.append(
+                PluginInfo(failure.plugin, failure.distribution, version, (), (), failure.error)
+            )
+        return sorted(infos, key=lambda info: info.name)
+
+    # -- internals -------------------------------------------------------
+
+    def _plugin_names(self) -> list[str]:
+        names = []
+        for plugin in self._pm.get_plugins():
+            name = self._pm.get_name(plugin)
+            if name is not None:
+                names.append(name)
+        return names
+
+    def _collect(self, kind: str, *, strict: bool = True) -> dict[str, Provided]:
+        hook = (
+            self._pm.hook.mux_register_transports
+            if kind == "transport"
+            else self._pm.hook.mux_register_sinks
+        )
+        found: dict[str, Provided] = {}
+        for impl in hook.get_hookimpls():
+            plugin_name = impl.plugin_name
+
+            def register(name: str, cls: type[Any], _plugin: str = plugin_name) -> None:
+                if not isinstance(name, str) or not name:
+                    raise PluginError(f"plugin {_plugin!r} registered a {kind} without a name")
+                previous = found.get(name)
+                if previous is not None and previous.plugin != _plugin:
+                    if strict:
+                        raise PluginError(
+                            f"{kind} {name!r} is registered by two plugins: "
+                            f"{previous.plugin!r} and {_plugin!r}; uninstall one or limit "
+                            f"loading with MUX_LOAD_PLUGINS"
+                        )
+                    return
+                found[name] = Provided(kind, name, cls, _plugin)
+
+            kwargs = {"register": register} if "register" in impl.argnames else {}
+            impl.function(**kwargs)
+        return found
+
+
+def _names_from_env() -> set[str] | None:
+    raw = os.environ.get("MUX_LOAD_PLUGINS")
+    if raw is None:
+        return None
+    return {name.strip() for name in raw.split(",") if name.strip()}
+
+
+def _describe_import_error(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _version_of(distribution: str | None) -> str | None:
+    if distribution is None:
+        return None
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None

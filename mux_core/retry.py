@@ -1,0 +1,98 @@
+"""The one retry policy every source shares.
+
+:class:`RetryPolicy` is pure arithmetic -- it never sleeps. The supervisor
+asks it how long to wait before attempt ``n`` and whether to give up; trio
+does the waiting. Keeping it pure makes the schedule a property one can test
+exhaustively (tests/test_retry.py) instead of watching a clock.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import attrs
+
+__all__ = ["RetryPolicy"]
+
+
+def _non_negative(instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+    if value < 0:
+        raise ValueError(f"must be >= 0, got {value!r}")
+
+
+def _positive(instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+    if value <= 0:
+        raise ValueError(f"must be > 0, got {value!r}")
+
+
+def _at_least_one(instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+    if value < 1:
+        raise ValueError(f"must be >= 1, got {value!r}")
+
+
+def _fraction(instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not 0 <= value < 1:
+        raise ValueError(f"must be in [0, 1), got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class RetryPolicy:
+    """Exponential backoff with jitter and a cap, shared by every source.
+
+    The delay before retry number ``n`` (n = 1 after the first failure) is
+    ``initial_delay * multiplier ** (n - 1)``, capped at ``max_delay``, then
+    moved by a random fraction within ``+/- jitter`` (and capped again).
+    """
+
+    #: Seconds before the first retry.
+    initial_delay: float = attrs.field(default=0.5, validator=_non_negative)
+    #: The longest wait between two attempts, also the cap on server hints.
+    max_delay: float = attrs.field(default=30.0, validator=_non_negative)
+    #: Growth factor of the delay from one failure to the next.
+    multiplier: float = attrs.field(default=2.0, validator=_at_least_one)
+    #: +/- fraction of each delay chosen at random, so monitors do not retry in lockstep.
+    jitter: float = attrs.field(default=0.2, validator=_fraction)
+    #: Consecutive failed attempts before ``max_retries_exceeded``; 0 = never give up.
+    max_attempts: int = attrs.field(default=0, validator=_non_negative)
+    #: Seconds a connection must stay up (or one event) before the attempt counter resets.
+    reset_after: float = attrs.field(default=5.0, validator=_non_negative)
+    #: Seconds an attempt may take to reach ``connected``.
+    connect_timeout: float = attrs.field(default=10.0, validator=_positive)
+
+    def base_delay(self, failures: int, *, initial: float | None = None) -> float:
+        """The un-jittered delay after ``failures`` consecutive failures (>= 1).
+
+        ``initial`` replaces ``initial_delay`` (an SSE ``retry:`` field does).
+        """
+        start = self.initial_delay if initial is None else initial
+        exponent = max(failures, 1) - 1
+        # Stop multiplying once past the cap: avoids float overflow for long outages.
+        delay = start
+        for _ in range(exponent):
+            if delay >= self.max_delay:
+                break
+            delay *= self.multiplier
+        return min(delay, self.max_delay)
+
+    def delay(
+        self,
+        failures: int,
+        *,
+        initial: float | None = None,
+        rng: random.Random | None = None,
+    ) -> float:
+        """The jittered delay after ``failures`` consecutive failures, within ``max_delay``."""
+        base = self.base_delay(failures, initial=initial)
+        if self.jitter:
+            spread = (rng or random).uniform(-self.jitter, self.jitter)
+            base *= 1 + spread
+        return min(base, self.max_delay)
+
+    def server_delay(self, retry_after: float) -> float:
+        """A server's own Retry-After, honoured but never beyond ``max_delay``."""
+        return min(max(retry_after, 0.0), self.max_delay)
+
+    def gives_up(self, failures: int) -> bool:
+        """True once ``failures`` consecutive failures reach ``max_attempts``."""
+        return self.max_attempts > 0 and failures >= self.max_attempts

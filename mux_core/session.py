@@ -1,0 +1,200 @@
+"""What a transport sees: the :class:`Transport` protocol and its :class:`Session`.
+
+A transport implements ONE session -- connect, stream, return or raise -- and
+nothing else. It never sleeps between attempts and never counts retries: the
+supervisor does that, the same way for every transport. The session object
+the supervisor hands in is the transport's whole view of the core::
+
+    class EchoTransport:
+        Options = EchoOptions              # an attrs class: validated config keys
+
+        def __init__(self, options: EchoOptions) -> None:
+            self.options = options
+
+        async def run_session(self, session: Session) -> None:
+            stream = await connect(self.options.url, last_id=session.resume.last_id)
+            await session.connected()       # -> Status "connected"
+            async for chunk in stream:
+                await session.emit([("message", None, chunk)])   # one batch per read
+            raise Disconnected("server closed the stream")
+
+One transport instance lives as long as its source, so it may keep state
+across sessions (an ETag, say); the resume state the core keeps is on
+``session.resume``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from typing import Any, ClassVar, Protocol, TypeAlias, TypeVar, cast, runtime_checkable
+
+import attrs
+import trio
+
+from .events import Event, Record, State, Status
+
+__all__ = [
+    "RawEvent",
+    "ResumeState",
+    "Session",
+    "SharedResources",
+    "Transport",
+]
+
+T = TypeVar("T")
+
+#: What a transport emits: (event type, id or None, decoded data).
+RawEvent: TypeAlias = tuple[str, str | None, Any]
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """A transport plugin class. Registered with ``register("name", cls)``.
+
+    ``Options`` is an attrs class whose fields are the config keys of a
+    ``[[sources]]`` table (besides ``name``, ``transport`` and ``retry``).
+    It may define a classmethod ``check(options)`` raising ``ValueError``
+    for problems found without I/O (e.g. a bad URL scheme).
+    """
+
+    Options: ClassVar[type[Any]]
+
+    def __init__(self, options: Any) -> None: ...
+
+    async def run_session(self, session: Session) -> None:
+        """Run one connection: call ``session.connected()`` once the stream is
+        open, ``session.emit(batch)`` per read, and end by raising a
+        :class:`~mux_core.errors.SessionError` (returning = disconnected)."""
+        ...
+
+
+@attrs.define
+class ResumeState:
+    """Per-source state that outlives a session, so a reconnect resumes.
+
+    The core sets ``last_id`` from every emitted event that has an id; a
+    transport may set it (and ``cursor``) itself when it knows better -- SSE
+    keeps its last event id even across events that are not dispatched.
+    """
+
+    #: The last event id seen on this source (sent as Last-Event-ID, resume_param, ...).
+    last_id: str | None = None
+    #: A transport-defined resume position when an id is not enough.
+    cursor: Any = None
+    #: A reconnection delay the server asked for (SSE ``retry:``), replacing initial_delay.
+    retry_hint: float | None = None
+    #: Events delivered so far on this source (the last ``seq`` assigned).
+    seq: int = 0
+
+
+class SharedResources:
+    """Objects shared by every source of one run, closed when the run ends.
+
+    ``await shared.get("httpx", make_client)`` returns the same object to
+    every caller; ``make_client()`` must return an async context manager,
+    entered on first use. Used for one ``httpx.AsyncClient`` per process.
+    """
+
+    def __init__(self) -> None:
+        self._stack = AsyncExitStack()
+        self._objects: dict[str, Any] = {}
+        self._lock = trio.Lock()
+
+    async def get(self, key: str, factory: Callable[[], AbstractAsyncContextManager[T]]) -> T:
+        async with self._lock:
+            if key not in self._objects:
+                self._objects[key] = await self._stack.enter_async_context(factory())
+            return cast(T, self._objects[key])
+
+    async def aclose(self) -> None:
+        with trio.CancelScope(shield=True):
+            await self._stack.aclose()
+        self._objects.clear()
+
+
+class Session:
+    """One connection attempt of one source, as seen by its transport.
+
+    Created by the supervisor; transports only call its methods.
+    """
+
+    def __init__(
+        self,
+        *,
+        source: str,
+        transport: str,
+        resume: ResumeState,
+        connect_timeout: float,
+        shared: SharedResources,
+        send: Callable[[Sequence[Record]], Any],
+        attempt: int,
+        on_connected: Callable[[], None] = lambda: None,
+    ) -> None:
+        #: The source's name from the config.
+        self.source = source
+        #: The transport type name ("sse", ...).
+        self.transport = transport
+        #: State kept across sessions; read ``resume.last_id`` when connecting.
+        self.resume = resume
+        #: Seconds allowed to reach ``connected()``; the supervisor enforces it too.
+        self.connect_timeout = connect_timeout
+        #: Run-wide shared objects (one HTTP client per process, ...).
+        self.shared = shared
+        self.attempt = attempt
+        self._send = send
+        self._on_connected = on_connected
+        #: True once ``connected()`` was called.
+        self.is_connected = False
+        #: trio.current_time() at ``connected()``.
+        self.connected_at: float | None = None
+        #: Events emitted in this session.
+        self.events = 0
+
+    async def connected(self, detail: str = "") -> None:
+        """Report that the stream is open and delivering; emits ``connected``."""
+        if self.is_connected:
+            return
+        self.is_connected = True
+        self.connected_at = trio.current_time()
+        self._on_connected()
+        await self._send([self._status(State.CONNECTED, detail)])
+
+    async def emit(self, items: Iterable[RawEvent]) -> None:
+        """Hand over the events parsed from one read as one batch, in order."""
+        now = time.time()
+        source, transport = self.source, self.transport
+        resume = self.resume
+        seq = resume.seq
+        batch: list[Record] = []
+        last_id = None
+        for event, id_, data in items:
+            seq += 1
+            batch.append(Event(source, transport, event, id_, data, now, seq))
+            if id_ is not None:
+                last_id = id_
+        if not batch:
+            return
+        resume.seq = seq
+        if last_id is not None:
+            resume.last_id = last_id
+        self.events += len(batch)
+        await self._send(batch)
+
+    async def notice(self, detail: str) -> None:
+        """Report something worth knowing that does not change the state
+        (an oversized event skipped, ...): a Status with the current state."""
+        state = State.CONNECTED if self.is_connected else State.CONNECTING
+        await self._send([self._status(state, detail)])
+
+    def set_retry_hint(self, seconds: float | None) -> None:
+        """The server's reconnection time (SSE ``retry:``), used instead of initial_delay."""
+        if seconds is not None and (math.isnan(seconds) or seconds < 0):
+            return
+        self.resume.retry_hint = seconds
+
+    def _status(self, state: State, detail: str) -> Status:
+        return Status(self.source, self.transport, state, self.attempt, None, detail, time.time())
+

@@ -1,0 +1,198 @@
+"""What a sink sees: the :class:`Sink` protocol, its context, and its channel.
+
+Each sink reads its own bounded :class:`SinkChannel`, so a slow sink never
+slows another one. What happens when a sink falls behind is its overflow
+policy:
+
+``block``
+    the distributor waits (backpressure up to the sources); nothing is lost.
+    The default for sinks that record (file).
+``drop_oldest`` / ``drop_newest``
+    the oldest buffered / the incoming records are dropped and counted.
+``latest``
+    only the newest event per source is kept, plus every Status record:
+    what a UI needs to show "now". The default for UI sinks.
+
+A sink class looks like::
+
+    class PrintSink:
+        Options = PrintOptions
+        default_overflow = "drop_oldest"     # optional, else "block"
+        default_on_error = "drop"            # optional, else "stop"
+
+        def __init__(self, options: PrintOptions, context: SinkContext) -> None: ...
+        async def open(self) -> None: ...           # optional
+        async def write(self, batch: Batch) -> None: ...
+        async def aclose(self) -> None: ...         # optional; flush here
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import attrs
+import trio
+
+from .events import Batch, Event, Record
+
+__all__ = ["Overflow", "Sink", "SinkChannel", "SinkContext", "SourceInfo"]
+
+
+class Overflow(enum.StrEnum):
+    """A sink's overflow policy (see the module docstring)."""
+
+    BLOCK = "block"
+    DROP_OLDEST = "drop_oldest"
+    DROP_NEWEST = "drop_newest"
+    LATEST = "latest"
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """A sink plugin class. Registered with ``register("name", cls)``.
+
+    ``Options`` is an attrs class whose fields are the config keys of a
+    ``[[sinks]]`` table (besides ``type``, ``name``, ``overflow``, ``buffer``
+    and ``on_error``). It may define a classmethod ``check(options)`` raising
+    ``ValueError`` for problems ``mux check`` can find without running
+    (an unwritable path).
+    """
+
+    Options: ClassVar[type[Any]]
+
+    def __init__(self, options: Any, context: SinkContext) -> None: ...
+
+    async def write(self, batch: Batch) -> None:
+        """Take one batch of records, in order. Raising follows ``on_error``."""
+        ...
+
+
+@attrs.frozen
+class SourceInfo:
+    """A configured source, as sinks may list it before any record arrives."""
+
+    name: str
+    transport: str
+
+
+@attrs.define
+class SinkContext:
+    """The run as a sink sees it."""
+
+    #: This sink's name (its ``name`` key, or its type).
+    name: str
+    #: The config's name (file stem), e.g. for a window title.
+    config_name: str
+    #: The configured sources, in config order.
+    sources: tuple[SourceInfo, ...]
+    #: Ask the whole run to stop cleanly (a closed window does).
+    request_stop: Callable[[str], None]
+    #: Start a background task that lives until the sink is closed.
+    start_background: Callable[[Callable[[], Awaitable[Any]]], None]
+    #: Records this sink's channel dropped so far (updated by the core).
+    dropped: Callable[[], int] = lambda: 0
+
+
+class SinkChannel:
+    """A bounded buffer of records between the distributor and one sink.
+
+    ``put`` takes a batch and, per the overflow policy, waits (block) or
+    drops; ``get`` returns everything buffered as one batch (up to
+    ``max_batch``), waiting while empty. ``close`` lets ``get`` drain what is
+    left and then raise :class:`trio.EndOfChannel`.
+    """
+
+    def __init__(self, capacity: int, overflow: Overflow, *, max_batch: int = 4096) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be >= 1")
+        self.capacity = capacity
+        self.overflow = overflow
+        self.max_batch = max_batch
+        self.dropped = 0
+        self._buffer: deque[Record] = deque()
+        self._closed = False
+        self._not_empty = trio.Event()
+        self._not_full = trio.Event()
+        self._not_full.set()
+
+    def __len__(self) -> int:
+        return len(self._buffer)
+
+    async def put(self, batch: Sequence[Record]) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("sink channel is closed")
+        if not batch:
+            return
+        policy = self.overflow
+        if policy is Overflow.BLOCK:
+            for start in range(0, len(batch), self.capacity):
+                while len(self._buffer) >= self.capacity:
+                    self._not_full = trio.Event()
+                    await self._not_full.wait()
+                    if self._closed:
+                        raise trio.ClosedResourceError("sink channel is closed")
+                self._buffer.extend(batch[start : start + self.capacity])
+                self._not_empty.set()
+            return
+        buffer = self._buffer
+        if policy is Overflow.LATEST:
+            buffer.extend(batch)
+            self._compact_latest()
+        elif policy is Overflow.DROP_NEWEST:
+            room = self.capacity - len(buffer)
+            if room >= len(batch):
+                buffer.extend(batch)
+            else:
+                if room > 0:
+                    buffer.extend(batch[:room])
+                self.dropped += len(batch) - max(room, 0)
+        else:  # DROP_OLDEST
+            buffer.extend(batch)
+            excess = len(buffer) - self.capacity
+            if excess > 0:
+                self.dropped += excess
+                for _ in range(excess):
+                    buffer.popleft()
+        if buffer:
+            self._not_empty.set()
+        await trio.lowlevel.checkpoint()
+
+    def _compact_latest(self) -> None:
+        buffer = self._buffer
+        newest: dict[str, int] = {}
+        for index, record in enumerate(buffer):
+            if type(record) is Event:
+                newest[record.source] = index
+        events = sum(1 for r in buffer if type(r) is Event)
+        if events <= len(newest):
+            return
+        kept: deque[Record] = deque()
+        for index, record in enumerate(buffer):
+            if type(record) is not Event or newest[record.source] == index:
+                kept.append(record)
+        self.dropped += events - len(newest)
+        self._buffer = kept
+
+    async def get(self) -> list[Record]:
+        while not self._buffer:
+            if self._closed:
+                raise trio.EndOfChannel
+            self._not_empty = trio.Event()
+            await self._not_empty.wait()
+        buffer = self._buffer
+        if len(buffer) <= self.max_batch:
+            batch = list(buffer)
+            buffer.clear()
+        else:
+            batch = [buffer.popleft() for _ in range(self.max_batch)]
+        self._not_full.set()
+        return batch
+
+    def close(self) -> None:
+        """No more puts; ``get`` drains the rest, then raises EndOfChannel."""
+        self._closed = True
+        self._not_empty.set()
+        self._not_full.set()

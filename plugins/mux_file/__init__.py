@@ -1,0 +1,1 @@
+"""mux_file plugin (work in progress)."""

@@ -1,0 +1,1 @@
+"""mux_log plugin (work in progress)."""

@@ -1,0 +1,1 @@
+"""mux_qt plugin (work in progress)."""

@@ -1,0 +1,1 @@
+"""mux_rest plugin (work in progress)."""

@@ -1,0 +1,1 @@
+"""mux_sse plugin (work in progress)."""

@@ -1,0 +1,1 @@
+"""mux_tui plugin (work in progress)."""

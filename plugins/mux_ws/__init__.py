@@ -1,0 +1,1 @@
+"""mux_ws plugin (work in progress)."""
