@@ -1,0 +1,152 @@
+"""The ``log`` sink: every Status (and optionally events) as a log line.
+
+Lines go to the stdlib logger ``mux.sink.<sink name>``, so whatever logging
+setup the CLI (or an embedding program) made decides where they end up.
+A log must never slow the sources, hence ``drop_oldest`` by default (the
+core counts and reports drops) and ``on_error = "drop"``.
+
+Levels follow how much a human should care:
+
+* INFO -- ``connected``, ``ended``, ``stopped``, a first ``connecting``;
+* WARNING -- ``connecting`` after a failure, ``server_unavailable``,
+  ``disconnected`` (with the attempt and the retry delay);
+* ERROR -- ``failed``, ``max_retries_exceeded``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, ClassVar, Literal
+
+import attrs
+import orjson
+
+from mux_core.events import Batch, Event, State, Status, record_to_dict
+from mux_core.sinks import SinkContext
+
+__all__ = ["LogOptions", "LogSink"]
+
+_LEVELS: dict[str, int] = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+_FORMATS = ("text", "json")
+#: Longest payload text shown in a text-format event line.
+_MAX_DATA_CHARS = 200
+
+
+def _one_of(*allowed: str) -> Any:
+    def check(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value not in allowed:
+            choices = ", ".join(repr(a) for a in allowed)
+            raise ValueError(f"{attribute.name} must be one of {choices}, not {value!r}")
+
+    return check
+
+
+def _at_least_one(_instance: Any, attribute: attrs.Attribute[Any], value: int) -> None:
+    if value < 1:
+        raise ValueError(f"{attribute.name} must be >= 1 (1 = log every event), not {value}")
+
+
+@attrs.frozen(kw_only=True)
+class LogOptions:
+    """The keys of a ``[[sinks]] type = "log"`` table."""
+
+    #: The lowest level this sink logs: "debug", "info", "warning" or "error".
+    level: Literal["debug", "info", "warning", "error"] = attrs.field(
+        default="info", validator=_one_of(*_LEVELS)
+    )
+    #: "text" (human lines) or "json" (the JSON Lines object of each record).
+    format: Literal["text", "json"] = attrs.field(default="text", validator=_one_of(*_FORMATS))
+    #: Also log data events (at INFO), not only connection status changes.
+    events: bool = False
+    #: With ``events``, log one event in N per source (the first, the N+1th, ...).
+    sample_every: int = attrs.field(default=1, validator=_at_least_one)
+
+
+_WARNING_STATES = frozenset({State.SERVER_UNAVAILABLE, State.DISCONNECTED})
+_ERROR_STATES = frozenset({State.FAILED, State.MAX_RETRIES_EXCEEDED})
+
+
+def status_level(status: Status) -> int:
+    """The logging level of a Status record (see the module docstring)."""
+    state = status.state
+    if state in _ERROR_STATES:
+        return logging.ERROR
+    if state in _WARNING_STATES or (state is State.CONNECTING and status.attempt > 1):
+        return logging.WARNING
+    return logging.INFO
+
+
+def format_status(status: Status, level: int) -> str:
+    """``train-sse: server_unavailable (attempt 2, retry in 1.7 s): connection refused``."""
+    extras: list[str] = []
+    if level > logging.INFO:
+        extras.append(f"attempt {status.attempt}")
+    if status.retry_in is not None:
+        extras.append(f"retry in {status.retry_in:.3g} s")
+    text = f"{status.source}: {status.state.value}"
+    if extras:
+        text += f" ({', '.join(extras)})"
+    if status.detail:
+        text += f": {status.detail}"
+    return text
+
+
+def format_event(event: Event) -> str:
+    """``train-sse: metric id=42 seq=17 {"step":42,"loss":0.31}`` (payload shortened)."""
+    data = event.data
+    shown = data if isinstance(data, str) else orjson.dumps(data, default=repr).decode()
+    if len(shown) > _MAX_DATA_CHARS:
+        shown = shown[: _MAX_DATA_CHARS - 1] + "\u2026"
+    id_part = f" id={event.id}" if event.id is not None else ""
+    return f"{event.source}: {event.event}{id_part} seq={event.seq} {shown}"
+
+
+class LogSink:
+    """Log each record as one line on ``mux.sink.<name>``."""
+
+    Options = LogOptions
+    default_overflow: ClassVar[str] = "drop_oldest"
+    default_on_error: ClassVar[str] = "drop"
+
+    def __init__(self, options: LogOptions, context: SinkContext) -> None:
+        self.options = options
+        self.logger = logging.getLogger(f"mux.sink.{context.name}")
+        self._min_level = _LEVELS[options.level]
+        self._json = options.format == "json"
+        self._every = options.sample_every
+        #: Events seen per source, for sampling.
+        self._seen: dict[str, int] = {}
+
+    async def write(self, batch: Batch) -> None:
+        logger = self.logger
+        for record in batch:
+            if type(record) is Event:
+                if not self._should_log_event(record):
+                    continue
+                level = logging.INFO
+            else:
+                assert isinstance(record, Status)
+                level = status_level(record)
+            if level < self._min_level or not logger.isEnabledFor(level):
+                continue
+            logger.log(level, "%s", self._render(record, level))
+
+    def _should_log_event(self, event: Event) -> bool:
+        if not self.options.events:
+            return False
+        seen = self._seen.get(event.source, 0)
+        self._seen[event.source] = seen + 1
+        return seen % self._every == 0
+
+    def _render(self, record: Event | Status, level: int) -> str:
+        if self._json:
+            return orjson.dumps(record_to_dict(record), default=repr).decode()
+        if type(record) is Event:
+            return format_event(record)
+        assert isinstance(record, Status)
+        return format_status(record, level)

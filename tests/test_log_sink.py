@@ -1,0 +1,165 @@
+"""The log sink: levels, text and JSON lines, event sampling."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+import pytest
+from mux_log import LogOptions, LogSink
+
+from mux_core.events import Event, State, Status
+from mux_core.sinks import SinkContext
+
+LOGGER = "mux.sink.log"
+
+
+def _context(name: str = "log") -> SinkContext:
+    def start_background(fn: Any) -> None:
+        raise AssertionError("the log sink needs no background task")
+
+    return SinkContext(
+        name=name,
+        config_name="t",
+        sources=(),
+        request_stop=lambda reason: None,
+        start_background=start_background,
+    )
+
+
+def _status(
+    state: State, attempt: int = 1, retry_in: float | None = None, detail: str = ""
+) -> Status:
+    return Status("train-sse", "sse", state, attempt, retry_in, detail, 1764250001.5)
+
+
+def _event(seq: int, data: Any = None, source: str = "train-sse") -> Event:
+    payload = {"step": seq, "loss": 0.31} if data is None else data
+    return Event(source, "sse", "metric", str(seq), payload, 1764250000.123, seq)
+
+
+def _sink(**options: Any) -> LogSink:
+    return LogSink(LogOptions(**options), _context())
+
+
+def _lines(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str]]:
+    return [(r.levelno, r.getMessage()) for r in caplog.records if r.name == LOGGER]
+
+
+async def test_status_levels_and_text(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="mux")
+    sink = _sink()
+    await sink.write(
+        [
+            _status(State.CONNECTING, 1),
+            _status(State.SERVER_UNAVAILABLE, 2, 1.7, "connection refused"),
+            _status(State.CONNECTING, 2),
+            _status(State.CONNECTED, 1),
+            _status(State.DISCONNECTED, 1, 0.5, "stream closed"),
+            _status(State.ENDED, 1, None, "HTTP 204"),
+        ]
+    )
+    await sink.write([_status(State.FAILED, 1, None, "HTTP 404")])
+    await sink.write([_status(State.MAX_RETRIES_EXCEEDED, 3, None, "connection refused")])
+    await sink.write([_status(State.STOPPED, 1)])
+    assert _lines(caplog) == [
+        (logging.INFO, "train-sse: connecting"),
+        (
+            logging.WARNING,
+            "train-sse: server_unavailable (attempt 2, retry in 1.7 s): connection refused",
+        ),
+        (logging.WARNING, "train-sse: connecting (attempt 2)"),
+        (logging.INFO, "train-sse: connected"),
+        (logging.WARNING, "train-sse: disconnected (attempt 1, retry in 0.5 s): stream closed"),
+        (logging.INFO, "train-sse: ended: HTTP 204"),
+        (logging.ERROR, "train-sse: failed (attempt 1): HTTP 404"),
+        (logging.ERROR, "train-sse: max_retries_exceeded (attempt 3): connection refused"),
+        (logging.INFO, "train-sse: stopped"),
+    ]
+
+
+async def test_logger_is_named_after_the_sink(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="mux")
+    sink = LogSink(LogOptions(), _context("status-log"))
+    await sink.write([_status(State.CONNECTED)])
+    assert [r.name for r in caplog.records] == ["mux.sink.status-log"]
+
+
+async def test_level_option_is_the_minimum(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="mux")
+    sink = _sink(level="warning", events=True)
+    await sink.write(
+        [
+            _status(State.CONNECTING, 1),
+            _event(1),
+            _status(State.SERVER_UNAVAILABLE, 2, 1.0, "HTTP 503"),
+            _status(State.FAILED, 2, None, "HTTP 401"),
+        ]
+    )
+    assert [level for level, _ in _lines(caplog)] == [logging.WARNING, logging.ERROR]
+
+
+async def test_events_are_off_by_default(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="mux")
+    await _sink().write([_event(1), _event(2)])
+    assert _lines(caplog) == []
+
+
+async def test_events_text_line(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="mux")
+    sink = _sink(events=True)
+    await sink.write([_event(17), _event(18, "plain text"), _event(19, "x" * 500)])
+    lines = _lines(caplog)
+    assert lines[0] == (logging.INFO, 'train-sse: metric id=17 seq=17 {"step":17,"loss":0.31}')
+    assert lines[1] == (logging.INFO, "train-sse: metric id=18 seq=18 plain text")
+    assert len(lines[2][1]) < 300 and lines[2][1].endswith("\u2026")
+
+
+async def test_sample_every_per_source(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="mux")
+    sink = _sink(events=True, sample_every=3)
+    await sink.write([_event(i) for i in range(1, 8)])
+    await sink.write([_event(i, source="other") for i in range(1, 3)])
+    seqs = [msg.split("seq=")[1].split()[0] for _, msg in _lines(caplog)]
+    assert seqs == ["1", "4", "7", "1"]
+
+
+async def test_json_format_is_the_jsonl_object(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="mux")
+    sink = _sink(format="json", events=True)
+    await sink.write([_event(42), _status(State.SERVER_UNAVAILABLE, 2, 1.7, "connection refused")])
+    messages = [msg for _, msg in _lines(caplog)]
+    assert messages == [
+        '{"type":"event","source":"train-sse","transport":"sse","event":"metric","id":"42",'
+        '"data":{"step":42,"loss":0.31},"received_at":1764250000.123,"seq":42}',
+        '{"type":"status","source":"train-sse","transport":"sse","state":"server_unavailable",'
+        '"attempt":2,"retry_in":1.7,"detail":"connection refused","at":1764250001.5}',
+    ]
+    assert orjson.loads(messages[1])["state"] == "server_unavailable"
+
+
+def test_defaults_do_not_slow_sources() -> None:
+    assert LogSink.default_overflow == "drop_oldest"
+    assert LogSink.default_on_error == "drop"
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"level": "loud"}, "level must be one of"),
+        ({"format": "xml"}, "format must be one of"),
+        ({"sample_every": 0}, "sample_every must be >= 1"),
+    ],
+)
+def test_bad_options_are_clear(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        LogOptions(**options)
+
+
+def test_registers_as_log() -> None:
+    import mux_log
+
+    registered: dict[str, type[Any]] = {}
+    mux_log.mux_register_sinks(lambda name, cls: registered.__setitem__(name, cls))
+    assert registered == {"log": LogSink}
