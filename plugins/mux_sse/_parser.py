@@ -1,0 +1,251 @@
+"""An incremental parser for ``text/event-stream``, to the WHATWG HTML rules.
+
+Bytes go in as they arrive (any split: mid-line, mid-CRLF, mid-UTF-8
+character, mid-BOM), complete events come out. The parser works on bytes and
+decodes only what it hands out: UTF-8 never uses a byte below 0x80 inside a
+multi-byte character, so splitting on ``\\n``/``\\r`` and ``:`` before
+decoding is exact, and a character split across reads is simply decoded once
+its line is complete. Invalid UTF-8 becomes U+FFFD, as the spec's decoder does.
+
+Speed comes from working on whole reads with C-level bytes methods: line ends
+are normalised with ``replace``, the read is cut into events with
+``split(b"\\n\\n")``, and an event that is one ``data:`` line (the common
+case) is emitted without looking at its lines one by one.
+
+Memory is bounded by ``max_event_bytes``: an event, or a line that never
+ends, larger than that is dropped whole; :attr:`SseParser.skipped` counts
+them and parsing resumes at the next blank line.
+"""
+
+from __future__ import annotations
+
+from typing import TypeAlias
+
+__all__ = ["DEFAULT_MAX_EVENT_BYTES", "SseEvent", "SseParser"]
+
+#: Events larger than this (bytes of their lines) are skipped by default.
+DEFAULT_MAX_EVENT_BYTES = 8 * 1024 * 1024
+
+#: One dispatched event: (event type, last event id in effect or "", data).
+SseEvent: TypeAlias = tuple[str, str, str]
+
+_BOM = b"\xef\xbb\xbf"
+
+
+class SseParser:
+    """Turns the bytes of one event stream into ``(type, last_id, data)`` tuples.
+
+    One parser per connection. ``last_event_id`` seeds the id in effect (the
+    id a reconnect resumed from), so events before the first ``id:`` line of
+    the new connection carry it, as a browser's ``lastEventId`` does.
+    """
+
+    def __init__(
+        self, *, last_event_id: str = "", max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+    ) -> None:
+        if max_event_bytes <= 0:
+            raise ValueError(f"max_event_bytes must be positive, got {max_event_bytes}")
+        #: The spec's "last event ID string": updated at each blank line from
+        #: the id buffer, whether or not an event is dispatched.
+        self.last_event_id = last_event_id
+        #: The latest valid ``retry:`` value in seconds, or None if none came.
+        self.retry: float | None = None
+        #: How many oversized events were dropped so far.
+        self.skipped = 0
+        self.max_event_bytes = max_event_bytes
+        self._last_id_raw = last_event_id.encode("utf-8")
+        self._id_buf = self._last_id_raw
+        self._data: list[bytes] = []
+        self._type = b""
+        self._size = 0  # bytes of the current event's complete lines
+        self._discarding = False  # current event is oversized: drop until a blank line
+        self._drop_line = False  # drop bytes up to the next line end
+        self._tail: list[bytes] = []  # the incomplete last line, in pieces
+        self._tail_len = 0
+        self._at_start = True  # a BOM may still come
+        self._head = b""  # first bytes, held until we know whether they are a BOM
+        self._cr_pending = False  # the last read ended with CR: a leading LF is its partner
+
+    def feed(self, data: bytes) -> list[SseEvent]:
+        """Parse one read; return the events it completed, in order."""
+        if not data:
+            return []
+        if self._at_start:
+            data = self._strip_bom(data)
+            if not data:
+                return []
+        if self._cr_pending:
+            self._cr_pending = False
+            if data[:1] == b"\n":
+                data = data[1:]
+        if b"\r" in data:
+            self._cr_pending = data[-1:] == b"\r"
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        if self._drop_line:
+            end = data.find(b"\n")
+            if end < 0:
+                return []
+            self._drop_line = False
+            data = data[end + 1 :]
+            # The dropped line was not blank, so the event goes on: count nothing more.
+        end = data.rfind(b"\n")
+        if end < 0:
+            self._keep_tail(data)
+            return []
+        body = data[: end + 1]
+        if self._tail:
+            self._tail.append(body)
+            body = b"".join(self._tail)
+            self._tail = []
+            self._tail_len = 0
+        out: list[SseEvent] = []
+        pieces = body.split(b"\n\n")
+        last = len(pieces) - 1
+        if last:
+            self._lines(pieces[0].split(b"\n"), out)
+            self._dispatch(out)
+            if last > 1:
+                self._events(pieces, last, out)
+        tail_lines = pieces[last]
+        if tail_lines:
+            self._lines(tail_lines[:-1].split(b"\n"), out)
+        self._keep_tail(data[end + 1 :])
+        return out
+
+    def _events(self, pieces: list[bytes], last: int, out: list[SseEvent]) -> None:
+        """Handle pieces 1..last-1: each is a whole event starting from a clean state.
+
+        The hot loop of the parser, so it keeps everything in locals and
+        leaves the rare cases (blank lines inside, oversized) to :meth:`_lines`.
+        """
+        append = out.append
+        limit = self.max_event_bytes
+        last_id = self.last_event_id
+        for i in range(1, last):
+            piece = pieces[i]
+            if len(piece) >= limit:
+                self._lines(piece.split(b"\n"), out)
+                self._dispatch(out)
+                last_id = self.last_event_id
+                continue
+            if piece[:5] == b"data:" and b"\n" not in piece:
+                value = piece[6:] if piece[5:6] == b" " else piece[5:]
+                append(("message", last_id, value.decode("utf-8", "replace")))
+                continue
+            if piece[:1] == b"\n":  # starts with blank lines: the general path
+                self._lines(piece.split(b"\n"), out)
+                self._dispatch(out)
+                last_id = self.last_event_id
+                continue
+            data: list[bytes] = []
+            kind = b""
+            for line in piece.split(b"\n"):
+                name, _, value = line.partition(b":")
+                if value[:1] == b" ":
+                    value = value[1:]
+                if name == b"data":
+                    data.append(value)
+                elif name == b"id":
+                    if b"\0" not in value and value != self._last_id_raw:
+                        self._last_id_raw = self._id_buf = value
+                        last_id = self.last_event_id = value.decode("utf-8", "replace")
+                elif name == b"event":
+                    kind = value
+                elif name == b"retry" and value.isdigit():
+                    self._set_retry(value)
+            if data:
+                append(
+                    (
+                        kind.decode("utf-8", "replace") or "message",
+                        last_id,
+                        b"\n".join(data).decode("utf-8", "replace"),
+                    )
+                )
+
+    def _lines(self, lines: list[bytes], out: list[SseEvent]) -> None:
+        """Interpret complete lines; a blank one dispatches."""
+        limit = self.max_event_bytes
+        for line in lines:
+            if not line:
+                self._dispatch(out)
+                continue
+            if self._discarding:
+                continue
+            self._size += len(line) + 1
+            if self._size > limit:
+                self._start_discarding()
+                continue
+            name, _, value = line.partition(b":")  # a comment has name b"": ignored below
+            if value[:1] == b" ":
+                value = value[1:]
+            if name == b"data":
+                self._data.append(value)
+            elif name == b"event":
+                self._type = value
+            elif name == b"id":
+                if b"\0" not in value:
+                    self._id_buf = value
+            elif name == b"retry" and value.isdigit():
+                self._set_retry(value)
+
+    def _set_retry(self, value: bytes) -> None:
+        try:
+            self.retry = int(value) / 1000
+        except OverflowError:  # more digits than a float holds: "wait forever", capped later
+            self.retry = float("inf")
+
+    def _dispatch(self, out: list[SseEvent]) -> None:
+        """The spec's "dispatch the event" step, at a blank line."""
+        if self._discarding:
+            self._discarding = False
+        elif self._id_buf != self._last_id_raw:
+            self._last_id_raw = self._id_buf
+            self.last_event_id = self._id_buf.decode("utf-8", "replace")
+        if self._data:
+            out.append(
+                (
+                    self._type.decode("utf-8", "replace") or "message",
+                    self.last_event_id,
+                    b"\n".join(self._data).decode("utf-8", "replace"),
+                )
+            )
+            self._data = []
+        self._type = b""
+        self._size = 0
+
+    def _start_discarding(self) -> None:
+        """Drop the current event: its data, type and any id it set."""
+        self.skipped += 1
+        self._discarding = True
+        self._data = []
+        self._type = b""
+        self._id_buf = self._last_id_raw
+
+    def _keep_tail(self, rest: bytes) -> None:
+        """Hold an incomplete line, or drop it when its event is already too big."""
+        if not rest:
+            return
+        if self._discarding:
+            self._drop_rest_of_line()
+            return
+        self._tail_len += len(rest)
+        if self._size + self._tail_len > self.max_event_bytes:
+            self._start_discarding()
+            self._drop_rest_of_line()
+            return
+        self._tail.append(rest)
+
+    def _drop_rest_of_line(self) -> None:
+        self._tail = []
+        self._tail_len = 0
+        self._drop_line = True
+
+    def _strip_bom(self, data: bytes) -> bytes:
+        """Remove one BOM from the very start of the stream, even if split."""
+        head = self._head + data
+        if len(head) < len(_BOM) and _BOM.startswith(head):
+            self._head = head
+            return b""
+        self._at_start = False
+        self._head = b""
+        return head[len(_BOM) :] if head.startswith(_BOM) else head
