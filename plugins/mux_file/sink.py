@@ -1,0 +1,309 @@
+"""The ``file`` sink: JSON Lines on disk, batched, rotated, never half a line.
+
+The trio side only encodes: each batch becomes one ``bytes`` (the one
+encoder, :func:`mux_core.events.encode_jsonl`) appended to an in-memory
+buffer. The disk work -- write, rotate, fsync -- runs in a worker thread
+(``trio.to_thread``), one job at a time under a lock, so the event loop never
+waits on a disk and the lines keep their order.
+
+The buffer goes to the OS when it passes ``_FLUSH_BYTES`` (in ``write``,
+which gives backpressure) and every ``flush_interval`` seconds (a background
+task, so a quiet stream still reaches the disk). ``aclose`` writes the rest,
+fsyncs and closes.
+
+A file only ever holds whole lines: the writer cuts at line boundaries when
+it rotates, truncates back to the last whole line when a write fails (disk
+full), and starts on a fresh line when it appends to a file whose last line
+was cut short (a crash).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from typing import Any, ClassVar
+
+import attrs
+import trio
+
+from mux_core.events import Batch, encode_jsonl
+from mux_core.sinks import SinkContext
+
+__all__ = ["FileOptions", "FileSink"]
+
+#: Buffered bytes that trigger a write to the OS without waiting for the timer.
+_FLUSH_BYTES = 1 << 20
+
+
+def _non_negative(_instance: Any, attribute: attrs.Attribute[Any], value: int) -> None:
+    if value < 0:
+        raise ValueError(f"{attribute.name} must be >= 0, not {value}")
+
+
+def _positive(_instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"{attribute.name} must be > 0 seconds, not {value}")
+
+
+def _non_empty(_instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+    if not value.strip():
+        raise ValueError(f"{attribute.name} must not be empty")
+
+
+@attrs.frozen(kw_only=True)
+class FileOptions:
+    """The keys of a ``[[sinks]] type = "file"`` table."""
+
+    #: The JSON Lines file; ``~`` is expanded, relative paths are from the working
+    #: directory. Missing directories are created; an existing file is appended to.
+    path: str = attrs.field(validator=_non_empty)
+    #: Rotate before the file would grow past this many bytes (0 = never rotate).
+    rotate_bytes: int = attrs.field(default=0, validator=_non_negative)
+    #: Rotated files kept: ``events.jsonl.1`` (newest) ... ``events.jsonl.N``.
+    keep: int = attrs.field(default=5, validator=_non_negative)
+    #: Seconds between writes of buffered lines to the OS (also at ~1 MiB buffered).
+    flush_interval: float = attrs.field(default=1.0, validator=_positive)
+    #: fsync after each timed flush, so a power loss costs at most ``flush_interval``
+    #: of records; the file is always fsynced when the sink closes.
+    fsync: bool = True
+
+
+def _resolve(path: str) -> str:
+    return os.path.abspath(os.path.expanduser(path))
+
+
+def _cannot_write(shown: str, reason: str) -> str:
+    return f"cannot write {shown}: {reason} \u2014 choose a writable path"
+
+
+def _problem(path: str) -> str | None:
+    """Why ``path`` cannot be written, as far as it is visible without writing."""
+    if os.path.isdir(path):
+        return "Is a directory"
+    if os.path.exists(path):
+        return None if os.access(path, os.W_OK) else os.strerror(errno.EACCES)
+    parent = os.path.dirname(path)
+    while not os.path.exists(parent):
+        above = os.path.dirname(parent)
+        if above == parent:
+            return None
+        parent = above
+    if not os.path.isdir(parent):
+        return f"{parent} is not a directory"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return os.strerror(errno.EACCES)
+    return None
+
+
+def _open_append(path: str) -> int:
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+
+
+class _RotatingFile:
+    """The blocking half: appends whole lines, rotates. Only the worker thread calls it."""
+
+    def __init__(self, path: str, *, rotate_bytes: int, keep: int) -> None:
+        self.path = path
+        self.rotate_bytes = rotate_bytes
+        self.keep = keep
+        self._fd = -1
+        self._size = 0
+
+    def open(self) -> None:
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        self._fd = _open_append(self.path)
+        self._size = os.fstat(self._fd).st_size
+        if self._size and not self._ends_with_newline():
+            self._write_all(b"\n")
+
+    def _ends_with_newline(self) -> bool:
+        fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            return os.pread(fd, 1, self._size - 1) == b"\n"
+        finally:
+            os.close(fd)
+
+    def write(self, data: bytes) -> None:
+        """Append ``data`` (whole lines), rotating between lines when it is due."""
+        limit = self.rotate_bytes
+        pos, end_of_data = 0, len(data)
+        while pos < end_of_data:
+            if not limit or self._size + (end_of_data - pos) <= limit:
+                self._write_all(data[pos:] if pos else data)
+                return
+            room = limit - self._size
+            cut = data.rfind(b"\n", pos, pos + room) if room > 0 else -1
+            if cut >= 0:
+                end = cut + 1
+            elif self._size == 0:
+                end = data.index(b"\n", pos) + 1  # one line longer than rotate_bytes
+            else:
+                self._rotate()
+                continue
+            self._write_all(data[pos:end])
+            pos = end
+
+    def _write_all(self, chunk: bytes) -> None:
+        view = memoryview(chunk)
+        start = self._size
+        try:
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+        except OSError:
+            try:
+                os.ftruncate(self._fd, start)  # never leave half a line behind
+            except OSError:
+                pass
+            raise
+        self._size = start + len(chunk)
+
+    def _rotate(self) -> None:
+        _fsync(self._fd)
+        os.close(self._fd)
+        self._fd = -1
+        if self.keep:
+            for index in range(self.keep - 1, 0, -1):
+                older = f"{self.path}.{index}"
+                if os.path.exists(older):
+                    os.replace(older, f"{self.path}.{index + 1}")
+            os.replace(self.path, f"{self.path}.1")
+        else:
+            os.unlink(self.path)
+        self._fd = _open_append(self.path)
+        self._size = 0
+
+    def fsync(self) -> None:
+        _fsync(self._fd)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            try:
+                _fsync(fd)
+            finally:
+                os.close(fd)
+
+    def abandon(self) -> None:
+        """Close after a failed write, keeping that write's error the one reported."""
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def _fsync(fd: int) -> None:
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        # Pipes, terminals and character devices (/dev/stdout) cannot sync: nothing to lose.
+        if exc.errno not in (errno.EINVAL, errno.EROFS, errno.ENOTSUP):
+            raise
+
+
+class FileSink:
+    """Append every record to a JSON Lines file."""
+
+    Options = FileOptions
+    default_overflow: ClassVar[str] = "block"
+    default_on_error: ClassVar[str] = "stop"
+
+    @classmethod
+    def check(cls, options: FileOptions) -> None:
+        """Refuse a path that visibly cannot be written, creating nothing."""
+        reason = _problem(_resolve(options.path))
+        if reason is not None:
+            raise ValueError(_cannot_write(options.path, reason))
+
+    def __init__(self, options: FileOptions, context: SinkContext) -> None:
+        self.options = options
+        self.context = context
+        self.path = _resolve(options.path)
+        self._file = _RotatingFile(self.path, rotate_bytes=options.rotate_bytes, keep=options.keep)
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        #: Written to the OS since the last fsync.
+        self._dirty = False
+        self._io_lock = trio.Lock()
+        self._opened = False
+        self._closed = False
+
+    async def open(self) -> None:
+        await self._run_io(self._file.open)
+        self._opened = True
+        self.context.start_background(self._flush_periodically)
+
+    async def write(self, batch: Batch) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError(f"file sink {self.context.name} is closed")
+        data = encode_jsonl(batch)
+        if not data:
+            return
+        self._pending.append(data)
+        self._pending_bytes += len(data)
+        if self._pending_bytes >= _FLUSH_BYTES:
+            await self.flush()
+
+    async def flush(self, *, fsync: bool = False) -> None:
+        """Hand everything buffered to the OS (and fsync it, if asked)."""
+        async with self._io_lock:
+            if self._closed or not self._opened:
+                return
+            data = self._take_pending()
+            if data:
+                await self._run_io(self._file.write, data, locked=True)
+                self._dirty = True
+            if fsync and self._dirty:
+                await self._run_io(self._file.fsync, locked=True)
+                self._dirty = False
+
+    async def aclose(self) -> None:
+        """Write everything buffered, fsync, close. Not interrupted by cancellation."""
+        with trio.CancelScope(shield=True):
+            async with self._io_lock:
+                if self._closed:
+                    return
+                self._closed = True
+                if not self._opened:
+                    return
+                data = self._take_pending()
+                try:
+                    if data:
+                        await self._run_io(self._file.write, data, locked=True)
+                except BaseException:
+                    await trio.to_thread.run_sync(self._file.abandon)
+                    raise
+                await self._run_io(self._file.close, locked=True)
+
+    async def _flush_periodically(self) -> None:
+        interval = self.options.flush_interval
+        while not self._closed:
+            await trio.sleep(interval)
+            await self.flush(fsync=self.options.fsync)
+
+    def _take_pending(self) -> bytes:
+        pending = self._pending
+        if not pending:
+            return b""
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        self._pending = []
+        self._pending_bytes = 0
+        return data
+
+    async def _run_io(self, fn: Any, *args: Any, locked: bool = False) -> None:
+        """Run one disk job in the worker thread; OSError becomes a clear message."""
+        try:
+            if locked:
+                await trio.to_thread.run_sync(fn, *args)
+            else:
+                async with self._io_lock:
+                    await trio.to_thread.run_sync(fn, *args)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            if exc.filename not in (None, self.path):
+                reason = f"{exc.filename}: {reason}"
+            error = OSError(_cannot_write(self.options.path, reason))
+            error.errno = exc.errno
+            raise error from exc
