@@ -1,0 +1,1 @@
+"""Fake stream servers and helpers behind :mod:`mux_core.testing` (private modules)."""
