@@ -1,0 +1,659 @@
+"""The TOML config file -> validated, frozen attrs records, before any I/O.
+
+Every problem is a :class:`~mux_core.errors.ConfigError` whose ``str()`` is
+``FILE:LINE: key: why`` -- the line is found by re-scanning the text
+(:mod:`mux_core._toml_positions`), the key is a path like
+``sources[1].interval`` (indices count from 0). All problems of a file are
+reported at once, sorted by line, one per line of the message.
+
+Environment variables: ``${NAME}`` is replaced by the variable's value in
+every string value (also inside arrays and inline tables); an unset variable
+is an error at that key. ``${NAME:-default}`` uses ``default`` when the
+variable is unset or empty (the shell's meaning; the default cannot contain
+``}``). ``$${`` writes a literal ``${``; a lone ``$`` needs no escape.
+
+Secrets: :attr:`Config.secrets` holds the strings to mask wherever the
+config or its values are shown -- values taken from the environment, every
+``headers`` value, values of options whose name says secret (``password``,
+``token``, ``secret``, ``api_key``, ``credential``) and the password of a URL
+(``http://user:pass@host``). :func:`render_config` applies them.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+import tomllib
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import attrs
+from cattrs.errors import ForbiddenExtraKeysError
+
+from ._config_convert import (
+    WrongValue,
+    blame_field,
+    describe_value,
+    expected,
+    leaf_errors,
+    make_converter,
+    unknown_key_message,
+)
+from ._toml_positions import KeyPath, key_lines, line_of
+from .errors import ConfigError
+from .plugins import PluginManager, Provided
+from .retry import RetryPolicy
+from .sinks import Overflow
+
+__all__ = [
+    "Config",
+    "SinkConfig",
+    "SourceConfig",
+    "load_config",
+    "parse_config",
+    "render_config",
+]
+
+_TOP_KEYS = ("retry", "sources", "sinks")
+_SOURCE_KEYS = ("name", "transport", "retry")
+_SINK_KEYS = ("type", "name", "overflow", "buffer", "on_error")
+_ON_ERROR = ("stop", "drop")
+_DEFAULT_BUFFER = 10_000
+_SECRET_WORDS = ("password", "passwd", "secret", "token", "api_key", "apikey", "credential")
+_REFERENCE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\{")
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_TOML_POSITION = re.compile(r"\s*\(at (?:line (\d+), column (\d+)|end of document)\)")
+_CONVERTER = make_converter()
+
+
+@attrs.frozen
+class SourceConfig:
+    """One ``[[sources]]`` table, validated."""
+
+    name: str
+    transport: str
+    #: An instance of the transport class's ``Options``.
+    options: Any
+    #: The top-level ``[retry]`` with this source's ``retry`` table merged over it.
+    retry: RetryPolicy
+    #: Line of the ``[[sources]]`` header.
+    line: int | None
+
+
+@attrs.frozen
+class SinkConfig:
+    """One ``[[sinks]]`` table, validated."""
+
+    #: The ``name`` key, by default the type; unique among sinks.
+    name: str
+    type: str
+    #: An instance of the sink class's ``Options``.
+    options: Any
+    overflow: Overflow
+    #: Capacity of the sink's channel, in records.
+    buffer: int
+    #: ``"stop"`` the run or ``"drop"`` the sink when it fails.
+    on_error: str
+    line: int | None
+
+
+@attrs.frozen
+class Config:
+    """A whole config file, validated against the installed plugins."""
+
+    #: The path as given.
+    path: str
+    #: The file's stem, e.g. ``"monitor"``.
+    name: str
+    retry: RetryPolicy
+    sources: tuple[SourceConfig, ...]
+    sinks: tuple[SinkConfig, ...]
+    #: Strings to mask whenever the config or its values are printed.
+    secrets: frozenset[str]
+
+
+def load_config(
+    path: str | os.PathLike[str],
+    plugins: PluginManager,
+    *,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Read and validate the config file at ``path``; raise ConfigError if wrong."""
+    shown = os.fspath(path)
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ConfigError("no such file; create it or pass another path", file=shown) from None
+    except IsADirectoryError:
+        raise ConfigError("is a directory; pass the config file itself", file=shown) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror or exc}", file=shown) from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError("not UTF-8 text", file=shown, line=line) from None
+    return parse_config(text, path=shown, plugins=plugins, environ=environ)
+
+
+def parse_config(
+    text: str,
+    *,
+    path: str,
+    plugins: PluginManager,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Validate config ``text`` (``path`` is only used in messages and names)."""
+    return _Loader(text, path, plugins, os.environ if environ is None else environ).load()
+
+
+class _Failed:
+    """Marks a value that could not be built (its errors are already recorded)."""
+
+
+_FAILED = _Failed()
+
+
+class _Loader:
+    def __init__(
+        self, text: str, path: str, plugins: PluginManager, environ: Mapping[str, str]
+    ) -> None:
+        self._text = text
+        self._path = path
+        self._plugins = plugins
+        self._environ = environ
+        self._lines: dict[KeyPath, int] = {}
+        self._errors: list[ConfigError] = []
+        self._secrets: set[str] = set()
+
+    def load(self) -> Config:
+        data = self._parse_toml()
+        self._lines = key_lines(self._text)
+        data = self._substitute(data, ())
+        for key in data:
+            if key not in _TOP_KEYS:
+                self._fail((key,), unknown_key_message(key, _TOP_KEYS))
+        retry_raw = self._table(data, ("retry",))
+        retry = self._structure(RetryPolicy, retry_raw, ("retry",))
+        if isinstance(retry, _Failed):
+            retry, retry_raw = RetryPolicy(), {}
+        sources = self._sources(data, retry_raw)
+        sinks = self._sinks(data)
+        self._raise_errors()
+        return Config(
+            path=self._path,
+            name=Path(self._path).stem,
+            retry=retry,
+            sources=tuple(sources),
+            sinks=tuple(sinks),
+            secrets=frozenset(self._secrets),
+        )
+
+    # -- text ----------------------------------------------------------------
+
+    def _parse_toml(self) -> dict[str, Any]:
+        try:
+            return tomllib.loads(self._text)
+        except tomllib.TOMLDecodeError as exc:
+            reason = str(exc)
+            match = _TOML_POSITION.search(reason)
+            line = self._text.count("\n") + 1
+            if match:
+                reason = reason[: match.start()]
+                if match.group(1):
+                    line = int(match.group(1))
+                    reason += f" at column {match.group(2)}"
+                else:
+                    reason += " at the end of the file"
+            raise ConfigError(f"invalid TOML: {reason}", file=self._path, line=line) from None
+
+    def _substitute(self, value: Any, path: KeyPath) -> Any:
+        if isinstance(value, str):
+            return self._expand(value, path) if "$" in value else value
+        if isinstance(value, list):
+            return [self._substitute(item, (*path, index)) for index, item in enumerate(value)]
+        if isinstance(value, dict):
+            return {key: self._substitute(item, (*path, key)) for key, item in value.items()}
+        return value
+
+    def _expand(self, text: str, path: KeyPath) -> str:
+        def replace(match: re.Match[str]) -> str:
+            token, name, default = match.group(0), match.group(1), match.group(2)
+            if token == "$${":
+                return "${"
+            if name is None:
+                self._fail(
+                    path,
+                    "invalid ${...} reference; write ${NAME} or ${NAME:-default} "
+                    "(or $${ for a literal ${)",
+                )
+                return token
+            value = self._environ.get(name)
+            if default is not None and not value:
+                return default
+            if value is None:
+                self._fail(
+                    path,
+                    f"environment variable {name!r} is not set; set it or write "
+                    f"${{{name}:-default}}",
+                )
+                return ""
+            if value:
+                self._secrets.add(value)
+            return value
+
+        return _REFERENCE.sub(replace, text)
+
+    # -- tables --------------------------------------------------------------
+
+    def _sources(self, data: dict[str, Any], retry_raw: dict[str, Any]) -> list[SourceConfig]:
+        tables = self._array_of_tables(data, "sources")
+        if tables is not None and not tables:
+            self._fail(
+                ("sources",),
+                "no sources; add a [[sources]] table with a name, a transport and its options",
+            )
+        transports = self._plugins.transports()
+        seen: dict[str, int | None] = {}
+        sources = []
+        for index, table in enumerate(tables or ()):
+            path: KeyPath = ("sources", index)
+            name = self._name(table, path, "name", seen, "source")
+            transport = self._required_str(table, path, "transport")
+            merged = {**retry_raw, **self._table(table, (*path, "retry"))}
+            retry = self._structure(RetryPolicy, merged, (*path, "retry"))
+            options: Any = _FAILED
+            if transport is not None:
+                provided = self._provider("transport", transport, transports, path)
+                if provided is not None:
+                    rest = {k: v for k, v in table.items() if k not in _SOURCE_KEYS}
+                    options = self._options(provided, rest, path, _SOURCE_KEYS)
+            if (
+                name is None
+                or transport is None
+                or isinstance(retry, _Failed)
+                or isinstance(options, _Failed)
+            ):
+                continue
+            sources.append(SourceConfig(name, transport, options, retry, self._line(path)))
+        return sources
+
+    def _sinks(self, data: dict[str, Any]) -> list[SinkConfig]:
+        tables = self._array_of_tables(data, "sinks") or []
+        available = self._plugins.sinks() if tables else {}
+        seen: dict[str, int | None] = {}
+        sinks = []
+        for index, table in enumerate(tables):
+            path: KeyPath = ("sinks", index)
+            type_ = self._required_str(table, path, "type")
+            if type_ is None:
+                continue
+            provided = self._provider("sink type", type_, available, path)
+            name = self._name(table, path, "name", seen, "sink", default=type_)
+            cls = provided.cls if provided is not None else object
+            overflow = self._overflow(table, path, getattr(cls, "default_overflow", "block"))
+            buffer = self._buffer(table, path)
+            on_error = self._choice(
+                table, path, "on_error", _ON_ERROR, str(getattr(cls, "default_on_error", "stop"))
+            )
+            if provided is None or name is None:
+                continue
+            rest = {k: v for k, v in table.items() if k not in _SINK_KEYS}
+            options = self._options(provided, rest, path, _SINK_KEYS)
+            if isinstance(options, _Failed) or None in (overflow, buffer, on_error):
+                continue
+            assert overflow is not None and buffer is not None and on_error is not None
+            sinks.append(
+                SinkConfig(name, type_, options, overflow, buffer, on_error, self._line(path))
+            )
+        return sinks
+
+    def _array_of_tables(self, data: dict[str, Any], key: str) -> list[dict[str, Any]] | None:
+        value = data.get(key)
+        if value is None:
+            if key == "sources":
+                self._fail(
+                    (key,),
+                    "no sources; add a [[sources]] table with a name, a transport and its options",
+                )
+            return None
+        if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+            got = describe_value(value)
+            self._fail((key,), f"expected an array of tables ([[{key}]]), got {got}")
+            return None
+        return value
+
+    def _table(self, data: dict[str, Any], path: KeyPath) -> dict[str, Any]:
+        value = data.get(str(path[-1]), {})
+        if not isinstance(value, dict):
+            self._fail(path, f"expected a table, got {describe_value(value)}")
+            return {}
+        return value
+
+    # -- single keys -----------------------------------------------------------
+
+    def _required_str(self, table: dict[str, Any], path: KeyPath, key: str) -> str | None:
+        if key not in table:
+            self._fail((*path, key), f"missing required key {key!r} (a string)")
+            return None
+        value = table[key]
+        if not isinstance(value, str):
+            self._fail((*path, key), f"expected a string, got {describe_value(value)}")
+            return None
+        if not value:
+            self._fail((*path, key), "must not be empty")
+            return None
+        return value
+
+    def _name(
+        self,
+        table: dict[str, Any],
+        path: KeyPath,
+        key: str,
+        seen: dict[str, int | None],
+        kind: str,
+        *,
+        default: str | None = None,
+    ) -> str | None:
+        name = default if key not in table else None
+        if name is None:
+            name = self._required_str(table, path, key)
+        if name is None:
+            return None
+        line = self._line((*path, key))
+        if name in seen:
+            first = seen[name]
+            where = f"line {first}" if first is not None else "another table"
+            fix = "give each a distinct name" if key in table else "add a distinct `name` key"
+            message = f"duplicate {kind} name {name!r}, already used at {where}; {fix}"
+            self._fail((*path, key), message)
+            return None
+        seen[name] = line
+        return name
+
+    def _overflow(self, table: dict[str, Any], path: KeyPath, default: Any) -> Overflow | None:
+        allowed = [policy.value for policy in Overflow]
+        if "overflow" not in table:
+            try:
+                return Overflow(str(default))
+            except ValueError:
+                return Overflow.BLOCK
+        value = table["overflow"]
+        if isinstance(value, str) and value in allowed:
+            return Overflow(value)
+        shown = repr(value) if isinstance(value, str) else describe_value(value)
+        choices = ", ".join(repr(policy) for policy in allowed)
+        message = f"unknown overflow policy {shown}; expected one of {choices}"
+        self._fail((*path, "overflow"), message)
+        return None
+
+    def _buffer(self, table: dict[str, Any], path: KeyPath) -> int | None:
+        value = table.get("buffer", _DEFAULT_BUFFER)
+        if type(value) is not int:
+            self._fail((*path, "buffer"), f"expected an integer, got {describe_value(value)}")
+            return None
+        if value < 1:
+            self._fail((*path, "buffer"), f"must be >= 1 (records), got {value}")
+            return None
+        return value
+
+    def _choice(
+        self, table: dict[str, Any], path: KeyPath, key: str, allowed: tuple[str, ...], default: str
+    ) -> str | None:
+        value = table.get(key, default)
+        if isinstance(value, str) and value in allowed:
+            return value
+        choices = ", ".join(repr(choice) for choice in allowed)
+        self._fail((*path, key), f"expected one of {choices}, got {describe_value(value)}")
+        return None
+
+    # -- plugins -------------------------------------------------------------
+
+    def _provider(
+        self, kind: str, name: str, available: Mapping[str, Provided], path: KeyPath
+    ) -> Provided | None:
+        key = (*path, "transport" if kind == "transport" else "type")
+        if name in available:
+            return available[name]
+        failure = self._plugins.failure_for(kind.split()[0], name)
+        if failure is not None:
+            self._fail(
+                key,
+                f"{kind} {name!r} is provided by plugin {failure.plugin!r}, "
+                f"which failed to load: {failure.error}",
+            )
+            return None
+        installed = ", ".join(repr(n) for n in sorted(available)) or "none"
+        close = difflib.get_close_matches(name, list(available), n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        self._fail(key, f"unknown {kind} {name!r}; {hint}installed: {installed}")
+        return None
+
+    def _options(
+        self, provided: Provided, raw: dict[str, Any], path: KeyPath, reserved: tuple[str, ...]
+    ) -> Any:
+        options_cls = getattr(provided.cls, "Options", None)
+        if options_cls is None:
+            for key in raw:
+                self._fail((*path, key), unknown_key_message(key, reserved))
+            return None if not raw else _FAILED
+        if not attrs.has(options_cls):
+            self._fail(
+                path,
+                f"plugin {provided.plugin!r}: {provided.cls.__name__}.Options is not an attrs "
+                "class (a bug in the plugin)",
+            )
+            return _FAILED
+        options = self._structure(options_cls, raw, path, reserved)
+        if isinstance(options, _Failed):
+            return options
+        for owner in (options_cls, provided.cls):
+            check = owner.__dict__.get("check")
+            if check is None:
+                continue
+            try:
+                getattr(owner, "check")(options)  # noqa: B009 -- bound classmethod
+            except ValueError as exc:
+                self._fail(path, str(exc))
+                return _FAILED
+        self._collect_secrets(options)
+        return options
+
+    # -- structuring -----------------------------------------------------------
+
+    def _structure(
+        self, cls: type[Any], raw: dict[str, Any], path: KeyPath, reserved: tuple[str, ...] = ()
+    ) -> Any:
+        try:
+            return _CONVERTER.structure(raw, cls)
+        except Exception as exc:
+            for leaf_path, error in leaf_errors(exc, path):
+                self._leaf_error(cls, raw, path, leaf_path, error, reserved)
+            return _FAILED
+
+    def _leaf_error(
+        self,
+        cls: type[Any],
+        raw: dict[str, Any],
+        path: KeyPath,
+        leaf_path: KeyPath,
+        error: BaseException,
+        reserved: tuple[str, ...],
+    ) -> None:
+        if isinstance(error, ForbiddenExtraKeysError):
+            allowed = [field.name for field in attrs.fields(cls)] + list(reserved)
+            self._fail(leaf_path, unknown_key_message(str(leaf_path[-1]), allowed))
+        elif isinstance(error, WrongValue):
+            self._fail(leaf_path, str(error))
+        elif isinstance(error, KeyError) and leaf_path != path:
+            field = attrs.fields_dict(cls).get(str(leaf_path[-1]))
+            kind = f" ({expected(field.type)})" if field is not None else ""
+            self._fail(leaf_path, f"missing required key {leaf_path[-1]!r}{kind}")
+        elif leaf_path == path:
+            key, message = blame_field(_CONVERTER, cls, raw, error)
+            self._fail(path if key is None else (*path, key), message)
+        else:
+            self._fail(leaf_path, f"{type(error).__name__}: {error}")
+
+    def _collect_secrets(self, options: Any) -> None:
+        for field in attrs.fields(type(options)):
+            value = getattr(options, field.name)
+            secret = _is_secret_field(field.name)
+            for text in _strings(value):
+                if secret and text:
+                    self._secrets.add(text)
+                password = _url_password(text)
+                if password:
+                    self._secrets.add(password)
+
+    # -- errors ----------------------------------------------------------------
+
+    def _line(self, path: KeyPath) -> int | None:
+        return line_of(self._lines, path)
+
+    def _fail(self, path: KeyPath, message: str) -> None:
+        self._errors.append(
+            ConfigError(message, file=self._path, line=self._line(path), key=_format_key(path))
+        )
+
+    def _raise_errors(self) -> None:
+        if not self._errors:
+            return
+        errors = sorted(self._errors, key=lambda e: (e.line is None, e.line or 0))
+        first, rest = errors[0], errors[1:]
+        message = _mask(first.message, self._secrets)
+        message += "".join("\n" + _mask(str(error), self._secrets) for error in rest)
+        raise ConfigError(message, file=self._path, line=first.line, key=first.key)
+
+
+# -- rendering ---------------------------------------------------------------
+
+
+def render_config(config: Config) -> str:
+    """The resolved config as TOML, secrets shown as ``***`` (``mux check``)."""
+    secrets = config.secrets
+    lines = [f'# {config.path}: the resolved config; secrets are shown as "***"', "", "[retry]"]
+    lines += _render_fields(config.retry, secrets)
+    for source in config.sources:
+        lines += ["", "[[sources]]", f"name = {_toml_string(source.name)}"]
+        lines.append(f"transport = {_toml_string(source.transport)}")
+        lines += _render_fields(source.options, secrets)
+        lines += ["", "[sources.retry]", *_render_fields(source.retry, secrets)]
+    for sink in config.sinks:
+        lines += ["", "[[sinks]]", f"type = {_toml_string(sink.type)}"]
+        lines.append(f"name = {_toml_string(sink.name)}")
+        lines.append(f"overflow = {_toml_string(sink.overflow.value)}")
+        lines.append(f"buffer = {sink.buffer}")
+        lines.append(f"on_error = {_toml_string(sink.on_error)}")
+        lines += _render_fields(sink.options, secrets)
+    return "\n".join(lines) + "\n"
+
+
+def _render_fields(instance: Any, secrets: frozenset[str]) -> list[str]:
+    if instance is None or not attrs.has(type(instance)):
+        return []
+    lines = []
+    for field in attrs.fields(type(instance)):
+        key = _format_key((field.name,))
+        value = getattr(instance, field.name)
+        if value is None:
+            lines.append(f"# {key} is not set")
+        else:
+            secret = _is_secret_field(field.name)
+            lines.append(f"{key} = {_render_value(value, secrets, secret=secret)}")
+    return lines
+
+
+def _render_value(value: Any, secrets: frozenset[str], *, secret: bool = False) -> str:
+    if isinstance(value, str):
+        return _toml_string("***" if secret and value else _mask(value, secrets))
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_render_value(v, secrets, secret=secret) for v in value) + "]"
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        items = (
+            f"{_format_key((str(k),))} = {_render_value(v, secrets, secret=secret)}"
+            for k, v in value.items()
+        )
+        return "{ " + ", ".join(items) + " }"
+    return _toml_string(_mask(str(value), secrets))
+
+
+def _mask(text: str, secrets: frozenset[str] | set[str]) -> str:
+    """``text`` with secrets replaced by ``***``.
+
+    A value that is a secret is masked whole; inside a longer text only
+    secrets of 4+ characters are, so a variable holding ``1`` does not turn
+    every digit 1 into stars.
+    """
+    if text in secrets:
+        return "***"
+    text = _mask_url_password(text)
+    for secret in sorted(secrets, key=len, reverse=True):
+        if len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return text
+
+
+def _mask_url_password(text: str) -> str:
+    if "://" not in text or "@" not in text:
+        return text
+    try:
+        parts = urlsplit(text)
+        if parts.password is None:
+            return text
+    except ValueError:
+        return text
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{hostport}"))
+
+
+def _url_password(text: str) -> str | None:
+    if "://" not in text or "@" not in text:
+        return None
+    try:
+        return urlsplit(text).password
+    except ValueError:
+        return None
+
+
+def _is_secret_field(name: str) -> bool:
+    lowered = name.lower()
+    return lowered == "headers" or any(word in lowered for word in _SECRET_WORDS)
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _strings(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+
+
+def _format_key(path: KeyPath) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            key = part if _BARE_KEY.fullmatch(part) else json.dumps(part, ensure_ascii=False)
+            out += f".{key}" if out else key
+    return out
+
+
+def _toml_string(text: str) -> str:
+    """A TOML basic string (JSON's escapes are a subset of TOML's; TOML also bans DEL)."""
+    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
