@@ -49,9 +49,7 @@ class State(enum.StrEnum):
         return self in _TERMINAL_STATES
 
 
-_TERMINAL_STATES = frozenset(
-    {State.MAX_RETRIES_EXCEEDED, State.FAILED, State.ENDED, State.STOPPED}
-)
+_TERMINAL_STATES = frozenset({State.MAX_RETRIES_EXCEEDED, State.FAILED, State.ENDED, State.STOPPED})
 
 
 @attrs.frozen(slots=True)
@@ -138,6 +136,4 @@ def encode_jsonl(records: Iterable[Record]) -> bytes:
     drift between sinks.
     """
     dumps = orjson.dumps
-    return b"".join(
-        [dumps(record_to_dict(r), default=_fallback, option=_OPTIONS) for r in records]
-    )
+    return b"".join([dumps(record_to_dict(r), default=_fallback, option=_OPTIONS) for r in records])

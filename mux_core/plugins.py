@@ -13,6 +13,7 @@ empty value means "built-ins only".
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import logging
 import os
@@ -120,6 +121,23 @@ class PluginManager:
         self._distributions[registered] = (distribution, version)
         self._transports = self._sinks = None
 
+    def register_module(self, module_name: str) -> None:
+        """Import a module by name and register it as a plugin.
+
+        For plugins that are not installed as entry points -- a test's
+        plugin, a script's: ``MUX_PLUGIN_MODULES=my_plugin mux run ...``.
+        """
+        if self._pm.has_plugin(module_name):
+            return
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as exc:
+            error = _describe_import_error(exc)
+            _log.warning("plugin module %r failed to load: %s", module_name, error)
+            self.failures.append(PluginFailure(module_name, None, error))
+            return
+        self.register(module, name=module_name)
+
     # -- asking ----------------------------------------------------------
 
     def transports(self) -> dict[str, Provided]:
@@ -159,7 +177,9 @@ class PluginManager:
         for plugin_name, (transports, sinks) in by_plugin.items():
             dist, version = self._distributions.get(plugin_name, (None, None))
             infos.append(
-                PluginInfo(plugin_name, dist, version, tuple(sorted(transports)), tuple(sorted(sinks)))
+                PluginInfo(
+                    plugin_name, dist, version, tuple(sorted(transports)), tuple(sorted(sinks))
+                )
             )
         for failure in self.failures:
             version = _version_of(failure.distribution)

@@ -197,4 +197,3 @@ class Session:
 
     def _status(self, state: State, detail: str) -> Status:
         return Status(self.source, self.transport, state, self.attempt, None, detail, time.time())
-

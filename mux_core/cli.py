@@ -1,0 +1,232 @@
+"""The ``mux`` command: run | check | plugins | demo | serve-demo.
+
+Errors a user can fix are one line on stderr and exit code 2 (usage or
+config); DESIGN.md fixes the other exit codes (0 clean stop, 3 a source
+ended in ``failed`` / ``max_retries_exceeded``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import trio
+
+from .errors import ConfigError, PluginError
+from .plugins import PluginManager
+
+__all__ = ["main"]
+
+EXIT_USAGE = 2
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("mux")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds as a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mux",
+        description="Watch live data streams (SSE, WebSocket, REST) as a pure client.",
+    )
+    parser.add_argument("--version", action="version", version=f"mux {_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = commands.add_parser("run", help="monitor the sources of a config file")
+    run.add_argument("config", metavar="CONFIG", help="a TOML config file")
+    run.add_argument(
+        "--for",
+        dest="duration",
+        type=_positive_seconds,
+        metavar="SECONDS",
+        help="stop cleanly after this many seconds",
+    )
+    run.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+
+    check = commands.add_parser("check", help="validate a config file without any network I/O")
+    check.add_argument("config", metavar="CONFIG")
+    check.add_argument(
+        "--probe",
+        action="store_true",
+        help="also try each source once and report whether it is reachable",
+    )
+
+    plugins = commands.add_parser("plugins", help="list installed plugins")
+    plugins.add_argument("--json", action="store_true", help="machine-readable output")
+
+    for name, help_text in (
+        ("serve-demo", "serve a simulated training run (SSE :8888, WS :8889, REST :8890)"),
+        ("demo", "start serve-demo as a child process and monitor it"),
+    ):
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("--host", default="127.0.0.1")
+        sub.add_argument("--sse-port", type=int, default=8888)
+        sub.add_argument("--ws-port", type=int, default=8889)
+        sub.add_argument("--rest-port", type=int, default=8890)
+        sub.add_argument("--rate", type=float, default=10.0, help="training steps per second")
+        if name == "demo":
+            sub.add_argument(
+                "--view",
+                choices=("tui", "log"),
+                default=None,
+                help="terminal table (default on a terminal) or log lines",
+            )
+            sub.add_argument("--for", dest="duration", type=_positive_seconds, metavar="SECONDS")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``mux`` console script; returns the exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return _run(Path(args.config), duration=args.duration, quiet=args.quiet)
+        if args.command == "check":
+            return _check(Path(args.config), probe=args.probe)
+        if args.command == "plugins":
+            return _plugins(as_json=args.json)
+        if args.command == "serve-demo":
+            return _serve_demo(args)
+        if args.command == "demo":
+            return _demo(args)
+    except (ConfigError, PluginError) as exc:
+        print(f"mux: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    raise AssertionError(args.command)
+
+
+def load_plugins() -> PluginManager:
+    """Entry points plus modules named in ``MUX_PLUGIN_MODULES`` (comma-separated)."""
+    plugins = PluginManager()
+    plugins.load_entry_points()
+    for module_name in filter(None, os.environ.get("MUX_PLUGIN_MODULES", "").split(",")):
+        plugins.register_module(module_name.strip())
+    return plugins
+
+
+def _setup_logging(*, quiet: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.WARNING if quiet else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _run(path: Path, *, duration: float | None, quiet: bool) -> int:
+    from .config import load_config
+    from .engine import Engine
+
+    _setup_logging(quiet=quiet)
+    plugins = load_plugins()
+    config = load_config(path, plugins)
+    engine = Engine(config, plugins, duration=duration, install_signal_handlers=True)
+    if not plugins.main_loop(engine):
+        trio.run(engine.run)
+    result = engine.result
+    if result is None:
+        print("mux: error: the run did not finish", file=sys.stderr)
+        return 1
+    logging.getLogger("mux").info(
+        "run finished (%s): %s",
+        result.reason,
+        ", ".join(f"{name} {state.value}" for name, state in result.final_states.items()),
+    )
+    return result.exit_code
+
+
+def _check(path: Path, *, probe: bool) -> int:
+    from .config import load_config, render_config
+
+    plugins = load_plugins()
+    config = load_config(path, plugins)
+    print(render_config(config))
+    print(
+        f"# OK: {path}: {len(config.sources)} source(s), {len(config.sinks)} sink(s)",
+        file=sys.stderr,
+    )
+    if probe:
+        from .probe import probe_config
+
+        return probe_config(config, plugins)
+    return 0
+
+
+def _plugins(*, as_json: bool) -> int:
+    plugins = load_plugins()
+    infos = plugins.infos()
+    if as_json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "name": info.name,
+                        "distribution": info.distribution,
+                        "version": info.version,
+                        "transports": list(info.transports),
+                        "sinks": list(info.sinks),
+                        "error": info.error,
+                    }
+                    for info in infos
+                ],
+                indent=2,
+            )
+        )
+        return 0
+    rows = [("PLUGIN", "VERSION", "PROVIDES", "STATUS")]
+    for info in infos:
+        provides = ", ".join(
+            [f"transport {t}" for t in info.transports] + [f"sink {s}" for s in info.sinks]
+        )
+        status = "ok" if info.error is None else f"unavailable: {info.error}"
+        rows.append((info.name, info.version or "-", provides or "-", status))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + row[3]
+        )
+    return 0
+
+
+def _serve_demo(args: argparse.Namespace) -> int:
+    from .demo import DemoOptions, run_serve_demo
+
+    return run_serve_demo(
+        DemoOptions(
+            host=args.host,
+            sse_port=args.sse_port,
+            ws_port=args.ws_port,
+            rest_port=args.rest_port,
+            rate=args.rate,
+        )
+    )
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo_monitor import run_demo
+
+    return run_demo(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

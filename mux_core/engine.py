@@ -1,0 +1,361 @@
+"""The nursery that joins sources to sinks.
+
+::
+
+    supervisor(source) --\\                        /--> SinkChannel --> sink
+    supervisor(source) ----> one bounded channel ---> SinkChannel --> sink
+    supervisor(source) --/   (batches)            \\--> SinkChannel --> sink
+
+Every source runs under a :class:`~mux_core.supervisor.Supervisor` and sends
+batches into one bounded fan-in channel; a distributor hands each batch to
+every sink's own :class:`~mux_core.sinks.SinkChannel`, whose overflow policy
+decides what a slow sink costs. Order per source is preserved end to end.
+
+Shutdown -- on :meth:`Engine.request_stop` (signals, ``--for``, a closed
+window, a failed sink) or when every source is terminal -- goes one way
+only: live sources are cancelled and each sends ``stopped``; once every
+source has closed its end of the fan-in channel, the distributor drains it
+into the sink channels and closes them; each sink receives everything left,
+then is closed (the file sink flushes and fsyncs). Nothing received is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+import attrs
+import trio
+
+from .config import Config, SinkConfig, SourceConfig
+from .errors import PluginError
+from .events import Record, State, Status
+from .plugins import PluginManager
+from .session import SharedResources, Transport
+from .sinks import Overflow, SinkChannel, SinkContext, SourceInfo
+from .supervisor import Supervisor
+
+__all__ = ["Engine", "RunResult"]
+
+_log = logging.getLogger("mux.engine")
+
+#: Exit codes of DESIGN.md (2 = usage / config error is the CLI's).
+EXIT_OK = 0
+EXIT_SINK_FAILED = 1
+EXIT_SOURCE_FAILED = 3
+
+_DROP_REPORT_INTERVAL = 5.0
+
+
+@attrs.frozen
+class RunResult:
+    """How a run ended."""
+
+    #: 0 clean stop, 1 a sink with on_error = "stop" failed, 3 a source failed.
+    exit_code: int
+    #: The last state of every source.
+    final_states: Mapping[str, State]
+    #: Why the run stopped ("all sources are terminal", "SIGINT", "--for 10 s elapsed", ...).
+    reason: str
+    #: Records each sink's channel dropped under its overflow policy.
+    dropped: Mapping[str, int]
+
+
+@attrs.define(eq=False)
+class _SinkRunner:
+    config: SinkConfig
+    sink: Any
+    channel: SinkChannel
+    nursery: trio.Nursery | None = None
+    failed: BaseException | None = None
+
+
+@attrs.define(eq=False)
+class _SourceRunner:
+    config: SourceConfig
+    transport: Transport
+    scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+    supervisor: Supervisor | None = None
+
+    @property
+    def state(self) -> State | None:
+        return None if self.supervisor is None else self.supervisor.state
+
+
+class Engine:
+    """Runs a loaded :class:`~mux_core.config.Config` until it is done.
+
+    ``await engine.run()`` (or ``trio.run(engine.run)``, or a plugin's main
+    loop via ``mux_main_loop``) returns a :class:`RunResult`, also kept in
+    :attr:`result`.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        plugins: PluginManager,
+        *,
+        duration: float | None = None,
+        install_signal_handlers: bool = False,
+        fan_in_batches: int = 64,
+    ) -> None:
+        self.config = config
+        self.plugins = plugins
+        self.duration = duration
+        self.install_signal_handlers = install_signal_handlers
+        self.result: RunResult | None = None
+        self._fan_in_batches = fan_in_batches
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._stop_reason: str | None = None
+        self._sources: list[_SourceRunner] = []
+        self._sinks: list[_SinkRunner] = []
+        self._sink_failed = False
+
+    # -- control ---------------------------------------------------------
+
+    def request_stop(self, reason: str = "stop requested") -> None:
+        """Stop the run cleanly. Safe from any thread and from a host loop's callback."""
+        token = self._token
+        if token is None:
+            if self._stop_reason is None:
+                self._stop_reason = reason
+            return
+        try:
+            token.run_sync_soon(self._stop, reason)
+        except trio.RunFinishedError:
+            pass
+
+    def _stop(self, reason: str) -> None:
+        if self._stop_reason is None:
+            self._stop_reason = reason
+            _log.info("stopping: %s", reason)
+        for runner in self._sources:
+            runner.scope.cancel()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop_reason is not None
+
+    # -- the run ---------------------------------------------------------
+
+    async def run(self) -> RunResult:
+        """Connect every source, feed every sink, return when done."""
+        self._token = trio.lowlevel.current_trio_token()
+        shared = SharedResources()
+        send, receive = trio.open_memory_channel[Sequence[Record]](self._fan_in_batches)
+        try:
+            self._sinks = [self._make_sink(cfg) for cfg in self.config.sinks]
+            self._sources = [self._make_source(cfg) for cfg in self.config.sources]
+            async with trio.open_nursery() as system:
+                if self.install_signal_handlers:
+                    system.start_soon(self._watch_signals)
+                system.start_soon(self._report_drops)
+                if self.duration is not None:
+                    system.start_soon(self._stop_after, self.duration)
+                async with trio.open_nursery() as nursery:
+                    for runner in self._sinks:
+                        await nursery.start(self._run_sink, runner)
+                    nursery.start_soon(self._distribute, receive)
+                    async with send:
+                        for source in self._sources:
+                            nursery.start_soon(self._run_source, source, send.clone(), shared)
+                    if self._stop_reason is not None:
+                        self._stop(self._stop_reason)
+                system.cancel_scope.cancel()
+        finally:
+            await shared.aclose()
+        self.result = self._result()
+        return self.result
+
+    def _make_sink(self, cfg: SinkConfig) -> _SinkRunner:
+        cls = self.plugins.sinks()[cfg.type].cls
+        channel = SinkChannel(cfg.buffer, Overflow(cfg.overflow))
+        runner = _SinkRunner(cfg, None, channel)
+
+        def start_background(fn: Callable[[], Awaitable[Any]]) -> None:
+            if runner.nursery is None:
+                raise RuntimeError("start_background() is available from open() on")
+            runner.nursery.start_soon(fn)
+
+        context = SinkContext(
+            name=cfg.name,
+            config_name=self.config.name,
+            sources=tuple(SourceInfo(s.name, s.transport) for s in self.config.sources),
+            request_stop=self.request_stop,
+            start_background=start_background,
+            dropped=lambda: channel.dropped,
+        )
+        try:
+            runner.sink = cls(cfg.options, context)
+        except Exception as exc:
+            raise PluginError(
+                f"sink {cfg.name!r} ({cfg.type}) could not be created: {exc}"
+            ) from exc
+        return runner
+
+    def _make_source(self, cfg: SourceConfig) -> _SourceRunner:
+        cls = self.plugins.transports()[cfg.transport].cls
+        try:
+            transport: Transport = cls(cfg.options)
+        except Exception as exc:
+            raise PluginError(
+                f"source {cfg.name!r} ({cfg.transport}) could not be created: {exc}"
+            ) from exc
+        return _SourceRunner(cfg, transport)
+
+    async def _run_source(
+        self,
+        runner: _SourceRunner,
+        send: trio.MemorySendChannel[Sequence[Record]],
+        shared: SharedResources,
+    ) -> None:
+        cfg = runner.config
+        async with send:
+            supervisor = runner.supervisor = Supervisor(
+                source=cfg.name,
+                transport_name=cfg.transport,
+                transport=runner.transport,
+                policy=cfg.retry,
+                send=send.send,
+                shared=shared,
+            )
+            with runner.scope:
+                await supervisor.run()
+            if supervisor.state is None or not supervisor.state.terminal:
+                # Still live when the run was asked to stop: say so, last.
+                reason = self._stop_reason or "stop requested"
+                status = Status(
+                    cfg.name,
+                    cfg.transport,
+                    State.STOPPED,
+                    max(supervisor.attempt, 1),
+                    None,
+                    reason,
+                    time.time(),
+                )
+                await send.send([status])
+                supervisor.state = State.STOPPED
+
+    async def _distribute(self, receive: trio.MemoryReceiveChannel[Sequence[Record]]) -> None:
+        live = list(self._sinks)
+        async with receive:
+            async for batch in receive:
+                for runner in live:
+                    try:
+                        await runner.channel.put(batch)
+                    except trio.ClosedResourceError:
+                        live = [r for r in live if r is not runner]
+        for runner in self._sinks:
+            runner.channel.close()
+
+    async def _run_sink(
+        self, runner: _SinkRunner, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        sink = runner.sink
+        started = False
+        try:
+            async with trio.open_nursery() as background:
+                runner.nursery = background
+                opener = getattr(sink, "open", None)
+                if opener is not None:
+                    await opener()
+                task_status.started()
+                started = True
+                while True:
+                    try:
+                        batch = await runner.channel.get()
+                    except trio.EndOfChannel:
+                        break
+                    await sink.write(batch)
+                await _aclose(sink)
+                background.cancel_scope.cancel()
+        except Exception as raised:
+            exc = _unwrap(raised)
+            runner.failed = exc
+            runner.channel.close()
+            with trio.CancelScope(shield=True):
+                try:
+                    await _aclose(sink)
+                except Exception:
+                    _log.debug(
+                        "closing failed sink %r also failed", runner.config.name, exc_info=True
+                    )
+            where = "opening" if not started else "writing"
+            message = (
+                f"sink {runner.config.name!r} ({runner.config.type}) failed while {where}: {exc}"
+            )
+            if runner.config.on_error == "stop":
+                _log.error('%s; stopping the run (on_error = "stop")', message)
+                self._sink_failed = True
+                self._stop(f"sink {runner.config.name!r} failed")
+            else:
+                _log.error('%s; dropping this sink, the run goes on (on_error = "drop")', message)
+            if not started:
+                task_status.started()
+
+    async def _stop_after(self, seconds: float) -> None:
+        await trio.sleep(seconds)
+        self._stop(f"--for {seconds:g} s elapsed")
+
+    async def _watch_signals(self) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                name = signal.Signals(signum).name
+                if self._stop_reason is None:
+                    self._stop(name)
+                    continue
+                # A second signal while shutting down: the user wants out now.
+                print(f"mux: {name} again, exiting without waiting", file=sys.stderr, flush=True)
+                os._exit(130)
+
+    async def _report_drops(self) -> None:
+        reported = {runner.config.name: 0 for runner in self._sinks}
+        while True:
+            await trio.sleep(_DROP_REPORT_INTERVAL)
+            self._log_drops(reported)
+
+    def _log_drops(self, reported: dict[str, int]) -> None:
+        for runner in self._sinks:
+            name = runner.config.name
+            dropped = runner.channel.dropped
+            if dropped > reported.get(name, 0):
+                _log.warning(
+                    "sink %r fell behind: %d records dropped so far (overflow = %r)",
+                    name,
+                    dropped,
+                    runner.channel.overflow.value,
+                )
+                reported[name] = dropped
+
+    def _result(self) -> RunResult:
+        states = {r.config.name: r.state or State.STOPPED for r in self._sources}
+        dropped = {r.config.name: r.channel.dropped for r in self._sinks}
+        for name, count in dropped.items():
+            if count:
+                _log.warning("sink %r dropped %d records in this run", name, count)
+        if self._sink_failed:
+            code = EXIT_SINK_FAILED
+        elif any(s in (State.FAILED, State.MAX_RETRIES_EXCEEDED) for s in states.values()):
+            code = EXIT_SOURCE_FAILED
+        else:
+            code = EXIT_OK
+        reason = self._stop_reason or "every source reached a terminal state"
+        return RunResult(code, states, reason, dropped)
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    """The one exception inside nested single-member groups (nurseries wrap)."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+async def _aclose(sink: Any) -> None:
+    closer = getattr(sink, "aclose", None)
+    if closer is not None:
+        await closer()

@@ -1,0 +1,237 @@
+"""Helpers for testing mux and mux plugins.
+
+* fake stream servers with faults -- ``serve_sse``, ``serve_ws``,
+  ``serve_rest`` -- real servers on 127.0.0.1 (port 0 by default) that can be
+  stopped, restarted on the same port and scripted per connection;
+* :func:`run_one_session` -- drive one session of a transport and see what
+  it emitted and how it ended;
+* a scripted transport (``"scripted"``) and a collecting sink
+  (``"collect"``); this module is itself a plugin providing both::
+
+      plugins.register(mux_core.testing, name="testing")
+      # or, for a subprocess:  MUX_PLUGIN_MODULES=mux_core.testing mux run ...
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import attrs
+import trio
+
+from .errors import Disconnected, Ended, Failed, ServerUnavailable, SessionError
+from .events import Batch, Event, Record, Status
+from .hookspecs import Register, hookimpl
+from .session import ResumeState, Session, SharedResources
+from .sinks import SinkContext
+
+__all__ = [
+    "CollectingSink",
+    "CollectingSinkOptions",
+    "ScriptedOptions",
+    "ScriptedTransport",
+    "SessionResult",
+    "mux_register_sinks",
+    "mux_register_transports",
+    "run_one_session",
+]
+
+_STEPS = ("unavailable", "disconnect", "events", "fail", "end", "hang", "timeout", "crash")
+
+
+def _check_steps(instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+    for step in [*instance.script, value]:
+        kind = step.split(":", 1)[0]
+        if kind not in _STEPS:
+            raise ValueError(f"unknown step {step!r}; steps are {', '.join(_STEPS)}")
+
+
+@attrs.frozen(kw_only=True)
+class ScriptedOptions:
+    """What each session of a scripted source does, one step per session."""
+
+    #: Steps, one per session: "unavailable[:retry_after]", "disconnect",
+    #: "events:N" (connect, send N events, disconnect), "fail", "end", "hang"
+    #: (connect, then stay silent), "timeout" (never connect), "crash" (a bug).
+    script: list[str] = attrs.field(factory=list)
+    #: The step used once the script is exhausted.
+    then: str = attrs.field(default="hang", validator=_check_steps)
+    #: Events per batch for "events:N".
+    batch: int = 1
+
+
+@attrs.define
+class ScriptedTransport:
+    """A transport whose sessions follow a script: the supervisor's test double.
+
+    Event ids continue from the resume state's last id, so a test can see
+    that reconnects resume (ids 1..N, then N+1.. on the next session).
+    """
+
+    Options: ClassVar[type[ScriptedOptions]] = ScriptedOptions
+    options: ScriptedOptions
+    sessions: int = 0
+    seen_last_ids: list[str | None] = attrs.field(factory=list)
+
+    async def run_session(self, session: Session) -> None:
+        steps = self.options.script
+        step = steps[self.sessions] if self.sessions < len(steps) else self.options.then
+        self.sessions += 1
+        self.seen_last_ids.append(session.resume.last_id)
+        kind, _, arg = step.partition(":")
+        if kind == "unavailable":
+            raise ServerUnavailable("connection refused", retry_after=float(arg) if arg else None)
+        if kind == "fail":
+            raise Failed("HTTP 404 Not Found")
+        if kind == "end":
+            raise Ended("HTTP 204 No Content")
+        if kind == "crash":
+            raise RuntimeError("scripted crash")
+        if kind == "timeout":
+            await trio.sleep_forever()
+        await session.connected()
+        if kind == "hang":
+            await trio.sleep_forever()
+        if kind == "events":
+            start = int(session.resume.last_id or 0)
+            ids = range(start + 1, start + int(arg or 1) + 1)
+            size = max(self.options.batch, 1)
+            for first in range(0, len(ids), size):
+                chunk = ids[first : first + size]
+                await session.emit([("message", str(i), {"n": i}) for i in chunk])
+        raise Disconnected("server closed the stream")
+
+
+@attrs.frozen(kw_only=True)
+class CollectingSinkOptions:
+    #: Raise in write() once this many records were received (0 = never).
+    fail_after: int = 0
+    #: Seconds to sleep per batch, to play a slow sink.
+    delay: float = 0.0
+
+
+class CollectingSink:
+    """A sink that keeps every record it receives, for assertions.
+
+    Instances register themselves in :attr:`instances` (by sink name) so a
+    test can find the sink an engine created.
+    """
+
+    Options: ClassVar[type[CollectingSinkOptions]] = CollectingSinkOptions
+    instances: ClassVar[dict[str, CollectingSink]] = {}
+
+    def __init__(self, options: CollectingSinkOptions, context: SinkContext) -> None:
+        self.options = options
+        self.context = context
+        self.records: list[Record] = []
+        self.batches = 0
+        self.opened = self.closed = False
+        #: Set on every write; tests wait on it with a deadline.
+        self.changed = trio.Event()
+        CollectingSink.instances[context.name] = self
+
+    async def open(self) -> None:
+        self.opened = True
+
+    async def write(self, batch: Batch) -> None:
+        if self.options.delay:
+            await trio.sleep(self.options.delay)
+        self.records.extend(batch)
+        self.batches += 1
+        self.changed.set()
+        self.changed = trio.Event()
+        if self.options.fail_after and len(self.records) >= self.options.fail_after:
+            raise OSError("disk full (scripted)")
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+    @property
+    def events(self) -> list[Event]:
+        return [r for r in self.records if type(r) is Event]
+
+    @property
+    def statuses(self) -> list[Status]:
+        return [r for r in self.records if type(r) is Status]
+
+    async def wait_for(self, predicate: Any, *, timeout: float = 10.0) -> None:
+        """Wait until ``predicate(self)`` holds, failing after ``timeout`` seconds."""
+        with trio.fail_after(timeout):
+            while not predicate(self):
+                await self.changed.wait()
+
+
+@hookimpl
+def mux_register_transports(register: Register) -> None:
+    register("scripted", ScriptedTransport)
+
+
+@hookimpl
+def mux_register_sinks(register: Register) -> None:
+    register("collect", CollectingSink)
+
+
+@attrs.define
+class SessionResult:
+    """What one session emitted and how it ended."""
+
+    batches: list[Sequence[Record]]
+    error: SessionError | None
+    resume: ResumeState
+
+    @property
+    def records(self) -> list[Record]:
+        return [r for batch in self.batches for r in batch]
+
+    @property
+    def events(self) -> list[Event]:
+        return [r for r in self.records if type(r) is Event]
+
+
+async def run_one_session(
+    transport: Any,
+    *,
+    resume: ResumeState | None = None,
+    connect_timeout: float = 5.0,
+    timeout: float = math.inf,
+    shared: SharedResources | None = None,
+    source: str = "test",
+    transport_name: str = "test",
+) -> SessionResult:
+    """Run ``transport.run_session`` once, collecting what it emitted.
+
+    Returns when the session raises a :class:`SessionError` (kept in
+    ``error``) or ``timeout`` seconds pass (``error`` None). Other
+    exceptions propagate: they are transport bugs.
+    """
+    batches: list[Sequence[Record]] = []
+    resume = resume if resume is not None else ResumeState()
+
+    async def send(batch: Sequence[Record]) -> None:
+        batches.append(batch)
+
+    own_shared = shared is None
+    shared = shared if shared is not None else SharedResources()
+    session = Session(
+        source=source,
+        transport=transport_name,
+        resume=resume,
+        connect_timeout=connect_timeout,
+        shared=shared,
+        send=send,
+        attempt=1,
+    )
+    error: SessionError | None = None
+    try:
+        with trio.move_on_after(timeout):
+            try:
+                await transport.run_session(session)
+                error = Disconnected("the stream ended")
+            except SessionError as exc:
+                error = exc
+    finally:
+        if own_shared:
+            await shared.aclose()
+    return SessionResult(batches, error, resume)
