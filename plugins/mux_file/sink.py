@@ -273,7 +273,7 @@ class FileSink:
                     if data:
                         await self._run_io(self._file.write, data, locked=True)
                 except BaseException:
-                    await trio.to_thread.run_sync(self._file.abandon)
+                    await trio.to_thread.run_sync(self._file.abandon)  # shielded above
                     raise
                 await self._run_io(self._file.close, locked=True)
 
@@ -293,13 +293,19 @@ class FileSink:
         return data
 
     async def _run_io(self, fn: Any, *args: Any, locked: bool = False) -> None:
-        """Run one disk job in the worker thread; OSError becomes a clear message."""
+        """Run one disk job in the worker thread; OSError becomes a clear message.
+
+        The job is shielded: once records are taken from the buffer they must
+        reach the file, and ``to_thread`` may otherwise be cancelled before
+        the thread starts.
+        """
+        if not locked:
+            async with self._io_lock:
+                await self._run_io(fn, *args, locked=True)
+            return
         try:
-            if locked:
+            with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(fn, *args)
-            else:
-                async with self._io_lock:
-                    await trio.to_thread.run_sync(fn, *args)
         except OSError as exc:
             reason = exc.strerror or str(exc)
             if exc.filename not in (None, self.path):
