@@ -1,1 +1,50 @@
-"""mux_qt plugin (work in progress)."""
+"""mux_qt: a live Qt panel of every source's state, with plots of chosen fields.
+
+Configure it with a ``[[sinks]]`` table::
+
+    [[sinks]]
+    type = "qt"
+    plot = ["loss", "lr"]     # numeric fields of each event's data
+    x = "step"                # or "received_at" (default)
+    history = 2000            # points kept per curve
+
+PySide6 and pyqtgraph come with the ``mux[qt]`` extra. This module imports
+without them: the sink is still registered, and ``mux check`` reports the
+install hint (from ``QtSink.check``) instead of a traceback. Qt itself is
+imported only when a run uses the sink.
+
+When a run has a ``qt`` sink, :func:`mux_main_loop` makes Qt own the main
+thread and runs the engine as a trio guest inside it (see :mod:`mux_qt.guest`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mux_core.hookspecs import Register, hookimpl
+
+from .options import INSTALL_HINT, QtOptions
+from .sink import QtSink
+
+__all__ = ["INSTALL_HINT", "QtOptions", "QtSink", "mux_main_loop", "mux_register_sinks"]
+
+#: The ``type`` users write in a ``[[sinks]]`` table.
+SINK_TYPE = "qt"
+
+
+@hookimpl
+def mux_register_sinks(register: Register) -> None:
+    register(SINK_TYPE, QtSink)
+
+
+@hookimpl
+def mux_main_loop(engine: Any) -> bool | None:
+    """Run the engine inside Qt's event loop when a ``qt`` sink is configured."""
+    if not any(sink.type == SINK_TYPE for sink in engine.config.sinks):
+        return None
+    from .options import require_qt
+
+    require_qt()
+    from .guest import run_as_guest
+
+    return run_as_guest(engine)

@@ -1,0 +1,66 @@
+"""The ``[[sinks]] type = "qt"`` options, and the check that Qt is installed.
+
+This module must import without PySide6: ``mux check`` and ``mux plugins``
+list the Qt sink even where the ``mux[qt]`` extra is missing, and report the
+install hint instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+import attrs
+
+__all__ = ["INSTALL_HINT", "QtOptions", "missing_qt", "require_qt"]
+
+INSTALL_HINT = "PySide6 is not installed; install the Qt panel with: pip install 'mux[qt]'"
+
+
+def _fields(instance: Any, attribute: attrs.Attribute[Any], value: list[str]) -> None:
+    for field in value:
+        if not isinstance(field, str) or not field:
+            raise ValueError(f"{attribute.name}: every entry must be a non-empty field name")
+    if len(set(value)) != len(value):
+        raise ValueError(f"{attribute.name}: a field is listed twice: {value!r}")
+
+
+def _non_empty(instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+    if not value:
+        raise ValueError(f'{attribute.name}: must name a data field (e.g. "step") or "received_at"')
+
+
+def _history(instance: Any, attribute: attrs.Attribute[Any], value: int) -> None:
+    if value < 2:
+        raise ValueError(f"{attribute.name}: must be at least 2 points, got {value}")
+
+
+@attrs.frozen(kw_only=True)
+class QtOptions:
+    """Options of the Qt panel sink."""
+
+    #: Numeric fields of each event's data to plot, one plot per field and one
+    #: curve per source, e.g. ["loss", "lr"]. Events without the field are skipped.
+    plot: list[str] = attrs.field(factory=list, validator=_fields)
+    #: The x axis: a numeric data field such as "step", or "received_at" (the
+    #: time mux received the event, shown as clock time).
+    x: str = attrs.field(default="received_at", validator=_non_empty)
+    #: Points kept per curve; older points scroll out.
+    history: int = attrs.field(default=2000, validator=_history)
+
+
+def missing_qt() -> str | None:
+    """The install hint when PySide6 or pyqtgraph cannot be imported, else None."""
+    for module in ("PySide6", "pyqtgraph"):
+        if importlib.util.find_spec(module) is None:
+            if module == "PySide6":
+                return INSTALL_HINT
+            return "pyqtgraph is not installed; install the Qt panel with: pip install 'mux[qt]'"
+    return None
+
+
+def require_qt() -> None:
+    """Raise ImportError with the install hint unless the Qt extra is installed."""
+    hint = missing_qt()
+    if hint is not None:
+        raise ImportError(hint)

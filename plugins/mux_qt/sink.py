@@ -1,0 +1,100 @@
+"""The ``qt`` sink: feeds records to the panel window.
+
+Importing this module does not import Qt; :meth:`QtSink.open` does, so the
+sink can be registered and its options checked where PySide6 is missing.
+
+Two ways to run it:
+
+* ``mux run`` with a ``qt`` sink: :func:`mux_qt.guest.run_as_guest` runs the
+  whole engine as a trio guest inside Qt's event loop, and the window is as
+  responsive as any Qt application.
+* Any other trio run (``trio.run``, a test, an embedding program): ``open``
+  creates a QApplication if there is none, and because no Qt event loop is
+  running it starts a background task that processes Qt events every 50 ms,
+  so the window still repaints and still answers a close.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+import trio
+
+from mux_core.events import Batch
+from mux_core.sinks import SinkContext
+
+from .model import PanelModel
+from .options import QtOptions, missing_qt, require_qt
+
+if TYPE_CHECKING:
+    from .panel import QtPanel
+
+__all__ = ["QtSink"]
+
+_PUMP_INTERVAL = 0.05
+
+
+class QtSink:
+    """Shows every source's state and live plots in a Qt window.
+
+    Closing the window asks the run to stop ("window closed"): sources stop,
+    the other sinks flush, and the app quits when the engine is done.
+    """
+
+    Options: ClassVar[type[QtOptions]] = QtOptions
+    default_overflow: ClassVar[str] = "latest"
+    default_on_error: ClassVar[str] = "stop"
+
+    def __init__(self, options: QtOptions, context: SinkContext) -> None:
+        self.options = options
+        self.context = context
+        self.model = PanelModel(
+            ((s.name, s.transport) for s in context.sources),
+            fields=options.plot,
+            x=options.x,
+            history=options.history,
+        )
+        #: The window, from ``open()`` until ``aclose()``.
+        self.panel: QtPanel | None = None
+
+    @classmethod
+    def check(cls, options: QtOptions) -> None:
+        """Fail ``mux check`` with the install hint when the Qt extra is missing."""
+        hint = missing_qt()
+        if hint is not None:
+            raise ValueError(hint)
+
+    async def open(self) -> None:
+        require_qt()
+        from PySide6.QtCore import QThread
+
+        from .panel import QtPanel, ensure_application
+
+        app = ensure_application()
+        self.panel = QtPanel(
+            self.model,
+            title=f"mux — {self.context.config_name}",
+            on_close=self._window_closed,
+            dropped=self.context.dropped,
+        )
+        self.panel.show()
+        if QThread.currentThread().loopLevel() == 0:
+            # No Qt event loop runs this thread (not a guest run): pump it.
+            async def pump() -> None:
+                while True:
+                    app.processEvents()
+                    await trio.sleep(_PUMP_INTERVAL)
+
+            self.context.start_background(pump)
+
+    async def write(self, batch: Batch) -> None:
+        self.model.apply(batch)
+
+    async def aclose(self) -> None:
+        if self.panel is not None:
+            self.panel.refresh()
+            self.panel.close_quietly()
+            self.panel = None
+
+    def _window_closed(self) -> None:
+        self.context.request_stop("window closed")

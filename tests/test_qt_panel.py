@@ -1,0 +1,316 @@
+"""The Qt panel: badges per state, plots, rates, closing, and trio guest mode.
+
+Runs offscreen (QT_QPA_PLATFORM=offscreen) and is skipped without PySide6.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import trio
+
+pytest.importorskip("PySide6")
+pytest.importorskip("pyqtgraph")
+
+import mux_qt
+from mux_qt.model import AMBER, GREEN, GREY, RED, badge_for
+from mux_qt.options import INSTALL_HINT, QtOptions
+from mux_qt.sink import QtSink
+
+from mux_core.events import Event, State, Status
+from mux_core.sinks import SinkContext, SourceInfo
+
+pytestmark = pytest.mark.qt
+
+SOURCES = (SourceInfo("train-sse", "sse"), SourceInfo("train-ws", "ws"))
+
+
+def status(
+    state: State,
+    *,
+    attempt: int = 1,
+    retry_in: float | None = None,
+    detail: str = "",
+    source: str = "train-sse",
+    at: float | None = None,
+) -> Status:
+    return Status(
+        source, "sse", state, attempt, retry_in, detail, time.time() if at is None else at
+    )
+
+
+def event(seq: int, data: Any, *, source: str = "train-sse", at: float | None = None) -> Event:
+    return Event(source, "sse", "metric", str(seq), data, time.time() if at is None else at, seq)
+
+
+@asynccontextmanager
+async def open_sink(options: QtOptions | None = None) -> AsyncIterator[tuple[QtSink, list[str]]]:
+    stops: list[str] = []
+    async with trio.open_nursery() as nursery:
+        context = SinkContext(
+            name="qt",
+            config_name="train",
+            sources=SOURCES,
+            request_stop=stops.append,
+            start_background=lambda fn: nursery.start_soon(fn),
+        )
+        sink = QtSink(options or QtOptions(plot=["loss"], x="step"), context)
+        await sink.open()
+        try:
+            yield sink, stops
+        finally:
+            await sink.aclose()
+            nursery.cancel_scope.cancel()
+
+
+# -- without Qt ------------------------------------------------------------
+
+
+def test_plugin_imports_and_registers_without_pyside6() -> None:
+    code = (
+        "import sys; sys.modules['PySide6'] = None; sys.modules['pyqtgraph'] = None\n"
+        "import mux_qt\n"
+        "found = {}\n"
+        "mux_qt.mux_register_sinks(lambda name, cls: found.update({name: cls}))\n"
+        "assert found == {'qt': mux_qt.QtSink}, found\n"
+        "try:\n"
+        "    mux_qt.QtSink.check(mux_qt.QtOptions())\n"
+        "except ValueError as exc:\n"
+        "    print(exc)\n"
+        "assert 'PySide6' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == INSTALL_HINT
+
+
+def test_check_passes_when_qt_is_installed() -> None:
+    QtSink.check(QtOptions(plot=["loss"]))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"history": 1}, "history: must be at least 2"),
+        ({"plot": ["loss", "loss"]}, "listed twice"),
+        ({"plot": [""]}, "non-empty"),
+        ({"x": ""}, "received_at"),
+    ],
+)
+def test_bad_options_are_rejected(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        QtOptions(**kwargs)
+
+
+def test_retry_countdown_runs_from_the_status_time() -> None:
+    s = status(State.SERVER_UNAVAILABLE, attempt=3, retry_in=2.4, detail="refused", at=100.0)
+    assert badge_for(s, 100.0).text.startswith("server unavailable · retry in 2.4 s · attempt 3")
+    assert "retry in 1.4 s" in badge_for(s, 101.0).text
+    assert "retry in 0.0 s" in badge_for(s, 105.0).text
+    assert badge_for(s, 101.0).colour == AMBER
+
+
+# -- the sink and its window ------------------------------------------------
+
+
+async def test_window_lists_every_source_before_any_record() -> None:
+    async with open_sink() as (sink, _):
+        assert sink.panel is not None
+        assert sink.panel.windowTitle() == "mux — train"
+        assert sink.panel.isVisible()
+        assert sink.panel.source_names() == ["train-sse", "train-ws"]
+        assert sink.panel.cell_text("train-ws", "Transport") == "ws"
+        assert sink.panel.badge("train-ws").colour == GREY
+        assert sink.panel.cell_text("train-ws", "Last event") == "—"
+        assert "never starts a server" in sink.panel.banner.text()
+
+
+async def test_badge_text_and_colour_follow_each_state() -> None:
+    script = [
+        (status(State.CONNECTING, attempt=1), AMBER, ["connecting", "attempt 1"]),
+        (status(State.CONNECTED), GREEN, ["connected"]),
+        (
+            status(State.SERVER_UNAVAILABLE, attempt=2, retry_in=2.4, detail="connection refused"),
+            AMBER,
+            ["server unavailable", "retry in", "attempt 2", "connection refused"],
+        ),
+        (
+            status(State.DISCONNECTED, attempt=1, retry_in=0.5, detail="stream closed"),
+            AMBER,
+            ["disconnected", "retry in", "attempt 1"],
+        ),
+        (status(State.FAILED, detail="HTTP 404 Not Found"), RED, ["failed", "HTTP 404 Not Found"]),
+        (
+            status(State.MAX_RETRIES_EXCEEDED, attempt=3, detail="connection refused"),
+            RED,
+            ["max retries exceeded", "connection refused"],
+        ),
+        (status(State.ENDED), GREY, ["ended"]),
+        (status(State.STOPPED), GREY, ["stopped"]),
+    ]
+    async with open_sink() as (sink, _):
+        assert sink.panel is not None
+        for record, colour, words in script:
+            await sink.write([record])
+            sink.panel.refresh()
+            badge = sink.panel.badge("train-sse")
+            assert badge.colour == colour, (record.state, badge)
+            for word in words:
+                assert word in badge.text, (record.state, badge)
+        assert sink.panel.badge("train-ws").colour == GREY  # untouched row
+
+
+async def test_events_become_bounded_curves_per_source() -> None:
+    options = QtOptions(plot=["loss", "lr"], x="step", history=50)
+    async with open_sink(options) as (sink, _):
+        assert sink.panel is not None
+        batch = [event(i + 1, {"step": i, "loss": 1.0 / (i + 1), "lr": 0.1}) for i in range(80)]
+        batch.append(event(81, {"step": 80, "loss": "n/a"}))  # not numeric: no loss point
+        batch.append(event(1, {"step": 0, "loss": 5.0}, source="train-ws"))
+        await sink.write(batch)
+        sink.panel.refresh()
+        curve = sink.panel.curve("loss", "train-sse")
+        assert curve is not None
+        xs, ys = curve.getData()
+        assert list(xs) == [float(i) for i in range(30, 80)]
+        assert list(ys) == pytest.approx([1.0 / (i + 1) for i in range(30, 80)])
+        lr = sink.panel.curve("lr", "train-sse")
+        assert lr is not None and len(lr.getData()[0]) == 50
+        other = sink.panel.curve("loss", "train-ws")
+        assert other is not None
+        assert list(other.getData()[1]) == [5.0]
+        assert sink.panel.curve("lr", "train-ws") is None
+
+
+async def test_events_per_second_and_last_event_age() -> None:
+    async with open_sink() as (sink, _):
+        assert sink.panel is not None
+        now = time.time()
+        # Under "latest" the sink sees a sample; seq says 200 events arrived.
+        await sink.write([event(1, {"step": 1}, at=now - 1.0), event(200, {"step": 2}, at=now)])
+        sink.panel.refresh()
+        rate = float(sink.panel.cell_text("train-sse", "Events/s").replace(",", ""))
+        assert 150 < rate < 250
+        assert sink.panel.cell_text("train-sse", "Last event").endswith("s ago")
+        assert sink.panel.cell_text("train-ws", "Events/s") == "0"
+
+
+async def test_closing_the_window_requests_a_stop_once() -> None:
+    async with open_sink() as (sink, stops):
+        assert sink.panel is not None
+        sink.panel.close()
+        assert stops == ["window closed"]
+    assert stops == ["window closed"]  # aclose() closes quietly
+
+
+async def test_aclose_does_not_request_a_stop() -> None:
+    async with open_sink() as (sink, stops):
+        pass
+    assert stops == []
+    assert sink.panel is None
+
+
+async def test_outside_a_qt_loop_the_sink_pumps_qt_events() -> None:
+    async with open_sink() as (sink, _):
+        panel = sink.panel
+        assert panel is not None
+        await sink.write([status(State.CONNECTED)])
+        ticked = trio.Event()
+        panel.timer.timeout.connect(ticked.set)
+        with trio.fail_after(5):
+            await ticked.wait()  # the repaint timer fired: Qt events are processed
+        assert panel.badge("train-sse").colour == GREEN  # repainted without refresh()
+
+
+# -- trio as a guest of Qt's event loop -------------------------------------
+
+
+class FakeEngine:
+    """Just enough of mux_core.engine.Engine for mux_main_loop."""
+
+    def __init__(self, sink_types: list[str], *, fail: bool = False) -> None:
+        self.config = SimpleNamespace(
+            name="train",
+            sinks=[SimpleNamespace(type=t, name=t, options=None) for t in sink_types],
+            sources=[],
+        )
+        self.fail = fail
+        self.result: str | None = None
+        self.stop_reasons: list[str] = []
+        self.loop_level = -1
+        self.qt_timer_fired = False
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._stop = trio.Event()
+
+    def request_stop(self, reason: str) -> None:
+        self.stop_reasons.append(reason)
+        assert self._token is not None
+        self._token.run_sync_soon(self._stop.set)
+
+    async def run(self) -> str:
+        from PySide6.QtCore import QThread, QTimer
+
+        self._token = trio.lowlevel.current_trio_token()
+        self.loop_level = QThread.currentThread().loopLevel()
+        with trio.fail_after(10):
+            # A Qt timer can only fire while trio waits if Qt's loop runs us.
+            fired = trio.Event()
+            QTimer.singleShot(0, fired.set)
+            await fired.wait()
+            self.qt_timer_fired = True
+            async with trio.open_nursery() as nursery:
+                context = SinkContext(
+                    name="qt",
+                    config_name=self.config.name,
+                    sources=SOURCES,
+                    request_stop=self.request_stop,
+                    start_background=lambda fn: nursery.start_soon(fn),
+                )
+                sink = QtSink(QtOptions(plot=["loss"]), context)
+                await sink.open()
+                await sink.write([event(1, {"loss": 0.5}), status(State.CONNECTED)])
+                assert sink.panel is not None
+                QTimer.singleShot(0, sink.panel.close)  # the user closes the window
+                await self._stop.wait()
+                await sink.aclose()
+                nursery.cancel_scope.cancel()
+        if self.fail:
+            raise RuntimeError("engine broke")
+        self.result = "done"
+        return self.result
+
+
+def test_main_loop_declines_runs_without_a_qt_sink() -> None:
+    assert mux_qt.mux_main_loop(FakeEngine(["log", "file"])) is None
+
+
+def test_main_loop_runs_the_engine_as_a_guest_of_qt() -> None:
+    from PySide6.QtWidgets import QApplication
+
+    engine = FakeEngine(["log", "qt"])
+    assert mux_qt.mux_main_loop(engine) is True
+    assert engine.result == "done"
+    assert engine.loop_level >= 1  # engine.run ran inside app.exec()
+    assert engine.qt_timer_fired
+    assert engine.stop_reasons == ["window closed"]
+    app = QApplication.instance()
+    assert isinstance(app, QApplication)
+    assert app.quitOnLastWindowClosed()  # restored
+
+
+def test_main_loop_reraises_what_the_engine_raised() -> None:
+    with pytest.raises(RuntimeError, match="engine broke"):
+        mux_qt.mux_main_loop(FakeEngine(["qt"], fail=True))
