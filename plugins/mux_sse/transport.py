@@ -1,0 +1,256 @@
+"""The ``sse`` transport: one Server-Sent Events connection per session.
+
+A session sends ``GET`` with ``Accept: text/event-stream`` (and
+``Last-Event-ID`` when resuming), checks the answer, then feeds every network
+read to :class:`~mux_sse._parser.SseParser` and emits what it completed as one
+batch. How it ends decides what the supervisor does next::
+
+    200 text/event-stream, body ends or breaks  -> Disconnected      (retry)
+    no bytes (not even a comment) for read_timeout -> Disconnected   (retry)
+    refused, reset, DNS, timeout, 5xx, 408, 429 -> ServerUnavailable (retry, Retry-After)
+    204                                          -> Ended             (terminal)
+    other status, other content type, bad URL   -> Failed            (terminal)
+
+Unlike a browser's EventSource, 5xx and refused connections are retried: a
+monitor keeps waiting for a restarting trainer.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import socket
+from collections.abc import Callable
+from typing import Any, Literal
+
+import attrs
+import httpx
+import orjson
+import trio
+
+from mux_core.errors import Disconnected, Ended, Failed, ServerUnavailable, SessionError
+from mux_core.session import RawEvent, Session
+
+from ._http import client_key, make_client, parse_retry_after, request_timeout
+from ._parser import DEFAULT_MAX_EVENT_BYTES, SseEvent, SseParser
+
+__all__ = ["SseOptions", "SseTransport"]
+
+
+def _positive(_: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"{attribute.name} must be greater than 0, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class SseOptions:
+    """The keys of an ``transport = "sse"`` source."""
+
+    #: The stream's URL, ``http://`` or ``https://``.
+    url: str
+    #: Extra request headers (e.g. ``Authorization``); ASCII only.
+    headers: dict[str, str] = attrs.field(factory=dict)
+    #: How to decode each event's data: "auto" = JSON when it parses, else the
+    #: text; "json" = the same, plus a notice when an event is not JSON; "text" = as is.
+    decode: Literal["auto", "json", "text"] = attrs.field(
+        default="auto", validator=attrs.validators.in_(("auto", "json", "text"))
+    )
+    #: Seconds without a single byte (comments count) before the stream counts as dead.
+    read_timeout: float = attrs.field(default=45.0, validator=_positive)
+    #: Events larger than this many bytes are skipped (with a notice), bounding memory.
+    max_event_bytes: int = attrs.field(default=DEFAULT_MAX_EVENT_BYTES, validator=_positive)
+    #: Check the server's TLS certificate (https).
+    verify: bool = True
+
+    @classmethod
+    def check(cls, options: SseOptions) -> None:
+        """Reject what no connection attempt could fix: a bad URL or header."""
+        problem = _url_problem(options.url)
+        if problem:
+            raise ValueError(problem)
+        for name, value in options.headers.items():
+            if not (name.isascii() and name.isprintable() and name) or ":" in name or " " in name:
+                raise ValueError(f"headers: {name!r} is not a valid HTTP header name")
+            if not (value.isascii() and value.isprintable()):
+                raise ValueError(f"headers.{name}: the value must be printable ASCII")
+
+
+class SseTransport:
+    """Reads one event stream per session; see the module docstring for outcomes."""
+
+    Options = SseOptions
+
+    def __init__(self, options: SseOptions) -> None:
+        self.options = options
+        self._headers = {
+            "Accept": "text/event-stream",
+            "Cache-Control": "no-store",
+            **options.headers,
+        }
+
+    async def run_session(self, session: Session) -> None:
+        opts = self.options
+        problem = _url_problem(opts.url)
+        if problem:
+            raise Failed(problem)
+        client = await session.shared.get(
+            client_key(opts.verify), functools.partial(make_client, verify=opts.verify)
+        )
+        headers = dict(self._headers)
+        if session.resume.last_id:
+            headers["Last-Event-ID"] = session.resume.last_id
+        parser = SseParser(
+            last_event_id=session.resume.last_id or "", max_event_bytes=opts.max_event_bytes
+        )
+        with trio.CancelScope(deadline=trio.current_time() + session.connect_timeout) as scope:
+            try:
+                timeout = request_timeout(session.connect_timeout)
+                async with client.stream(
+                    "GET", opts.url, headers=headers, timeout=timeout
+                ) as response:
+                    _check_response(response)
+                    scope.deadline = math.inf
+                    await session.connected()
+                    await self._pump(session, response, parser, scope)
+            except httpx.HTTPError as exc:
+                raise _session_error(exc, connected=session.is_connected) from exc
+            except httpx.InvalidURL as exc:
+                raise Failed(f"invalid URL: {exc}") from exc
+        if session.is_connected:
+            raise Disconnected(f"no data for {opts.read_timeout:g} s (read_timeout)")
+        raise ServerUnavailable(f"no response within {session.connect_timeout:g} s")
+
+    async def _pump(
+        self, session: Session, response: httpx.Response, parser: SseParser, scope: trio.CancelScope
+    ) -> None:
+        """Feed reads to the parser and emit one batch per read, until the body ends.
+
+        The deadline is lifted while emitting, so a slow sink (backpressure)
+        is never mistaken for a silent server.
+        """
+        read_timeout = self.options.read_timeout
+        resume = session.resume
+        convert = _converter(self.options.decode)
+        notice_limit = f"skipped an event larger than {parser.max_event_bytes} bytes"
+        skipped = 0
+        retry: float | None = None
+        bad_json_noticed = self.options.decode != "json"
+        scope.deadline = trio.current_time() + read_timeout
+        async for chunk in response.aiter_bytes():
+            events = parser.feed(chunk)
+            scope.deadline = math.inf
+            if events:
+                batch, bad_json = convert(events)
+                await session.emit(batch)
+                if bad_json and not bad_json_noticed:
+                    bad_json_noticed = True
+                    await session.notice("event data is not JSON; delivered as text")
+            resume.last_id = parser.last_event_id or None
+            if parser.retry != retry:
+                retry = parser.retry
+                session.set_retry_hint(retry)
+            while skipped < parser.skipped:
+                skipped += 1
+                await session.notice(notice_limit)
+            scope.deadline = trio.current_time() + read_timeout
+        raise Disconnected("server closed the stream")
+
+
+def _converter(decode: str) -> Callable[[list[SseEvent]], tuple[list[RawEvent], bool]]:
+    """Turn parsed events into RawEvents; also say whether some data was not JSON."""
+    if decode == "text":
+        return lambda events: ([(kind, id_ or None, data) for kind, id_, data in events], False)
+
+    def convert(events: list[SseEvent]) -> tuple[list[RawEvent], bool]:
+        batch: list[RawEvent] = []
+        append = batch.append
+        loads = orjson.loads
+        bad = False
+        for kind, id_, data in events:
+            try:
+                value: Any = loads(data)
+            except orjson.JSONDecodeError:
+                value = data
+                bad = True
+            append((kind, id_ or None, value))
+        return batch, bad
+
+    return convert
+
+
+def _check_response(response: httpx.Response) -> None:
+    """Raise unless the response opens an event stream."""
+    status = response.status_code
+    if status == 200:
+        content_type = response.headers.get("content-type", "")
+        essence = content_type.partition(";")[0].strip()
+        if essence.lower() != "text/event-stream":
+            got = essence or "no Content-Type"
+            raise Failed(f"expected text/event-stream, got {got}")
+        return
+    detail = f"HTTP {status} {response.reason_phrase}".rstrip()
+    if status == 204:
+        raise Ended(f"{detail}: the server ended the stream")
+    if status in (408, 429) or status >= 500:
+        retry_after = parse_retry_after(response.headers.get("retry-after"))
+        raise ServerUnavailable(detail, retry_after=retry_after)
+    raise Failed(detail)
+
+
+def _session_error(exc: httpx.HTTPError, *, connected: bool) -> SessionError:
+    """Say what an httpx error means for this session, in a few words."""
+    if isinstance(exc, httpx.UnsupportedProtocol | httpx.TooManyRedirects):
+        return Failed(str(exc) or type(exc).__name__)
+    if isinstance(exc, httpx.LocalProtocolError):
+        return Failed(f"could not send the request: {exc}")
+    if connected:
+        return Disconnected(f"connection lost: {_describe(exc)}")
+    return ServerUnavailable(_describe(exc))
+
+
+def _describe(exc: httpx.HTTPError) -> str:
+    """ "connection refused" rather than "all attempts to connect to ... failed"."""
+    errors = _causes(exc)
+    for kind, words in (
+        (ConnectionRefusedError, "connection refused"),
+        (ConnectionResetError, "connection reset"),
+    ):
+        if any(isinstance(error, kind) for error in errors):
+            return words
+    for error in errors:
+        if isinstance(error, socket.gaierror):
+            return f"DNS lookup failed: {error.strerror or error}"
+    if isinstance(exc, httpx.ConnectTimeout):
+        return "connect timed out"
+    return str(exc) or type(exc).__name__
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """The exception, its causes and, for groups (trio's happy eyeballs), their members."""
+    seen: list[BaseException] = []
+    todo = [exc]
+    while todo and len(seen) < 32:
+        error = todo.pop()
+        if any(error is other for other in seen):
+            continue
+        seen.append(error)
+        if isinstance(error, BaseExceptionGroup):
+            todo.extend(error.exceptions)
+        if error.__cause__ is not None:
+            todo.append(error.__cause__)
+        elif error.__context__ is not None:
+            todo.append(error.__context__)
+    return seen
+
+
+def _url_problem(url: str) -> str:
+    """Why ``url`` cannot be an SSE endpoint, or "" when it can."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError) as exc:
+        return f"url: invalid URL {url!r}: {exc}"
+    if parsed.scheme not in ("http", "https"):
+        return f"url: {url!r} must start with http:// or https://"
+    if not parsed.host:
+        return f"url: {url!r} has no host"
+    return ""
