@@ -126,10 +126,11 @@ class _RotatingFile:
     def write(self, data: bytes) -> None:
         """Append ``data`` (whole lines), rotating between lines when it is due."""
         limit = self.rotate_bytes
+        whole = memoryview(data)
         pos, end_of_data = 0, len(data)
         while pos < end_of_data:
             if not limit or self._size + (end_of_data - pos) <= limit:
-                self._write_all(data[pos:] if pos else data)
+                self._write_all(whole[pos:])
                 return
             room = limit - self._size
             cut = data.rfind(b"\n", pos, pos + room) if room > 0 else -1
@@ -140,10 +141,10 @@ class _RotatingFile:
             else:
                 self._rotate()
                 continue
-            self._write_all(data[pos:end])
+            self._write_all(whole[pos:end])
             pos = end
 
-    def _write_all(self, chunk: bytes) -> None:
+    def _write_all(self, chunk: bytes | memoryview) -> None:
         view = memoryview(chunk)
         start = self._size
         try:
