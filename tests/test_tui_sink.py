@@ -1,0 +1,247 @@
+"""The terminal view: rendered to a recording console and read back as text."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import mux_tui
+import pytest
+import trio
+from mux_tui import TuiOptions, TuiSink, sparkline
+from mux_tui._render import CAPTION, state_text
+from rich.console import Console
+
+from mux_core.events import Event, State, Status
+from mux_core.sinks import SinkContext, SourceInfo
+
+Background = Callable[[], Awaitable[Any]]
+
+
+def _context(backgrounds: list[Background] | None = None) -> SinkContext:
+    started = backgrounds if backgrounds is not None else []
+    return SinkContext(
+        name="tui",
+        config_name="train",
+        sources=(SourceInfo("train-sse", "sse"), SourceInfo("train-ws", "ws")),
+        request_stop=lambda reason: None,
+        start_background=started.append,
+    )
+
+
+def _console(**kwargs: Any) -> Console:
+    return Console(record=True, width=120, file=io.StringIO(), **kwargs)
+
+
+def _text(sink: TuiSink, now: float) -> str:
+    console = _console()
+    console.print(sink.render(now))
+    return console.export_text()
+
+
+def _cell_lines(sink: TuiSink, source: str, now: float) -> str:
+    """The state cell of one source's row, its lines joined with " | "."""
+    row = sink.model.rows[source]
+    return state_text(row.status, now).plain.replace("\n", " | ")
+
+
+def _status(state: State, *, attempt: int = 1, retry_in: float | None = None,
+            detail: str = "", at: float = 100.0, source: str = "train-sse") -> Status:
+    return Status(source, "sse", state, attempt, retry_in, detail, at)
+
+
+def _event(seq: int, at: float, data: Any, source: str = "train-sse") -> Event:
+    return Event(source, "sse", "metric", str(seq), data, at, seq)
+
+
+def _sink(**options: Any) -> TuiSink:
+    return TuiSink(TuiOptions(**options), _context(), console=_console())
+
+
+def test_sources_are_listed_before_any_record() -> None:
+    text = _text(_sink(plot=["loss"]), now=100.0)
+    assert "train-sse" in text and "train-ws" in text
+    assert "sse" in text and "ws" in text
+    assert text.count("waiting") == 2
+    assert CAPTION in text
+    assert "loss" in text
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        (_status(State.CONNECTED), "connected"),
+        (_status(State.CONNECTING, attempt=2), "connecting | attempt 2"),
+        (_status(State.SERVER_UNAVAILABLE, attempt=3, retry_in=2.4, detail="connection refused"),
+         "server_unavailable | retry in 2.4 s · attempt 3 | connection refused"),
+        (_status(State.DISCONNECTED, attempt=1, retry_in=0.5, detail="stream closed"),
+         "disconnected | retry in 0.5 s · attempt 1 | stream closed"),
+        (_status(State.FAILED, detail="HTTP 404"), "failed | HTTP 404"),
+        (_status(State.MAX_RETRIES_EXCEEDED, attempt=3, detail="HTTP 503"),
+         "max_retries_exceeded | HTTP 503"),
+        (_status(State.STOPPED), "stopped"),
+        (_status(State.ENDED), "ended"),
+    ],
+)
+async def test_state_text_per_status(status: Status, expected: str) -> None:
+    sink = _sink()
+    await sink.write([status])
+    assert expected in _cell_lines(sink, "train-sse", now=100.0)
+    first_line = expected.split(" | ")[0]
+    assert first_line in _text(sink, now=100.0)
+
+
+@pytest.mark.parametrize(
+    ("state", "colour"),
+    [
+        (State.CONNECTED, "green"),
+        (State.CONNECTING, "orange"),
+        (State.SERVER_UNAVAILABLE, "orange"),
+        (State.DISCONNECTED, "orange"),
+        (State.FAILED, "red"),
+        (State.MAX_RETRIES_EXCEEDED, "red"),
+        (State.STOPPED, "grey"),
+        (State.ENDED, "grey"),
+    ],
+)
+def test_state_colours(state: State, colour: str) -> None:
+    assert colour in str(state_text(_status(state), 100.0).style)
+
+
+async def test_retry_countdown_runs_down_and_stops_at_zero() -> None:
+    sink = _sink()
+    await sink.write([_status(State.SERVER_UNAVAILABLE, attempt=2, retry_in=2.4, at=100.0)])
+    assert "retry in 2.4 s · attempt 2" in _text(sink, now=100.0)
+    assert "retry in 1.4 s · attempt 2" in _text(sink, now=101.0)
+    assert "retry in 0.0 s · attempt 2" in _text(sink, now=105.0)
+
+
+async def test_event_rate_and_last_event_age() -> None:
+    sink = _sink()
+    # 21 events at 10/s, seq 1..21, received from t=100.0 to t=102.0
+    await sink.write([_event(i + 1, 100.0 + i / 10, {"step": i}) for i in range(21)])
+    text = _text(sink, now=102.0)
+    assert "10.0/s" in text
+    assert "0.0 s ago" in text
+    later = _text(sink, now=104.0)
+    assert "2.0 s ago" in later
+    assert "5.0/s" in later  # 20 events over 4 s: the rate decays when quiet
+    assert "0.0/s" in _text(sink, now=120.0)
+
+
+async def test_rate_counts_events_the_view_skipped() -> None:
+    # Under the "latest" policy the sink sees few events; seq carries the truth.
+    sink = _sink()
+    await sink.write([_event(1, 100.0, {}), _event(31, 101.0, {}), _event(61, 102.0, {})])
+    assert "30.0/s" in _text(sink, now=102.0)
+
+
+async def test_sparkline_of_loss_values() -> None:
+    sink = _sink(plot=["loss", "lr"], width=8)
+    losses = [1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3]
+    await sink.write(
+        [_event(i + 1, 100.0 + i, {"loss": v, "lr": 0.001}) for i, v in enumerate(losses)]
+    )
+    text = _text(sink, now=108.0)
+    assert "█▇▆▅▄▃▂▁ 0.3" in text  # strictly falling, top to bottom, then the newest
+    assert sparkline(losses)[0] == "█" and sparkline(losses)[-1] == "▁"
+    assert "0.3" in text  # the newest value next to the sparkline
+    assert "▄▄▄▄▄▄▄▄ 0.001" in text  # a flat lr is drawn at mid height
+
+
+async def test_sparkline_keeps_width_points_and_ignores_non_numbers() -> None:
+    sink = _sink(plot=["loss"], width=4)
+    values: list[Any] = [5.0, 4.0, "nan?", True, None, float("nan"), 3.0, 2.0, 1.0, 0.0]
+    await sink.write([_event(i + 1, 100.0 + i, {"loss": v}) for i, v in enumerate(values)])
+    await sink.write([_event(99, 111.0, "not a dict")])
+    series = list(sink.model.rows["train-sse"].series["loss"])
+    assert series == [3.0, 2.0, 1.0, 0.0]
+    assert "█▆▃▁ 0" in _text(sink, now=112.0)
+
+
+async def test_unconfigured_source_gets_a_row() -> None:
+    sink = _sink()
+    await sink.write([_status(State.CONNECTED, source="extra")])
+    assert "extra" in _text(sink, now=100.0)
+
+
+def test_options_are_validated() -> None:
+    with pytest.raises(ValueError, match="width"):
+        TuiOptions(width=0)
+    with pytest.raises(ValueError, match="refresh_per_second"):
+        TuiOptions(refresh_per_second=0)
+    with pytest.raises(ValueError, match="plot"):
+        TuiOptions(plot=[""])
+    assert TuiSink.default_overflow == "latest"
+    assert TuiSink.default_on_error == "drop"
+
+
+def test_registers_as_tui() -> None:
+    registered: dict[str, type[Any]] = {}
+    mux_tui.mux_register_sinks(lambda name, cls: registered.__setitem__(name, cls))
+    assert registered == {"tui": TuiSink}
+
+
+async def test_close_prints_the_final_table_once_when_not_a_terminal() -> None:
+    backgrounds: list[Background] = []
+    console = _console()
+    sink = TuiSink(TuiOptions(), _context(backgrounds), console=console, clock=lambda: 100.0)
+    await sink.open()
+    assert len(backgrounds) == 1
+    await sink.write([_status(State.CONNECTED)])
+    assert CAPTION not in console.export_text(clear=False)
+    await sink.aclose()
+    text = console.export_text()
+    assert text.count(CAPTION) == 1
+    assert "connected" in text
+
+
+async def test_background_task_redraws_a_terminal() -> None:
+    backgrounds: list[Background] = []
+    renders = 0
+    redrawn = trio.Event()
+
+    def clock() -> float:
+        nonlocal renders
+        renders += 1
+        if renders >= 3:
+            redrawn.set()
+        return 100.0
+
+    console = _console(force_terminal=True)
+    sink = TuiSink(
+        TuiOptions(refresh_per_second=1000.0), _context(backgrounds), console=console, clock=clock
+    )
+    await sink.open()
+    await sink.write([_status(State.CONNECTED)])
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(backgrounds[0])
+            await redrawn.wait()
+            nursery.cancel_scope.cancel()
+    assert "connected" in console.export_text(clear=False)
+    await sink.aclose()
+    # the refresh loop ends by itself once the view is closed
+    with trio.fail_after(5):
+        await backgrounds[0]()
+
+
+@pytest.mark.parametrize("columns", [72, 100, 160])
+async def test_view_fits_the_terminal_and_keeps_the_newest_points(columns: int) -> None:
+    sink = _sink(plot=["loss", "lr"], width=40)
+    await sink.write([_status(State.SERVER_UNAVAILABLE, attempt=3, retry_in=2.0, detail="refused")])
+    losses = [float(40 - i) for i in range(40)]
+    await sink.write(
+        [_event(i + 1, 100.0 + i, {"loss": v, "lr": 0.5}) for i, v in enumerate(losses)]
+    )
+    console = Console(record=True, width=columns, file=io.StringIO())
+    console.print(sink.render(140.0))
+    lines = console.export_text().splitlines()
+    assert all(len(line) <= columns for line in lines)
+    text = "\n".join(lines)
+    assert "server_unavailable" in text
+    if columns >= 100:
+        assert "▂▁ 1" in text  # the newest end of the falling loss, then its value
+    if columns == 160:
+        assert "█" + sparkline(losses)[1:] + " 1" in text  # all 40 points fit
