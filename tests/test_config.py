@@ -163,7 +163,12 @@ def test_a_valid_config_resolves_options_retry_and_lines(plugins: PluginManager)
     assert b.options.url == "http://bob:hunter22@127.0.0.1:2/m"
     fake, ui = config.sinks
     assert (fake.name, fake.type, fake.overflow, fake.buffer, fake.on_error, fake.line) == (
-        "fake", "fake", Overflow.BLOCK, 10_000, "stop", 20
+        "fake",
+        "fake",
+        Overflow.BLOCK,
+        10_000,
+        "stop",
+        20,
     )
     assert fake.options == FakeSinkOptions(path="runs/out.jsonl")
     # Sink classes choose their own defaults for overflow and on_error.
@@ -295,9 +300,7 @@ name = "a"
         ('headers = "x"', 'headers: expected a table of strings, got a string "x"'),
     ],
 )
-def test_wrong_types_are_rejected_strictly(
-    plugins: PluginManager, line: str, message: str
-) -> None:
+def test_wrong_types_are_rejected_strictly(plugins: PluginManager, line: str, message: str) -> None:
     err = fail(f'[[sources]]\nname = "a"\ntransport = "fake"\nurl = "http://h/"\n{line}\n', plugins)
     assert str(err) == f"mon.toml:5: sources[0].{message}"
 
@@ -445,7 +448,7 @@ on_error = "ignore"
 def test_buffer_must_be_an_integer(plugins: PluginManager) -> None:
     err = fail(
         '[[sources]]\nname = "a"\ntransport = "fake"\nurl = "http://h/"\n'
-        "[[sinks]]\ntype = \"fake\"\nbuffer = 1.5\n",
+        '[[sinks]]\ntype = "fake"\nbuffer = 1.5\n',
         plugins,
     )
     assert str(err) == "mon.toml:7: sinks[0].buffer: expected an integer, got a float 1.5"
@@ -549,7 +552,11 @@ def test_render_masks_secrets_and_reparses(plugins: PluginManager) -> None:
     assert data["sources"][0]["retry"]["initial_delay"] == 1.0
     assert data["sources"][1]["interval"] == 2.0 and data["sources"][1]["mode"] == "slow"
     assert data["sinks"][1] == {
-        "type": "ui", "name": "panel", "overflow": "latest", "buffer": 50, "on_error": "drop",
+        "type": "ui",
+        "name": "panel",
+        "overflow": "latest",
+        "buffer": 50,
+        "on_error": "drop",
         "path": "out.jsonl",
     }
     assert data["retry"]["max_attempts"] == 5
