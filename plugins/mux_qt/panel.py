@@ -126,6 +126,8 @@ class QtPanel(QWidget):
         self.table = QTableWidget(0, len(_COLUMNS))
         self.table.setHorizontalHeaderLabels(list(_COLUMNS))
         self.table.verticalHeader().setVisible(False)
+        self.table.verticalHeader().setDefaultSectionSize(30)
+        self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
         self.table.setFocusPolicy(Qt.FocusPolicy.NoFocus)
@@ -196,11 +198,10 @@ class QtPanel(QWidget):
         return row
 
     def _fit_table(self) -> None:
-        self.table.resizeRowsToContents()
         height = self.table.horizontalHeader().height() + 2 * self.table.frameWidth()
         for row in range(self.table.rowCount()):
             height += self.table.rowHeight(row)
-        self.table.setFixedHeight(height + 2)
+        self.table.setFixedHeight(height + 4)
 
     def _colour_of(self, source: str) -> str:
         index = list(self.model.rows).index(source)
