@@ -56,7 +56,7 @@ async def test_status_levels_and_text(caplog: pytest.LogCaptureFixture) -> None:
             _status(State.SERVER_UNAVAILABLE, 2, 1.7, "connection refused"),
             _status(State.CONNECTING, 2),
             _status(State.CONNECTED, 1),
-            _status(State.DISCONNECTED, 1, 0.5, "stream closed"),
+            _status(State.DISCONNECTED, 1, 30.0, "stream closed"),
             _status(State.ENDED, 1, None, "HTTP 204"),
         ]
     )
@@ -71,7 +71,7 @@ async def test_status_levels_and_text(caplog: pytest.LogCaptureFixture) -> None:
         ),
         (logging.WARNING, "train-sse: connecting (attempt 2)"),
         (logging.INFO, "train-sse: connected"),
-        (logging.WARNING, "train-sse: disconnected (attempt 1, retry in 0.5 s): stream closed"),
+        (logging.WARNING, "train-sse: disconnected (attempt 1, retry in 30 s): stream closed"),
         (logging.INFO, "train-sse: ended: HTTP 204"),
         (logging.ERROR, "train-sse: failed (attempt 1): HTTP 404"),
         (logging.ERROR, "train-sse: max_retries_exceeded (attempt 3): connection refused"),
@@ -93,11 +93,14 @@ async def test_level_option_is_the_minimum(caplog: pytest.LogCaptureFixture) -> 
         [
             _status(State.CONNECTING, 1),
             _event(1),
-            _status(State.SERVER_UNAVAILABLE, 2, 1.0, "HTTP 503"),
+            _status(State.SERVER_UNAVAILABLE, 2, 1.115, "HTTP 503"),
             _status(State.FAILED, 2, None, "HTTP 401"),
         ]
     )
-    assert [level for level, _ in _lines(caplog)] == [logging.WARNING, logging.ERROR]
+    assert _lines(caplog) == [
+        (logging.WARNING, "train-sse: server_unavailable (attempt 2, retry in 1.115 s): HTTP 503"),
+        (logging.ERROR, "train-sse: failed (attempt 2): HTTP 401"),
+    ]
 
 
 async def test_events_are_off_by_default(caplog: pytest.LogCaptureFixture) -> None:

@@ -87,13 +87,18 @@ def format_status(status: Status, level: int) -> str:
     if level > logging.INFO:
         extras.append(f"attempt {status.attempt}")
     if status.retry_in is not None:
-        extras.append(f"retry in {status.retry_in:.3g} s")
+        extras.append(f"retry in {_seconds(status.retry_in)} s")
     text = f"{status.source}: {status.state.value}"
     if extras:
         text += f" ({', '.join(extras)})"
     if status.detail:
         text += f": {status.detail}"
     return text
+
+
+def _seconds(value: float) -> str:
+    """1.7 -> "1.7", 1.115 -> "1.115", 30.0 -> "30": milliseconds at most."""
+    return f"{value:.3f}".rstrip("0").rstrip(".")
 
 
 def format_event(event: Event) -> str:
