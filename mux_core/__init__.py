@@ -1,1 +1,86 @@
-"""mux: watch live data streams as a pure client."""
+"""mux: watch live data streams as a pure client.
+
+The public API, re-exported. Plugin authors need :func:`hookimpl`, the
+records (:class:`Event`, :class:`Status`, :class:`State`), the session
+exceptions, :class:`Session` and the sink contract; embedders need
+:func:`load_config`, :class:`PluginManager` and :class:`Engine`. Test helpers
+live in :mod:`mux_core.testing`.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+
+from .config import Config, SinkConfig, SourceConfig, load_config, parse_config, render_config
+from .engine import Engine, RunResult
+from .errors import (
+    ConfigError,
+    Disconnected,
+    Ended,
+    Failed,
+    MuxError,
+    PluginError,
+    ServerUnavailable,
+    SessionError,
+)
+from .events import Batch, Event, Record, State, Status, encode_jsonl, record_to_dict
+from .hookspecs import hookimpl, hookspec
+from .plugins import PluginFailure, PluginInfo, PluginManager, Provided
+from .retry import RetryPolicy
+from .session import RawEvent, ResumeState, Session, SharedResources, Transport
+from .sinks import Overflow, Sink, SinkChannel, SinkContext, SourceInfo
+from .supervisor import Supervisor
+
+__all__ = [
+    "Batch",
+    "Config",
+    "ConfigError",
+    "Disconnected",
+    "Ended",
+    "Engine",
+    "Event",
+    "Failed",
+    "MuxError",
+    "Overflow",
+    "PluginError",
+    "PluginFailure",
+    "PluginInfo",
+    "PluginManager",
+    "Provided",
+    "RawEvent",
+    "Record",
+    "ResumeState",
+    "RetryPolicy",
+    "RunResult",
+    "ServerUnavailable",
+    "Session",
+    "SessionError",
+    "SharedResources",
+    "Sink",
+    "SinkChannel",
+    "SinkConfig",
+    "SinkContext",
+    "SourceConfig",
+    "SourceInfo",
+    "State",
+    "Status",
+    "Supervisor",
+    "Transport",
+    "__version__",
+    "encode_jsonl",
+    "hookimpl",
+    "hookspec",
+    "load_config",
+    "parse_config",
+    "record_to_dict",
+    "render_config",
+]
+
+
+def __getattr__(name: str) -> str:
+    if name == "__version__":
+        try:
+            return importlib.metadata.version("mux")
+        except importlib.metadata.PackageNotFoundError:
+            return "0+unknown"
+    raise AttributeError(f"module 'mux_core' has no attribute {name!r}")

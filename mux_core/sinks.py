@@ -8,10 +8,13 @@ policy:
     the distributor waits (backpressure up to the sources); nothing is lost.
     The default for sinks that record (file).
 ``drop_oldest`` / ``drop_newest``
-    the oldest buffered / the incoming records are dropped and counted.
+    the oldest buffered / the incoming events are dropped and counted.
 ``latest``
     only the newest event per source is kept, plus every Status record:
     what a UI needs to show "now". The default for UI sinks.
+
+No policy ever drops a Status record: they are few, and a source's terminal
+state must reach every sink as its last record.
 
 A sink class looks like::
 
@@ -146,16 +149,24 @@ class SinkChannel:
             if room >= len(batch):
                 buffer.extend(batch)
             else:
-                if room > 0:
-                    buffer.extend(batch[:room])
-                self.dropped += len(batch) - max(room, 0)
+                for record in batch:
+                    if room > 0 or type(record) is not Event:
+                        buffer.append(record)
+                        room -= 1
+                    else:
+                        self.dropped += 1
         else:  # DROP_OLDEST
             buffer.extend(batch)
             excess = len(buffer) - self.capacity
-            if excess > 0:
-                self.dropped += excess
-                for _ in range(excess):
-                    buffer.popleft()
+            kept: list[Record] = []
+            while excess > 0 and buffer:
+                record = buffer.popleft()
+                if type(record) is Event:
+                    self.dropped += 1
+                    excess -= 1
+                else:
+                    kept.append(record)
+            buffer.extendleft(reversed(kept))
         if buffer:
             self._not_empty.set()
         await trio.lowlevel.checkpoint()

@@ -16,11 +16,6 @@ from mux_core.supervisor import Supervisor
 from mux_core.testing import ScriptedOptions, ScriptedTransport
 
 
-@pytest.fixture
-def autojump_clock() -> trio.testing.MockClock:
-    return trio.testing.MockClock(autojump_threshold=0)
-
-
 class _Run:
     def __init__(self, script: list[str], then: str = "hang", **policy: float) -> None:
         self.records: list[Record] = []

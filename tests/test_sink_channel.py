@@ -1,0 +1,100 @@
+"""Overflow policies of the per-sink channel and their drop counters."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from mux_core.events import Event, Record, State, Status
+from mux_core.sinks import Overflow, SinkChannel
+
+
+def ev(source: str, n: int) -> Event:
+    return Event(source, "t", "message", str(n), {"n": n}, 0.0, n)
+
+
+def st(source: str, state: State = State.CONNECTED) -> Status:
+    return Status(source, "t", state, 1, None, "", 0.0)
+
+
+async def test_block_waits_for_room_and_never_drops() -> None:
+    channel = SinkChannel(4, Overflow.BLOCK)
+    got: list[Record] = []
+    async with trio.open_nursery() as nursery:
+
+        async def consume() -> None:
+            while True:
+                try:
+                    got.extend(await channel.get())
+                except trio.EndOfChannel:
+                    return
+
+        async def produce() -> None:
+            for i in range(0, 100, 10):
+                await channel.put([ev("a", n) for n in range(i, i + 10)])
+                assert len(channel) <= 4
+            channel.close()
+
+        nursery.start_soon(produce)
+        nursery.start_soon(consume)
+    assert [r.seq for r in got if isinstance(r, Event)] == list(range(100))
+    assert channel.dropped == 0
+
+
+async def test_drop_oldest_keeps_the_newest_and_counts() -> None:
+    channel = SinkChannel(5, Overflow.DROP_OLDEST)
+    await channel.put([ev("a", n) for n in range(8)])
+    await channel.put([ev("a", 8)])
+    assert [r.seq for r in await channel.get() if isinstance(r, Event)] == [4, 5, 6, 7, 8]
+    assert channel.dropped == 4
+
+
+async def test_drop_newest_keeps_the_oldest_and_counts() -> None:
+    channel = SinkChannel(5, Overflow.DROP_NEWEST)
+    await channel.put([ev("a", n) for n in range(3)])
+    await channel.put([ev("a", n) for n in range(3, 9)])
+    assert [r.seq for r in await channel.get() if isinstance(r, Event)] == [0, 1, 2, 3, 4]
+    assert channel.dropped == 4
+
+
+async def test_latest_keeps_newest_event_per_source_and_every_status() -> None:
+    channel = SinkChannel(1000, Overflow.LATEST)
+    await channel.put([st("a", State.CONNECTING), ev("a", 1), ev("b", 1), ev("a", 2)])
+    await channel.put([st("b", State.DISCONNECTED), ev("b", 2), ev("a", 3)])
+    batch = await channel.get()
+    assert [(type(r).__name__, r.source) for r in batch] == [
+        ("Status", "a"),
+        ("Status", "b"),
+        ("Event", "b"),
+        ("Event", "a"),
+    ]
+    assert [r.seq for r in batch if isinstance(r, Event)] == [2, 3]
+    assert channel.dropped == 3
+
+
+async def test_close_drains_then_ends() -> None:
+    channel = SinkChannel(10, Overflow.BLOCK)
+    await channel.put([ev("a", 1)])
+    channel.close()
+    assert len(await channel.get()) == 1
+    with pytest.raises(trio.EndOfChannel):
+        await channel.get()
+    with pytest.raises(trio.ClosedResourceError):
+        await channel.put([ev("a", 2)])
+
+
+async def test_get_returns_at_most_max_batch() -> None:
+    channel = SinkChannel(100, Overflow.DROP_OLDEST, max_batch=8)
+    await channel.put([ev("a", n) for n in range(20)])
+    assert [len(await channel.get()) for _ in range(3)] == [8, 8, 4]
+
+
+@pytest.mark.parametrize("overflow", [Overflow.DROP_OLDEST, Overflow.DROP_NEWEST])
+async def test_drop_policies_never_drop_status_records(overflow: Overflow) -> None:
+    channel = SinkChannel(3, overflow)
+    await channel.put([st("a", State.CONNECTING), st("a"), *[ev("a", n) for n in range(10)]])
+    await channel.put([st("a", State.STOPPED)])
+    batch = await channel.get()
+    statuses = [r.state for r in batch if isinstance(r, Status)]
+    assert statuses == [State.CONNECTING, State.CONNECTED, State.STOPPED]
+    assert channel.dropped == 10 - sum(isinstance(r, Event) for r in batch)
