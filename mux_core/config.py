@@ -68,6 +68,7 @@ _REFERENCE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _TOML_POSITION = re.compile(r"\s*\(at (?:line (\d+), column (\d+)|end of document)\)")
 _CONVERTER = make_converter()
+_NO_SOURCES = "no sources; add a [[sources]] table with a name, a transport and its options"
 
 
 @attrs.frozen
@@ -253,10 +254,7 @@ class _Loader:
     def _sources(self, data: dict[str, Any], retry_raw: dict[str, Any]) -> list[SourceConfig]:
         tables = self._array_of_tables(data, "sources")
         if tables is not None and not tables:
-            self._fail(
-                ("sources",),
-                "no sources; add a [[sources]] table with a name, a transport and its options",
-            )
+            self._fail(("sources",), _NO_SOURCES)
         transports = self._plugins.transports()
         seen: dict[str, int | None] = {}
         sources = []
@@ -316,10 +314,7 @@ class _Loader:
         value = data.get(key)
         if value is None:
             if key == "sources":
-                self._fail(
-                    (key,),
-                    "no sources; add a [[sources]] table with a name, a transport and its options",
-                )
+                self._fail((key,), _NO_SOURCES)
             return None
         if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
             got = describe_value(value)

@@ -605,3 +605,45 @@ d.e = 1
     assert lines[("arr", 1, "d", "e")] == 11
     assert line_of(lines, ("arr", 1, "missing", 3)) == 10
     assert line_of(lines, ("nothing",)) is None
+
+
+def test_inline_array_of_source_tables_maps_each_to_its_line(plugins: PluginManager) -> None:
+    err = fail(
+        """
+sources = [
+  { name = "a", transport = "fake", url = "http://h/" },
+  { name = "b", transport = "fake", url = 3 },
+]
+""",
+        plugins,
+    )
+    assert str(err) == "mon.toml:3: sources[1].url: expected a string, got an integer 3"
+
+
+def test_tables_of_the_wrong_shape(plugins: PluginManager) -> None:
+    err = fail(
+        """
+retry = 3
+sinks = "log"
+
+[[sources]]
+name = "a"
+transport = "fake"
+url = "http://h/"
+retry = [1]
+""",
+        plugins,
+    )
+    assert str(err).splitlines() == [
+        "mon.toml:1: retry: expected a table, got an integer 3",
+        'mon.toml:2: sinks: expected an array of tables ([[sinks]]), got a string "log"',
+        "mon.toml:8: sources[0].retry: expected a table, got an array",
+    ]
+
+
+def test_windows_line_endings_keep_line_numbers(plugins: PluginManager) -> None:
+    text = '[[sources]]\nname = "a"\n\ntransport = "fake"\nurl = "http://h/"\ncount = "x"\n'
+    text = text.replace("\n", "\r\n")
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, path="w.toml", plugins=plugins, environ={})
+    assert info.value.line == 6 and info.value.key == "sources[0].count"
