@@ -104,9 +104,9 @@ def test_check_passes_when_qt_is_installed() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"history": 1}, "history: must be at least 2"),
-        ({"plot": ["loss", "loss"]}, "listed twice"),
-        ({"plot": [""]}, "non-empty"),
+        ({"history": 1}, "history must be at least 2"),
+        ({"plot": ["loss", "loss"]}, "lists a field twice"),
+        ({"plot": [""]}, "entries must be field names"),
         ({"x": ""}, "received_at"),
     ],
 )

@@ -20,19 +20,19 @@ INSTALL_HINT = "PySide6 is not installed; install the Qt panel with: pip install
 def _fields(instance: Any, attribute: attrs.Attribute[Any], value: list[str]) -> None:
     for field in value:
         if not isinstance(field, str) or not field:
-            raise ValueError(f"{attribute.name}: every entry must be a non-empty field name")
+            raise ValueError(f"{attribute.name} entries must be field names, got {field!r}")
     if len(set(value)) != len(value):
-        raise ValueError(f"{attribute.name}: a field is listed twice: {value!r}")
+        raise ValueError(f"{attribute.name} lists a field twice: {value!r}")
 
 
 def _non_empty(instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
     if not value:
-        raise ValueError(f'{attribute.name}: must name a data field (e.g. "step") or "received_at"')
+        raise ValueError(f'{attribute.name} must name a data field (e.g. "step") or "received_at"')
 
 
 def _history(instance: Any, attribute: attrs.Attribute[Any], value: int) -> None:
     if value < 2:
-        raise ValueError(f"{attribute.name}: must be at least 2 points, got {value}")
+        raise ValueError(f"{attribute.name} must be at least 2 points, got {value}")
 
 
 @attrs.frozen(kw_only=True)
