@@ -216,7 +216,7 @@ async def _raw_sse_client(server: FakeSseServer, got: list[int], i: int) -> None
 
 
 async def test_sse_serves_many_idle_streams() -> None:
-    n = 500
+    n = 1000
     got: list[int] = []
     async with serve_sse() as server:
         with trio.fail_after(15):

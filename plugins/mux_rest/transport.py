@@ -1,0 +1,289 @@
+"""The ``rest`` transport: poll a JSON endpoint; one session = polls until one fails.
+
+Each poll is one ``GET``. The JSON body (or the list at the dotted ``items``
+path inside it) becomes ONE batch: every item is an event whose data is the
+item, whose id is ``item[id_field]`` (as a string) and whose type is
+``item[event_field]`` (default ``"message"``). Between polls the session
+waits ``interval`` -- that is the polling cadence, not a retry. How a poll
+ends decides what the supervisor does::
+
+    200 + JSON                     -> events; the next poll follows
+    304 / 204                      -> nothing new; the next poll follows
+    refused, reset, timeout        -> ServerUnavailable (retry)
+    5xx, 408, 429                  -> ServerUnavailable (retry, honours Retry-After)
+    body is not JSON               -> ServerUnavailable (a proxy's error page, a
+                                      server restarting: a monitor keeps waiting)
+    other 4xx (401/403/404/410...) -> Failed (terminal)
+    JSON without the ``items`` key -> Failed (the config does not match the server)
+
+No duplicates across polls and restarts: with ``cursor_param`` each poll asks
+only for the items after the last id seen (``?after=41``); in every case the
+items up to and including the last id seen are skipped when that id is in the
+page, so a server that ignores the cursor, treats it inclusively, or returns
+its whole recent list each time delivers each event once. Items are expected
+oldest first. ``If-None-Match`` / ``If-Modified-Since`` are sent whenever the
+server gave an ``ETag`` / ``Last-Modified``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import email.utils
+import functools
+import socket
+import time
+from typing import Any
+
+import attrs
+import httpx
+import orjson
+import trio
+
+from mux_core.errors import Failed, ServerUnavailable, SessionError
+from mux_core.session import RawEvent, Session
+
+__all__ = ["RestOptions", "RestTransport"]
+
+
+def _positive(_: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"{attribute.name} must be greater than 0, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class RestOptions:
+    """The keys of a ``transport = "rest"`` source."""
+
+    #: The endpoint's URL, ``http://`` or ``https://`` (it may carry a query).
+    url: str
+    #: Extra request headers (e.g. ``Authorization``); ASCII only.
+    headers: dict[str, str] = attrs.field(factory=dict)
+    #: Seconds from the start of one poll to the start of the next.
+    interval: float = attrs.field(default=1.0, validator=_positive)
+    #: Dotted path to the list of items in the JSON body ("data.items"); empty:
+    #: the body itself is the list, or one event when it is not a list.
+    items: str = ""
+    #: The item key holding the event's id (stringified); None: items have no id.
+    id_field: str | None = "id"
+    #: The item key holding the event's type; None (or a missing key): "message".
+    event_field: str | None = None
+    #: The query parameter carrying the last id seen, so a poll returns only
+    #: newer items (e.g. "after"); None: the URL is polled as is.
+    cursor_param: str | None = None
+    #: Seconds a poll may take (connect, send, wait, read) before the server counts
+    #: as unavailable.
+    timeout: float = attrs.field(default=10.0, validator=_positive)
+    #: Check the server's TLS certificate (https).
+    verify: bool = True
+
+    @classmethod
+    def check(cls, options: RestOptions) -> None:
+        """Reject what no poll could fix: a bad URL, header or items path."""
+        problem = _url_problem(options.url)
+        if problem:
+            raise ValueError(problem)
+        for name, value in options.headers.items():
+            if not (name and name.isascii() and name.isprintable()) or set(name) & set(": "):
+                raise ValueError(f"headers: {name!r} is not a valid HTTP header name")
+            if not (value.isascii() and value.isprintable()):
+                raise ValueError(f"headers.{name}: the value must be printable ASCII")
+        if options.items and "" in options.items.split("."):
+            raise ValueError(f"items: {options.items!r} has an empty key; write e.g. 'data.items'")
+
+
+class RestTransport:
+    """Polls one JSON endpoint per session; see the module docstring for outcomes."""
+
+    Options = RestOptions
+
+    def __init__(self, options: RestOptions) -> None:
+        self.options = options
+        self._headers = {"Accept": "application/json", **options.headers}
+        # Validators from the last delivered response; kept across sessions.
+        self._etag: str | None = None
+        self._last_modified: str | None = None
+
+    async def run_session(self, session: Session) -> None:
+        opts = self.options
+        problem = _url_problem(opts.url)
+        if problem:
+            raise Failed(problem)
+        client = await session.shared.get(
+            _client_key(opts.verify), functools.partial(_make_client, verify=opts.verify)
+        )
+        next_poll = trio.current_time()
+        while True:
+            await self._poll(client, session)
+            next_poll = max(next_poll + opts.interval, trio.current_time())
+            await trio.sleep_until(next_poll)
+
+    async def _poll(self, client: httpx.AsyncClient, session: Session) -> None:
+        """One GET: emit its new items as one batch, or raise what went wrong."""
+        opts = self.options
+        headers = dict(self._headers)
+        if self._etag:
+            headers["If-None-Match"] = self._etag
+        if self._last_modified:
+            headers["If-Modified-Since"] = self._last_modified
+        params = None
+        if opts.cursor_param and session.resume.last_id is not None:
+            params = {opts.cursor_param: session.resume.last_id}
+        try:
+            response = await client.get(
+                opts.url, headers=headers, params=params, timeout=opts.timeout
+            )
+        except httpx.HTTPError as exc:
+            raise _session_error(exc) from exc
+        except httpx.InvalidURL as exc:
+            raise Failed(f"invalid URL: {exc}") from exc
+        status = response.status_code
+        if status in (204, 304):
+            await session.connected()
+            return
+        _check_status(response)
+        try:
+            body = orjson.loads(response.content)
+        except orjson.JSONDecodeError as exc:
+            raise ServerUnavailable(_not_json(response)) from exc
+        items = _extract_items(body, opts.items)
+        await session.connected()
+        await session.emit(self._new_events(items, session.resume.last_id))
+        self._etag = response.headers.get("etag")
+        self._last_modified = response.headers.get("last-modified")
+
+    def _new_events(self, items: list[Any], last_id: str | None) -> list[RawEvent]:
+        """The page's items as events, minus those up to and including ``last_id``."""
+        id_field, event_field = self.options.id_field, self.options.event_field
+        events: list[RawEvent] = []
+        for item in items:
+            id_ = kind = None
+            if isinstance(item, dict):
+                if id_field is not None:
+                    id_ = item.get(id_field)
+                if event_field is not None:
+                    kind = item.get(event_field)
+            events.append(
+                (
+                    "message" if kind is None else str(kind),
+                    None if id_ is None else str(id_),
+                    item,
+                )
+            )
+        if last_id is not None:
+            for index in range(len(events) - 1, -1, -1):
+                if events[index][1] == last_id:
+                    return events[index + 1 :]
+        return events
+
+
+def _extract_items(body: Any, path: str) -> list[Any]:
+    """The list of items at ``path`` (dotted) in ``body``; a non-list is one item."""
+    node = body
+    if path:
+        for key in path.split("."):
+            if not isinstance(node, dict) or key not in node:
+                shape = (
+                    f"keys {sorted(node)[:8]}" if isinstance(node, dict) else type(node).__name__
+                )
+                raise Failed(f"items: {path!r} not found in the response (at {key!r}: {shape})")
+            node = node[key]
+    if node is None:
+        return []
+    return node if isinstance(node, list) else [node]
+
+
+def _check_status(response: httpx.Response) -> None:
+    """Raise unless the status is a 2xx with a body to read."""
+    status = response.status_code
+    if 200 <= status < 300:
+        return
+    detail = f"HTTP {status} {response.reason_phrase}".rstrip()
+    if status in (408, 429) or status >= 500:
+        retry_after = _retry_after(response.headers.get("retry-after"))
+        raise ServerUnavailable(detail, retry_after=retry_after)
+    raise Failed(detail)
+
+
+def _not_json(response: httpx.Response) -> str:
+    content_type = response.headers.get("content-type", "no Content-Type")
+    start = response.content[:60].decode("utf-8", "replace")
+    return f"response is not JSON ({content_type}): {start!r}"
+
+
+def _client_key(verify: bool) -> str:
+    """The SharedResources key of the process-wide client (the same keys as ``sse``)."""
+    return "httpx" if verify else "httpx-noverify"
+
+
+def _make_client(*, verify: bool = True) -> httpx.AsyncClient:
+    """The process-wide client: no connection cap, no read timeout (set per request)."""
+    return httpx.AsyncClient(
+        verify=verify,
+        limits=httpx.Limits(max_connections=None, max_keepalive_connections=1000),
+        timeout=httpx.Timeout(connect=10.0, read=None, write=10.0, pool=None),
+        follow_redirects=True,
+    )
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delay-seconds or an HTTP date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _session_error(exc: httpx.HTTPError) -> SessionError:
+    """Say what an httpx error means for this session, in a few words."""
+    if isinstance(exc, httpx.UnsupportedProtocol | httpx.TooManyRedirects):
+        return Failed(str(exc) or type(exc).__name__)
+    if isinstance(exc, httpx.LocalProtocolError):
+        return Failed(f"could not send the request: {exc}")
+    return ServerUnavailable(_describe(exc))
+
+
+def _describe(exc: httpx.HTTPError) -> str:
+    """ "connection refused" rather than "all attempts to connect to ... failed"."""
+    causes: list[BaseException] = []
+    todo: list[BaseException] = [exc]
+    while todo and len(causes) < 32:
+        error = todo.pop()
+        if any(error is seen for seen in causes):
+            continue
+        causes.append(error)
+        if isinstance(error, BaseExceptionGroup):
+            todo.extend(error.exceptions)
+        cause = error.__cause__ or error.__context__
+        if cause is not None:
+            todo.append(cause)
+    for error in causes:
+        if isinstance(error, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(error, ConnectionResetError):
+            return "connection reset"
+        if isinstance(error, socket.gaierror):
+            return f"DNS lookup failed: {error.strerror or error}"
+    if isinstance(exc, httpx.TimeoutException):
+        return f"timed out ({type(exc).__name__})"
+    return str(exc) or type(exc).__name__
+
+
+def _url_problem(url: str) -> str:
+    """Why ``url`` cannot be polled, or "" when it can."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError) as exc:
+        return f"url: invalid URL {url!r}: {exc}"
+    if parsed.scheme not in ("http", "https"):
+        return f"url: {url!r} must start with http:// or https://"
+    if not parsed.host:
+        return f"url: {url!r} has no host"
+    return ""
