@@ -200,10 +200,10 @@ def _plugins(*, as_json: bool) -> int:
         )
         status = "ok" if info.error is None else f"unavailable: {info.error}"
         rows.append((info.name, info.version or "-", provides or "-", status))
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + row[3]
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         )
     return 0
 

@@ -1,0 +1,228 @@
+"""The mux command as a user runs it: subprocesses, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import orjson
+
+MUX = [sys.executable, "-m", "mux_core.cli"]
+
+
+def mux(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "MUX_PLUGIN_MODULES": "mux_core.testing", **(env or {})}
+    return subprocess.run(
+        [*MUX, *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=60
+    )
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_version() -> None:
+    result = mux("--version")
+    assert result.returncode == 0
+    assert result.stdout.startswith("mux ")
+
+
+def test_run_scripted_source_into_a_file_end_to_end(tmp_path: Path) -> None:
+    config = write(
+        tmp_path / "m.toml",
+        f"""
+        [retry]
+        initial_delay = 0.01
+        [[sources]]
+        name = "a"
+        transport = "scripted"
+        script = ["events:100", "unavailable", "events:50"]
+        then = "end"
+        batch = 8
+        [[sinks]]
+        type = "file"
+        path = "{tmp_path / "out" / "events.jsonl"}"
+        """,
+    )
+    result = mux("run", str(config))
+    assert result.returncode == 0, result.stderr
+    lines = [
+        orjson.loads(line) for line in (tmp_path / "out" / "events.jsonl").read_bytes().splitlines()
+    ]
+    events = [r for r in lines if r["type"] == "event"]
+    assert [e["id"] for e in events] == [str(n) for n in range(1, 151)]
+    assert list(events[0]) == [
+        "type",
+        "source",
+        "transport",
+        "event",
+        "id",
+        "data",
+        "received_at",
+        "seq",
+    ]
+    assert lines[-1]["type"] == "status" and lines[-1]["state"] == "ended"
+
+
+def test_run_exits_3_when_a_source_fails(tmp_path: Path) -> None:
+    config = write(
+        tmp_path / "m.toml",
+        """
+        [[sources]]
+        name = "a"
+        transport = "scripted"
+        script = ["fail"]
+        [[sinks]]
+        type = "collect"
+        """,
+    )
+    result = mux("run", str(config))
+    assert result.returncode == 3, result.stderr
+
+
+def test_run_exits_3_on_max_retries_exceeded(tmp_path: Path) -> None:
+    config = write(
+        tmp_path / "m.toml",
+        """
+        [retry]
+        initial_delay = 0.0
+        max_attempts = 2
+        [[sources]]
+        name = "a"
+        transport = "scripted"
+        then = "unavailable"
+        [[sinks]]
+        type = "log"
+        """,
+    )
+    result = mux("run", str(config))
+    assert result.returncode == 3
+    assert "max_retries_exceeded" in result.stderr
+
+
+def test_run_for_stops_cleanly_with_exit_0(tmp_path: Path) -> None:
+    config = write(
+        tmp_path / "m.toml",
+        """
+        [[sources]]
+        name = "a"
+        transport = "scripted"
+        then = "hang"
+        [[sinks]]
+        type = "log"
+        """,
+    )
+    result = mux("run", str(config), "--for", "0.5")
+    assert result.returncode == 0, result.stderr
+    assert "a: stopped" in result.stderr
+
+
+def test_config_error_is_one_line_with_file_and_line_exit_2(tmp_path: Path) -> None:
+    config = write(
+        tmp_path / "bad.toml",
+        """\
+        [[sources]]
+        name = "a"
+        transport = "scripted"
+        scirpt = ["end"]
+        [[sinks]]
+        type = "log"
+        """,
+    )
+    for command in ("run", "check"):
+        result = mux(command, str(config))
+        assert result.returncode == 2
+        assert "Traceback" not in result.stderr
+        assert f"{config}:4: " in result.stderr
+        assert "did you mean 'script'" in result.stderr
+
+
+def test_missing_config_file_is_a_usage_error(tmp_path: Path) -> None:
+    result = mux("run", str(tmp_path / "nope.toml"))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_arguments_exit_2() -> None:
+    assert mux("run").returncode == 2
+    assert mux("run", "x.toml", "--for", "soon").returncode == 2
+
+
+def test_check_prints_the_resolved_config_with_secrets_masked(tmp_path: Path) -> None:
+    config = write(
+        tmp_path / "m.toml",
+        """
+        [[sources]]
+        name = "a"
+        transport = "scripted"
+        [[sinks]]
+        type = "collect"
+        """,
+    )
+    result = mux("check", str(config))
+    assert result.returncode == 0, result.stderr
+    assert "scripted" in result.stdout
+
+
+def test_check_example_config_needs_no_network() -> None:
+    root = Path(__file__).parent.parent
+    result = mux("check", str(root / "examples" / "monitor.toml"), env={"TRAIN_TOKEN": "s3cret"})
+    assert result.returncode == 0, result.stderr
+    assert "train-sse" in result.stdout and "train-rest" in result.stdout
+    assert "s3cret" not in result.stdout
+
+
+def _fake_distribution(tmp_path: Path) -> Path:
+    site = tmp_path / "site"
+    dist = site / "thirdparty_mux-1.2.3.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: thirdparty-mux\nVersion: 1.2.3\n")
+    (dist / "entry_points.txt").write_text(
+        "[mux]\nbroken = broken_mux_plugin\ngood = good_mux_plugin\n"
+    )
+    (site / "broken_mux_plugin.py").write_text(
+        "raise ImportError('needs libfoo: pip install foo')\n"
+    )
+    (site / "good_mux_plugin.py").write_text(
+        textwrap.dedent(
+            """
+            from mux_core import hookimpl
+            from mux_core.testing import ScriptedTransport
+
+            @hookimpl
+            def mux_register_transports(register):
+                register("good", ScriptedTransport)
+            """
+        )
+    )
+    return site
+
+
+def test_a_broken_entry_point_does_not_stop_the_others(tmp_path: Path) -> None:
+    site = _fake_distribution(tmp_path)
+    result = mux("plugins", "--json", env={"PYTHONPATH": str(site), "MUX_PLUGIN_MODULES": ""})
+    assert result.returncode == 0, result.stderr
+    infos = {info["name"]: info for info in json.loads(result.stdout)}
+    assert infos["broken"]["error"] == "ImportError: needs libfoo: pip install foo"
+    assert infos["good"]["transports"] == ["good"] and infos["good"]["version"] == "1.2.3"
+    assert infos["file"]["sinks"] == ["file"]
+    table = mux("plugins", env={"PYTHONPATH": str(site), "MUX_PLUGIN_MODULES": ""})
+    assert "unavailable: ImportError: needs libfoo" in table.stdout
+
+
+def test_mux_load_plugins_limits_third_party_autoloading(tmp_path: Path) -> None:
+    site = _fake_distribution(tmp_path)
+    env = {"PYTHONPATH": str(site), "MUX_PLUGIN_MODULES": ""}
+    only_good = json.loads(mux("plugins", "--json", env={**env, "MUX_LOAD_PLUGINS": "good"}).stdout)
+    names = {info["name"] for info in only_good}
+    assert "good" in names and "broken" not in names and "file" in names
+    builtins_only = json.loads(mux("plugins", "--json", env={**env, "MUX_LOAD_PLUGINS": ""}).stdout)
+    names = {info["name"] for info in builtins_only}
+    assert "good" not in names and "broken" not in names and "sse" in names
