@@ -314,3 +314,64 @@ def test_main_loop_runs_the_engine_as_a_guest_of_qt() -> None:
 def test_main_loop_reraises_what_the_engine_raised() -> None:
     with pytest.raises(RuntimeError, match="engine broke"):
         mux_qt.mux_main_loop(FakeEngine(["qt"], fail=True))
+
+
+# -- end to end: the real engine inside Qt ----------------------------------
+
+E2E_CONFIG = """
+[[sources]]
+name = "scripted"
+transport = "scripted"
+script = ["events:5"]
+
+[[sinks]]
+type = "qt"
+plot = ["n"]
+x = "n"
+
+[[sinks]]
+type = "collect"
+"""
+
+
+def test_real_engine_in_qt_stops_cleanly_when_the_window_closes() -> None:
+    from mux_qt.panel import QtPanel
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    import mux_core.testing
+    from mux_core.config import parse_config
+    from mux_core.engine import Engine
+    from mux_core.plugins import PluginManager
+
+    plugins = PluginManager()
+    plugins.register(mux_core.testing, name="testing")
+    plugins.register(mux_qt, name="qt")
+    engine = Engine(parse_config(E2E_CONFIG, path="e2e.toml", plugins=plugins), plugins)
+    seen: list[str] = []
+
+    def close_once_live() -> None:
+        # A user closes the window once it shows the source connected and plotted.
+        for widget in QApplication.topLevelWidgets():
+            if isinstance(widget, QtPanel) and widget.isVisible():
+                seen.append(widget.windowTitle())
+                if widget.curve("n", "scripted") and widget.badge("scripted").colour == GREEN:
+                    widget.close()
+
+    watcher = QTimer()
+    watcher.timeout.connect(close_once_live)
+    watcher.start(20)
+    deadline = QTimer()
+    deadline.setSingleShot(True)
+    deadline.timeout.connect(lambda: engine.request_stop("test deadline"))
+    deadline.start(10_000)
+    try:
+        assert plugins.main_loop(engine) is True
+    finally:
+        watcher.stop()
+        deadline.stop()
+    assert engine.result is not None
+    assert engine.result.reason == "window closed"
+    assert engine.result.final_states == {"scripted": State.STOPPED}
+    assert engine.result.exit_code == 0
+    assert "mux — e2e" in seen
