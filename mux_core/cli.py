@@ -125,19 +125,21 @@ def load_plugins() -> PluginManager:
     return plugins
 
 
-def _setup_logging(*, quiet: bool = False) -> None:
+def setup_logging(*, quiet: bool = False) -> None:
     logging.basicConfig(
         level=logging.WARNING if quiet else logging.INFO,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # httpx logs every request at INFO: one line per REST poll is noise here.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def _run(path: Path, *, duration: float | None, quiet: bool) -> int:
     from .config import load_config
     from .engine import Engine
 
-    _setup_logging(quiet=quiet)
+    setup_logging(quiet=quiet)
     plugins = load_plugins()
     config = load_config(path, plugins)
     engine = Engine(config, plugins, duration=duration, install_signal_handlers=True)

@@ -1,0 +1,127 @@
+"""``mux demo``: start ``mux serve-demo`` as a child process and watch it.
+
+The monitor side stays a pure client: the demo server is a separate process
+(the same one ``mux serve-demo`` runs), and the monitor connects to it like to
+any trainer -- it may even start before the server listens, in which case the
+sources report ``server_unavailable`` and then ``connected``. Ctrl-C stops
+both: the terminal sends SIGINT to the whole process group, and the child is
+terminated anyway when the monitor exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import trio
+
+from .config import parse_config
+from .engine import Engine
+from .plugins import PluginManager
+
+__all__ = ["demo_config_text", "run_demo"]
+
+_log = logging.getLogger("mux.demo")
+
+
+def demo_config_text(
+    *, host: str, sse_port: int, ws_port: int, rest_port: int, view: str, events_path: str
+) -> str:
+    """The demo's config: the sources of examples/monitor.toml on the given ports."""
+    return f"""\
+[retry]
+initial_delay = 0.25
+max_delay = 5.0
+
+[[sources]]
+name = "train-sse"
+transport = "sse"
+url = "http://{host}:{sse_port}/events"
+
+[[sources]]
+name = "train-ws"
+transport = "ws"
+url = "ws://{host}:{ws_port}/ws"
+id_field = "id"
+event_field = "event"
+resume_param = "last_id"
+
+[[sources]]
+name = "train-rest"
+transport = "rest"
+url = "http://{host}:{rest_port}/metrics"
+interval = 1.0
+items = "items"
+event_field = "event"
+cursor_param = "after"
+
+[[sinks]]
+type = "{view}"
+{'plot = ["loss", "lr"]' if view == "tui" else ""}
+
+[[sinks]]
+type = "file"
+path = "{events_path}"
+"""
+
+
+def run_demo(args: argparse.Namespace, plugins: PluginManager | None = None) -> int:
+    """Run the demo until Ctrl-C (or ``--for``); returns the exit code."""
+    from .cli import load_plugins, setup_logging
+
+    view = args.view or ("tui" if sys.stdout.isatty() else "log")
+    setup_logging(quiet=view == "tui")
+    plugins = plugins or load_plugins()
+    events_path = str(Path("runs") / "demo-events.jsonl")
+    text = demo_config_text(
+        host=args.host,
+        sse_port=args.sse_port,
+        ws_port=args.ws_port,
+        rest_port=args.rest_port,
+        view=view,
+        events_path=events_path,
+    )
+    config = parse_config(text, path="<mux demo>", plugins=plugins)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mux_core.cli",
+            "serve-demo",
+            "--host",
+            args.host,
+            "--sse-port",
+            str(args.sse_port),
+            "--ws-port",
+            str(args.ws_port),
+            "--rest-port",
+            str(args.rest_port),
+            "--rate",
+            str(args.rate),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        engine = Engine(config, plugins, duration=args.duration, install_signal_handlers=True)
+        result = trio.run(engine.run)
+    finally:
+        _stop_child(server)
+    print(f"mux demo: events recorded in {events_path}", file=sys.stderr)
+    return result.exit_code
+
+
+def _stop_child(server: subprocess.Popen[str]) -> None:
+    if server.poll() is None:
+        server.terminate()
+    try:
+        _, err = server.communicate(timeout=5)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        _, err = server.communicate()
+    if server.returncode not in (0, -15, 130) and err:
+        print(f"mux demo: the demo server said: {err.strip()}", file=sys.stderr)
