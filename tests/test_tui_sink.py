@@ -46,8 +46,15 @@ def _cell_lines(sink: TuiSink, source: str, now: float) -> str:
     return state_text(row.status, now).plain.replace("\n", " | ")
 
 
-def _status(state: State, *, attempt: int = 1, retry_in: float | None = None,
-            detail: str = "", at: float = 100.0, source: str = "train-sse") -> Status:
+def _status(
+    state: State,
+    *,
+    attempt: int = 1,
+    retry_in: float | None = None,
+    detail: str = "",
+    at: float = 100.0,
+    source: str = "train-sse",
+) -> Status:
     return Status(source, "sse", state, attempt, retry_in, detail, at)
 
 
@@ -73,13 +80,19 @@ def test_sources_are_listed_before_any_record() -> None:
     [
         (_status(State.CONNECTED), "connected"),
         (_status(State.CONNECTING, attempt=2), "connecting | attempt 2"),
-        (_status(State.SERVER_UNAVAILABLE, attempt=3, retry_in=2.4, detail="connection refused"),
-         "server_unavailable | retry in 2.4 s · attempt 3 | connection refused"),
-        (_status(State.DISCONNECTED, attempt=1, retry_in=0.5, detail="stream closed"),
-         "disconnected | retry in 0.5 s · attempt 1 | stream closed"),
+        (
+            _status(State.SERVER_UNAVAILABLE, attempt=3, retry_in=2.4, detail="connection refused"),
+            "server_unavailable | retry in 2.4 s · attempt 3 | connection refused",
+        ),
+        (
+            _status(State.DISCONNECTED, attempt=1, retry_in=0.5, detail="stream closed"),
+            "disconnected | retry in 0.5 s · attempt 1 | stream closed",
+        ),
         (_status(State.FAILED, detail="HTTP 404"), "failed | HTTP 404"),
-        (_status(State.MAX_RETRIES_EXCEEDED, attempt=3, detail="HTTP 503"),
-         "max_retries_exceeded | HTTP 503"),
+        (
+            _status(State.MAX_RETRIES_EXCEEDED, attempt=3, detail="HTTP 503"),
+            "max_retries_exceeded | HTTP 503",
+        ),
         (_status(State.STOPPED), "stopped"),
         (_status(State.ENDED), "ended"),
     ],

@@ -93,9 +93,7 @@ class TuiSink:
         return TuiView(self.model, when, title=title, dropped=self.context.dropped())
 
     async def open(self) -> None:
-        self._live = Live(
-            self.render(), console=self.console, auto_refresh=False, transient=False
-        )
+        self._live = Live(self.render(), console=self.console, auto_refresh=False, transient=False)
         self._live.start()
         self.context.start_background(self._refresh_forever)
 
