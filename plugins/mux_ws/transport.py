@@ -164,16 +164,25 @@ def _rejected(exc: ConnectionRejected) -> SessionError:
 
 
 def _connect_detail(exc: BaseException) -> str:
-    """A short reason for a failed TCP/TLS connect ("connection refused", ...)."""
-    seen: BaseException | None = exc
-    while seen is not None:
+    """A short reason for a failed TCP/TLS connect ("connection refused", ...).
+
+    trio reports a failed connect as one OSError caused by a group holding
+    the error of each address tried; the causes are searched for a known kind.
+    """
+    pending: list[BaseException] = [exc]
+    while pending:
+        seen = pending.pop(0)
         if isinstance(seen, ConnectionRefusedError):
             return "connection refused"
         if isinstance(seen, ConnectionResetError):
             return "connection reset"
+        if isinstance(seen, TimeoutError):
+            return "connect timed out"
         if isinstance(seen, ssl.SSLError):
             return f"TLS error: {seen}"
-        seen = seen.__cause__ or seen.__context__
+        if isinstance(seen, BaseExceptionGroup):
+            pending.extend(seen.exceptions)
+        pending.extend(e for e in (seen.__cause__, seen.__context__) if e is not None)
     return f"connection failed: {exc}"
 
 
