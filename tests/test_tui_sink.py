@@ -258,3 +258,20 @@ async def test_view_fits_the_terminal_and_keeps_the_newest_points(columns: int) 
         assert "▁ 1" in text  # the newest end of the falling loss, then its value
     if columns == 160:
         assert sparkline(losses) + " 1" in text  # all 40 points fit
+
+
+async def test_narrow_terminal_moves_sparklines_below_the_states() -> None:
+    sink = _sink(plot=["loss", "lr"], width=40)
+    losses = [float(40 - i) for i in range(40)]
+    await sink.write(
+        [_event(i + 1, 100.0 + i, {"loss": v, "lr": 0.5}) for i, v in enumerate(losses)]
+    )
+    console = Console(record=True, width=80, file=io.StringIO())
+    console.print(sink.render(140.0))
+    lines = console.export_text().splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    trend = next(line for line in lines if "train-sse" in line and " loss " in line)
+    assert sparkline(losses) + " 1" in trend  # all 40 points, in a row of its own
+    assert any("train-sse" in line and " lr " in line and "0.5" in line for line in lines)
+    assert lines.index(trend) > next(i for i, line in enumerate(lines) if "train-ws" in line)
+    assert CAPTION in lines[-1]

@@ -7,7 +7,6 @@ read the text back.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 from rich import box
 from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
@@ -19,7 +18,15 @@ from mux_core.events import State, Status
 
 from ._model import SourceRow, TuiModel
 
-__all__ = ["CAPTION", "TuiView", "format_age", "render_table", "sparkline", "state_text"]
+__all__ = [
+    "CAPTION",
+    "TuiView",
+    "format_age",
+    "render_plot_table",
+    "render_table",
+    "sparkline",
+    "state_text",
+]
 
 CAPTION = "mux is a client: it never starts a server"
 
@@ -152,14 +159,17 @@ def render_table(
     now: float,
     *,
     title: str = "mux",
-    dropped: int = 0,
     plot_width: int | None = None,
     plots: bool = True,
+    caption: bool = True,
 ) -> Table:
     """One row per source, in config order; sparkline columns ``plot_width`` wide."""
-    caption = CAPTION if not dropped else f"{CAPTION} · {dropped} records skipped by the view"
     table = Table(
-        title=title, caption=caption, caption_justify="left", box=box.SIMPLE_HEAD, expand=False
+        title=title,
+        caption=CAPTION if caption else None,
+        caption_justify="left",
+        box=box.SIMPLE_HEAD,
+        expand=False,
     )
     table.add_column("source", no_wrap=True)
     table.add_column("transport", no_wrap=True)
@@ -174,26 +184,40 @@ def render_table(
     return table
 
 
+def render_plot_table(model: TuiModel) -> Table:
+    """The sparklines on their own, one row per source and field: for narrow terminals."""
+    table = Table(caption=CAPTION, caption_justify="left", box=box.SIMPLE_HEAD, expand=False)
+    table.add_column("source", no_wrap=True)
+    table.add_column("field", no_wrap=True)
+    table.add_column("trend", no_wrap=True, overflow="crop")
+    for row in model.rows.values():
+        for key in model.plot:
+            series = row.series.get(key)
+            trend: RenderableType = (
+                _SparkCell(tuple(series), _number(series[-1])) if series else Text("—", style=_GREY)
+            )
+            table.add_row(Text(row.name, style="bold"), key, trend)
+    return table
+
+
 class TuiView:
     """The whole view, fitted to the console's width when it is drawn.
 
-    rich cannot shrink ``no_wrap`` columns, so the sparkline columns get
-    what the text columns leave (each sparkline then keeps its newest points).
+    rich cannot shrink ``no_wrap`` columns, so the sparkline columns get what
+    the text columns leave (each sparkline then keeps its newest points).
+    When that is too little -- two plots in an 80-column SSH window -- the
+    sparklines move to a table of their own below the states.
     """
 
     #: Per extra column: one cell padding each side and a separator.
     _COLUMN_OVERHEAD = 3
-    #: Narrower than this, sparklines say nothing and are left out.
-    _MIN_PLOT_WIDTH = 4
+    #: Narrower inline columns than this move the sparklines to their own table.
+    _MIN_INLINE_WIDTH = 14
 
-    def __init__(self, model: TuiModel, now: float, *, title: str, dropped: int) -> None:
+    def __init__(self, model: TuiModel, now: float, *, title: str) -> None:
         self.model = model
         self.now = now
         self.title = title
-        self.dropped = dropped
-
-    def _table(self, **kwargs: Any) -> Table:
-        return render_table(self.model, self.now, title=self.title, dropped=self.dropped, **kwargs)
 
     def _natural_state_width(self) -> int:
         lines = (
@@ -212,16 +236,19 @@ class TuiView:
         return widest
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        count = len(self.model.plot)
+        model, now, title = self.model, self.now, self.title
+        count = len(model.plot)
         if not count:
-            yield self._table()
+            yield render_table(model, now, title=title)
             return
         # the state column may wrap: give the sparklines what its tightest layout leaves
-        base = Measurement.get(console, options, self._table(plots=False)).maximum
+        states = render_table(model, now, title=title, plots=False)
+        base = Measurement.get(console, options, states).maximum
         base -= max(self._natural_state_width() - _STATE_MIN_WIDTH, 0)
         room = (options.max_width - base) // count - self._COLUMN_OVERHEAD
-        width = min(room, self._natural_plot_width())
-        if width < self._MIN_PLOT_WIDTH:
-            yield self._table(plots=False)
+        natural = self._natural_plot_width()
+        if room >= min(natural, self._MIN_INLINE_WIDTH):
+            yield render_table(model, now, title=title, plot_width=min(room, natural))
         else:
-            yield self._table(plot_width=width)
+            yield render_table(model, now, title=title, plots=False, caption=False)
+            yield render_plot_table(model)

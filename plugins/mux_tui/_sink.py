@@ -90,7 +90,7 @@ class TuiSink:
         """
         when = self.clock() if now is None else now
         title = f"mux · {self.context.config_name}" if self.context.config_name else "mux"
-        return TuiView(self.model, when, title=title, dropped=self.context.dropped())
+        return TuiView(self.model, when, title=title)
 
     async def open(self) -> None:
         self._live = Live(self.render(), console=self.console, auto_refresh=False, transient=False)
