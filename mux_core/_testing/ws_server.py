@@ -25,7 +25,7 @@ other path is answered 404 and pops nothing.
 from __future__ import annotations
 
 import collections
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, TypeAlias
@@ -126,9 +126,14 @@ class _Connection:
         async with self._lock:
             await self.stream.send_all(self.ws.send(event))
 
-    async def serve_peer(self, on_text: Any, done: trio.CancelScope) -> None:
-        """Answer pings and close frames, report text messages; cancel ``done``
-        when the client closes or leaves."""
+    async def serve_peer(
+        self,
+        on_text: Callable[[str], None],
+        on_close: Callable[[int], None],
+        done: trio.CancelScope,
+    ) -> None:
+        """Answer pings and close frames, report text messages and close codes;
+        cancel ``done`` when the client closes or leaves."""
         try:
             while True:
                 data = await self.stream.receive_some(_READ_SIZE)
@@ -144,6 +149,7 @@ class _Connection:
                             on_text("".join(self._parts))
                             self._parts.clear()
                     elif isinstance(event, CloseConnection):
+                        on_close(event.code)
                         if self.ws.state is ConnectionState.REMOTE_CLOSING:
                             await self.send(event.response())
                         return
@@ -172,6 +178,8 @@ class FakeWsServer:
         self.requests: list[tuple[str, dict[str, str]]] = []
         #: The text messages clients sent, in arrival order.
         self.received: list[str] = []
+        #: The codes of the close frames clients sent (1000, ...), in arrival order.
+        self.client_closes: list[int] = []
         self._actions: collections.deque[WsAction] = collections.deque()
         self._counter = 0
         self._accepted = 0
@@ -298,7 +306,9 @@ class FakeWsServer:
             start.set()
         limit = action.after if isinstance(action, Drop | Close) else None
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(conn.serve_peer, on_text, nursery.cancel_scope)
+            nursery.start_soon(
+                conn.serve_peer, on_text, self.client_closes.append, nursery.cancel_scope
+            )
             await start.wait()
             sent, pos = 0, position[0]
             while limit is None or sent < limit:

@@ -34,6 +34,8 @@ from trio_websocket import (
     WebSocketConnection,
     wrap_client_stream,
 )
+from wsproto.events import CloseConnection
+from wsproto.utilities import LocalProtocolError
 
 from mux_core.errors import Disconnected, Ended, Failed, ServerUnavailable, SessionError
 from mux_core.session import RawEvent, Session
@@ -42,7 +44,7 @@ __all__ = ["WsOptions", "WsTransport"]
 
 #: Messages trio-websocket may buffer ahead of us; also the largest batch.
 _QUEUE_SIZE = 64
-#: Seconds allowed for a polite close handshake before the socket is cut.
+#: Seconds allowed to write the close frame before the socket is cut.
 _CLOSE_TIMEOUT = 1.0
 #: Handshake rejections worth retrying besides 5xx; any other status is Failed
 #: (401/403/404/410, a plain HTTP 200 or a redirect: not a WebSocket endpoint we can use).
@@ -278,9 +280,7 @@ class WsTransport:
                     await self._receive(ws, session)
                 finally:
                     if not live.pong_lost:
-                        with trio.move_on_after(_CLOSE_TIMEOUT) as scope:
-                            scope.shield = True
-                            await ws.aclose()
+                        await _send_close_frame(ws)
                     nursery.cancel_scope.cancel()
         finally:
             await trio.aclose_forcefully(stream)
@@ -432,6 +432,26 @@ class WsTransport:
         if reason is not None and reason.code == 1000 and self.options.end_on_close:
             return Ended(_close_detail(reason))
         return Disconnected(_close_detail(reason))
+
+
+async def _send_close_frame(ws: WebSocketConnection) -> None:
+    """Tell a live server we are leaving (close 1000), without waiting for its reply.
+
+    The session only gets here with the connection still open when it is being
+    cancelled (the source stops): the library's reader task, which would read
+    the reply, is cancelled too, so ``ws.aclose()`` would just wait out its
+    timeout. This uses the library's private ``_send``; without it, the socket
+    is simply closed.
+    """
+    send = getattr(ws, "_send", None)
+    if ws.closed is not None or send is None:
+        return
+    with trio.move_on_after(_CLOSE_TIMEOUT) as scope:
+        scope.shield = True
+        try:
+            await send(CloseConnection(code=1000))
+        except (ConnectionClosed, LocalProtocolError):
+            pass
 
 
 def _close_detail(reason: CloseReason | None) -> str:
