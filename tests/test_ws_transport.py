@@ -133,7 +133,7 @@ async def test_buffered_messages_arrive_as_one_batch() -> None:
             await rec.wait_events(50)
         nursery.cancel_scope.cancel()
     event_batches = [b for b in rec.batches if any(isinstance(r, Event) for r in b)]
-    assert len(event_batches) == 2
+    assert len(event_batches) <= 2  # one message per batch would make 50
     assert [e.data["i"] for e in rec.events] == list(range(50))
 
 

@@ -61,6 +61,8 @@ __all__ = [
 ]
 
 _READ_SIZE = 65536
+#: The most messages written to a socket at once.
+_WRITE_BATCH = 512
 #: Seconds a server-initiated close waits for the client's close frame.
 _CLOSE_WAIT = 5.0
 
@@ -123,8 +125,11 @@ class _Connection:
             self.ws.receive_data(data)
 
     async def send(self, event: Event) -> None:
+        await self.send_many([event])
+
+    async def send_many(self, events: list[Event]) -> None:
         async with self._lock:
-            await self.stream.send_all(self.ws.send(event))
+            await self.stream.send_all(b"".join([self.ws.send(event) for event in events]))
 
     async def serve_peer(
         self,
@@ -314,9 +319,13 @@ class FakeWsServer:
             while limit is None or sent < limit:
                 while pos >= len(self.history):
                     await self._grown.wait()
-                await conn.send(TextMessage(data=_encode(self.history[pos])))
-                pos += 1
-                sent += 1
+                # Everything pending goes out in one write, as a busy real server's would.
+                end = min(len(self.history), pos + _WRITE_BATCH)
+                if limit is not None:
+                    end = min(end, pos + limit - sent)
+                await conn.send_many([TextMessage(data=_encode(m)) for m in self.history[pos:end]])
+                sent += end - pos
+                pos = end
             if isinstance(action, Drop):
                 await trio.aclose_forcefully(conn.stream)
             elif isinstance(action, Close):

@@ -42,8 +42,12 @@ from mux_core.session import RawEvent, Session
 
 __all__ = ["WsOptions", "WsTransport"]
 
-#: Messages trio-websocket may buffer ahead of us; also the largest batch.
+#: Messages trio-websocket may buffer ahead of us.
 _QUEUE_SIZE = 64
+#: The most events handed over as one batch.
+_BATCH = 256
+#: Bytes the library reads from the socket at once (its default is 4 KiB).
+_READ_SIZE = 65536
 #: Seconds allowed to write the close frame before the socket is cut.
 _CLOSE_TIMEOUT = 1.0
 #: Handshake rejections worth retrying besides 5xx; any other status is Failed
@@ -292,7 +296,7 @@ class WsTransport:
         try:
             await ws.send_message(text)
         except ConnectionClosed as exc:
-            raise Disconnected(_close_detail(exc.reason)) from None
+            raise await self._closed(exc.reason, session) from None
 
     async def _open_stream(self, session: Session, target: _Target) -> _WatchedStream:
         with trio.move_on_after(session.connect_timeout) as scope:
@@ -327,6 +331,7 @@ class WsTransport:
                 extra_headers=headers,
                 message_queue_size=_QUEUE_SIZE,
                 max_message_size=self.options.max_message_bytes,
+                receive_buffer_size=_READ_SIZE,
             )
             stream.on_gone = None
             return ws
@@ -382,16 +387,37 @@ class WsTransport:
             batch: list[RawEvent] = []
             self._parse(message, batch, notices)
             if recv is not None:
-                while len(batch) < _QUEUE_SIZE:
-                    try:
-                        message = recv.receive_nowait()
-                    except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
-                        break
-                    self._parse(message, batch, notices)
+                await self._drain(recv, batch, notices)
             await session.emit(batch)
             for notice in notices:
                 await session.notice(notice)
             notices.clear()
+
+    async def _drain(
+        self,
+        recv: trio.MemoryReceiveChannel[str | bytes],
+        batch: list[RawEvent],
+        notices: list[str],
+    ) -> None:
+        """Add what the library has queued to ``batch``, up to ``_BATCH`` events in all.
+
+        The library's reader yields after queueing each message, so the queue
+        rarely holds more than one when we look; one checkpoint per round
+        lets it parse the next message of data already read, and the batch
+        closes as soon as a round brings nothing (the reader waits for the
+        network) -- no timer, no added latency beyond a scheduling round.
+        """
+        while len(batch) < _BATCH:
+            try:
+                message = recv.receive_nowait()
+            except trio.WouldBlock:
+                await trio.lowlevel.checkpoint()
+                if recv.statistics().current_buffer_used == 0:
+                    return
+                continue
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                return
+            self._parse(message, batch, notices)
 
     def _parse(self, message: str | bytes, batch: list[RawEvent], notices: list[str]) -> None:
         opts = self.options
