@@ -244,6 +244,7 @@ class WsTransport:
 
     def __init__(self, options: WsOptions) -> None:
         self.options = options
+        self._ssl: ssl.SSLContext | None = None
 
     @classmethod
     def check(cls, options: WsOptions) -> None:
@@ -271,10 +272,11 @@ class WsTransport:
             raise _rejected(exc) from None
 
     async def _run(self, session: Session, target: _Target) -> None:
-        stream = await self._open_stream(session, target)
+        deadline = trio.current_time() + session.connect_timeout  # TCP, TLS and handshake
+        stream = await self._open_stream(session, target, deadline)
         try:
             async with trio.open_nursery() as nursery:
-                ws = await self._handshake(nursery, stream, target, session)
+                ws = await self._handshake(nursery, stream, target, session, deadline)
                 live = _Live(ws)
                 try:
                     await self._subscribe(ws, session)
@@ -298,14 +300,16 @@ class WsTransport:
         except ConnectionClosed as exc:
             raise await self._closed(exc.reason, session) from None
 
-    async def _open_stream(self, session: Session, target: _Target) -> _WatchedStream:
-        with trio.move_on_after(session.connect_timeout) as scope:
+    async def _open_stream(
+        self, session: Session, target: _Target, deadline: float
+    ) -> _WatchedStream:
+        with trio.move_on_at(deadline) as scope:
             try:
                 if target.tls:
                     raw: trio.abc.Stream = await trio.open_ssl_over_tcp_stream(
                         target.host,
                         target.port,
-                        ssl_context=ssl.create_default_context(),
+                        ssl_context=self._ssl_context(),
                         https_compatible=True,
                     )
                 else:
@@ -316,12 +320,23 @@ class WsTransport:
             raise ServerUnavailable(f"connect timed out after {session.connect_timeout:g} s")
         return _WatchedStream(raw)
 
+    def _ssl_context(self) -> ssl.SSLContext:
+        # Loading the CA store costs milliseconds: once per source, not per session.
+        if self._ssl is None:
+            self._ssl = ssl.create_default_context()
+        return self._ssl
+
     async def _handshake(
-        self, nursery: trio.Nursery, stream: _WatchedStream, target: _Target, session: Session
+        self,
+        nursery: trio.Nursery,
+        stream: _WatchedStream,
+        target: _Target,
+        session: Session,
+        deadline: float,
     ) -> WebSocketConnection:
         """Run the opening handshake; a rejection surfaces from the reader task."""
         headers = [(k.encode(), v.encode()) for k, v in self.options.headers.items()]
-        with trio.move_on_after(session.connect_timeout) as scope:
+        with trio.move_on_at(deadline) as scope:
             stream.on_gone = scope.cancel
             ws = await wrap_client_stream(
                 nursery,
@@ -447,8 +462,10 @@ class WsTransport:
 
     async def _closed(self, reason: CloseReason | None, session: Session) -> SessionError:
         """Turn a close into the session's outcome."""
-        if reason is not None and reason.code == 1009 and (reason.reason or "").startswith(
-            _TOO_BIG_PREFIX
+        if (
+            reason is not None
+            and reason.code == 1009
+            and (reason.reason or "").startswith(_TOO_BIG_PREFIX)
         ):
             limit = self.options.max_message_bytes
             await session.notice(
