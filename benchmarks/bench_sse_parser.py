@@ -33,8 +33,10 @@ def _bench(kind: str) -> None:
         count += len(parser.feed(chunk))
     elapsed = time.perf_counter() - start
     mib = len(blob) / 2**20 / elapsed
-    print(f"{kind:>16}: {count:>9,} events in {elapsed:.3f} s = {count / elapsed:>12,.0f} events/s"
-          f" ({mib:.0f} MiB/s)")
+    print(
+        f"{kind:>16}: {count:>9,} events in {elapsed:.3f} s = {count / elapsed:>12,.0f} events/s"
+        f" ({mib:.0f} MiB/s)"
+    )
 
 
 if __name__ == "__main__":
