@@ -9,6 +9,7 @@ stream, split anywhere, must give the reference's events.
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -17,9 +18,7 @@ from mux_sse import SseParser
 BOM = "\ufeff".encode()
 
 
-def parse(
-    data: bytes | list[bytes], **kwargs: object
-) -> tuple[list[tuple[str, str, str]], SseParser]:
+def parse(data: bytes | list[bytes], **kwargs: Any) -> tuple[list[tuple[str, str, str]], SseParser]:
     parser = SseParser(**kwargs)
     reads = [data] if isinstance(data, bytes) else data
     events = [event for chunk in reads for event in parser.feed(chunk)]
