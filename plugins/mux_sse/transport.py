@@ -106,7 +106,7 @@ class SseTransport:
             try:
                 timeout = request_timeout(session.connect_timeout)
                 async with client.stream(
-                    "GET", opts.url, headers=headers, timeout=timeout
+                    "GET", opts.url, headers=headers, timeout=timeout, follow_redirects=True
                 ) as response:
                     _check_response(response)
                     scope.deadline = math.inf
