@@ -1,0 +1,326 @@
+"""The ``rest`` transport, one session at a time, against the fake REST server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+import attrs
+import pytest
+import trio
+from mux_rest import RestOptions, RestTransport, mux_register_transports
+
+from mux_core._testing.http_servers import FakeRestServer, Raw, Respond, Stall, serve_rest
+from mux_core.errors import Failed, ServerUnavailable
+from mux_core.events import Event, Record, State, Status
+from mux_core.session import ResumeState, Session, SharedResources
+
+DEADLINE = 5.0
+
+
+class Collector:
+    """The ``send`` callback of a Session: keeps every batch, wakes waiters."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[Record]] = []
+        self._changed = trio.Event()
+
+    async def send(self, batch: Sequence[Record]) -> None:
+        self.batches.append(list(batch))
+        changed, self._changed = self._changed, trio.Event()
+        changed.set()
+
+    @property
+    def events(self) -> list[Event]:
+        return [r for batch in self.batches for r in batch if isinstance(r, Event)]
+
+    @property
+    def event_batches(self) -> list[list[Event]]:
+        return [
+            [r for r in b if isinstance(r, Event)] for b in self.batches if isinstance(b[0], Event)
+        ]
+
+    async def wait_for(self, condition: Callable[[], bool]) -> None:
+        while not condition():
+            await self._changed.wait()
+
+
+@pytest.fixture
+async def shared() -> AsyncIterator[SharedResources]:
+    resources = SharedResources()
+    try:
+        yield resources
+    finally:
+        await resources.aclose()
+
+
+def _session(collector: Collector, shared: SharedResources, resume: ResumeState) -> Session:
+    return Session(
+        source="s",
+        transport="rest",
+        resume=resume,
+        connect_timeout=5,
+        shared=shared,
+        send=collector.send,
+        attempt=1,
+    )
+
+
+def _transport(server: FakeRestServer, **options: Any) -> RestTransport:
+    options = {"items": "items", "interval": 0.01, "timeout": 2.0, **options}
+    return RestTransport(RestOptions(url=server.url, **options))
+
+
+async def _collect_until(
+    transport: RestTransport, session: Session, condition: Callable[[], bool], collector: Collector
+) -> None:
+    """Run the session until ``condition`` holds, then cancel it."""
+    with trio.fail_after(DEADLINE):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(transport.run_session, session)
+            await collector.wait_for(condition)
+            nursery.cancel_scope.cancel()
+
+
+async def _run_to_error(transport: RestTransport, session: Session) -> Exception:
+    with trio.fail_after(DEADLINE):
+        try:
+            await transport.run_session(session)
+        except (ServerUnavailable, Failed) as exc:
+            return exc
+    raise AssertionError("run_session returned")
+
+
+async def test_each_poll_is_one_batch_and_the_cursor_follows_last_id(
+    shared: SharedResources,
+) -> None:
+    got = Collector()
+    resume = ResumeState()
+    async with serve_rest() as server:
+        for step in range(3):
+            await server.publish({"step": step}, event="metric")
+        transport = _transport(server, event_field="event", cursor_param="after")
+        session = _session(got, shared, resume)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(transport.run_session, session)
+            with trio.fail_after(DEADLINE):
+                await got.wait_for(lambda: len(got.events) == 3)
+                await server.publish({"step": 3})
+                await server.publish({"step": 4}, event="done")
+                await got.wait_for(lambda: len(got.events) == 5)
+                requests_before = len(server.requests)
+                await server.wait_for_connections(requests_before + 2)
+            nursery.cancel_scope.cancel()
+    first = got.batches[0][0]
+    assert isinstance(first, Status) and first.state is State.CONNECTED
+    assert [len(b) for b in got.event_batches] == [3, 2]
+    assert [(e.event, e.id, e.data) for e in got.events] == [
+        ("metric", "1", {"id": "1", "event": "metric", "step": 0}),
+        ("metric", "2", {"id": "2", "event": "metric", "step": 1}),
+        ("metric", "3", {"id": "3", "event": "metric", "step": 2}),
+        ("message", "4", {"id": "4", "event": None, "step": 3}),
+        ("done", "5", {"id": "5", "event": "done", "step": 4}),
+    ]
+    assert [e.seq for e in got.events] == [1, 2, 3, 4, 5]
+    assert resume.last_id == "5"
+    assert server.requests[0].query == {}
+    assert server.requests[-1].query == {"after": "5"}
+
+
+async def test_the_first_poll_resumes_from_resume_last_id(shared: SharedResources) -> None:
+    got = Collector()
+    async with serve_rest() as server:
+        for step in range(4):
+            await server.publish({"step": step})
+        session = _session(got, shared, ResumeState(last_id="2"))
+        transport = _transport(server, cursor_param="after")
+        await _collect_until(transport, session, lambda: len(got.events) == 2, got)
+    assert server.requests[0].query == {"after": "2"}
+    assert [e.id for e in got.events] == ["3", "4"]
+
+
+async def test_etag_is_sent_and_304_means_nothing_new(shared: SharedResources) -> None:
+    got = Collector()
+    async with serve_rest() as server:
+        await server.publish({"v": 1})
+        transport = _transport(server)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(transport.run_session, _session(got, shared, ResumeState()))
+            with trio.fail_after(DEADLINE):
+                await server.wait_for_connections(4)
+                await server.publish({"v": 2})
+                await got.wait_for(lambda: len(got.events) == 2)
+            nursery.cancel_scope.cancel()
+    etags = [r.headers.get("if-none-match") for r in server.requests]
+    assert etags[0] is None
+    assert etags[1] == etags[2] == etags[3] == '"0-1"'
+    # The page changed, so the server answered 200 with both items: the one
+    # already seen is skipped by id, the new one delivered once.
+    assert [e.id for e in got.events] == ["1", "2"]
+    assert [len(b) for b in got.event_batches] == [1, 1]
+
+
+async def test_without_cursor_whole_pages_are_deduplicated(shared: SharedResources) -> None:
+    got = Collector()
+    async with serve_rest() as server:
+        for i in range(3):
+            await server.publish({"i": i})
+        transport = _transport(server)
+        session = _session(got, shared, ResumeState())
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(transport.run_session, session)
+            with trio.fail_after(DEADLINE):
+                await got.wait_for(lambda: len(got.events) == 3)
+                for i in range(3, 5):
+                    await server.publish({"i": i})
+                await got.wait_for(lambda: len(got.events) >= 5)
+                await server.wait_for_connections(len(server.requests) + 2)
+            nursery.cancel_scope.cancel()
+    assert all("after" not in r.query for r in server.requests)
+    assert [e.data["i"] for e in got.events] == [0, 1, 2, 3, 4]
+
+
+async def test_503_with_retry_after_is_server_unavailable(shared: SharedResources) -> None:
+    got = Collector()
+    async with serve_rest() as server:
+        server.script(Respond(503, {"Retry-After": "2"}))
+        error = await _run_to_error(_transport(server), _session(got, shared, ResumeState()))
+    assert isinstance(error, ServerUnavailable)
+    assert error.retry_after == 2.0
+    assert "503" in error.detail
+    assert got.batches == []
+
+
+async def test_429_and_500_are_retryable(shared: SharedResources) -> None:
+    async with serve_rest() as server:
+        server.script(Respond(429), Respond(500))
+        for _ in range(2):
+            error = await _run_to_error(
+                _transport(server), _session(Collector(), shared, ResumeState())
+            )
+            assert isinstance(error, ServerUnavailable)
+            assert error.retry_after is None
+
+
+@pytest.mark.parametrize("status", [401, 403, 404, 410])
+async def test_client_errors_fail(shared: SharedResources, status: int) -> None:
+    async with serve_rest() as server:
+        server.script(Respond(status))
+        error = await _run_to_error(
+            _transport(server), _session(Collector(), shared, ResumeState())
+        )
+    assert isinstance(error, Failed)
+    assert str(status) in error.detail
+
+
+async def test_a_stopped_server_is_unavailable(shared: SharedResources) -> None:
+    async with serve_rest() as server:
+        await server.stop()
+        error = await _run_to_error(
+            _transport(server), _session(Collector(), shared, ResumeState())
+        )
+    assert isinstance(error, ServerUnavailable)
+    assert error.detail == "connection refused"
+
+
+async def test_non_json_body_is_server_unavailable(shared: SharedResources) -> None:
+    async with serve_rest() as server:
+        server.script(
+            Respond(200, {"Content-Type": "text/html"}, b"<html>proxy error</html>"),
+            Raw(b'{"items": [tru'),
+        )
+        for _ in range(2):
+            error = await _run_to_error(
+                _transport(server), _session(Collector(), shared, ResumeState())
+            )
+            assert isinstance(error, ServerUnavailable)
+            assert "not JSON" in error.detail
+
+
+async def test_a_stalled_server_times_out(shared: SharedResources) -> None:
+    async with serve_rest() as server:
+        server.script(Stall())
+        error = await _run_to_error(
+            _transport(server, timeout=0.2), _session(Collector(), shared, ResumeState())
+        )
+    assert isinstance(error, ServerUnavailable)
+    assert "timed out" in error.detail
+
+
+async def test_a_missing_items_path_fails(shared: SharedResources) -> None:
+    async with serve_rest() as server:
+        error = await _run_to_error(
+            _transport(server, items="data.rows"), _session(Collector(), shared, ResumeState())
+        )
+    assert isinstance(error, Failed)
+    assert "'data.rows' not found" in error.detail
+
+
+async def test_an_object_body_is_one_event_and_last_modified_is_sent_back(
+    shared: SharedResources,
+) -> None:
+    got = Collector()
+    stamp = "Wed, 21 Oct 2015 07:28:00 GMT"
+    body = b'{"step": 7, "loss": 0.25}'
+    async with serve_rest() as server:
+        server.script(
+            Respond(200, {"Content-Type": "application/json", "Last-Modified": stamp}, body),
+            Respond(304),
+            Respond(200, {"Content-Type": "application/json"}, body),
+        )
+        transport = _transport(server, items="", id_field=None)
+        session = _session(got, shared, ResumeState())
+        await _collect_until(transport, session, lambda: len(got.events) == 2, got)
+    assert server.requests[1].headers["if-modified-since"] == stamp
+    assert [(e.event, e.id, e.data) for e in got.events] == [
+        ("message", None, {"step": 7, "loss": 0.25}),
+        ("message", None, {"step": 7, "loss": 0.25}),
+    ]
+
+
+async def test_resume_across_a_server_restart_loses_and_repeats_nothing(
+    shared: SharedResources,
+) -> None:
+    got = Collector()
+    resume = ResumeState()
+    async with serve_rest(page_size=4) as server:
+        for i in range(3):
+            await server.publish({"i": i})
+        transport = _transport(server, cursor_param="after")
+        errors: list[Exception] = []
+
+        async def first_session() -> None:
+            try:
+                await transport.run_session(_session(got, shared, resume))
+            except ServerUnavailable as exc:
+                errors.append(exc)
+
+        with trio.fail_after(DEADLINE):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(first_session)
+                await got.wait_for(lambda: len(got.events) == 3)
+                await server.stop()
+        assert len(errors) == 1  # the killed server ended the session
+        # The trainer keeps producing while the server is down: more than a page.
+        for i in range(3, 11):
+            server.publish_nowait({"i": i})
+        await server.start()
+        session = _session(got, shared, resume)
+        await _collect_until(transport, session, lambda: len(got.events) >= 11, got)
+    assert [e.data["i"] for e in got.events] == list(range(11))
+    assert [e.seq for e in got.events] == list(range(1, 12))
+    assert [len(b) for b in got.event_batches] == [3, 4, 4]
+
+
+async def test_options_check_and_registration() -> None:
+    with pytest.raises(ValueError, match="must start with http"):
+        RestOptions.check(RestOptions(url="ftp://example.com/x"))
+    with pytest.raises(ValueError, match="empty key"):
+        RestOptions.check(RestOptions(url="http://h/x", items="a..b"))
+    with pytest.raises(ValueError, match="interval must be greater than 0"):
+        RestOptions(url="http://h/x", interval=0)
+    RestOptions.check(RestOptions(url="https://h/x?token=1", headers={"X-Key": "v"}))
+    assert attrs.fields(RestOptions).interval.default == 1.0
+    registered: dict[str, type[Any]] = {}
+    mux_register_transports(registered.__setitem__)
+    assert registered == {"rest": RestTransport}
