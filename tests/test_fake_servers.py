@@ -188,7 +188,10 @@ async def test_sse_wrong_path_method_and_garbage_requests() -> None:
     async with serve_sse() as server:
         with trio.fail_after(DEADLINE):
             async with httpx.AsyncClient() as c:
+                server.script(Respond(503))
+                # Other paths get 404 and leave the script alone.
                 assert (await c.get(server.url + "/nope")).status_code == 404
+                assert (await c.get(server.url)).status_code == 503
                 assert (await c.post(server.url, content=b"x")).status_code == 405
             stream = await trio.open_tcp_stream("127.0.0.1", server.port)
             async with stream:
@@ -323,3 +326,9 @@ async def test_rest_stop_and_start_on_the_same_port(client: httpx.AsyncClient) -
             await server.start()
             assert server.port == port
             assert len((await client.get(server.url)).json()["items"]) == 1
+
+
+async def test_script_rejects_foreign_actions() -> None:
+    async with serve_rest() as server:
+        with pytest.raises(TypeError, match="not an HTTP fault"):
+            server.script("Respond(503)")  # type: ignore[arg-type]

@@ -289,7 +289,16 @@ class _FakeHttpServer:
     # -- faults and bookkeeping -----------------------------------------------
 
     def script(self, *actions: Action) -> None:
-        """Queue faults: each NEW request pops the next; none queued -> normal behaviour."""
+        """Queue faults: each NEW request on ``path`` pops the next; none queued -> normal.
+
+        Requests on other paths get 404 and pop nothing.
+        """
+        for action in actions:
+            if not isinstance(action, Respond | Stall | Drop | Raw | Close):
+                raise TypeError(
+                    f"{action!r} is not an HTTP fault; use Respond, Stall, Drop, Raw or Close"
+                    " (the HTTP fault classes of mux_core.testing)"
+                )
         self._script.extend(actions)
 
     async def wait_for_connections(self, n: int) -> None:
@@ -342,8 +351,13 @@ class _FakeHttpServer:
                     self.requests.append(info)
                     seen, self._request_seen = self._request_seen, trio.Event()
                     seen.set()
-                    action = self._script.popleft() if self._script else None
-                    if not await self._dispatch(conn, info, action) or not conn.reusable():
+                    if info.path != self.path:
+                        await conn.send_response(404, _plain(b"not found\n"), b"not found\n")
+                        keep = True
+                    else:
+                        action = self._script.popleft() if self._script else None
+                        keep = await self._dispatch(conn, info, action)
+                    if not keep or not conn.reusable():
                         return
             except h11.RemoteProtocolError as exc:
                 await _bad_request(conn, exc)
@@ -359,15 +373,10 @@ class _FakeHttpServer:
             return False
         if isinstance(action, Close):
             return False
-        if action is None:
-            if info.path != self.path:
-                await conn.send_response(404, _plain(b"not found\n"), b"not found\n")
-                return True
-            if info.method != "GET":
-                await conn.send_response(
-                    405, {**_plain(b"GET only\n"), "allow": "GET"}, b"GET only\n"
-                )
-                return True
+        if action is None and info.method != "GET":
+            body = b"GET only\n"
+            await conn.send_response(405, {**_plain(body), "allow": "GET"}, body)
+            return True
         return await self._answer(conn, info, action)
 
     async def _answer(
