@@ -297,6 +297,18 @@ def test_main_loop_declines_runs_without_a_qt_sink() -> None:
     assert mux_qt.mux_main_loop(FakeEngine(["log", "file"])) is None
 
 
+def test_main_loop_without_a_display_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mux_core.errors import PluginError
+
+    monkeypatch.setattr(sys, "platform", "linux")
+    for name in ("QT_QPA_PLATFORM", "DISPLAY", "WAYLAND_DISPLAY"):
+        monkeypatch.delenv(name, raising=False)
+    engine = FakeEngine(["qt"])
+    with pytest.raises(PluginError, match="QT_QPA_PLATFORM=offscreen"):
+        mux_qt.mux_main_loop(engine)
+    assert engine.result is None
+
+
 def test_main_loop_runs_the_engine_as_a_guest_of_qt() -> None:
     from PySide6.QtWidgets import QApplication
 

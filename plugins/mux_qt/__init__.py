@@ -21,9 +21,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from mux_core.errors import PluginError
 from mux_core.hookspecs import Register, hookimpl
 
-from .options import INSTALL_HINT, QtOptions
+from .options import INSTALL_HINT, QtOptions, missing_display, missing_qt
 from .sink import QtSink
 
 __all__ = ["INSTALL_HINT", "QtOptions", "QtSink", "mux_main_loop", "mux_register_sinks"]
@@ -39,12 +40,16 @@ def mux_register_sinks(register: Register) -> None:
 
 @hookimpl
 def mux_main_loop(engine: Any) -> bool | None:
-    """Run the engine inside Qt's event loop when a ``qt`` sink is configured."""
+    """Run the engine inside Qt's event loop when a ``qt`` sink is configured.
+
+    Raises PluginError (a usage error for ``mux run``) when Qt is missing or
+    has no display to open the window on.
+    """
     if not any(sink.type == SINK_TYPE for sink in engine.config.sinks):
         return None
-    from .options import require_qt
-
-    require_qt()
+    problem = missing_qt() or missing_display()
+    if problem is not None:
+        raise PluginError(problem)
     from .guest import run_as_guest
 
     return run_as_guest(engine)

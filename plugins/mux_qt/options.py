@@ -8,11 +8,13 @@ install hint instead of a traceback.
 from __future__ import annotations
 
 import importlib.util
+import os
+import sys
 from typing import Any
 
 import attrs
 
-__all__ = ["INSTALL_HINT", "QtOptions", "missing_qt", "require_qt"]
+__all__ = ["INSTALL_HINT", "QtOptions", "missing_display", "missing_qt", "require_qt"]
 
 INSTALL_HINT = "PySide6 is not installed; install the Qt panel with: pip install 'mux[qt]'"
 
@@ -64,3 +66,19 @@ def require_qt() -> None:
     hint = missing_qt()
     if hint is not None:
         raise ImportError(hint)
+
+
+def missing_display() -> str | None:
+    """Why Qt could not open a window here, or None when it likely can.
+
+    Without a display, Qt aborts the whole process from C++; saying so
+    first turns that crash into a usage error with the fix.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    if any(os.environ.get(name) for name in ("QT_QPA_PLATFORM", "DISPLAY", "WAYLAND_DISPLAY")):
+        return None
+    return (
+        "no display for the Qt panel (neither DISPLAY nor WAYLAND_DISPLAY is set); "
+        "run mux in a desktop session, or set QT_QPA_PLATFORM=offscreen to run it without one"
+    )

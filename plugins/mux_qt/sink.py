@@ -24,7 +24,7 @@ from mux_core.events import Batch
 from mux_core.sinks import SinkContext
 
 from .model import PanelModel
-from .options import QtOptions, missing_qt, require_qt
+from .options import QtOptions, missing_display, missing_qt, require_qt
 
 if TYPE_CHECKING:
     from .panel import QtPanel
@@ -67,9 +67,14 @@ class QtSink:
     async def open(self) -> None:
         require_qt()
         from PySide6.QtCore import QThread
+        from PySide6.QtWidgets import QApplication
 
         from .panel import QtPanel, ensure_application
 
+        if QApplication.instance() is None:
+            problem = missing_display()
+            if problem is not None:
+                raise RuntimeError(problem)
         app = ensure_application()
         self.panel = QtPanel(
             self.model,
