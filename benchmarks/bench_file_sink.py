@@ -15,10 +15,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
-from mux_file import FileOptions, FileSink
 
 from mux_core.events import Event, Record, encode_jsonl
 from mux_core.sinks import SinkContext
+from mux_file import FileOptions, FileSink
 
 N = 1_000_000
 BATCH = 256

@@ -32,7 +32,12 @@ REACHABLE = "reachable"
 NOT_UP_YET = "not up yet (will wait)"
 CONFIG_PROBLEM = "config problem"
 
-_DNS_HINTS = ("name or service not known", "nodename nor servname", "name resolution", "getaddrinfo")
+_DNS_HINTS = (
+    "name or service not known",
+    "nodename nor servname",
+    "name resolution",
+    "getaddrinfo",
+)
 
 
 @attrs.frozen
@@ -81,7 +86,9 @@ async def _probe_one(
             cfg.name, NOT_UP_YET, f"no connection within {cfg.retry.connect_timeout:g} s"
         )
     except Ended as exc:
-        return ProbeResult(cfg.name, REACHABLE, f"the server says the stream is over ({exc.detail})")
+        return ProbeResult(
+            cfg.name, REACHABLE, f"the server says the stream is over ({exc.detail})"
+        )
     except Failed as exc:
         return ProbeResult(cfg.name, CONFIG_PROBLEM, exc.detail)
     except ServerUnavailable as exc:

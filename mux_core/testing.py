@@ -2,7 +2,9 @@
 
 * fake stream servers with faults -- ``serve_sse``, ``serve_ws``,
   ``serve_rest`` -- real servers on 127.0.0.1 (port 0 by default) that can be
-  stopped, restarted on the same port and scripted per connection;
+  stopped, restarted on the same port and scripted per connection with the
+  actions ``Respond``, ``Stall``, ``Drop``, ``Raw``, ``Close`` (HTTP) and
+  ``Reject``, ``WsClose``, ``Garbage``, ``Drop``, ``Stall`` (WebSocket);
 * :func:`run_one_session` -- drive one session of a transport and see what
   it emitted and how it ended;
 * a scripted transport (``"scripted"``) and a collecting sink
@@ -21,6 +23,22 @@ from typing import Any, ClassVar
 import attrs
 import trio
 
+from ._testing.http_servers import (
+    Action,
+    Close,
+    Drop,
+    FakeRestServer,
+    FakeSseServer,
+    Raw,
+    RequestInfo,
+    Respond,
+    Stall,
+    StoredEvent,
+    serve_rest,
+    serve_sse,
+)
+from ._testing.ws_server import Close as WsClose
+from ._testing.ws_server import FakeWsServer, Garbage, Reject, WsAction, serve_ws
 from .errors import Disconnected, Ended, Failed, ServerUnavailable, SessionError
 from .events import Batch, Event, Record, Status
 from .hookspecs import Register, hookimpl
@@ -28,14 +46,32 @@ from .session import ResumeState, Session, SharedResources
 from .sinks import SinkContext
 
 __all__ = [
+    "Action",
+    "Close",
     "CollectingSink",
     "CollectingSinkOptions",
+    "Drop",
+    "FakeRestServer",
+    "FakeSseServer",
+    "FakeWsServer",
+    "Garbage",
+    "Raw",
+    "Reject",
+    "RequestInfo",
+    "Respond",
     "ScriptedOptions",
     "ScriptedTransport",
     "SessionResult",
+    "Stall",
+    "StoredEvent",
+    "WsAction",
+    "WsClose",
     "mux_register_sinks",
     "mux_register_transports",
     "run_one_session",
+    "serve_rest",
+    "serve_sse",
+    "serve_ws",
 ]
 
 _STEPS = ("unavailable", "disconnect", "events", "fail", "end", "hang", "timeout", "crash")

@@ -20,11 +20,11 @@ from pathlib import Path
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import trio
-from mux_qt.options import QtOptions
-from mux_qt.sink import QtSink
 
 from mux_core.events import Event, Record, State, Status
 from mux_core.sinks import SinkContext, SourceInfo
+from mux_qt.options import QtOptions
+from mux_qt.sink import QtSink
 
 STEPS = 1500
 WARMUP = 150

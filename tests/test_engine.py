@@ -97,8 +97,7 @@ async def test_stop_delivers_everything_received_and_stopped_comes_last(
         await sink.wait_for(lambda s: len(s.events) >= 50)
         with trio.fail_after(10):
             while (
-                sum(isinstance(r, Status) and r.state is State.CONNECTED for r in sink.records)
-                < 2
+                sum(isinstance(r, Status) and r.state is State.CONNECTED for r in sink.records) < 2
             ):
                 await sink.changed.wait()
         engine.request_stop("test says stop")

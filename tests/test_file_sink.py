@@ -10,14 +10,12 @@ from typing import Any
 import orjson
 import pytest
 import trio
-from mux_file import FileOptions, FileSink
 
 from mux_core.events import Event, Record, State, Status
 from mux_core.sinks import SinkContext
+from mux_file import FileOptions, FileSink
 
-EVENT = Event(
-    "train-sse", "sse", "metric", "42", {"step": 42, "loss": 0.31}, 1764250000.123, 17
-)
+EVENT = Event("train-sse", "sse", "metric", "42", {"step": 42, "loss": 0.31}, 1764250000.123, 17)
 STATUS = Status(
     "train-sse", "sse", State.SERVER_UNAVAILABLE, 2, 1.7, "connection refused", 1764250001.5
 )
@@ -124,9 +122,7 @@ async def test_relative_path_and_tilde(
     assert (tmp_path / "home" / "b.jsonl").read_bytes() == EVENT_LINE
 
 
-async def test_flush_interval_reaches_disk_without_close(
-    open_sink: Opener, tmp_path: Path
-) -> None:
+async def test_flush_interval_reaches_disk_without_close(open_sink: Opener, tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl"
     sink = await open_sink(path=str(path), flush_interval=0.05)
     await sink.write([EVENT, STATUS])

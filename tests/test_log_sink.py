@@ -7,10 +7,10 @@ from typing import Any
 
 import orjson
 import pytest
-from mux_log import LogOptions, LogSink
 
 from mux_core.events import Event, State, Status
 from mux_core.sinks import SinkContext
+from mux_log import LogOptions, LogSink
 
 LOGGER = "mux.sink.log"
 

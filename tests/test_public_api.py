@@ -18,7 +18,14 @@ def test_every_public_name_of_the_contract_modules_is_exported() -> None:
     """A public class or function of a core module must be in mux_core.__all__ or
     in that module's own __all__ only when the module is meant to be imported
     directly (testing, cli)."""
-    direct = {"mux_core.testing", "mux_core.cli", "mux_core.demo", "mux_core.probe"}
+    direct = {
+        "mux_core.testing",
+        "mux_core.cli",
+        "mux_core.demo",
+        "mux_core.demo_monitor",
+        "mux_core.probe",
+        "mux_core.http",
+    }
     missing = []
     for info in pkgutil.iter_modules(mux_core.__path__):
         if info.name.startswith("_"):

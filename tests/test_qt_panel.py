@@ -24,12 +24,11 @@ pytest.importorskip("PySide6")
 pytest.importorskip("pyqtgraph")
 
 import mux_qt
+from mux_core.events import Event, State, Status
+from mux_core.sinks import SinkContext, SourceInfo
 from mux_qt.model import AMBER, GREEN, GREY, RED, badge_for
 from mux_qt.options import INSTALL_HINT, QtOptions
 from mux_qt.sink import QtSink
-
-from mux_core.events import Event, State, Status
-from mux_core.sinks import SinkContext, SourceInfo
 
 pytestmark = pytest.mark.qt
 
@@ -347,7 +346,6 @@ type = "collect"
 
 
 def test_real_engine_in_qt_stops_cleanly_when_the_window_closes() -> None:
-    from mux_qt.panel import QtPanel
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
@@ -355,6 +353,7 @@ def test_real_engine_in_qt_stops_cleanly_when_the_window_closes() -> None:
     from mux_core.config import parse_config
     from mux_core.engine import Engine
     from mux_core.plugins import PluginManager
+    from mux_qt.panel import QtPanel
 
     plugins = PluginManager()
     plugins.register(mux_core.testing, name="testing")

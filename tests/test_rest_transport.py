@@ -8,12 +8,12 @@ from typing import Any
 import attrs
 import pytest
 import trio
-from mux_rest import RestOptions, RestTransport, mux_register_transports
 
 from mux_core._testing.http_servers import FakeRestServer, Raw, Respond, Stall, serve_rest
 from mux_core.errors import Failed, ServerUnavailable
 from mux_core.events import Event, Record, State, Status
 from mux_core.session import ResumeState, Session, SharedResources
+from mux_rest import RestOptions, RestTransport, mux_register_transports
 
 DEADLINE = 5.0
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from mux_sse import SseParser
 
 BOM = "\ufeff".encode()

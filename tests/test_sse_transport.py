@@ -15,15 +15,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import attrs
-import mux_sse
 import pytest
 import trio
-from mux_sse import SseOptions, SseTransport
-from mux_sse._http import parse_retry_after
 
+import mux_sse
 from mux_core.errors import Disconnected, Ended, Failed, ServerUnavailable, SessionError
 from mux_core.events import Event, Record, State, Status
+from mux_core.http import parse_retry_after
 from mux_core.session import ResumeState, Session, SharedResources
+from mux_sse import SseOptions, SseTransport
 
 Respond = Callable[[trio.SocketStream, int], Awaitable[None]]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Sequence
 
@@ -77,10 +78,11 @@ async def test_the_waits_follow_the_backoff_schedule(
     run = _Run([], then="unavailable", max_attempts=5, initial_delay=0.5, max_delay=3.0)
     await run.run()
     connecting_times = [
-        t for r, t in zip(run.records, run.times, strict=True)
+        t
+        for r, t in zip(run.records, run.times, strict=True)
         if isinstance(r, Status) and r.state is State.CONNECTING
     ]
-    gaps = [round(b - a, 6) for a, b in zip(connecting_times, connecting_times[1:], strict=False)]
+    gaps = [round(b - a, 6) for a, b in itertools.pairwise(connecting_times)]
     assert gaps == [0.5, 1.0, 2.0, 3.0]
 
 

@@ -6,15 +6,15 @@ import io
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import mux_tui
 import pytest
 import trio
-from mux_tui import TuiOptions, TuiSink, sparkline
-from mux_tui._render import CAPTION, state_text
 from rich.console import Console
 
+import mux_tui
 from mux_core.events import Event, State, Status
 from mux_core.sinks import SinkContext, SourceInfo
+from mux_tui import TuiOptions, TuiSink, sparkline
+from mux_tui._render import CAPTION, state_text
 
 Background = Callable[[], Awaitable[Any]]
 

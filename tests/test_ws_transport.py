@@ -9,12 +9,12 @@ import attrs
 import pytest
 import trio
 import trio.testing
-from mux_ws import WsOptions, WsTransport
 
 from mux_core._testing.ws_server import Close, Drop, Garbage, Reject, Stall, serve_ws
 from mux_core.errors import Disconnected, Ended, Failed, ServerUnavailable, SessionError
 from mux_core.events import Event, Record, State, Status
 from mux_core.session import ResumeState, Session, SharedResources
+from mux_ws import WsOptions, WsTransport
 
 DEADLINE = 5.0
 

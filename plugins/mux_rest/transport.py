@@ -27,11 +27,7 @@ server gave an ``ETag`` / ``Last-Modified``.
 
 from __future__ import annotations
 
-import datetime
-import email.utils
-import functools
 import socket
-import time
 from typing import Any
 
 import attrs
@@ -40,6 +36,7 @@ import orjson
 import trio
 
 from mux_core.errors import Failed, ServerUnavailable, SessionError
+from mux_core.http import parse_retry_after, shared_client
 from mux_core.session import RawEvent, Session
 
 __all__ = ["RestOptions", "RestTransport"]
@@ -108,9 +105,7 @@ class RestTransport:
         problem = _url_problem(opts.url)
         if problem:
             raise Failed(problem)
-        client = await session.shared.get(
-            _client_key(opts.verify), functools.partial(_make_client, verify=opts.verify)
-        )
+        client = await shared_client(session, verify=opts.verify)
         next_poll = trio.current_time()
         while True:
             await self._poll(client, session)
@@ -199,7 +194,7 @@ def _check_status(response: httpx.Response) -> None:
         return
     detail = f"HTTP {status} {response.reason_phrase}".rstrip()
     if status in (408, 429) or status >= 500:
-        retry_after = _retry_after(response.headers.get("retry-after"))
+        retry_after = parse_retry_after(response.headers.get("retry-after"))
         raise ServerUnavailable(detail, retry_after=retry_after)
     raise Failed(detail)
 
@@ -208,37 +203,6 @@ def _not_json(response: httpx.Response) -> str:
     content_type = response.headers.get("content-type", "no Content-Type")
     start = response.content[:60].decode("utf-8", "replace")
     return f"response is not JSON ({content_type}): {start!r}"
-
-
-def _client_key(verify: bool) -> str:
-    """The SharedResources key of the process-wide client (the same keys as ``sse``)."""
-    return "httpx" if verify else "httpx-noverify"
-
-
-def _make_client(*, verify: bool = True) -> httpx.AsyncClient:
-    """The process-wide client: no connection cap, no read timeout (set per request)."""
-    return httpx.AsyncClient(
-        verify=verify,
-        limits=httpx.Limits(max_connections=None, max_keepalive_connections=1000),
-        timeout=httpx.Timeout(connect=10.0, read=None, write=10.0, pool=None),
-        follow_redirects=True,
-    )
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delay-seconds or an HTTP date), or None."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isascii() and value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=datetime.UTC)
-    return max(0.0, when.timestamp() - time.time())
 
 
 def _session_error(exc: httpx.HTTPError) -> SessionError:

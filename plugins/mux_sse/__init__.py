@@ -2,7 +2,7 @@
 
 Registered through the ``mux`` entry point like any third-party plugin. The
 parser (:class:`SseParser`) is usable on its own; the HTTP client helpers in
-``mux_sse._http`` are shared with the REST transport (key ``"httpx"``).
+``mux_core.http`` are shared with the REST transport (key ``"httpx"``).
 """
 
 from __future__ import annotations

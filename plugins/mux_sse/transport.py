@@ -17,7 +17,6 @@ monitor keeps waiting for a restarting trainer.
 
 from __future__ import annotations
 
-import functools
 import math
 import socket
 from collections.abc import Callable
@@ -29,9 +28,9 @@ import orjson
 import trio
 
 from mux_core.errors import Disconnected, Ended, Failed, ServerUnavailable, SessionError
+from mux_core.http import parse_retry_after, request_timeout, shared_client
 from mux_core.session import RawEvent, Session
 
-from ._http import client_key, make_client, parse_retry_after, request_timeout
 from ._parser import DEFAULT_MAX_EVENT_BYTES, SseEvent, SseParser
 
 __all__ = ["SseOptions", "SseTransport"]
@@ -93,9 +92,7 @@ class SseTransport:
         problem = _url_problem(opts.url)
         if problem:
             raise Failed(problem)
-        client = await session.shared.get(
-            client_key(opts.verify), functools.partial(make_client, verify=opts.verify)
-        )
+        client = await shared_client(session, verify=opts.verify)
         headers = dict(self._headers)
         if session.resume.last_id:
             headers["Last-Event-ID"] = session.resume.last_id

@@ -6,11 +6,12 @@ slot) and its 5 s read timeout kills a quiet stream. So the client has no
 connection cap, and no read timeout: each transport times silence itself
 (SSE's ``read_timeout``) and passes its own connect timeout per request.
 
-Every HTTP transport gets the client with::
+Every HTTP transport (the built-in sse and rest, and third parties') gets
+the client with::
 
-    client = await session.shared.get(client_key(verify), lambda: make_client(verify=verify))
+    client = await shared_client(session, verify=options.verify)
 
-so SSE and REST sources share one pool. ``verify`` is a client-wide setting
+so all HTTP sources of a run share one pool. ``verify`` is a client-wide setting
 in httpx, hence a second client (key ``"httpx-noverify"``) for the sources
 that turn certificate checks off.
 """
@@ -19,11 +20,14 @@ from __future__ import annotations
 
 import datetime
 import email.utils
+import functools
 import time
 
 import httpx
 
-__all__ = ["client_key", "make_client", "parse_retry_after", "request_timeout"]
+from .session import Session
+
+__all__ = ["client_key", "make_client", "parse_retry_after", "request_timeout", "shared_client"]
 
 
 def client_key(verify: bool = True) -> str:
@@ -40,6 +44,13 @@ def make_client(*, verify: bool = True) -> httpx.AsyncClient:
         ),
         timeout=request_timeout(10.0),
         follow_redirects=True,
+    )
+
+
+async def shared_client(session: Session, *, verify: bool = True) -> httpx.AsyncClient:
+    """The run's one client (per ``verify`` setting), created on first use."""
+    return await session.shared.get(
+        client_key(verify), functools.partial(make_client, verify=verify)
     )
 
 
