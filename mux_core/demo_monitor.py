@@ -84,7 +84,7 @@ def run_demo(args: argparse.Namespace, plugins: PluginManager | None = None) -> 
         view=view,
         events_path=events_path,
     )
-    config = parse_config(text, path="<mux demo>", plugins=plugins)
+    config = parse_config(text, path="mux-demo", plugins=plugins)
     server = subprocess.Popen(
         [
             sys.executable,
