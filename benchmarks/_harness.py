@@ -1,0 +1,251 @@
+"""What every end-to-end benchmark shares: server processes, null sinks, the
+real engine, and the results table.
+
+mux is measured the way a user runs it: a TOML config parsed by
+:func:`mux_core.config.parse_config`, the real :class:`~mux_core.engine.Engine`,
+the real transport plugins, and a sink registered through
+``mux_register_sinks`` -- a *null* sink that only counts (or timestamps)
+what reaches it, so the numbers are mux's cost and not a sink's.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, ClassVar
+
+import attrs
+import trio
+
+from mux_core.config import parse_config
+from mux_core.engine import Engine, RunResult
+from mux_core.events import Batch, Event, State, Status
+from mux_core.hookspecs import hookimpl
+from mux_core.plugins import PluginManager
+from mux_core.sinks import SinkContext
+
+HERE = Path(__file__).resolve().parent
+
+
+# -- server processes ----------------------------------------------------
+
+
+@contextmanager
+def server_process(kind: str) -> Iterator[int]:
+    """Start ``_servers.py KIND`` in its own process; yield its port; kill it after."""
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "_servers.py"), kind],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line.startswith("PORT "):
+            raise RuntimeError(f"{kind} server did not start: {line!r}")
+        yield int(line.split()[1])
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+# -- null sinks ----------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class CountOptions:
+    #: Ask the run to stop once this many events have arrived (0 = never).
+    stop_after: int = 0
+
+
+class CountSink:
+    """Counts events; asks the run to stop at ``stop_after``. Nothing else."""
+
+    Options = CountOptions
+    last: ClassVar[CountSink | None] = None
+
+    def __init__(self, options: CountOptions, context: SinkContext) -> None:
+        self.stop_after = options.stop_after
+        self.context = context
+        self.events = 0  # records, really: a Status or two among millions
+        self.done_at: float | None = None
+        CountSink.last = self
+
+    async def write(self, batch: Batch) -> None:
+        self.events += len(batch)
+        if self.done_at is None and self.stop_after and self.events >= self.stop_after:
+            self.done_at = time.perf_counter()
+            self.context.request_stop("benchmark target reached")
+
+
+@attrs.frozen(kw_only=True)
+class LatencyOptions:
+    #: Ask the run to stop once this many events have arrived.
+    stop_after: int = 1000
+
+
+class LatencySink:
+    """Notes ``perf_counter_ns() - data["t"]`` of each event as it arrives."""
+
+    Options = LatencyOptions
+    last: ClassVar[LatencySink | None] = None
+
+    def __init__(self, options: LatencyOptions, context: SinkContext) -> None:
+        self.stop_after = options.stop_after
+        self.context = context
+        self.latencies_ns: list[int] = []
+        LatencySink.last = self
+
+    async def write(self, batch: Batch) -> None:
+        now = time.perf_counter_ns()
+        for record in batch:
+            if type(record) is Event:
+                self.latencies_ns.append(now - record.data["t"])
+        if len(self.latencies_ns) >= self.stop_after:
+            self.context.request_stop("benchmark target reached")
+
+
+@attrs.frozen(kw_only=True)
+class ConnectOptions:
+    #: Sources that must report ``connected``.
+    expect: int = 1
+
+
+class ConnectSink:
+    """Notes when every source has reported ``connected`` (and any that did not)."""
+
+    Options = ConnectOptions
+    last: ClassVar[ConnectSink | None] = None
+
+    def __init__(self, options: ConnectOptions, context: SinkContext) -> None:
+        self.expect = options.expect
+        self.connected: set[str] = set()
+        self.problems: dict[str, str] = {}
+        self.all_connected = trio.Event()
+        self.all_connected_at: float | None = None
+        ConnectSink.last = self
+
+    async def write(self, batch: Batch) -> None:
+        for record in batch:
+            if type(record) is Status:
+                if record.state is State.CONNECTED:
+                    self.connected.add(record.source)
+                elif record.state not in (State.CONNECTING, State.STOPPED):
+                    self.problems[record.source] = f"{record.state.value}: {record.detail}"
+        if len(self.connected) >= self.expect and self.all_connected_at is None:
+            self.all_connected_at = time.perf_counter()
+            self.all_connected.set()
+
+
+class BenchPlugin:
+    """Registers the null sinks like any plugin would."""
+
+    @hookimpl
+    def mux_register_sinks(self, register: Any) -> None:
+        register("bench-count", CountSink)
+        register("bench-latency", LatencySink)
+        register("bench-connect", ConnectSink)
+
+
+def plugins() -> PluginManager:
+    """The built-in transports (not the UI sinks) plus the benchmark sinks."""
+    import mux_rest
+    import mux_sse
+    import mux_ws
+
+    manager = PluginManager()
+    manager.register(mux_sse, name="mux_sse")
+    manager.register(mux_ws, name="mux_ws")
+    manager.register(mux_rest, name="mux_rest")
+    manager.register(BenchPlugin(), name="bench")
+    return manager
+
+
+def engine(toml: str, manager: PluginManager | None = None) -> Engine:
+    """A real engine for ``toml``, parsed as a config file would be."""
+    manager = manager or plugins()
+    config = parse_config(toml, path="bench.toml", plugins=manager)
+    return Engine(config, manager)
+
+
+async def run_engine(eng: Engine) -> RunResult:
+    return await eng.run()
+
+
+# -- measuring -----------------------------------------------------------
+
+
+def rss_kib() -> int:
+    """This process's resident set size (VmRSS) in KiB."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
+    return ordered[index]
+
+
+# -- the table -----------------------------------------------------------
+
+
+@attrs.frozen
+class Row:
+    """One line of the results table."""
+
+    benchmark: str
+    mux: str
+    bare: str
+    ratio: str
+    target: str
+    met: bool | None  # None: informational, no target
+
+    @property
+    def verdict(self) -> str:
+        return "-" if self.met is None else ("yes" if self.met else "NO")
+
+
+HEADERS = ("benchmark", "mux", "bare", "ratio", "target", "met?")
+
+
+def table(rows: list[Row], *, markdown: bool = False) -> str:
+    cells = [HEADERS] + [(r.benchmark, r.mux, r.bare, r.ratio, r.target, r.verdict) for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(HEADERS))]
+    lines = []
+    for index, row in enumerate(cells):
+        padded = [cell.ljust(width) for cell, width in zip(row, widths, strict=True)]
+        lines.append(("| " + " | ".join(padded) + " |") if markdown else " | ".join(padded))
+        if index == 0:
+            rule = ["-" * w for w in widths]
+            lines.append(("|-" + "-|-".join(rule) + "-|") if markdown else "-+-".join(rule))
+    return "\n".join(lines)
+
+
+def rate(value: float) -> str:
+    return f"{value:,.0f} ev/s"
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores, {cpu}, Python {sys.version.split()[0]}, trio {trio.__version__}"
+
+
+def quick_flag(argv: list[str] | None = None) -> bool:
+    return "--quick" in (sys.argv[1:] if argv is None else argv)

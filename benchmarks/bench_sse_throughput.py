@@ -1,0 +1,123 @@
+"""SSE throughput: events/s from a blasting server, through mux, vs bare readers.
+
+Run: ``.venv/bin/python benchmarks/bench_sse_throughput.py [--quick]``. Prints a
+table; asserts nothing.
+
+The server (``_servers.py sse``, its own process) writes the same pre-built
+~1 MiB of ``data: {"step":..}`` events over loopback as fast as the kernel
+takes them. Three clients read N events each, one after the other:
+
+* mux: the real engine, the ``sse`` transport, a null sink (counts batches);
+* a bare hand-written trio reader: ``receive_some`` + ``split(b"\\n\\n")`` +
+  ``orjson.loads`` of each data line -- the floor any Python client pays;
+* httpx ``aiter_lines`` + ``json.loads``: what one would write without mux.
+
+Each rate is the median of several runs (first event to N-th, connect included).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+
+import httpx
+import orjson
+import trio
+
+import _harness as h
+
+TARGET = 500_000
+
+
+async def bare_trio(port: int, n: int) -> float:
+    start = time.perf_counter()
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    await stream.send_all(
+        b"GET /blast HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n"
+    )
+    buffer = b""
+    while b"\r\n\r\n" not in buffer:
+        buffer += await stream.receive_some(65536)
+    buffer = buffer.split(b"\r\n\r\n", 1)[1]
+    count = 0
+    loads = orjson.loads
+    while count < n:
+        buffer += await stream.receive_some(65536)
+        *events, buffer = buffer.split(b"\n\n")
+        for event in events:
+            if event.startswith(b"data: "):
+                loads(event[6:])
+                count += 1
+    elapsed = time.perf_counter() - start
+    await stream.aclose()
+    return count / elapsed
+
+
+async def bare_httpx(port: int, n: int) -> float:
+    start = time.perf_counter()
+    count = 0
+    async with httpx.AsyncClient(timeout=None) as client:
+        async with client.stream("GET", f"http://127.0.0.1:{port}/blast") as response:
+            async for line in response.aiter_lines():
+                if line.startswith("data:"):
+                    json.loads(line[5:])
+                    count += 1
+                    if count >= n:
+                        break
+    return count / (time.perf_counter() - start)
+
+
+def mux(port: int, n: int) -> float:
+    eng = h.engine(
+        f"""
+[[sources]]
+name = "blast"
+transport = "sse"
+url = "http://127.0.0.1:{port}/blast"
+
+[[sinks]]
+type = "bench-count"
+stop_after = {n}
+"""
+    )
+    start = time.perf_counter()
+    trio.run(h.run_engine, eng)
+    sink = h.CountSink.last
+    assert sink is not None and sink.done_at is not None, "the run stopped early"
+    return sink.events / (sink.done_at - start)
+
+
+def run(quick: bool) -> list[h.Row]:
+    n = 300_000 if quick else 1_500_000
+    repeats = 1 if quick else 3
+    mux_rates, trio_rates, httpx_rates = [], [], []
+    with h.server_process("sse") as port:
+        for _ in range(repeats):
+            trio_rates.append(trio.run(bare_trio, port, n))
+            mux_rates.append(mux(port, n))
+            httpx_rates.append(trio.run(bare_httpx, port, n // 3))
+    m, b, x = (statistics.median(r) for r in (mux_rates, trio_rates, httpx_rates))
+    return [
+        h.Row(
+            "SSE throughput vs bare trio reader",
+            h.rate(m),
+            h.rate(b),
+            f"{m / b:.2f}",
+            f">= {TARGET:,} ev/s",
+            m >= TARGET,
+        ),
+        h.Row(
+            "SSE throughput vs httpx + json.loads",
+            h.rate(m),
+            h.rate(x),
+            f"{m / x:.2f}",
+            "(context)",
+            None,
+        ),
+    ]
+
+
+if __name__ == "__main__":
+    print(h.table(run(h.quick_flag(sys.argv[1:]))))
