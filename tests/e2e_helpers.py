@@ -20,10 +20,11 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any, BinaryIO, TypeAlias
 
 import orjson
 import trio
+import trio.lowlevel
 
 import mux_core.testing
 from mux_core.config import parse_config
@@ -132,8 +133,9 @@ async def running_engine(toml: str) -> AsyncIterator[tuple[Engine, CollectingSin
     async with trio.open_nursery() as nursery:
         nursery.start_soon(engine.run)
         with trio.fail_after(5):
+            # The engine creates its sinks before its first checkpoint.
             while "collect" not in CollectingSink.instances:
-                await trio.sleep(0)
+                await trio.lowlevel.checkpoint()
         yield engine, CollectingSink.instances["collect"]
         engine.request_stop("test over")
 
@@ -148,7 +150,7 @@ def event_ids(sink: CollectingSink, source: str) -> list[str | None]:
 
 
 def records_of(sink: CollectingSink, source: str) -> list[Event | Status]:
-    return [r for r in sink.records if r.source == source]  # type: ignore[misc]
+    return [r for r in sink.records if r.source == source]
 
 
 async def wait_for_state(
@@ -174,9 +176,13 @@ def write_config(path: Path, toml: str) -> Path:
     return path
 
 
+def _open_stderr(config: Path) -> BinaryIO:
+    return open(config.with_suffix(".stderr"), "wb")
+
+
 async def start_mux(nursery: trio.Nursery, config: Path, *args: str) -> trio.Process:
     """Start ``python -m mux_core.cli run CONFIG``; stderr goes to CONFIG.stderr."""
-    stderr = open(config.with_suffix(".stderr"), "wb")  # noqa: SIM115 -- owned by the child
+    stderr = _open_stderr(config)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MUX_")}
     try:
         process: trio.Process = await nursery.start(

@@ -9,7 +9,6 @@ built-in transports; a collecting sink records what reached the sinks.
 from __future__ import annotations
 
 import pytest
-
 from e2e_helpers import (
     FAST_RETRY,
     TRANSPORTS,
@@ -23,6 +22,7 @@ from e2e_helpers import (
     states,
     wait_for_state,
 )
+
 from mux_core.events import State, Status
 from mux_core.testing import Stall, serve_sse
 
@@ -101,5 +101,5 @@ async def test_stalled_sse_stream_times_out_and_reconnects() -> None:
             State.CONNECTING,
             State.CONNECTED,
         ]
-        detail = [s.detail for s in sink.statuses if s.state is State.DISCONNECTED][0]
+        detail = next(s.detail for s in sink.statuses if s.state is State.DISCONNECTED)
         assert "read_timeout" in detail
