@@ -1,11 +1,16 @@
-"""Render the Qt panel offscreen against a scripted training run, as a PNG.
+"""Render the Qt panel offscreen as a PNG, against the demo server or a script.
 
-    .venv/bin/python scripts/render_qt_panel.py [--out docs/img/qt-panel.png]
+    .venv/bin/python scripts/render_qt_panel.py [--live SECONDS] [--out docs/img/qt-panel.png]
 
-Three sources watch three runs of a training job: the SSE one is connected,
-the WebSocket one lost its server and is waiting to retry, the REST one gave
-up after too many failures. Loss decays, the learning rate warms up and then
-follows a cosine schedule. No network and no display are needed.
+``--live`` (what the README shows): the demo training run (``mux serve-demo``'s
+servers, in this process on free ports) is watched by the real engine with
+the sse, ws and rest transports and the qt sink, plus one source whose server
+is not up (so the badge shows a retry countdown); after SECONDS the panel is
+grabbed and the run stopped.
+
+Without ``--live``: three scripted sources -- connected, waiting to retry,
+given up -- with loss decaying and a warm-up + cosine learning rate. No
+network and no display are needed either way.
 """
 
 from __future__ import annotations
@@ -130,11 +135,84 @@ async def render(out: Path) -> None:
     print(f"wrote {out}")
 
 
+async def render_live(out: Path, seconds: float) -> None:
+    """Watch the demo server with the real engine; grab the panel after ``seconds``."""
+    import mux_rest
+    import mux_sse
+    import mux_ws
+    from mux_core.config import parse_config
+    from mux_core.demo import DemoOptions, serve_demo
+    from mux_core.demo_monitor import demo_config_text
+    from mux_core.engine import Engine
+    from mux_core.hookspecs import Register, hookimpl
+    from mux_core.plugins import PluginManager
+
+    class ScreenshotQtSink(QtSink):
+        async def open(self) -> None:
+            await super().open()
+            assert self.panel is not None
+            self.panel.resize(1100, 760)
+            self.context.start_background(self._shoot)
+
+        async def _shoot(self) -> None:
+            await trio.sleep(seconds)
+            assert self.panel is not None
+            self.panel.refresh()
+            out.parent.mkdir(parents=True, exist_ok=True)
+            if not self.panel.grab().save(str(out)):
+                raise SystemExit(f"could not write {out}")
+            self.context.request_stop("screenshot taken")
+
+    class Shot:
+        @hookimpl
+        def mux_register_sinks(self, register: Register) -> None:
+            register("qt", ScreenshotQtSink)
+
+    async with trio.open_nursery() as nursery:
+        demo = DemoOptions(sse_port=0, ws_port=0, rest_port=0, rate=20.0, seed=7)
+        endpoints = await nursery.start(serve_demo, demo)
+        plugins = PluginManager()
+        for module in (mux_sse, mux_ws, mux_rest):
+            plugins.register(module)
+        plugins.register(Shot(), name="shot")
+        text = demo_config_text(
+            host="127.0.0.1",
+            sse_port=endpoints.sse_port,
+            ws_port=endpoints.ws_port,
+            rest_port=endpoints.rest_port,
+            view="log",
+            events_path="unused",
+        )
+        text = text.split("[[sinks]]")[0]
+        text += """
+[[sources]]
+name = "eval-sse"
+transport = "sse"
+url = "http://127.0.0.1:9/events"
+retry = { initial_delay = 2.0, multiplier = 1.5 }
+
+[[sinks]]
+type = "qt"
+plot = ["loss", "lr"]
+x = "step"
+"""
+        config = parse_config(text, path="monitor.toml", plugins=plugins)
+        await Engine(config, plugins).run()
+        nursery.cancel_scope.cancel()
+    print(f"wrote {out}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("docs/img/qt-panel.png"))
+    parser.add_argument(
+        "--live", type=float, metavar="SECONDS", help="watch the demo server this long"
+    )
     args = parser.parse_args()
-    trio.run(render, args.out)
+    if args.live:
+        trio.run(render_live, args.out, args.live)
+    else:
+        trio.run(render, args.out)
 
 
 if __name__ == "__main__":

@@ -386,3 +386,18 @@ def test_real_engine_in_qt_stops_cleanly_when_the_window_closes() -> None:
     assert engine.result.final_states == {"scripted": State.STOPPED}
     assert engine.result.exit_code == 0
     assert "mux — e2e" in seen
+
+
+def test_the_qt_binding_does_not_over_release_none() -> None:
+    """PySide6 6.12.0 decrements None's refcount on every processEvents() under
+    Python 3.11, until the interpreter aborts ("none_dealloc") after minutes of
+    a live panel. pyproject pins it out; this catches a regression."""
+    import sys
+
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication.instance() or QApplication([])
+    before = sys.getrefcount(None)
+    for _ in range(2000):
+        app.processEvents()
+    assert sys.getrefcount(None) >= before - 100
