@@ -1,0 +1,134 @@
+"""Guards that keep the docs honest (datasette style).
+
+* every hook in mux_core.hookspecs has a ``## name(`` heading in docs/hooks.md;
+* every hook is exercised by name in some test outside this file;
+* docs/config-reference.md is what scripts/gen_config_reference.py generates;
+* every option of every built-in plugin (and of [retry]) has a ``#:`` description;
+* repository paths the docs name exist.
+
+``mkdocs build --strict`` is not run here (slow); ``make docs`` runs it.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import inspect
+import re
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import attrs
+import pytest
+
+from mux_core import hookspecs
+from mux_core.plugins import PluginManager, Provided
+from mux_core.retry import RetryPolicy
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+TESTS = ROOT / "tests"
+
+
+def _load_generator() -> ModuleType:
+    path = ROOT / "scripts" / "gen_config_reference.py"
+    spec = importlib.util.spec_from_file_location("gen_config_reference", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+GENERATOR = _load_generator()
+
+
+def _hookspecs() -> list[str]:
+    return sorted(
+        name
+        for name, obj in inspect.getmembers(hookspecs, inspect.isfunction)
+        if name.startswith("mux_") and hasattr(obj, "mux_spec")
+    )
+
+
+HOOKS = _hookspecs()
+
+
+def _builtin_plugins() -> list[Provided]:
+    plugins = PluginManager()
+    plugins.load_entry_points(only=set())
+    return [*plugins.transports().values(), *plugins.sinks().values()]
+
+
+def _test_function_sources() -> dict[str, str]:
+    """``{"file::test_name": source}`` for every test function outside this file."""
+    found: dict[str, str] = {}
+    for path in sorted(TESTS.glob("test_*.py")):
+        if path.name == Path(__file__).name:
+            continue
+        text = path.read_text(encoding="utf-8")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name.startswith(
+                "test"
+            ):
+                found[f"{path.name}::{node.name}"] = ast.get_source_segment(text, node) or ""
+    return found
+
+
+def test_there_are_hooks_to_check() -> None:
+    assert "mux_register_transports" in HOOKS and "mux_main_loop" in HOOKS
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+def test_every_hook_is_documented(hook: str) -> None:
+    text = (DOCS / "hooks.md").read_text(encoding="utf-8")
+    headings = re.findall(r"^## (\w+)\(", text, flags=re.MULTILINE)
+    assert hook in headings, f"docs/hooks.md needs a heading '## {hook}(...)'"
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+def test_every_hook_has_a_test(hook: str) -> None:
+    tests = _test_function_sources()
+    using = [name for name, source in tests.items() if hook in source]
+    assert using, f"no test function under tests/ names {hook}; add one (tests/test_hooks.py)"
+
+
+def test_config_reference_is_fresh() -> None:
+    committed = (DOCS / "config-reference.md").read_text(encoding="utf-8")
+    assert committed == GENERATOR.generate(), (
+        "docs/config-reference.md is stale: run `python scripts/gen_config_reference.py`"
+    )
+
+
+def _options_classes() -> list[tuple[str, type[Any]]]:
+    classes: list[tuple[str, type[Any]]] = [("[retry]", RetryPolicy)]
+    for provided in _builtin_plugins():
+        options = getattr(provided.cls, "Options", None)
+        if options is not None:
+            classes.append((f"{provided.kind} {provided.name!r}", options))
+    return classes
+
+
+@pytest.mark.parametrize(("owner", "options"), _options_classes(), ids=lambda v: str(v))
+def test_every_option_has_a_description(owner: str, options: type[Any]) -> None:
+    assert attrs.has(options), f"{owner}: Options must be an attrs class"
+    blank = [field.name for field in GENERATOR.options_fields(options) if not field.description]
+    assert not blank, f"{owner}: add a '#:' comment above {', '.join(blank)}"
+
+
+def test_every_builtin_plugin_is_in_the_reference() -> None:
+    text = (DOCS / "config-reference.md").read_text(encoding="utf-8")
+    for provided in _builtin_plugins():
+        key = "transport" if provided.kind == "transport" else "type"
+        assert f'### `{key} = "{provided.name}"`' in text
+
+
+def test_repository_paths_named_in_the_docs_exist() -> None:
+    pattern = re.compile(r"`((?:plugins|mux_core|tests|examples|scripts)/[\w./-]+)`")
+    missing = []
+    for page in DOCS.rglob("*.md"):
+        for path in pattern.findall(page.read_text(encoding="utf-8")):
+            # examples/mux-jsonl-tail/ may be written after these docs; the rest must exist.
+            if not (ROOT / path).exists() and not path.startswith("examples/mux-jsonl-tail"):
+                missing.append(f"{page.relative_to(ROOT)}: {path}")
+    assert not missing, "docs name paths that do not exist:\n" + "\n".join(missing)
