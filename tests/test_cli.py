@@ -226,3 +226,44 @@ def test_mux_load_plugins_limits_third_party_autoloading(tmp_path: Path) -> None
     builtins_only = json.loads(mux("plugins", "--json", env={**env, "MUX_LOAD_PLUGINS": ""}).stdout)
     names = {info["name"] for info in builtins_only}
     assert "good" not in names and "broken" not in names and "sse" in names
+
+
+def test_sigint_stops_cleanly_and_a_second_sigint_exits_at_once(tmp_path: Path) -> None:
+    """The first Ctrl-C stops cleanly (here: waits for a very slow sink); the
+    second one does not wait."""
+    import signal
+
+    config = write(
+        tmp_path / "m.toml",
+        """
+        [[sources]]
+        name = "a"
+        transport = "scripted"
+        then = "hang"
+        [[sinks]]
+        type = "log"
+        [[sinks]]
+        type = "collect"
+        delay = 600.0
+        """,
+    )
+    env = {**os.environ, "MUX_PLUGIN_MODULES": "mux_core.testing"}
+    process = subprocess.Popen(
+        [*MUX, "run", str(config)], stderr=subprocess.PIPE, text=True, env=env
+    )
+    assert process.stderr is not None
+    try:
+        for line in process.stderr:
+            if "a: connected" in line:
+                break
+        process.send_signal(signal.SIGINT)
+        for line in process.stderr:
+            if "stopping: SIGINT" in line:
+                break
+        assert process.poll() is None  # still delivering to the slow sink
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=10) == 130
+        assert "SIGINT again, exiting without waiting" in process.stderr.read()
+    finally:
+        process.kill()
+        process.wait()
