@@ -324,7 +324,8 @@ class Engine:
             name = runner.config.name
             dropped = runner.channel.dropped
             if dropped > reported.get(name, 0):
-                _log.warning(
+                _log.log(
+                    _drop_log_level(runner.channel.overflow),
                     "sink %r fell behind: %d records dropped so far (overflow = %r)",
                     name,
                     dropped,
@@ -335,9 +336,15 @@ class Engine:
     def _result(self) -> RunResult:
         states = {r.config.name: r.state or State.STOPPED for r in self._sources}
         dropped = {r.config.name: r.channel.dropped for r in self._sinks}
-        for name, count in dropped.items():
-            if count:
-                _log.warning("sink %r dropped %d records in this run", name, count)
+        for runner in self._sinks:
+            if runner.channel.dropped:
+                _log.log(
+                    max(_drop_log_level(runner.channel.overflow), logging.INFO),
+                    "sink %r dropped %d records in this run (overflow = %r)",
+                    runner.config.name,
+                    runner.channel.dropped,
+                    runner.channel.overflow.value,
+                )
         if self._sink_failed:
             code = EXIT_SINK_FAILED
         elif any(s in (State.FAILED, State.MAX_RETRIES_EXCEEDED) for s in states.values()):
@@ -346,6 +353,11 @@ class Engine:
             code = EXIT_OK
         reason = self._stop_reason or "every source reached a terminal state"
         return RunResult(code, states, reason, dropped)
+
+
+def _drop_log_level(overflow: Overflow) -> int:
+    """``latest`` drops by design (a UI shows "now"); the others drop only when behind."""
+    return logging.DEBUG if overflow is Overflow.LATEST else logging.WARNING
 
 
 def _unwrap(exc: BaseException) -> BaseException:
