@@ -13,8 +13,8 @@ import pytest
 from conftest import Follower
 from mux_jsonl_tail import TailCursor, TailOptions, TailTransport
 
-from mux_core import Failed, ResumeState, ServerUnavailable
-from mux_core.testing import run_one_session
+from mux_core import Failed, ResumeState, ServerUnavailable, Status
+from mux_core.testing import SessionResult, run_one_session
 
 Follow = Callable[..., Follower]
 
@@ -29,6 +29,10 @@ def tail(path: Path, **options: Any) -> TailTransport:
 
 def lines(*objects: Any) -> str:
     return "".join(json.dumps(o) + "\n" for o in objects)
+
+
+def statuses(result: SessionResult) -> list[Status]:
+    return [r for r in result.records if type(r) is Status]
 
 
 def append(path: Path, text: str) -> None:
@@ -74,9 +78,7 @@ async def test_partial_line_is_not_in_the_cursor(tmp_path: Path) -> None:
     assert (cursor.offset, cursor.line) == (len(complete), 1)
 
 
-async def test_rotation_finishes_the_old_file_then_switches(
-    tmp_path: Path, follow: Follow
-) -> None:
+async def test_rotation_finishes_the_old_file_then_switches(tmp_path: Path, follow: Follow) -> None:
     log = tmp_path / "train.jsonl"
     log.write_text(lines({"old": 1}, {"old": 2}))
     follower = follow(tail(log))
@@ -129,7 +131,7 @@ async def test_resume_from_cursor_without_duplicates(tmp_path: Path) -> None:
 
     third = await run_one_session(tail(log), resume=resume, timeout=QUIET)
     assert third.events == []
-    assert "resuming after line 5" in third.records[0].detail
+    assert "resuming after line 5" in statuses(third)[0].detail
 
 
 async def test_resume_after_the_file_was_replaced(tmp_path: Path) -> None:
@@ -142,7 +144,7 @@ async def test_resume_after_the_file_was_replaced(tmp_path: Path) -> None:
     replacement.rename(log)
     result = await run_one_session(tail(log), resume=resume, timeout=QUIET)
     assert [e.data for e in result.events] == [{"b": 1}]
-    assert "replaced" in result.records[0].detail
+    assert "replaced" in statuses(result)[0].detail
 
 
 async def test_resume_after_truncation_while_disconnected(tmp_path: Path) -> None:
@@ -190,9 +192,7 @@ async def test_text_lines_blank_lines_and_fields(tmp_path: Path) -> None:
         '{"kind": "", "step": 8}\n'
         "[1, 2]\n"
     )
-    result = await run_one_session(
-        tail(log, id_field="step", event_field="kind"), timeout=QUIET
-    )
+    result = await run_one_session(tail(log, id_field="step", event_field="kind"), timeout=QUIET)
     got = [(e.event, e.id, e.data) for e in result.events]
     assert got == [
         ("metric", "7", {"kind": "metric", "step": 7, "loss": 0.5}),
