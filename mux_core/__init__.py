@@ -22,6 +22,7 @@ from .errors import (
     PluginError,
     ServerUnavailable,
     SessionError,
+    describe_connection_error,
 )
 from .events import Batch, Event, Record, State, Status, encode_jsonl, record_to_dict
 from .hookspecs import hookimpl, hookspec
@@ -67,6 +68,7 @@ __all__ = [
     "Supervisor",
     "Transport",
     "__version__",
+    "describe_connection_error",
     "encode_jsonl",
     "hookimpl",
     "hookspec",

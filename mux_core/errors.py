@@ -21,6 +21,9 @@ logged.
 
 from __future__ import annotations
 
+import socket
+import ssl
+
 __all__ = [
     "ConfigError",
     "Disconnected",
@@ -30,6 +33,7 @@ __all__ = [
     "PluginError",
     "ServerUnavailable",
     "SessionError",
+    "describe_connection_error",
 ]
 
 
@@ -101,3 +105,35 @@ class Failed(SessionError):
 
 class Ended(SessionError):
     """The server said the stream is over (HTTP 204, WS close 1000 with end_on_close)."""
+
+
+def describe_connection_error(exc: BaseException) -> str | None:
+    """A few words for why a connection failed ("connection refused"), or None.
+
+    trio reports a failed connect as an OSError caused by a group holding the
+    error of each address tried, and HTTP and WebSocket libraries wrap that
+    again; the causes and group members are searched for a kind a user
+    recognises. Transports use it for the ``detail`` of ServerUnavailable.
+    """
+    seen: list[BaseException] = []
+    pending: list[BaseException] = [exc]
+    while pending and len(seen) < 32:
+        error = pending.pop(0)
+        if any(error is other for other in seen):
+            continue
+        seen.append(error)
+        if isinstance(error, BaseExceptionGroup):
+            pending.extend(error.exceptions)
+        pending.extend(e for e in (error.__cause__, error.__context__) if e is not None)
+    for error in seen:
+        if isinstance(error, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(error, ConnectionResetError):
+            return "connection reset"
+        if isinstance(error, socket.gaierror):
+            return f"DNS lookup failed: {error.strerror or error}"
+        if isinstance(error, ssl.SSLError):
+            return f"TLS error: {error.reason or error}"
+        if isinstance(error, TimeoutError):
+            return "connect timed out"
+    return None

@@ -43,3 +43,22 @@ def test_every_public_name_of_the_contract_modules_is_exported() -> None:
 
 def test_version_comes_from_the_installed_metadata() -> None:
     assert mux_core.__version__ == importlib.metadata.version("mux")
+
+
+async def test_describe_connection_error_names_a_refused_port() -> None:
+    import socket
+
+    import trio
+
+    from mux_core import describe_connection_error
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    try:
+        await trio.open_tcp_stream("127.0.0.1", port)
+    except OSError as exc:
+        assert describe_connection_error(exc) == "connection refused"
+    else:  # pragma: no cover
+        raise AssertionError("connected to a closed port")
+    assert describe_connection_error(ValueError("x")) is None
