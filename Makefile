@@ -20,9 +20,11 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict mux_core
+	$(BIN)/mypy --strict examples/mux-jsonl-tail/mux_jsonl_tail
 
 pytest: $(STAMP)
 	QT_QPA_PLATFORM=offscreen $(BIN)/pytest -q
+	cd examples/mux-jsonl-tail && ../../$(BIN)/pytest -q
 
 demo: $(STAMP)
 	$(BIN)/mux demo
