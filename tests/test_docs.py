@@ -4,7 +4,8 @@
 * every hook is exercised by name in some test outside this file;
 * docs/config-reference.md is what scripts/gen_config_reference.py generates;
 * every option of every built-in plugin (and of [retry]) has a ``#:`` description;
-* repository paths the docs name exist.
+* repository paths the docs name exist;
+* the plugin guide's example transport and sink pass the guide's own tests.
 
 ``mkdocs build --strict`` is not run here (slow); ``make docs`` runs it.
 """
@@ -15,12 +16,14 @@ import ast
 import importlib.util
 import inspect
 import re
+import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import attrs
 import pytest
+import trio
 
 from mux_core import hookspecs
 from mux_core.plugins import PluginManager, Provided
@@ -132,3 +135,43 @@ def test_repository_paths_named_in_the_docs_exist() -> None:
             if not (ROOT / path).exists() and not path.startswith("examples/mux-jsonl-tail"):
                 missing.append(f"{page.relative_to(ROOT)}: {path}")
     assert not missing, "docs name paths that do not exist:\n" + "\n".join(missing)
+
+
+def _python_blocks(page: str) -> list[str]:
+    text = (DOCS / page).read_text(encoding="utf-8")
+    return re.findall(r"^```python\n(.*?)^```", text, flags=re.MULTILINE | re.DOTALL)
+
+
+def _block_with(page: str, marker: str) -> str:
+    blocks = [block for block in _python_blocks(page) if marker in block]
+    assert blocks, f"docs/{page}: no python block containing {marker!r}"
+    return blocks[0]
+
+
+async def test_the_plugin_guide_examples_pass_their_own_tests(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gauge transport and snapshot sink of the guide, run by the guide's tests."""
+    gauge = _block_with("plugins/writing-a-transport.md", "def mux_register_transports")
+    snapshot = _block_with("plugins/writing-a-sink.md", "def mux_register_sinks")
+    (tmp_path / "mux_gauge.py").write_text(gauge, encoding="utf-8")
+    (tmp_path / "mux_snapshot.py").write_text(snapshot, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for module in ("mux_gauge", "mux_snapshot"):
+        monkeypatch.delitem(sys.modules, module, raising=False)
+    ran = []
+    for block in _python_blocks("plugins/packaging-and-testing.md"):
+        if "async def test_" not in block:
+            continue
+        namespace: dict[str, Any] = {}
+        exec(compile(block, "docs/plugins/packaging-and-testing.md", "exec"), namespace)
+        for name, test in namespace.items():
+            if name.startswith("test_") and inspect.iscoroutinefunction(test):
+                wanted = inspect.signature(test).parameters
+                kwargs = {"tmp_path": tmp_path / name} if "tmp_path" in wanted else {}
+                for path in kwargs.values():
+                    path.mkdir()
+                with trio.fail_after(10):
+                    await test(**kwargs)
+                ran.append(name)
+    assert len(ran) >= 4, ran
