@@ -131,8 +131,7 @@ def test_repository_paths_named_in_the_docs_exist() -> None:
     missing = []
     for page in DOCS.rglob("*.md"):
         for path in pattern.findall(page.read_text(encoding="utf-8")):
-            # examples/mux-jsonl-tail/ may be written after these docs; the rest must exist.
-            if not (ROOT / path).exists() and not path.startswith("examples/mux-jsonl-tail"):
+            if not (ROOT / path).exists():
                 missing.append(f"{page.relative_to(ROOT)}: {path}")
     assert not missing, "docs name paths that do not exist:\n" + "\n".join(missing)
 
