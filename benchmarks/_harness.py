@@ -11,6 +11,7 @@ what reaches it, so the numbers are mux's cost and not a sink's.
 from __future__ import annotations
 
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -73,13 +74,14 @@ class CountSink:
         self.stop_after = options.stop_after
         self.context = context
         self.events = 0  # records, really: a Status or two among millions
-        self.done_at: float | None = None
+        #: (perf_counter, process_time) when stop_after was reached.
+        self.done: tuple[float, float] | None = None
         CountSink.last = self
 
     async def write(self, batch: Batch) -> None:
         self.events += len(batch)
-        if self.done_at is None and self.stop_after and self.events >= self.stop_after:
-            self.done_at = time.perf_counter()
+        if self.done is None and self.stop_after and self.events >= self.stop_after:
+            self.done = (time.perf_counter(), time.process_time())
             self.context.request_stop("benchmark target reached")
 
 
@@ -180,6 +182,32 @@ async def run_engine(eng: Engine) -> RunResult:
 # -- measuring -----------------------------------------------------------
 
 
+@attrs.frozen
+class Sample:
+    """``events`` received in ``wall`` seconds, using ``cpu`` seconds of this process."""
+
+    events: int
+    wall: float
+    cpu: float
+
+
+class Clock:
+    """Wall and CPU time since creation. CPU time is this process's only, so it
+    shows what mux costs even when other programs load the machine."""
+
+    def __init__(self) -> None:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def sample(self, events: int, at: tuple[float, float] | None = None) -> Sample:
+        wall, cpu = at if at is not None else (time.perf_counter(), time.process_time())
+        return Sample(events, wall - self.wall, cpu - self.cpu)
+
+
+def median_rate(samples: list[Sample], *, cpu: bool = False) -> float:
+    """The median of events per wall second (or per CPU second)."""
+    return statistics.median(s.events / (s.cpu if cpu else s.wall) for s in samples)
+
+
 def rss_kib() -> int:
     """This process's resident set size (VmRSS) in KiB."""
     with open("/proc/self/status") as status:
@@ -244,7 +272,9 @@ def machine() -> str:
                     break
     except OSError:
         pass
-    return f"{os.cpu_count()} cores, {cpu}, Python {sys.version.split()[0]}, trio {trio.__version__}"
+    return (
+        f"{os.cpu_count()} cores, {cpu}, Python {sys.version.split()[0]}, trio {trio.__version__}"
+    )
 
 
 def quick_flag(argv: list[str] | None = None) -> bool:

@@ -12,6 +12,11 @@ are normalised with ``replace``, the read is cut into events with
 ``split(b"\\n\\n")``, and an event that is one ``data:`` line (the common
 case) is emitted without looking at its lines one by one.
 
+The transport asks for events ready to hand to ``Session.emit`` --
+``json_data=True, empty_id=None`` -- so the data is JSON-decoded straight
+from the bytes inside the same loop (no second pass over the events, no
+intermediate text): at half a million events per second every pass counts.
+
 Memory is bounded by ``max_event_bytes``: an event, or a line that never
 ends, larger than that is dropped whole; :attr:`SseParser.skipped` counts
 them and parsing resumes at the next blank line.
@@ -19,7 +24,9 @@ them and parsing resumes at the next blank line.
 
 from __future__ import annotations
 
-from typing import TypeAlias
+from typing import Any, TypeAlias
+
+import orjson
 
 __all__ = ["DEFAULT_MAX_EVENT_BYTES", "SseEvent", "SseParser"]
 
@@ -27,7 +34,8 @@ __all__ = ["DEFAULT_MAX_EVENT_BYTES", "SseEvent", "SseParser"]
 DEFAULT_MAX_EVENT_BYTES = 8 * 1024 * 1024
 
 #: One dispatched event: (event type, last event id in effect or "", data).
-SseEvent: TypeAlias = tuple[str, str, str]
+#: With ``empty_id=None`` / ``json_data=True`` the id may be None / the data any JSON value.
+SseEvent: TypeAlias = tuple[str, Any, Any]
 
 _BOM = b"\xef\xbb\xbf"
 
@@ -38,10 +46,20 @@ class SseParser:
     One parser per connection. ``last_event_id`` seeds the id in effect (the
     id a reconnect resumed from), so events before the first ``id:`` line of
     the new connection carry it, as a browser's ``lastEventId`` does.
+
+    ``empty_id`` is what an event carries while the last event id is empty
+    ("" as the spec says, or None as mux's RawEvent wants). With
+    ``json_data`` each event's data is decoded as JSON when it parses, else
+    kept as text and counted in :attr:`not_json`.
     """
 
     def __init__(
-        self, *, last_event_id: str = "", max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+        self,
+        *,
+        last_event_id: str = "",
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        empty_id: str | None = "",
+        json_data: bool = False,
     ) -> None:
         if max_event_bytes <= 0:
             raise ValueError(f"max_event_bytes must be positive, got {max_event_bytes}")
@@ -53,6 +71,10 @@ class SseParser:
         #: How many oversized events were dropped so far.
         self.skipped = 0
         self.max_event_bytes = max_event_bytes
+        #: Events whose data was delivered as text because it is not JSON (json_data only).
+        self.not_json = 0
+        self._empty_id = empty_id
+        self._json = json_data
         self._last_id_raw = last_event_id.encode("utf-8")
         self._id_buf = self._last_id_raw
         self._data: list[bytes] = []
@@ -120,22 +142,33 @@ class SseParser:
         """
         append = out.append
         limit = self.max_event_bytes
+        as_json = self._json
+        loads, not_json = orjson.loads, orjson.JSONDecodeError
         last_id = self.last_event_id
+        shown_id = last_id or self._empty_id
         for i in range(1, last):
             piece = pieces[i]
             if len(piece) >= limit:
                 self._lines(piece.split(b"\n"), out)
                 self._dispatch(out)
                 last_id = self.last_event_id
+                shown_id = last_id or self._empty_id
                 continue
             if piece[:5] == b"data:" and b"\n" not in piece:
                 value = piece[6:] if piece[5:6] == b" " else piece[5:]
-                append(("message", last_id, value.decode("utf-8", "replace")))
+                if as_json:
+                    try:
+                        append(("message", shown_id, loads(value)))
+                    except not_json:
+                        append(("message", shown_id, self._not_json(value)))
+                else:
+                    append(("message", shown_id, value.decode("utf-8", "replace")))
                 continue
             if piece[:1] == b"\n":  # starts with blank lines: the general path
                 self._lines(piece.split(b"\n"), out)
                 self._dispatch(out)
                 last_id = self.last_event_id
+                shown_id = last_id or self._empty_id
                 continue
             data: list[bytes] = []
             kind = b""
@@ -149,6 +182,7 @@ class SseParser:
                     if b"\0" not in value and value != self._last_id_raw:
                         self._last_id_raw = self._id_buf = value
                         last_id = self.last_event_id = value.decode("utf-8", "replace")
+                        shown_id = last_id or self._empty_id
                 elif name == b"event":
                     kind = value
                 elif name == b"retry" and value.isdigit():
@@ -157,8 +191,8 @@ class SseParser:
                 append(
                     (
                         kind.decode("utf-8", "replace") or "message",
-                        last_id,
-                        b"\n".join(data).decode("utf-8", "replace"),
+                        shown_id,
+                        self._decode_data(b"\n".join(data)),
                     )
                 )
 
@@ -188,6 +222,24 @@ class SseParser:
             elif name == b"retry" and value.isdigit():
                 self._set_retry(value)
 
+    def _decode_data(self, raw: bytes) -> Any:
+        """An event's data as handed out: JSON when asked for and it parses, else text."""
+        if self._json:
+            try:
+                return orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                return self._not_json(raw)
+        return raw.decode("utf-8", "replace")
+
+    def _not_json(self, raw: bytes) -> Any:
+        """Data that is not JSON as bytes: maybe as text (after U+FFFD replacement), else text."""
+        text = raw.decode("utf-8", "replace")
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            self.not_json += 1
+            return text
+
     def _set_retry(self, value: bytes) -> None:
         try:
             self.retry = int(value) / 1000
@@ -205,8 +257,8 @@ class SseParser:
             out.append(
                 (
                     self._type.decode("utf-8", "replace") or "message",
-                    self.last_event_id,
-                    b"\n".join(self._data).decode("utf-8", "replace"),
+                    self.last_event_id or self._empty_id,
+                    self._decode_data(b"\n".join(self._data)),
                 )
             )
             self._data = []

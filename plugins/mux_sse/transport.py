@@ -19,19 +19,17 @@ from __future__ import annotations
 
 import math
 import socket
-from collections.abc import Callable
 from typing import Any, Literal
 
 import attrs
 import httpx
-import orjson
 import trio
 
 from mux_core.errors import Disconnected, Ended, Failed, ServerUnavailable, SessionError
 from mux_core.http import parse_retry_after, request_timeout, shared_client
-from mux_core.session import RawEvent, Session
+from mux_core.session import Session
 
-from ._parser import DEFAULT_MAX_EVENT_BYTES, SseEvent, SseParser
+from ._parser import DEFAULT_MAX_EVENT_BYTES, SseParser
 
 __all__ = ["SseOptions", "SseTransport"]
 
@@ -97,7 +95,10 @@ class SseTransport:
         if session.resume.last_id:
             headers["Last-Event-ID"] = session.resume.last_id
         parser = SseParser(
-            last_event_id=session.resume.last_id or "", max_event_bytes=opts.max_event_bytes
+            last_event_id=session.resume.last_id or "",
+            max_event_bytes=opts.max_event_bytes,
+            empty_id=None,
+            json_data=opts.decode != "text",
         )
         with trio.CancelScope(deadline=trio.current_time() + session.connect_timeout) as scope:
             try:
@@ -122,12 +123,12 @@ class SseTransport:
     ) -> None:
         """Feed reads to the parser and emit one batch per read, until the body ends.
 
-        The deadline is lifted while emitting, so a slow sink (backpressure)
-        is never mistaken for a silent server.
+        The parser hands out events ready to emit (ids None when empty, data
+        decoded per ``decode``). The deadline is lifted while emitting, so a
+        slow sink (backpressure) is never mistaken for a silent server.
         """
         read_timeout = self.options.read_timeout
         resume = session.resume
-        convert = _converter(self.options.decode)
         notice_limit = f"skipped an event larger than {parser.max_event_bytes} bytes"
         skipped = 0
         retry: float | None = None
@@ -137,9 +138,8 @@ class SseTransport:
             events = parser.feed(chunk)
             scope.deadline = math.inf
             if events:
-                batch, bad_json = convert(events)
-                await session.emit(batch)
-                if bad_json and not bad_json_noticed:
+                await session.emit(events)
+                if parser.not_json and not bad_json_noticed:
                     bad_json_noticed = True
                     await session.notice("event data is not JSON; delivered as text")
             resume.last_id = parser.last_event_id or None
@@ -151,28 +151,6 @@ class SseTransport:
                 await session.notice(notice_limit)
             scope.deadline = trio.current_time() + read_timeout
         raise Disconnected("server closed the stream")
-
-
-def _converter(decode: str) -> Callable[[list[SseEvent]], tuple[list[RawEvent], bool]]:
-    """Turn parsed events into RawEvents; also say whether some data was not JSON."""
-    if decode == "text":
-        return lambda events: ([(kind, id_ or None, data) for kind, id_, data in events], False)
-
-    def convert(events: list[SseEvent]) -> tuple[list[RawEvent], bool]:
-        batch: list[RawEvent] = []
-        append = batch.append
-        loads = orjson.loads
-        bad = False
-        for kind, id_, data in events:
-            try:
-                value: Any = loads(data)
-            except orjson.JSONDecodeError:
-                value = data
-                bad = True
-            append((kind, id_ or None, value))
-        return batch, bad
-
-    return convert
 
 
 def _check_response(response: httpx.Response) -> None:
