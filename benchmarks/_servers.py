@@ -36,7 +36,7 @@ _SSE_HEAD = (
     b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
     b"Cache-Control: no-store\r\nConnection: close\r\n\r\n"
 )
-_WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC11B85"
+_WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 #: Events per pre-built SSE/WS blob (~1 MiB).
 _BLOB_EVENTS = 32_768
 PAGE_SIZE = 1000
@@ -176,8 +176,8 @@ async def _guard(handler, stream: trio.SocketStream, *args: object) -> None:  # 
     try:
         async with stream:
             await handler(stream, *args)
-    except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
-        pass
+    except* (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
+        pass  # the client went away: the normal end of a benchmark connection
 
 
 async def serve(kind: str) -> None:

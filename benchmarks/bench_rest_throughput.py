@@ -1,0 +1,101 @@
+"""REST throughput: events/s polling pages of 1000 items, mux vs bare httpx + orjson.
+
+Run: ``.venv/bin/python benchmarks/bench_rest_throughput.py [--quick]``. Prints a
+table; asserts nothing.
+
+The server (``_servers.py rest``, its own process, HTTP/1.1 keep-alive) answers
+``GET /page?after=K`` with the JSON list of items K+1 .. K+1000. Both clients
+walk the same pages back to back:
+
+* mux: the real engine, the ``rest`` transport with ``cursor_param = "after"``
+  and an interval short enough that it polls again at once, a null sink;
+* bare: one ``httpx.AsyncClient``, ``get`` + ``orjson.loads`` in a loop,
+  the cursor taken from the last item.
+
+Rates are medians of interleaved runs after a warm-up of each.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import _harness as h
+import httpx
+import orjson
+import trio
+from _servers import PAGE_SIZE
+
+TARGET_RATIO = 0.8
+
+
+async def bare(port: int, pages: int) -> h.Sample:
+    clock = h.Clock()
+    after = 0
+    count = 0
+    async with httpx.AsyncClient() as client:
+        for _ in range(pages):
+            response = await client.get(
+                f"http://127.0.0.1:{port}/page", params={"after": str(after)}
+            )
+            items = orjson.loads(response.content)
+            count += len(items)
+            after = items[-1]["id"]
+    return clock.sample(count)
+
+
+def mux(port: int, pages: int) -> h.Sample:
+    eng = h.engine(
+        f"""
+[[sources]]
+name = "poll"
+transport = "rest"
+url = "http://127.0.0.1:{port}/page"
+cursor_param = "after"
+interval = 0.000001
+
+[[sinks]]
+type = "bench-count"
+stop_after = {pages * PAGE_SIZE}
+"""
+    )
+    clock = h.Clock()
+    trio.run(h.run_engine, eng)
+    sink = h.CountSink.last
+    assert sink is not None and sink.done is not None, "the run stopped early"
+    return clock.sample(sink.events, sink.done)
+
+
+def run(quick: bool) -> list[h.Row]:
+    pages = 100 if quick else 400
+    repeats = 1 if quick else 3
+    mux_s, bare_s = [], []
+    with h.server_process("rest") as port:
+        trio.run(bare, port, 20)
+        mux(port, 20)
+        for _ in range(repeats):
+            bare_s.append(trio.run(bare, port, pages))
+            mux_s.append(mux(port, pages))
+    m, b = h.median_rate(mux_s), h.median_rate(bare_s)
+    mc, bc = h.median_rate(mux_s, cpu=True), h.median_rate(bare_s, cpu=True)
+    return [
+        h.Row(
+            f"REST vs httpx + orjson (pages of {PAGE_SIZE})",
+            h.rate(m),
+            h.rate(b),
+            f"{m / b:.2f}",
+            f">= {TARGET_RATIO:.0%} of bare",
+            m >= TARGET_RATIO * b,
+        ),
+        h.Row(
+            "REST per client CPU-second",
+            h.rate(mc),
+            h.rate(bc),
+            f"{mc / bc:.2f}",
+            "(context)",
+            None,
+        ),
+    ]
+
+
+if __name__ == "__main__":
+    print(h.table(run(h.quick_flag(sys.argv[1:]))))
