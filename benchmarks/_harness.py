@@ -123,6 +123,8 @@ class ConnectSink:
 
     Options = ConnectOptions
     last: ClassVar[ConnectSink | None] = None
+    #: Set when an instance is created; replace it before each run.
+    created: ClassVar[trio.Event] = trio.Event()
 
     def __init__(self, options: ConnectOptions, context: SinkContext) -> None:
         self.expect = options.expect
@@ -131,6 +133,7 @@ class ConnectSink:
         self.all_connected = trio.Event()
         self.all_connected_at: float | None = None
         ConnectSink.last = self
+        ConnectSink.created.set()
 
     async def write(self, batch: Batch) -> None:
         for record in batch:

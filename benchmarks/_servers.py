@@ -107,7 +107,8 @@ async def _serve_sse(stream: trio.SocketStream, blob: bytes) -> None:
             await stream.send_all(blob)
     elif path == "/idle":
         await stream.send_all(b": connected\n\n")
-        await trio.sleep_forever()
+        while await stream.receive_some(4096):  # until the client closes: no fd leaks
+            pass
     elif path == "/tick":
         period = 1.0 / float(query.get("rate", ["1000"])[0])
         next_at = trio.current_time()
