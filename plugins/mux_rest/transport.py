@@ -150,6 +150,10 @@ class RestTransport:
         """The page's items as events, minus those up to and including ``last_id``."""
         id_field, event_field = self.options.id_field, self.options.event_field
         events: list[RawEvent] = []
+        ids = _ids(items, id_field) if event_field is None else None
+        if ids is not None:  # the common shape, in two comprehensions
+            events = [("message", str(id_), item) for id_, item in zip(ids, items, strict=True)]
+            items = []
         for item in items:
             id_ = kind = None
             if isinstance(item, dict):
@@ -169,6 +173,17 @@ class RestTransport:
                 if events[index][1] == last_id:
                     return events[index + 1 :]
         return events
+
+
+def _ids(items: list[Any], id_field: str | None) -> list[Any] | None:
+    """Every item's id when every item is an object with a non-null id, else None."""
+    if id_field is None:
+        return None
+    try:
+        ids = [item[id_field] for item in items]
+    except (KeyError, TypeError, IndexError):
+        return None
+    return None if None in ids else ids
 
 
 def _extract_items(body: Any, path: str) -> list[Any]:
