@@ -115,6 +115,42 @@ class SharedResources:
         self._objects.clear()
 
 
+def _event_maker() -> Callable[[str, str, str, str | None, Any, float, int], Event]:
+    """``Event(...)``, without attrs' frozen ``__init__`` when that is safe.
+
+    A frozen class's ``__init__`` sets each slot through ``object.__setattr__``
+    (0.75 µs per Event, a third of what one SSE event costs end to end);
+    setting the slots through their descriptors gives the same object in
+    0.5 µs. Only used while Event's fields are exactly these, with nothing
+    for ``__init__`` to run besides the assignments.
+    """
+    names = ("source", "transport", "event", "id", "data", "received_at", "seq")
+    fields = attrs.fields(Event)
+    plain = all(f.validator is None and f.converter is None for f in fields)
+    if tuple(f.name for f in fields) != names or not plain or hasattr(Event, "__attrs_post_init__"):
+        return Event
+    new = object.__new__
+    s0, s1, s2, s3, s4, s5, s6 = (Event.__dict__[name].__set__ for name in names)
+
+    def make(
+        source: str, transport: str, event: str, id_: str | None, data: Any, at: float, seq: int
+    ) -> Event:
+        record = new(Event)
+        s0(record, source)
+        s1(record, transport)
+        s2(record, event)
+        s3(record, id_)
+        s4(record, data)
+        s5(record, at)
+        s6(record, seq)
+        return record
+
+    return make
+
+
+_make_event = _event_maker()
+
+
 class Session:
     """One connection attempt of one source, as seen by its transport.
 
@@ -169,10 +205,12 @@ class Session:
         resume = self.resume
         seq = resume.seq
         batch: list[Record] = []
+        append = batch.append
+        make = _make_event
         last_id = None
         for event, id_, data in items:
             seq += 1
-            batch.append(Event(source, transport, event, id_, data, now, seq))
+            append(make(source, transport, event, id_, data, now, seq))
             if id_ is not None:
                 last_id = id_
         if not batch:
