@@ -37,13 +37,14 @@ from ._parser import DEFAULT_MAX_EVENT_BYTES, SseParser
 
 __all__ = ["SseOptions", "SseTransport"]
 
-#: HTTP clients the SSE sources of one run are spread over (by source name).
+#: HTTP clients the SSE sources of one run are spread over (by source name;
+#: created on first use, ~3 KB each).
 #: httpcore's pool looks at every connection it holds each time a request
 #: starts or ends, so opening n streams through one pool costs O(n^2): 4.5 s
 #: for 2,000 sources, minutes for 10,000. An event stream never gives its
 #: connection back for reuse, so splitting the pool loses nothing; the
 #: clients share one TLS context (loading the CA store costs ~1 MB and 25 ms).
-_CLIENT_SHARDS = 64
+_CLIENT_SHARDS = 1024
 
 
 def _positive(_: Any, attribute: attrs.Attribute[Any], value: float) -> None:
