@@ -361,8 +361,12 @@ class _FakeHttpServer:
                         return
             except h11.RemoteProtocolError as exc:
                 await _bad_request(conn, exc)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, h11.LocalProtocolError):
+            except _CLIENT_GONE:
                 return
+            except BaseExceptionGroup as group:
+                # A stream's nursery wraps the client's reset in a group.
+                if group.split(_CLIENT_GONE)[1] is not None:
+                    raise
 
     async def _dispatch(
         self, conn: _HttpConnection, info: RequestInfo, action: Action | None
@@ -383,6 +387,10 @@ class _FakeHttpServer:
         self, conn: _HttpConnection, info: RequestInfo, action: Stall | Drop | Raw | None
     ) -> bool:
         raise NotImplementedError
+
+
+#: What a client hanging up (or resetting) mid-response looks like to the server.
+_CLIENT_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, h11.LocalProtocolError)
 
 
 def _request_info(request: h11.Request) -> RequestInfo:
