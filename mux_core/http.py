@@ -7,27 +7,43 @@ connection cap, and no read timeout: each transport times silence itself
 (SSE's ``read_timeout``) and passes its own connect timeout per request.
 
 Every HTTP transport (the built-in sse and rest, and third parties') gets
-the client with::
+its client with::
 
     client = await shared_client(session, verify=options.verify)
 
-so all HTTP sources of a run share one pool. ``verify`` is a client-wide setting
-in httpx, hence a second client (key ``"httpx-noverify"``) for the sources
-that turn certificate checks off.
+One pool per run, split into shards: httpcore's connection pool scans its
+connections on every request, so one client holding 10,000 streams makes
+connecting O(n^2) -- minutes instead of seconds (benchmarks/bench_sse_scale.py).
+A source always gets the same shard (a hash of its name); shards are created
+on first use and share one TLS context, so a handful of sources still costs
+a handful of clients. ``verify`` is a client-wide setting in httpx, hence
+separate shards for the sources that turn certificate checks off.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import email.utils
 import functools
+import ssl
 import time
+import zlib
+from collections.abc import Mapping
 
 import httpx
 
 from .session import Session
 
-__all__ = ["client_key", "make_client", "parse_retry_after", "request_timeout", "shared_client"]
+__all__ = [
+    "CLIENT_SHARDS",
+    "clean_headers",
+    "client_key",
+    "make_client",
+    "parse_retry_after",
+    "request_timeout",
+    "shared_client",
+]
 
 
 def client_key(verify: bool = True) -> str:
@@ -35,7 +51,11 @@ def client_key(verify: bool = True) -> str:
     return "httpx" if verify else "httpx-noverify"
 
 
-def make_client(*, verify: bool = True) -> httpx.AsyncClient:
+#: How many clients one run's pool is split into (see the module docstring).
+CLIENT_SHARDS = 1024
+
+
+def make_client(*, verify: bool | ssl.SSLContext = True) -> httpx.AsyncClient:
     """A client for many long-lived streams; an async context manager."""
     return httpx.AsyncClient(
         verify=verify,
@@ -48,10 +68,26 @@ def make_client(*, verify: bool = True) -> httpx.AsyncClient:
 
 
 async def shared_client(session: Session, *, verify: bool = True) -> httpx.AsyncClient:
-    """The run's one client (per ``verify`` setting), created on first use."""
-    return await session.shared.get(
-        client_key(verify), functools.partial(make_client, verify=verify)
+    """This source's client from the run's shared pool, created on first use."""
+    context = await session.shared.get(
+        f"{client_key(verify)}-tls", functools.partial(_tls_context, verify)
     )
+    shard = zlib.crc32(session.source.encode()) % CLIENT_SHARDS
+    return await session.shared.get(
+        f"{client_key(verify)}-{shard}", functools.partial(make_client, verify=context)
+    )
+
+
+def _tls_context(verify: bool) -> contextlib.nullcontext[ssl.SSLContext]:
+    # Made once per run: building a context loads the CA bundle (milliseconds).
+    return contextlib.nullcontext(httpx.create_ssl_context(verify=verify))
+
+
+def clean_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """Header values without surrounding whitespace, which is not part of a value
+    (RFC 9110 5.5) and which httpx refuses: ``"Bearer ${TOKEN:-}"`` with the
+    variable unset must send ``Bearer``, not fail the source."""
+    return {name: value.strip() for name, value in headers.items()}
 
 
 def request_timeout(connect_timeout: float) -> httpx.Timeout:

@@ -36,7 +36,7 @@ import orjson
 import trio
 
 from mux_core.errors import Failed, ServerUnavailable, SessionError
-from mux_core.http import parse_retry_after, shared_client
+from mux_core.http import clean_headers, parse_retry_after, shared_client
 from mux_core.session import RawEvent, Session
 
 __all__ = ["RestOptions", "RestTransport"]
@@ -95,7 +95,7 @@ class RestTransport:
 
     def __init__(self, options: RestOptions) -> None:
         self.options = options
-        self._headers = {"Accept": "application/json", **options.headers}
+        self._headers = {"Accept": "application/json", **clean_headers(options.headers)}
         # Validators from the last delivered response; kept across sessions.
         self._etag: str | None = None
         self._last_modified: str | None = None

@@ -17,12 +17,8 @@ monitor keeps waiting for a restarting trainer.
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import math
 import socket
-import ssl
-import zlib
 from typing import Any, Literal
 
 import attrs
@@ -30,21 +26,12 @@ import httpx
 import trio
 
 from mux_core.errors import Disconnected, Ended, Failed, ServerUnavailable, SessionError
-from mux_core.http import client_key, parse_retry_after, request_timeout
+from mux_core.http import clean_headers, parse_retry_after, request_timeout, shared_client
 from mux_core.session import Session
 
 from ._parser import DEFAULT_MAX_EVENT_BYTES, SseParser
 
 __all__ = ["SseOptions", "SseTransport"]
-
-#: HTTP clients the SSE sources of one run are spread over (by source name;
-#: created on first use, ~3 KB each).
-#: httpcore's pool looks at every connection it holds each time a request
-#: starts or ends, so opening n streams through one pool costs O(n^2): 4.5 s
-#: for 2,000 sources, minutes for 10,000. An event stream never gives its
-#: connection back for reuse, so splitting the pool loses nothing; the
-#: clients share one TLS context (loading the CA store costs ~1 MB and 25 ms).
-_CLIENT_SHARDS = 1024
 
 
 def _positive(_: Any, attribute: attrs.Attribute[Any], value: float) -> None:
@@ -95,7 +82,7 @@ class SseTransport:
         self._headers = {
             "Accept": "text/event-stream",
             "Cache-Control": "no-store",
-            **options.headers,
+            **clean_headers(options.headers),
         }
 
     async def run_session(self, session: Session) -> None:
@@ -103,7 +90,7 @@ class SseTransport:
         problem = _url_problem(opts.url)
         if problem:
             raise Failed(problem)
-        client = await _stream_client(session, opts.verify)
+        client = await shared_client(session, verify=opts.verify)
         headers = dict(self._headers)
         if session.resume.last_id:
             headers["Last-Event-ID"] = session.resume.last_id
@@ -164,33 +151,6 @@ class SseTransport:
                 await session.notice(notice_limit)
             scope.deadline = trio.current_time() + read_timeout
         raise Disconnected("server closed the stream")
-
-
-async def _stream_client(session: Session, verify: bool) -> httpx.AsyncClient:
-    """This source's client: one of ``_CLIENT_SHARDS`` per ``verify`` setting in the run."""
-    context = await session.shared.get(
-        f"mux_sse-tls-{client_key(verify)}", functools.partial(_tls_context, verify)
-    )
-    shard = zlib.crc32(session.source.encode()) % _CLIENT_SHARDS
-    return await session.shared.get(
-        f"mux_sse-{client_key(verify)}-{shard}", functools.partial(_make_client, context)
-    )
-
-
-def _tls_context(verify: bool) -> contextlib.nullcontext[ssl.SSLContext]:
-    return contextlib.nullcontext(httpx.create_ssl_context(verify=verify))
-
-
-def _make_client(context: ssl.SSLContext) -> httpx.AsyncClient:
-    """Like :func:`mux_core.http.make_client`, with a TLS context made once per run."""
-    return httpx.AsyncClient(
-        verify=context,
-        limits=httpx.Limits(
-            max_connections=None, max_keepalive_connections=100, keepalive_expiry=30.0
-        ),
-        timeout=request_timeout(10.0),
-        follow_redirects=True,
-    )
 
 
 def _check_response(response: httpx.Response) -> None:

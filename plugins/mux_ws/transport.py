@@ -38,6 +38,7 @@ from wsproto.events import CloseConnection
 from wsproto.utilities import LocalProtocolError
 
 from mux_core.errors import Disconnected, Ended, Failed, ServerUnavailable, SessionError
+from mux_core.http import clean_headers
 from mux_core.session import RawEvent, Session
 
 __all__ = ["WsOptions", "WsTransport"]
@@ -335,7 +336,7 @@ class WsTransport:
         deadline: float,
     ) -> WebSocketConnection:
         """Run the opening handshake; a rejection surfaces from the reader task."""
-        headers = [(k.encode(), v.encode()) for k, v in self.options.headers.items()]
+        headers = [(k.encode(), v.encode()) for k, v in clean_headers(self.options.headers).items()]
         with trio.move_on_at(deadline) as scope:
             stream.on_gone = scope.cancel
             ws = await wrap_client_stream(
