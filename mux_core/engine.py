@@ -1,22 +1,25 @@
-"""The nursery that joins sources to sinks.
+r"""The nursery that joins sources to sinks.
 
 ::
 
-    supervisor(source) --\\                        /--> SinkChannel --> sink
-    supervisor(source) ----> one bounded channel ---> SinkChannel --> sink
-    supervisor(source) --/   (batches)            \\--> SinkChannel --> sink
+    supervisor(source) --\                  /--> SinkChannel --> sink
+    supervisor(source) ----> fan-out -------> SinkChannel --> sink
+    supervisor(source) --/   (batches)      \--> SinkChannel --> sink
 
-Every source runs under a :class:`~mux_core.supervisor.Supervisor` and sends
-batches into one bounded fan-in channel; a distributor hands each batch to
-every sink's own :class:`~mux_core.sinks.SinkChannel`, whose overflow policy
-decides what a slow sink costs. Order per source is preserved end to end.
+Every source runs under a :class:`~mux_core.supervisor.Supervisor`; each
+batch it emits is put, in the source's own task, into every sink's
+:class:`~mux_core.sinks.SinkChannel`, whose overflow policy decides what a
+slow sink costs (a ``block`` sink holds the source back; the others never
+do). No task sits in between: a record reaches its sink after one task
+switch, which is most of the latency mux adds. Order per source is
+preserved end to end.
 
 Shutdown -- on :meth:`Engine.request_stop` (signals, ``--for``, a closed
 window, a failed sink) or when every source is terminal -- goes one way
 only: live sources are cancelled and each sends ``stopped``; once every
-source has closed its end of the fan-in channel, the distributor drains it
-into the sink channels and closes them; each sink receives everything left,
-then is closed (the file sink flushes and fsyncs). Nothing received is lost.
+source task has finished, the sink channels are closed; each sink receives
+everything left, then is closed (the file sink flushes and fsyncs). Nothing
+received is lost.
 """
 
 from __future__ import annotations
@@ -103,18 +106,18 @@ class Engine:
         *,
         duration: float | None = None,
         install_signal_handlers: bool = False,
-        fan_in_batches: int = 64,
     ) -> None:
         self.config = config
         self.plugins = plugins
         self.duration = duration
         self.install_signal_handlers = install_signal_handlers
         self.result: RunResult | None = None
-        self._fan_in_batches = fan_in_batches
         self._token: trio.lowlevel.TrioToken | None = None
         self._stop_reason: str | None = None
         self._sources: list[_SourceRunner] = []
         self._sinks: list[_SinkRunner] = []
+        #: The sinks still taking records (a dropped or failed sink leaves).
+        self._live_sinks: tuple[_SinkRunner, ...] = ()
         self._sink_failed = False
 
     # -- control ---------------------------------------------------------
@@ -148,7 +151,6 @@ class Engine:
         """Connect every source, feed every sink, return when done."""
         self._token = trio.lowlevel.current_trio_token()
         shared = SharedResources()
-        send, receive = trio.open_memory_channel[Sequence[Record]](self._fan_in_batches)
         try:
             self._sinks = [self._make_sink(cfg) for cfg in self.config.sinks]
             self._sources = [self._make_source(cfg) for cfg in self.config.sources]
@@ -166,12 +168,14 @@ class Engine:
                 async with trio.open_nursery() as nursery:
                     for runner in self._sinks:
                         await nursery.start(self._run_sink, runner)
-                    nursery.start_soon(self._distribute, receive)
-                    async with send:
+                    self._live_sinks = tuple(self._sinks)
+                    async with trio.open_nursery() as sources:
                         for source in self._sources:
-                            nursery.start_soon(self._run_source, source, send.clone(), shared)
-                    if self._stop_reason is not None:
-                        self._stop(self._stop_reason)
+                            sources.start_soon(self._run_source, source, shared)
+                        if self._stop_reason is not None:
+                            self._stop(self._stop_reason)
+                    for runner in self._sinks:
+                        runner.channel.close()
                 system.cancel_scope.cancel()
         finally:
             gc.unfreeze()
@@ -215,50 +219,40 @@ class Engine:
             ) from exc
         return _SourceRunner(cfg, transport)
 
-    async def _run_source(
-        self,
-        runner: _SourceRunner,
-        send: trio.MemorySendChannel[Sequence[Record]],
-        shared: SharedResources,
-    ) -> None:
+    async def _run_source(self, runner: _SourceRunner, shared: SharedResources) -> None:
         cfg = runner.config
-        async with send:
-            supervisor = runner.supervisor = Supervisor(
-                source=cfg.name,
-                transport_name=cfg.transport,
-                transport=runner.transport,
-                policy=cfg.retry,
-                send=send.send,
-                shared=shared,
+        supervisor = runner.supervisor = Supervisor(
+            source=cfg.name,
+            transport_name=cfg.transport,
+            transport=runner.transport,
+            policy=cfg.retry,
+            send=self._fan_out,
+            shared=shared,
+        )
+        with runner.scope:
+            await supervisor.run()
+        if supervisor.state is None or not supervisor.state.terminal:
+            # Still live when the run was asked to stop: say so, last.
+            reason = self._stop_reason or "stop requested"
+            status = Status(
+                cfg.name,
+                cfg.transport,
+                State.STOPPED,
+                max(supervisor.attempt, 1),
+                None,
+                reason,
+                time.time(),
             )
-            with runner.scope:
-                await supervisor.run()
-            if supervisor.state is None or not supervisor.state.terminal:
-                # Still live when the run was asked to stop: say so, last.
-                reason = self._stop_reason or "stop requested"
-                status = Status(
-                    cfg.name,
-                    cfg.transport,
-                    State.STOPPED,
-                    max(supervisor.attempt, 1),
-                    None,
-                    reason,
-                    time.time(),
-                )
-                await send.send([status])
-                supervisor.state = State.STOPPED
+            await self._fan_out([status])
+            supervisor.state = State.STOPPED
 
-    async def _distribute(self, receive: trio.MemoryReceiveChannel[Sequence[Record]]) -> None:
-        live = list(self._sinks)
-        async with receive:
-            async for batch in receive:
-                for runner in live:
-                    try:
-                        await runner.channel.put(batch)
-                    except trio.ClosedResourceError:
-                        live = [r for r in live if r is not runner]
-        for runner in self._sinks:
-            runner.channel.close()
+    async def _fan_out(self, batch: Sequence[Record]) -> None:
+        """Hand one batch to every live sink, in the emitting source's task."""
+        for runner in self._live_sinks:
+            try:
+                await runner.channel.put(batch)
+            except trio.ClosedResourceError:  # the sink failed or was dropped
+                self._live_sinks = tuple(r for r in self._live_sinks if r is not runner)
 
     async def _run_sink(
         self, runner: _SinkRunner, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED

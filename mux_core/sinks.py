@@ -5,7 +5,7 @@ slows another one. What happens when a sink falls behind is its overflow
 policy:
 
 ``block``
-    the distributor waits (backpressure up to the sources); nothing is lost.
+    the source waits (backpressure up to the server); nothing is lost.
     The default for sinks that record (file).
 ``drop_oldest`` / ``drop_newest``
     the oldest buffered / the incoming events are dropped and counted.
@@ -100,7 +100,7 @@ class SinkContext:
 
 
 class SinkChannel:
-    """A bounded buffer of records between the distributor and one sink.
+    """A bounded buffer of records between the sources and one sink.
 
     ``put`` takes a batch and, per the overflow policy, waits (block) or
     drops; ``get`` returns everything buffered as one batch (up to
@@ -118,13 +118,20 @@ class SinkChannel:
         self._buffer: deque[Record] = deque()
         self._closed = False
         self._not_empty = trio.Event()
-        self._not_full = trio.Event()
-        self._not_full.set()
+        #: Producers (every source's task) waiting for room, under ``block``.
+        self._waiting_for_room = trio.lowlevel.ParkingLot()
 
     def __len__(self) -> int:
         return len(self._buffer)
 
     async def put(self, batch: Sequence[Record]) -> None:
+        """Add a batch, in order; under ``block`` wait while the buffer is full.
+
+        Any number of tasks may put (one per source); only a ``block`` put
+        ever waits. A put that does not wait does not yield either: fanning a
+        batch out to several sinks costs no task switches.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
         if self._closed:
             raise trio.ClosedResourceError("sink channel is closed")
         if not batch:
@@ -133,8 +140,7 @@ class SinkChannel:
         if policy is Overflow.BLOCK:
             for start in range(0, len(batch), self.capacity):
                 while len(self._buffer) >= self.capacity:
-                    self._not_full = trio.Event()
-                    await self._not_full.wait()
+                    await self._waiting_for_room.park()
                     if self._closed:
                         raise trio.ClosedResourceError("sink channel is closed")
                 self._buffer.extend(batch[start : start + self.capacity])
@@ -169,7 +175,6 @@ class SinkChannel:
             buffer.extendleft(reversed(kept))
         if buffer:
             self._not_empty.set()
-        await trio.lowlevel.checkpoint()
 
     def _compact_latest(self) -> None:
         buffer = self._buffer
@@ -199,11 +204,11 @@ class SinkChannel:
             buffer.clear()
         else:
             batch = [buffer.popleft() for _ in range(self.max_batch)]
-        self._not_full.set()
+        self._waiting_for_room.unpark_all()
         return batch
 
     def close(self) -> None:
         """No more puts; ``get`` drains the rest, then raises EndOfChannel."""
         self._closed = True
         self._not_empty.set()
-        self._not_full.set()
+        self._waiting_for_room.unpark_all()

@@ -98,3 +98,31 @@ async def test_drop_policies_never_drop_status_records(overflow: Overflow) -> No
     statuses = [r.state for r in batch if isinstance(r, Status)]
     assert statuses == [State.CONNECTING, State.CONNECTED, State.STOPPED]
     assert channel.dropped == 10 - sum(isinstance(r, Event) for r in batch)
+
+
+async def test_block_with_many_producers_loses_nothing_and_keeps_each_order() -> None:
+    """Every source puts from its own task: all of them may wait for room."""
+    channel = SinkChannel(3, Overflow.BLOCK)
+    got: list[Record] = []
+
+    async def produce(source: str) -> None:
+        for n in range(50):
+            await channel.put([ev(source, n)])
+
+    async def consume() -> None:
+        while True:
+            try:
+                got.extend(await channel.get())
+            except trio.EndOfChannel:
+                return
+            await trio.sleep(0)
+
+    async with trio.open_nursery() as outer:
+        outer.start_soon(consume)
+        async with trio.open_nursery() as producers:
+            for source in "abcd":
+                producers.start_soon(produce, source)
+        channel.close()
+    for source in "abcd":
+        assert [r.seq for r in got if r.source == source] == list(range(50))
+    assert channel.dropped == 0
