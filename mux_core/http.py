@@ -33,6 +33,13 @@ from collections.abc import Mapping
 
 import httpx
 
+from .errors import (
+    Disconnected,
+    Failed,
+    ServerUnavailable,
+    SessionError,
+    describe_connection_error,
+)
 from .session import Session
 
 __all__ = [
@@ -42,6 +49,7 @@ __all__ = [
     "make_client",
     "parse_retry_after",
     "request_timeout",
+    "session_error",
     "shared_client",
 ]
 
@@ -111,3 +119,28 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     if when.tzinfo is None:  # "-0000": GMT all the same
         when = when.replace(tzinfo=datetime.UTC)
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def session_error(exc: httpx.HTTPError, *, connected: bool = False) -> SessionError:
+    """What an httpx error means for a session, with a detail a user reads.
+
+    A request that cannot even be sent (bad scheme, redirect loop, an illegal
+    header) is ``Failed``; anything else -- refused, reset, timed out, DNS --
+    is worth retrying: ``Disconnected`` once the stream was open, else
+    ``ServerUnavailable``.
+    """
+    if isinstance(exc, httpx.UnsupportedProtocol | httpx.TooManyRedirects):
+        return Failed(str(exc) or type(exc).__name__)
+    if isinstance(exc, httpx.LocalProtocolError):
+        return Failed(f"could not send the request: {exc}")
+    detail = describe_connection_error(exc)
+    if detail is None:
+        if isinstance(exc, httpx.ConnectTimeout):
+            detail = "connect timed out"
+        elif isinstance(exc, httpx.TimeoutException):
+            detail = f"timed out ({type(exc).__name__})"
+        else:
+            detail = str(exc) or type(exc).__name__
+    if connected:
+        return Disconnected(f"connection lost: {detail}")
+    return ServerUnavailable(detail)

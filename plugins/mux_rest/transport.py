@@ -27,7 +27,6 @@ server gave an ``ETag`` / ``Last-Modified``.
 
 from __future__ import annotations
 
-import socket
 from typing import Any
 
 import attrs
@@ -35,8 +34,8 @@ import httpx
 import orjson
 import trio
 
-from mux_core.errors import Failed, ServerUnavailable, SessionError
-from mux_core.http import clean_headers, parse_retry_after, shared_client
+from mux_core.errors import Failed, ServerUnavailable
+from mux_core.http import clean_headers, parse_retry_after, session_error, shared_client
 from mux_core.session import RawEvent, Session
 
 __all__ = ["RestOptions", "RestTransport"]
@@ -128,7 +127,7 @@ class RestTransport:
                 opts.url, headers=headers, params=params, timeout=opts.timeout
             )
         except httpx.HTTPError as exc:
-            raise _session_error(exc) from exc
+            raise session_error(exc) from exc
         except httpx.InvalidURL as exc:
             raise Failed(f"invalid URL: {exc}") from exc
         status = response.status_code
@@ -218,41 +217,6 @@ def _not_json(response: httpx.Response) -> str:
     content_type = response.headers.get("content-type", "no Content-Type")
     start = response.content[:60].decode("utf-8", "replace")
     return f"response is not JSON ({content_type}): {start!r}"
-
-
-def _session_error(exc: httpx.HTTPError) -> SessionError:
-    """Say what an httpx error means for this session, in a few words."""
-    if isinstance(exc, httpx.UnsupportedProtocol | httpx.TooManyRedirects):
-        return Failed(str(exc) or type(exc).__name__)
-    if isinstance(exc, httpx.LocalProtocolError):
-        return Failed(f"could not send the request: {exc}")
-    return ServerUnavailable(_describe(exc))
-
-
-def _describe(exc: httpx.HTTPError) -> str:
-    """ "connection refused" rather than "all attempts to connect to ... failed"."""
-    causes: list[BaseException] = []
-    todo: list[BaseException] = [exc]
-    while todo and len(causes) < 32:
-        error = todo.pop()
-        if any(error is seen for seen in causes):
-            continue
-        causes.append(error)
-        if isinstance(error, BaseExceptionGroup):
-            todo.extend(error.exceptions)
-        cause = error.__cause__ or error.__context__
-        if cause is not None:
-            todo.append(cause)
-    for error in causes:
-        if isinstance(error, ConnectionRefusedError):
-            return "connection refused"
-        if isinstance(error, ConnectionResetError):
-            return "connection reset"
-        if isinstance(error, socket.gaierror):
-            return f"DNS lookup failed: {error.strerror or error}"
-    if isinstance(exc, httpx.TimeoutException):
-        return f"timed out ({type(exc).__name__})"
-    return str(exc) or type(exc).__name__
 
 
 def _url_problem(url: str) -> str:

@@ -18,15 +18,20 @@ monitor keeps waiting for a restarting trainer.
 from __future__ import annotations
 
 import math
-import socket
 from typing import Any, Literal
 
 import attrs
 import httpx
 import trio
 
-from mux_core.errors import Disconnected, Ended, Failed, ServerUnavailable, SessionError
-from mux_core.http import clean_headers, parse_retry_after, request_timeout, shared_client
+from mux_core.errors import Disconnected, Ended, Failed, ServerUnavailable
+from mux_core.http import (
+    clean_headers,
+    parse_retry_after,
+    request_timeout,
+    session_error,
+    shared_client,
+)
 from mux_core.session import Session
 
 from ._parser import DEFAULT_MAX_EVENT_BYTES, SseParser
@@ -111,7 +116,7 @@ class SseTransport:
                     await session.connected()
                     await self._pump(session, response, parser, scope)
             except httpx.HTTPError as exc:
-                raise _session_error(exc, connected=session.is_connected) from exc
+                raise session_error(exc, connected=session.is_connected) from exc
             except httpx.InvalidURL as exc:
                 raise Failed(f"invalid URL: {exc}") from exc
         if session.is_connected:
@@ -170,52 +175,6 @@ def _check_response(response: httpx.Response) -> None:
         retry_after = parse_retry_after(response.headers.get("retry-after"))
         raise ServerUnavailable(detail, retry_after=retry_after)
     raise Failed(detail)
-
-
-def _session_error(exc: httpx.HTTPError, *, connected: bool) -> SessionError:
-    """Say what an httpx error means for this session, in a few words."""
-    if isinstance(exc, httpx.UnsupportedProtocol | httpx.TooManyRedirects):
-        return Failed(str(exc) or type(exc).__name__)
-    if isinstance(exc, httpx.LocalProtocolError):
-        return Failed(f"could not send the request: {exc}")
-    if connected:
-        return Disconnected(f"connection lost: {_describe(exc)}")
-    return ServerUnavailable(_describe(exc))
-
-
-def _describe(exc: httpx.HTTPError) -> str:
-    """ "connection refused" rather than "all attempts to connect to ... failed"."""
-    errors = _causes(exc)
-    for kind, words in (
-        (ConnectionRefusedError, "connection refused"),
-        (ConnectionResetError, "connection reset"),
-    ):
-        if any(isinstance(error, kind) for error in errors):
-            return words
-    for error in errors:
-        if isinstance(error, socket.gaierror):
-            return f"DNS lookup failed: {error.strerror or error}"
-    if isinstance(exc, httpx.ConnectTimeout):
-        return "connect timed out"
-    return str(exc) or type(exc).__name__
-
-
-def _causes(exc: BaseException) -> list[BaseException]:
-    """The exception, its causes and, for groups (trio's happy eyeballs), their members."""
-    seen: list[BaseException] = []
-    todo = [exc]
-    while todo and len(seen) < 32:
-        error = todo.pop()
-        if any(error is other for other in seen):
-            continue
-        seen.append(error)
-        if isinstance(error, BaseExceptionGroup):
-            todo.extend(error.exceptions)
-        if error.__cause__ is not None:
-            todo.append(error.__cause__)
-        elif error.__context__ is not None:
-            todo.append(error.__context__)
-    return seen
 
 
 def _url_problem(url: str) -> str:

@@ -37,7 +37,14 @@ from trio_websocket import (
 from wsproto.events import CloseConnection
 from wsproto.utilities import LocalProtocolError
 
-from mux_core.errors import Disconnected, Ended, Failed, ServerUnavailable, SessionError
+from mux_core.errors import (
+    Disconnected,
+    Ended,
+    Failed,
+    ServerUnavailable,
+    SessionError,
+    describe_connection_error,
+)
 from mux_core.http import clean_headers
 from mux_core.session import RawEvent, Session
 
@@ -171,26 +178,8 @@ def _rejected(exc: ConnectionRejected) -> SessionError:
 
 
 def _connect_detail(exc: BaseException) -> str:
-    """A short reason for a failed TCP/TLS connect ("connection refused", ...).
-
-    trio reports a failed connect as one OSError caused by a group holding
-    the error of each address tried; the causes are searched for a known kind.
-    """
-    pending: list[BaseException] = [exc]
-    while pending:
-        seen = pending.pop(0)
-        if isinstance(seen, ConnectionRefusedError):
-            return "connection refused"
-        if isinstance(seen, ConnectionResetError):
-            return "connection reset"
-        if isinstance(seen, TimeoutError):
-            return "connect timed out"
-        if isinstance(seen, ssl.SSLError):
-            return f"TLS error: {seen}"
-        if isinstance(seen, BaseExceptionGroup):
-            pending.extend(seen.exceptions)
-        pending.extend(e for e in (seen.__cause__, seen.__context__) if e is not None)
-    return f"connection failed: {exc}"
+    """A short reason for a failed TCP/TLS connect ("connection refused", ...)."""
+    return describe_connection_error(exc) or f"connection failed: {exc}"
 
 
 class _WatchedStream(trio.abc.Stream):
