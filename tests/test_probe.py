@@ -56,3 +56,57 @@ def test_exit_code_is_zero_only_when_all_are_reachable(plugins: PluginManager) -
     only_up = CONFIG.split('[[sources]]\nname = "down"')[0] + '[[sinks]]\ntype = "collect"\n'
     config = parse_config(textwrap.dedent(only_up), path="p.toml", plugins=plugins)
     assert probe_config(config, plugins, out=io.StringIO()) == 0
+
+
+async def test_probe_against_real_servers() -> None:
+    """The verdicts a user sees for the problems --probe exists to catch."""
+    import socket
+
+    from mux_core.testing import Respond, serve_sse
+
+    plugins = PluginManager()
+    plugins.load_entry_points(only=set())
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        closed_port = closed.getsockname()[1]
+    async with serve_sse() as up, serve_sse() as missing, serve_sse() as html:
+        missing.script(Respond(404))
+        html.script(Respond(200, {"content-type": "text/html"}, b"<html></html>"))
+        text = f"""
+        [retry]
+        connect_timeout = 2.0
+        [[sources]]
+        name = "up"
+        transport = "sse"
+        url = "{up.url}"
+        [[sources]]
+        name = "missing"
+        transport = "sse"
+        url = "{missing.url}"
+        [[sources]]
+        name = "html"
+        transport = "sse"
+        url = "{html.url}"
+        [[sources]]
+        name = "down"
+        transport = "sse"
+        url = "http://127.0.0.1:{closed_port}/events"
+        [[sources]]
+        name = "typo"
+        transport = "sse"
+        url = "http://no-such-host.invalid/events"
+        [[sinks]]
+        type = "log"
+        """
+        config = parse_config(textwrap.dedent(text), path="p.toml", plugins=plugins)
+        with trio.fail_after(10):
+            results = {r.source: r for r in await probe_sources(config, plugins)}
+    assert results["up"].verdict == "reachable"
+    assert results["missing"].verdict == "config problem"
+    assert "404" in results["missing"].detail
+    assert results["html"].verdict == "config problem"
+    assert "text/html" in results["html"].detail
+    assert results["down"].verdict == "not up yet (will wait)"
+    assert results["down"].detail == "connection refused"
+    assert results["typo"].verdict == "config problem"
+    assert "DNS" in results["typo"].detail
