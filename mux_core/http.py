@@ -46,11 +46,13 @@ __all__ = [
     "CLIENT_SHARDS",
     "clean_headers",
     "client_key",
+    "headers_problem",
     "make_client",
     "parse_retry_after",
     "request_timeout",
     "session_error",
     "shared_client",
+    "url_problem",
 ]
 
 
@@ -89,6 +91,32 @@ async def shared_client(session: Session, *, verify: bool = True) -> httpx.Async
 def _tls_context(verify: bool) -> contextlib.nullcontext[ssl.SSLContext]:
     # Made once per run: building a context loads the CA bundle (milliseconds).
     return contextlib.nullcontext(httpx.create_ssl_context(verify=verify))
+
+
+def url_problem(url: str) -> str:
+    """Why ``url`` cannot be requested over HTTP, or "" when it can.
+
+    For an Options ``check()``: these are config mistakes no retry can fix.
+    """
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError) as exc:
+        return f"url: invalid URL {url!r}: {exc}"
+    if parsed.scheme not in ("http", "https"):
+        return f"url: {url!r} must start with http:// or https://"
+    if not parsed.host:
+        return f"url: {url!r} has no host"
+    return ""
+
+
+def headers_problem(headers: Mapping[str, str]) -> str:
+    """Why these request headers cannot be sent, or "" when they can."""
+    for name, value in headers.items():
+        if not (name and name.isascii() and name.isprintable()) or set(name) & set(": "):
+            return f"headers: {name!r} is not a valid HTTP header name"
+        if not (value.isascii() and value.isprintable()):
+            return f"headers.{name}: the value must be printable ASCII"
+    return ""
 
 
 def clean_headers(headers: Mapping[str, str]) -> dict[str, str]:

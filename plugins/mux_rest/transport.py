@@ -35,7 +35,14 @@ import orjson
 import trio
 
 from mux_core.errors import Failed, ServerUnavailable
-from mux_core.http import clean_headers, parse_retry_after, session_error, shared_client
+from mux_core.http import (
+    clean_headers,
+    headers_problem,
+    parse_retry_after,
+    session_error,
+    shared_client,
+    url_problem,
+)
 from mux_core.session import RawEvent, Session
 
 __all__ = ["RestOptions", "RestTransport"]
@@ -75,14 +82,9 @@ class RestOptions:
     @classmethod
     def check(cls, options: RestOptions) -> None:
         """Reject what no poll could fix: a bad URL, header or items path."""
-        problem = _url_problem(options.url)
+        problem = url_problem(options.url) or headers_problem(options.headers)
         if problem:
             raise ValueError(problem)
-        for name, value in options.headers.items():
-            if not (name and name.isascii() and name.isprintable()) or set(name) & set(": "):
-                raise ValueError(f"headers: {name!r} is not a valid HTTP header name")
-            if not (value.isascii() and value.isprintable()):
-                raise ValueError(f"headers.{name}: the value must be printable ASCII")
         if options.items and "" in options.items.split("."):
             raise ValueError(f"items: {options.items!r} has an empty key; write e.g. 'data.items'")
 
@@ -101,7 +103,7 @@ class RestTransport:
 
     async def run_session(self, session: Session) -> None:
         opts = self.options
-        problem = _url_problem(opts.url)
+        problem = url_problem(opts.url)
         if problem:
             raise Failed(problem)
         client = await shared_client(session, verify=opts.verify)
@@ -217,16 +219,3 @@ def _not_json(response: httpx.Response) -> str:
     content_type = response.headers.get("content-type", "no Content-Type")
     start = response.content[:60].decode("utf-8", "replace")
     return f"response is not JSON ({content_type}): {start!r}"
-
-
-def _url_problem(url: str) -> str:
-    """Why ``url`` cannot be polled, or "" when it can."""
-    try:
-        parsed = httpx.URL(url)
-    except (httpx.InvalidURL, TypeError) as exc:
-        return f"url: invalid URL {url!r}: {exc}"
-    if parsed.scheme not in ("http", "https"):
-        return f"url: {url!r} must start with http:// or https://"
-    if not parsed.host:
-        return f"url: {url!r} has no host"
-    return ""

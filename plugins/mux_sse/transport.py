@@ -27,10 +27,12 @@ import trio
 from mux_core.errors import Disconnected, Ended, Failed, ServerUnavailable
 from mux_core.http import (
     clean_headers,
+    headers_problem,
     parse_retry_after,
     request_timeout,
     session_error,
     shared_client,
+    url_problem,
 )
 from mux_core.session import Session
 
@@ -67,14 +69,9 @@ class SseOptions:
     @classmethod
     def check(cls, options: SseOptions) -> None:
         """Reject what no connection attempt could fix: a bad URL or header."""
-        problem = _url_problem(options.url)
+        problem = url_problem(options.url) or headers_problem(options.headers)
         if problem:
             raise ValueError(problem)
-        for name, value in options.headers.items():
-            if not (name.isascii() and name.isprintable() and name) or ":" in name or " " in name:
-                raise ValueError(f"headers: {name!r} is not a valid HTTP header name")
-            if not (value.isascii() and value.isprintable()):
-                raise ValueError(f"headers.{name}: the value must be printable ASCII")
 
 
 class SseTransport:
@@ -92,7 +89,7 @@ class SseTransport:
 
     async def run_session(self, session: Session) -> None:
         opts = self.options
-        problem = _url_problem(opts.url)
+        problem = url_problem(opts.url)
         if problem:
             raise Failed(problem)
         client = await shared_client(session, verify=opts.verify)
@@ -175,16 +172,3 @@ def _check_response(response: httpx.Response) -> None:
         retry_after = parse_retry_after(response.headers.get("retry-after"))
         raise ServerUnavailable(detail, retry_after=retry_after)
     raise Failed(detail)
-
-
-def _url_problem(url: str) -> str:
-    """Why ``url`` cannot be an SSE endpoint, or "" when it can."""
-    try:
-        parsed = httpx.URL(url)
-    except (httpx.InvalidURL, TypeError) as exc:
-        return f"url: invalid URL {url!r}: {exc}"
-    if parsed.scheme not in ("http", "https"):
-        return f"url: {url!r} must start with http:// or https://"
-    if not parsed.host:
-        return f"url: {url!r} has no host"
-    return ""
