@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import trio
+import trio.lowlevel
 
 from mux_core.events import Event, Record, State, Status
 from mux_core.sinks import Overflow, SinkChannel
@@ -115,7 +116,7 @@ async def test_block_with_many_producers_loses_nothing_and_keeps_each_order() ->
                 got.extend(await channel.get())
             except trio.EndOfChannel:
                 return
-            await trio.sleep(0)
+            await trio.lowlevel.checkpoint()
 
     async with trio.open_nursery() as outer:
         outer.start_soon(consume)
