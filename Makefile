@@ -24,8 +24,8 @@ typecheck: $(STAMP)
 	$(BIN)/mypy --strict examples/mux-jsonl-tail/mux_jsonl_tail
 
 pytest: $(STAMP)
-	QT_QPA_PLATFORM=offscreen $(BIN)/pytest -q
 	cd examples/mux-jsonl-tail && ../../$(BIN)/pytest -q
+	QT_QPA_PLATFORM=offscreen $(BIN)/pytest -q
 
 demo: $(STAMP)
 	$(BIN)/mux demo
