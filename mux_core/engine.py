@@ -247,12 +247,18 @@ class Engine:
             supervisor.state = State.STOPPED
 
     async def _fan_out(self, batch: Sequence[Record]) -> None:
-        """Hand one batch to every live sink, in the emitting source's task."""
-        for runner in self._live_sinks:
-            try:
-                await runner.channel.put(batch)
-            except trio.ClosedResourceError:  # the sink failed or was dropped
-                self._live_sinks = tuple(r for r in self._live_sinks if r is not runner)
+        """Hand one batch to every live sink, in the emitting source's task.
+
+        Shielded: once received, a batch reaches every sink even when the
+        source is being stopped while a ``block`` sink makes it wait (a
+        second Ctrl-C is the way out of a sink that never drains).
+        """
+        with trio.CancelScope(shield=True):
+            for runner in self._live_sinks:
+                try:
+                    await runner.channel.put(batch)
+                except trio.ClosedResourceError:  # the sink failed or was dropped
+                    self._live_sinks = tuple(r for r in self._live_sinks if r is not runner)
 
     async def _run_sink(
         self, runner: _SinkRunner, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED

@@ -224,3 +224,40 @@ async def test_a_slow_drop_sink_does_not_slow_a_block_sink(plugins: PluginManage
     assert result.dropped["slow"] > 0
     assert len(slow.events) + result.dropped["slow"] == 2000
     assert slow.records[-1].state is State.ENDED  # type: ignore[union-attr]
+
+
+async def test_a_batch_held_up_by_a_block_sink_still_reaches_every_sink_on_stop(
+    plugins: PluginManager,
+) -> None:
+    """Stopping while a source waits for room in a slow block sink must not
+    lose that batch, in that sink or in the sinks after it."""
+    engine = engine_for(
+        plugins,
+        """
+        [[sources]]
+        name = "a"
+        transport = "scripted"
+        script = ["events:400"]
+        then = "hang"
+        batch = 50
+        [[sinks]]
+        type = "collect"
+        name = "slow"
+        buffer = 10
+        delay = 0.01
+        [[sinks]]
+        type = "collect"
+        name = "after"
+        """,
+    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(engine.run)
+        await trio.testing.wait_all_tasks_blocked()
+        slow = CollectingSink.instances["slow"]
+        await slow.wait_for(lambda s: len(s.events) >= 20)
+        engine.request_stop("test")
+    slow_seqs = [e.seq for e in slow.events]
+    after_seqs = [e.seq for e in CollectingSink.instances["after"].events]
+    assert slow_seqs == after_seqs == list(range(1, len(slow_seqs) + 1))
+    assert len(slow_seqs) % 50 == 0  # whole batches only
+    assert slow.records[-1].state is State.STOPPED  # type: ignore[union-attr]
