@@ -100,3 +100,21 @@ async def test_subscribe_mode_waits_for_the_clients_first_message() -> None:
             async with open_websocket_url(server.url) as ws:
                 await ws.send_message('{"last_id": "1"}')
                 assert orjson.loads(await ws.get_message()) == {"i": 1, "id": "2"}
+
+
+async def test_history_is_bounded_and_a_late_client_starts_at_the_oldest_kept() -> None:
+    """serve-demo runs for days: its WebSocket history must not grow forever."""
+    import trio_websocket
+
+    from mux_core.testing import serve_ws
+
+    async with serve_ws(max_history=100) as server:
+        for n in range(1, 1001):
+            await server.publish({"n": n})
+        assert len(server.history) <= 110
+        async with trio_websocket.open_websocket_url(server.url + "?last_id=1") as ws:
+            with trio.fail_after(5):
+                first = orjson.loads(await ws.get_message())
+        oldest = server.history[0]
+        assert isinstance(oldest, dict)
+        assert first["id"] == oldest["id"] and int(first["id"]) > 890

@@ -166,7 +166,14 @@ class FakeWsServer:
     """A running fake server; use :func:`serve_ws` to get one."""
 
     def __init__(
-        self, nursery: trio.Nursery, *, port: int, path: str, resume_param: str, subscribe: bool
+        self,
+        nursery: trio.Nursery,
+        *,
+        port: int,
+        path: str,
+        resume_param: str,
+        subscribe: bool,
+        max_history: int = 100_000,
     ) -> None:
         self._nursery = nursery
         #: The port listened on (the kernel's choice when 0 was asked; kept across restarts).
@@ -177,8 +184,12 @@ class FakeWsServer:
         self.resume_param = resume_param
         #: True: wait for the client's first text message before streaming.
         self.subscribe = subscribe
-        #: Every published message in order; dicts carry their "id".
+        #: The published messages kept for replay, oldest first; dicts carry their "id".
         self.history: list[dict[str, Any] | str] = []
+        #: At most this many are kept (the oldest go first), like the HTTP fakes.
+        self.max_history = max_history
+        #: How many were trimmed off the front of ``history`` so far.
+        self._base = 0
         #: (path with query, headers with lower-cased names) of each handshake request.
         self.requests: list[tuple[str, dict[str, str]]] = []
         #: The text messages clients sent, in arrival order.
@@ -214,6 +225,12 @@ class FakeWsServer:
         if isinstance(data, dict) and "id" not in data:
             data = {**data, "id": str(self._counter)}
         self.history.append(data)
+        # Trim in steps of a tenth, so a long-running server (serve-demo)
+        # keeps bounded memory without moving the whole list on every publish.
+        if len(self.history) > self.max_history + max(self.max_history // 10, 1):
+            drop = len(self.history) - self.max_history
+            del self.history[:drop]
+            self._base += drop
         grown, self._grown = self._grown, trio.Event()
         grown.set()
         await trio.lowlevel.checkpoint()
@@ -317,13 +334,15 @@ class FakeWsServer:
             await start.wait()
             sent, pos = 0, position[0]
             while limit is None or sent < limit:
-                while pos >= len(self.history):
+                while pos >= self._base + len(self.history):
                     await self._grown.wait()
+                pos = max(pos, self._base)  # a client too far behind skips what was trimmed
                 # Everything pending goes out in one write, as a busy real server's would.
-                end = min(len(self.history), pos + _WRITE_BATCH)
+                end = min(self._base + len(self.history), pos + _WRITE_BATCH)
                 if limit is not None:
                     end = min(end, pos + limit - sent)
-                await conn.send_many([TextMessage(data=_encode(m)) for m in self.history[pos:end]])
+                pending = self.history[pos - self._base : end - self._base]
+                await conn.send_many([TextMessage(data=_encode(m)) for m in pending])
                 sent += end - pos
                 pos = end
             if isinstance(action, Drop):
@@ -335,13 +354,14 @@ class FakeWsServer:
             nursery.cancel_scope.cancel()
 
     def _index_after(self, last_id: str | None) -> int:
-        """Where replay starts: after ``last_id``, or at 0 when it is absent or unknown."""
+        """Where replay starts (a position counting trimmed messages): after
+        ``last_id``, or at the oldest kept message when it is absent or unknown."""
         if last_id:
             for index in range(len(self.history) - 1, -1, -1):
                 item = self.history[index]
                 if isinstance(item, dict) and str(item.get("id")) == last_id:
-                    return index + 1
-        return 0
+                    return self._base + index + 1
+        return self._base
 
 
 def _encode(item: dict[str, Any] | str) -> str:
@@ -359,7 +379,12 @@ def _subscribed_id(text: str) -> str | None:
 
 @asynccontextmanager
 async def serve_ws(
-    *, port: int = 0, path: str = "/ws", resume_param: str = "last_id", subscribe: bool = False
+    *,
+    port: int = 0,
+    path: str = "/ws",
+    resume_param: str = "last_id",
+    subscribe: bool = False,
+    max_history: int = 100_000,
 ) -> AsyncIterator[FakeWsServer]:
     """Run a :class:`FakeWsServer` on 127.0.0.1 for the duration of the block.
 
@@ -369,7 +394,12 @@ async def serve_ws(
     """
     async with trio.open_nursery() as nursery:
         server = FakeWsServer(
-            nursery, port=port, path=path, resume_param=resume_param, subscribe=subscribe
+            nursery,
+            port=port,
+            path=path,
+            resume_param=resume_param,
+            subscribe=subscribe,
+            max_history=max_history,
         )
         await server.start()
         try:
