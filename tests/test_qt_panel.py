@@ -9,11 +9,13 @@ import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
+import json
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -76,24 +78,32 @@ async def open_sink(options: QtOptions | None = None) -> AsyncIterator[tuple[QtS
 # -- without Qt ------------------------------------------------------------
 
 
-def test_plugin_imports_and_registers_without_pyside6() -> None:
+def test_without_pyside6_the_plugin_is_listed_unavailable_with_the_install_hint(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "panel.toml"
+    config.write_text(
+        '[[sources]]\nname = "a"\ntransport = "sse"\nurl = "http://127.0.0.1:9/e"\n'
+        '[[sinks]]\ntype = "qt"\n'
+    )
     code = (
         "import sys; sys.modules['PySide6'] = None; sys.modules['pyqtgraph'] = None\n"
-        "import mux_qt\n"
-        "found = {}\n"
-        "mux_qt.mux_register_sinks(lambda name, cls: found.update({name: cls}))\n"
-        "assert found == {'qt': mux_qt.QtSink}, found\n"
-        "try:\n"
-        "    mux_qt.QtSink.check(mux_qt.QtOptions())\n"
-        "except ValueError as exc:\n"
-        "    print(exc)\n"
-        "assert 'PySide6' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
+        "from mux_core.cli import main\n"
+        "main(['plugins', '--json'])\n"
+        "sys.exit(main(['check', sys.argv[1]]))\n"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-c", code, str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == INSTALL_HINT
+    assert result.returncode == 2, result.stderr
+    qt = next(p for p in json.loads(result.stdout) if p["name"] == "qt")
+    assert qt["sinks"] == [] and INSTALL_HINT in qt["error"]
+    assert f"{config}:6: " in result.stderr and INSTALL_HINT in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_check_passes_when_qt_is_installed() -> None:

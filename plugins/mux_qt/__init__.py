@@ -8,10 +8,11 @@ Configure it with a ``[[sinks]]`` table::
     x = "step"                # or "received_at" (default)
     history = 2000            # points kept per curve
 
-PySide6 and pyqtgraph come with the ``mux[qt]`` extra. This module imports
-without them: the sink is still registered, and ``mux check`` reports the
-install hint (from ``QtSink.check``) instead of a traceback. Qt itself is
-imported only when a run uses the sink.
+PySide6 and pyqtgraph come with the ``mux[qt]`` extra. Without them this
+module raises ImportError with the install hint, so ``mux plugins`` lists
+the plugin as unavailable with that hint and a config using ``type = "qt"``
+fails ``mux check`` with it -- never a traceback. Qt itself is imported only
+when a run uses the sink.
 
 When a run has a ``qt`` sink, :func:`mux_main_loop` makes Qt own the main
 thread and runs the engine as a trio guest inside it (see :mod:`mux_qt.guest`).
@@ -24,8 +25,11 @@ from typing import Any
 from mux_core.errors import PluginError
 from mux_core.hookspecs import Register, hookimpl
 
-from .options import INSTALL_HINT, QtOptions, missing_display, missing_qt
-from .sink import QtSink
+from .options import INSTALL_HINT, QtOptions, missing_display, require_qt
+
+require_qt()  # before anything else: the plugin is unavailable without its extra
+
+from .sink import QtSink  # noqa: E402
 
 __all__ = ["INSTALL_HINT", "QtOptions", "QtSink", "mux_main_loop", "mux_register_sinks"]
 
@@ -42,12 +46,12 @@ def mux_register_sinks(register: Register) -> None:
 def mux_main_loop(engine: Any) -> bool | None:
     """Run the engine inside Qt's event loop when a ``qt`` sink is configured.
 
-    Raises PluginError (a usage error for ``mux run``) when Qt is missing or
-    has no display to open the window on.
+    Raises PluginError (a usage error for ``mux run``) when Qt has no
+    display to open the window on.
     """
     if not any(sink.type == SINK_TYPE for sink in engine.config.sinks):
         return None
-    problem = missing_qt() or missing_display()
+    problem = missing_display()
     if problem is not None:
         raise PluginError(problem)
     from .guest import run_as_guest
