@@ -141,10 +141,6 @@ class Engine:
         for runner in self._sources:
             runner.scope.cancel()
 
-    @property
-    def stopping(self) -> bool:
-        return self._stop_reason is not None
-
     # -- the run ---------------------------------------------------------
 
     async def run(self) -> RunResult:
