@@ -182,6 +182,17 @@ async def run_engine(eng: Engine) -> RunResult:
     return await eng.run()
 
 
+def count_through_mux(source_toml: str, events: int) -> Sample:
+    """Run one ``[[sources]]`` table into a counting null sink until it has
+    seen ``events`` events; the time and CPU it took."""
+    eng = engine(f'{source_toml}\n[[sinks]]\ntype = "bench-count"\nstop_after = {events}\n')
+    clock = Clock()
+    trio.run(run_engine, eng)
+    sink = CountSink.last
+    assert sink is not None and sink.done is not None, "the run stopped early"
+    return clock.sample(sink.events, sink.done)
+
+
 # -- measuring -----------------------------------------------------------
 
 

@@ -44,25 +44,15 @@ async def bare(port: int, pages: int) -> h.Sample:
 
 
 def mux(port: int, pages: int) -> h.Sample:
-    eng = h.engine(
-        f"""
+    source = f"""
 [[sources]]
 name = "poll"
 transport = "rest"
 url = "http://127.0.0.1:{port}/page"
 cursor_param = "after"
 interval = 0.000001
-
-[[sinks]]
-type = "bench-count"
-stop_after = {pages * PAGE_SIZE}
 """
-    )
-    clock = h.Clock()
-    trio.run(h.run_engine, eng)
-    sink = h.CountSink.last
-    assert sink is not None and sink.done is not None, "the run stopped early"
-    return clock.sample(sink.events, sink.done)
+    return h.count_through_mux(source, pages * PAGE_SIZE)
 
 
 def run(quick: bool) -> list[h.Row]:

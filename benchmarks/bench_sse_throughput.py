@@ -71,23 +71,13 @@ async def bare_httpx(port: int, n: int) -> h.Sample:
 
 
 def mux(port: int, n: int) -> h.Sample:
-    eng = h.engine(
-        f"""
+    source = f"""
 [[sources]]
 name = "blast"
 transport = "sse"
 url = "http://127.0.0.1:{port}/blast"
-
-[[sinks]]
-type = "bench-count"
-stop_after = {n}
 """
-    )
-    clock = h.Clock()
-    trio.run(h.run_engine, eng)
-    sink = h.CountSink.last
-    assert sink is not None and sink.done is not None, "the run stopped early"
-    return clock.sample(sink.events, sink.done)
+    return h.count_through_mux(source, n)
 
 
 def run(quick: bool) -> list[h.Row]:
