@@ -52,6 +52,7 @@ __all__ = [
     "request_timeout",
     "session_error",
     "shared_client",
+    "shared_tls_context",
     "url_problem",
 ]
 
@@ -79,18 +80,27 @@ def make_client(*, verify: bool | ssl.SSLContext = True) -> httpx.AsyncClient:
 
 async def shared_client(session: Session, *, verify: bool = True) -> httpx.AsyncClient:
     """This source's client from the run's shared pool, created on first use."""
-    context = await session.shared.get(
-        f"{client_key(verify)}-tls", functools.partial(_tls_context, verify)
-    )
+    context = await shared_tls_context(session, verify=verify)
     shard = zlib.crc32(session.source.encode()) % CLIENT_SHARDS
     return await session.shared.get(
         f"{client_key(verify)}-{shard}", functools.partial(make_client, verify=context)
     )
 
 
+async def shared_tls_context(session: Session, *, verify: bool = True) -> ssl.SSLContext:
+    """The run's one TLS client context with this ``verify`` setting (system CAs
+    via httpx's defaults), for transports that open their own TLS connections."""
+    return await session.shared.get(
+        f"{client_key(verify)}-tls", functools.partial(_tls_context, verify)
+    )
+
+
 def _tls_context(verify: bool) -> contextlib.nullcontext[ssl.SSLContext]:
     # Made once per run: building a context loads the CA bundle (milliseconds).
-    return contextlib.nullcontext(httpx.create_ssl_context(verify=verify))
+    # HTTP/1.1 only, which is all httpx (http2 off) and mux_sse speak.
+    context = httpx.create_ssl_context(verify=verify)
+    context.set_alpn_protocols(["http/1.1"])
+    return contextlib.nullcontext(context)
 
 
 def url_problem(url: str) -> str:

@@ -18,13 +18,21 @@ monitor keeps waiting for a restarting trainer.
 from __future__ import annotations
 
 import math
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal
 
 import attrs
 import httpx
 import trio
 
-from mux_core.errors import Disconnected, Ended, Failed, ServerUnavailable
+from mux_core import __version__
+from mux_core.errors import (
+    Disconnected,
+    Ended,
+    Failed,
+    ServerUnavailable,
+    describe_connection_error,
+)
 from mux_core.http import (
     clean_headers,
     headers_problem,
@@ -32,10 +40,12 @@ from mux_core.http import (
     request_timeout,
     session_error,
     shared_client,
+    shared_tls_context,
     url_problem,
 )
 from mux_core.session import Session
 
+from ._http11 import Http11Stream, ProtocolError, origin, proxy_for
 from ._parser import DEFAULT_MAX_EVENT_BYTES, SseParser
 
 __all__ = ["SseOptions", "SseTransport"]
@@ -75,27 +85,38 @@ class SseOptions:
 
 
 class SseTransport:
-    """Reads one event stream per session; see the module docstring for outcomes."""
+    """Reads one event stream per session; see the module docstring for outcomes.
+
+    Connections are opened by :mod:`mux_sse._http11` (h11 straight over a
+    trio socket: a tenth of httpx's cost per read and per connection), or by
+    the run's shared httpx client when the environment names a proxy for the
+    URL, since only httpx speaks to proxies.
+    """
 
     Options = SseOptions
 
     def __init__(self, options: SseOptions) -> None:
         self.options = options
+        headers = clean_headers(options.headers)
         self._headers = {
             "Accept": "text/event-stream",
             "Cache-Control": "no-store",
-            **clean_headers(options.headers),
+            **headers,
         }
+        # What _http11 sends besides Host; httpx adds the last two itself.
+        names = {name.lower() for name in headers}
+        self._direct_headers = [
+            *self._headers.items(),
+            *[(k, v) for k, v in _DIRECT_DEFAULTS if k.lower() not in names],
+        ]
+        self._problem = url_problem(options.url)
+        self._url = httpx.URL(options.url) if not self._problem else None
+        self._proxy = proxy_for(self._url) if self._url is not None else None
 
     async def run_session(self, session: Session) -> None:
         opts = self.options
-        problem = url_problem(opts.url)
-        if problem:
-            raise Failed(problem)
-        client = await shared_client(session, verify=opts.verify)
-        headers = dict(self._headers)
-        if session.resume.last_id:
-            headers["Last-Event-ID"] = session.resume.last_id
+        if self._url is None:
+            raise Failed(self._problem)
         parser = SseParser(
             last_event_id=session.resume.last_id or "",
             max_event_bytes=opts.max_event_bytes,
@@ -103,25 +124,86 @@ class SseTransport:
             json_data=opts.decode != "text",
         )
         with trio.CancelScope(deadline=trio.current_time() + session.connect_timeout) as scope:
-            try:
-                timeout = request_timeout(session.connect_timeout)
-                async with client.stream(
-                    "GET", opts.url, headers=headers, timeout=timeout, follow_redirects=True
-                ) as response:
-                    _check_response(response)
-                    scope.deadline = math.inf
-                    await session.connected()
-                    await self._pump(session, response, parser, scope)
-            except httpx.HTTPError as exc:
-                raise session_error(exc, connected=session.is_connected) from exc
-            except httpx.InvalidURL as exc:
-                raise Failed(f"invalid URL: {exc}") from exc
+            if self._proxy is None:
+                await self._run_direct(session, self._url, parser, scope)
+            else:
+                await self._run_httpx(session, parser, scope)
         if session.is_connected:
             raise Disconnected(f"no data for {opts.read_timeout:g} s (read_timeout)")
         raise ServerUnavailable(f"no response within {session.connect_timeout:g} s")
 
+    async def _run_direct(
+        self, session: Session, url: httpx.URL, parser: SseParser, scope: trio.CancelScope
+    ) -> None:
+        """Connect with _http11, following redirects, and pump the stream."""
+        headers = list(self._direct_headers)
+        if session.resume.last_id:
+            headers.append(("Last-Event-ID", session.resume.last_id))
+        for _ in range(_MAX_REDIRECTS + 1):
+            tls = None
+            if url.scheme == "https":
+                tls = await shared_tls_context(session, verify=self.options.verify)
+            try:
+                stream = await Http11Stream.connect(url, tls)
+            except (OSError, trio.BrokenResourceError) as exc:
+                raise ServerUnavailable(_network_detail(exc)) from exc
+            try:
+                head = await stream.request(url, headers)
+                location = head.headers.get("location") if head.status in _REDIRECTS else None
+                if location is not None:
+                    url, headers = _redirected(url, location, headers)
+                    continue
+                _check_response(head.status, head.reason, head.headers)
+                scope.deadline = math.inf
+                await session.connected()
+                await self._pump(session, stream.receive, parser, scope)
+            except ValueError as exc:  # the request cannot be sent (or a bad Location)
+                raise Failed(str(exc)) from exc
+            except ProtocolError as exc:
+                raise _lost(session, str(exc)) from exc
+            except (OSError, trio.BrokenResourceError) as exc:
+                raise _lost(session, _network_detail(exc)) from exc
+            finally:
+                await stream.aclose()
+        raise Failed(f"more than {_MAX_REDIRECTS} redirects")
+
+    async def _run_httpx(
+        self, session: Session, parser: SseParser, scope: trio.CancelScope
+    ) -> None:
+        """The same session through the shared httpx client (which speaks to proxies)."""
+        opts = self.options
+        client = await shared_client(session, verify=opts.verify)
+        headers = dict(self._headers)
+        if session.resume.last_id:
+            headers["Last-Event-ID"] = session.resume.last_id
+        try:
+            timeout = request_timeout(session.connect_timeout)
+            async with client.stream(
+                "GET", opts.url, headers=headers, timeout=timeout, follow_redirects=True
+            ) as response:
+                _check_response(response.status_code, response.reason_phrase, response.headers)
+                scope.deadline = math.inf
+                await session.connected()
+                chunks = response.aiter_bytes()
+
+                async def receive() -> bytes:
+                    async for chunk in chunks:
+                        if chunk:
+                            return chunk
+                    return b""
+
+                await self._pump(session, receive, parser, scope)
+        except httpx.HTTPError as exc:
+            raise session_error(exc, connected=session.is_connected) from exc
+        except httpx.InvalidURL as exc:
+            raise Failed(f"invalid URL: {exc}") from exc
+
     async def _pump(
-        self, session: Session, response: httpx.Response, parser: SseParser, scope: trio.CancelScope
+        self,
+        session: Session,
+        receive: Callable[[], Awaitable[bytes]],
+        parser: SseParser,
+        scope: trio.CancelScope,
     ) -> None:
         """Feed reads to the parser and emit one batch per read, until the body ends.
 
@@ -136,7 +218,7 @@ class SseTransport:
         retry: float | None = None
         bad_json_noticed = self.options.decode != "json"
         scope.deadline = trio.current_time() + read_timeout
-        async for chunk in response.aiter_bytes():
+        while chunk := await receive():
             events = parser.feed(chunk)
             scope.deadline = math.inf
             if events:
@@ -155,20 +237,55 @@ class SseTransport:
         raise Disconnected("server closed the stream")
 
 
-def _check_response(response: httpx.Response) -> None:
+#: Sent by _http11 unless the config sets them: mux asks for the bytes as they
+#: are (no compression to undo per read) and says who is asking.
+_DIRECT_DEFAULTS = (("Accept-Encoding", "identity"), ("User-Agent", f"mux/{__version__}"))
+#: How many redirects a session follows, as httpx and browsers do.
+_MAX_REDIRECTS = 20
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+#: Headers not sent on to another origin: a redirect must not leak credentials.
+_CREDENTIALS = frozenset({"authorization", "cookie", "proxy-authorization"})
+
+
+def _redirected(
+    url: httpx.URL, location: str, headers: list[tuple[str, str]]
+) -> tuple[httpx.URL, list[tuple[str, str]]]:
+    """Where a redirect points, and the headers to send there."""
+    try:
+        target = url.join(location)
+    except httpx.InvalidURL as exc:
+        raise ValueError(f"redirected to an invalid URL {location!r}: {exc}") from exc
+    if target.scheme not in ("http", "https") or not target.host:
+        raise ValueError(f"redirected to {str(target)!r}, which is not an http(s) URL")
+    if origin(target) != origin(url):
+        headers = [(k, v) for k, v in headers if k.lower() not in _CREDENTIALS]
+    return target, headers
+
+
+def _network_detail(exc: BaseException) -> str:
+    return describe_connection_error(exc) or str(exc) or type(exc).__name__
+
+
+def _lost(session: Session, detail: str) -> Disconnected | ServerUnavailable:
+    """A broken connection: Disconnected once the stream was open, else ServerUnavailable."""
+    if session.is_connected:
+        return Disconnected(f"connection lost: {detail}")
+    return ServerUnavailable(detail)
+
+
+def _check_response(status: int, reason: str, headers: Mapping[str, str]) -> None:
     """Raise unless the response opens an event stream."""
-    status = response.status_code
     if status == 200:
-        content_type = response.headers.get("content-type", "")
+        content_type = headers.get("content-type", "")
         essence = content_type.partition(";")[0].strip()
         if essence.lower() != "text/event-stream":
             got = essence or "no Content-Type"
             raise Failed(f"expected text/event-stream, got {got}")
         return
-    detail = f"HTTP {status} {response.reason_phrase}".rstrip()
+    detail = f"HTTP {status} {reason}".rstrip()
     if status == 204:
         raise Ended(f"{detail}: the server ended the stream")
     if status in (408, 429) or status >= 500:
-        retry_after = parse_retry_after(response.headers.get("retry-after"))
+        retry_after = parse_retry_after(headers.get("retry-after"))
         raise ServerUnavailable(detail, retry_after=retry_after)
     raise Failed(detail)

@@ -1,0 +1,192 @@
+"""Just enough HTTP/1.1 client for one event stream: h11 over a trio stream.
+
+Why not httpx for this: an event stream is one ``GET`` whose body never
+ends -- no pooling, no keep-alive, no request retries -- so the layers that
+make httpx a good general client are pure cost here, and that cost is paid
+per read and per connection. Measured (benchmarks/RESULTS.md): httpx's read
+path added ~70 µs to every event's latency (async generators over httpcore
+over h11), and opening a stream cost ~1.3 ms of CPU, which made 10,000
+sources take 13 s to connect. This module drives h11 (the same HTTP/1.1
+state machine httpx uses underneath) directly, so a read costs one
+``receive_some`` and one h11 event.
+
+What it does: ``http`` and ``https`` (the caller passes the run's shared TLS
+context), bodies delimited by length, chunking or the connection closing
+(h11 decodes them), gzip/deflate when a server compresses although asked
+not to. Redirects are the caller's job (it owns the deadline and the
+headers). Proxies are not spoken here: when the environment names a proxy
+for a URL, the transport uses the shared httpx client instead
+(:func:`proxy_for`).
+"""
+
+from __future__ import annotations
+
+import ssl
+import zlib
+from collections.abc import Mapping, Sequence
+from typing import cast
+from urllib.request import (
+    getproxies_environment,
+    proxy_bypass_environment,  # type: ignore[attr-defined]
+)
+
+import attrs
+import h11
+import httpx
+import trio
+
+__all__ = ["Head", "Http11Stream", "ProtocolError", "origin", "proxy_for", "request_target"]
+
+#: Bytes asked for per read: what httpx asks for, and enough for ~500 events.
+_READ_SIZE = 65536
+#: A response head larger than this is a broken server, not a stream.
+_MAX_HEAD_BYTES = 64 * 1024
+
+
+class ProtocolError(Exception):
+    """The server did not speak HTTP/1.1 (garbage, a truncated head or body)."""
+
+
+@attrs.frozen
+class Head:
+    """The status line and headers of a response (header names lowercased)."""
+
+    status: int
+    reason: str
+    headers: Mapping[str, str]
+
+
+def request_target(url: httpx.URL) -> bytes:
+    """The request-target of a GET for ``url``: path and query, never empty."""
+    return url.raw_path or b"/"
+
+
+def origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    """Scheme, host and port: what must match for credentials to follow a redirect."""
+    return (url.scheme, url.host, url.port)
+
+
+def proxy_for(url: httpx.URL) -> str | None:
+    """The proxy the environment names for ``url`` (``HTTPS_PROXY``, ``ALL_PROXY``,
+    minus ``NO_PROXY``), as httpx's ``trust_env`` would use it; None for a
+    direct connection."""
+    proxies = getproxies_environment()
+    proxy = proxies.get(url.scheme) or proxies.get("all")
+    if not proxy:
+        return None
+    if proxy_bypass_environment(url.host, proxies):
+        return None
+    return proxy
+
+
+class Http11Stream:
+    """One HTTP/1.1 connection carrying one GET and its (endless) response.
+
+    Use :meth:`connect`, then :meth:`request`, then :meth:`receive` until it
+    returns ``b""``; always :meth:`aclose`. Network failures surface as
+    ``OSError`` / ``trio.BrokenResourceError`` / ``ssl.SSLError``, and a
+    server that does not speak HTTP as :class:`ProtocolError`.
+    """
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self._stream = stream
+        self._conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=_MAX_HEAD_BYTES)
+        self._decoder: zlib._Decompress | None = None
+        self._received = 0  # bytes, until the response head is in
+
+    @classmethod
+    async def connect(cls, url: httpx.URL, tls: ssl.SSLContext | None) -> Http11Stream:
+        """Open a TCP connection to ``url``'s host (and a TLS session for https)."""
+        https = url.scheme == "https"
+        port = url.port or (443 if https else 80)
+        stream: trio.abc.Stream = await trio.open_tcp_stream(url.host, port)
+        if https:
+            assert tls is not None, "https needs a TLS context"
+            tls_stream = trio.SSLStream(
+                stream, tls, server_hostname=url.host, https_compatible=True
+            )
+            try:
+                await tls_stream.do_handshake()
+            except BaseException:
+                await trio.aclose_forcefully(stream)
+                raise
+            stream = tls_stream
+        return cls(stream)
+
+    async def request(self, url: httpx.URL, headers: Sequence[tuple[str, str]]) -> Head:
+        """Send ``GET url`` with ``headers`` (Host is added) and read the response head."""
+        host = url.netloc.decode("ascii")
+        request = h11.Request(
+            method="GET",
+            target=request_target(url),
+            headers=[("Host", host), *headers],
+        )
+        conn = self._conn
+        try:
+            data = conn.send(request) + (conn.send(h11.EndOfMessage()) or b"")
+        except h11.LocalProtocolError as exc:
+            raise ValueError(f"could not send the request: {exc}") from exc
+        await self._stream.send_all(data)
+        while True:
+            event = await self._next_event()
+            if isinstance(event, h11.Response):
+                break
+            if isinstance(event, h11.ConnectionClosed):
+                raise ProtocolError("server disconnected without sending a response")
+            # InformationalResponse (1xx): wait for the real one.
+        headers_ = {
+            name.decode("latin-1"): value.decode("latin-1") for name, value in event.headers
+        }
+        encoding = headers_.get("content-encoding", "identity").strip().lower()
+        if encoding in ("gzip", "x-gzip", "deflate"):
+            self._decoder = zlib.decompressobj(zlib.MAX_WBITS | 32)  # gzip or zlib header
+        elif encoding not in ("identity", ""):
+            raise ProtocolError(f"unsupported Content-Encoding {encoding!r}")
+        return Head(event.status_code, event.reason.decode("latin-1"), headers_)
+
+    async def receive(self) -> bytes:
+        """The next bytes of the body as they arrive; ``b""`` once it has ended."""
+        while True:
+            try:
+                event = self._conn.next_event()
+            except h11.RemoteProtocolError as exc:  # e.g. closed inside a chunk
+                raise ProtocolError(str(exc)) from exc
+            if type(event) is h11.Data:
+                data = bytes(event.data)
+                if self._decoder is not None:
+                    data = self._decoder.decompress(data)
+                    if not data:
+                        continue
+                return data
+            if event is h11.NEED_DATA:
+                await self._receive_some()
+                continue
+            if isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                return b""
+            if event is h11.PAUSED:  # the body is over; nothing else comes
+                return b""
+            raise ProtocolError(f"unexpected {type(event).__name__} in the body")
+
+    async def aclose(self) -> None:
+        """Close the connection at once (no TLS close_notify wait)."""
+        await trio.aclose_forcefully(self._stream)
+
+    async def _next_event(self) -> h11.Event | type[h11.PAUSED]:
+        while True:
+            try:
+                event = self._conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                if not self._received:
+                    raise ProtocolError("server disconnected without sending a response") from exc
+                raise ProtocolError(f"invalid HTTP response: {exc}") from exc
+            if event is not h11.NEED_DATA:
+                return event  # type: ignore[return-value]
+            await self._receive_some()
+
+    async def _receive_some(self) -> None:
+        data = await self._stream.receive_some(_READ_SIZE)
+        self._received += len(data)
+        try:
+            self._conn.receive_data(cast(bytes, data))
+        except h11.RemoteProtocolError as exc:  # pragma: no cover - h11 defers to next_event
+            raise ProtocolError(str(exc)) from exc
