@@ -52,7 +52,11 @@ class State(enum.StrEnum):
 _TERMINAL_STATES = frozenset({State.MAX_RETRIES_EXCEEDED, State.FAILED, State.ENDED, State.STOPPED})
 
 
-@attrs.frozen(slots=True)
+# No ``__weakref__`` slot: nothing keeps weak references to events, and
+# without it ``Session.emit`` can build Events through a plain twin class and
+# switch ``__class__`` (CPython refuses that switch when the layouts differ by
+# a weakref slot), at half the cost of this frozen class's ``__init__``.
+@attrs.frozen(slots=True, weakref_slot=False)
 class Event:
     """One message received from a source."""
 
