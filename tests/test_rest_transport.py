@@ -324,3 +324,54 @@ async def test_options_check_and_registration() -> None:
     registered: dict[str, type[Any]] = {}
     mux_register_transports(registered.__setitem__)
     assert registered == {"rest": RestTransport}
+
+
+def _reference_new_events(
+    items: list[Any], last_id: str | None, id_field: str | None, event_field: str | None
+) -> list[tuple[str, str | None, Any]]:
+    """The dedupe rule spelled out slowly: drop everything up to and including
+    the LAST item whose id is ``last_id``; keep the whole page when none is."""
+    events = []
+    for item in items:
+        id_ = item.get(id_field) if isinstance(item, dict) and id_field else None
+        kind = item.get(event_field) if isinstance(item, dict) and event_field else None
+        events.append(
+            ("message" if kind is None else str(kind), None if id_ is None else str(id_), item)
+        )
+    cut = max(
+        (i + 1 for i, e in enumerate(events) if last_id is not None and e[1] == last_id), default=0
+    )
+    return events[cut:]
+
+
+_PAGE = [{"id": n, "v": n} for n in range(1, 6)]
+
+
+@pytest.mark.parametrize(
+    ("items", "last_id"),
+    [
+        (_PAGE, None),
+        (_PAGE, "0"),  # a cursor honoured: the last id is not in the page
+        (_PAGE, "1"),  # an inclusive cursor: the first item is the one seen
+        (_PAGE, "3"),
+        (_PAGE, "5"),  # nothing new
+        ([*_PAGE, {"id": 3}, {"id": 9}], "3"),  # the last occurrence counts
+        ([{"id": "a"}, {"id": "None"}, {"id": "b"}], "None"),  # a string id "None"
+        ([{"id": 1}, {"id": None}, {"id": 2}], "1"),  # a null id: the careful path
+        ([{"id": 1}, {"x": 0}, {"id": 2}], "1"),  # an item without an id
+        ([{"id": 1}, "text", 7, [1], None], "1"),  # items that are not objects
+        ([{"id": 1.5}, {"id": True}, {"id": {"k": 1}}], "True"),
+        ([], "1"),
+    ],
+)
+@pytest.mark.parametrize(("id_field", "event_field"), [("id", None), ("id", "e"), (None, None)])
+def test_new_events_skips_what_was_seen_like_the_reference(
+    items: list[Any], last_id: str | None, id_field: str | None, event_field: str | None
+) -> None:
+    transport = RestTransport(
+        RestOptions(url="http://127.0.0.1:1/", id_field=id_field, event_field=event_field)
+    )
+    got = list(transport._new_events(items, last_id))
+    assert got == _reference_new_events(items, last_id, id_field, event_field)
+    kept = items[len(items) - len(got) :]
+    assert all(mine is item for (_, _, mine), item in zip(got, kept, strict=True))
