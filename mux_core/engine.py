@@ -245,12 +245,25 @@ class Engine:
     async def _fan_out(self, batch: Sequence[Record]) -> None:
         """Hand one batch to every live sink, in the emitting source's task.
 
+        Without waiting when every sink has room (the common case: no
+        checkpoint, no cancel scope on a record's path); otherwise
+        :meth:`_fan_out_waiting` takes over from the first sink that is full.
+        """
+        sinks = self._live_sinks
+        for index, runner in enumerate(sinks):
+            if not runner.channel.offer(batch):
+                await self._fan_out_waiting(batch, sinks[index:])
+                return
+
+    async def _fan_out_waiting(self, batch: Sequence[Record], sinks: Sequence[_SinkRunner]) -> None:
+        """The rest of a fan-out, waiting for room where a ``block`` sink is full.
+
         Shielded: once received, a batch reaches every sink even when the
         source is being stopped while a ``block`` sink makes it wait (a
         second Ctrl-C is the way out of a sink that never drains).
         """
         with trio.CancelScope(shield=True):
-            for runner in self._live_sinks:
+            for runner in sinks:
                 try:
                     await runner.channel.put(batch)
                 except trio.ClosedResourceError:  # the sink failed or was dropped

@@ -128,26 +128,40 @@ class SinkChannel:
         """Add a batch, in order; under ``block`` wait while the buffer is full.
 
         Any number of tasks may put (one per source); only a ``block`` put
-        ever waits. A put that does not wait does not yield either: fanning a
-        batch out to several sinks costs no task switches.
+        ever waits.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
         if self._closed:
             raise trio.ClosedResourceError("sink channel is closed")
-        if not batch:
+        if self.offer(batch):
             return
+        for start in range(0, len(batch), self.capacity):
+            while len(self._buffer) >= self.capacity:
+                await self._waiting_for_room.park()
+                if self._closed:
+                    raise trio.ClosedResourceError("sink channel is closed")
+            self._buffer.extend(batch[start : start + self.capacity])
+            self._not_empty.set()
+
+    def offer(self, batch: Sequence[Record]) -> bool:
+        """Add a batch if that needs no waiting and return True; else add nothing.
+
+        False only for a closed channel or a ``block`` channel without room
+        for the whole batch (``put`` then waits for room). The engine fans
+        batches out with ``offer`` first: no checkpoint, no cancel scope, no
+        task switch on the path of a record unless a sink is really behind.
+        """
+        if self._closed:
+            return False
+        if not batch:
+            return True
+        buffer = self._buffer
         policy = self.overflow
         if policy is Overflow.BLOCK:
-            for start in range(0, len(batch), self.capacity):
-                while len(self._buffer) >= self.capacity:
-                    await self._waiting_for_room.park()
-                    if self._closed:
-                        raise trio.ClosedResourceError("sink channel is closed")
-                self._buffer.extend(batch[start : start + self.capacity])
-                self._not_empty.set()
-            return
-        buffer = self._buffer
-        if policy is Overflow.LATEST:
+            if len(buffer) + len(batch) > self.capacity:
+                return False
+            buffer.extend(batch)
+        elif policy is Overflow.LATEST:
             buffer.extend(batch)
             self._compact_latest()
         elif policy is Overflow.DROP_NEWEST:
@@ -173,8 +187,9 @@ class SinkChannel:
                 else:
                     kept.append(record)
             buffer.extendleft(reversed(kept))
-        if buffer:
+        if self._buffer:
             self._not_empty.set()
+        return True
 
     def _compact_latest(self) -> None:
         buffer = self._buffer

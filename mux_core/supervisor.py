@@ -146,10 +146,10 @@ class Supervisor:
 
     async def _send_from_session(self, batch: Sequence[Record]) -> None:
         await self._send(batch)
-        for record in batch:
-            if type(record) is Status:
-                self.state = record.state
-                break
+        # A session sends its Status records (connected, notices) one per
+        # batch and never mixes them with events: one look, not a scan.
+        if batch and type(batch[0]) is Status:
+            self.state = batch[0].state
 
     async def _status(
         self, state: State, attempt: int, retry_in: float | None, detail: str

@@ -127,3 +127,33 @@ async def test_block_with_many_producers_loses_nothing_and_keeps_each_order() ->
     for source in "abcd":
         assert [r.seq for r in got if r.source == source] == list(range(50))
     assert channel.dropped == 0
+
+
+def test_offer_adds_without_waiting_while_there_is_room() -> None:
+    channel = SinkChannel(4, Overflow.BLOCK)
+    assert channel.offer([ev("a", 1), ev("a", 2)])
+    assert channel.offer([ev("a", 3), ev("a", 4)])
+    assert len(channel) == 4
+
+
+def test_offer_refuses_a_batch_a_full_block_channel_would_wait_for() -> None:
+    channel = SinkChannel(4, Overflow.BLOCK)
+    assert channel.offer([ev("a", n) for n in range(3)])
+    assert not channel.offer([ev("a", 3), ev("a", 4)])
+    assert len(channel) == 3  # nothing of the refused batch went in
+    assert channel.dropped == 0
+
+
+@pytest.mark.parametrize("overflow", [Overflow.DROP_OLDEST, Overflow.DROP_NEWEST, Overflow.LATEST])
+def test_offer_never_refuses_under_a_dropping_policy(overflow: Overflow) -> None:
+    channel = SinkChannel(2, overflow)
+    assert all(channel.offer([ev("a", n)]) for n in range(5))
+    assert len(channel) <= 2
+    assert channel.dropped == 3 if overflow is not Overflow.LATEST else channel.dropped == 4
+
+
+def test_offer_refuses_once_closed() -> None:
+    channel = SinkChannel(4, Overflow.DROP_OLDEST)
+    channel.close()
+    assert not channel.offer([ev("a", 1)])
+    assert len(channel) == 0
