@@ -22,18 +22,17 @@ for a URL, the transport uses the shared httpx client instead
 from __future__ import annotations
 
 import ssl
+import urllib.request
 import zlib
 from collections.abc import Mapping, Sequence
 from typing import cast
-from urllib.request import (
-    getproxies_environment,
-    proxy_bypass_environment,  # type: ignore[attr-defined]
-)
 
 import attrs
 import h11
 import httpx
 import trio
+
+from ._body import BodyReader, CloseDelimitedBody, ProtocolError, body_reader
 
 __all__ = ["Head", "Http11Stream", "ProtocolError", "origin", "proxy_for", "request_target"]
 
@@ -41,10 +40,6 @@ __all__ = ["Head", "Http11Stream", "ProtocolError", "origin", "proxy_for", "requ
 _READ_SIZE = 65536
 #: A response head larger than this is a broken server, not a stream.
 _MAX_HEAD_BYTES = 64 * 1024
-
-
-class ProtocolError(Exception):
-    """The server did not speak HTTP/1.1 (garbage, a truncated head or body)."""
 
 
 @attrs.frozen
@@ -70,11 +65,12 @@ def proxy_for(url: httpx.URL) -> str | None:
     """The proxy the environment names for ``url`` (``HTTPS_PROXY``, ``ALL_PROXY``,
     minus ``NO_PROXY``), as httpx's ``trust_env`` would use it; None for a
     direct connection."""
-    proxies = getproxies_environment()
+    proxies = urllib.request.getproxies_environment()
     proxy = proxies.get(url.scheme) or proxies.get("all")
     if not proxy:
         return None
-    if proxy_bypass_environment(url.host, proxies):
+    bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
+    if bypass(url.host, proxies):
         return None
     return proxy
 
@@ -93,6 +89,8 @@ class Http11Stream:
         self._conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=_MAX_HEAD_BYTES)
         self._decoder: zlib._Decompress | None = None
         self._received = 0  # bytes, until the response head is in
+        self._body: BodyReader = CloseDelimitedBody()
+        self._pending = b""  # body bytes that came in with the head
 
     @classmethod
     async def connect(cls, url: httpx.URL, tls: ssl.SSLContext | None) -> Http11Stream:
@@ -142,30 +140,28 @@ class Http11Stream:
             self._decoder = zlib.decompressobj(zlib.MAX_WBITS | 32)  # gzip or zlib header
         elif encoding not in ("identity", ""):
             raise ProtocolError(f"unsupported Content-Encoding {encoding!r}")
+        # From here on the body is read without h11 (see _body.py for why).
+        self._body = body_reader(headers_)
+        self._pending = conn.trailing_data[0]
         return Head(event.status_code, event.reason.decode("latin-1"), headers_)
 
     async def receive(self) -> bytes:
         """The next bytes of the body as they arrive; ``b""`` once it has ended."""
-        while True:
-            try:
-                event = self._conn.next_event()
-            except h11.RemoteProtocolError as exc:  # e.g. closed inside a chunk
-                raise ProtocolError(str(exc)) from exc
-            if type(event) is h11.Data:
-                data = bytes(event.data)
-                if self._decoder is not None:
-                    data = self._decoder.decompress(data)
-                    if not data:
-                        continue
-                return data
-            if event is h11.NEED_DATA:
-                await self._receive_some()
-                continue
-            if isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
-                return b""
-            if event is h11.PAUSED:  # the body is over; nothing else comes
-                return b""
-            raise ProtocolError(f"unexpected {type(event).__name__} in the body")
+        body = self._body
+        while not body.done:
+            if self._pending:
+                data, self._pending = self._pending, b""
+            else:
+                data = cast(bytes, await self._stream.receive_some(_READ_SIZE))
+                if not data:
+                    body.end()
+                    break
+            payload = body.feed(data)
+            if self._decoder is not None:
+                payload = self._decoder.decompress(payload)
+            if payload:
+                return payload
+        return b""
 
     async def aclose(self) -> None:
         """Close the connection at once (no TLS close_notify wait)."""
