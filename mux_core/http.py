@@ -18,6 +18,12 @@ A source always gets the same shard (a hash of its name); shards are created
 on first use and share one TLS context, so a handful of sources still costs
 a handful of clients. ``verify`` is a client-wide setting in httpx, hence
 separate shards for the sources that turn certificate checks off.
+
+A transport that holds one long response open per source (SSE) can skip
+httpx: :class:`Http11Stream` is h11 straight over a trio socket, with the
+run's TLS context from :func:`shared_tls_context` -- a tenth of httpx's cost
+per read and per connection. It speaks to servers directly, so check
+:func:`proxy_for` first and use the httpx client when a proxy applies.
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ from collections.abc import Mapping
 
 import httpx
 
+from ._http11 import Http11Stream, ResponseHead, origin, proxy_for
+from ._http_body import ProtocolError
 from .errors import (
     Disconnected,
     Failed,
@@ -44,11 +52,16 @@ from .session import Session
 
 __all__ = [
     "CLIENT_SHARDS",
+    "Http11Stream",
+    "ProtocolError",
+    "ResponseHead",
     "clean_headers",
     "client_key",
     "headers_problem",
     "make_client",
+    "origin",
     "parse_retry_after",
+    "proxy_for",
     "request_timeout",
     "session_error",
     "shared_client",

@@ -34,9 +34,13 @@ from mux_core.errors import (
     describe_connection_error,
 )
 from mux_core.http import (
+    Http11Stream,
+    ProtocolError,
     clean_headers,
     headers_problem,
+    origin,
     parse_retry_after,
+    proxy_for,
     request_timeout,
     session_error,
     shared_client,
@@ -45,7 +49,6 @@ from mux_core.http import (
 )
 from mux_core.session import Session
 
-from ._http11 import Http11Stream, ProtocolError, origin, proxy_for
 from ._parser import DEFAULT_MAX_EVENT_BYTES, SseParser
 
 __all__ = ["SseOptions", "SseTransport"]
@@ -87,7 +90,7 @@ class SseOptions:
 class SseTransport:
     """Reads one event stream per session; see the module docstring for outcomes.
 
-    Connections are opened by :mod:`mux_sse._http11` (h11 straight over a
+    Connections are opened by :class:`mux_core.http.Http11Stream` (h11 straight over a
     trio socket: a tenth of httpx's cost per read and per connection), or by
     the run's shared httpx client when the environment names a proxy for the
     URL, since only httpx speaks to proxies.

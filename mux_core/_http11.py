@@ -16,7 +16,7 @@ context), bodies delimited by length, chunking or the connection closing
 not to. Redirects are the caller's job (it owns the deadline and the
 headers). Proxies are not spoken here: when the environment names a proxy
 for a URL, the transport uses the shared httpx client instead
-(:func:`proxy_for`).
+(:func:`proxy_for`). Public names are re-exported by :mod:`mux_core.http`.
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ import h11
 import httpx
 import trio
 
-from ._body import BodyReader, CloseDelimitedBody, ProtocolError, body_reader
+from ._http_body import BodyReader, CloseDelimitedBody, ProtocolError, body_reader
 
-__all__ = ["Head", "Http11Stream", "ProtocolError", "origin", "proxy_for", "request_target"]
+__all__ = ["Http11Stream", "ProtocolError", "ResponseHead", "origin", "proxy_for", "request_target"]
 
 #: Bytes asked for per read: what httpx asks for, and enough for ~500 events.
 _READ_SIZE = 65536
@@ -43,7 +43,7 @@ _MAX_HEAD_BYTES = 64 * 1024
 
 
 @attrs.frozen
-class Head:
+class ResponseHead:
     """The status line and headers of a response (header names lowercased)."""
 
     status: int
@@ -111,7 +111,7 @@ class Http11Stream:
             stream = tls_stream
         return cls(stream)
 
-    async def request(self, url: httpx.URL, headers: Sequence[tuple[str, str]]) -> Head:
+    async def request(self, url: httpx.URL, headers: Sequence[tuple[str, str]]) -> ResponseHead:
         """Send ``GET url`` with ``headers`` (Host is added) and read the response head."""
         host = url.netloc.decode("ascii")
         request = h11.Request(
@@ -140,10 +140,10 @@ class Http11Stream:
             self._decoder = zlib.decompressobj(zlib.MAX_WBITS | 32)  # gzip or zlib header
         elif encoding not in ("identity", ""):
             raise ProtocolError(f"unsupported Content-Encoding {encoding!r}")
-        # From here on the body is read without h11 (see _body.py for why).
+        # From here on the body is read without h11 (see _http_body.py for why).
         self._body = body_reader(headers_)
         self._pending = conn.trailing_data[0]
-        return Head(event.status_code, event.reason.decode("latin-1"), headers_)
+        return ResponseHead(event.status_code, event.reason.decode("latin-1"), headers_)
 
     async def receive(self) -> bytes:
         """The next bytes of the body as they arrive; ``b""`` once it has ended."""
