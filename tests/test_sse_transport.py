@@ -383,6 +383,39 @@ async def test_silent_server_hits_read_timeout(
     assert [e.data for e in out.events] == ["first"]
 
 
+async def test_waiting_for_a_slow_sink_is_not_silence(
+    nursery: trio.Nursery, shared: SharedResources
+) -> None:
+    """The engine makes ``emit`` wait (shielded) while a block sink is full;
+    a wait longer than read_timeout must not end the stream as silent."""
+    sink_caught_up = trio.Event()
+
+    async def respond(stream: trio.SocketStream, _: int) -> None:
+        await stream.send_all(head() + b"data: 1\n\n")
+        await sink_caught_up.wait()
+        await stream.send_all(b"data: 2\n\n")
+
+    server = await serve(nursery, respond)
+    events: list[Any] = []
+
+    async def send(batch: Any) -> None:
+        if type(batch[0]) is Event:
+            events.extend(r.data for r in batch)
+            if len(events) == 1:
+                with trio.CancelScope(shield=True):  # as the engine's waiting fan-out
+                    await trio.sleep(0.5)  # the sink's pace: 2.5 x read_timeout
+                sink_caught_up.set()
+
+    session = Session(
+        source="s", transport="sse", resume=ResumeState(), connect_timeout=5,
+        shared=shared, send=send, attempt=1,
+    )  # fmt: skip
+    with trio.fail_after(10), pytest.raises(Disconnected) as caught:
+        await SseTransport(SseOptions(url=server.url, read_timeout=0.2)).run_session(session)
+    assert caught.value.detail == "server closed the stream"
+    assert events == [1, 2]
+
+
 async def test_comments_keep_the_stream_alive(
     nursery: trio.Nursery, shared: SharedResources
 ) -> None:

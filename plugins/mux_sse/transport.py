@@ -131,8 +131,7 @@ class SseTransport:
                 await self._run_direct(session, self._url, parser, scope)
             else:
                 await self._run_httpx(session, parser, scope)
-        if session.is_connected:
-            raise Disconnected(f"no data for {opts.read_timeout:g} s (read_timeout)")
+        # Only the connect deadline gets here: it is lifted once connected.
         raise ServerUnavailable(f"no response within {session.connect_timeout:g} s")
 
     async def _run_direct(
@@ -159,7 +158,7 @@ class SseTransport:
                 _check_response(head.status, head.reason, head.headers)
                 scope.deadline = math.inf
                 await session.connected()
-                await self._pump(session, stream.receive, parser, scope)
+                await self._pump(session, stream.receive, parser)
             except ValueError as exc:  # the request cannot be sent (or a bad Location)
                 raise Failed(str(exc)) from exc
             except ProtocolError as exc:
@@ -195,7 +194,7 @@ class SseTransport:
                             return chunk
                     return b""
 
-                await self._pump(session, receive, parser, scope)
+                await self._pump(session, receive, parser)
         except httpx.HTTPError as exc:
             raise session_error(exc, connected=session.is_connected) from exc
         except httpx.InvalidURL as exc:
@@ -206,38 +205,54 @@ class SseTransport:
         session: Session,
         receive: Callable[[], Awaitable[bytes]],
         parser: SseParser,
-        scope: trio.CancelScope,
     ) -> None:
         """Feed reads to the parser and emit one batch per read, until the body ends.
 
         The parser hands out events ready to emit (ids None when empty, data
-        decoded per ``decode``). The deadline is lifted while emitting, so a
-        slow sink (backpressure) is never mistaken for a silent server.
+        decoded per ``decode``). Silence is timed by a cancel scope whose
+        deadline moves lazily: only once it is less than ``read_timeout``
+        away, to ``read_timeout`` plus a slack of 1/16 of it (at most 1 s) --
+        moving a trio deadline costs ~2 µs, a real share of an event's
+        latency when done twice per read. So silence ends the stream after
+        between ``read_timeout`` and ``read_timeout`` + slack, never sooner.
+
+        A sink that makes ``emit`` wait (backpressure) is not silence: when the
+        deadline passed during such a wait, the scope is left and a fresh
+        one started instead of ending the stream.
         """
         read_timeout = self.options.read_timeout
+        slack = min(read_timeout / 16, 1.0)
         resume = session.resume
         notice_limit = f"skipped an event larger than {parser.max_event_bytes} bytes"
         skipped = 0
         retry: float | None = None
         bad_json_noticed = self.options.decode != "json"
-        scope.deadline = trio.current_time() + read_timeout
-        while chunk := await receive():
-            events = parser.feed(chunk)
-            scope.deadline = math.inf
-            if events:
-                await session.emit(events)
-                if parser.not_json and not bad_json_noticed:
-                    bad_json_noticed = True
-                    await session.notice("event data is not JSON; delivered as text")
-            resume.last_id = parser.last_event_id or None
-            if parser.retry != retry:
-                retry = parser.retry
-                session.set_retry_hint(retry)
-            while skipped < parser.skipped:
-                skipped += 1
-                await session.notice(notice_limit)
-            scope.deadline = trio.current_time() + read_timeout
-        raise Disconnected("server closed the stream")
+        current_time = trio.current_time
+        while True:
+            with trio.CancelScope(deadline=current_time() + read_timeout + slack) as silence:
+                while chunk := await receive():
+                    now = current_time()
+                    if now + read_timeout > silence.deadline:
+                        silence.deadline = now + read_timeout + slack
+                    events = parser.feed(chunk)
+                    if events:
+                        await session.emit(events)
+                        if parser.not_json and not bad_json_noticed:
+                            bad_json_noticed = True
+                            await session.notice("event data is not JSON; delivered as text")
+                    resume.last_id = parser.last_event_id or None
+                    if parser.retry != retry:
+                        retry = parser.retry
+                        session.set_retry_hint(retry)
+                    while skipped < parser.skipped:
+                        skipped += 1
+                        await session.notice(notice_limit)
+                    if silence.cancel_called:  # it expired while a sink made us wait
+                        break
+                else:
+                    raise Disconnected("server closed the stream")
+            if silence.cancelled_caught:
+                raise Disconnected(f"no data for {read_timeout:g} s (read_timeout)")
 
 
 #: Sent by _http11 unless the config sets them: mux asks for the bytes as they
