@@ -72,7 +72,8 @@ class SseOptions:
     decode: Literal["auto", "json", "text"] = attrs.field(
         default="auto", validator=attrs.validators.in_(("auto", "json", "text"))
     )
-    #: Seconds without a single byte (comments count) before the stream counts as dead.
+    #: Seconds without a single byte (comments count) before the stream counts as
+    #: dead (checked lazily: up to 1/16 of it, at most 1 s, later).
     read_timeout: float = attrs.field(default=45.0, validator=_positive)
     #: Events larger than this many bytes are skipped (with a notice), bounding memory.
     max_event_bytes: int = attrs.field(default=DEFAULT_MAX_EVENT_BYTES, validator=_positive)
