@@ -34,7 +34,15 @@ import trio
 
 from ._http_body import BodyReader, CloseDelimitedBody, ProtocolError, body_reader
 
-__all__ = ["Http11Stream", "ProtocolError", "ResponseHead", "origin", "proxy_for", "request_target"]
+__all__ = [
+    "Http11Stream",
+    "ProtocolError",
+    "ResponseHead",
+    "open_connection",
+    "origin",
+    "proxy_for",
+    "request_target",
+]
 
 #: Bytes asked for per read: what httpx asks for, and enough for ~500 events.
 _READ_SIZE = 65536
@@ -75,6 +83,27 @@ def proxy_for(url: httpx.URL) -> str | None:
     return proxy
 
 
+async def open_connection(url: httpx.URL, tls: ssl.SSLContext | None) -> trio.abc.Stream:
+    """A TCP connection to ``url``'s host and port, with a TLS session for https.
+
+    Raises ``OSError`` (refused, DNS, ``ssl.SSLError`` for a failed
+    handshake) or ``trio.BrokenResourceError``; nothing is left open then.
+    """
+    https = url.scheme == "https"
+    port = url.port or (443 if https else 80)
+    stream: trio.abc.Stream = await trio.open_tcp_stream(url.host, port)
+    if https:
+        assert tls is not None, "https needs a TLS context"
+        tls_stream = trio.SSLStream(stream, tls, server_hostname=url.host, https_compatible=True)
+        try:
+            await tls_stream.do_handshake()
+        except BaseException:
+            await trio.aclose_forcefully(stream)
+            raise
+        stream = tls_stream
+    return stream
+
+
 class Http11Stream:
     """One HTTP/1.1 connection carrying one GET and its (endless) response.
 
@@ -95,21 +124,7 @@ class Http11Stream:
     @classmethod
     async def connect(cls, url: httpx.URL, tls: ssl.SSLContext | None) -> Http11Stream:
         """Open a TCP connection to ``url``'s host (and a TLS session for https)."""
-        https = url.scheme == "https"
-        port = url.port or (443 if https else 80)
-        stream: trio.abc.Stream = await trio.open_tcp_stream(url.host, port)
-        if https:
-            assert tls is not None, "https needs a TLS context"
-            tls_stream = trio.SSLStream(
-                stream, tls, server_hostname=url.host, https_compatible=True
-            )
-            try:
-                await tls_stream.do_handshake()
-            except BaseException:
-                await trio.aclose_forcefully(stream)
-                raise
-            stream = tls_stream
-        return cls(stream)
+        return cls(await open_connection(url, tls))
 
     async def request(self, url: httpx.URL, headers: Sequence[tuple[str, str]]) -> ResponseHead:
         """Send ``GET url`` with ``headers`` (Host is added) and read the response head."""
