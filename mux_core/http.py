@@ -22,8 +22,11 @@ separate shards for the sources that turn certificate checks off.
 A transport that holds one long response open per source (SSE) can skip
 httpx: :class:`Http11Stream` is h11 straight over a trio socket, with the
 run's TLS context from :func:`shared_tls_context` -- a tenth of httpx's cost
-per read and per connection. It speaks to servers directly, so check
-:func:`proxy_for` first and use the httpx client when a proxy applies.
+per read and per connection. A transport that polls (REST) has
+:class:`HttpClient`: the same h11 path for request/response, one kept-alive
+connection across polls, half httpx's CPU per polled page. Both speak to
+servers directly, so check :func:`proxy_for` first and use the httpx client
+when a proxy applies.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ import httpx
 
 from ._http11 import Http11Stream, ResponseHead, origin, proxy_for
 from ._http_body import ProtocolError
+from ._http_client import HttpClient, HttpResponse, ResponseTimeout
 from .errors import (
     Disconnected,
     Failed,
@@ -53,8 +57,11 @@ from .session import Session
 __all__ = [
     "CLIENT_SHARDS",
     "Http11Stream",
+    "HttpClient",
+    "HttpResponse",
     "ProtocolError",
     "ResponseHead",
+    "ResponseTimeout",
     "clean_headers",
     "client_key",
     "headers_problem",
