@@ -35,12 +35,15 @@ import trio
 from ._http_body import BodyReader, CloseDelimitedBody, ProtocolError, body_reader
 
 __all__ = [
+    "MAX_REDIRECTS",
+    "REDIRECT_STATUSES",
     "Http11Stream",
     "ProtocolError",
     "ResponseHead",
     "open_connection",
     "origin",
     "proxy_for",
+    "redirected",
     "request_target",
 ]
 
@@ -83,6 +86,31 @@ def proxy_for(url: httpx.URL) -> str | None:
     return proxy
 
 
+#: How many redirects in a row are followed, as httpx and browsers do.
+MAX_REDIRECTS = 20
+#: The statuses whose ``Location`` is followed (a GET stays a GET).
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+#: Headers not sent on to another origin: a redirect must not leak credentials.
+_CREDENTIALS = frozenset({"authorization", "cookie", "proxy-authorization"})
+
+
+def redirected(
+    url: httpx.URL, location: str, headers: Sequence[tuple[str, str]]
+) -> tuple[httpx.URL, list[tuple[str, str]]]:
+    """Where a redirect from ``url`` to ``location`` points, and the headers to
+    send there (credentials only to the same origin). ``ValueError`` when the
+    target is not an http(s) URL."""
+    try:
+        target = url.join(location)
+    except httpx.InvalidURL as exc:
+        raise ValueError(f"redirected to an invalid URL {location!r}: {exc}") from exc
+    if target.scheme not in ("http", "https") or not target.host:
+        raise ValueError(f"redirected to {str(target)!r}, which is not an http(s) URL")
+    if origin(target) != origin(url):
+        return target, [(k, v) for k, v in headers if k.lower() not in _CREDENTIALS]
+    return target, list(headers)
+
+
 async def open_connection(url: httpx.URL, tls: ssl.SSLContext | None) -> trio.abc.Stream:
     """A TCP connection to ``url``'s host and port, with a TLS session for https.
 
@@ -91,10 +119,11 @@ async def open_connection(url: httpx.URL, tls: ssl.SSLContext | None) -> trio.ab
     """
     https = url.scheme == "https"
     port = url.port or (443 if https else 80)
-    stream: trio.abc.Stream = await trio.open_tcp_stream(url.host, port)
+    host = url.raw_host.decode("ascii")  # IDNA-encoded, IPv6 without brackets
+    stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
     if https:
         assert tls is not None, "https needs a TLS context"
-        tls_stream = trio.SSLStream(stream, tls, server_hostname=url.host, https_compatible=True)
+        tls_stream = trio.SSLStream(stream, tls, server_hostname=host, https_compatible=True)
         try:
             await tls_stream.do_handshake()
         except BaseException:

@@ -41,7 +41,14 @@ import h11
 import httpx
 import trio
 
-from ._http11 import open_connection, origin, request_target
+from ._http11 import (
+    MAX_REDIRECTS,
+    REDIRECT_STATUSES,
+    open_connection,
+    origin,
+    redirected,
+    request_target,
+)
 from ._http_body import ProtocolError
 
 __all__ = ["HttpClient", "HttpResponse", "ResponseTimeout"]
@@ -50,11 +57,6 @@ __all__ = ["HttpClient", "HttpResponse", "ResponseTimeout"]
 _READ_SIZE = 65536
 #: A response head larger than this is a broken server.
 _MAX_HEAD_BYTES = 64 * 1024
-#: How many redirects a request follows, as httpx and browsers do.
-_MAX_REDIRECTS = 20
-_REDIRECTS = frozenset({301, 302, 303, 307, 308})
-#: Headers not sent on to another origin: a redirect must not leak credentials.
-_CREDENTIALS = frozenset({"authorization", "cookie", "proxy-authorization"})
 #: Idle connections one client keeps (one per origin a redirect chain visits).
 _MAX_IDLE = 4
 
@@ -117,13 +119,13 @@ class HttpClient:
         sent = list(headers)
         if "accept-encoding" not in names:
             sent.append(("Accept-Encoding", "gzip, deflate"))
-        for _ in range(_MAX_REDIRECTS + 1):
+        for _ in range(MAX_REDIRECTS + 1):
             response = await self._exchange(url, sent)
             location = response.headers.get("location")
-            if response.status not in _REDIRECTS or location is None:
+            if response.status not in REDIRECT_STATUSES or location is None:
                 return response
-            url, sent = _redirected(url, location, sent)
-        raise ValueError(f"more than {_MAX_REDIRECTS} redirects")
+            url, sent = redirected(url, location, sent)
+        raise ValueError(f"more than {MAX_REDIRECTS} redirects")
 
     async def _exchange(self, url: httpx.URL, headers: list[tuple[str, str]]) -> HttpResponse:
         """One request and its response, on a kept connection if there is one."""
@@ -267,18 +269,3 @@ def _decode(body: bytes, encoding: str) -> bytes:
         except zlib.error as exc:
             raise ProtocolError(f"could not decode the {coding} body: {exc}") from exc
     return body
-
-
-def _redirected(
-    url: httpx.URL, location: str, headers: list[tuple[str, str]]
-) -> tuple[httpx.URL, list[tuple[str, str]]]:
-    """Where a redirect points, and the headers to send there."""
-    try:
-        target = url.join(location)
-    except httpx.InvalidURL as exc:
-        raise ValueError(f"redirected to an invalid URL {location!r}: {exc}") from exc
-    if target.scheme not in ("http", "https") or not target.host:
-        raise ValueError(f"redirected to {str(target)!r}, which is not an http(s) URL")
-    if origin(target) != origin(url):
-        headers = [(k, v) for k, v in headers if k.lower() not in _CREDENTIALS]
-    return target, headers

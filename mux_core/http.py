@@ -42,7 +42,15 @@ from collections.abc import Mapping
 
 import httpx
 
-from ._http11 import Http11Stream, ResponseHead, origin, proxy_for
+from ._http11 import (
+    MAX_REDIRECTS,
+    REDIRECT_STATUSES,
+    Http11Stream,
+    ResponseHead,
+    origin,
+    proxy_for,
+    redirected,
+)
 from ._http_body import ProtocolError
 from ._http_client import HttpClient, HttpResponse, ResponseTimeout
 from .errors import (
@@ -56,6 +64,8 @@ from .session import Session
 
 __all__ = [
     "CLIENT_SHARDS",
+    "MAX_REDIRECTS",
+    "REDIRECT_STATUSES",
     "Http11Stream",
     "HttpClient",
     "HttpResponse",
@@ -69,6 +79,7 @@ __all__ = [
     "origin",
     "parse_retry_after",
     "proxy_for",
+    "redirected",
     "request_timeout",
     "session_error",
     "shared_client",

@@ -34,13 +34,15 @@ from mux_core.errors import (
     describe_connection_error,
 )
 from mux_core.http import (
+    MAX_REDIRECTS,
+    REDIRECT_STATUSES,
     Http11Stream,
     ProtocolError,
     clean_headers,
     headers_problem,
-    origin,
     parse_retry_after,
     proxy_for,
+    redirected,
     request_timeout,
     session_error,
     shared_client,
@@ -142,7 +144,7 @@ class SseTransport:
         headers = list(self._direct_headers)
         if session.resume.last_id:
             headers.append(("Last-Event-ID", session.resume.last_id))
-        for _ in range(_MAX_REDIRECTS + 1):
+        for _ in range(MAX_REDIRECTS + 1):
             tls = None
             if url.scheme == "https":
                 tls = await shared_tls_context(session, verify=self.options.verify)
@@ -152,9 +154,11 @@ class SseTransport:
                 raise ServerUnavailable(_network_detail(exc)) from exc
             try:
                 head = await stream.request(url, headers)
-                location = head.headers.get("location") if head.status in _REDIRECTS else None
+                location = (
+                    head.headers.get("location") if head.status in REDIRECT_STATUSES else None
+                )
                 if location is not None:
-                    url, headers = _redirected(url, location, headers)
+                    url, headers = redirected(url, location, headers)
                     continue
                 _check_response(head.status, head.reason, head.headers)
                 scope.deadline = math.inf
@@ -168,7 +172,7 @@ class SseTransport:
                 raise _lost(session, _network_detail(exc)) from exc
             finally:
                 await stream.aclose()
-        raise Failed(f"more than {_MAX_REDIRECTS} redirects")
+        raise Failed(f"more than {MAX_REDIRECTS} redirects")
 
     async def _run_httpx(
         self, session: Session, parser: SseParser, scope: trio.CancelScope
@@ -259,26 +263,6 @@ class SseTransport:
 #: Sent by _http11 unless the config sets them: mux asks for the bytes as they
 #: are (no compression to undo per read) and says who is asking.
 _DIRECT_DEFAULTS = (("Accept-Encoding", "identity"), ("User-Agent", f"mux/{__version__}"))
-#: How many redirects a session follows, as httpx and browsers do.
-_MAX_REDIRECTS = 20
-_REDIRECTS = frozenset({301, 302, 303, 307, 308})
-#: Headers not sent on to another origin: a redirect must not leak credentials.
-_CREDENTIALS = frozenset({"authorization", "cookie", "proxy-authorization"})
-
-
-def _redirected(
-    url: httpx.URL, location: str, headers: list[tuple[str, str]]
-) -> tuple[httpx.URL, list[tuple[str, str]]]:
-    """Where a redirect points, and the headers to send there."""
-    try:
-        target = url.join(location)
-    except httpx.InvalidURL as exc:
-        raise ValueError(f"redirected to an invalid URL {location!r}: {exc}") from exc
-    if target.scheme not in ("http", "https") or not target.host:
-        raise ValueError(f"redirected to {str(target)!r}, which is not an http(s) URL")
-    if origin(target) != origin(url):
-        headers = [(k, v) for k, v in headers if k.lower() not in _CREDENTIALS]
-    return target, headers
 
 
 def _network_detail(exc: BaseException) -> str:
