@@ -210,6 +210,7 @@ class Session:
         send: Callable[[Sequence[Record]], Any],
         attempt: int,
         on_connected: Callable[[], None] = lambda: None,
+        send_events: Callable[[Sequence[Record]], Any] | None = None,
     ) -> None:
         #: The source's name from the config.
         self.source = source
@@ -223,6 +224,9 @@ class Session:
         self.shared = shared
         self.attempt = attempt
         self._send = send
+        # Event batches may take a shorter way than Status records: the
+        # supervisor only needs to see the statuses (one call less per batch).
+        self._send_events = send if send_events is None else send_events
         self._on_connected = on_connected
         #: True once ``connected()`` was called.
         self.is_connected = False
@@ -268,7 +272,7 @@ class Session:
                 resume.last_id = id_
                 break
         self.events += len(batch)
-        await self._send(batch)
+        await self._send_events(batch)
 
     async def notice(self, detail: str) -> None:
         """Report something worth knowing that does not change the state

@@ -83,6 +83,7 @@ class Supervisor:
                 connect_timeout=self.policy.connect_timeout,
                 shared=self._shared,
                 send=self._send_from_session,
+                send_events=self._send,
                 attempt=attempt,
             )
             outcome = await self._run_session(session)
@@ -145,9 +146,9 @@ class Supervisor:
         return self.policy.delay(failures, initial=self.resume.retry_hint, rng=self._rng)
 
     async def _send_from_session(self, batch: Sequence[Record]) -> None:
+        # A session's Status records (connected, notices) come this way, one
+        # per batch; its events go straight to the engine (send_events).
         await self._send(batch)
-        # A session sends its Status records (connected, notices) one per
-        # batch and never mixes them with events: one look, not a scan.
         if batch and type(batch[0]) is Status:
             self.state = batch[0].state
 
