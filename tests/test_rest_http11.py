@@ -21,7 +21,6 @@ import attrs
 import orjson
 import pytest
 import trio
-import trustme
 
 from mux_core.errors import Failed, ServerUnavailable
 from mux_core.events import State, Status
@@ -391,28 +390,10 @@ async def test_credentials_in_the_url_are_sent_as_basic_auth(nursery: trio.Nurse
 # -- TLS ------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture
-def tls_server_context(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(context)
-    return context
-
-
+@pytest.mark.usefixtures("trust_ca")
 async def test_https_with_a_trusted_ca_keeps_the_connection(
-    nursery: trio.Nursery,
-    ca: trustme.CA,
-    tls_server_context: ssl.SSLContext,
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Any,
+    nursery: trio.Nursery, tls_server_context: ssl.SSLContext
 ) -> None:
-    bundle = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(bundle))
-    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))  # honoured like httpx does
     server = await start(
         nursery, json_response(page(1)), json_response(page(2)), tls=tls_server_context
     )

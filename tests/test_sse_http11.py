@@ -17,7 +17,6 @@ from typing import Any
 import attrs
 import pytest
 import trio
-import trustme
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -309,28 +308,10 @@ async def test_a_redirect_to_another_scheme_fails(nursery: trio.Nursery) -> None
 # -- TLS ------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture
-def tls_server_context(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(context)
-    return context
-
-
+@pytest.mark.usefixtures("trust_ca")
 async def test_https_with_a_trusted_ca(
-    nursery: trio.Nursery,
-    ca: trustme.CA,
-    tls_server_context: ssl.SSLContext,
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Any,
+    nursery: trio.Nursery, tls_server_context: ssl.SSLContext
 ) -> None:
-    bundle = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(bundle))
-    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))  # honoured like httpx does
     server = await start(nursery, answer(STREAM_HEAD + b"\r\ndata: secure\n\n"), tls_server_context)
     error, data = await session(server.base + "/events")
     assert data == ["secure"]
