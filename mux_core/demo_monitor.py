@@ -3,17 +3,25 @@
 The monitor side stays a pure client: the demo server is a separate process
 (the same one ``mux serve-demo`` runs), and the monitor connects to it like to
 any trainer -- it may even start before the server listens, in which case the
-sources report ``server_unavailable`` and then ``connected``. Ctrl-C stops
-both: the terminal sends SIGINT to the whole process group, and the child is
-terminated anyway when the monitor exits.
+sources report ``server_unavailable`` and then ``connected``.
+
+Ctrl-C stops both, monitor first: the child runs in a session of its own, so
+the terminal's SIGINT reaches only the monitor, which stops its sources (each
+records ``stopped``) and then terminates the child. Sharing the process group,
+the server used to die in the same instant and a source could record
+``disconnected: connection lost`` just before ``stopped``. On Linux the child
+also gets SIGTERM if the monitor dies without cleaning up (kill -9).
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import logging
+import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import trio
@@ -105,6 +113,8 @@ def run_demo(args: argparse.Namespace, plugins: PluginManager | None = None) -> 
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,
+        preexec_fn=_die_with_parent_hook(),
     )
     try:
         engine = Engine(config, plugins, duration=args.duration, install_signal_handlers=True)
@@ -113,6 +123,24 @@ def run_demo(args: argparse.Namespace, plugins: PluginManager | None = None) -> 
         _stop_child(server)
     print(f"mux demo: events recorded in {events_path}", file=sys.stderr)
     return result.exit_code
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent_hook() -> Callable[[], None] | None:
+    """For Popen's preexec_fn: make the child get SIGTERM when the monitor dies.
+
+    Linux only (prctl); looked up here, in the parent, so the child does no
+    more between fork and exec than the one call.
+    """
+    if sys.platform != "linux":
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return lambda: prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _stop_child(server: subprocess.Popen[str]) -> None:

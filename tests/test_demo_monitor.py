@@ -1,0 +1,86 @@
+"""``mux demo`` as a user runs it: a real process, its demo server child, Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+from functools import partial
+from pathlib import Path
+
+import pytest
+import trio
+from e2e_helpers import MUX, file_states, read_jsonl_strict, wait_for_file
+
+SOURCES = ("train-sse", "train-ws", "train-rest")
+
+
+def _free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _children(pid: int) -> list[int]:
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children += [int(c) for c in (task / "children").read_text().split()]
+    return children
+
+
+def _refused(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads /proc (Linux)")
+async def test_ctrl_c_stops_the_sources_first_then_the_demo_server(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C signals the whole foreground process group. The
+    demo server must not be in it: stopping at the same instant as the
+    monitor, it made sources record ``disconnected`` before ``stopped``."""
+    sse, ws, rest = ports = _free_ports(3)
+    command = [*MUX, "demo", "--view", "log", "--rate", "50"]
+    command += ["--sse-port", str(sse), "--ws-port", str(ws), "--rest-port", str(rest)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MUX_")}
+    events = tmp_path / "runs" / "demo-events.jsonl"
+    async with trio.open_nursery() as nursery:
+        process: trio.Process = await nursery.start(
+            partial(
+                trio.run_process,
+                command,
+                cwd=tmp_path,
+                env=env,
+                check=False,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,  # its own group, as a shell's foreground job
+            )
+        )
+
+        def every_source_has_events(records: list[dict[str, object]]) -> bool:
+            return all(
+                any(r["type"] == "event" and r["source"] == s for r in records) for s in SOURCES
+            )
+
+        await wait_for_file(events, every_source_has_events, process=process, timeout=30)
+        (server,) = _children(process.pid)
+        assert os.getsid(server) != os.getsid(process.pid)
+
+        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C
+        with trio.fail_after(20):
+            code = await process.wait()
+    assert code == 0
+    records = read_jsonl_strict(events)
+    for source in SOURCES:
+        states = file_states(records, source)
+        last_connected = len(states) - 1 - states[::-1].index("connected")
+        assert states[last_connected:] == ["connected", "stopped"], (source, states)
+    assert all(_refused(port) for port in ports)  # the server went with the monitor
+    with pytest.raises(ProcessLookupError):
+        os.kill(server, 0)
