@@ -84,3 +84,37 @@ async def test_ctrl_c_stops_the_sources_first_then_the_demo_server(tmp_path: Pat
     assert all(_refused(port) for port in ports)  # the server went with the monitor
     with pytest.raises(ProcessLookupError):
         os.kill(server, 0)
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="prctl and /proc (Linux)")
+async def test_the_demo_server_does_not_outlive_a_killed_monitor(tmp_path: Path) -> None:
+    sse, ws, rest = ports = _free_ports(3)
+    command = [*MUX, "demo", "--view", "log"]
+    command += ["--sse-port", str(sse), "--ws-port", str(ws), "--rest-port", str(rest)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MUX_")}
+    events = tmp_path / "runs" / "demo-events.jsonl"
+    async with trio.open_nursery() as nursery:
+        process: trio.Process = await nursery.start(
+            partial(
+                trio.run_process,
+                command,
+                cwd=tmp_path,
+                env=env,
+                check=False,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+        await wait_for_file(
+            events, lambda rs: any(r["type"] == "event" for r in rs), process=process, timeout=30
+        )
+        (server,) = _children(process.pid)
+        server_exited = os.pidfd_open(server)  # readable once the server has exited
+        process.kill()  # SIGKILL: no finally, no cleanup in the monitor
+        await process.wait()
+    try:
+        with trio.fail_after(10):
+            await trio.lowlevel.wait_readable(server_exited)
+    finally:
+        os.close(server_exited)
+    assert all(_refused(port) for port in ports)
