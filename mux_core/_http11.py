@@ -40,11 +40,13 @@ __all__ = [
     "Http11Stream",
     "ProtocolError",
     "ResponseHead",
+    "get_request_bytes",
     "open_connection",
     "origin",
     "proxy_for",
     "redirected",
     "request_target",
+    "response_headers",
 ]
 
 #: Bytes asked for per read: what httpx asks for, and enough for ~500 events.
@@ -111,6 +113,33 @@ def redirected(
     return target, list(headers)
 
 
+def get_request_bytes(
+    conn: h11.Connection, url: httpx.URL, headers: Sequence[tuple[str, str]]
+) -> bytes:
+    """``GET url`` with ``headers`` (Host added) as bytes to send, through ``conn``.
+
+    ``ValueError`` when h11 refuses it (an illegal header): no retry can fix that.
+    """
+    request = h11.Request(
+        method="GET",
+        target=request_target(url),
+        headers=[("Host", url.netloc.decode("ascii")), *headers],
+    )
+    try:
+        return conn.send(request) + (conn.send(h11.EndOfMessage()) or b"")
+    except h11.LocalProtocolError as exc:
+        raise ValueError(f"could not send the request: {exc}") from exc
+
+
+def response_headers(response: h11.Response) -> dict[str, str]:
+    """The headers of ``response`` by lowercase name; a repeated one joined with ", "."""
+    headers: dict[str, str] = {}
+    for name, value in response.headers:
+        key, text = name.decode("latin-1"), value.decode("latin-1")
+        headers[key] = f"{headers[key]}, {text}" if key in headers else text
+    return headers
+
+
 async def open_connection(url: httpx.URL, tls: ssl.SSLContext | None) -> trio.abc.Stream:
     """A TCP connection to ``url``'s host and port, with a TLS session for https.
 
@@ -157,18 +186,8 @@ class Http11Stream:
 
     async def request(self, url: httpx.URL, headers: Sequence[tuple[str, str]]) -> ResponseHead:
         """Send ``GET url`` with ``headers`` (Host is added) and read the response head."""
-        host = url.netloc.decode("ascii")
-        request = h11.Request(
-            method="GET",
-            target=request_target(url),
-            headers=[("Host", host), *headers],
-        )
         conn = self._conn
-        try:
-            data = conn.send(request) + (conn.send(h11.EndOfMessage()) or b"")
-        except h11.LocalProtocolError as exc:
-            raise ValueError(f"could not send the request: {exc}") from exc
-        await self._stream.send_all(data)
+        await self._stream.send_all(get_request_bytes(conn, url, headers))
         while True:
             event = await self._next_event()
             if isinstance(event, h11.Response):
@@ -176,9 +195,7 @@ class Http11Stream:
             if isinstance(event, h11.ConnectionClosed):
                 raise ProtocolError("server disconnected without sending a response")
             # InformationalResponse (1xx): wait for the real one.
-        headers_ = {
-            name.decode("latin-1"): value.decode("latin-1") for name, value in event.headers
-        }
+        headers_ = response_headers(event)
         encoding = headers_.get("content-encoding", "identity").strip().lower()
         if encoding in ("gzip", "x-gzip", "deflate"):
             self._decoder = zlib.decompressobj(zlib.MAX_WBITS | 32)  # gzip or zlib header

@@ -44,10 +44,11 @@ import trio
 from ._http11 import (
     MAX_REDIRECTS,
     REDIRECT_STATUSES,
+    get_request_bytes,
     open_connection,
     origin,
     redirected,
-    request_target,
+    response_headers,
 )
 from ._http_body import ProtocolError
 
@@ -177,15 +178,7 @@ class _Connection:
 
     async def get(self, url: httpx.URL, headers: list[tuple[str, str]]) -> HttpResponse:
         conn = self._h11
-        request = h11.Request(
-            method="GET",
-            target=request_target(url),
-            headers=[("Host", url.netloc.decode("ascii")), *headers],
-        )
-        try:
-            data = conn.send(request) + (conn.send(h11.EndOfMessage()) or b"")
-        except h11.LocalProtocolError as exc:
-            raise ValueError(f"could not send the request: {exc}") from exc
+        data = get_request_bytes(conn, url, headers)
         received = 0
         try:
             await self._stream.send_all(data)
@@ -209,10 +202,7 @@ class _Connection:
             raise
         head = event
         body = await self._read_body()
-        headers_: dict[str, str] = {}
-        for name, value in head.headers:
-            key, text = name.decode("latin-1"), value.decode("latin-1")
-            headers_[key] = f"{headers_[key]}, {text}" if key in headers_ else text
+        headers_ = response_headers(head)
         encoding = headers_.get("content-encoding")
         if encoding and body:
             body = _decode(body, encoding)
