@@ -34,6 +34,29 @@ def _children(pid: int) -> list[int]:
     return children
 
 
+async def _start_demo(
+    nursery: trio.Nursery, cwd: Path, ports: list[int], *args: str, own_group: bool = False
+) -> trio.Process:
+    """``mux demo --view log`` on these SSE/WS/REST ports, in ``cwd``."""
+    sse, ws, rest = ports
+    command = [*MUX, "demo", "--view", "log", *args]
+    command += ["--sse-port", str(sse), "--ws-port", str(ws), "--rest-port", str(rest)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MUX_")}
+    process: trio.Process = await nursery.start(
+        partial(
+            trio.run_process,
+            command,
+            cwd=cwd,
+            env=env,
+            check=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=own_group,
+        )
+    )
+    return process
+
+
 def _refused(port: int) -> bool:
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) != 0
@@ -44,24 +67,11 @@ async def test_ctrl_c_stops_the_sources_first_then_the_demo_server(tmp_path: Pat
     """A terminal's Ctrl-C signals the whole foreground process group. The
     demo server must not be in it: stopping at the same instant as the
     monitor, it made sources record ``disconnected`` before ``stopped``."""
-    sse, ws, rest = ports = _free_ports(3)
-    command = [*MUX, "demo", "--view", "log", "--rate", "50"]
-    command += ["--sse-port", str(sse), "--ws-port", str(ws), "--rest-port", str(rest)]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MUX_")}
+    ports = _free_ports(3)
     events = tmp_path / "runs" / "demo-events.jsonl"
     async with trio.open_nursery() as nursery:
-        process: trio.Process = await nursery.start(
-            partial(
-                trio.run_process,
-                command,
-                cwd=tmp_path,
-                env=env,
-                check=False,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,  # its own group, as a shell's foreground job
-            )
-        )
+        # In a group of its own, as a shell's foreground job.
+        process = await _start_demo(nursery, tmp_path, ports, "--rate", "50", own_group=True)
 
         def every_source_has_events(records: list[dict[str, object]]) -> bool:
             return all(
@@ -88,23 +98,10 @@ async def test_ctrl_c_stops_the_sources_first_then_the_demo_server(tmp_path: Pat
 
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="prctl and /proc (Linux)")
 async def test_the_demo_server_does_not_outlive_a_killed_monitor(tmp_path: Path) -> None:
-    sse, ws, rest = ports = _free_ports(3)
-    command = [*MUX, "demo", "--view", "log"]
-    command += ["--sse-port", str(sse), "--ws-port", str(ws), "--rest-port", str(rest)]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MUX_")}
+    ports = _free_ports(3)
     events = tmp_path / "runs" / "demo-events.jsonl"
     async with trio.open_nursery() as nursery:
-        process: trio.Process = await nursery.start(
-            partial(
-                trio.run_process,
-                command,
-                cwd=tmp_path,
-                env=env,
-                check=False,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )
+        process = await _start_demo(nursery, tmp_path, ports)
         await wait_for_file(
             events, lambda rs: any(r["type"] == "event" for r in rs), process=process, timeout=30
         )
