@@ -276,6 +276,13 @@ def rate(value: float) -> str:
     return f"{value:,.0f} ev/s"
 
 
+def versus(
+    label: str, mux: float, bare: float, target: str = "(context)", met: bool | None = None
+) -> Row:
+    """A row comparing two event rates: mux's and a bare loop's."""
+    return Row(label, rate(mux), rate(bare), f"{mux / bare:.2f}", target, met)
+
+
 def machine() -> str:
     cpu = "unknown CPU"
     try:

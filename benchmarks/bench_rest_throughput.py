@@ -67,23 +67,12 @@ def run(quick: bool) -> list[h.Row]:
             mux_s.append(mux(port, pages))
     m, b = h.median_rate(mux_s), h.median_rate(bare_s)
     mc, bc = h.median_rate(mux_s, cpu=True), h.median_rate(bare_s, cpu=True)
+    target = f">= {TARGET_RATIO:.0%} of bare"
     return [
-        h.Row(
-            f"REST vs httpx + orjson (pages of {PAGE_SIZE})",
-            h.rate(m),
-            h.rate(b),
-            f"{m / b:.2f}",
-            f">= {TARGET_RATIO:.0%} of bare",
-            m >= TARGET_RATIO * b,
+        h.versus(
+            f"REST vs httpx + orjson (pages of {PAGE_SIZE})", m, b, target, m >= TARGET_RATIO * b
         ),
-        h.Row(
-            "REST per client CPU-second",
-            h.rate(mc),
-            h.rate(bc),
-            f"{mc / bc:.2f}",
-            "(context)",
-            None,
-        ),
+        h.versus("REST per client CPU-second", mc, bc),
     ]
 
 

@@ -96,31 +96,10 @@ def run(quick: bool) -> list[h.Row]:
     m, b, x = (h.median_rate(s) for s in (mux_s, trio_s, httpx_s))
     mc, bc, xc = (h.median_rate(s, cpu=True) for s in (mux_s, trio_s, httpx_s))
     return [
-        h.Row(
-            "SSE vs bare trio reader",
-            h.rate(m),
-            h.rate(b),
-            f"{m / b:.2f}",
-            f">= {TARGET:,} ev/s",
-            m >= TARGET,
-        ),
-        h.Row("SSE vs httpx + json.loads", h.rate(m), h.rate(x), f"{m / x:.2f}", "(context)", None),
-        h.Row(
-            "SSE per client CPU-second (vs bare trio)",
-            h.rate(mc),
-            h.rate(bc),
-            f"{mc / bc:.2f}",
-            "(context)",
-            None,
-        ),
-        h.Row(
-            "SSE per client CPU-second (vs httpx)",
-            h.rate(mc),
-            h.rate(xc),
-            f"{mc / xc:.2f}",
-            "(context)",
-            None,
-        ),
+        h.versus("SSE vs bare trio reader", m, b, f">= {TARGET:,} ev/s", m >= TARGET),
+        h.versus("SSE vs httpx + json.loads", m, x),
+        h.versus("SSE per client CPU-second (vs bare trio)", mc, bc),
+        h.versus("SSE per client CPU-second (vs httpx)", mc, xc),
     ]
 
 

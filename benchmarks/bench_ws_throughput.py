@@ -59,23 +59,10 @@ def run(quick: bool) -> list[h.Row]:
             mux_s.append(mux(port, n))
     m, b = h.median_rate(mux_s), h.median_rate(bare_s)
     mc, bc = h.median_rate(mux_s, cpu=True), h.median_rate(bare_s, cpu=True)
+    target = f">= {TARGET_RATIO:.0%} of bare"
     return [
-        h.Row(
-            "WS vs bare trio-websocket",
-            h.rate(m),
-            h.rate(b),
-            f"{m / b:.2f}",
-            f">= {TARGET_RATIO:.0%} of bare",
-            m >= TARGET_RATIO * b,
-        ),
-        h.Row(
-            "WS per client CPU-second",
-            h.rate(mc),
-            h.rate(bc),
-            f"{mc / bc:.2f}",
-            "(context)",
-            None,
-        ),
+        h.versus("WS vs bare trio-websocket", m, b, target, m >= TARGET_RATIO * b),
+        h.versus("WS per client CPU-second", mc, bc),
     ]
 
 
