@@ -242,18 +242,25 @@ class Engine:
             await self._fan_out([status])
             supervisor.state = State.STOPPED
 
-    async def _fan_out(self, batch: Sequence[Record]) -> None:
+    async def _fan_out(self, batch: Sequence[Record]) -> bool:
         """Hand one batch to every live sink, in the emitting source's task.
 
         Without waiting when every sink has room (the common case: no
         checkpoint, no cancel scope on a record's path); otherwise
         :meth:`_fan_out_waiting` takes over from the first sink that is full.
+        Returns whether the batch woke a sink that was waiting for records
+        (what ``Session.emit`` tells its transport).
         """
         sinks = self._live_sinks
+        woke = False
         for index, runner in enumerate(sinks):
-            if not runner.channel.offer(batch):
+            channel = runner.channel
+            waiting = channel.reader_waiting
+            if not channel.offer(batch):
                 await self._fan_out_waiting(batch, sinks[index:])
-                return
+                return woke
+            woke = woke or waiting
+        return woke
 
     async def _fan_out_waiting(self, batch: Sequence[Record], sinks: Sequence[_SinkRunner]) -> None:
         """The rest of a fan-out, waiting for room where a ``block`` sink is full.

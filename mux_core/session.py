@@ -244,11 +244,15 @@ class Session:
         self._on_connected()
         await self._send([self._status(State.CONNECTED, detail)])
 
-    async def emit(self, items: Iterable[RawEvent]) -> None:
+    async def emit(self, items: Iterable[RawEvent]) -> bool:
         """Hand over the events parsed from one read as one batch, in order.
 
         ``items`` may be any iterable, consumed once before anything awaits: a
         ``zip`` of columns is cheapest (it reuses one tuple for every item).
+
+        Returns True when the batch woke a sink that was waiting for records:
+        a transport that cares about latency may yield then, so that sink
+        runs before the transport goes back to its socket (see mux_sse).
         """
         now = time.time()
         resume = self.resume
@@ -262,7 +266,7 @@ class Session:
                 for n, (event, id_, data) in enumerate(items, 1)
             ]
         if not batch:
-            return
+            return False
         resume.seq = seq + len(batch)
         # The newest id, found from the end: usually the last event has one,
         # which is cheaper than a test per event in the loop above.
@@ -272,7 +276,7 @@ class Session:
                 resume.last_id = id_
                 break
         self.events += len(batch)
-        await self._send_events(batch)
+        return bool(await self._send_events(batch))
 
     async def notice(self, detail: str) -> None:
         """Report something worth knowing that does not change the state

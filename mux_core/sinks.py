@@ -143,6 +143,11 @@ class SinkChannel:
             self._buffer.extend(batch[start : start + self.capacity])
             self._not_empty.set()
 
+    @property
+    def reader_waiting(self) -> bool:
+        """True while the sink's task is parked in ``get`` for want of records."""
+        return not self._not_empty.is_set()
+
     def offer(self, batch: Sequence[Record]) -> bool:
         """Add a batch if that needs no waiting and return True; else add nothing.
 

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Callable
+from typing import ClassVar
 
+import attrs
 import trio
 import trio.testing
 
 from mux_core.config import parse_config
 from mux_core.engine import Engine
+from mux_core.errors import Ended
 from mux_core.events import Event, State, Status
+from mux_core.hookspecs import hookimpl
 from mux_core.plugins import PluginManager
+from mux_core.session import Session
 from mux_core.testing import CollectingSink
 
 
@@ -261,3 +267,52 @@ async def test_a_batch_held_up_by_a_block_sink_still_reaches_every_sink_on_stop(
     assert slow_seqs == after_seqs == list(range(1, len(slow_seqs) + 1))
     assert len(slow_seqs) % 50 == 0  # whole batches only
     assert slow.records[-1].state is State.STOPPED  # type: ignore[union-attr]
+
+
+@attrs.frozen
+class _ProbeOptions:
+    pass
+
+
+class _WokeProbe:
+    """Connects, lets the sink park, then emits twice and notes what emit said."""
+
+    Options = _ProbeOptions
+    woke: ClassVar[list[bool]] = []
+
+    def __init__(self, options: _ProbeOptions) -> None:
+        pass
+
+    async def run_session(self, session: Session) -> None:
+        await session.connected()
+        await trio.testing.wait_all_tasks_blocked()  # the sink took it and parked
+        self.woke.append(await session.emit([("message", "1", 1)]))
+        self.woke.append(await session.emit([("message", "2", 2)]))
+        raise Ended("done")
+
+
+class _WokeProbePlugin:
+    @hookimpl
+    def mux_register_transports(self, register: Callable[[str, type], None]) -> None:
+        register("probe", _WokeProbe)
+
+
+async def test_emit_says_whether_it_woke_a_waiting_sink(plugins: PluginManager) -> None:
+    """What lets a transport yield only when a sink would otherwise wait for
+    it (mux_sse does, after small reads): True for a batch that wakes a
+    parked sink, False for one that follows before the sink has run."""
+    plugins.register(_WokeProbePlugin(), name="probe")
+    _WokeProbe.woke.clear()
+    engine = engine_for(
+        plugins,
+        """
+        [[sources]]
+        name = "p"
+        transport = "probe"
+        [[sinks]]
+        type = "collect"
+        """,
+    )
+    result = await engine.run()
+    assert result.exit_code == 0
+    assert _WokeProbe.woke == [True, False]

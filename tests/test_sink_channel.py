@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import trio
 import trio.lowlevel
+import trio.testing
 
 from mux_core.events import Event, Record, State, Status
 from mux_core.sinks import Overflow, SinkChannel
@@ -157,3 +158,20 @@ def test_offer_refuses_once_closed() -> None:
     channel.close()
     assert not channel.offer([ev("a", 1)])
     assert len(channel) == 0
+
+
+async def test_reader_waiting_is_true_only_while_get_is_parked() -> None:
+    channel = SinkChannel(4, Overflow.BLOCK)
+    got: list[Record] = []
+    async with trio.open_nursery() as nursery:
+
+        async def consume() -> None:
+            got.extend(await channel.get())
+
+        nursery.start_soon(consume)
+        await trio.testing.wait_all_tasks_blocked()
+        assert channel.reader_waiting
+        assert channel.offer([ev("a", 1)])
+        assert not channel.reader_waiting  # woken: the next offer wakes nobody
+        assert channel.offer([ev("a", 2)])
+    assert [r.seq for r in got if isinstance(r, Event)] == [1, 2]
