@@ -15,7 +15,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
@@ -215,6 +215,34 @@ class Clock:
     def sample(self, events: int, at: tuple[float, float] | None = None) -> Sample:
         wall, cpu = at if at is not None else (time.perf_counter(), time.process_time())
         return Sample(events, wall - self.wall, cpu - self.cpu)
+
+
+#: A way to read ``amount`` events from the server on ``port``, timed.
+Reader = Callable[[int, int], Sample]
+
+
+def in_trio(reader: Callable[[int, int], Awaitable[Sample]]) -> Reader:
+    """A bare async reader as a :data:`Reader` (each call is its own trio.run)."""
+    return lambda port, amount: trio.run(reader, port, amount)
+
+
+def alternate(
+    kind: str, readers: Sequence[tuple[Reader, int, int]], repeats: int
+) -> list[list[Sample]]:
+    """Samples of each ``(reader, warm_up, amount)`` against one server process.
+
+    Every reader runs once for ``warm_up`` events (imports, caches; not
+    measured), then the readers take turns ``repeats`` times, so a burst of
+    load elsewhere on the machine hits each of them alike.
+    """
+    samples: list[list[Sample]] = [[] for _ in readers]
+    with server_process(kind) as port:
+        for reader, warm_up, _ in readers:
+            reader(port, warm_up)
+        for _ in range(repeats):
+            for (reader, _, amount), taken in zip(readers, samples, strict=True):
+                taken.append(reader(port, amount))
+    return samples
 
 
 def median_rate(samples: list[Sample], *, cpu: bool = False) -> float:

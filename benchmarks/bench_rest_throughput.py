@@ -22,7 +22,6 @@ import sys
 import _harness as h
 import httpx
 import orjson
-import trio
 from _servers import PAGE_SIZE
 
 TARGET_RATIO = 0.8
@@ -58,13 +57,7 @@ interval = 0.000001
 def run(quick: bool) -> list[h.Row]:
     pages = 100 if quick else 400
     repeats = 1 if quick else 3
-    mux_s, bare_s = [], []
-    with h.server_process("rest") as port:
-        trio.run(bare, port, 20)
-        mux(port, 20)
-        for _ in range(repeats):
-            bare_s.append(trio.run(bare, port, pages))
-            mux_s.append(mux(port, pages))
+    bare_s, mux_s = h.alternate("rest", [(h.in_trio(bare), 20, pages), (mux, 20, pages)], repeats)
     m, b = h.median_rate(mux_s), h.median_rate(bare_s)
     mc, bc = h.median_rate(mux_s, cpu=True), h.median_rate(bare_s, cpu=True)
     target = f">= {TARGET_RATIO:.0%} of bare"

@@ -83,16 +83,15 @@ url = "http://127.0.0.1:{port}/blast"
 def run(quick: bool) -> list[h.Row]:
     n = 300_000 if quick else 1_500_000
     repeats = 1 if quick else 3
-    mux_s, trio_s, httpx_s = [], [], []
-    with h.server_process("sse") as port:
-        # Warm-up: imports, the TLS context httpx loads, caches; not measured.
-        trio.run(bare_trio, port, 50_000)
-        mux(port, 50_000)
-        trio.run(bare_httpx, port, 20_000)
-        for _ in range(repeats):
-            trio_s.append(trio.run(bare_trio, port, n))
-            mux_s.append(mux(port, n))
-            httpx_s.append(trio.run(bare_httpx, port, n // 3))
+    trio_s, mux_s, httpx_s = h.alternate(
+        "sse",
+        [
+            (h.in_trio(bare_trio), 50_000, n),
+            (mux, 50_000, n),
+            (h.in_trio(bare_httpx), 20_000, n // 3),  # httpx is slow: a third will do
+        ],
+        repeats,
+    )
     m, b, x = (h.median_rate(s) for s in (mux_s, trio_s, httpx_s))
     mc, bc, xc = (h.median_rate(s, cpu=True) for s in (mux_s, trio_s, httpx_s))
     return [

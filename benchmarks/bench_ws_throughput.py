@@ -20,7 +20,6 @@ import sys
 
 import _harness as h
 import orjson
-import trio
 from trio_websocket import open_websocket_url
 
 TARGET_RATIO = 0.9
@@ -50,13 +49,7 @@ url = "ws://127.0.0.1:{port}/ws"
 def run(quick: bool) -> list[h.Row]:
     n = 100_000 if quick else 400_000
     repeats = 1 if quick else 3
-    mux_s, bare_s = [], []
-    with h.server_process("ws") as port:
-        trio.run(bare, port, 20_000)
-        mux(port, 20_000)
-        for _ in range(repeats):
-            bare_s.append(trio.run(bare, port, n))
-            mux_s.append(mux(port, n))
+    bare_s, mux_s = h.alternate("ws", [(h.in_trio(bare), 20_000, n), (mux, 20_000, n)], repeats)
     m, b = h.median_rate(mux_s), h.median_rate(bare_s)
     mc, bc = h.median_rate(mux_s, cpu=True), h.median_rate(bare_s, cpu=True)
     target = f">= {TARGET_RATIO:.0%} of bare"
