@@ -43,12 +43,21 @@ class RetryPolicy:
     The delay before retry number ``n`` (n = 1 after the first failure) is
     ``initial_delay * multiplier ** (n - 1)``, capped at ``max_delay``, then
     moved by a random fraction within ``+/- jitter`` (and capped again).
+
+    A server's hint (an SSE ``retry:`` field, a ``Retry-After`` header) is
+    honoured only within ``[min_delay, max_delay]``, and it never stops the
+    backoff from growing: ``retry: 0`` or ``Retry-After: 0`` from a server
+    that fails every attempt still gives min_delay, 2 x min_delay, ... up to
+    max_delay, never a connection storm. The user's own ``initial_delay`` is
+    taken as given (a config may ask for 0; a server may not).
     """
 
     #: Seconds before the first retry.
     initial_delay: float = attrs.field(default=0.5, validator=_non_negative)
     #: The longest wait between two attempts, also the cap on server hints.
     max_delay: float = attrs.field(default=30.0, validator=_non_negative)
+    #: The shortest wait a server's hint (SSE ``retry:``, ``Retry-After``) may ask for.
+    min_delay: float = attrs.field(default=0.5, validator=_non_negative)
     #: Growth factor of the delay from one failure to the next.
     multiplier: float = attrs.field(default=2.0, validator=_at_least_one)
     #: +/- fraction of each delay chosen at random, so monitors do not retry in lockstep.
@@ -63,9 +72,10 @@ class RetryPolicy:
     def base_delay(self, failures: int, *, initial: float | None = None) -> float:
         """The un-jittered delay after ``failures`` consecutive failures (>= 1).
 
-        ``initial`` replaces ``initial_delay`` (an SSE ``retry:`` field does).
+        ``initial`` replaces ``initial_delay`` (an SSE ``retry:`` field does);
+        being a server's, it counts as at least :meth:`floor`.
         """
-        start = self.initial_delay if initial is None else initial
+        start = self.initial_delay if initial is None else max(initial, self.floor())
         exponent = max(failures, 1) - 1
         # Stop multiplying once past the cap: avoids float overflow for long outages.
         delay = start
@@ -82,16 +92,22 @@ class RetryPolicy:
         initial: float | None = None,
         rng: random.Random | None = None,
     ) -> float:
-        """The jittered delay after ``failures`` consecutive failures, within ``max_delay``."""
+        """The jittered delay after ``failures`` consecutive failures, within ``max_delay``
+        (and, when ``initial`` is a server's hint, never below :meth:`floor`)."""
         base = self.base_delay(failures, initial=initial)
         if self.jitter:
             spread = (rng or random).uniform(-self.jitter, self.jitter)
             base *= 1 + spread
-        return min(base, self.max_delay)
+        delay = min(base, self.max_delay)
+        return delay if initial is None else max(delay, self.floor())
 
     def server_delay(self, retry_after: float) -> float:
-        """A server's own Retry-After, honoured but never beyond ``max_delay``."""
-        return min(max(retry_after, 0.0), self.max_delay)
+        """A server's own Retry-After, honoured within ``[floor(), max_delay]``."""
+        return min(max(retry_after, self.floor()), self.max_delay)
+
+    def floor(self) -> float:
+        """The least a server can make mux wait: ``min_delay`` (never beyond ``max_delay``)."""
+        return min(self.min_delay, self.max_delay)
 
     def gives_up(self, failures: int) -> bool:
         """True once ``failures`` consecutive failures reach ``max_attempts``."""

@@ -141,9 +141,15 @@ class Supervisor:
         return trio.current_time() - session.connected_at >= self.policy.reset_after
 
     def _next_delay(self, failures: int, retry_after: float | None) -> float:
+        """The backoff for ``failures``; a Retry-After may lengthen it, never shorten it.
+
+        So ``Retry-After: 0`` from a server that fails every attempt still
+        backs off (see :class:`RetryPolicy` for the floor of server hints).
+        """
+        backoff = self.policy.delay(failures, initial=self.resume.retry_hint, rng=self._rng)
         if retry_after is not None:
-            return self.policy.server_delay(retry_after)
-        return self.policy.delay(failures, initial=self.resume.retry_hint, rng=self._rng)
+            return max(self.policy.server_delay(retry_after), backoff)
+        return backoff
 
     async def _send_from_session(self, batch: Sequence[Record]) -> None:
         # A session's Status records (connected, notices) come this way, one

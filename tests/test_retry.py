@@ -52,11 +52,14 @@ def test_a_server_retry_hint_replaces_the_initial_delay() -> None:
     assert policy.delay(1, initial=100.0) == 30.0
 
 
-@given(st.floats(-5.0, 1000.0), st.floats(0.0, 60.0))
-def test_retry_after_is_honoured_within_max_delay(retry_after: float, max_delay: float) -> None:
-    policy = RetryPolicy(max_delay=max_delay)
-    assert 0.0 <= policy.server_delay(retry_after) <= max_delay
-    if 0 <= retry_after <= max_delay:
+@given(st.floats(-5.0, 1000.0), st.floats(0.0, 60.0), st.floats(0.0, 5.0))
+def test_retry_after_is_honoured_within_min_and_max_delay(
+    retry_after: float, max_delay: float, min_delay: float
+) -> None:
+    policy = RetryPolicy(max_delay=max_delay, min_delay=min_delay)
+    floor = min(min_delay, max_delay)
+    assert floor <= policy.server_delay(retry_after) <= max_delay
+    if floor <= retry_after <= max_delay:
         assert policy.server_delay(retry_after) == retry_after
 
 
