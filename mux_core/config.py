@@ -294,7 +294,7 @@ class _Loader:
             name = self._name(table, path, "name", seen, "sink", default=type_)
             cls = provided.cls if provided is not None else object
             overflow = self._overflow(table, path, getattr(cls, "default_overflow", "block"))
-            buffer = self._buffer(table, path)
+            buffer = self._buffer(table, path, getattr(cls, "default_buffer", _DEFAULT_BUFFER))
             on_error = self._choice(
                 table, path, "on_error", _ON_ERROR, str(getattr(cls, "default_on_error", "stop"))
             )
@@ -386,8 +386,8 @@ class _Loader:
         self._fail((*path, "overflow"), message)
         return None
 
-    def _buffer(self, table: dict[str, Any], path: KeyPath) -> int | None:
-        value = table.get("buffer", _DEFAULT_BUFFER)
+    def _buffer(self, table: dict[str, Any], path: KeyPath, default: int) -> int | None:
+        value = table.get("buffer", default)
         if type(value) is not int:
             self._fail((*path, "buffer"), f"expected an integer, got {describe_value(value)}")
             return None
