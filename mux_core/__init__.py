@@ -24,8 +24,21 @@ from .errors import (
     SessionError,
     describe_connection_error,
 )
-from .events import Batch, Event, Record, State, Status, encode_jsonl, record_to_dict
+from .events import (
+    Alert,
+    Batch,
+    Event,
+    Record,
+    RecordDecodeError,
+    Severity,
+    State,
+    Status,
+    decode_jsonl,
+    encode_jsonl,
+    record_to_dict,
+)
 from .hookspecs import hookimpl, hookspec
+from .payload import JsonFields, Payload, decode_payload, is_json
 from .plugins import PluginFailure, PluginInfo, PluginManager, Provided
 from .retry import RetryPolicy
 from .session import RawEvent, ResumeState, Session, SharedResources, Transport
@@ -33,6 +46,7 @@ from .sinks import Overflow, Sink, SinkChannel, SinkContext, SourceInfo
 from .supervisor import Supervisor
 
 __all__ = [
+    "Alert",
     "Batch",
     "Config",
     "ConfigError",
@@ -41,8 +55,10 @@ __all__ = [
     "Engine",
     "Event",
     "Failed",
+    "JsonFields",
     "MuxError",
     "Overflow",
+    "Payload",
     "PluginError",
     "PluginFailure",
     "PluginInfo",
@@ -50,12 +66,14 @@ __all__ = [
     "Provided",
     "RawEvent",
     "Record",
+    "RecordDecodeError",
     "ResumeState",
     "RetryPolicy",
     "RunResult",
     "ServerUnavailable",
     "Session",
     "SessionError",
+    "Severity",
     "SharedResources",
     "Sink",
     "SinkChannel",
@@ -68,10 +86,13 @@ __all__ = [
     "Supervisor",
     "Transport",
     "__version__",
+    "decode_jsonl",
+    "decode_payload",
     "describe_connection_error",
     "encode_jsonl",
     "hookimpl",
     "hookspec",
+    "is_json",
     "load_config",
     "parse_config",
     "record_to_dict",

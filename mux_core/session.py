@@ -35,6 +35,7 @@ import attrs
 import trio
 
 from .events import Event, Record, State, Status
+from .payload import Payload
 
 __all__ = [
     "RawEvent",
@@ -46,7 +47,9 @@ __all__ = [
 
 T = TypeVar("T")
 
-#: What a transport emits: (event type, id or None, decoded data).
+#: What a transport emits: (event type, id or None, payload). A ``bytes``
+#: payload is kept as received and decoded on first access (JSON when it is
+#: JSON, else text; see :mod:`mux_core.payload`); anything else is the data.
 RawEvent: TypeAlias = tuple[str, str | None, Any]
 
 
@@ -115,84 +118,6 @@ class SharedResources:
         self._objects.clear()
 
 
-_EVENT_FIELDS = ("source", "transport", "event", "id", "data", "received_at", "seq")
-
-
-def _event_twin() -> type[Any] | None:
-    """A plain slotted class laid out exactly like :class:`Event`, or None.
-
-    attrs' frozen ``__init__`` sets each slot through ``object.__setattr__``
-    (0.6 µs per Event, a quarter of what a REST item costs end to end).
-    An instance of this twin takes ordinary (specialised) slot stores, and
-    assigning ``__class__ = Event`` afterwards turns it into the very same
-    object ``Event(...)`` would have built, in 0.2 µs. CPython allows that
-    switch only between classes with identical slot layouts, so the twin
-    copies Event's ``__slots__``. Used only while Event's fields are exactly
-    these with nothing else for ``__init__`` to run, and only when a
-    self-check here proves the result equal, hash-equal and frozen like
-    ``Event(...)``; else ``emit`` calls the constructor.
-    """
-    fields = attrs.fields(Event)
-    plain = all(f.validator is None and f.converter is None for f in fields)
-    if (
-        tuple(f.name for f in fields) != _EVENT_FIELDS
-        or tuple(getattr(Event, "__slots__", ())) != _EVENT_FIELDS
-        or not plain
-        or hasattr(Event, "__attrs_post_init__")
-    ):
-        return None
-    twin = type("_EventTwin", (), {"__slots__": _EVENT_FIELDS})
-    values = ("src", "rest", "message", "7", ("payload", 1), 1.5, 7)
-    source, transport, event, id_, data, at, seq = values
-    try:
-        built = _build_events(twin, [(event, id_, data)], source, transport, at, seq - 1)[0]
-    except TypeError:  # the interpreter refuses the __class__ switch
-        return None
-    reference = Event(*values)
-    same = (
-        type(built) is Event
-        and built == reference
-        and hash(built) == hash(reference)
-        and attrs.astuple(built, recurse=False) == values
-    )
-    try:
-        built.seq = 8  # type: ignore[misc]
-    except attrs.exceptions.FrozenInstanceError:
-        frozen = True
-    else:
-        frozen = False
-    return twin if same and frozen else None
-
-
-def _build_events(
-    twin: type[Any], items: Iterable[RawEvent], source: str, transport: str, at: float, seq: int
-) -> list[Event]:
-    """``[Event(source, transport, *item, at, seq + n) ...]`` built through ``twin``.
-
-    One loop with the slot stores inline: a call per event (even the twin's
-    own ``__init__``) would cost another 0.06 µs each.
-    """
-    new, cls = object.__new__, Event
-    batch: list[Event] = []
-    append = batch.append
-    for event, id_, data in items:
-        seq += 1
-        record = new(twin)
-        record.source = source
-        record.transport = transport
-        record.event = event
-        record.id = id_
-        record.data = data
-        record.received_at = at
-        record.seq = seq
-        record.__class__ = cls
-        append(record)
-    return batch
-
-
-_EVENT_TWIN = _event_twin()
-
-
 class Session:
     """One connection attempt of one source, as seen by its transport.
 
@@ -257,17 +182,17 @@ class Session:
         now = time.time()
         resume = self.resume
         seq = resume.seq
-        if _EVENT_TWIN is not None:
-            batch = _build_events(_EVENT_TWIN, items, self.source, self.transport, now, seq)
-        else:
-            source, transport = self.source, self.transport
-            batch = [
-                Event(source, transport, event, id_, data, now, seq + n)
-                for n, (event, id_, data) in enumerate(items, 1)
-            ]
+        source, transport = self.source, self.transport
+        batch: list[Event] = []
+        append = batch.append
+        for event, id_, data in items:
+            seq += 1
+            if type(data) is bytes:
+                data = Payload(data)
+            append(Event(source, transport, event, id_, data, now, seq))
         if not batch:
             return False
-        resume.seq = seq + len(batch)
+        resume.seq = seq
         # The newest id, found from the end: usually the last event has one,
         # which is cheaper than a test per event in the loop above.
         for record in reversed(batch):

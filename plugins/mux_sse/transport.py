@@ -128,6 +128,7 @@ class SseTransport:
             max_event_bytes=opts.max_event_bytes,
             empty_id=None,
             json_data=opts.decode != "text",
+            check_json=opts.decode == "json",
         )
         with trio.CancelScope(deadline=trio.current_time() + session.connect_timeout) as scope:
             if self._proxy is None:
