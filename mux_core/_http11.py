@@ -17,30 +17,48 @@ not to. Redirects are the caller's job (it owns the deadline and the
 headers). Proxies are not spoken here: when the environment names a proxy
 for a URL, the transport uses the shared httpx client instead
 (:func:`proxy_for`). Public names are re-exported by :mod:`mux_core.http`.
+
+Whatever a server sends, memory stays bounded (a response head of at most
+:data:`MAX_HEAD_BYTES`, at most :data:`MAX_DECODED_READ` decompressed bytes
+per :meth:`Http11Stream.receive`) and errors are :class:`ProtocolError`
+with a sentence for the Status detail (:func:`describe_protocol_error`),
+never h11's own wording.
 """
 
 from __future__ import annotations
 
+import re
 import ssl
 import urllib.request
-import zlib
 from collections.abc import Mapping, Sequence
-from typing import cast
+from typing import TypeVar, cast
 
 import attrs
 import h11
 import httpx
 import trio
 
-from ._http_body import BodyReader, CloseDelimitedBody, ProtocolError, body_reader
+from ._http_body import (
+    DECODABLE,
+    BodyReader,
+    CloseDelimitedBody,
+    Decoder,
+    ProtocolError,
+    body_reader,
+    size_text,
+)
 
 __all__ = [
+    "MAX_DECODED_READ",
+    "MAX_HEAD_BYTES",
     "MAX_REDIRECTS",
     "REDIRECT_STATUSES",
     "Http11Stream",
     "ProtocolError",
     "ResponseHead",
+    "describe_protocol_error",
     "get_request_bytes",
+    "header_value",
     "open_connection",
     "origin",
     "proxy_for",
@@ -51,8 +69,12 @@ __all__ = [
 
 #: Bytes asked for per read: what httpx asks for, and enough for ~500 events.
 _READ_SIZE = 65536
-#: A response head larger than this is a broken server, not a stream.
-_MAX_HEAD_BYTES = 64 * 1024
+#: A response head (status line and headers) larger than this is a broken
+#: server, not a stream: h11 stops buffering there.
+MAX_HEAD_BYTES = 64 * 1024
+#: The most decompressed bytes one :meth:`Http11Stream.receive` returns: a
+#: compression bomb is undone a piece at a time (the SSE parser bounds events).
+MAX_DECODED_READ = 1024 * 1024
 
 
 @attrs.frozen
@@ -92,43 +114,129 @@ def proxy_for(url: httpx.URL) -> str | None:
 MAX_REDIRECTS = 20
 #: The statuses whose ``Location`` is followed (a GET stays a GET).
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-#: Headers not sent on to another origin: a redirect must not leak credentials.
-_CREDENTIALS = frozenset({"authorization", "cookie", "proxy-authorization"})
+#: The only headers sent on to another origin: what says how to answer, never
+#: who is asking (``Authorization``, a custom ``X-Api-Key``, ``Cookie``) nor
+#: where a stream stood (``Last-Event-ID``, ``If-None-Match``).
+CROSS_ORIGIN_HEADERS = frozenset(
+    {"accept", "accept-encoding", "accept-language", "cache-control", "pragma", "user-agent"}
+)
+
+HeaderValue = str | bytes
+_Value = TypeVar("_Value", bound=HeaderValue)
 
 
 def redirected(
-    url: httpx.URL, location: str, headers: Sequence[tuple[str, str]]
-) -> tuple[httpx.URL, list[tuple[str, str]]]:
+    url: httpx.URL, location: str, headers: Sequence[tuple[str, _Value]]
+) -> tuple[httpx.URL, list[tuple[str, _Value]]]:
     """Where a redirect from ``url`` to ``location`` points, and the headers to
-    send there (credentials only to the same origin). ``ValueError`` when the
-    target is not an http(s) URL."""
+    send there: all of them to the same origin (or its https upgrade), only
+    :data:`CROSS_ORIGIN_HEADERS` to another. ``ValueError`` when the target
+    is not an http(s) URL, or is plain http after https (a downgrade would
+    send the request, credentials included, unencrypted)."""
     try:
         target = url.join(location)
-    except httpx.InvalidURL as exc:
-        raise ValueError(f"redirected to an invalid URL {location!r}: {exc}") from exc
+    except (httpx.InvalidURL, ValueError, TypeError) as exc:
+        raise ValueError(f"redirected to an invalid URL {location[:200]!r}") from exc
     if target.scheme not in ("http", "https") or not target.host:
-        raise ValueError(f"redirected to {str(target)!r}, which is not an http(s) URL")
-    if origin(target) != origin(url):
-        return target, [(k, v) for k, v in headers if k.lower() not in _CREDENTIALS]
-    return target, list(headers)
+        raise ValueError(f"redirected to {str(target)[:200]!r}, which is not an http(s) URL")
+    if url.scheme == "https" and target.scheme == "http":
+        raise ValueError(
+            f"refused a redirect from https to plain http ({str(target)[:200]}): "
+            "it would send the request unencrypted"
+        )
+    if origin(target) == origin(url) or _is_https_upgrade(url, target):
+        return target, list(headers)
+    return target, [(k, v) for k, v in headers if k.lower() in CROSS_ORIGIN_HEADERS]
+
+
+def _is_https_upgrade(url: httpx.URL, target: httpx.URL) -> bool:
+    """``http://host/`` -> ``https://host/`` on the default ports: the same server, safer."""
+    return (
+        url.scheme == "http"
+        and target.scheme == "https"
+        and url.host == target.host
+        and url.port in (None, 80)
+        and target.port in (None, 443)
+    )
+
+
+#: Bytes a header value cannot carry as they are: control characters (HTAB
+#: aside) anywhere, and whitespace at either end (which a server strips).
+_UNSENDABLE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]|^[ \t]+|[ \t]+$")
+
+
+def _escape(match: re.Match[bytes]) -> bytes:
+    return b"".join(b"%%%02X" % byte for byte in match.group())
+
+
+def header_value(value: HeaderValue) -> bytes:
+    """``value`` as the bytes of a request header, whatever it holds.
+
+    A ``str`` is sent as UTF-8, as a browser sends a ``Last-Event-ID``;
+    ``bytes`` (a validator echoed back: an ``ETag``) as they are. The few
+    bytes HTTP cannot carry -- control characters, and spaces or tabs at
+    either end -- are sent as ``%XX`` (``"7 "`` -> ``7%20``); everything else,
+    ``%`` included, is sent unchanged. So an id or ETag chosen by a server
+    can never make the request unsendable.
+    """
+    data = value.encode("utf-8", "replace") if isinstance(value, str) else value
+    if _UNSENDABLE.search(data) is None:
+        return data
+    return _UNSENDABLE.sub(_escape, data)
 
 
 def get_request_bytes(
-    conn: h11.Connection, url: httpx.URL, headers: Sequence[tuple[str, str]]
+    conn: h11.Connection, url: httpx.URL, headers: Sequence[tuple[str, HeaderValue]]
 ) -> bytes:
     """``GET url`` with ``headers`` (Host added) as bytes to send, through ``conn``.
 
-    ``ValueError`` when h11 refuses it (an illegal header): no retry can fix that.
+    Values go through :func:`header_value`, so only a header *name* can be
+    refused: ``ValueError`` then (a config mistake no retry can fix).
     """
-    request = h11.Request(
-        method="GET",
-        target=request_target(url),
-        headers=[("Host", url.netloc.decode("ascii")), *headers],
-    )
     try:
+        request = h11.Request(
+            method="GET",
+            target=request_target(url),
+            headers=[
+                (b"Host", url.netloc),
+                *[(name.encode("ascii"), header_value(value)) for name, value in headers],
+            ],
+        )
         return conn.send(request) + (conn.send(h11.EndOfMessage()) or b"")
-    except h11.LocalProtocolError as exc:
-        raise ValueError(f"could not send the request: {exc}") from exc
+    except (h11.LocalProtocolError, UnicodeError) as exc:
+        names = ", ".join(repr(name) for name, _ in headers)
+        raise ValueError(
+            f"could not send the request: a header name is not valid HTTP ({names})"
+        ) from exc
+
+
+#: h11's messages (by a fragment) and what they mean to a person.
+_H11_WORDING = (
+    ("illegal status line", "the server's response is not HTTP"),
+    (
+        "Receive buffer too long",
+        f"the response head is too large (more than {size_text(MAX_HEAD_BYTES)})",
+    ),
+    ("illegal header line", "the server sent a malformed response header"),
+    ("Content-Length", "the server sent an invalid Content-Length"),
+    ("Transfer-Encoding", "the server sent an unsupported Transfer-Encoding"),
+    ("_SWITCH_UPGRADE", "the server switched protocols (HTTP 101) although mux did not ask"),
+    ("unexpectedly closed", "the server closed the connection in the middle of the response"),
+    ("without sending complete", "the server closed the connection in the middle of the body"),
+    ("chunk", "the server sent a malformed chunked body"),
+    ("disconnected without", "server disconnected without sending a response"),
+)
+
+
+def describe_protocol_error(exc: BaseException) -> str:
+    """A sentence for what h11 (or httpx, over h11) found wrong in a response:
+    never h11's own words (``illegal status line: bytearray(b'...')``) in a
+    Status detail."""
+    text = str(exc).lower()
+    for fragment, sentence in _H11_WORDING:
+        if fragment.lower() in text:
+            return sentence
+    return "the server sent an invalid HTTP response"
 
 
 def response_headers(response: h11.Response) -> dict[str, str]:
@@ -173,8 +281,8 @@ class Http11Stream:
 
     def __init__(self, stream: trio.abc.Stream) -> None:
         self._stream = stream
-        self._conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=_MAX_HEAD_BYTES)
-        self._decoder: zlib._Decompress | None = None
+        self._conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD_BYTES)
+        self._decoder: Decoder | None = None
         self._received = 0  # bytes, until the response head is in
         self._body: BodyReader = CloseDelimitedBody()
         self._pending = b""  # body bytes that came in with the head
@@ -184,7 +292,9 @@ class Http11Stream:
         """Open a TCP connection to ``url``'s host (and a TLS session for https)."""
         return cls(await open_connection(url, tls))
 
-    async def request(self, url: httpx.URL, headers: Sequence[tuple[str, str]]) -> ResponseHead:
+    async def request(
+        self, url: httpx.URL, headers: Sequence[tuple[str, HeaderValue]]
+    ) -> ResponseHead:
         """Send ``GET url`` with ``headers`` (Host is added) and read the response head."""
         conn = self._conn
         await self._stream.send_all(get_request_bytes(conn, url, headers))
@@ -194,22 +304,37 @@ class Http11Stream:
                 break
             if isinstance(event, h11.ConnectionClosed):
                 raise ProtocolError("server disconnected without sending a response")
+            if not isinstance(event, h11.InformationalResponse):  # PAUSED: cannot go on
+                raise ProtocolError("the server sent an invalid HTTP response")
             # InformationalResponse (1xx): wait for the real one.
         headers_ = response_headers(event)
         encoding = headers_.get("content-encoding", "identity").strip().lower()
-        if encoding in ("gzip", "x-gzip", "deflate"):
-            self._decoder = zlib.decompressobj(zlib.MAX_WBITS | 32)  # gzip or zlib header
+        if encoding in DECODABLE:
+            self._decoder = Decoder(encoding)
         elif encoding not in ("identity", ""):
-            raise ProtocolError(f"unsupported Content-Encoding {encoding!r}")
+            raise ProtocolError(
+                f"the server sent the body with an unsupported Content-Encoding {encoding[:40]!r}"
+            )
         # From here on the body is read without h11 (see _http_body.py for why).
         self._body = body_reader(headers_)
         self._pending = conn.trailing_data[0]
         return ResponseHead(event.status_code, event.reason.decode("latin-1"), headers_)
 
     async def receive(self) -> bytes:
-        """The next bytes of the body as they arrive; ``b""`` once it has ended."""
+        """The next bytes of the body as they arrive; ``b""`` once it has ended.
+
+        ``ProtocolError`` when the body breaks -- only after the good bytes
+        before the break were returned by an earlier call.
+        """
+        decoder = self._decoder
+        if decoder is not None and decoder.pending:  # the rest of a large read
+            payload = decoder.decompress(decoder.pending, MAX_DECODED_READ)
+            if payload:
+                return payload
         body = self._body
         while not body.done:
+            if body.failed is not None:
+                raise body.failed
             if self._pending:
                 data, self._pending = self._pending, b""
             else:
@@ -218,8 +343,8 @@ class Http11Stream:
                     body.end()
                     break
             payload = body.feed(data)
-            if self._decoder is not None:
-                payload = self._decoder.decompress(payload)
+            if decoder is not None:
+                payload = decoder.decompress(payload, MAX_DECODED_READ)
             if payload:
                 return payload
         return b""
@@ -235,7 +360,7 @@ class Http11Stream:
             except h11.RemoteProtocolError as exc:
                 if not self._received:
                     raise ProtocolError("server disconnected without sending a response") from exc
-                raise ProtocolError(f"invalid HTTP response: {exc}") from exc
+                raise ProtocolError(describe_protocol_error(exc)) from exc
             if event is not h11.NEED_DATA:
                 return event  # type: ignore[return-value]
             await self._receive_some()
@@ -246,4 +371,4 @@ class Http11Stream:
         try:
             self._conn.receive_data(cast(bytes, data))
         except h11.RemoteProtocolError as exc:  # pragma: no cover - h11 defers to next_event
-            raise ProtocolError(str(exc)) from exc
+            raise ProtocolError(describe_protocol_error(exc)) from exc

@@ -18,11 +18,14 @@ What :class:`HttpClient` does, and what httpx did for the ``rest`` transport:
 * asks for ``gzip, deflate`` and decodes it (a page of JSON shrinks ~5x);
 * follows up to 20 redirects, dropping credentials on the way to another
   origin;
-* gives up after ``timeout`` seconds for the whole exchange.
+* gives up after ``timeout`` seconds for the whole exchange;
+* reads at most ``max_body_bytes`` of a body, before and after decompression
+  (:class:`BodyTooLarge`): a page is held whole, so it must be bounded.
 
 Errors: ``OSError`` / ``trio.BrokenResourceError`` (refused, reset, TLS:
 ``ssl.SSLError``), :class:`ProtocolError` (not HTTP, a body cut short, an
-undecodable encoding), :class:`ResponseTimeout`, and ``ValueError`` for a
+undecodable encoding, :class:`BodyTooLarge`), :class:`ResponseTimeout`, and
+``ValueError`` for a
 request that cannot be sent (an illegal header, a redirect loop or to a
 non-http URL). Proxies are not spoken here: check :func:`proxy_for` and use
 the shared httpx client when one applies.
@@ -32,7 +35,6 @@ from __future__ import annotations
 
 import math
 import ssl
-import zlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import cast
 
@@ -42,22 +44,23 @@ import httpx
 import trio
 
 from ._http11 import (
+    MAX_HEAD_BYTES,
     MAX_REDIRECTS,
     REDIRECT_STATUSES,
+    HeaderValue,
+    describe_protocol_error,
     get_request_bytes,
     open_connection,
     origin,
     redirected,
     response_headers,
 )
-from ._http_body import ProtocolError
+from ._http_body import DECODABLE, Decoder, ProtocolError, size_text
 
-__all__ = ["HttpClient", "HttpResponse", "ResponseTimeout"]
+__all__ = ["BodyTooLarge", "HttpClient", "HttpResponse", "ResponseTimeout"]
 
 #: Bytes asked for per read: what httpx asks for.
 _READ_SIZE = 65536
-#: A response head larger than this is a broken server.
-_MAX_HEAD_BYTES = 64 * 1024
 #: Idle connections one client keeps (one per origin a redirect chain visits).
 _MAX_IDLE = 4
 
@@ -66,6 +69,14 @@ TlsContextFactory = Callable[[], Awaitable[ssl.SSLContext]]
 
 class ResponseTimeout(Exception):
     """No complete response arrived within the request's ``timeout``."""
+
+
+class BodyTooLarge(ProtocolError):
+    """The body (as sent, or decompressed) is larger than ``max_body_bytes``."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the response body is larger than {size_text(limit)}")
+        self.limit = limit
 
 
 @attrs.frozen
@@ -100,13 +111,19 @@ class HttpClient:
     async def get(
         self,
         url: httpx.URL,
-        headers: Sequence[tuple[str, str]] = (),
+        headers: Sequence[tuple[str, HeaderValue]] = (),
         *,
         timeout: float | None = None,
+        max_body_bytes: int | None = None,
     ) -> HttpResponse:
-        """``GET url`` with ``headers`` (Host and Accept-Encoding are added), redirects followed."""
+        """``GET url`` with ``headers`` (Host and Accept-Encoding are added), redirects followed.
+
+        A body larger than ``max_body_bytes`` (None: no limit), before or
+        after decompression, raises :class:`BodyTooLarge` as soon as that is known.
+        """
+        limit = math.inf if max_body_bytes is None else max_body_bytes
         with trio.move_on_after(math.inf if timeout is None else timeout):
-            return await self._get(url, headers)
+            return await self._get(url, headers, limit)
         raise ResponseTimeout(f"timed out: no complete response within {timeout:g} s")
 
     async def aclose(self) -> None:
@@ -115,26 +132,30 @@ class HttpClient:
         for conn in idle.values():
             await conn.aclose()
 
-    async def _get(self, url: httpx.URL, headers: Sequence[tuple[str, str]]) -> HttpResponse:
+    async def _get(
+        self, url: httpx.URL, headers: Sequence[tuple[str, HeaderValue]], limit: float
+    ) -> HttpResponse:
         names = {name.lower() for name, _ in headers}
         sent = list(headers)
         if "accept-encoding" not in names:
             sent.append(("Accept-Encoding", "gzip, deflate"))
         for _ in range(MAX_REDIRECTS + 1):
-            response = await self._exchange(url, sent)
+            response = await self._exchange(url, sent, limit)
             location = response.headers.get("location")
             if response.status not in REDIRECT_STATUSES or location is None:
                 return response
             url, sent = redirected(url, location, sent)
         raise ValueError(f"more than {MAX_REDIRECTS} redirects")
 
-    async def _exchange(self, url: httpx.URL, headers: list[tuple[str, str]]) -> HttpResponse:
+    async def _exchange(
+        self, url: httpx.URL, headers: list[tuple[str, HeaderValue]], limit: float
+    ) -> HttpResponse:
         """One request and its response, on a kept connection if there is one."""
         key = origin(url)
         conn = self._idle.pop(key, None)
         if conn is not None:
             try:
-                return await self._send(conn, key, url, headers)
+                return await self._send(conn, key, url, headers, limit)
             except _StaleConnection:
                 pass  # closed while idle: once more, on a fresh connection
         tls = None
@@ -143,17 +164,18 @@ class HttpClient:
                 raise ValueError(f"{url} needs TLS, and this client has no TLS context")
             tls = await self._tls_context()
         conn = _Connection(await open_connection(url, tls))
-        return await self._send(conn, key, url, headers)
+        return await self._send(conn, key, url, headers, limit)
 
     async def _send(
         self,
         conn: _Connection,
         key: tuple[str, str, int | None],
         url: httpx.URL,
-        headers: list[tuple[str, str]],
+        headers: list[tuple[str, HeaderValue]],
+        limit: float,
     ) -> HttpResponse:
         try:
-            response = await conn.get(url, headers)
+            response = await conn.get(url, headers, limit)
         except BaseException:
             await conn.aclose()  # its state is unknown: never reuse it
             raise
@@ -172,11 +194,13 @@ class _Connection:
 
     def __init__(self, stream: trio.abc.Stream) -> None:
         self._stream = stream
-        self._h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=_MAX_HEAD_BYTES)
+        self._h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD_BYTES)
         #: True once a response has been read: a failure may then mean "closed while idle".
         self._reused = False
 
-    async def get(self, url: httpx.URL, headers: list[tuple[str, str]]) -> HttpResponse:
+    async def get(
+        self, url: httpx.URL, headers: list[tuple[str, HeaderValue]], limit: float
+    ) -> HttpResponse:
         conn = self._h11
         data = get_request_bytes(conn, url, headers)
         received = 0
@@ -198,19 +222,23 @@ class _Connection:
                 if isinstance(exc, h11.RemoteProtocolError):
                     raise ProtocolError("server disconnected without sending a response") from exc
             if isinstance(exc, h11.RemoteProtocolError):
-                raise ProtocolError(f"invalid HTTP response: {exc}") from exc
+                raise ProtocolError(describe_protocol_error(exc)) from exc
             raise
         head = event
-        body = await self._read_body()
         headers_ = response_headers(head)
+        length = headers_.get("content-length", "").split(",")[0].strip()
+        if length.isascii() and length.isdigit() and int(length) > limit:
+            raise BodyTooLarge(int(limit))  # said so up front: not a byte read
+        body = await self._read_body(limit)
         encoding = headers_.get("content-encoding")
         if encoding and body:
-            body = _decode(body, encoding)
+            body = _decode(body, encoding, limit)
         return HttpResponse(head.status_code, head.reason.decode("latin-1"), headers_, body, url)
 
-    async def _read_body(self) -> bytes:
+    async def _read_body(self, limit: float) -> bytes:
         conn = self._h11
         chunks: list[bytes] = []
+        size = 0
         try:
             while True:
                 event = conn.next_event()
@@ -218,10 +246,15 @@ class _Connection:
                     conn.receive_data(cast(bytes, await self._stream.receive_some(_READ_SIZE)))
                 elif type(event) is h11.Data:
                     chunks.append(event.data)
+                    size += len(event.data)
+                    if size > limit:
+                        raise BodyTooLarge(int(limit))
                 elif type(event) is h11.EndOfMessage:
                     break
+                elif event is h11.PAUSED or type(event) is h11.ConnectionClosed:
+                    raise ProtocolError("the server sent an invalid HTTP response")
         except h11.RemoteProtocolError as exc:
-            raise ProtocolError(f"broken response body: {exc}") from exc
+            raise ProtocolError(describe_protocol_error(exc)) from exc
         return b"".join(chunks)  # bytes, also when h11 handed out one bytearray
 
     def next_cycle(self) -> bool:
@@ -241,21 +274,23 @@ class _Connection:
         await trio.aclose_forcefully(self._stream)
 
 
-def _decode(body: bytes, encoding: str) -> bytes:
-    """Undo ``Content-Encoding`` (codings applied in order, so undone in reverse)."""
+def _decode(body: bytes, encoding: str, limit: float) -> bytes:
+    """Undo ``Content-Encoding`` (codings applied in order, so undone in reverse),
+    never producing more than ``limit`` bytes."""
     codings = [c.strip().lower() for c in encoding.split(",")]
     for coding in reversed(codings):
-        try:
-            if coding in ("gzip", "x-gzip"):
-                body = zlib.decompress(body, zlib.MAX_WBITS | 16)
-            elif coding == "deflate":
-                # RFC 9110 says zlib-wrapped; some servers send it raw, which httpx accepts too.
-                try:
-                    body = zlib.decompress(body)
-                except zlib.error:
-                    body = zlib.decompress(body, -zlib.MAX_WBITS)
-            elif coding not in ("identity", ""):
-                raise ProtocolError(f"unsupported Content-Encoding {coding!r}")
-        except zlib.error as exc:
-            raise ProtocolError(f"could not decode the {coding} body: {exc}") from exc
+        if coding in DECODABLE:
+            decoder = Decoder(coding)
+            # One byte past the limit tells "too large" from "exactly the limit".
+            body = decoder.decompress(body, 0 if limit == math.inf else int(limit) + 1)
+            if len(body) > limit:
+                raise BodyTooLarge(int(limit))
+            if not decoder.eof:
+                raise ProtocolError(
+                    f"the server sent an unreadable {decoder.coding} body (cut short)"
+                )
+        elif coding not in ("identity", ""):
+            raise ProtocolError(
+                f"the server sent the body with an unsupported Content-Encoding {coding[:40]!r}"
+            )
     return body

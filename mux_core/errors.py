@@ -24,6 +24,8 @@ from __future__ import annotations
 import socket
 import ssl
 
+import trio
+
 __all__ = [
     "ConfigError",
     "Disconnected",
@@ -130,10 +132,17 @@ def describe_connection_error(exc: BaseException) -> str | None:
             return "connection refused"
         if isinstance(error, ConnectionResetError):
             return "connection reset"
+        if isinstance(error, BrokenPipeError | ssl.SSLEOFError):
+            return "the server closed the connection"
         if isinstance(error, socket.gaierror):
             return f"DNS lookup failed: {error.strerror or error}"
         if isinstance(error, ssl.SSLError):
             return f"TLS error: {error.reason or error}"
         if isinstance(error, TimeoutError):
             return "connect timed out"
+    for error in seen:
+        if isinstance(error, OSError) and error.strerror:
+            return error.strerror[0].lower() + error.strerror[1:]  # "no route to host"
+        if isinstance(error, trio.BrokenResourceError):
+            return "connection lost"
     return None

@@ -43,16 +43,21 @@ from collections.abc import Mapping
 import httpx
 
 from ._http11 import (
+    CROSS_ORIGIN_HEADERS,
+    MAX_DECODED_READ,
+    MAX_HEAD_BYTES,
     MAX_REDIRECTS,
     REDIRECT_STATUSES,
     Http11Stream,
     ResponseHead,
+    describe_protocol_error,
+    header_value,
     origin,
     proxy_for,
     redirected,
 )
-from ._http_body import ProtocolError
-from ._http_client import HttpClient, HttpResponse, ResponseTimeout
+from ._http_body import ProtocolError, size_text
+from ._http_client import BodyTooLarge, HttpClient, HttpResponse, ResponseTimeout
 from .errors import (
     Disconnected,
     Failed,
@@ -64,8 +69,12 @@ from .session import Session
 
 __all__ = [
     "CLIENT_SHARDS",
+    "CROSS_ORIGIN_HEADERS",
+    "MAX_DECODED_READ",
+    "MAX_HEAD_BYTES",
     "MAX_REDIRECTS",
     "REDIRECT_STATUSES",
+    "BodyTooLarge",
     "Http11Stream",
     "HttpClient",
     "HttpResponse",
@@ -74,6 +83,8 @@ __all__ = [
     "ResponseTimeout",
     "clean_headers",
     "client_key",
+    "describe_protocol_error",
+    "header_value",
     "headers_problem",
     "make_client",
     "origin",
@@ -84,6 +95,7 @@ __all__ = [
     "session_error",
     "shared_client",
     "shared_tls_context",
+    "size_text",
     "url_problem",
 ]
 
@@ -201,13 +213,17 @@ def session_error(exc: httpx.HTTPError, *, connected: bool = False) -> SessionEr
     if isinstance(exc, httpx.UnsupportedProtocol | httpx.TooManyRedirects):
         return Failed(str(exc) or type(exc).__name__)
     if isinstance(exc, httpx.LocalProtocolError):
-        return Failed(f"could not send the request: {exc}")
+        return Failed("could not send the request: a header is not valid HTTP")
     detail = describe_connection_error(exc)
     if detail is None:
         if isinstance(exc, httpx.ConnectTimeout):
             detail = "connect timed out"
         elif isinstance(exc, httpx.TimeoutException):
             detail = f"timed out ({type(exc).__name__})"
+        elif isinstance(exc, httpx.RemoteProtocolError):
+            detail = describe_protocol_error(exc)
+        elif isinstance(exc, httpx.DecodingError):
+            detail = "the server sent an unreadable compressed body"
         else:
             detail = str(exc) or type(exc).__name__
     if connected:

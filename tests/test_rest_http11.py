@@ -299,7 +299,7 @@ async def test_a_body_that_does_not_decompress_is_server_unavailable(
     server = await start(nursery, json_response(b"not gzip", b"Content-Encoding: gzip"))
     result = await poll(server.base + "/metrics")
     assert isinstance(result.error, ServerUnavailable)
-    assert result.error.detail.startswith("could not decode the gzip body")
+    assert result.error.detail == "the server sent an unreadable gzip body"
 
 
 @pytest.mark.parametrize(
@@ -317,7 +317,7 @@ async def test_a_server_that_dies_mid_body_is_unavailable(
     result = await poll(server.base + "/metrics")
     assert ids(result) == ["1"]
     assert isinstance(result.error, ServerUnavailable)
-    assert "peer closed connection without sending complete message body" in result.error.detail
+    assert result.error.detail == "the server closed the connection in the middle of the body"
     assert server.connections == 1  # a response had begun: not retried
 
 
@@ -325,7 +325,7 @@ async def test_garbage_instead_of_http_is_unavailable(nursery: trio.Nursery) -> 
     server = await start(nursery, send(b"SSH-2.0-OpenSSH_9.6\r\n\r\n", keep=False))
     result = await poll(server.base + "/metrics")
     assert isinstance(result.error, ServerUnavailable)
-    assert result.error.detail.startswith("invalid HTTP response")
+    assert result.error.detail == "the server's response is not HTTP"
 
 
 # -- redirects ----------------------------------------------------------------------

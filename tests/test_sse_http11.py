@@ -83,8 +83,10 @@ def test_chunked_ignores_bytes_after_the_body() -> None:
     [b"zz\r\n", b"\r\n", b"-1\r\n", b"0x5\r\nhello\r\n", b"2\r\nabc\r\n", b"1" * 5000],
 )
 def test_chunked_rejects_what_is_not_chunked(wire: bytes) -> None:
+    reader = ChunkedBody()
     with pytest.raises(ProtocolError):
-        ChunkedBody().feed(wire)
+        reader.feed(wire)  # returns the good bytes before the break, if any,
+        reader.feed(b"")  # and raises on the next feed
 
 
 def test_chunked_cut_short_is_an_error_at_end() -> None:

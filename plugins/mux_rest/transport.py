@@ -13,6 +13,7 @@ ends decides what the supervisor does::
     5xx, 408, 429                  -> ServerUnavailable (retry, honours Retry-After)
     body is not JSON               -> ServerUnavailable (a proxy's error page, a
                                       server restarting: a monitor keeps waiting)
+    body over max_page_bytes       -> ServerUnavailable (memory stays bounded)
     other 4xx (401/403/404/410...) -> Failed (terminal)
     JSON without the ``items`` key -> Failed (the config does not match the server)
 
@@ -47,11 +48,13 @@ import trio
 from mux_core import __version__
 from mux_core.errors import Failed, ServerUnavailable, describe_connection_error
 from mux_core.http import (
+    BodyTooLarge,
     HttpClient,
     HttpResponse,
     ProtocolError,
     ResponseTimeout,
     clean_headers,
+    header_value,
     headers_problem,
     parse_retry_after,
     proxy_for,
@@ -95,6 +98,9 @@ class RestOptions:
     timeout: float = attrs.field(default=10.0, validator=_positive)
     #: Check the server's TLS certificate (https).
     verify: bool = True
+    #: The largest page read, in bytes, as sent and once decompressed; a larger
+    #: one is server_unavailable (retried), so a runaway server cannot exhaust memory.
+    max_page_bytes: int = attrs.field(default=64 * 1024 * 1024, validator=_positive)
 
     @classmethod
     def check(cls, options: RestOptions) -> None:
@@ -168,11 +174,11 @@ class RestTransport:
         url = self._url
         if opts.cursor_param and session.resume.last_id is not None:
             url = url.copy_merge_params({opts.cursor_param: session.resume.last_id})
-        conditions = []
+        conditions: list[tuple[str, bytes]] = []
         if self._etag:
-            conditions.append(("If-None-Match", self._etag))
+            conditions.append(("If-None-Match", _raw(self._etag)))
         if self._last_modified:
-            conditions.append(("If-Modified-Since", self._last_modified))
+            conditions.append(("If-Modified-Since", _raw(self._last_modified)))
         response = await fetch(url, conditions)
         status = response.status
         if status in (204, 304):
@@ -190,15 +196,21 @@ class RestTransport:
         self._last_modified = response.headers.get("last-modified")
 
     async def _fetch_direct(
-        self, client: HttpClient, url: httpx.URL, conditions: list[tuple[str, str]]
+        self, client: HttpClient, url: httpx.URL, conditions: list[tuple[str, bytes]]
     ) -> HttpResponse:
         """GET through mux's own HTTP/1.1 client; errors become session errors."""
+        opts = self.options
         try:
             return await client.get(
-                url, [*self._direct_headers, *conditions], timeout=self.options.timeout
+                url,
+                [*self._direct_headers, *conditions],
+                timeout=opts.timeout,
+                max_body_bytes=opts.max_page_bytes,
             )
         except ValueError as exc:  # the request cannot be sent, a bad redirect
             raise Failed(str(exc)) from exc
+        except BodyTooLarge as exc:
+            raise ServerUnavailable(f"{exc} (max_page_bytes)") from exc
         except (ProtocolError, ResponseTimeout) as exc:
             raise ServerUnavailable(str(exc)) from exc
         except (OSError, trio.BrokenResourceError) as exc:
@@ -206,12 +218,23 @@ class RestTransport:
             raise ServerUnavailable(detail) from exc
 
     async def _fetch_httpx(
-        self, client: httpx.AsyncClient, url: httpx.URL, conditions: list[tuple[str, str]]
+        self, client: httpx.AsyncClient, url: httpx.URL, conditions: list[tuple[str, bytes]]
     ) -> HttpResponse:
         """GET through the shared httpx client (which speaks to proxies)."""
-        headers = {**self._headers, **dict(conditions)}
+        pairs: list[tuple[str, str | bytes]] = [*self._headers.items(), *conditions]
+        headers = [(name.encode("ascii"), header_value(value)) for name, value in pairs]
+        limit = self.options.max_page_bytes
         try:
-            response = await client.get(url, headers=headers, timeout=self.options.timeout)
+            async with client.stream(
+                "GET", url, headers=headers, timeout=self.options.timeout
+            ) as response:
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > limit:
+                        raise ServerUnavailable(f"{BodyTooLarge(limit)} (max_page_bytes)")
+                    chunks.append(chunk)
         except httpx.HTTPError as exc:
             raise session_error(exc) from exc
         except httpx.InvalidURL as exc:
@@ -220,7 +243,7 @@ class RestTransport:
             response.status_code,
             response.reason_phrase,
             response.headers,
-            response.content,
+            b"".join(chunks),
             response.url,
         )
 
@@ -303,7 +326,15 @@ def _extract_items(body: Any, path: str) -> list[Any]:
 
 
 #: One GET of a poll: (url, conditional headers) -> the response, or a SessionError.
-_Fetch = Callable[[httpx.URL, list[tuple[str, str]]], Awaitable[HttpResponse]]
+_Fetch = Callable[[httpx.URL, list[tuple[str, bytes]]], Awaitable[HttpResponse]]
+
+
+def _raw(value: str) -> bytes:
+    """A validator (ETag, Last-Modified) as the bytes the server sent, to echo it exactly."""
+    try:
+        return value.encode("latin-1")  # how response headers were decoded
+    except UnicodeEncodeError:  # httpx decoded it as UTF-8
+        return value.encode("utf-8")
 
 
 def _basic_auth(url: httpx.URL) -> str:
