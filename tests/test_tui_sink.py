@@ -186,7 +186,7 @@ def test_options_are_validated() -> None:
         TuiOptions(refresh_per_second=0)
     with pytest.raises(ValueError, match="plot"):
         TuiOptions(plot=[""])
-    assert TuiSink.default_overflow == "latest"
+    assert TuiSink.default_overflow == "drop_oldest"
     assert TuiSink.default_on_error == "drop"
 
 

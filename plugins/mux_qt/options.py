@@ -37,6 +37,16 @@ def _history(instance: Any, attribute: attrs.Attribute[Any], value: int) -> None
         raise ValueError(f"{attribute.name} must be at least 2 points, got {value}")
 
 
+def _smoothing(instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
+        raise ValueError(f"{attribute.name} must be from 0 (off) to below 1, got {value!r}")
+
+
+def _keep_runs(instance: Any, attribute: attrs.Attribute[Any], value: int) -> None:
+    if value < 1:
+        raise ValueError(f"{attribute.name} must be at least 1, got {value}")
+
+
 @attrs.frozen(kw_only=True)
 class QtOptions:
     """Options of the Qt panel sink."""
@@ -44,11 +54,21 @@ class QtOptions:
     #: Numeric fields of each event's data to plot, one plot per field and one
     #: curve per source, e.g. ["loss", "lr"]. Events without the field are skipped.
     plot: list[str] = attrs.field(factory=list, validator=_fields)
-    #: The x axis: a numeric data field such as "step", or "received_at" (the
-    #: time mux received the event, shown as clock time).
+    #: The x axis each plot starts with: the step field (a numeric data field
+    #: such as "step") or "received_at" (the time mux received the event, shown
+    #: as clock time). Each plot can switch between step and time; with
+    #: "received_at" the step field is "step".
     x: str = attrs.field(default="received_at", validator=_non_empty)
-    #: Points kept per curve; older points scroll out.
-    history: int = attrs.field(default=2000, validator=_history)
+    #: Points kept per curve and run; older points scroll out. Every event is
+    #: kept up to this many; drawing reduces them to what the pixels can show.
+    history: int = attrs.field(default=100_000, validator=_history)
+    #: Fields whose plot starts with a logarithmic y axis, e.g. ["loss"].
+    log_y: list[str] = attrs.field(factory=list, validator=_fields)
+    #: EMA smoothing each plot starts with: the weight of the past, 0 (off) to
+    #: below 1 (0.9 = smooth). Each plot can change it.
+    smoothing: float = attrs.field(default=0.0, validator=_smoothing)
+    #: Run segments kept per curve: a restart starts a new one (older runs faded).
+    keep_runs: int = attrs.field(default=4, validator=_keep_runs)
 
 
 def missing_qt() -> str | None:

@@ -42,7 +42,12 @@ class QtSink:
     """
 
     Options: ClassVar[type[QtOptions]] = QtOptions
-    default_overflow: ClassVar[str] = "latest"
+    #: Every event reaches the plots: the panel's ingest is cheap (list
+    #: appends), so it keeps up far beyond 100k events/s; if it ever falls a
+    #: whole buffer behind, the oldest events are dropped and counted rather
+    #: than holding up the sources (and a ``block`` file sink beside it).
+    default_overflow: ClassVar[str] = "drop_oldest"
+    default_buffer: ClassVar[int] = 100_000
     default_on_error: ClassVar[str] = "stop"
 
     def __init__(self, options: QtOptions, context: SinkContext) -> None:
@@ -53,7 +58,10 @@ class QtSink:
             fields=options.plot,
             x=options.x,
             history=options.history,
+            keep_runs=options.keep_runs,
         )
+        for field in options.plot:
+            self.model.set_smoothing(field, options.smoothing)
         #: The window, from ``open()`` until ``aclose()``.
         self.panel: QtPanel | None = None
 
@@ -81,6 +89,7 @@ class QtSink:
             title=f"mux — {self.context.config_name}",
             on_close=self._window_closed,
             dropped=self.context.dropped,
+            log_y=tuple(self.options.log_y),
         )
         self.panel.show()
         if QThread.currentThread().loopLevel() == 0:
@@ -96,10 +105,10 @@ class QtSink:
         self.model.apply(batch)
 
     async def aclose(self) -> None:
-        if self.panel is not None:
-            self.panel.refresh()
-            self.panel.close_quietly()
-            self.panel = None
+        panel, self.panel = self.panel, None
+        if panel is not None and not panel.closed:
+            panel.refresh()
+            panel.close_quietly()
 
     def _window_closed(self) -> None:
         self.context.request_stop("window closed")

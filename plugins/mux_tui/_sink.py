@@ -61,7 +61,10 @@ class TuiSink:
     """Shows every source's state, rate, last-event age and sparklines, live."""
 
     Options: ClassVar[type[TuiOptions]] = TuiOptions
-    default_overflow: ClassVar[str] = "latest"
+    #: Every event reaches the sparklines (a deque append each); if the view
+    #: ever falls a whole buffer behind, the oldest are dropped and counted.
+    default_overflow: ClassVar[str] = "drop_oldest"
+    default_buffer: ClassVar[int] = 100_000
     default_on_error: ClassVar[str] = "drop"
 
     def __init__(
