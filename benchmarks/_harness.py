@@ -37,10 +37,10 @@ HERE = Path(__file__).resolve().parent
 
 
 @contextmanager
-def server_process(kind: str) -> Iterator[int]:
-    """Start ``_servers.py KIND`` in its own process; yield its port; kill it after."""
+def server_process(kind: str, *args: str) -> Iterator[int]:
+    """Start ``_servers.py KIND [ARGS]`` in its own process; yield its port; kill it after."""
     proc = subprocess.Popen(
-        [sys.executable, str(HERE / "_servers.py"), kind],
+        [sys.executable, str(HERE / "_servers.py"), kind, *args],
         stdout=subprocess.PIPE,
         text=True,
     )

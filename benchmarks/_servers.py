@@ -18,15 +18,34 @@ kernel takes them; they parse just enough of each request to answer:
          messages forever; any byte from the client ends the connection.
 ``rest`` HTTP/1.1 keep-alive; ``GET /page?after=K`` answers the JSON list of
          the 1000 items with ids K+1 .. K+1000.
+
+The end-to-end benchmark (``bench_e2e.py``) needs finite streams of realistic
+events instead: ``python benchmarks/_servers.py metrics-KIND N`` serves N
+~200-byte training-metric JSON payloads (:func:`metric_json`, steps 1 .. N,
+the same bytes for every transport), built before ``PORT`` is printed, and
+then ends the stream the way each protocol does:
+
+``metrics-sse``  ``GET /events/TOKEN`` -- 200 text/event-stream, N ``data:``
+                 events, then the connection closes; a second request for
+                 the same TOKEN gets 204 No Content (the end of the stream).
+``metrics-ws``   a WebSocket server (RFC 6455: handshake checked, client
+                 frames unmasked, pings answered with pongs, close handshake):
+                 N text messages, then a close frame with code 1000.
+``metrics-rest`` HTTP/1.1 keep-alive; ``GET /page?after=K`` answers the JSON
+                 list of the (up to) 1000 payloads with steps K+1 ..; ``[]``
+                 past N.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
+import math
 import resource
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
@@ -173,22 +192,242 @@ async def _serve_rest(stream: trio.SocketStream, pages: _Pages) -> None:
         await stream.send_all(pages.response(after))
 
 
-async def _guard(handler, stream: trio.SocketStream, *args: object) -> None:  # type: ignore[no-untyped-def]
+# -- finite streams of training metrics (bench_e2e.py) --------------------
+
+
+def _metric_tail(j: int) -> bytes:
+    """The part of a metric payload after the step counters, for cycle index ``j``."""
+    loss = 2.2 * math.exp(-j / 1500) + 0.35 + 0.02 * math.sin(j)
+    tokens_per_s = 48000 + 2500 * math.sin(j / 13)
+    return b'"loss":%r,"lr":%r,"grad_norm":%r,"tokens_per_s":%r,"samples_per_s":%r,' % (
+        round(loss, 6),
+        round(3e-4 * min(1.0, (j + 1) / 500), 8),
+        round(0.6 + 0.4 * abs(math.cos(j / 7)), 5),
+        round(tokens_per_s, 1),
+        round(tokens_per_s / 2048, 3),
+    ) + b'"gpu_mem_gb":%r,"elapsed_s":%r,"run":"llama-7b-sft-0042"}' % (
+        37.0 + (j % 17) * 0.125,
+        round(1.237 * j, 3),
+    )
+
+
+_METRIC_CYCLE = 4096
+_METRIC_TAILS = [_metric_tail(j) for j in range(_METRIC_CYCLE)]
+
+
+def metric_json(step: int) -> bytes:
+    """The JSON of training-metric event ``step`` (~200 bytes, valid JSON, floats
+    written as Python's repr so ``json.loads`` + ``json.dumps`` give the same text)."""
+    return b'{"step":%d,"epoch":%d,"tokens":%d,%s' % (
+        step,
+        step // 100_000,
+        step * 2048,
+        _METRIC_TAILS[step % _METRIC_CYCLE],
+    )
+
+
+def _chunks(frames: list[bytes], per_chunk: int = 1024) -> list[bytes]:
+    """Whole frames joined into ~200 KiB sends (a pong may go between two)."""
+    return [b"".join(frames[k : k + per_chunk]) for k in range(0, len(frames), per_chunk)]
+
+
+def ws_frame(opcode: int, payload: bytes) -> bytes:
+    """One unmasked, final server frame (RFC 6455 section 5.2)."""
+    size = len(payload)
+    if size < 126:
+        head = bytes([0x80 | opcode, size])
+    elif size < 1 << 16:
+        head = bytes([0x80 | opcode, 126]) + size.to_bytes(2, "big")
+    else:
+        head = bytes([0x80 | opcode, 127]) + size.to_bytes(8, "big")
+    return head + payload
+
+
+class _MetricsSse:
+    """N events per TOKEN once, then 204 No Content for that TOKEN."""
+
+    def __init__(self, payloads: list[bytes]) -> None:
+        self.chunks = _chunks([b"data: %s\n\n" % p for p in payloads])
+        self.served: set[str] = set()
+
+    async def __call__(self, stream: trio.SocketStream) -> None:
+        buffer = bytearray()
+        head = await _read_head(stream, buffer)
+        if head is None:
+            return
+        path, _ = _target(head)
+        if path in self.served:
+            await stream.send_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+            return
+        self.served.add(path)
+        await stream.send_all(_SSE_HEAD)
+        for chunk in self.chunks:
+            await stream.send_all(chunk)
+
+
+class _WsClosed(Exception):
+    """The client sent a close frame (its code and reason are echoed)."""
+
+    def __init__(self, payload: bytes) -> None:
+        super().__init__(payload)
+        self.payload = payload
+
+
+class _MetricsWs:
+    """A small RFC 6455 server: N pre-built text frames, then close 1000."""
+
+    def __init__(self, payloads: list[bytes]) -> None:
+        self.chunks = _chunks([ws_frame(0x1, p) for p in payloads])
+
+    async def __call__(self, stream: trio.SocketStream) -> None:
+        buffer = bytearray()
+        head = await _read_head(stream, buffer)
+        if head is None:
+            return
+        accept = self._accept(head)
+        if accept is None:
+            await stream.send_all(
+                b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+            return
+        await stream.send_all(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+        )
+        pending: list[bytes] = []  # control frames to send between two chunks
+        client_closed = trio.Event()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._read_frames, stream, buffer, pending, client_closed)
+            for chunk in self.chunks:
+                if pending:
+                    await stream.send_all(b"".join(pending))
+                    pending.clear()
+                if client_closed.is_set():
+                    break
+                await stream.send_all(chunk)
+            if pending:
+                await stream.send_all(b"".join(pending))
+                pending.clear()
+            if not client_closed.is_set():
+                await stream.send_all(ws_frame(0x8, (1000).to_bytes(2, "big")))
+                with trio.move_on_after(10):  # the client answers the close
+                    await client_closed.wait()
+            nursery.cancel_scope.cancel()
+
+    @staticmethod
+    def _accept(head: bytes) -> bytes | None:
+        lines = head.split(b"\r\n")
+        if not lines[0].startswith(b"GET "):
+            return None
+        headers: dict[bytes, bytes] = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            headers[name.strip().lower()] = value.strip()
+        if (
+            headers.get(b"upgrade", b"").lower() != b"websocket"
+            or b"upgrade" not in headers.get(b"connection", b"").lower()
+            or headers.get(b"sec-websocket-version") != b"13"
+            or not headers.get(b"sec-websocket-key")
+        ):
+            return None
+        return base64.b64encode(hashlib.sha1(headers[b"sec-websocket-key"] + _WS_GUID).digest())
+
+    @staticmethod
+    async def _read_frames(
+        stream: trio.SocketStream,
+        buffer: bytearray,
+        pending: list[bytes],
+        client_closed: trio.Event,
+    ) -> None:
+        """Client frames: masked (RFC 6455 5.3); answer pings, note the close."""
+
+        async def need(size: int) -> None:
+            while len(buffer) < size:
+                data = await stream.receive_some(65536)
+                if not data:
+                    raise trio.BrokenResourceError("the client closed the connection")
+                buffer.extend(data)
+
+        try:
+            while True:
+                await need(2)
+                opcode, size, offset = buffer[0] & 0x0F, buffer[1] & 0x7F, 2
+                masked = buffer[1] & 0x80
+                if size == 126:
+                    await need(4)
+                    size, offset = int.from_bytes(buffer[2:4], "big"), 4
+                elif size == 127:
+                    await need(10)
+                    size, offset = int.from_bytes(buffer[2:10], "big"), 10
+                mask = b""
+                if masked:
+                    await need(offset + 4)
+                    mask, offset = bytes(buffer[offset : offset + 4]), offset + 4
+                await need(offset + size)
+                payload = bytes(buffer[offset : offset + size])
+                del buffer[: offset + size]
+                if mask:
+                    payload = bytes(b ^ mask[k % 4] for k, b in enumerate(payload))
+                if opcode == 0x9:  # ping -> pong with the same application data
+                    pending.append(ws_frame(0xA, payload))
+                elif opcode == 0x8:
+                    if not client_closed.is_set():
+                        pending.append(ws_frame(0x8, payload[:2]))
+                    client_closed.set()
+                    return
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            client_closed.set()
+
+
+class _MetricsRest:
+    """``GET /page?after=K``: the JSON list of the next (up to) 1000 payloads."""
+
+    def __init__(self, payloads: list[bytes]) -> None:
+        self.payloads = payloads
+
+    async def __call__(self, stream: trio.SocketStream) -> None:
+        buffer = bytearray()
+        while True:
+            head = await _read_head(stream, buffer)
+            if head is None:
+                return
+            _, query = _target(head)
+            after = max(0, int(query.get("after", ["0"])[0]))
+            body = b"[" + b",".join(self.payloads[after : after + PAGE_SIZE]) + b"]"
+            await stream.send_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+            )
+
+
+_METRICS: dict[str, Callable[[list[bytes]], Callable[[trio.SocketStream], Awaitable[None]]]] = {
+    "metrics-sse": _MetricsSse,
+    "metrics-ws": _MetricsWs,
+    "metrics-rest": _MetricsRest,
+}
+
+
+async def _guard(
+    handler: Callable[[trio.SocketStream], Awaitable[None]], stream: trio.SocketStream
+) -> None:
     try:
         async with stream:
-            await handler(stream, *args)
+            await handler(stream)
     except* (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
         pass  # the client went away: the normal end of a benchmark connection
 
 
-async def serve(kind: str) -> None:
+async def serve(kind: str, events: int = 0) -> None:
     raise_nofile()
-    if kind == "sse":
-        handler, extra = _serve_sse, sse_blob()
+    handler: Callable[[trio.SocketStream], Awaitable[None]]
+    if kind in _METRICS:
+        handler = _METRICS[kind]([metric_json(step) for step in range(1, events + 1)])
+    elif kind == "sse":
+        handler = functools.partial(_serve_sse, blob=sse_blob())
     elif kind == "ws":
-        handler, extra = _serve_ws, ws_blob()
+        handler = functools.partial(_serve_ws, blob=ws_blob())
     elif kind == "rest":
-        handler, extra = _serve_rest, _Pages()
+        handler = functools.partial(_serve_rest, pages=_Pages())
     else:
         raise SystemExit(f"unknown server kind {kind!r}")
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1", backlog=65535)
@@ -196,10 +435,10 @@ async def serve(kind: str) -> None:
     print(f"PORT {port}", flush=True)
 
     async def handle(stream: trio.SocketStream) -> None:
-        await _guard(handler, stream, extra)
+        await _guard(handler, stream)
 
     await trio.serve_listeners(handle, listeners)
 
 
 if __name__ == "__main__":
-    trio.run(serve, sys.argv[1])
+    trio.run(serve, sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 0)

@@ -3,9 +3,15 @@
 Run: ``.venv/bin/python benchmarks/run_all.py [--quick] [--markdown FILE]``.
 Asserts nothing: a missed target is a "NO" in the table, not a failure.
 
-``--quick`` runs fewer events, one repeat each and 1,000 sources instead of
-10,000 (about a minute). ``--markdown FILE`` also writes the table, the date,
-the machine and the command to FILE (as ``benchmarks/RESULTS.md`` is made).
+The first rows measure mux inside this process with a null sink (what mux
+itself costs); the "E2E" rows at the end (``bench_e2e.py``, issue 9) run
+``mux run CONFIG`` as a subprocess writing the real ``file`` sink, 1,000,000
+events per transport, next to the script a user would write instead (in
+the "bare" column).
+
+``--quick`` runs fewer events (E2E: 200,000), one repeat each and 1,000
+sources instead of 10,000 (about a minute and a half). ``--markdown FILE``
+also writes the table, the date, the machine and the command to FILE.
 Each benchmark also runs alone: ``.venv/bin/python benchmarks/bench_<name>.py``.
 The micro-benchmarks (``bench_sse_parser.py``, ``bench_file_sink.py``) are not
 part of this table.
@@ -21,6 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _harness as h
+import bench_e2e
 import bench_rest_throughput
 import bench_sse_latency
 import bench_sse_scale
@@ -33,6 +40,7 @@ BENCHMARKS = [
     ("REST throughput", bench_rest_throughput.run),
     ("SSE latency", bench_sse_latency.run),
     ("SSE scale", bench_sse_scale.run),
+    ("E2E mux run -> file vs user's script", bench_e2e.run),
 ]
 
 
