@@ -411,3 +411,75 @@ def test_the_qt_binding_does_not_over_release_none() -> None:
     for _ in range(2000):
         app.processEvents()
     assert sys.getrefcount(None) >= before - 100
+
+
+# -- failing clearly before Qt aborts ----------------------------------------
+
+
+def _refuse(*names: str) -> Any:
+    return lambda soname: soname not in names
+
+
+def test_missing_xcb_libraries_are_named_with_their_packages() -> None:
+    from mux_qt.options import cannot_start
+
+    problem = cannot_start(
+        {"DISPLAY": ":0"}, loadable=_refuse("libxcb-cursor.so.0", "libxcb-icccm.so.4")
+    )
+    assert problem is not None
+    assert "libxcb-cursor.so.0, libxcb-icccm.so.4" in problem
+    assert "sudo apt-get install libxcb-cursor0 libxcb-icccm4 " in problem
+    assert "xcb" in problem and "troubleshooting" in problem
+    assert cannot_start(
+        {"DISPLAY": ":0", "QT_QPA_PLATFORM": "xcb"}, loadable=_refuse("libxcb-cursor.so.0")
+    )
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {"DISPLAY": ":0", "QT_QPA_PLATFORM": "offscreen"},
+        {"DISPLAY": ":0", "WAYLAND_DISPLAY": "wayland-0", "XDG_SESSION_TYPE": "wayland"},
+        {"DISPLAY": ":0", "QT_QPA_PLATFORM": "wayland;xcb"},
+    ],
+)
+def test_xcb_libraries_are_not_needed_off_xcb(environ: dict[str, str]) -> None:
+    from mux_qt.options import XCB_LIBRARIES, cannot_start
+
+    assert cannot_start(environ, loadable=_refuse(*XCB_LIBRARIES)) is None
+
+
+def test_gui_libraries_are_needed_on_every_platform() -> None:
+    from mux_qt.options import cannot_start
+
+    problem = cannot_start({"QT_QPA_PLATFORM": "offscreen"}, loadable=_refuse("libEGL.so.1"))
+    assert problem is not None and "libEGL.so.1" in problem and "libegl1" in problem
+
+
+def test_run_exits_2_naming_missing_libraries_instead_of_a_qt_abort(tmp_path: Path) -> None:
+    from mux_qt.options import cannot_start
+
+    environ = {"DISPLAY": ":99"}  # no X server is needed: mux must stop before Qt looks
+    expected = cannot_start(environ)
+    if expected is None or "libraries" not in expected:
+        pytest.skip("this machine has every library Qt's xcb plugin loads")
+    config = tmp_path / "panel.toml"
+    config.write_text(
+        '[[sources]]\nname = "a"\ntransport = "sse"\nurl = "http://127.0.0.1:9/e"\n'
+        '[[sinks]]\ntype = "qt"\nplot = ["loss"]\n'
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("QT_QPA_PLATFORM", "WAYLAND_DISPLAY")}
+    env.update(environ)
+    result = subprocess.run(
+        [sys.executable, "-m", "mux_core.cli", "run", str(config), "--for", "5"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert f"mux: error: {expected}" in result.stderr
+    assert (
+        "Traceback" not in result.stderr and "Could not load the Qt platform" not in result.stderr
+    )

@@ -25,7 +25,7 @@ from typing import Any
 from mux_core.errors import PluginError
 from mux_core.hookspecs import Register, hookimpl
 
-from .options import INSTALL_HINT, QtOptions, missing_display, require_qt
+from .options import INSTALL_HINT, QtOptions, cannot_start, require_qt
 
 require_qt()  # before anything else: the plugin is unavailable without its extra
 
@@ -46,12 +46,13 @@ def mux_register_sinks(register: Register) -> None:
 def mux_main_loop(engine: Any) -> bool | None:
     """Run the engine inside Qt's event loop when a ``qt`` sink is configured.
 
-    Raises PluginError (a usage error for ``mux run``) when Qt has no
-    display to open the window on.
+    Raises PluginError (a usage error for ``mux run``, exit 2) when Qt has no
+    display to open the window on, or lacks system libraries it would load
+    (Qt would abort the process instead: exit 134).
     """
     if not any(sink.type == SINK_TYPE for sink in engine.config.sinks):
         return None
-    problem = missing_display()
+    problem = cannot_start()
     if problem is not None:
         raise PluginError(problem)
     from .guest import run_as_guest

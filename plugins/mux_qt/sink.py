@@ -16,6 +16,7 @@ Two ways to run it:
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, ClassVar
 
 import trio
@@ -24,7 +25,7 @@ from mux_core.events import Batch
 from mux_core.sinks import SinkContext
 
 from .model import PanelModel
-from .options import QtOptions, missing_display, missing_qt, require_qt
+from .options import QtOptions, cannot_start, missing_qt, require_qt
 
 if TYPE_CHECKING:
     from .panel import QtPanel
@@ -74,15 +75,14 @@ class QtSink:
 
     async def open(self) -> None:
         require_qt()
-        from PySide6.QtCore import QThread
-        from PySide6.QtWidgets import QApplication
-
-        from .panel import QtPanel, ensure_application
-
-        if QApplication.instance() is None:
-            problem = missing_display()
+        widgets = sys.modules.get("PySide6.QtWidgets")
+        if widgets is None or widgets.QApplication.instance() is None:
+            problem = cannot_start()  # before Qt loads a library it may abort on
             if problem is not None:
                 raise RuntimeError(problem)
+        from PySide6.QtCore import QThread
+
+        from .panel import QtPanel, ensure_application
         app = ensure_application()
         self.panel = QtPanel(
             self.model,
