@@ -11,7 +11,15 @@ from __future__ import annotations
 
 import importlib.metadata
 
-from .config import Config, SinkConfig, SourceConfig, load_config, parse_config, render_config
+from .config import (
+    Config,
+    ProcessorConfig,
+    SinkConfig,
+    SourceConfig,
+    load_config,
+    parse_config,
+    render_config,
+)
 from .engine import Engine, RunResult
 from .errors import (
     ConfigError,
@@ -40,6 +48,7 @@ from .events import (
 from .hookspecs import hookimpl, hookspec
 from .payload import JsonFields, Payload, decode_payload, is_json
 from .plugins import PluginFailure, PluginInfo, PluginManager, Provided
+from .processors import FieldReader, Processor, ProcessorChain, ProcessorContext
 from .retry import RetryPolicy
 from .session import RawEvent, ResumeState, Session, SharedResources, Transport
 from .sinks import Overflow, Sink, SinkChannel, SinkContext, SourceInfo
@@ -55,6 +64,7 @@ __all__ = [
     "Engine",
     "Event",
     "Failed",
+    "FieldReader",
     "JsonFields",
     "MuxError",
     "Overflow",
@@ -63,6 +73,10 @@ __all__ = [
     "PluginFailure",
     "PluginInfo",
     "PluginManager",
+    "Processor",
+    "ProcessorChain",
+    "ProcessorConfig",
+    "ProcessorContext",
     "Provided",
     "RawEvent",
     "Record",

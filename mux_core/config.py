@@ -22,6 +22,7 @@ config or its values are shown -- values taken from the environment, every
 from __future__ import annotations
 
 import difflib
+import fnmatch
 import json
 import os
 import re
@@ -51,6 +52,7 @@ from .sinks import Overflow
 
 __all__ = [
     "Config",
+    "ProcessorConfig",
     "SinkConfig",
     "SourceConfig",
     "load_config",
@@ -58,9 +60,11 @@ __all__ = [
     "render_config",
 ]
 
-_TOP_KEYS = ("retry", "sources", "sinks")
+_TOP_KEYS = ("retry", "sources", "sinks", "processors")
 _SOURCE_KEYS = ("name", "transport", "retry")
 _SINK_KEYS = ("type", "name", "overflow", "buffer", "on_error")
+_PROCESSOR_KEYS = ("type", "sources")
+_GLOB_CHARS = frozenset("*?[")
 _ON_ERROR = ("stop", "drop")
 _DEFAULT_BUFFER = 10_000
 _SECRET_WORDS = ("password", "passwd", "secret", "token", "api_key", "apikey", "credential")
@@ -103,6 +107,24 @@ class SinkConfig:
 
 
 @attrs.frozen
+class ProcessorConfig:
+    """One ``[[processors]]`` table, validated."""
+
+    type: str
+    #: The ``sources`` globs it applies to; None = every source.
+    sources: tuple[str, ...] | None
+    #: An instance of the processor class's ``Options``.
+    options: Any
+    line: int | None
+
+    def applies_to(self, source: str) -> bool:
+        """Whether this processor runs on ``source`` (``sources`` globs; default all)."""
+        if self.sources is None:
+            return True
+        return any(fnmatch.fnmatchcase(source, pattern) for pattern in self.sources)
+
+
+@attrs.frozen
 class Config:
     """A whole config file, validated against the installed plugins."""
 
@@ -115,6 +137,8 @@ class Config:
     sinks: tuple[SinkConfig, ...]
     #: Strings to mask whenever the config or its values are printed.
     secrets: frozenset[str]
+    #: The ``[[processors]]`` tables, in file order.
+    processors: tuple[ProcessorConfig, ...] = ()
 
 
 def load_config(
@@ -184,6 +208,7 @@ class _Loader:
             retry, retry_raw = RetryPolicy(), {}
         sources = self._sources(data, retry_raw)
         sinks = self._sinks(data)
+        processors = self._processors(data, [source.name for source in sources])
         self._raise_errors()
         return Config(
             path=self._path,
@@ -192,6 +217,7 @@ class _Loader:
             sources=tuple(sources),
             sinks=tuple(sinks),
             secrets=frozenset(self._secrets),
+            processors=tuple(processors),
         )
 
     # -- text ----------------------------------------------------------------
@@ -309,6 +335,47 @@ class _Loader:
                 SinkConfig(name, type_, options, overflow, buffer, on_error, self._line(path))
             )
         return sinks
+
+    def _processors(self, data: dict[str, Any], source_names: list[str]) -> list[ProcessorConfig]:
+        tables = self._array_of_tables(data, "processors") or []
+        available = self._plugins.processors() if tables else {}
+        processors = []
+        for index, table in enumerate(tables):
+            path: KeyPath = ("processors", index)
+            type_ = self._required_str(table, path, "type")
+            sources = self._source_globs(table, path, source_names)
+            if type_ is None:
+                continue
+            provided = self._provider("processor type", type_, available, path)
+            if provided is None or isinstance(sources, _Failed):
+                continue
+            rest = {k: v for k, v in table.items() if k not in _PROCESSOR_KEYS}
+            options = self._options(provided, rest, path, _PROCESSOR_KEYS)
+            if isinstance(options, _Failed):
+                continue
+            processors.append(ProcessorConfig(type_, sources, options, self._line(path)))
+        return processors
+
+    def _source_globs(
+        self, table: dict[str, Any], path: KeyPath, source_names: list[str]
+    ) -> tuple[str, ...] | _Failed | None:
+        """The ``sources`` globs (None = all), or _FAILED after recording an error."""
+        if "sources" not in table:
+            return None
+        value = table["sources"]
+        key = (*path, "sources")
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            self._fail(key, f"expected an array of source names or globs, got {_shown(value)}")
+            return _FAILED
+        for pattern in value:
+            # A plain name (no glob characters) that names no source is a typo.
+            if not _GLOB_CHARS & set(pattern) and pattern not in source_names:
+                close = difflib.get_close_matches(pattern, source_names, n=1, cutoff=0.6)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                known = ", ".join(repr(n) for n in source_names) or "none"
+                self._fail(key, f"no source named {pattern!r}; {hint}sources: {known}")
+                return _FAILED
+        return tuple(value)
 
     def _array_of_tables(self, data: dict[str, Any], key: str) -> list[dict[str, Any]] | None:
         value = data.get(key)
@@ -545,7 +612,18 @@ def render_config(config: Config) -> str:
         lines.append(f"buffer = {sink.buffer}")
         lines.append(f"on_error = {_toml_string(sink.on_error)}")
         lines += _render_fields(sink.options, secrets)
+    for processor in config.processors:
+        lines += ["", "[[processors]]", f"type = {_toml_string(processor.type)}"]
+        if processor.sources is not None:
+            lines.append(f"sources = {_render_value(list(processor.sources), secrets)}")
+        lines += _render_fields(processor.options, secrets)
     return "\n".join(lines) + "\n"
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, list):
+        return "an array with a non-string or empty item"
+    return describe_value(value)
 
 
 def _render_fields(instance: Any, secrets: frozenset[str]) -> list[str]:

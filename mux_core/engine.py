@@ -2,12 +2,14 @@ r"""The nursery that joins sources to sinks.
 
 ::
 
-    supervisor(source) --\                  /--> SinkChannel --> sink
-    supervisor(source) ----> fan-out -------> SinkChannel --> sink
-    supervisor(source) --/   (batches)      \--> SinkChannel --> sink
+    supervisor(source) -> processors --\                  /--> SinkChannel --> sink
+    supervisor(source) -> processors ----> fan-out -------> SinkChannel --> sink
+    supervisor(source) -> processors --/   (batches)      \--> SinkChannel --> sink
 
 Every source runs under a :class:`~mux_core.supervisor.Supervisor`; each
-batch it emits is put, in the source's own task, into every sink's
+batch it emits passes through the source's
+:class:`~mux_core.processors.ProcessorChain` (when ``[[processors]]`` apply
+to it) and is put, in the source's own task, into every sink's
 :class:`~mux_core.sinks.SinkChannel`, whose overflow policy decides what a
 slow sink costs (a ``block`` sink holds the source back; the others never
 do). No task sits in between: a record reaches its sink after one task
@@ -38,8 +40,9 @@ import trio
 
 from .config import Config, SinkConfig, SourceConfig
 from .errors import PluginError
-from .events import Record, State, Status
+from .events import Alert, Record, Severity, State, Status
 from .plugins import PluginManager
+from .processors import ProcessorChain, ProcessorContext
 from .session import SharedResources, Transport
 from .sinks import Overflow, SinkChannel, SinkContext, SourceInfo
 from .supervisor import Supervisor
@@ -52,6 +55,9 @@ _log = logging.getLogger("mux.engine")
 EXIT_OK = 0
 EXIT_SINK_FAILED = 1
 EXIT_SOURCE_FAILED = 3
+EXIT_ALERT = 4
+
+_SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
 
 _DROP_REPORT_INTERVAL = 5.0
 
@@ -60,7 +66,8 @@ _DROP_REPORT_INTERVAL = 5.0
 class RunResult:
     """How a run ended."""
 
-    #: 0 clean stop, 1 a sink with on_error = "stop" failed, 3 a source failed.
+    #: 0 clean stop, 1 a sink with on_error = "stop" failed, 3 a source failed,
+    #: 4 an alert at or above the engine's ``fail_on`` severity was raised.
     exit_code: int
     #: The last state of every source.
     final_states: Mapping[str, State]
@@ -85,6 +92,8 @@ class _SourceRunner:
     transport: Transport
     scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
     supervisor: Supervisor | None = None
+    #: The source's processors (None when no ``[[processors]]`` table applies).
+    chain: ProcessorChain | None = None
 
     @property
     def state(self) -> State | None:
@@ -96,7 +105,8 @@ class Engine:
 
     ``await engine.run()`` (or ``trio.run(engine.run)``, or a plugin's main
     loop via ``mux_main_loop``) returns a :class:`RunResult`, also kept in
-    :attr:`result`.
+    :attr:`result`. With ``fail_on``, an :class:`~mux_core.Alert` of that
+    severity or higher makes the exit code 4 (the run goes on).
     """
 
     def __init__(
@@ -106,8 +116,12 @@ class Engine:
         *,
         duration: float | None = None,
         install_signal_handlers: bool = False,
+        fail_on: Severity | None = None,
     ) -> None:
         self.config = config
+        self.fail_on = fail_on
+        #: Alerts at or above ``fail_on`` seen so far.
+        self.failing_alerts = 0
         self.plugins = plugins
         self.duration = duration
         self.install_signal_handlers = install_signal_handlers
@@ -213,18 +227,84 @@ class Engine:
             raise PluginError(
                 f"source {cfg.name!r} ({cfg.transport}) could not be created: {exc}"
             ) from exc
-        return _SourceRunner(cfg, transport)
+        return _SourceRunner(cfg, transport, chain=self._make_chain(cfg))
+
+    def _make_chain(self, cfg: SourceConfig) -> ProcessorChain | None:
+        """One instance of each ``[[processors]]`` table that applies to the source."""
+        processors = []
+        for proc in self.config.processors:
+            if not proc.applies_to(cfg.name):
+                continue
+            cls = self.plugins.processors()[proc.type].cls
+            context = ProcessorContext(cfg.name, cfg.transport, proc.type)
+            try:
+                processors.append((proc.type, cls(proc.options, context)))
+            except Exception as exc:
+                raise PluginError(
+                    f"processor {proc.type!r} (line {proc.line}) could not be created "
+                    f"for source {cfg.name!r}: {exc}"
+                ) from exc
+        return ProcessorChain(cfg.name, cfg.transport, processors) if processors else None
+
+    def _sender(
+        self, chain: ProcessorChain | None
+    ) -> Callable[[Sequence[Record]], Awaitable[bool]]:
+        """What a source's records go through: its processors, then the fan-out."""
+        if chain is None and self.fail_on is None:
+            return self._fan_out
+
+        async def send(batch: Sequence[Record]) -> bool:
+            if chain is not None:
+                batch = chain.run(batch)
+                if not batch:
+                    return False
+            if self.fail_on is not None:
+                self._watch_alerts(batch)
+            return await self._fan_out(batch)
+
+        return send
+
+    async def _deliver(self, batch: Sequence[Record]) -> bool:
+        """The fan-out of what a processor's timer produced (already through the chain)."""
+        if self.fail_on is not None:
+            self._watch_alerts(batch)
+        return await self._fan_out(batch)
+
+    def _watch_alerts(self, batch: Sequence[Record]) -> None:
+        assert self.fail_on is not None
+        threshold = _SEVERITY_RANK[self.fail_on]
+        for record in batch:
+            if type(record) is Alert and _SEVERITY_RANK[record.severity] >= threshold:
+                self.failing_alerts += 1
 
     async def _run_source(self, runner: _SourceRunner, shared: SharedResources) -> None:
         cfg = runner.config
+        chain = runner.chain
+        send = self._sender(chain)
         supervisor = runner.supervisor = Supervisor(
             source=cfg.name,
             transport_name=cfg.transport,
             transport=runner.transport,
             policy=cfg.retry,
-            send=self._fan_out,
+            send=send,
             shared=shared,
         )
+        if chain is not None and chain.timed:
+            # Time-based processors (a stall) get one timer task beside the source.
+            async with trio.open_nursery() as timers:
+                timers.start_soon(chain.run_timers, self._deliver)
+                await self._supervise(runner, supervisor, send)
+                timers.cancel_scope.cancel()
+        else:
+            await self._supervise(runner, supervisor, send)
+
+    async def _supervise(
+        self,
+        runner: _SourceRunner,
+        supervisor: Supervisor,
+        send: Callable[[Sequence[Record]], Awaitable[bool]],
+    ) -> None:
+        cfg = runner.config
         with runner.scope:
             await supervisor.run()
         if supervisor.state is None or not supervisor.state.terminal:
@@ -239,7 +319,7 @@ class Engine:
                 reason,
                 time.time(),
             )
-            await self._fan_out([status])
+            await send([status])
             supervisor.state = State.STOPPED
 
     async def _fan_out(self, batch: Sequence[Record]) -> bool:
@@ -372,6 +452,8 @@ class Engine:
             code = EXIT_SINK_FAILED
         elif any(s in (State.FAILED, State.MAX_RETRIES_EXCEEDED) for s in states.values()):
             code = EXIT_SOURCE_FAILED
+        elif self.failing_alerts:
+            code = EXIT_ALERT
         else:
             code = EXIT_OK
         reason = self._stop_reason or "every source reached a terminal state"

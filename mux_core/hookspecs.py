@@ -48,6 +48,19 @@ def mux_register_sinks(register: Register) -> None:
     """
 
 
+@hookspec
+def mux_register_processors(register: Register) -> None:
+    """Register processor classes: ``register("stall", StallProcessor)``.
+
+    Called once, when the plugins are loaded. ``name`` is the value users
+    write in ``type = "..."`` of a ``[[processors]]`` table; the class follows
+    :class:`mux_core.Processor`: an ``Options`` attrs class, ``__init__(options,
+    context)`` (one instance per source it applies to: per-source state), a
+    sync ``process(batch) -> batch`` run in the source's own task, and
+    optionally ``next_deadline()`` / ``tick(now)`` for rules about time.
+    """
+
+
 @hookspec(firstresult=True)
 def mux_main_loop(engine: Engine) -> bool | None:
     """Run the engine on a main loop the plugin owns, or return None.

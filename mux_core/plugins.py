@@ -41,7 +41,7 @@ _OWN_DISTRIBUTION = "mux"
 class Provided:
     """One transport or sink class and the plugin that registered it."""
 
-    kind: str  # "transport" | "sink"
+    kind: str  # "transport" | "sink" | "processor"
     name: str
     cls: type[Any]
     plugin: str
@@ -66,6 +66,7 @@ class PluginInfo:
     transports: tuple[str, ...]
     sinks: tuple[str, ...]
     error: str | None = None
+    processors: tuple[str, ...] = ()
 
 
 class PluginManager:
@@ -78,6 +79,7 @@ class PluginManager:
         self.failures: list[PluginFailure] = []
         self._transports: dict[str, Provided] | None = None
         self._sinks: dict[str, Provided] | None = None
+        self._processors: dict[str, Provided] | None = None
 
     # -- loading ---------------------------------------------------------
 
@@ -119,7 +121,7 @@ class PluginManager:
         if registered is None:
             raise PluginError(f"plugin {name!r} is already registered")
         self._distributions[registered] = (distribution, version)
-        self._transports = self._sinks = None
+        self._transports = self._sinks = self._processors = None
 
     def register_module(self, module_name: str) -> None:
         """Import a module by name and register it as a plugin.
@@ -152,6 +154,12 @@ class PluginManager:
             self._sinks = self._collect("sink")
         return self._sinks
 
+    def processors(self) -> dict[str, Provided]:
+        """Every registered processor by name. Raises PluginError on a clash."""
+        if self._processors is None:
+            self._processors = self._collect("processor")
+        return self._processors
+
     def main_loop(self, engine: Engine) -> bool:
         """Let a plugin that owns the main loop run the engine; False if none did."""
         result = self._pm.hook.mux_main_loop(engine=engine)
@@ -166,19 +174,23 @@ class PluginManager:
 
     def infos(self) -> list[PluginInfo]:
         """One entry per plugin, loaded or failed, sorted by name."""
-        by_plugin: dict[str, tuple[list[str], list[str]]] = {}
+        by_plugin: dict[str, tuple[list[str], list[str], list[str]]] = {}
         for plugin_name in self._plugin_names():
-            by_plugin[plugin_name] = ([], [])
-        for provided in self._collect("transport", strict=False).values():
-            by_plugin.setdefault(provided.plugin, ([], []))[0].append(provided.name)
-        for provided in self._collect("sink", strict=False).values():
-            by_plugin.setdefault(provided.plugin, ([], []))[1].append(provided.name)
+            by_plugin[plugin_name] = ([], [], [])
+        for column, kind in enumerate(("transport", "sink", "processor")):
+            for provided in self._collect(kind, strict=False).values():
+                by_plugin.setdefault(provided.plugin, ([], [], []))[column].append(provided.name)
         infos = []
-        for plugin_name, (transports, sinks) in by_plugin.items():
+        for plugin_name, (transports, sinks, processors) in by_plugin.items():
             dist, version = self._distributions.get(plugin_name, (None, None))
             infos.append(
                 PluginInfo(
-                    plugin_name, dist, version, tuple(sorted(transports)), tuple(sorted(sinks))
+                    plugin_name,
+                    dist,
+                    version,
+                    tuple(sorted(transports)),
+                    tuple(sorted(sinks)),
+                    processors=tuple(sorted(processors)),
                 )
             )
         for failure in self.failures:
@@ -199,11 +211,11 @@ class PluginManager:
         return names
 
     def _collect(self, kind: str, *, strict: bool = True) -> dict[str, Provided]:
-        hook = (
-            self._pm.hook.mux_register_transports
-            if kind == "transport"
-            else self._pm.hook.mux_register_sinks
-        )
+        hook = {
+            "transport": self._pm.hook.mux_register_transports,
+            "sink": self._pm.hook.mux_register_sinks,
+            "processor": self._pm.hook.mux_register_processors,
+        }[kind]
         found: dict[str, Provided] = {}
         for impl in hook.get_hookimpls():
             plugin_name = impl.plugin_name
