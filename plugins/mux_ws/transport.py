@@ -1,41 +1,47 @@
-"""The WebSocket transport: one session on one trio-websocket client connection.
+"""The WebSocket transport: websockets' sans-I/O ``ClientProtocol`` over a trio stream.
 
-A session opens the TCP (or TLS) stream itself, runs the WebSocket handshake
-over it within ``session.connect_timeout``, optionally sends a subscribe
-text, then turns every message into an event. Owning the stream lets the
-session tell a dead connection from a slow one during the handshake (the
-library would wait for its own timeout) and close the socket for certain
-whatever state the library is in.
+A session opens the TCP (or TLS) stream itself, runs the upgrade (see
+:mod:`mux_ws._handshake`), optionally sends a subscribe text, then loops on
+one task: read the socket, feed the protocol, hand every complete message of
+that read to the core as ONE batch, write what the protocol answers (pongs,
+the close echo). The heartbeat lives in the same loop, as deadlines on the
+read, so there is no second task, no lock and no queue between the socket and
+the core: websockets parses ~3x the frames per second wsproto does, and the
+hand-off per message is a tuple.
 
 How a session ends, and what the supervisor is told::
 
-    handshake 401/403/404/410, other 4xx, bad URL  -> Failed
-    refused, reset, timeout, 5xx/429, TLS error     -> ServerUnavailable (Retry-After kept)
-    close frame, lost connection, missed pong       -> Disconnected
-    close 1000 with end_on_close                    -> Ended
+    handshake 401/403/404/410, other 4xx, 2xx/3xx, bad URL      -> Failed
+    refused, reset, timeout, TLS, not HTTP, a bad 101,
+        5xx/408/429 (Retry-After kept)                          -> ServerUnavailable
+    close frame, lost connection, missed pong, protocol error,
+        a message over max_message_bytes (mux closes, 1009)     -> Disconnected
+    close 1000 with end_on_close                                -> Ended
+
+Hostile servers: no compression is offered (no inflate bombs); a frame
+larger than ``max_message_bytes`` is refused from its header, before its
+payload is buffered; a non-101 answer is judged by its head alone (an
+endless body is never read); text frames that are not valid UTF-8 are kept
+(invalid bytes read as U+FFFD when decoded, as in the SSE transport) rather
+than failing the connection, so one bad byte cannot loop a resuming stream.
 """
 
 from __future__ import annotations
 
-import email.utils
+import math
 import ssl
-import time
-from collections.abc import Callable
-from typing import Any, Literal, cast
+from collections.abc import Sequence
+from itertools import repeat
+from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import attrs
-import orjson
+import msgspec
 import trio
-from trio_websocket import (
-    CloseReason,
-    ConnectionClosed,
-    ConnectionRejected,
-    WebSocketConnection,
-    wrap_client_stream,
-)
-from wsproto.events import CloseConnection
-from wsproto.utilities import LocalProtocolError
+from websockets.client import ClientProtocol
+from websockets.exceptions import PayloadTooBig, ProtocolError
+from websockets.frames import BINARY, CONT, PONG, TEXT
+from websockets.protocol import OPEN
 
 from mux_core.errors import (
     Disconnected,
@@ -45,24 +51,29 @@ from mux_core.errors import (
     SessionError,
     describe_connection_error,
 )
-from mux_core.http import clean_headers
+from mux_core.http import clean_headers, shared_tls_context
+from mux_core.payload import JsonFields, is_json
 from mux_core.session import RawEvent, Session
+
+from ._handshake import (
+    READ_SIZE,
+    HandshakeProgress,
+    Target,
+    handshake,
+    new_protocol,
+    open_stream,
+    options_problem,
+    parse_target,
+    preview,
+)
 
 __all__ = ["WsOptions", "WsTransport"]
 
-#: Messages trio-websocket may buffer ahead of us.
-_QUEUE_SIZE = 64
-#: The most events handed over as one batch.
-_BATCH = 256
-#: Bytes the library reads from the socket at once (its default is 4 KiB).
-_READ_SIZE = 65536
 #: Seconds allowed to write the close frame before the socket is cut.
 _CLOSE_TIMEOUT = 1.0
-#: Handshake rejections worth retrying besides 5xx; any other status is Failed
-#: (401/403/404/410, a plain HTTP 200 or a redirect: not a WebSocket endpoint we can use).
-_RETRY_STATUSES = frozenset({408, 429})
-#: The close reason trio-websocket gives when a message exceeds max_message_size.
-_TOO_BIG_PREFIX = "Exceeded maximum message size"
+#: A read smaller than this means messages trickle in: when emitting it woke a
+#: sink, the session lets that sink run before re-arming its socket (as mux_sse).
+_SMALL_READ = 1024
 
 
 def _positive(instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
@@ -81,7 +92,7 @@ class WsOptions:
 
     #: The endpoint, ``ws://`` or ``wss://``.
     url: str
-    #: Extra HTTP headers of the handshake request (Authorization, ...).
+    #: Extra HTTP headers of the handshake request (Authorization, ...); printable ASCII.
     headers: dict[str, str] = attrs.field(factory=dict)
     #: Text sent once connected; ``{last_id}`` is replaced by the last id seen ("" if none).
     subscribe: str | None = None
@@ -93,138 +104,106 @@ class WsOptions:
     event_field: str | None = None
     #: "auto": JSON when it parses, else text; "json": skip (with a notice) what does not parse;
     #: "text": never parse.
-    decode: Literal["auto", "json", "text"] = "auto"
+    decode: Literal["auto", "json", "text"] = attrs.field(
+        default="auto", validator=attrs.validators.in_(("auto", "json", "text"))
+    )
     #: Seconds between pings; 0 disables the heartbeat.
     ping_interval: float = attrs.field(default=20.0, validator=_not_negative)
-    #: Seconds to wait for the pong before the connection is declared dead.
+    #: Seconds to wait for the pong before the connection is declared dead (time mux
+    #: spends waiting for its own sinks does not count); also the longest a write may take.
     ping_timeout: float = attrs.field(default=20.0, validator=_positive)
-    #: Largest message accepted (as trio-websocket measures it: characters of a text message,
-    #: bytes of a binary one); a larger one closes the connection with 1009.
+    #: Largest message accepted, in bytes (all fragments of it); a larger one is refused
+    #: from its frame header, before it is read, and mux closes the connection with 1009.
     max_message_bytes: int = attrs.field(default=8 * 1024 * 1024, validator=_positive)
     #: Treat a close with code 1000 as the end of the stream (state "ended") instead of a
     #: disconnection to retry.
     end_on_close: bool = False
+    #: Check the server's TLS certificate (wss://), against the same CA bundle as https.
+    verify: bool = True
 
 
-@attrs.define
-class _Live:
-    """One open connection and what the heartbeat learnt about it."""
+class _Connection:
+    """One open connection: the stream, the protocol, and a message being reassembled."""
 
-    ws: WebSocketConnection
-    #: Set when a pong went missing: the peer is gone, so no polite close is attempted.
-    pong_lost: bool = False
+    def __init__(self, stream: trio.abc.Stream, protocol: ClientProtocol, write_timeout: float):
+        self.stream = stream
+        self.protocol = protocol
+        self.write_timeout = write_timeout
+        #: The fragments of a message whose final frame has not arrived yet.
+        self.parts: list[bytes | bytearray] | None = None
+        #: False once the peer is known dead: no close frame is attempted.
+        self.polite = True
 
+    async def flush(self) -> None:
+        """Write what the protocol has queued (pongs, pings, close frames).
 
-@attrs.frozen
-class _Target:
-    """Where to connect, resolved from the URL once per session."""
-
-    host: str
-    port: int
-    tls: bool
-    host_header: str
-    resource: str
-
-
-def _parse_url(url: str) -> _Target:
-    """Split a ws:// or wss:// URL; ValueError says what is wrong with it."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise ValueError(f"invalid url {url!r}: {exc}") from None
-    if parts.scheme not in ("ws", "wss"):
-        raise ValueError(f"url must start with ws:// or wss://, got {url!r}")
-    if not parts.hostname:
-        raise ValueError(f"url has no host: {url!r}")
-    tls = parts.scheme == "wss"
-    default_port = 443 if tls else 80
-    resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    host_header = parts.netloc.rpartition("@")[2]
-    return _Target(parts.hostname, port or default_port, tls, host_header, resource)
-
-
-def _with_query_param(url: str, name: str, value: str) -> str:
-    parts = urlsplit(url)
-    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != name]
-    query.append((name, value))
-    return urlunsplit(parts._replace(query=urlencode(query)))
-
-
-def _retry_after(headers: tuple[tuple[bytes, bytes], ...]) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or HTTP-date), if any."""
-    for name, value in headers:
-        if name.lower() != b"retry-after":
-            continue
-        text = value.decode("latin-1").strip()
-        try:
-            return max(0.0, float(text))
-        except ValueError:
-            pass
-        try:
-            when = email.utils.parsedate_to_datetime(text)
-        except (TypeError, ValueError):
-            return None
-        return max(0.0, when.timestamp() - time.time())
-    return None
-
-
-def _rejected(exc: ConnectionRejected) -> SessionError:
-    status = exc.status_code
-    detail = f"handshake rejected: HTTP {status}"
-    if status >= 500 or status in _RETRY_STATUSES:
-        return ServerUnavailable(detail, retry_after=_retry_after(exc.headers))
-    return Failed(detail)
-
-
-def _connect_detail(exc: BaseException) -> str:
-    """A short reason for a failed TCP/TLS connect ("connection refused", ...)."""
-    return describe_connection_error(exc) or f"connection failed: {exc}"
-
-
-class _WatchedStream(trio.abc.Stream):
-    """A stream that notices when it dies (EOF, error, close).
-
-    trio-websocket waits for the handshake response until its own timeout even
-    when the server has already closed the connection; ``on_gone`` lets the
-    session stop waiting at once and report what happened.
-    """
-
-    def __init__(self, inner: trio.abc.Stream) -> None:
-        self._inner = inner
-        self.gone = False
-        self.error: BaseException | None = None
-        self.on_gone: Callable[[], None] | None = None
-
-    def _mark_gone(self, error: BaseException | None = None) -> None:
-        if not self.gone:
-            self.gone, self.error = True, error
-            if self.on_gone is not None:
-                self.on_gone()
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        try:
-            await self._inner.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            self._mark_gone(exc)
-            raise
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self._inner.wait_send_all_might_not_block()
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        try:
-            data = await self._inner.receive_some(max_bytes)
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            self._mark_gone(exc)
-            raise
+        A server that stops reading makes this block: after ``write_timeout``
+        the connection is given up.
+        """
+        data = b"".join(self.protocol.data_to_send())  # SEND_EOF is b"": nothing to join
         if not data:
-            self._mark_gone()
-        return data
+            return
+        with trio.move_on_after(self.write_timeout) as scope:
+            try:
+                await self.stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                return  # the read side reports how the connection ended
+        if scope.cancelled_caught:
+            self.polite = False
+            raise Disconnected(
+                "the server stopped reading: a write did not finish"
+                f" within {self.write_timeout:g} s"
+            )
 
-    async def aclose(self) -> None:
-        self._mark_gone()
-        await self._inner.aclose()
+    async def finish(self) -> None:
+        """Say goodbye (close 1000 if still open), without waiting for the reply, and
+        close the socket. Runs shielded: it is what a cancelled session does last."""
+        with trio.CancelScope(shield=True):
+            if self.polite:
+                protocol = self.protocol
+                if protocol.state is OPEN:
+                    protocol.send_close(1000)
+                data = b"".join(protocol.data_to_send())
+                if data:
+                    with trio.move_on_after(_CLOSE_TIMEOUT):
+                        try:
+                            await self.stream.send_all(data)
+                        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                            pass
+            await trio.aclose_forcefully(self.stream)
+
+
+class _Heartbeat:
+    """Ping deadlines, checked by the receive loop around its reads."""
+
+    def __init__(self, interval: float, timeout: float) -> None:
+        self.interval = interval
+        self.timeout = timeout
+        self.next_ping = trio.current_time() + interval
+        self.pong_due = math.inf
+        self.payload = b""
+        self._count = 0
+
+    @property
+    def deadline(self) -> float:
+        return min(self.next_ping, self.pong_due)
+
+    def due(self, conn: _Connection, now: float) -> None:
+        """Ping when it is time; raise Disconnected when the pong is overdue."""
+        if now >= self.pong_due:
+            conn.polite = False  # the peer is gone: no close frame, no wait
+            raise Disconnected(f"no pong within {self.timeout:g} s")
+        if now >= self.next_ping:
+            self._count += 1
+            self.payload = b"mux-%d" % self._count
+            conn.protocol.send_ping(self.payload)
+            self.pong_due = now + self.timeout
+            self.next_ping = math.inf
+
+    def pong(self, data: bytes | bytearray) -> None:
+        if data == self.payload and self.pong_due != math.inf:
+            self.pong_due = math.inf
+            self.next_ping = trio.current_time() + self.interval
 
 
 class WsTransport:
@@ -234,299 +213,283 @@ class WsTransport:
 
     def __init__(self, options: WsOptions) -> None:
         self.options = options
-        self._ssl: ssl.SSLContext | None = None
+        self._headers = clean_headers(options.headers)
+        self._problem = options_problem(options.url, self._headers)
+        names = [name for name in (options.id_field, options.event_field) if name is not None]
+        self._fields = JsonFields(names) if names and options.decode != "text" else None
 
     @classmethod
     def check(cls, options: WsOptions) -> None:
-        """Reject a URL that is not ws:// or wss:// before any I/O."""
-        _parse_url(options.url)
+        """Reject what no connection attempt could fix (a bad URL or header) before any I/O."""
+        problem = options_problem(options.url, clean_headers(options.headers))
+        if problem:
+            raise ValueError(problem)
 
     async def run_session(self, session: Session) -> None:
         opts = self.options
+        if self._problem:
+            raise Failed(self._problem)
         url = opts.url
         last_id = session.resume.last_id
         if opts.resume_param and last_id is not None:
             url = _with_query_param(url, opts.resume_param, last_id)
         try:
-            target = _parse_url(url)
+            target = parse_target(url)
         except ValueError as exc:
             raise Failed(str(exc)) from None
+        protocol = new_protocol(target, self._headers, opts.max_message_bytes)
+        tls = await shared_tls_context(session, verify=opts.verify) if target.tls else None
+        stream, first = await self._open(session, target, protocol, tls)
+        conn = _Connection(stream, protocol, opts.ping_timeout)
         try:
-            await self._run(session, target)
-        except BaseExceptionGroup as group:
-            error = _unwrap(group)
-            if error is group:
-                raise
-            raise error from None
-        except ConnectionRejected as exc:
-            raise _rejected(exc) from None
-
-    async def _run(self, session: Session, target: _Target) -> None:
-        deadline = trio.current_time() + session.connect_timeout  # TCP, TLS and handshake
-        stream = await self._open_stream(session, target, deadline)
-        try:
-            async with trio.open_nursery() as nursery:
-                ws = await self._handshake(nursery, stream, target, session, deadline)
-                live = _Live(ws)
-                try:
-                    await self._subscribe(ws, session)
-                    await session.connected()
-                    if self.options.ping_interval > 0:
-                        nursery.start_soon(self._heartbeat, live)
-                    await self._receive(ws, session)
-                finally:
-                    if not live.pong_lost:
-                        await _send_close_frame(ws)
-                    nursery.cancel_scope.cancel()
+            await self._subscribe(conn, session)
+            await session.connected()
+            await self._receive(conn, session, first)
         finally:
-            await trio.aclose_forcefully(stream)
+            await conn.finish()
 
-    async def _subscribe(self, ws: WebSocketConnection, session: Session) -> None:
+    async def _open(
+        self,
+        session: Session,
+        target: Target,
+        protocol: ClientProtocol,
+        tls: ssl.SSLContext | None,
+    ) -> tuple[trio.abc.Stream, list[Any]]:
+        """Connect and upgrade within the connect timeout (TCP, TLS and handshake).
+
+        The deadline is a hair earlier than the supervisor's own, so that this
+        session says what it was waiting for instead of "no connection".
+        """
+        timeout = session.connect_timeout
+        deadline = trio.current_time() + timeout - min(0.01 * timeout, 0.1)
+        progress = HandshakeProgress()
+        stream: trio.abc.Stream | None = None
+        with trio.move_on_at(deadline):
+            stream = await open_stream(target, tls)
+            try:
+                return stream, await handshake(stream, protocol, progress)
+            except BaseException:
+                await trio.aclose_forcefully(stream)
+                raise
+        if stream is None:
+            raise ServerUnavailable(f"connect timed out after {timeout:g} s")
+        await trio.aclose_forcefully(stream)
+        if not progress.received:
+            raise ServerUnavailable(f"no handshake response within {timeout:g} s")
+        raise ServerUnavailable(
+            f"the handshake answer did not complete within {timeout:g} s"
+            f" ({progress.received} bytes received)"
+        )
+
+    async def _subscribe(self, conn: _Connection, session: Session) -> None:
         if self.options.subscribe is None:
             return
         text = self.options.subscribe.replace("{last_id}", session.resume.last_id or "")
-        try:
-            await ws.send_message(text)
-        except ConnectionClosed as exc:
-            raise await self._closed(exc.reason, session) from None
+        if conn.protocol.state is OPEN:  # a close may have come with the handshake
+            conn.protocol.send_text(text.encode())
+            await conn.flush()
 
-    async def _open_stream(
-        self, session: Session, target: _Target, deadline: float
-    ) -> _WatchedStream:
-        with trio.move_on_at(deadline) as scope:
-            try:
-                if target.tls:
-                    raw: trio.abc.Stream = await trio.open_ssl_over_tcp_stream(
-                        target.host,
-                        target.port,
-                        ssl_context=self._ssl_context(),
-                        https_compatible=True,
-                    )
-                else:
-                    raw = await trio.open_tcp_stream(target.host, target.port)
-            except OSError as exc:
-                raise ServerUnavailable(_connect_detail(exc)) from None
-        if scope.cancelled_caught:
-            raise ServerUnavailable(f"connect timed out after {session.connect_timeout:g} s")
-        return _WatchedStream(raw)
-
-    def _ssl_context(self) -> ssl.SSLContext:
-        # Loading the CA store costs milliseconds: once per source, not per session.
-        if self._ssl is None:
-            self._ssl = ssl.create_default_context()
-        return self._ssl
-
-    async def _handshake(
-        self,
-        nursery: trio.Nursery,
-        stream: _WatchedStream,
-        target: _Target,
-        session: Session,
-        deadline: float,
-    ) -> WebSocketConnection:
-        """Run the opening handshake; a rejection surfaces from the reader task."""
-        headers = [(k.encode(), v.encode()) for k, v in clean_headers(self.options.headers).items()]
-        with trio.move_on_at(deadline) as scope:
-            stream.on_gone = scope.cancel
-            ws = await wrap_client_stream(
-                nursery,
-                cast(trio.SocketStream, stream),
-                target.host_header,
-                target.resource,
-                extra_headers=headers,
-                message_queue_size=_QUEUE_SIZE,
-                max_message_size=self.options.max_message_bytes,
-                receive_buffer_size=_READ_SIZE,
-            )
-            stream.on_gone = None
-            return ws
-        stream.on_gone = None
-        if stream.gone:
-            error = stream.error
-            if error is not None and isinstance(error.__cause__, ssl.SSLCertVerificationError):
-                raise Failed(f"TLS certificate rejected: {error.__cause__.verify_message}")
-            reason = _connect_detail(error) if error is not None else "connection closed"
-            raise ServerUnavailable(f"{reason} during the handshake")
-        raise ServerUnavailable(f"no handshake response within {session.connect_timeout:g} s")
-
-    async def _heartbeat(self, live: _Live) -> None:
-        """Ping every ping_interval; a missing pong means a dead connection.
-
-        A pong can only be read once the library's message queue has room: when
-        our own consumer is the one blocked (a slow sink), the miss is not the
-        server's fault and the round is forgiven.
-        """
-        interval, timeout = self.options.ping_interval, self.options.ping_timeout
-        ws = live.ws
-        recv = getattr(ws, "_recv_channel", None)
-        try:
-            while True:
-                await trio.sleep(interval)
-                with trio.move_on_after(timeout) as scope:
-                    await ws.ping()
-                if scope.cancelled_caught:
-                    backlogged = isinstance(recv, trio.MemoryReceiveChannel) and (
-                        recv.statistics().tasks_waiting_send > 0
-                    )
-                    if not backlogged:
-                        live.pong_lost = True
-                        raise Disconnected(f"no pong within {timeout:g} s")
-        except ConnectionClosed:
-            return  # the receive loop reports why
-
-    async def _receive(self, ws: WebSocketConnection, session: Session) -> None:
-        """Emit messages as they come, each batch holding whatever is already buffered.
-
-        The draining reads trio-websocket's internal queue (``_recv_channel``);
-        without it, each message is its own batch.
-        """
-        recv = getattr(ws, "_recv_channel", None)
-        if not isinstance(recv, trio.MemoryReceiveChannel):
-            recv = None
-        notices: list[str] = []
-        while True:
-            try:
-                message = await ws.get_message()
-            except ConnectionClosed as exc:
-                raise await self._closed(exc.reason, session) from None
-            batch: list[RawEvent] = []
-            self._parse(message, batch, notices)
-            if recv is not None:
-                await self._drain(recv, batch, notices)
-            await session.emit(batch)
-            for notice in notices:
-                await session.notice(notice)
-            notices.clear()
-
-    async def _drain(
-        self,
-        recv: trio.MemoryReceiveChannel[str | bytes],
-        batch: list[RawEvent],
-        notices: list[str],
-    ) -> None:
-        """Add what the library has queued to ``batch``, up to ``_BATCH`` events in all.
-
-        The library's reader yields after queueing each message, so the queue
-        rarely holds more than one when we look; one checkpoint per round
-        lets it parse the next message of data already read, and the batch
-        closes once two rounds in a row bring nothing (the reader waits for
-        the network) -- no timer, no added latency beyond scheduling rounds.
-        Two, because trio may run us before the reader within a round: with
-        one, batches averaged 2.5 messages at full speed and the per-batch
-        hand-off cost mux 10% of the library's throughput.
-        """
-        idle_rounds = 0
-        while len(batch) < _BATCH:
-            try:
-                message = recv.receive_nowait()
-            except trio.WouldBlock:
-                # (An empty queue is seen this way, not with statistics(),
-                # which builds an object per look: ~1 µs, 5% of a message.)
-                if idle_rounds == 2:
-                    return
-                idle_rounds += 1
-                await trio.lowlevel.checkpoint()
-                continue
-            except (trio.EndOfChannel, trio.ClosedResourceError):
-                return
-            idle_rounds = 0
-            self._parse(message, batch, notices)
-
-    def _parse(self, message: str | bytes, batch: list[RawEvent], notices: list[str]) -> None:
+    async def _receive(self, conn: _Connection, session: Session, events: list[Any]) -> None:
+        """Read, parse, emit one batch per read, answer; until the connection ends."""
         opts = self.options
-        data: Any
-        if opts.decode == "text":
-            data = message if isinstance(message, str) else message.decode("utf-8", "replace")
-        else:
+        protocol = conn.protocol
+        receive_some = conn.stream.receive_some
+        heartbeat = None
+        if opts.ping_interval:
+            heartbeat = _Heartbeat(opts.ping_interval, opts.ping_timeout)
+        size = READ_SIZE
+        while True:
+            if events:
+                payloads = self._messages(events, conn, heartbeat)
+                if payloads:
+                    woke = await self._emit(session, payloads, heartbeat)
+                    if woke and size < _SMALL_READ:
+                        await _let_sinks_run_first()
+            if protocol.writes:
+                await conn.flush()
+            if protocol.state is not OPEN:
+                raise await self._outcome(protocol, session)
             try:
-                data = orjson.loads(message)
-            except orjson.JSONDecodeError:
-                if opts.decode == "json":
-                    notices.append(f"skipped a message that is not JSON: {message[:80]!r}")
-                    return
-                data = message if isinstance(message, str) else message.decode("utf-8", "replace")
-        id_: str | None = None
-        event = "message"
-        if isinstance(data, dict):
-            if opts.id_field is not None:
-                value = data.get(opts.id_field)
+                if heartbeat is None:
+                    data = await receive_some(READ_SIZE)
+                else:
+                    now = trio.current_time()
+                    if now >= heartbeat.deadline:
+                        heartbeat.due(conn, now)
+                        await conn.flush()
+                    with trio.move_on_at(heartbeat.deadline) as scope:
+                        data = await receive_some(READ_SIZE)
+                    if scope.cancelled_caught:
+                        heartbeat.due(conn, trio.current_time())
+                        await conn.flush()
+                        events = []
+                        continue
+            except (trio.BrokenResourceError, OSError) as exc:
+                raise Disconnected(_lost_detail(exc)) from None
+            size = len(data)
+            if size:
+                protocol.receive_data(data)
+            else:
+                protocol.receive_eof()
+            events = protocol.events_received()
+
+    def _messages(
+        self, events: list[Any], conn: _Connection, heartbeat: _Heartbeat | None
+    ) -> list[bytes]:
+        """The complete messages among ``events`` (frames), as bytes, in order."""
+        payloads: list[bytes] = []
+        append = payloads.append
+        for frame in events:
+            op = frame.opcode
+            if op is TEXT or op is BINARY:
+                if frame.fin:
+                    append(bytes(frame.data))
+                else:
+                    conn.parts = [frame.data]
+            elif op is CONT:
+                parts = conn.parts
+                if parts is not None:  # the protocol guarantees it; mypy does not know
+                    parts.append(frame.data)
+                    if frame.fin:
+                        append(b"".join(parts))
+                        conn.parts = None
+            elif op is PONG and heartbeat is not None:
+                heartbeat.pong(frame.data)
+            # PING is answered by the protocol itself, CLOSE is handled by _outcome.
+        return payloads
+
+    async def _emit(
+        self, session: Session, payloads: list[bytes], heartbeat: _Heartbeat | None
+    ) -> bool:
+        """Hand the messages of one read to the core as one batch.
+
+        While a pong is awaited, the time spent here (a slow sink holding the
+        batch) is added to its deadline: that wait is mux's, not the server's.
+        """
+        waiting = heartbeat is not None and heartbeat.pong_due != math.inf
+        started = trio.current_time() if waiting else 0.0
+        notices: list[str] = []
+        opts = self.options
+        items: Any
+        if self._fields is not None:
+            items = self._with_fields(payloads, notices)
+        elif opts.decode == "auto":
+            items = zip(repeat("message"), repeat(None), payloads, strict=False)
+        elif opts.decode == "text":
+            texts = [raw.decode("utf-8", "replace") for raw in payloads]
+            items = zip(repeat("message"), repeat(None), texts, strict=False)
+        else:
+            good: list[bytes] = []
+            skipped: list[bytes] = []
+            for raw in payloads:
+                (good if is_json(raw) else skipped).append(raw)
+            _notice_skipped(notices, skipped)
+            items = zip(repeat("message"), repeat(None), good, strict=False)
+        woke = await session.emit(items)
+        for notice in notices:
+            await session.notice(notice)
+        if waiting and heartbeat is not None:
+            heartbeat.pong_due += trio.current_time() - started
+        return woke
+
+    def _with_fields(self, payloads: list[bytes], notices: list[str]) -> list[RawEvent]:
+        """Events with their id and type read from the JSON object, the rest left as bytes."""
+        fields = self._fields
+        assert fields is not None
+        opts = self.options
+        strict = opts.decode == "json"
+        has_id = opts.id_field is not None
+        has_event = opts.event_field is not None
+        items: list[RawEvent] = []
+        skipped: list[bytes] = []
+        for raw in payloads:
+            found = fields.read(raw)
+            if found is None:
+                if strict and not is_json(raw):
+                    skipped.append(raw)
+                    continue
+                items.append(("message", None, raw))
+                continue
+            id_: str | None = None
+            event = "message"
+            if has_id:
+                value = found[0]
                 if value is not None:
-                    id_ = value if isinstance(value, str) else orjson.dumps(value).decode()
-            if opts.event_field is not None:
-                kind = data.get(opts.event_field)
+                    id_ = _id_text(value)
+            if has_event:
+                kind = found[-1]
                 if kind is not None:
                     event = kind if isinstance(kind, str) else str(kind)
-        batch.append((event, id_, data))
+            items.append((event, id_, raw))
+        _notice_skipped(notices, skipped)
+        return items
 
-    async def _closed(self, reason: CloseReason | None, session: Session) -> SessionError:
-        """Turn a close into the session's outcome."""
-        if (
-            reason is not None
-            and reason.code == 1009
-            and (reason.reason or "").startswith(_TOO_BIG_PREFIX)
-        ):
+    async def _outcome(self, protocol: ClientProtocol, session: Session) -> SessionError:
+        """Why the connection is no longer open, as the session's outcome."""
+        rcvd = protocol.close_rcvd
+        exc = protocol.parser_exc
+        if rcvd is not None:
+            if rcvd.code == 1000 and self.options.end_on_close:
+                return Ended(_close_detail(rcvd.code, rcvd.reason))
+            return Disconnected(_close_detail(rcvd.code, rcvd.reason))
+        if isinstance(exc, PayloadTooBig):
             limit = self.options.max_message_bytes
             await session.notice(
                 f"a message exceeded max_message_bytes ({limit}); connection closed with 1009"
             )
-            return Disconnected("message too big (1009)")
-        if reason is not None and reason.code == 1000 and self.options.end_on_close:
-            return Ended(_close_detail(reason))
-        return Disconnected(_close_detail(reason))
+            return Disconnected(
+                f"mux closed the connection (1009): a message exceeded max_message_bytes ({limit})"
+            )
+        if isinstance(exc, ProtocolError):
+            return Disconnected(
+                f"the server broke the WebSocket protocol ({exc}); mux closed the connection (1002)"
+            )
+        if isinstance(exc, UnicodeDecodeError):
+            return Disconnected(
+                "the server's close reason is not UTF-8; mux closed the connection (1007)"
+            )
+        if isinstance(exc, EOFError) or exc is None:
+            return Disconnected("connection lost (no close frame)")
+        return Disconnected(f"mux could not read the server's frames ({exc}); connection closed")
 
 
-async def _send_close_frame(ws: WebSocketConnection) -> None:
-    """Tell a live server we are leaving (close 1000), without waiting for its reply.
+def _id_text(value: Any) -> str:
+    """An id as a string: strings as they are, numbers exactly as written (no float)."""
+    if isinstance(value, str):
+        return value
+    if type(value) is int:
+        return str(value)
+    return msgspec.json.encode(value).decode()
 
-    The session only gets here with the connection still open when it is being
-    cancelled (the source stops): the library's reader task, which would read
-    the reply, is cancelled too, so ``ws.aclose()`` would just wait out its
-    timeout. This uses the library's private ``_send``; without it, the socket
-    is simply closed.
-    """
-    send = getattr(ws, "_send", None)
-    if ws.closed is not None or send is None:
+
+def _notice_skipped(notices: list[str], skipped: Sequence[bytes]) -> None:
+    if not skipped:
         return
-    with trio.move_on_after(_CLOSE_TIMEOUT) as scope:
-        scope.shield = True
-        try:
-            await send(CloseConnection(code=1000))
-        except (ConnectionClosed, LocalProtocolError):
-            pass
+    first = preview(skipped[0])
+    if len(skipped) == 1:
+        notices.append(f"skipped a message that is not JSON: {first}")
+    else:
+        notices.append(f"skipped {len(skipped)} messages that are not JSON (the first: {first})")
 
 
-def _close_detail(reason: CloseReason | None) -> str:
-    if reason is None:
-        return "connection closed after a protocol error"
-    if reason.code == 1006:
-        return "connection lost (no close frame)"
-    text = f": {reason.reason}" if reason.reason else ""
-    return f"server closed the connection ({reason.code}{text})"
+def _close_detail(code: int, reason: str) -> str:
+    text = f": {preview(reason.encode(), 123)[1:-1]}" if reason else ""
+    return f"server closed the connection ({code}{text})"
 
 
-def _unwrap(group: BaseExceptionGroup[Any]) -> BaseException:
-    """The one meaningful exception of a nursery's group, translated.
-
-    Cancellations are left in the group (the canceller's scope needs them);
-    a lone unexpected exception is raised as itself, a bug to report.
-    """
-    rest = group.subgroup(lambda exc: not isinstance(exc, trio.Cancelled))
-    if rest is None:
-        return group
-    leaves = list(_leaves(rest))
-    for exc in leaves:
-        if isinstance(exc, SessionError):
-            return exc
-        if isinstance(exc, ConnectionRejected):
-            return _rejected(exc)
-    return leaves[0] if len(leaves) == 1 else group
+def _lost_detail(exc: BaseException) -> str:
+    return describe_connection_error(exc) or "connection lost (no close frame)"
 
 
-def _leaves(group: BaseExceptionGroup[Any]) -> list[BaseException]:
-    found: list[BaseException] = []
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            found.extend(_leaves(exc))
-        else:
-            found.append(exc)
-    return found
+def _with_query_param(url: str, name: str, value: str) -> str:
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != name]
+    query.append((name, value))
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+async def _let_sinks_run_first() -> None:
+    """Yield twice, so the sinks woken by the last emit run before this task
+    re-arms its socket (see mux_sse's function of the same name, measured there)."""
+    await trio.lowlevel.cancel_shielded_checkpoint()
+    await trio.lowlevel.cancel_shielded_checkpoint()
