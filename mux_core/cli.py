@@ -2,7 +2,7 @@
 
 Errors a user can fix are one line on stderr and exit code 2 (usage or
 config); DESIGN.md fixes the other exit codes (0 clean stop, 3 a source
-ended in ``failed`` / ``max_retries_exceeded``).
+ended in ``failed`` / ``max_retries_exceeded``, 4 ``--fail-on`` saw an alert).
 """
 
 from __future__ import annotations
@@ -51,7 +51,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mux {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    run = commands.add_parser("run", help="monitor the sources of a config file")
+    run = commands.add_parser(
+        "run",
+        help="monitor the sources of a config file",
+        description="Monitor the sources of a config file until interrupted, --for elapses "
+        "or every source is terminal.",
+        epilog='exit codes: 0 clean stop; 1 a sink failed (on_error = "stop"); 2 usage or '
+        "config error; 3 a source ended in failed / max_retries_exceeded; 4 --fail-on saw an "
+        "alert of that severity or higher",
+    )
     run.add_argument("config", metavar="CONFIG", help="a TOML config file")
     run.add_argument(
         "--for",
@@ -61,6 +69,13 @@ def _parser() -> argparse.ArgumentParser:
         help="stop cleanly after this many seconds",
     )
     run.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+    run.add_argument(
+        "--fail-on",
+        choices=("info", "warning", "critical"),
+        metavar="SEVERITY",
+        help="exit with code 4 when a processor raised an alert of this severity or higher "
+        "(info, warning, critical); the run goes on until it stops as usual",
+    )
 
     check = commands.add_parser("check", help="validate a config file without any network I/O")
     check.add_argument("config", metavar="CONFIG")
@@ -99,7 +114,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "run":
-            return _run(Path(args.config), duration=args.duration, quiet=args.quiet)
+            return _run(
+                Path(args.config), duration=args.duration, quiet=args.quiet, fail_on=args.fail_on
+            )
         if args.command == "check":
             return _check(Path(args.config), probe=args.probe)
         if args.command == "plugins":
@@ -135,14 +152,21 @@ def setup_logging(*, quiet: bool = False) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-def _run(path: Path, *, duration: float | None, quiet: bool) -> int:
+def _run(path: Path, *, duration: float | None, quiet: bool, fail_on: str | None = None) -> int:
     from .config import load_config
     from .engine import Engine
+    from .events import Severity
 
     setup_logging(quiet=quiet)
     plugins = load_plugins()
     config = load_config(path, plugins)
-    engine = Engine(config, plugins, duration=duration, install_signal_handlers=True)
+    engine = Engine(
+        config,
+        plugins,
+        duration=duration,
+        install_signal_handlers=True,
+        fail_on=None if fail_on is None else Severity(fail_on),
+    )
     if not plugins.main_loop(engine):
         trio.run(engine.run)
     result = engine.result
@@ -164,7 +188,8 @@ def _check(path: Path, *, probe: bool) -> int:
     config = load_config(path, plugins)
     print(render_config(config))
     print(
-        f"# OK: {path}: {len(config.sources)} source(s), {len(config.sinks)} sink(s)",
+        f"# OK: {path}: {len(config.sources)} source(s), {len(config.sinks)} sink(s)"
+        + (f", {len(config.processors)} processor(s)" if config.processors else ""),
         file=sys.stderr,
     )
     if probe:
@@ -187,6 +212,7 @@ def _plugins(*, as_json: bool) -> int:
                         "version": info.version,
                         "transports": list(info.transports),
                         "sinks": list(info.sinks),
+                        "processors": list(info.processors),
                         "error": info.error,
                     }
                     for info in infos
@@ -198,7 +224,9 @@ def _plugins(*, as_json: bool) -> int:
     rows = [("PLUGIN", "VERSION", "PROVIDES", "STATUS")]
     for info in infos:
         provides = ", ".join(
-            [f"transport {t}" for t in info.transports] + [f"sink {s}" for s in info.sinks]
+            [f"transport {t}" for t in info.transports]
+            + [f"sink {s}" for s in info.sinks]
+            + [f"processor {p}" for p in info.processors]
         )
         status = "ok" if info.error is None else f"unavailable: {info.error}"
         rows.append((info.name, info.version or "-", provides or "-", status))

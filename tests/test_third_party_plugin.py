@@ -100,6 +100,7 @@ def test_mux_plugins_lists_the_third_party_plugin() -> None:
         "version": "0.1.0",
         "transports": ["jsonl-tail"],
         "sinks": ["csv"],
+        "processors": [],
         "error": None,
     }
 
