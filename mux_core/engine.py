@@ -210,6 +210,7 @@ class Engine:
             request_stop=self.request_stop,
             start_background=start_background,
             dropped=lambda: channel.dropped,
+            retry=self.config.retry,
         )
         try:
             runner.sink = cls(cfg.options, context)
@@ -288,6 +289,7 @@ class Engine:
             policy=cfg.retry,
             send=send,
             shared=shared,
+            delivered=self._delivered,
         )
         if chain is not None and chain.timed:
             # Time-based processors (a stall) get one timer task beside the source.
@@ -321,6 +323,15 @@ class Engine:
             )
             await send([status])
             supervisor.state = State.STOPPED
+
+    async def _delivered(self) -> bool:
+        """Wait until every live sink has written every record put so far
+        (``Session.delivered``); False if a sink failed or left meanwhile."""
+        marks = [(runner.channel, runner.channel.entered) for runner in self._live_sinks]
+        reached = True
+        for channel, mark in marks:
+            reached = await channel.wait_finished(mark) and reached
+        return reached
 
     async def _fan_out(self, batch: Sequence[Record]) -> bool:
         """Hand one batch to every live sink, in the emitting source's task.

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from typing import Any, ClassVar, Protocol, TypeAlias, TypeVar, cast, runtime_checkable
 
@@ -136,6 +136,7 @@ class Session:
         attempt: int,
         on_connected: Callable[[], None] = lambda: None,
         send_events: Callable[[Sequence[Record]], Any] | None = None,
+        delivered: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         #: The source's name from the config.
         self.source = source
@@ -153,6 +154,7 @@ class Session:
         # supervisor only needs to see the statuses (one call less per batch).
         self._send_events = send if send_events is None else send_events
         self._on_connected = on_connected
+        self._delivered = delivered
         #: True once ``connected()`` was called.
         self.is_connected = False
         #: trio.current_time() at ``connected()``.
@@ -202,6 +204,38 @@ class Session:
                 break
         self.events += len(batch)
         return bool(await self._send_events(batch))
+
+    async def relay(self, records: Sequence[Record]) -> bool:
+        """Hand over records made elsewhere, as they are, as one batch.
+
+        For a transport that carries other mux processes' records (the
+        redis-stream transport): each record keeps its own source,
+        transport, seq and times, so sinks see the original sources by
+        their own names. Nothing is renumbered, and this source's
+        ``resume.seq`` and ``resume.last_id`` are left alone (keep the
+        position in ``resume.cursor``). Events count in :attr:`events`, as
+        for :meth:`emit`. Returns what :meth:`emit` returns.
+        """
+        if not records:
+            return False
+        self.events += len(records)
+        return bool(await self._send_events(records))
+
+    async def delivered(self) -> bool:
+        """Wait until every sink has written every record handed over so far.
+
+        "Written" means the sink's ``write`` returned for it (a redis-stream
+        sink has appended it to Redis; the file sink has it in its buffer,
+        on disk within ``flush_interval``), or its overflow policy dropped it.
+        Returns False when a sink failed or was dropped before writing them
+        all. A transport that acknowledges to its server (XACK) waits here
+        first, so an acknowledged record is never only in mux's memory.
+        Without an engine (a session built by hand) it returns True at once.
+        """
+        if self._delivered is None:
+            await trio.lowlevel.checkpoint()
+            return True
+        return await self._delivered()
 
     async def notice(self, detail: str) -> None:
         """Report something worth knowing that does not change the state

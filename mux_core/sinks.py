@@ -40,6 +40,7 @@ import attrs
 import trio
 
 from .events import Batch, Event, Record
+from .retry import RetryPolicy
 
 __all__ = ["Overflow", "Sink", "SinkChannel", "SinkContext", "SourceInfo"]
 
@@ -97,6 +98,9 @@ class SinkContext:
     start_background: Callable[[Callable[[], Awaitable[Any]]], None]
     #: Records this sink's channel dropped so far (updated by the core).
     dropped: Callable[[], int] = lambda: 0
+    #: The run's ``[retry]`` policy, for a sink that retries a remote service
+    #: (redis-stream) the way sources do.
+    retry: RetryPolicy = attrs.field(factory=RetryPolicy)
 
 
 class SinkChannel:
@@ -106,6 +110,15 @@ class SinkChannel:
     drops; ``get`` returns everything buffered as one batch (up to
     ``max_batch``), waiting while empty. ``close`` lets ``get`` drain what is
     left and then raise :class:`trio.EndOfChannel`.
+
+    Delivery counters, for a source that must know when its records were
+    written (the redis-stream transport acknowledges entries only then):
+    ``entered`` counts records ever added, ``finished`` those the sink is
+    done with -- dropped by the overflow policy, or handed out by ``get`` and
+    written: the sink's task calls ``get`` again only after its ``write``
+    returned. :meth:`wait_finished` waits for a mark taken from ``entered``.
+    Under ``latest``, compaction drops records out of order, so there a mark
+    is reached a little early (a UI sink shows "now", it does not record).
     """
 
     def __init__(self, capacity: int, overflow: Overflow, *, max_batch: int = 4096) -> None:
@@ -115,6 +128,12 @@ class SinkChannel:
         self.overflow = overflow
         self.max_batch = max_batch
         self.dropped = 0
+        #: Records ever added to the buffer (see the class docstring).
+        self.entered = 0
+        #: Records dropped, or written by the sink (see the class docstring).
+        self.finished = 0
+        self._handed_out = 0
+        self._finished_waiters = trio.lowlevel.ParkingLot()
         self._buffer: deque[Record] = deque()
         self._closed = False
         self._not_empty = trio.Event()
@@ -140,7 +159,9 @@ class SinkChannel:
                 await self._waiting_for_room.park()
                 if self._closed:
                     raise trio.ClosedResourceError("sink channel is closed")
-            self._buffer.extend(batch[start : start + self.capacity])
+            chunk = batch[start : start + self.capacity]
+            self._buffer.extend(chunk)
+            self.entered += len(chunk)
             self._not_empty.set()
 
     @property
@@ -162,26 +183,33 @@ class SinkChannel:
             return True
         buffer = self._buffer
         policy = self.overflow
+        dropped = self.dropped
         if policy is Overflow.BLOCK:
             if len(buffer) + len(batch) > self.capacity:
                 return False
             buffer.extend(batch)
+            self.entered += len(batch)
         elif policy is Overflow.LATEST:
             buffer.extend(batch)
+            self.entered += len(batch)
             self._compact_latest()
         elif policy is Overflow.DROP_NEWEST:
             room = self.capacity - len(buffer)
             if room >= len(batch):
                 buffer.extend(batch)
+                self.entered += len(batch)
             else:
                 for record in batch:
                     if room > 0 or type(record) is not Event:
                         buffer.append(record)
+                        self.entered += 1
                         room -= 1
                     else:
                         self.dropped += 1
+                dropped = self.dropped  # never entered: not finished either
         else:  # DROP_OLDEST
             buffer.extend(batch)
+            self.entered += len(batch)
             excess = len(buffer) - self.capacity
             kept: list[Record] = []
             while excess > 0 and buffer:
@@ -192,6 +220,8 @@ class SinkChannel:
                 else:
                     kept.append(record)
             buffer.extendleft(reversed(kept))
+        if self.dropped != dropped:
+            self._finish(self.dropped - dropped)
         if self._buffer:
             self._not_empty.set()
         return True
@@ -213,6 +243,10 @@ class SinkChannel:
         self._buffer = kept
 
     async def get(self) -> list[Record]:
+        if self._handed_out:
+            # The sink's task asks again: it has written the previous batch.
+            self._finish(self._handed_out)
+            self._handed_out = 0
         while not self._buffer:
             if self._closed:
                 raise trio.EndOfChannel
@@ -224,11 +258,28 @@ class SinkChannel:
             buffer.clear()
         else:
             batch = [buffer.popleft() for _ in range(self.max_batch)]
+        self._handed_out = len(batch)
         self._waiting_for_room.unpark_all()
         return batch
+
+    def _finish(self, count: int) -> None:
+        self.finished += count
+        if self._finished_waiters:
+            self._finished_waiters.unpark_all()
+
+    async def wait_finished(self, mark: int) -> bool:
+        """Wait until the sink is done with the first ``mark`` records that
+        entered (``finished >= mark``) and return True; return False as soon
+        as the channel is closed short of it (the sink failed or was dropped)."""
+        while self.finished < mark:
+            if self._closed:
+                return False
+            await self._finished_waiters.park()
+        return True
 
     def close(self) -> None:
         """No more puts; ``get`` drains the rest, then raises EndOfChannel."""
         self._closed = True
         self._not_empty.set()
         self._waiting_for_room.unpark_all()
+        self._finished_waiters.unpark_all()

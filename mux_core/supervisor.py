@@ -56,6 +56,7 @@ class Supervisor:
         shared: SharedResources,
         resume: ResumeState | None = None,
         rng: random.Random | None = None,
+        delivered: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         self.source = source
         self.transport_name = transport_name
@@ -65,6 +66,7 @@ class Supervisor:
         self._send = send
         self._shared = shared
         self._rng = rng
+        self._delivered = delivered
         #: The last state sent (None before the first attempt).
         self.state: State | None = None
         #: The attempt number of the last Status sent.
@@ -84,6 +86,7 @@ class Supervisor:
                 shared=self._shared,
                 send=self._send_from_session,
                 send_events=self._send,
+                delivered=self._delivered,
                 attempt=attempt,
             )
             outcome = await self._run_session(session)
