@@ -222,6 +222,7 @@ _H11_WORDING = (
     ("Transfer-Encoding", "the server sent an unsupported Transfer-Encoding"),
     ("_SWITCH_UPGRADE", "the server switched protocols (HTTP 101) although mux did not ask"),
     ("unexpectedly closed", "the server closed the connection in the middle of the response"),
+    ("event type ConnectionClosed", "server disconnected without sending a response"),
     ("without sending complete", "the server closed the connection in the middle of the body"),
     ("chunk", "the server sent a malformed chunked body"),
     ("disconnected without", "server disconnected without sending a response"),

@@ -5,6 +5,10 @@
   stopped, restarted on the same port and scripted per connection with the
   actions ``Respond``, ``Stall``, ``Drop``, ``Raw``, ``Close`` (HTTP) and
   ``Reject``, ``WsClose``, ``Garbage``, ``Drop``, ``Stall`` (WebSocket);
+* hostile servers -- ``serve_hostile`` -- raw TCP on 127.0.0.1 that plays
+  scripted bytes (``Send``, ``Flood``, ``Pause``, ``Hangup``, ``Reset``):
+  garbage, compression bombs (``compression_bomb``), giant heads, endless
+  bodies, for testing that nothing a server sends breaks a transport;
 * :func:`run_one_session` -- drive one session of a transport and see what
   it emitted and how it ended;
 * a scripted transport (``"scripted"``) and a collecting sink
@@ -23,6 +27,23 @@ from typing import Any, ClassVar
 import attrs
 import trio
 
+from ._testing.hostile import (
+    Flood,
+    Hangup,
+    HostileRequest,
+    HostileServer,
+    Pause,
+    Plan,
+    Reset,
+    Send,
+    Step,
+    chunk,
+    compressed,
+    compression_bomb,
+    http_head,
+    serve_hostile,
+    sse_head,
+)
 from ._testing.http_servers import (
     Action,
     Close,
@@ -54,24 +75,39 @@ __all__ = [
     "FakeRestServer",
     "FakeSseServer",
     "FakeWsServer",
+    "Flood",
     "Garbage",
+    "Hangup",
+    "HostileRequest",
+    "HostileServer",
+    "Pause",
+    "Plan",
     "Raw",
     "Reject",
     "RequestInfo",
+    "Reset",
     "Respond",
     "ScriptedOptions",
     "ScriptedTransport",
+    "Send",
     "SessionResult",
     "Stall",
+    "Step",
     "StoredEvent",
     "WsAction",
     "WsClose",
+    "chunk",
+    "compressed",
+    "compression_bomb",
+    "http_head",
     "mux_register_sinks",
     "mux_register_transports",
     "run_one_session",
+    "serve_hostile",
     "serve_rest",
     "serve_sse",
     "serve_ws",
+    "sse_head",
 ]
 
 _STEPS = ("unavailable", "disconnect", "events", "fail", "end", "hang", "timeout", "crash")

@@ -1,0 +1,442 @@
+"""Hostile HTTP servers against the sse and rest transports (issue 10).
+
+Each case is a raw server (mux_core.testing.serve_hostile) that misbehaves
+on its first connection and behaves on the next ones. Every case asserts:
+
+* bounded memory: the peak RSS growth of the test process stays far below
+  the issue's ~300 MB (RSS_BUDGET, 100 MiB);
+* a readable detail: a short sentence, never h11's or a codec's wording;
+* the source state: retried (server_unavailable / disconnected), never
+  terminal;
+* that the events after the bad part still arrive: on the next connection,
+  or on the same one where the stream allows it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hostile_helpers import (
+    PeakRss,
+    assert_readable,
+    assert_still_retrying,
+    both,
+    event_data,
+    events,
+    retried_with,
+    statuses,
+    watch,
+)
+
+from mux_core.events import State
+from mux_core.retry import RetryPolicy
+from mux_core.testing import (
+    Flood,
+    Hangup,
+    Pause,
+    Plan,
+    Reset,
+    Send,
+    chunk,
+    compressed,
+    compression_bomb,
+    http_head,
+    run_one_session,
+    serve_hostile,
+    sse_head,
+)
+from mux_rest import RestOptions, RestTransport
+from mux_sse import SseOptions, SseTransport
+
+EVENT_STREAM = ("Content-Type", "text/event-stream")
+#: The well-behaved connection that follows every bad one.
+GOOD_SSE: Plan = [Send(sse_head()), Send(b"id: 9\ndata: after\n\n"), Pause()]
+BOMB = 256 * 1024 * 1024  # inflated all at once this would add 256 MiB
+#: Fast, with a floor for server hints a test can see.
+FAST_FLOOR = RetryPolicy(initial_delay=0.01, min_delay=0.05, max_delay=1.0, jitter=0.0)
+
+
+def sse(url: str, **options: Any) -> SseTransport:
+    return SseTransport(SseOptions(url=url, read_timeout=5.0, **options))
+
+
+# -- sse: one bad connection, then a good one -----------------------------------------
+
+SSE_CASES: dict[str, tuple[Plan, str]] = {
+    "not HTTP": ([Send(b"data: hello\n\n"), Hangup()], "the server's response is not HTTP"),
+    "HTTP/2 status line": ([Send(b"HTTP/2 200\r\n\r\n"), Hangup()], "response is not HTTP"),
+    "status code 1000": ([Send(b"HTTP/1.1 1000 OK\r\n\r\n"), Hangup()], "not HTTP"),
+    "giant head": (
+        [Send(b"HTTP/1.1 200 OK\r\nX-Big: "), Flood(b"a" * 65536)],
+        "the response head is too large (more than 64 KiB)",
+    ),
+    "many headers": (
+        [Send(b"HTTP/1.1 200 OK\r\n"), Flood(b"X-A: b\r\n" * 8192)],
+        "the response head is too large",
+    ),
+    "malformed header": (
+        [Send(b"HTTP/1.1 200 OK\r\nbad header line\r\n\r\n"), Hangup()],
+        "the server sent a malformed response header",
+    ),
+    "NUL in a header": (
+        [Send(b"HTTP/1.1 200 OK\r\nX: a\x00b\r\n\r\n"), Hangup()],
+        "malformed response header",
+    ),
+    "unasked 101": (
+        [Send(http_head(101, {"Upgrade": "websocket", "Connection": "Upgrade"})), Hangup()],
+        "the server switched protocols (HTTP 101) although mux did not ask",
+    ),
+    "bad Content-Length": (
+        [Send(http_head(200, [EVENT_STREAM, ("Content-Length", "12abc")])), Hangup()],
+        "invalid Content-Length",
+    ),
+    "conflicting Content-Length": (
+        [Send(http_head(200, [EVENT_STREAM, ("Content-Length", "1"), ("Content-Length", "2")]))],
+        "invalid Content-Length",
+    ),
+    "unknown Transfer-Encoding": (
+        [Send(http_head(200, [EVENT_STREAM, ("Transfer-Encoding", "gzip")])), Hangup()],
+        "unsupported Transfer-Encoding",
+    ),
+    "head cut short": (
+        [Send(b"HTTP/1.1 200 OK\r\nContent-Ty"), Hangup()],
+        "closed the connection in the middle of the response",
+    ),
+    "nothing at all": ([Hangup()], "server disconnected without sending a response"),
+    "reset at once": ([Reset()], "connection reset"),
+    "endless 1xx then close": (
+        [Flood(b"HTTP/1.1 100 Continue\r\n\r\n", times=5000), Hangup()],
+        "server disconnected without sending a response",
+    ),
+    "unreadable gzip": (
+        [Send(sse_head(("Content-Encoding", "gzip"))), Send(b"this is not gzip"), Hangup()],
+        "the server sent an unreadable gzip body",
+    ),
+    "unreadable deflate": (
+        [Send(sse_head(("Content-Encoding", "deflate"))), Send(b"\xff" * 64), Hangup()],
+        "the server sent an unreadable deflate body",
+    ),
+    "unsupported encoding": (
+        [Send(sse_head(("Content-Encoding", "br"))), Send(b"\x0b\x02\x80"), Hangup()],
+        "unsupported Content-Encoding 'br'",
+    ),
+    "status 999": ([Send(http_head(999)), Hangup()], "HTTP 999"),
+    "reset mid-stream": (
+        [Send(sse_head()), Send(b"data: before\n\n"), Reset()],
+        "connection reset",
+    ),
+    "gzip bomb": (
+        [Send(sse_head(("Content-Encoding", "gzip"))), Send(compression_bomb(BOMB)), Hangup()],
+        "server closed the stream",
+    ),
+    "raw deflate bomb": (
+        [
+            Send(sse_head(("Content-Encoding", "deflate"))),
+            Send(compression_bomb(BOMB, "raw-deflate")),
+            Hangup(),
+        ],
+        "server closed the stream",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", SSE_CASES, ids=list(SSE_CASES))
+async def test_sse_survives(case: str) -> None:
+    bad, detail = SSE_CASES[case]
+    with PeakRss() as rss:
+        async with serve_hostile(bad, GOOD_SSE) as server:
+            records = await watch(
+                sse(server.url("/events")), both(retried_with(detail), event_data("after"))
+            )
+    rss.check()
+    assert_still_retrying(records)
+    assert server.connections >= 2
+
+
+async def test_sse_chunked_garbage_keeps_the_events_before_it() -> None:
+    """The good events of the read that holds the garbage are delivered first."""
+    bad: Plan = [
+        Send(sse_head(chunked=True) + chunk(b"data: 1\n\ndata: 2\n\n") + b"zz\r\nmore\r\n"),
+        Pause(),
+    ]
+    async with serve_hostile(bad, GOOD_SSE) as server:
+        records = await watch(
+            sse(server.url("/events")),
+            both(retried_with("malformed chunked body"), event_data("after")),
+        )
+    assert [e.data for e in events(records)] == [1, 2, "after"]
+    assert_still_retrying(records)
+    lost = next(s for s in statuses(records) if s.state is State.DISCONNECTED)
+    assert lost.detail == (
+        "connection lost: the server sent a malformed chunked body"
+        " (a chunk size that is not a hex number)"
+    )
+
+
+async def test_sse_an_endless_line_is_skipped_and_the_stream_goes_on() -> None:
+    """200 MB without a line end, then events: on the same connection."""
+    plan: Plan = [
+        Send(sse_head(chunked=False)),
+        Flood(b"x" * 65536, times=3200),
+        Send(b"\n\ndata: after\n\n"),
+        Pause(),
+    ]
+    with PeakRss() as rss:
+        async with serve_hostile(plan) as server:
+            records = await watch(
+                sse(server.url("/events"), max_event_bytes=1024 * 1024), event_data("after")
+            )
+    rss.check()
+    assert server.connections == 1
+    assert_still_retrying(records)
+
+
+async def test_sse_a_gzip_bomb_with_events_after_it_on_the_same_stream() -> None:
+    payload = compressed(b": " + b"x" * (64 * 1024 * 1024) + b"\n\ndata: after\n\n")
+    plan: Plan = [Send(sse_head(("Content-Encoding", "gzip"))), Send(payload), Pause()]
+    with PeakRss() as rss:
+        async with serve_hostile(plan) as server:
+            records = await watch(sse(server.url("/events")), event_data("after"))
+    rss.check()
+    assert server.connections == 1
+    assert_still_retrying(records)
+
+
+# -- sse: ids a server chose come back as Last-Event-ID -------------------------------
+
+
+@pytest.mark.parametrize(
+    ("id_line", "sent"),
+    [
+        ("café 🚀".encode(), "café 🚀".encode()),  # UTF-8, as a browser sends it
+        (b"7 ", b"7%20"),  # a trailing space: escaped, not stripped
+        (b"  spaced", b"%20%20spaced"),
+        (b"a\x01b\x7fc", b"a%01b%7Fc"),  # control characters
+        (b"100%", b"100%"),  # nothing else is touched
+        (b"x" * 10000, b"x" * 10000),
+    ],
+    ids=["utf-8", "trailing space", "leading spaces", "controls", "percent", "long"],
+)
+async def test_sse_any_id_comes_back_as_last_event_id(id_line: bytes, sent: bytes) -> None:
+    first: Plan = [Send(sse_head()), Send(b"id: " + id_line + b"\ndata: 1\n\n"), Hangup()]
+    async with serve_hostile(first, GOOD_SSE) as server:
+        records = await watch(sse(server.url("/events")), event_data("after"))
+    assert server.requests[1].headers[b"last-event-id"] == sent
+    assert b"last-event-id" not in server.requests[0].headers
+    assert_still_retrying(records)
+    assert events(records)[0].id == id_line.decode()
+
+
+# -- sse: zero retry hints -------------------------------------------------------------
+
+
+async def test_sse_retry_zero_is_floored() -> None:
+    plan: Plan = [Send(sse_head()), Send(b"retry: 0\ndata: x\n\n"), Hangup()]
+    policy = FAST_FLOOR
+    async with serve_hostile(plan) as server:
+        records = await watch(
+            sse(server.url("/events")),
+            lambda r: sum(s.state is State.DISCONNECTED for s in statuses(r)) >= 3,
+            policy=policy,
+        )
+    waits = [s.retry_in for s in statuses(records) if s.retry_in is not None]
+    assert waits and all(w >= policy.min_delay for w in waits)
+    assert server.connections <= 4
+
+
+async def test_sse_retry_after_zero_backs_off() -> None:
+    plan: Plan = [Send(http_head(503, {"Retry-After": "0", "Content-Length": "0"})), Hangup()]
+    async with serve_hostile(plan) as server:
+        records = await watch(
+            sse(server.url("/events")),
+            lambda r: sum(s.state is State.SERVER_UNAVAILABLE for s in statuses(r)) >= 4,
+            policy=RetryPolicy(initial_delay=0.05, min_delay=0.05, jitter=0.0),
+        )
+    waits = [s.retry_in for s in statuses(records) if s.retry_in is not None]
+    assert waits[:4] == [0.05, 0.1, 0.2, 0.4]  # grows although the server says 0
+    assert_still_retrying(records)
+
+
+# -- redirects ----------------------------------------------------------------------
+
+
+async def test_a_cross_origin_redirect_sends_no_configured_header_and_no_last_event_id() -> None:
+    async with serve_hostile(GOOD_SSE) as target:
+        elsewhere = target.url("/final").replace("127.0.0.1", "localhost")
+        hop: Plan = [Send(http_head(302, {"Location": elsewhere, "Content-Length": "0"}))]
+        first: Plan = [Send(sse_head()), Send(b"id: 5\ndata: 1\n\n"), Hangup()]
+        async with serve_hostile(first, hop) as origin:
+            headers = {"X-Api-Key": "secret", "Authorization": "Bearer t", "Accept-Language": "de"}
+            records = await watch(sse(origin.url("/events"), headers=headers), event_data("after"))
+    assert origin.requests[1].headers[b"x-api-key"] == b"secret"  # same origin: all of them
+    assert origin.requests[1].headers[b"last-event-id"] == b"5"
+    sent = target.requests[0].headers
+    for name in (b"x-api-key", b"authorization", b"last-event-id", b"cookie"):
+        assert name not in sent
+    assert sent[b"accept"] == b"text/event-stream"
+    assert sent[b"accept-language"] == b"de"
+    assert_still_retrying(records)
+
+
+@pytest.mark.usefixtures("trust_ca")
+async def test_an_https_to_http_redirect_is_refused(tls_server_context: Any) -> None:
+    async with serve_hostile(GOOD_SSE) as plain:
+        to_http: Plan = [
+            Send(http_head(307, {"Location": plain.url("/events"), "Content-Length": "0"}))
+        ]
+        async with serve_hostile(to_http, tls=tls_server_context) as secure:
+            result = await run_one_session(sse(secure.url("/events")))
+    assert result.error is not None and type(result.error).__name__ == "Failed"
+    assert result.error.detail.startswith("refused a redirect from https to plain http")
+    assert plain.connections == 0
+    assert_readable([result.error.detail])
+
+
+# -- rest ----------------------------------------------------------------------------
+
+JSON = ("Content-Type", "application/json")
+GOOD_PAGE = b'[{"id": 9, "v": "after"}]'
+GOOD_REST: Plan = [
+    Send(http_head(200, [JSON, ("Content-Length", str(len(GOOD_PAGE)))]) + GOOD_PAGE),
+    Hangup(),
+]
+
+
+def rest(url: str, **options: Any) -> RestTransport:
+    return RestTransport(RestOptions(url=url, interval=0.01, timeout=5.0, **options))
+
+
+def page_event(records: list[Any]) -> bool:
+    return any(e.data == {"id": 9, "v": "after"} for e in events(records))
+
+
+REST_CASES: dict[str, tuple[Plan, str, dict[str, Any]]] = {
+    "not HTTP": ([Send(b"SSH-2.0-OpenSSH_9.6\r\n\r\n"), Hangup()], "response is not HTTP", {}),
+    "giant head": (
+        [Send(b"HTTP/1.1 200 OK\r\nX-Big: "), Flood(b"a" * 65536)],
+        "the response head is too large (more than 64 KiB)",
+        {},
+    ),
+    "declared 1 GB page": (
+        [Send(http_head(200, [JSON, ("Content-Length", str(1 << 30))])), Pause()],
+        "the response body is larger than 64 MiB (max_page_bytes)",
+        {},
+    ),
+    "endless chunked page": (
+        [
+            Send(http_head(200, [JSON, ("Transfer-Encoding", "chunked")])),
+            Flood(chunk(b"1" * 65000)),
+        ],
+        "the response body is larger than 4 MiB (max_page_bytes)",
+        {"max_page_bytes": 4 * 1024 * 1024},
+    ),
+    "endless close-delimited page": (
+        [Send(http_head(200, [JSON])), Flood(b"[" * 65536)],
+        "the response body is larger than 4 MiB (max_page_bytes)",
+        {"max_page_bytes": 4 * 1024 * 1024},
+    ),
+    "gzip bomb page": (
+        [
+            Send(
+                http_head(
+                    200,
+                    [
+                        JSON,
+                        ("Content-Encoding", "gzip"),
+                        ("Content-Length", str(len(compression_bomb(BOMB)))),
+                    ],
+                )
+                + compression_bomb(BOMB)
+            ),
+            Hangup(),
+        ],
+        "the response body is larger than 16 MiB (max_page_bytes)",
+        {"max_page_bytes": 16 * 1024 * 1024},
+    ),
+    "unreadable gzip page": (
+        [
+            Send(http_head(200, [JSON, ("Content-Encoding", "gzip"), ("Content-Length", "9")])),
+            Send(b"not gzip!"),
+            Hangup(),
+        ],
+        "the server sent an unreadable gzip body",
+        {},
+    ),
+    "gzip page cut short": (
+        [
+            Send(
+                http_head(200, [JSON, ("Content-Encoding", "gzip"), ("Content-Length", "20")])
+                + compressed(b"[1, 2, 3]" * 100)[:20]
+            ),
+            Hangup(),
+        ],
+        "unreadable gzip body (cut short)",
+        {},
+    ),
+    "chunked garbage": (
+        [Send(http_head(200, [JSON, ("Transfer-Encoding", "chunked")]) + b"zz\r\n"), Hangup()],
+        "the server sent a malformed chunked body",
+        {},
+    ),
+    "body cut short": (
+        [Send(http_head(200, [JSON, ("Content-Length", "100")]) + b"[1,"), Hangup()],
+        "the server closed the connection in the middle of the body",
+        {},
+    ),
+    "unasked 101": (
+        [Send(http_head(101, {"Upgrade": "h2c", "Connection": "Upgrade"})), Hangup()],
+        "switched protocols",
+        {},
+    ),
+    "reset": ([Reset()], "connection reset", {}),
+}
+
+
+@pytest.mark.parametrize("case", REST_CASES, ids=list(REST_CASES))
+async def test_rest_survives(case: str) -> None:
+    bad, detail, options = REST_CASES[case]
+    with PeakRss() as rss:
+        async with serve_hostile(bad, GOOD_REST) as server:
+            records = await watch(
+                rest(server.url("/metrics"), **options), both(retried_with(detail), page_event)
+            )
+    rss.check()
+    assert_still_retrying(records)
+
+
+async def test_rest_a_non_ascii_etag_is_echoed_as_sent() -> None:
+    etag = b'"caf\xc3\xa9 \xff"'
+    first: Plan = [
+        Send(
+            http_head(
+                200,
+                [
+                    JSON,
+                    ("ETag", etag),
+                    ("Last-Modified", b"Mon, 1 Jan 2024 \xe9"),
+                    ("Content-Length", "2"),
+                ],
+            )
+            + b"[]"
+        ),
+        Hangup(),
+    ]
+    async with serve_hostile(first, GOOD_REST) as server:
+        records = await watch(rest(server.url("/metrics")), page_event)
+    assert server.requests[1].headers[b"if-none-match"] == etag
+    assert server.requests[1].headers[b"if-modified-since"] == b"Mon, 1 Jan 2024 \xe9"
+    assert_still_retrying(records)
+
+
+async def test_rest_a_cross_origin_redirect_sends_no_configured_header() -> None:
+    async with serve_hostile(GOOD_REST) as target:
+        elsewhere = target.url("/final").replace("127.0.0.1", "localhost")
+        hop: Plan = [Send(http_head(301, {"Location": elsewhere, "Content-Length": "0"}))]
+        async with serve_hostile(hop) as origin:
+            records = await watch(
+                rest(origin.url("/metrics"), headers={"X-Api-Key": "secret"}), page_event
+            )
+    assert origin.requests[0].headers[b"x-api-key"] == b"secret"
+    assert b"x-api-key" not in target.requests[0].headers
+    assert_still_retrying(records)
