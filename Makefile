@@ -10,7 +10,7 @@ EXTRA_PACKAGES := $(wildcard examples/mux-jsonl-tail/pyproject.toml)
 $(STAMP): pyproject.toml $(EXTRA_PACKAGES)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,qt,docs]' $(if $(EXTRA_PACKAGES),-e examples/mux-jsonl-tail)
+	$(BIN)/python -m pip install --quiet -e '.[dev,qt,docs,redis]' $(if $(EXTRA_PACKAGES),-e examples/mux-jsonl-tail)
 	@touch $@
 
 test: lint typecheck pytest

@@ -1,0 +1,281 @@
+"""The ``redis-stream`` sink: every record as one stream entry in Redis.
+
+Each entry has one field, ``record``: the record's JSON Lines object, byte
+for byte the line the file sink writes, without the trailing newline
+(:func:`mux_core.events.decode_jsonl` reads it back; so does
+``redis-cli XRANGE``). The key comes from the ``stream`` template
+(``mux:{source}`` by default: one stream per source).
+
+A batch is appended in one round trip: one ``EVAL`` per stream key of a
+short Lua script that runs ``XADD key MAXLEN ~ maxlen * record LINE`` for
+each line of that key (several keys: those EVALs in one pipeline). One
+``XADD`` per record through coredis costs ~12 µs of client CPU each, a
+quarter of the target rate; the script costs the client one command per
+batch (see benchmarks/bench_redis.py for both, measured).
+
+While Redis is unreachable the sink retries with the run's ``[retry]``
+policy (logged as it goes); ``write`` does not return meanwhile, so the
+sink's channel fills and its overflow policy applies (``block``, the
+default: sources wait and nothing is lost; ``drop_*``: drops are counted).
+A batch is *acknowledged* -- ``write`` returns -- only once Redis answered
+the append: nothing acknowledged is lost (as far as Redis keeps it: see its
+persistence settings). A retried append whose first try reached Redis
+before the connection broke appears twice: duplicates are recognised by
+``(source, seq)``. With ``retry.max_attempts`` the sink gives up after
+that many failures in a row and fails per ``on_error``.
+
+The coredis client lives in a background task of its own (it holds an
+anyio task group, which must not span the engine's calls); ``write`` hands
+it each batch and waits for the answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import string
+from typing import Any, ClassVar
+
+import attrs
+import trio
+
+from mux_core.events import Batch, encode_jsonl
+from mux_core.sinks import SinkContext
+
+from ._client import (
+    RedisTarget,
+    command,
+    describe_error,
+    make_client,
+    parse_url,
+    queue,
+    retryable,
+)
+
+__all__ = ["RedisStreamSink", "RedisStreamSinkOptions"]
+
+_log = logging.getLogger("mux.redis")
+
+#: Records per EVAL: bounds one command's size and how long the script holds Redis.
+_CHUNK = 10_000
+
+_APPEND = b"""
+local maxlen = tonumber(ARGV[1])
+for i = 2, #ARGV do
+  if maxlen > 0 then
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', 'record', ARGV[i])
+  else
+    redis.call('XADD', KEYS[1], '*', 'record', ARGV[i])
+  end
+end
+return #ARGV - 1
+"""
+
+_FIELDS = frozenset({"source", "transport"})
+
+
+def _template(_instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+    if not value:
+        raise ValueError(f'{attribute.name} must not be empty (e.g. "mux:{{source}}")')
+    try:
+        names = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
+    except ValueError as exc:
+        raise ValueError(f"{attribute.name} {value!r} is not a valid template: {exc}") from None
+    unknown = names - _FIELDS
+    if unknown:
+        raise ValueError(
+            f"{attribute.name} {value!r} uses {{{sorted(unknown)[0]}}}; "
+            "only {source} and {transport} are known"
+        )
+
+
+def _non_negative(_instance: Any, attribute: attrs.Attribute[Any], value: int) -> None:
+    if value < 0:
+        raise ValueError(f"{attribute.name} must be >= 0 (0 = keep all), not {value}")
+
+
+def _positive(_instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"{attribute.name} must be > 0 seconds, not {value}")
+
+
+@attrs.frozen(kw_only=True)
+class RedisStreamSinkOptions:
+    """The keys of a ``[[sinks]] type = "redis-stream"`` table."""
+
+    #: ``redis://[:password@]host:6379/0``; ``rediss://`` for TLS;
+    #: ``redis+cluster://host:port`` for a Redis Cluster. A password may come
+    #: from the environment (``redis://:${REDIS_PASSWORD}@host``): masked by ``mux check``.
+    url: str = "redis://127.0.0.1:6379/0"
+    #: The stream key of each record: a template of ``{source}`` and ``{transport}``
+    #: (one stream per source by default; a constant puts every record in one stream).
+    stream: str = attrs.field(default="mux:{source}", validator=_template)
+    #: Approximate trimming: each stream keeps about this many entries (``MAXLEN ~``);
+    #: 0 = keep all.
+    maxlen: int = attrs.field(default=1_000_000, validator=_non_negative)
+    #: Treat the url as a Redis Cluster seed (as ``redis+cluster://`` does).
+    cluster: bool = False
+    #: A CA bundle (PEM) to verify a ``rediss://`` server with, instead of the system's.
+    ca_file: str | None = None
+    #: Check a ``rediss://`` server's certificate.
+    verify: bool = True
+    #: Seconds to connect, and to wait for Redis to answer one append.
+    timeout: float = attrs.field(default=10.0, validator=_positive)
+
+    @classmethod
+    def check(cls, options: RedisStreamSinkOptions) -> None:
+        """A bad URL is found before any I/O."""
+        parse_url(options.url, cluster=options.cluster)
+
+
+@attrs.define(eq=False)
+class _Append:
+    """One batch, grouped by stream key, waiting for Redis."""
+
+    groups: dict[str, list[bytes]]
+    done: trio.Event = attrs.field(factory=trio.Event)
+    error: BaseException | None = None
+
+
+class RedisStreamSink:
+    """Append every record to a Redis stream (see the module docstring)."""
+
+    Options = RedisStreamSinkOptions
+    check = RedisStreamSinkOptions.check
+    default_overflow: ClassVar[str] = "block"
+    default_on_error: ClassVar[str] = "stop"
+
+    def __init__(self, options: RedisStreamSinkOptions, context: SinkContext) -> None:
+        self.options = options
+        self.context = context
+        self._target: RedisTarget = parse_url(options.url, cluster=options.cluster)
+        self._keys: dict[tuple[str, str], str] = {}
+        self._send, self._receive = trio.open_memory_channel[_Append](0)
+        self._worker_done = trio.Event()
+        #: Appends that reached Redis, and records in them (for tests and logs).
+        self.appended = 0
+        self.failures = 0
+
+    async def open(self) -> None:
+        self.context.start_background(self._serve)
+
+    async def write(self, batch: Batch) -> None:
+        lines = encode_jsonl(batch).split(b"\n")
+        groups: dict[str, list[bytes]] = {}
+        keys = self._keys
+        for record, line in zip(batch, lines, strict=False):
+            origin = (record.source, record.transport)
+            key = keys.get(origin)
+            if key is None:
+                key = keys[origin] = self.options.stream.format(
+                    source=record.source, transport=record.transport
+                )
+            group = groups.get(key)
+            if group is None:
+                groups[key] = [line]
+            else:
+                group.append(line)
+        if not groups:
+            return
+        job = _Append(groups)
+        await self._send.send(job)
+        await job.done.wait()
+        if job.error is not None:
+            raise job.error
+
+    async def aclose(self) -> None:
+        await self._send.aclose()
+        with trio.CancelScope(shield=True):
+            await self._worker_done.wait()
+
+    # -- the worker: owns the client, retries ------------------------------
+
+    async def _serve(self) -> None:
+        job: _Append | None = None
+        failures = 0
+        policy = self.context.retry
+        try:
+            while True:
+                try:
+                    async with self._client() as client:
+                        while True:
+                            if job is None:
+                                try:
+                                    job = await self._receive.receive()
+                                except trio.EndOfChannel:
+                                    return
+                            await self._append(client, job.groups)
+                            if failures:
+                                _log.warning(
+                                    "sink %r: Redis is back; appended after %d failed attempts",
+                                    self.context.name,
+                                    failures,
+                                )
+                                failures = 0
+                            job.done.set()
+                            job = None
+                except Exception as exc:
+                    if not retryable(exc):
+                        if job is None:
+                            raise
+                        job.error = RuntimeError(f"Redis refused the append: {describe_error(exc)}")
+                        job.done.set()
+                        job = None
+                        continue
+                    failures += 1
+                    self.failures += 1
+                    detail = describe_error(exc)
+                    if policy.gives_up(failures):
+                        error = ConnectionError(
+                            f"Redis at {self._where()} unavailable after {failures} attempts "
+                            f"in a row: {detail}"
+                        )
+                        if job is None:
+                            raise error from None
+                        job.error = error
+                        job.done.set()
+                        job = None
+                        failures = 0
+                        continue
+                    delay = policy.delay(failures)
+                    _log.warning(
+                        "sink %r: Redis at %s unavailable (%s); retry %d in %.1f s%s",
+                        self.context.name,
+                        self._where(),
+                        detail,
+                        failures,
+                        delay,
+                        " (the records wait; overflow policy applies)" if job else "",
+                    )
+                    await trio.sleep(delay)
+        finally:
+            self._worker_done.set()
+
+    def _client(self) -> Any:
+        return make_client(
+            self._target,
+            ca_file=self.options.ca_file,
+            verify=self.options.verify,
+            timeout=self.options.timeout,
+        )
+
+    def _where(self) -> str:
+        return f"{self._target.host}:{self._target.port}"
+
+    async def _append(self, client: Any, groups: dict[str, list[bytes]]) -> None:
+        from coredis.typing import Key
+
+        maxlen = self.options.maxlen
+        calls = [
+            (key, lines[start : start + _CHUNK])
+            for key, lines in groups.items()
+            for start in range(0, len(lines), _CHUNK)
+        ]
+        with trio.fail_after(self.options.timeout):
+            if len(calls) == 1:
+                key, lines = calls[0]
+                await command(client, b"EVAL", _APPEND, 1, Key(key), maxlen, *lines)
+            else:
+                async with client.pipeline(transaction=False) as pipeline:
+                    for key, lines in calls:
+                        queue(pipeline, b"EVAL", _APPEND, 1, Key(key), maxlen, *lines)
+        self.appended += sum(len(lines) for _, lines in calls)

@@ -1,0 +1,497 @@
+"""The ``redis-stream`` transport: read what other mux processes wrote to Redis.
+
+A relay: each stream entry's ``record`` field (the JSON Lines object the
+``redis-stream`` sink writes) becomes the original record again -- source,
+transport, event, id, data, received_at and seq as the collector had them --
+and is handed to the sinks with :meth:`Session.relay`. This source's own
+connection states are reported under its own name.
+
+Streams are ``streams`` keys, or glob patterns found with ``SCAN ... TYPE
+stream`` and re-scanned every ``scan_interval`` seconds (new collectors,
+new sources appear by themselves).
+
+Two modes:
+
+plain (no ``group``)
+    ``XREAD`` from the last entry id read of each stream (kept in the
+    source's resume cursor: a reconnect goes on where it stopped). Every
+    consumer reads everything.
+
+consumer group (``group`` and ``consumer``)
+    ``XREADGROUP``: the group's members share the entries. An entry is
+    acknowledged (``XACK``) only after every sink of this process wrote it
+    (:meth:`Session.delivered`), so an entry acknowledged is never only in
+    a dead process's memory. A session first re-reads this consumer's own
+    pending entries (a restart under the same name), and every
+    ``claim_idle / 2`` seconds takes over (``XAUTOCLAIM``) entries another
+    member left pending longer than ``claim_idle`` -- a consumer that died.
+
+Delivery is at least once: after a crash, a reconnect or a take-over an
+entry may be delivered twice. A record is identified by ``(source, seq)``:
+a consumer drops a record whose ``seq`` for its ``source`` it has already
+seen (a set per source, or the highest seq when order is kept).
+
+Errors: refused, reset, timed out -> ``server_unavailable`` before the
+stream is read, ``disconnected`` after (both retried by the supervisor);
+wrong password, an ACL refusal -> ``failed``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import attrs
+import trio
+
+from mux_core.errors import Disconnected, Failed, ServerUnavailable, SessionError
+from mux_core.events import Record, RecordDecodeError, decode_jsonl
+from mux_core.session import Session
+
+from ._client import (
+    RedisTarget,
+    command,
+    describe_error,
+    make_client,
+    parse_url,
+    queue,
+    retryable,
+)
+
+__all__ = ["RedisStreamOptions", "RedisStreamTransport"]
+
+_log = logging.getLogger("mux.redis")
+_GLOB = frozenset("*?[")
+
+
+def _positive(_instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"{attribute.name} must be > 0, not {value}")
+
+
+def _streams(_instance: Any, attribute: attrs.Attribute[Any], value: list[str]) -> None:
+    if not value:
+        raise ValueError(f'{attribute.name} must name at least one key or pattern ("mux:*")')
+    for item in value:
+        if not isinstance(item, str) or not item:
+            raise ValueError(f"{attribute.name} entries must be keys or patterns, got {item!r}")
+
+
+@attrs.frozen(kw_only=True)
+class RedisStreamOptions:
+    """The keys of a ``transport = "redis-stream"`` source."""
+
+    #: ``redis://[:password@]host:6379/0``; ``rediss://`` for TLS;
+    #: ``redis+cluster://host:port`` for a Redis Cluster.
+    url: str = "redis://127.0.0.1:6379/0"
+    #: Stream keys, or glob patterns (``mux:*``) found with SCAN and re-scanned.
+    streams: list[str] = attrs.field(factory=lambda: ["mux:*"], validator=_streams)
+    #: A consumer group: the group's consumers share the entries (XREADGROUP, XACK).
+    #: Unset: this process reads every entry (XREAD).
+    group: str | None = None
+    #: This consumer's name in the group (required with ``group``; unique per process,
+    #: e.g. ``"${HOSTNAME:-mux}"``).
+    consumer: str | None = None
+    #: Seconds an entry may stay pending with another consumer before this one takes
+    #: it over (XAUTOCLAIM): longer than that consumer can take to write a batch.
+    claim_idle: float = attrs.field(default=30.0, validator=_positive)
+    #: Where a new stream (or a new group) starts: "first" = its oldest entry,
+    #: "new" = only entries added from now on.
+    start: str = attrs.field(default="first", validator=attrs.validators.in_(("first", "new")))
+    #: Entries per read, at most.
+    count: int = attrs.field(default=10_000, validator=_positive)
+    #: Seconds one read waits for new entries before checking for new streams.
+    block: float = attrs.field(default=1.0, validator=_positive)
+    #: Seconds between SCANs for new streams matching the patterns.
+    scan_interval: float = attrs.field(default=5.0, validator=_positive)
+    #: Treat the url as a Redis Cluster seed (as ``redis+cluster://`` does).
+    cluster: bool = False
+    #: A CA bundle (PEM) to verify a ``rediss://`` server with, instead of the system's.
+    ca_file: str | None = None
+    #: Check a ``rediss://`` server's certificate.
+    verify: bool = True
+
+    @classmethod
+    def check(cls, options: RedisStreamOptions) -> None:
+        """A bad URL, or a group without a consumer, is found before any I/O."""
+        parse_url(options.url, cluster=options.cluster)
+        if options.group is not None and not options.consumer:
+            raise ValueError(
+                "consumer is required with group: a name unique to this process, "
+                'e.g. consumer = "${HOSTNAME:-mux}"'
+            )
+        if options.consumer is not None and options.group is None:
+            raise ValueError("consumer is set but group is not: name the consumer group too")
+
+
+@attrs.define(eq=False)
+class _Acks:
+    """Entry ids relayed but not yet acknowledged, by stream key."""
+
+    pending: dict[bytes, list[bytes]] = attrs.field(factory=dict)
+    wake: trio.Event = attrs.field(factory=trio.Event)
+
+    def add(self, key: bytes, ids: list[bytes]) -> None:
+        if ids:
+            self.pending.setdefault(key, []).extend(ids)
+            self.wake.set()
+
+
+class RedisStreamTransport:
+    """Reads Redis streams written by ``redis-stream`` sinks; see the module docstring."""
+
+    Options = RedisStreamOptions
+
+    def __init__(self, options: RedisStreamOptions) -> None:
+        self.options = options
+        self._target: RedisTarget | None
+        self._problem: str | None = None
+        try:
+            self._target = parse_url(options.url, cluster=options.cluster)
+        except ValueError as exc:
+            self._target, self._problem = None, str(exc)
+        self._literal = [k for k in options.streams if not _GLOB & set(k)]
+        self._patterns = [k for k in options.streams if _GLOB & set(k)]
+
+    async def run_session(self, session: Session) -> None:
+        if self._target is None:
+            raise Failed(self._problem or "bad url")
+        client = make_client(
+            self._target,
+            ca_file=self.options.ca_file,
+            verify=self.options.verify,
+            timeout=session.connect_timeout,
+        )
+        try:
+            async with client:
+                await _Reader(self, client, session).run()
+        except SessionError:
+            raise
+        except Exception as exc:
+            raise self._session_error(exc, session) from None
+
+    def _session_error(self, exc: BaseException, session: Session) -> SessionError:
+        for leaf in _leaves(exc):
+            if isinstance(leaf, SessionError):
+                return leaf
+        detail = describe_error(exc)
+        if not retryable(exc):
+            if _redis_error_name(exc) in (
+                "AuthenticationError",
+                "AuthenticationFailureError",
+                "AuthenticationRequiredError",
+                "AuthorizationError",
+            ):
+                return Failed(f"Redis refused: {detail}")
+            _log.debug("redis-stream source %r failed", session.source, exc_info=exc)
+            return Failed(f"Redis error: {detail}")
+        if session.is_connected:
+            return Disconnected(detail)
+        return ServerUnavailable(detail)
+
+
+class _Reader:
+    """One session's work: find streams, (join the group,) read, relay, acknowledge."""
+
+    def __init__(self, transport: RedisStreamTransport, client: Any, session: Session) -> None:
+        self.options = transport.options
+        self.transport = transport
+        self.client = client
+        self.session = session
+        cursor = session.resume.cursor
+        if not isinstance(cursor, dict):
+            cursor = session.resume.cursor = {}
+        #: Plain mode: the last entry id read, per stream key (bytes -> bytes).
+        self.cursor: dict[bytes, bytes] = cursor
+        self.keys: list[bytes] = []
+        self.acks = _Acks()
+        self.next_scan = -math.inf
+        self.next_claim = -math.inf
+
+    async def run(self) -> None:
+        await self._rescan()
+        await self.session.connected(f"{len(self.keys)} streams")
+        group = self.options.group
+        if group is None:
+            while True:
+                await self._rescan_when_due()
+                await self._read_plain()
+            return
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._acknowledge)
+            await self._read_own_pending()
+            while True:
+                await self._rescan_when_due()
+                await self._claim_when_due()
+                await self._read_group()
+
+    # -- finding streams --------------------------------------------------
+
+    async def _rescan_when_due(self) -> None:
+        if trio.current_time() >= self.next_scan:
+            await self._rescan()
+
+    async def _rescan(self) -> None:
+        self.next_scan = trio.current_time() + self.options.scan_interval
+        found = {key.encode() for key in self.transport._literal}
+        for pattern in self.transport._patterns:
+            found.update(await self._scan(pattern))
+        new = sorted(found - set(self.keys))
+        if not new:
+            return
+        for key in new:
+            await self._start_at(key)
+        self.keys = sorted(found | set(self.keys))
+        self.next_claim = -math.inf  # new streams may hold a dead consumer's entries
+
+    async def _scan(self, pattern: str) -> set[bytes]:
+        keys: set[bytes] = set()
+        if self.transport._target is not None and self.transport._target.cluster:
+            async for key in self.client.scan_iter(match=pattern, count=1000, type_="stream"):
+                keys.add(key if isinstance(key, bytes) else key.encode())
+            return keys
+        cursor: Any = 0
+        while True:
+            cursor, batch = await command(
+                self.client, b"SCAN", cursor, b"MATCH", pattern, b"COUNT", 1000, b"TYPE", b"stream"
+            )
+            keys.update(batch)
+            if int(cursor) == 0:
+                return keys
+
+    async def _start_at(self, key: bytes) -> None:
+        """Where a stream newly found starts: the group, or the plain cursor."""
+        from coredis.typing import Key
+
+        first = self.options.start == "first"
+        group = self.options.group
+        if group is not None:
+            try:
+                await command(
+                    self.client,
+                    b"XGROUP",
+                    b"CREATE",
+                    Key(key),
+                    group,
+                    b"0" if first else b"$",
+                    b"MKSTREAM",
+                )
+            except Exception as exc:
+                if "BUSYGROUP" not in str(_first_leaf(exc)):
+                    raise
+            return
+        if key in self.cursor:
+            return
+        if first:
+            self.cursor[key] = b"0-0"
+            return
+        newest = await command(self.client, b"XREVRANGE", Key(key), b"+", b"-", b"COUNT", 1)
+        self.cursor[key] = newest[0][0] if newest else b"0-0"
+
+    # -- reading ----------------------------------------------------------
+
+    def _block_ms(self) -> int:
+        return max(1, int(self.options.block * 1000))
+
+    async def _read_plain(self) -> None:
+        from coredis.typing import Key
+
+        if not self.keys:
+            await trio.sleep(self.options.block)
+            return
+        keys = self.keys
+        reply = await command(
+            self.client,
+            b"XREAD",
+            b"COUNT",
+            self.options.count,
+            b"BLOCK",
+            self._block_ms(),
+            b"STREAMS",
+            *[Key(key) for key in keys],
+            *[self.cursor.get(key, b"0-0") for key in keys],
+        )
+        if not reply:
+            return
+        records: list[Record] = []
+        for key, entries in _streams_of(reply):
+            if entries:
+                self._decode(key, entries, records)
+                self.cursor[key] = entries[-1][0]
+        await self.session.relay(records)
+
+    async def _read_group(self) -> None:
+        from coredis.typing import Key
+
+        if not self.keys:
+            await trio.sleep(self.options.block)
+            return
+        keys = self.keys
+        try:
+            reply = await command(
+                self.client,
+                b"XREADGROUP",
+                b"GROUP",
+                self.options.group,
+                self.options.consumer,
+                b"COUNT",
+                self.options.count,
+                b"BLOCK",
+                self._block_ms(),
+                b"STREAMS",
+                *[Key(key) for key in keys],
+                *[b">"] * len(keys),
+            )
+        except Exception as exc:
+            if "NOGROUP" not in str(_first_leaf(exc)):
+                raise
+            # A stream was deleted and made again: join its new incarnation.
+            for key in keys:
+                await self._start_at(key)
+            return
+        if reply:
+            await self._relay_group(_streams_of(reply))
+
+    async def _read_own_pending(self) -> None:
+        """Entries delivered to this consumer name before and never acknowledged."""
+        from coredis.typing import Key
+
+        after = dict.fromkeys(self.keys, b"0-0")
+        while after:
+            keys = list(after)
+            reply = await command(
+                self.client,
+                b"XREADGROUP",
+                b"GROUP",
+                self.options.group,
+                self.options.consumer,
+                b"COUNT",
+                self.options.count,
+                b"STREAMS",
+                *[Key(key) for key in keys],
+                *[after[key] for key in keys],
+            )
+            streams = [(key, entries) for key, entries in _streams_of(reply or {}) if entries]
+            for key in keys:
+                if not any(key == k for k, _ in streams):
+                    del after[key]
+            for key, entries in streams:
+                after[key] = entries[-1][0]
+            if streams:
+                await self._relay_group(streams)
+
+    async def _claim_when_due(self) -> None:
+        if trio.current_time() < self.next_claim:
+            return
+        self.next_claim = trio.current_time() + self.options.claim_idle / 2
+        from coredis.typing import Key
+
+        idle_ms = max(1, int(self.options.claim_idle * 1000))
+        for key in list(self.keys):
+            start: bytes = b"0-0"
+            while True:
+                reply = await command(
+                    self.client,
+                    b"XAUTOCLAIM",
+                    Key(key),
+                    self.options.group,
+                    self.options.consumer,
+                    idle_ms,
+                    start,
+                    b"COUNT",
+                    self.options.count,
+                )
+                start, entries = reply[0], [e for e in reply[1] if e is not None]
+                if entries:
+                    _log.info(
+                        "source %r took over %d entries of %s left pending by another consumer",
+                        self.session.source,
+                        len(entries),
+                        key.decode(errors="replace"),
+                    )
+                    await self._relay_group([(key, entries)])
+                if start in (b"0-0", "0-0"):
+                    break
+
+    async def _relay_group(self, streams: list[tuple[bytes, list[Any]]]) -> None:
+        records: list[Record] = []
+        ids: list[tuple[bytes, list[bytes]]] = []
+        for key, entries in streams:
+            if entries:
+                self._decode(key, entries, records)
+                ids.append((key, [entry[0] for entry in entries]))
+        await self.session.relay(records)
+        for key, entry_ids in ids:
+            self.acks.add(key, entry_ids)
+
+    async def _acknowledge(self) -> None:
+        """XACK what every sink has written, in the background of the reads."""
+        from coredis.typing import Key
+
+        acks = self.acks
+        group = self.options.group
+        while True:
+            await acks.wake.wait()
+            acks.wake = trio.Event()
+            taken, acks.pending = acks.pending, {}
+            if not await self.session.delivered():
+                # A sink failed before writing them: leave them pending, for a
+                # restart or another consumer to take over.
+                continue
+            if len(taken) == 1:
+                [(key, ids)] = taken.items()
+                await command(self.client, b"XACK", Key(key), group, *ids)
+            elif taken:
+                async with self.client.pipeline(transaction=False) as pipeline:
+                    for key, ids in taken.items():
+                        queue(pipeline, b"XACK", Key(key), group, *ids)
+
+    def _decode(self, key: bytes, entries: list[Any], out: list[Record]) -> None:
+        append = out.append
+        bad = 0
+        for entry in entries:
+            fields = entry[1]
+            try:
+                if fields[0] != b"record":
+                    fields = dict(zip(fields[::2], fields[1::2], strict=False))[b"record"]
+                    append(decode_jsonl(fields))
+                else:
+                    append(decode_jsonl(fields[1]))
+            except (RecordDecodeError, KeyError, IndexError, TypeError):
+                bad += 1
+        if bad:
+            _log.warning(
+                "source %r: %d entries of %s are not mux records (no valid 'record' field); "
+                "skipped",
+                self.session.source,
+                bad,
+                key.decode(errors="replace"),
+            )
+
+
+def _streams_of(reply: Any) -> list[tuple[bytes, list[Any]]]:
+    """XREAD / XREADGROUP replies as (key, entries): a RESP3 map, or RESP2 pairs."""
+    if isinstance(reply, dict):
+        return list(reply.items())
+    return [(pair[0], pair[1]) for pair in reply]
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    found: list[BaseException] = []
+    pending = [exc]
+    while pending:
+        error = pending.pop(0)
+        if isinstance(error, BaseExceptionGroup):
+            pending.extend(error.exceptions)
+        else:
+            found.append(error)
+    return found
+
+
+def _first_leaf(exc: BaseException) -> BaseException:
+    return _leaves(exc)[0]
+
+
+def _redis_error_name(exc: BaseException) -> str:
+    return type(_first_leaf(exc)).__name__
