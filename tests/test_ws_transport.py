@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -9,12 +10,19 @@ import attrs
 import pytest
 import trio
 import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from websockets.client import ClientProtocol
+from websockets.frames import Opcode
+from websockets.protocol import State as ProtocolState
+from websockets.uri import parse_uri
 
 from mux_core._testing.ws_server import Close, Drop, Garbage, Reject, Stall, serve_ws
 from mux_core.errors import Disconnected, Ended, Failed, ServerUnavailable, SessionError
 from mux_core.events import Event, Record, State, Status
 from mux_core.session import ResumeState, Session, SharedResources
 from mux_ws import WsOptions, WsTransport
+from mux_ws._frames import FrameSplitter
 
 DEADLINE = 5.0
 
@@ -390,3 +398,104 @@ async def test_resume_param_keeps_the_urls_own_query() -> None:
             make_session(Recorder(), resume), url=server.url + "?run=7", resume_param="after"
         )
     assert server.requests[0][0] == "/ws?run=7&after=a+b%26c"
+
+
+# -- the frame splitter: the same messages as websockets alone, however the bytes are cut
+
+
+def _frame(opcode: int, payload: bytes, *, fin: bool = True, wide: int = 0) -> bytes:
+    """One unmasked server frame; ``wide`` forces the 16- (2) or 64-bit (8) length form."""
+    size = len(payload)
+    first = (0x80 if fin else 0) | opcode
+    if wide == 8 or size >= 1 << 16:
+        return bytes([first, 127]) + size.to_bytes(8, "big") + payload
+    if wide == 2 or size >= 126:
+        return bytes([first, 126]) + size.to_bytes(2, "big") + payload
+    return bytes([first, size]) + payload
+
+
+_payloads = st.binary(max_size=300)
+
+
+@st.composite
+def _streams(draw: st.DrawFn) -> bytes:
+    """Messages whole and fragmented, with pings and pongs between and inside them."""
+    parts: list[bytes] = []
+    for _ in range(draw(st.integers(0, 12))):
+        kind = draw(st.sampled_from(["text", "binary", "fragmented", "ping", "pong", "bad"]))
+        wide = draw(st.sampled_from([0, 0, 2, 8]))
+        if kind in ("text", "binary"):
+            parts.append(_frame(1 if kind == "text" else 2, draw(_payloads), wide=wide))
+        elif kind == "bad":  # reserved bit, unknown opcode, masked, control frame too long
+            bad = draw(st.sampled_from([b"\xc1\x01x", b"\x83\x00", b"\x81\x81abcdx", b"\x89\x7e"]))
+            parts.append(bad + b"\x00\x80" + b"y" * 128)
+        elif kind in ("ping", "pong"):
+            parts.append(_frame(9 if kind == "ping" else 10, draw(st.binary(max_size=125))))
+        else:
+            pieces = draw(st.lists(_payloads, min_size=2, max_size=4))
+            parts.append(_frame(1, pieces[0], fin=False, wide=wide))
+            for i, piece in enumerate(pieces[1:], start=2):
+                if draw(st.booleans()):
+                    parts.append(_frame(9, b"p"))
+                parts.append(_frame(0, piece, fin=i == len(pieces)))
+    if draw(st.booleans()):
+        parts.append(_frame(8, (1000).to_bytes(2, "big")))
+    return b"".join(parts)
+
+
+def _messages_of(items: list[Any], parts: list[bytes]) -> list[bytes]:
+    """Messages from the splitter's items or the protocol's frames (fragments joined)."""
+    out: list[bytes] = []
+    for item in items:
+        if type(item) is bytes:
+            out.append(item)
+        elif item.opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):
+            parts.append(bytes(item.data))
+            if item.fin:
+                out.append(b"".join(parts))
+                parts.clear()
+    return out
+
+
+def _open_protocol(max_size: int) -> ClientProtocol:
+    return ClientProtocol(parse_uri("ws://h/"), state=ProtocolState.OPEN, max_size=max_size)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    stream=_streams(),
+    cuts=st.lists(st.integers(0, 5000), max_size=8),
+    small_frame=st.sampled_from([4, 40, 200, 65536]),
+    max_size=st.sampled_from([100, 250, 8 << 20]),
+)
+def test_splitter_gives_what_the_protocol_alone_gives(
+    stream: bytes, cuts: list[int], small_frame: int, max_size: int
+) -> None:
+    reference = _open_protocol(max_size)
+    reference.receive_data(stream)
+    expected = _messages_of(reference.events_received(), [])
+
+    protocol = _open_protocol(max_size)
+    splitter = FrameSplitter(protocol, max_size, small_frame=small_frame)
+    got: list[bytes] = []
+    parts: list[bytes] = []
+    bounds = sorted({0, len(stream), *(c for c in cuts if c < len(stream))})
+    for start, end in itertools.pairwise(bounds):
+        got += _messages_of(splitter.feed(stream[start:end]), parts)
+    assert got == expected
+    assert protocol.state is reference.state
+    assert type(protocol.parser_exc) is type(reference.parser_exc)
+    # The same pongs and close echo (each masked with its own random key).
+    assert _unmasked(protocol.data_to_send()) == _unmasked(reference.data_to_send())
+
+
+def _unmasked(writes: list[bytes]) -> list[tuple[int, bytes]]:
+    """(first byte, payload) of the client's control frames (payloads <= 125 bytes)."""
+    frames = []
+    data = b"".join(writes)
+    while data:
+        size = data[1] & 0x7F
+        key, payload = data[2:6], data[6 : 6 + size]
+        frames.append((data[0], bytes(b ^ key[i % 4] for i, b in enumerate(payload))))
+        data = data[6 + size :]
+    return frames

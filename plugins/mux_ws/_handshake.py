@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Mapping
-from typing import Any
 from urllib.parse import urlsplit
 
 import attrs
@@ -208,11 +207,11 @@ class HandshakeProgress:
 
 async def handshake(
     stream: trio.abc.Stream, protocol: ClientProtocol, progress: HandshakeProgress
-) -> list[Any]:
-    """Send the upgrade request and read the answer; the frames that came with it.
+) -> bytes:
+    """Send the upgrade request and read the answer; the bytes read after its head.
 
-    On return the protocol is OPEN and has been fed every byte read, so the
-    returned events are the first frames (possibly none). Raises a
+    On return the protocol is OPEN; the bytes returned (possibly none) are the
+    start of the first frames, not yet given to the protocol. Raises a
     SessionError for anything but a valid 101.
     """
     try:
@@ -241,11 +240,11 @@ async def handshake(
     except (trio.BrokenResourceError, OSError) as exc:
         reason = describe_connection_error(exc) or "connection lost"
         raise ServerUnavailable(f"{reason} during the handshake") from None
-    protocol.receive_data(bytes(buffer))
+    protocol.receive_data(bytes(buffer[:end]))
+    protocol.events_received()  # the 101 response
     if protocol.handshake_exc is not None or protocol.state is not OPEN:
         raise ServerUnavailable(_bad_upgrade(protocol.handshake_exc))
-    # The first event is the 101 response itself.
-    return protocol.events_received()[1:]
+    return bytes(buffer[end:])
 
 
 def _head_end(buffer: bytearray) -> int:

@@ -55,6 +55,7 @@ from mux_core.http import clean_headers, shared_tls_context
 from mux_core.payload import JsonFields, is_json
 from mux_core.session import RawEvent, Session
 
+from ._frames import FrameSplitter
 from ._handshake import (
     READ_SIZE,
     HandshakeProgress,
@@ -254,7 +255,7 @@ class WsTransport:
         target: Target,
         protocol: ClientProtocol,
         tls: ssl.SSLContext | None,
-    ) -> tuple[trio.abc.Stream, list[Any]]:
+    ) -> tuple[trio.abc.Stream, bytes]:
         """Connect and upgrade within the connect timeout (TCP, TLS and handshake).
 
         The deadline is a hair earlier than the supervisor's own, so that this
@@ -289,11 +290,14 @@ class WsTransport:
             conn.protocol.send_text(text.encode())
             await conn.flush()
 
-    async def _receive(self, conn: _Connection, session: Session, events: list[Any]) -> None:
+    async def _receive(self, conn: _Connection, session: Session, first: bytes) -> None:
         """Read, parse, emit one batch per read, answer; until the connection ends."""
         opts = self.options
         protocol = conn.protocol
         receive_some = conn.stream.receive_some
+        splitter = FrameSplitter(protocol, opts.max_message_bytes)
+        feed = splitter.feed
+        events = feed(first) if first else []
         heartbeat = None
         if opts.ping_interval:
             heartbeat = _Heartbeat(opts.ping_interval, opts.ping_timeout)
@@ -328,18 +332,22 @@ class WsTransport:
                 raise Disconnected(_lost_detail(exc)) from None
             size = len(data)
             if size:
-                protocol.receive_data(data)
+                events = feed(data if type(data) is bytes else bytes(data))
             else:
                 protocol.receive_eof()
-            events = protocol.events_received()
+                events = protocol.events_received()
 
     def _messages(
         self, events: list[Any], conn: _Connection, heartbeat: _Heartbeat | None
     ) -> list[bytes]:
-        """The complete messages among ``events`` (frames), as bytes, in order."""
+        """The complete messages among ``events`` (messages the splitter cut out,
+        frames from the protocol), as bytes, in order."""
         payloads: list[bytes] = []
         append = payloads.append
         for frame in events:
+            if type(frame) is bytes:
+                append(frame)
+                continue
             op = frame.opcode
             if op is TEXT or op is BINARY:
                 if frame.fin:
