@@ -11,6 +11,9 @@ Levels follow how much a human should care:
 * WARNING -- ``connecting`` after a failure, ``server_unavailable``,
   ``disconnected`` (with the attempt and the retry delay);
 * ERROR -- ``failed``, ``max_retries_exceeded``.
+
+Alerts (from processors) are always logged: a ``critical`` one at ERROR, a
+``warning`` at WARNING, an ``info`` (an alert cleared) at INFO.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any, ClassVar, Literal
 import attrs
 import orjson
 
-from mux_core.events import Batch, Event, State, Status, record_to_dict
+from mux_core.events import Alert, Batch, Event, Severity, State, Status, record_to_dict
 from mux_core.sinks import SinkContext
 
 __all__ = ["LogOptions", "LogSink"]
@@ -96,6 +99,19 @@ def format_status(status: Status, level: int) -> str:
     return text
 
 
+_ALERT_LEVELS = {
+    Severity.INFO: logging.INFO,
+    Severity.WARNING: logging.WARNING,
+    Severity.CRITICAL: logging.ERROR,
+}
+
+
+def format_alert(alert: Alert) -> str:
+    """``train-sse: ALERT nonfinite (critical): loss is NaN at step 4100 [seq 4101]``."""
+    seq = f" [seq {alert.seq}]" if alert.seq is not None else ""
+    return f"{alert.source}: ALERT {alert.rule} ({alert.severity.value}): {alert.message}{seq}"
+
+
 def _seconds(value: float) -> str:
     """1.7 -> "1.7", 1.115 -> "1.115", 30.0 -> "30": milliseconds at most."""
     return f"{value:.3f}".rstrip("0").rstrip(".")
@@ -134,9 +150,12 @@ class LogSink:
                 if not self._should_log_event(record):
                     continue
                 level = logging.INFO
-            else:
-                assert isinstance(record, Status)
+            elif type(record) is Alert:
+                level = _ALERT_LEVELS[record.severity]
+            elif type(record) is Status:
                 level = status_level(record)
+            else:
+                continue
             if level < self._min_level or not logger.isEnabledFor(level):
                 continue
             logger.log(level, "%s", self._render(record, level))
@@ -148,10 +167,12 @@ class LogSink:
         self._seen[event.source] = seen + 1
         return seen % self._every == 0
 
-    def _render(self, record: Event | Status, level: int) -> str:
+    def _render(self, record: Event | Status | Alert, level: int) -> str:
         if self._json:
             return orjson.dumps(record_to_dict(record), default=repr).decode()
         if type(record) is Event:
             return format_event(record)
+        if type(record) is Alert:
+            return format_alert(record)
         assert isinstance(record, Status)
         return format_status(record, level)

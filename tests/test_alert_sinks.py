@@ -1,0 +1,87 @@
+"""Alerts in the sinks that show them: ``log`` (by severity) and ``file`` (a JSON line)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import trio
+
+from mux_core import Alert, Event, Severity, SinkContext, State, Status
+from mux_file import FileOptions, FileSink
+from mux_log import LogOptions, LogSink
+
+NAN_ALERT = Alert(
+    "train-sse",
+    "sse",
+    "nonfinite",
+    Severity.CRITICAL,
+    "loss is NaN at step 4100",
+    4101,
+    1764250002.0,
+)
+ALERT_LINE = (
+    b'{"type":"alert","source":"train-sse","transport":"sse","rule":"nonfinite",'
+    b'"severity":"critical","message":"loss is NaN at step 4100","seq":4101,'
+    b'"at":1764250002.0}\n'
+)
+
+
+def _context(name: str, start_background: Callable[[Callable[[], Awaitable[Any]]], None]) -> Any:
+    return SinkContext(
+        name=name,
+        config_name="t",
+        sources=(),
+        request_stop=lambda reason: None,
+        start_background=start_background,
+    )
+
+
+def _no_background(fn: Callable[[], Awaitable[Any]]) -> None:
+    raise AssertionError("not expected")
+
+
+async def test_the_log_sink_logs_alerts_by_severity(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    sink = LogSink(LogOptions(level="info"), _context("log", _no_background))
+    stall = Alert("train-ws", "ws", "stall", Severity.WARNING, "stalled", None, 1.0)
+    cleared = Alert("train-ws", "ws", "stall", Severity.INFO, "events again", 7, 2.0)
+    event = Event("train-sse", "sse", "metric", "1", {"loss": 1.0}, 1.0, 1)
+    await sink.write([event, NAN_ALERT, stall, cleared])
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "mux.sink.log"]
+    assert lines == [
+        (
+            logging.ERROR,
+            "train-sse: ALERT nonfinite (critical): loss is NaN at step 4100 [seq 4101]",
+        ),
+        (logging.WARNING, "train-ws: ALERT stall (warning): stalled"),
+        (logging.INFO, "train-ws: ALERT stall (info): events again [seq 7]"),
+    ]
+
+
+async def test_the_log_sink_json_format_writes_the_alert_object(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    sink = LogSink(LogOptions(format="json", level="warning"), _context("log", _no_background))
+    await sink.write([NAN_ALERT, Alert("s", "t", "stall", Severity.INFO, "ok", None, 1.0)])
+    (record,) = [r for r in caplog.records if r.name == "mux.sink.log"]
+    assert orjson.loads(record.getMessage()) == orjson.loads(ALERT_LINE)
+
+
+async def test_the_file_sink_writes_an_alert_as_one_json_line(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    status = Status("train-sse", "sse", State.CONNECTED, 1, None, "", 1764250001.5)
+    async with trio.open_nursery() as nursery:
+        sink = FileSink(FileOptions(path=str(path)), _context("file", nursery.start_soon))
+        await sink.open()
+        await sink.write([status, NAN_ALERT])
+        await sink.aclose()
+        nursery.cancel_scope.cancel()
+    lines = path.read_bytes().splitlines(keepends=True)
+    assert len(lines) == 2 and orjson.loads(lines[0])["type"] == "status"
+    assert lines[1] == ALERT_LINE
