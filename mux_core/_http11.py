@@ -53,6 +53,7 @@ __all__ = [
     "MAX_HEAD_BYTES",
     "MAX_REDIRECTS",
     "REDIRECT_STATUSES",
+    "HeadReader",
     "Http11Stream",
     "ProtocolError",
     "ResponseHead",
@@ -271,6 +272,67 @@ async def open_connection(url: httpx.URL, tls: ssl.SSLContext | None) -> trio.ab
     return stream
 
 
+class HeadReader:
+    """The response head of one GET, parsed from bytes as they arrive.
+
+    No I/O, so it can be fuzzed (tests/test_fuzz_http.py): :meth:`feed` takes
+    what the connection delivered (``b""`` once it closed) and returns the
+    head once it is complete, None while more is needed, or raises
+    :class:`ProtocolError` with a readable sentence. h11 buffers at most
+    :data:`MAX_HEAD_BYTES` of an incomplete head. Once the head is in,
+    :attr:`body`, :attr:`decoder` and :attr:`rest` say how to read the body.
+    """
+
+    def __init__(self) -> None:
+        self.conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD_BYTES)
+        #: Bytes fed so far.
+        self.received = 0
+        #: The body's framing (set with the head).
+        self.body: BodyReader = CloseDelimitedBody()
+        #: Undoes the body's Content-Encoding, if any (set with the head).
+        self.decoder: Decoder | None = None
+        #: Body bytes that arrived with the head.
+        self.rest = b""
+
+    def request_bytes(self, url: httpx.URL, headers: Sequence[tuple[str, HeaderValue]]) -> bytes:
+        """The ``GET`` to send (see :func:`get_request_bytes`); call once, first."""
+        return get_request_bytes(self.conn, url, headers)
+
+    def feed(self, data: bytes) -> ResponseHead | None:
+        """The head, once ``data`` completes it; None while more is needed."""
+        conn = self.conn
+        self.received += len(data)
+        conn.receive_data(data)
+        while True:
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                if not self.received:
+                    raise ProtocolError("server disconnected without sending a response") from exc
+                raise ProtocolError(describe_protocol_error(exc)) from exc
+            if event is h11.NEED_DATA:
+                return None
+            if isinstance(event, h11.Response):
+                break
+            if isinstance(event, h11.ConnectionClosed):
+                raise ProtocolError("server disconnected without sending a response")
+            if not isinstance(event, h11.InformationalResponse):  # PAUSED: cannot go on
+                raise ProtocolError("the server sent an invalid HTTP response")
+            # InformationalResponse (1xx): wait for the real one.
+        headers = response_headers(event)
+        encoding = headers.get("content-encoding", "identity").strip().lower()
+        if encoding in DECODABLE:
+            self.decoder = Decoder(encoding)
+        elif encoding not in ("identity", ""):
+            raise ProtocolError(
+                f"the server sent the body with an unsupported Content-Encoding {encoding[:40]!r}"
+            )
+        # From here on the body is read without h11 (see _http_body.py for why).
+        self.body = body_reader(headers)
+        self.rest = conn.trailing_data[0]
+        return ResponseHead(event.status_code, event.reason.decode("latin-1"), headers)
+
+
 class Http11Stream:
     """One HTTP/1.1 connection carrying one GET and its (endless) response.
 
@@ -282,9 +344,7 @@ class Http11Stream:
 
     def __init__(self, stream: trio.abc.Stream) -> None:
         self._stream = stream
-        self._conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD_BYTES)
         self._decoder: Decoder | None = None
-        self._received = 0  # bytes, until the response head is in
         self._body: BodyReader = CloseDelimitedBody()
         self._pending = b""  # body bytes that came in with the head
 
@@ -297,29 +357,13 @@ class Http11Stream:
         self, url: httpx.URL, headers: Sequence[tuple[str, HeaderValue]]
     ) -> ResponseHead:
         """Send ``GET url`` with ``headers`` (Host is added) and read the response head."""
-        conn = self._conn
-        await self._stream.send_all(get_request_bytes(conn, url, headers))
-        while True:
-            event = await self._next_event()
-            if isinstance(event, h11.Response):
-                break
-            if isinstance(event, h11.ConnectionClosed):
-                raise ProtocolError("server disconnected without sending a response")
-            if not isinstance(event, h11.InformationalResponse):  # PAUSED: cannot go on
-                raise ProtocolError("the server sent an invalid HTTP response")
-            # InformationalResponse (1xx): wait for the real one.
-        headers_ = response_headers(event)
-        encoding = headers_.get("content-encoding", "identity").strip().lower()
-        if encoding in DECODABLE:
-            self._decoder = Decoder(encoding)
-        elif encoding not in ("identity", ""):
-            raise ProtocolError(
-                f"the server sent the body with an unsupported Content-Encoding {encoding[:40]!r}"
-            )
-        # From here on the body is read without h11 (see _http_body.py for why).
-        self._body = body_reader(headers_)
-        self._pending = conn.trailing_data[0]
-        return ResponseHead(event.status_code, event.reason.decode("latin-1"), headers_)
+        reader = HeadReader()
+        await self._stream.send_all(reader.request_bytes(url, headers))
+        head = None
+        while head is None:
+            head = reader.feed(cast(bytes, await self._stream.receive_some(_READ_SIZE)))
+        self._body, self._decoder, self._pending = reader.body, reader.decoder, reader.rest
+        return head
 
     async def receive(self) -> bytes:
         """The next bytes of the body as they arrive; ``b""`` once it has ended.
@@ -353,23 +397,3 @@ class Http11Stream:
     async def aclose(self) -> None:
         """Close the connection at once (no TLS close_notify wait)."""
         await trio.aclose_forcefully(self._stream)
-
-    async def _next_event(self) -> h11.Event | type[h11.PAUSED]:
-        while True:
-            try:
-                event = self._conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                if not self._received:
-                    raise ProtocolError("server disconnected without sending a response") from exc
-                raise ProtocolError(describe_protocol_error(exc)) from exc
-            if event is not h11.NEED_DATA:
-                return event  # type: ignore[return-value]
-            await self._receive_some()
-
-    async def _receive_some(self) -> None:
-        data = await self._stream.receive_some(_READ_SIZE)
-        self._received += len(data)
-        try:
-            self._conn.receive_data(cast(bytes, data))
-        except h11.RemoteProtocolError as exc:  # pragma: no cover - h11 defers to next_event
-            raise ProtocolError(describe_protocol_error(exc)) from exc
