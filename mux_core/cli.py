@@ -15,11 +15,16 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 
 from .errors import ConfigError, PluginError
 from .plugins import PluginManager
+from .shard import Shard, parse_shard, select_shard
+
+if TYPE_CHECKING:
+    from .config import Config
 
 __all__ = ["main"]
 
@@ -41,6 +46,13 @@ def _positive_seconds(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
     return value
+
+
+def _shard_arg(text: str) -> Shard:
+    try:
+        return parse_shard(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -69,6 +81,13 @@ def _parser() -> argparse.ArgumentParser:
         help="stop cleanly after this many seconds",
     )
     run.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+    run.add_argument(
+        "--shard",
+        type=_shard_arg,
+        metavar="I/N",
+        help="run only the sources of shard I of N (crc32 of the source name mod N), "
+        "so N collectors split one config; overrides the config's shard key",
+    )
     run.add_argument(
         "--fail-on",
         choices=("info", "warning", "critical"),
@@ -115,7 +134,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(
-                Path(args.config), duration=args.duration, quiet=args.quiet, fail_on=args.fail_on
+                Path(args.config),
+                duration=args.duration,
+                quiet=args.quiet,
+                fail_on=args.fail_on,
+                shard=args.shard,
             )
         if args.command == "check":
             return _check(Path(args.config), probe=args.probe)
@@ -152,7 +175,14 @@ def setup_logging(*, quiet: bool = False) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-def _run(path: Path, *, duration: float | None, quiet: bool, fail_on: str | None = None) -> int:
+def _run(
+    path: Path,
+    *,
+    duration: float | None,
+    quiet: bool,
+    fail_on: str | None = None,
+    shard: Shard | None = None,
+) -> int:
     from .config import load_config
     from .engine import Engine
     from .events import Severity
@@ -160,6 +190,7 @@ def _run(path: Path, *, duration: float | None, quiet: bool, fail_on: str | None
     setup_logging(quiet=quiet)
     plugins = load_plugins()
     config = load_config(path, plugins)
+    config = _select_shard(config, shard or config.shard)
     engine = Engine(
         config,
         plugins,
@@ -179,6 +210,20 @@ def _run(path: Path, *, duration: float | None, quiet: bool, fail_on: str | None
         ", ".join(f"{name} {state.value}" for name, state in result.final_states.items()),
     )
     return result.exit_code
+
+
+def _select_shard(config: Config, shard: Shard | None) -> Config:
+    if shard is None:
+        return config
+    selected = select_shard(config, shard)
+    logging.getLogger("mux").info(
+        "shard %s: %d of the %d sources: %s",
+        shard,
+        len(selected.sources),
+        len(config.sources),
+        ", ".join(source.name for source in selected.sources) or "none",
+    )
+    return selected
 
 
 def _check(path: Path, *, probe: bool) -> int:

@@ -48,6 +48,7 @@ from ._toml_positions import KeyPath, key_lines, line_of
 from .errors import ConfigError
 from .plugins import PluginManager, Provided
 from .retry import RetryPolicy
+from .shard import Shard, parse_shard
 from .sinks import Overflow
 
 __all__ = [
@@ -60,7 +61,7 @@ __all__ = [
     "render_config",
 ]
 
-_TOP_KEYS = ("retry", "sources", "sinks", "processors")
+_TOP_KEYS = ("retry", "sources", "sinks", "processors", "shard")
 _SOURCE_KEYS = ("name", "transport", "retry")
 _SINK_KEYS = ("type", "name", "overflow", "buffer", "on_error")
 _PROCESSOR_KEYS = ("type", "sources")
@@ -139,6 +140,9 @@ class Config:
     secrets: frozenset[str]
     #: The ``[[processors]]`` tables, in file order.
     processors: tuple[ProcessorConfig, ...] = ()
+    #: ``shard = "I/N"``: run only the sources of shard I of N (see mux_core.shard);
+    #: ``mux run --shard`` overrides it.
+    shard: Shard | None = None
 
 
 def load_config(
@@ -209,6 +213,7 @@ class _Loader:
         sources = self._sources(data, retry_raw)
         sinks = self._sinks(data)
         processors = self._processors(data, [source.name for source in sources])
+        shard = self._shard(data)
         self._raise_errors()
         return Config(
             path=self._path,
@@ -218,7 +223,17 @@ class _Loader:
             sinks=tuple(sinks),
             secrets=frozenset(self._secrets),
             processors=tuple(processors),
+            shard=shard,
         )
+
+    def _shard(self, data: dict[str, Any]) -> Shard | None:
+        if "shard" not in data:
+            return None
+        try:
+            return parse_shard(data["shard"])
+        except ValueError as exc:
+            self._fail(("shard",), str(exc))
+            return None
 
     # -- text ----------------------------------------------------------------
 
@@ -598,7 +613,10 @@ class _Loader:
 def render_config(config: Config) -> str:
     """The resolved config as TOML, secrets shown as ``***`` (``mux check``)."""
     secrets = config.secrets
-    lines = [f'# {config.path}: the resolved config; secrets are shown as "***"', "", "[retry]"]
+    lines = [f'# {config.path}: the resolved config; secrets are shown as "***"', ""]
+    if config.shard is not None:
+        lines += [f'shard = "{config.shard}"', ""]
+    lines.append("[retry]")
     lines += _render_fields(config.retry, secrets)
     for source in config.sources:
         lines += ["", "[[sources]]", f"name = {_toml_string(source.name)}"]
