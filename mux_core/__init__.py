@@ -51,6 +51,7 @@ from .plugins import PluginFailure, PluginInfo, PluginManager, Provided
 from .processors import FieldReader, Processor, ProcessorChain, ProcessorContext
 from .retry import RetryPolicy
 from .session import RawEvent, ResumeState, Session, SharedResources, Transport
+from .shard import Shard, parse_shard, select_shard, shard_of
 from .sinks import Overflow, Sink, SinkChannel, SinkContext, SourceInfo
 from .supervisor import Supervisor
 
@@ -88,6 +89,7 @@ __all__ = [
     "Session",
     "SessionError",
     "Severity",
+    "Shard",
     "SharedResources",
     "Sink",
     "SinkChannel",
@@ -109,8 +111,11 @@ __all__ = [
     "is_json",
     "load_config",
     "parse_config",
+    "parse_shard",
     "record_to_dict",
     "render_config",
+    "select_shard",
+    "shard_of",
 ]
 
 
