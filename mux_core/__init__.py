@@ -46,7 +46,7 @@ from .events import (
     record_to_dict,
 )
 from .hookspecs import hookimpl, hookspec
-from .payload import JsonFields, Payload, decode_payload, is_json
+from .payload import JsonFields, decode_payload, is_json, keep_raw
 from .plugins import PluginFailure, PluginInfo, PluginManager, Provided
 from .processors import FieldReader, Processor, ProcessorChain, ProcessorContext
 from .retry import RetryPolicy
@@ -69,7 +69,6 @@ __all__ = [
     "JsonFields",
     "MuxError",
     "Overflow",
-    "Payload",
     "PluginError",
     "PluginFailure",
     "PluginInfo",
@@ -109,6 +108,7 @@ __all__ = [
     "hookimpl",
     "hookspec",
     "is_json",
+    "keep_raw",
     "load_config",
     "parse_config",
     "parse_shard",

@@ -15,9 +15,9 @@ The records are ``msgspec.Struct`` classes: frozen, slotted, compared and
 hashed by value, built in about 0.1 µs (the attrs constructor took 2 µs) and
 encoded to JSON Lines by msgspec in one call per batch, with each record's
 ``"type"`` key written from its class (the struct *tag*). An Event's payload
-may be kept as the bytes that arrived (:class:`~mux_core.payload.Payload`):
-``event.data`` decodes it on first access, and :func:`encode_jsonl` splices
-the bytes into the line when they are JSON. See docs/hooks.md, "Records".
+may be kept as the JSON bytes that arrived (a ``msgspec.Raw``, see
+:mod:`mux_core.payload`): :func:`encode_jsonl` splices them into the line,
+and ``event.data`` decodes them on first access. See docs/hooks.md, "Records".
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from typing import Any, TypeAlias
 
 import msgspec
 
-from .payload import Payload
+from .payload import decode_payload, keep_raw
 
 __all__ = [
     "Alert",
@@ -88,9 +88,8 @@ class Event(
     """One message received from a source.
 
     Build it positionally: ``Event(source, transport, event, id, data,
-    received_at, seq)``. ``data`` may be a :class:`~mux_core.payload.Payload`
-    (bytes decoded on first access) or any decoded value; ``event.data`` is
-    always the decoded value.
+    received_at, seq)``, or with :meth:`from_bytes` for a payload as received.
+    ``event.data`` is always the decoded value.
     """
 
     #: The source's unique name from the config.
@@ -101,24 +100,89 @@ class Event(
     event: str
     #: The last event id in effect (SSE) or the ``id_field`` value as a string; None if none.
     id: str | None
-    # The payload: a Payload (raw bytes, decoded lazily) or the decoded value.
+    # The payload: a msgspec.Raw (JSON bytes as received, not decoded yet) or
+    # the decoded value. Written as "data" in the JSON Lines record.
     _payload: Any
     #: Wall-clock time (``time.time()``) when mux received it.
     received_at: float
     #: A per-source counter assigned by the core, starting at 1.
     seq: int
 
+    @classmethod
+    def from_bytes(
+        cls,
+        source: str,
+        transport: str,
+        event: str,
+        id: str | None,
+        payload: bytes,
+        received_at: float,
+        seq: int,
+    ) -> Event:
+        """An Event whose payload is kept as received (see :func:`~mux_core.payload.keep_raw`)."""
+        return cls(source, transport, event, id, keep_raw(payload), received_at, seq)
+
     @property
     def data(self) -> Any:
-        """The payload: decoded JSON when it is JSON, else the text (decoded once, cached)."""
+        """The payload: decoded JSON when it is JSON, else the text.
+
+        Raw JSON is decoded on first access and the value replaces it in the
+        record (a cache, not a change: the record compares, hashes and is
+        written the same before and after; only the bytes a file gets may be
+        re-encoded from the value, e.g. ``1.10`` as ``1.1``).
+        """
         payload = self._payload
-        return payload.value if type(payload) is Payload else payload
+        if type(payload) is msgspec.Raw:
+            payload = decode_payload(payload)
+            _set_payload(self, payload)
+        return payload
 
     @property
     def raw(self) -> bytes | None:
-        """The payload's bytes as received, when the transport kept them; else None."""
+        """The payload's JSON bytes as received, while not yet decoded; else None."""
         payload = self._payload
-        return payload.raw if type(payload) is Payload else None
+        return bytes(payload) if type(payload) is msgspec.Raw else None
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not Event:
+            return NotImplemented
+        return (
+            self.seq == other.seq
+            and self.source == other.source
+            and self.transport == other.transport
+            and self.event == other.event
+            and self.id == other.id
+            and self.received_at == other.received_at
+            and _same_payload(self._payload, other._payload)
+        )
+
+    def __ne__(self, other: object) -> bool:
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
+
+    def __hash__(self) -> int:
+        payload = self._payload
+        if type(payload) is msgspec.Raw:
+            payload = decode_payload(payload)
+        fields = (self.source, self.transport, self.event, self.id, payload)
+        return hash((*fields, self.received_at, self.seq))
+
+
+# Event is frozen; its payload slot is written once more only by ``data``,
+# to cache the decoded value in place of the raw JSON (the field's own slot
+# descriptor, as attrs' frozen classes use object.__setattr__ in __init__).
+_set_payload = Event.__dict__["_payload"].__set__
+
+
+def _same_payload(a: Any, b: Any) -> bool:
+    raw_a, raw_b = type(a) is msgspec.Raw, type(b) is msgspec.Raw
+    if raw_a and raw_b and a == b:
+        return True
+    if raw_a:
+        a = decode_payload(a)
+    if raw_b:
+        b = decode_payload(b)
+    return bool(a == b)
 
 
 class Status(msgspec.Struct, frozen=True, gc=False, tag_field="type", tag="status"):
@@ -179,8 +243,6 @@ def record_to_dict(record: Record) -> dict[str, Any]:
 
 
 def _enc_hook(obj: Any) -> Any:
-    if type(obj) is Payload:
-        return obj.as_json()
     tolist = getattr(obj, "tolist", None)  # numpy arrays and scalars
     if callable(tolist):
         return tolist()
@@ -214,8 +276,7 @@ def _encode_one(record: Record) -> bytes:
         return _encoder.encode(record) + b"\n"
     except (TypeError, ValueError, RecursionError, msgspec.EncodeError):
         assert type(record) is Event
-        raw = record.raw
-        text = raw.decode("utf-8", "replace") if raw is not None else _safe_repr(record.data)
+        text = _safe_repr(record.data)
         _log.warning(
             "event %s/%s: payload written as text (it cannot be encoded as JSON)",
             record.source,
@@ -266,7 +327,7 @@ def decode_jsonl(line: bytes | str) -> Record:
             decoded.transport,
             decoded.event,
             decoded.id,
-            Payload(bytes(decoded.data)),
+            decoded.data,
             decoded.received_at,
             decoded.seq,
         )

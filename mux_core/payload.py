@@ -4,20 +4,21 @@ Most records are written somewhere (a JSON Lines file, a Redis stream) by a
 sink that never looks inside their payload. Decoding every payload to Python
 objects and encoding the same objects back to the same JSON cost two thirds
 of ``mux run``'s time (issue 9), so a transport hands its payloads over as
-``bytes`` and the core wraps them in a :class:`Payload`:
+``bytes`` and the core keeps them (:func:`keep_raw`):
 
-* ``Event.data`` decodes on first access, once (the value is cached): JSON
-  when the bytes are JSON, else the text (invalid UTF-8 becomes U+FFFD).
-  The bare literals ``NaN``, ``Infinity`` and ``-Infinity`` that Python's
-  ``json.dumps`` writes are read as numbers: trainers really send them.
-* a JSON-writing sink splices the original bytes into its line when they are
-  valid JSON (checked without building objects: msgspec skims them at about
-  0.3 µs per 200 bytes, a third of a full decode) and one line long; a
-  payload that is not JSON is written as a JSON string, as before.
+* bytes that are one line of valid JSON are kept as they are (a
+  ``msgspec.Raw``), and a JSON-writing sink splices them into its line;
+  validity is checked without building objects (msgspec skims them at about
+  0.3 µs per 200 bytes, a third of a full decode);
+* ``Event.data`` decodes such a payload on first access, once;
+* anything else is decoded at once: text (invalid UTF-8 becomes U+FFFD), or
+  JSON with the bare literals ``NaN``, ``Infinity``, ``-Infinity`` that
+  Python's ``json.dumps`` writes -- trainers really send them, and they are
+  read as numbers.
 
-The decision "is this JSON?" is made by one library (msgspec) both for the
-value a sink sees and for the bytes the file holds, so the two never
-disagree about a payload's type.
+One library (msgspec) decides "is this JSON?" both for the value a sink sees
+and for the bytes the file holds, so the two never disagree about a
+payload's type.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["JsonFields", "Payload", "decode_payload", "is_json"]
+__all__ = ["JsonFields", "decode_payload", "is_json", "keep_raw"]
 
 _skim = msgspec.json.Decoder(msgspec.Raw).decode
 _decode = msgspec.json.decode
@@ -36,12 +37,14 @@ _NOT_JSON = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
 _UNSET: Any = object()
 
 
-def decode_payload(raw: bytes) -> Any:
+def decode_payload(raw: bytes | msgspec.Raw) -> Any:
     """The value of a payload: its JSON when it is JSON, else its text."""
     try:
         return _decode(raw)
     except _NOT_JSON:
         pass
+    if type(raw) is msgspec.Raw:
+        raw = bytes(raw)
     lenient = _lenient(raw)
     if lenient is not _UNSET:
         return lenient
@@ -81,53 +84,24 @@ def _lenient(raw: bytes) -> Any:
         return _UNSET
 
 
-class Payload:
-    """A payload as received (``raw``), decoded on first access of :attr:`value`.
+def keep_raw(raw: bytes) -> Any:
+    """What an Event keeps of payload bytes: the bytes themselves, as a
+    ``msgspec.Raw``, when they are one line of valid UTF-8 JSON (a JSON
+    encoder splices them into its line as they are); else the decoded value
+    (the text, or JSON with NaN/Infinity literals).
 
-    Equal to another payload (or to a plain value) when the decoded values
-    are equal, and hashes as its value: an Event carrying a Payload compares
-    and hashes exactly like one carrying the decoded data.
+    Checked without building objects: msgspec skims the JSON (~0.3 µs per
+    200 bytes); ``10 in raw`` is a memchr (``b"\\n" in raw`` costs 4x more).
     """
-
-    __slots__ = ("_value", "raw")
-
-    def __init__(self, raw: bytes) -> None:
-        #: The bytes the transport received, untouched.
-        self.raw = raw
-        self._value: Any = _UNSET
-
-    @property
-    def value(self) -> Any:
-        """The decoded value (cached): JSON when the bytes are JSON, else text."""
-        value = self._value
-        if value is _UNSET:
-            value = self._value = decode_payload(self.raw)
-        return value
-
-    def as_json(self) -> Any:
-        """What a JSON encoder should write: the raw bytes when they can be
-        spliced into a line as they are, else the decoded value."""
-        raw = self.raw
-        if b"\n" not in raw and b"\r" not in raw:
-            try:
-                spliced = _skim(raw)
-            except _NOT_JSON:
-                pass
-            else:
-                if raw.isascii() or _is_utf8(raw):
-                    return spliced
-        return self.value
-
-    def __eq__(self, other: object) -> bool:
-        if type(other) is Payload:
-            return self.raw == other.raw or self.value == other.value
-        return bool(self.value == other)
-
-    def __hash__(self) -> int:
-        return hash(self.value)
-
-    def __repr__(self) -> str:
-        return f"Payload({self.raw!r})"
+    if 10 in raw or 13 in raw:  # a line break would split the JSON Lines record
+        return decode_payload(raw)
+    try:
+        kept = _skim(raw)
+    except _NOT_JSON:
+        return decode_payload(raw)
+    if raw.isascii() or _is_utf8(raw):
+        return kept
+    return decode_payload(raw)
 
 
 def _is_utf8(raw: bytes) -> bool:

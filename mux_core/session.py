@@ -35,7 +35,7 @@ import attrs
 import trio
 
 from .events import Event, Record, State, Status
-from .payload import Payload
+from .payload import keep_raw
 
 __all__ = [
     "RawEvent",
@@ -190,7 +190,7 @@ class Session:
         for event, id_, data in items:
             seq += 1
             if type(data) is bytes:
-                data = Payload(data)
+                data = keep_raw(data)
             append(Event(source, transport, event, id_, data, now, seq))
         if not batch:
             return False

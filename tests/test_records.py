@@ -31,7 +31,7 @@ from mux_core.events import (
     encode_jsonl,
     record_to_dict,
 )
-from mux_core.payload import JsonFields, Payload, decode_payload, is_json
+from mux_core.payload import JsonFields, decode_payload, is_json, keep_raw
 from mux_core.session import RawEvent, ResumeState, Session, SharedResources
 
 _FIELDS = ("s", "rest", "message", "42", {"step": 42, "loss": 0.31}, 1764250000.123, 17)
@@ -43,30 +43,32 @@ def _lines(records: Sequence[Record]) -> list[dict[str, Any]]:
 
 
 def test_an_event_with_raw_bytes_equals_and_hashes_like_one_with_the_data() -> None:
-    raw = Event(*_FIELDS[:4], Payload(_RAW), *_FIELDS[5:])
+    raw = Event(*_FIELDS[:4], keep_raw(_RAW), *_FIELDS[5:])
     decoded = Event(*_FIELDS)
+    assert raw.raw == _RAW and decoded.raw is None
     assert raw == decoded and decoded == raw
     assert not raw != decoded  # noqa: SIM202 -- __ne__ is its own method
     assert raw.data == {"step": 42, "loss": 0.31}
     assert record_to_dict(raw) == record_to_dict(decoded)
-    assert raw.raw == _RAW and decoded.raw is None
     # As with any frozen record: a list or dict payload makes the event unhashable.
     with pytest.raises(TypeError):
-        hash(Event("s", "rest", "message", "7", Payload(b"[1, 2]"), 2.5, 7))
-    text = Event("s", "sse", "message", None, Payload(b"plain text"), 1.0, 1)
+        hash(Event("s", "rest", "message", "7", keep_raw(b"[1, 2]"), 2.5, 7))
+    text = Event("s", "sse", "message", None, keep_raw(b"plain text"), 1.0, 1)
     assert hash(text) == hash(Event("s", "sse", "message", None, "plain text", 1.0, 1))
     assert {text: 1}[Event("s", "sse", "message", None, "plain text", 1.0, 1)] == 1
 
 
 def test_data_is_decoded_once_and_cached() -> None:
-    payload = Payload(_RAW)
-    event = Event("s", "sse", "message", None, payload, 1.0, 1)
+    event = Event.from_bytes("s", "sse", "message", None, _RAW, 1.0, 1)
+    before = encode_jsonl([event])
+    assert event.raw == _RAW
     first = event.data
     assert event.data is first  # the same object: decoded once
+    assert json.loads(encode_jsonl([event])) == json.loads(before)
 
 
 def test_records_are_frozen_slotted_and_copyable() -> None:
-    event = Event(*_FIELDS[:4], Payload(_RAW), *_FIELDS[5:])
+    event = Event(*_FIELDS[:4], keep_raw(_RAW), *_FIELDS[5:])
     with pytest.raises(AttributeError):
         event.seq = 8  # type: ignore[misc]
     with pytest.raises(AttributeError):
@@ -95,7 +97,7 @@ def test_records_are_frozen_slotted_and_copyable() -> None:
 )
 def test_payloads_decode_as_json_when_they_are_json_else_as_text(raw: bytes, data: Any) -> None:
     assert decode_payload(raw) == data
-    assert Event("s", "sse", "message", None, Payload(raw), 1.0, 1).data == data
+    assert Event("s", "sse", "message", None, keep_raw(raw), 1.0, 1).data == data
 
 
 def test_the_bare_literals_python_writes_are_numbers() -> None:
@@ -108,7 +110,7 @@ def test_the_bare_literals_python_writes_are_numbers() -> None:
 
 def test_the_file_holds_exactly_the_design_keys() -> None:
     records: list[Record] = [
-        Event("train", "sse", "metric", "42", Payload(b'{"step":42,"loss":0.31}'), 1.5, 17),
+        Event("train", "sse", "metric", "42", keep_raw(b'{"step":42,"loss":0.31}'), 1.5, 17),
         Status("train", "sse", State.SERVER_UNAVAILABLE, 2, 1.7, "connection refused", 2.5),
         Alert("train", "sse", "nonfinite", Severity.CRITICAL, "loss is NaN", 4101, 3.0),
     ]
@@ -144,7 +146,7 @@ def test_the_file_holds_exactly_the_design_keys() -> None:
 
 def test_a_json_payload_is_spliced_byte_for_byte() -> None:
     raw = b'{"z":1,  "a":[1.10, 2e3]}'  # key order, spacing and number forms kept
-    line = encode_jsonl([Event("s", "sse", "message", None, Payload(raw), 1.0, 1)])
+    line = encode_jsonl([Event("s", "sse", "message", None, keep_raw(raw), 1.0, 1)])
     assert b'"data":' + raw + b',"received_at"' in line
 
 
@@ -162,8 +164,8 @@ def test_a_json_payload_is_spliced_byte_for_byte() -> None:
 )
 def test_odd_payloads_never_break_a_line_or_the_sink(raw: bytes, written: Any) -> None:
     batch = [
-        Event("s", "sse", "message", None, Payload(raw), 1.0, 1),
-        Event("s", "sse", "message", None, Payload(b"1"), 1.0, 2),
+        Event("s", "sse", "message", None, keep_raw(raw), 1.0, 1),
+        Event("s", "sse", "message", None, keep_raw(b"1"), 1.0, 2),
     ]
     data = encode_jsonl(batch)
     lines = data.splitlines()
@@ -189,7 +191,7 @@ def test_decoded_data_that_cannot_be_encoded_is_written_as_text() -> None:
 
 def test_a_line_decodes_back_to_an_equal_record() -> None:
     records: list[Record] = [
-        Event("train", "sse", "metric", "42", Payload(b'{"step":42}'), 1.5, 17),
+        Event("train", "sse", "metric", "42", keep_raw(b'{"step":42}'), 1.5, 17),
         Event("train", "sse", "metric", None, "text", 1.5, 18),
         Status("train", "sse", State.CONNECTED, 1, None, "", 2.5),
         Alert("train", "sse", "stall", Severity.WARNING, "no events for 60 s", None, 3.0),
@@ -262,6 +264,7 @@ async def test_emit_numbers_stamps_and_remembers_the_last_id() -> None:
     assert session.events == 7
     assert [len(b) for b in sent.batches] == [4, 2, 1]  # empty reads send nothing
     events = [r for b in sent.batches for r in b]
+    assert events[0].raw == b'{"n": 1}'  # bytes are kept, not decoded
     assert [(e.source, e.transport) for e in events] == [("src", "rest")] * 7
     assert [(e.event, e.id, e.data, e.seq) for e in events] == [
         ("message", "1", {"n": 1}, 11),
@@ -272,7 +275,6 @@ async def test_emit_numbers_stamps_and_remembers_the_last_id() -> None:
         ("message", "6", {"n": 6}, 16),
         ("message", None, 7, 17),
     ]
-    assert events[0].raw == b'{"n": 1}'  # bytes are kept, not decoded
     stamps = [{e.received_at for e in b} for b in sent.batches]
     assert all(len(s) == 1 for s in stamps)
     assert stamps[0].pop() <= stamps[1].pop() <= stamps[2].pop()
