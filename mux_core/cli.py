@@ -117,6 +117,22 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--ws-port", type=int, default=8889)
         sub.add_argument("--rest-port", type=int, default=8890)
         sub.add_argument("--rate", type=float, default=10.0, help="training steps per second")
+        if name == "serve-demo":
+            sub.add_argument(
+                "--nan-at",
+                type=int,
+                default=0,
+                metavar="STEP",
+                help="fault switch: the loss is NaN from this step on (a nonfinite alert)",
+            )
+            sub.add_argument(
+                "--restart-at",
+                type=int,
+                default=0,
+                metavar="STEP",
+                help="fault switch: at this step the trainer starts over at step 1 "
+                "(a restart alert)",
+            )
         if name == "demo":
             sub.add_argument(
                 "--view",
@@ -293,6 +309,8 @@ def _serve_demo(args: argparse.Namespace) -> int:
             ws_port=args.ws_port,
             rest_port=args.rest_port,
             rate=args.rate,
+            nan_at=args.nan_at,
+            restart_at=args.restart_at,
         )
     )
 

@@ -24,6 +24,7 @@ faults scripted: the same code the transports are tested against.
 from __future__ import annotations
 
 import errno
+import json
 import math
 import random
 import signal
@@ -97,6 +98,11 @@ class DemoOptions:
     steps: int = attrs.field(default=0, validator=_not_negative)
     #: Seed of the noise, for a reproducible run (None = random).
     seed: int | None = None
+    #: Fault switch: from this step on the loss is NaN (0 = never); alerts to watch.
+    nan_at: int = attrs.field(default=0, validator=_not_negative)
+    #: Fault switch: at this step the trainer starts over at step 1, ids again from
+    #: "1", as a restarted trainer does (0 = never).
+    restart_at: int = attrs.field(default=0, validator=_not_negative)
 
 
 @attrs.frozen
@@ -211,10 +217,15 @@ async def serve_demo(
         total = options.steps or _DEFAULT_TOTAL_STEPS
         start = trio.current_time()
         step = 0
-        while options.steps == 0 or step < options.steps:
+        ticks = 0
+        restarted = False
+        while options.steps == 0 or ticks < options.steps:
             step += 1
+            ticks += 1
+            if step == options.restart_at and not restarted:
+                restarted, step = True, 1
             # the step clock: no drift, and a slow moment is caught up at once
-            await trio.sleep_until(start + step / options.rate)
+            await trio.sleep_until(start + ticks / options.rate)
             for event, data in _step_records(step, rng, options, total):
                 await _publish(sse, ws, rest, step, event, data)
 
@@ -222,7 +233,10 @@ async def serve_demo(
 def _step_records(
     step: int, rng: random.Random, options: DemoOptions, total: int
 ) -> list[tuple[str, dict[str, float | int]]]:
-    records = [("metric", training_record(step, rng, total_steps=total))]
+    metric = training_record(step, rng, total_steps=total)
+    if options.nan_at and step >= options.nan_at:
+        metric["loss"] = math.nan
+    records = [("metric", metric)]
     if options.eval_every and step % options.eval_every == 0:
         records.append(("eval", eval_record(step, rng)))
     return records
@@ -237,6 +251,13 @@ async def _publish(
     data: dict[str, float | int],
 ) -> None:
     event_id = str(step) if event == "metric" else f"{step}-{event}"
+    if any(isinstance(v, float) and not math.isfinite(v) for v in data.values()):
+        # What a Python trainer's json.dumps writes: bare NaN / Infinity literals.
+        text = json.dumps(data)
+        await sse.publish(text, id=event_id, event=event)
+        await rest.publish(text, id=event_id, event=event)
+        await ws.publish(json.dumps({"id": event_id, "event": event, **data}))
+        return
     await sse.publish(data, id=event_id, event=event)
     await rest.publish(data, id=event_id, event=event)
     await ws.publish({"id": event_id, "event": event, **data})

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import json
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from itertools import repeat
 from typing import Any
@@ -186,8 +187,8 @@ class RestTransport:
             return
         _check_status(response)
         try:
-            body = orjson.loads(response.content)
-        except orjson.JSONDecodeError as exc:
+            body = _loads(response.content)
+        except ValueError as exc:
             raise ServerUnavailable(_not_json(response)) from exc
         items = _extract_items(body, opts.items)
         await session.connected()
@@ -289,6 +290,17 @@ def _after_last(ids: Sequence[str | None], last_id: str | None) -> int:
     if last_id is None or last_id not in ids:
         return 0
     return len(ids) - ids[::-1].index(last_id)
+
+
+def _loads(content: bytes) -> Any:
+    """The JSON body; with the bare ``NaN`` / ``Infinity`` literals Python's
+    ``json.dumps`` writes read as numbers (trainers send them)."""
+    try:
+        return orjson.loads(content)
+    except orjson.JSONDecodeError:
+        if b"NaN" not in content and b"Infinity" not in content:
+            raise
+        return json.loads(content)
 
 
 def _string_ids(items: list[Any], id_field: str | None) -> list[str] | None:
