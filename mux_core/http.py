@@ -50,6 +50,7 @@ from ._http11 import (
     REDIRECT_STATUSES,
     Http11Stream,
     ResponseHead,
+    _is_https_upgrade,
     describe_protocol_error,
     header_value,
     origin,
@@ -109,9 +110,39 @@ def client_key(verify: bool = True) -> str:
 CLIENT_SHARDS = 1024
 
 
+class _RedirectSafeClient(httpx.AsyncClient):
+    """httpx following redirects by mux's rules (those of :func:`redirected`).
+
+    httpx drops only ``Authorization`` and ``Cookie`` on the way to another
+    origin and follows https -> http; mux sends on nothing but
+    :data:`CROSS_ORIGIN_HEADERS` and refuses the downgrade. These are
+    httpx's own redirect hooks (private, stable since 0.18); the proxied
+    redirect tests in tests/test_hostile_http.py fail should they change.
+    """
+
+    def _redirect_url(self, request: httpx.Request, response: httpx.Response) -> httpx.URL:
+        url = super()._redirect_url(request, response)
+        if request.url.scheme == "https" and url.scheme == "http":
+            raise httpx.UnsupportedProtocol(
+                f"refused a redirect from https to plain http ({str(url)[:200]}): "
+                "it would send the request unencrypted",
+                request=request,
+            )
+        return url
+
+    def _redirect_headers(
+        self, request: httpx.Request, url: httpx.URL, method: str
+    ) -> httpx.Headers:
+        headers = super()._redirect_headers(request, url, method)
+        if origin(url) == origin(request.url) or _is_https_upgrade(request.url, url):
+            return headers
+        kept = [(k, v) for k, v in headers.raw if k.lower().decode() in CROSS_ORIGIN_HEADERS]
+        return httpx.Headers([(b"Host", url.netloc), *kept])
+
+
 def make_client(*, verify: bool | ssl.SSLContext = True) -> httpx.AsyncClient:
     """A client for many long-lived streams; an async context manager."""
-    return httpx.AsyncClient(
+    return _RedirectSafeClient(
         verify=verify,
         limits=httpx.Limits(
             max_connections=None, max_keepalive_connections=100, keepalive_expiry=30.0

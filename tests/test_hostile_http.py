@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import pytest
 from hostile_helpers import (
     PeakRss,
@@ -440,3 +441,46 @@ async def test_rest_a_cross_origin_redirect_sends_no_configured_header() -> None
     assert origin.requests[0].headers[b"x-api-key"] == b"secret"
     assert b"x-api-key" not in target.requests[0].headers
     assert_still_retrying(records)
+
+
+# -- through a proxy (httpx): the same rules ----------------------------------------
+
+
+async def test_through_a_proxy_ids_are_sent_and_redirects_keep_secrets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The hostile server plays the proxy: it answers the absolute-form
+    requests itself, so the stream's hosts need not exist."""
+    first: Plan = [Send(sse_head()), Send("id: café \ndata: 1\n\n".encode()), Hangup()]
+    hop: Plan = [
+        Send(http_head(302, {"Location": "http://elsewhere.invalid/x", "Content-Length": "0"}))
+    ]
+    async with serve_hostile(first, hop, GOOD_SSE) as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.base)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        transport = sse("http://trainer.invalid:8888/events", headers={"X-Api-Key": "secret"})
+        records = await watch(transport, event_data("after"))
+    resumed, redirected = proxy.requests[1], proxy.requests[2]
+    assert resumed.line == "GET http://trainer.invalid:8888/events HTTP/1.1"
+    assert resumed.headers[b"last-event-id"] == "café%20".encode()
+    assert resumed.headers[b"x-api-key"] == b"secret"
+    assert redirected.line == "GET http://elsewhere.invalid/x HTTP/1.1"
+    assert b"x-api-key" not in redirected.headers
+    assert b"last-event-id" not in redirected.headers
+    assert_still_retrying(records)
+
+
+def test_the_shared_httpx_client_refuses_an_https_to_http_redirect() -> None:
+    from mux_core.http import make_client
+
+    client = make_client()
+    request = httpx.Request("GET", "https://trainer.example/events")
+    response = httpx.Response(302, headers={"Location": "http://trainer.example/"}, request=request)
+    with pytest.raises(httpx.UnsupportedProtocol, match="refused a redirect from https"):
+        client._redirect_url(request, response)
+    upgrade = httpx.Request("GET", "http://trainer.example/events", headers={"X-Api-Key": "k"})
+    kept = client._redirect_headers(upgrade, httpx.URL("https://trainer.example/e"), "GET")
+    assert kept["x-api-key"] == "k"  # http -> https on the same host: the same server
+    moved = client._redirect_headers(upgrade, httpx.URL("https://other.example/e"), "GET")
+    assert "x-api-key" not in moved and moved["host"] == "other.example"

@@ -39,6 +39,7 @@ from mux_core.http import (
     Http11Stream,
     ProtocolError,
     clean_headers,
+    header_value,
     headers_problem,
     parse_retry_after,
     proxy_for,
@@ -181,9 +182,9 @@ class SseTransport:
         """The same session through the shared httpx client (which speaks to proxies)."""
         opts = self.options
         client = await shared_client(session, verify=opts.verify)
-        headers = dict(self._headers)
-        if session.resume.last_id:
-            headers["Last-Event-ID"] = session.resume.last_id
+        headers = [(name.encode("ascii"), header_value(v)) for name, v in self._headers.items()]
+        if session.resume.last_id:  # any id, sent as _http11 sends it
+            headers.append((b"Last-Event-ID", header_value(session.resume.last_id)))
         try:
             timeout = request_timeout(session.connect_timeout)
             async with client.stream(
