@@ -227,7 +227,8 @@ class _Connection:
         head = event
         headers_ = response_headers(head)
         length = headers_.get("content-length", "").split(",")[0].strip()
-        if length.isascii() and length.isdigit() and int(length) > limit:
+        has_body = head.status_code not in (204, 304)  # (1xx never get here)
+        if has_body and length.isascii() and length.isdigit() and int(length) > limit:
             raise BodyTooLarge(int(limit))  # said so up front: not a byte read
         body = await self._read_body(limit)
         encoding = headers_.get("content-encoding")

@@ -406,6 +406,15 @@ async def test_rest_survives(case: str) -> None:
     assert_still_retrying(records)
 
 
+async def test_rest_a_304_may_name_any_content_length() -> None:
+    """A 304's Content-Length is the unchanged page's: no body follows it."""
+    not_modified: Plan = [Send(http_head(304, {"Content-Length": str(1 << 40)})), Hangup()]
+    async with serve_hostile(not_modified, GOOD_REST) as server:
+        records = await watch(rest(server.url("/metrics"), max_page_bytes=1024), page_event)
+    assert not [s for s in statuses(records) if s.state is State.SERVER_UNAVAILABLE]
+    assert_still_retrying(records)
+
+
 async def test_rest_a_non_ascii_etag_is_echoed_as_sent() -> None:
     etag = b'"caf\xc3\xa9 \xff"'
     first: Plan = [
