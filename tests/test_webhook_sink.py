@@ -1,0 +1,233 @@
+"""The webhook sink against a real HTTP server on 127.0.0.1 (a small h11 server here).
+
+Retries use a fast, jitter-free policy; waits are on the server's request
+events with deadlines. "Down then up" is a port with nobody listening (the
+connection is refused) on which the server then starts.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any
+
+import h11
+import orjson
+import pytest
+import trio
+
+from mux_core import Alert, Event, RetryPolicy, Severity, SinkContext, State, Status
+from mux_webhook import WebhookOptions, WebhookSink
+
+FAST = RetryPolicy(initial_delay=0.05, max_delay=0.2, min_delay=0.05, jitter=0.0)
+
+
+def _alert(n: int, severity: Severity = Severity.CRITICAL, rule: str = "nonfinite") -> Alert:
+    return Alert("train-sse", "sse", rule, severity, f"loss is NaN at step {n}", n, 1.5)
+
+
+class _Receiver:
+    """Answers each POST with the next scripted (status, headers), else 200; keeps bodies."""
+
+    def __init__(self) -> None:
+        self.script: deque[tuple[int, list[tuple[str, str]]]] = deque()
+        self.requests: list[tuple[int, dict[str, str], bytes]] = []
+        self.changed = trio.Event()
+
+    async def wait_for(self, count: int, timeout: float = 10.0) -> None:
+        with trio.fail_after(timeout):
+            while len(self.requests) < count:
+                await self.changed.wait()
+
+    def accepted(self) -> list[Any]:
+        return [orjson.loads(body) for status, _, body in self.requests if status == 200]
+
+    async def handle(self, stream: trio.SocketStream) -> None:
+        conn = h11.Connection(h11.SERVER)
+        headers: dict[str, str] = {}
+        body = b""
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                data = await stream.receive_some(65536)
+                if not data:
+                    return
+                conn.receive_data(data)
+            elif isinstance(event, h11.Request):
+                headers = {k.decode(): v.decode() for k, v in event.headers}
+                body = b""
+            elif isinstance(event, h11.Data):
+                body += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                status, extra = self.script.popleft() if self.script else (200, [])
+                response = h11.Response(
+                    status_code=status, headers=[("content-length", "0"), *extra]
+                )
+                await stream.send_all(conn.send(response) + conn.send(h11.EndOfMessage()))
+                self.requests.append((status, headers, body))
+                self.changed.set()
+                self.changed = trio.Event()
+                conn.start_next_cycle()
+            else:
+                return
+
+
+@asynccontextmanager
+async def _serving(receiver: _Receiver, port: int = 0) -> AsyncIterator[int]:
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(
+            partial(trio.serve_tcp, receiver.handle, port, host="127.0.0.1")
+        )
+        yield listeners[0].socket.getsockname()[1]
+        nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def _sink(port: int, **options: Any) -> AsyncIterator[WebhookSink]:
+    async with trio.open_nursery() as nursery:
+
+        def start_background(fn: Callable[[], Awaitable[Any]]) -> None:
+            nursery.start_soon(fn)
+
+        context = SinkContext(
+            name="hook",
+            config_name="t",
+            sources=(),
+            request_stop=lambda reason: None,
+            start_background=start_background,
+            retry=FAST,
+        )
+        options.setdefault("url", f"http://127.0.0.1:{port}/hook")
+        sink = WebhookSink(WebhookOptions(**options), context)
+        await sink.open()
+        yield sink
+        await sink.aclose()
+        nursery.cancel_scope.cancel()
+
+
+async def test_alerts_are_posted_as_json_records_by_severity() -> None:
+    receiver = _Receiver()
+    async with _serving(receiver) as port, _sink(port, headers={"X-Token": "t0k"}) as sink:
+        event = Event("train-sse", "sse", "metric", "1", {"loss": 0.3}, 1.0, 1)
+        status = Status("train-sse", "sse", State.CONNECTED, 1, None, "", 1.0)
+        info = _alert(2, Severity.INFO)
+        await sink.write([event, status, _alert(1), info, _alert(3, Severity.WARNING, "stall")])
+        await receiver.wait_for(1)
+    (body,) = receiver.accepted()
+    assert body == [
+        {
+            "type": "alert",
+            "source": "train-sse",
+            "transport": "sse",
+            "rule": "nonfinite",
+            "severity": "critical",
+            "message": "loss is NaN at step 1",
+            "seq": 1,
+            "at": 1.5,
+        },
+        {
+            "type": "alert",
+            "source": "train-sse",
+            "transport": "sse",
+            "rule": "stall",
+            "severity": "warning",
+            "message": "loss is NaN at step 3",
+            "seq": 3,
+            "at": 1.5,
+        },
+    ]
+    _, headers, _ = receiver.requests[0]
+    assert headers["content-type"] == "application/json" and headers["x-token"] == "t0k"
+    assert sink.sent == 2 and sink.dropped == 0
+
+
+async def test_events_and_statuses_when_asked_and_the_slack_payload() -> None:
+    receiver = _Receiver()
+    async with (
+        _serving(receiver) as port,
+        _sink(port, format="slack", events=True, statuses=True, min_severity="info") as sink,
+    ):
+        event = Event("train-sse", "sse", "metric", "1", {"loss": 0.3}, 1.0, 1)
+        status = Status("train-sse", "sse", State.SERVER_UNAVAILABLE, 2, 1.0, "HTTP 503", 1.0)
+        await sink.write([event, status, _alert(1), _alert(2, Severity.INFO)])
+        await receiver.wait_for(1)
+    (body,) = receiver.accepted()
+    assert body == {
+        "text": '*train-sse* metric {"loss":0.3}\n'
+        "*train-sse* server_unavailable: HTTP 503\n"
+        ":red_circle: *train-sse* nonfinite (critical): loss is NaN at step 1\n"
+        ":white_check_mark: *train-sse* nonfinite (info): loss is NaN at step 2"
+    }
+
+
+async def test_server_down_then_up_delivers_everything_after_retries() -> None:
+    receiver = _Receiver()
+    with socket.socket() as placeholder:  # bound, not listening: connections are refused
+        placeholder.bind(("127.0.0.1", 0))
+        port = placeholder.getsockname()[1]
+        async with _sink(port) as sink:
+            await sink.write([_alert(1), _alert(2)])
+            with trio.fail_after(10):
+                for _ in range(2):  # refused, backing off, refused again
+                    await sink.request_failed.wait()
+            placeholder.close()
+            async with _serving(receiver, port):  # the receiver comes up on that port
+                await sink.write([_alert(3)])
+                await receiver.wait_for(1)
+                if sum(len(b) for b in receiver.accepted()) < 3:
+                    await receiver.wait_for(2)
+    delivered = [record["seq"] for body in receiver.accepted() for record in body]
+    assert delivered == [1, 2, 3]
+    assert sink.dropped == 0 and sink.failures >= 2
+
+
+async def test_retry_after_5xx_and_a_client_error_drops_only_its_batch(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    receiver = _Receiver()
+    receiver.script.extend([(503, [("retry-after", "0")]), (400, [])])
+    async with _serving(receiver) as port, _sink(port, batch=1) as sink:
+        await sink.write([_alert(1), _alert(2)])
+        await receiver.wait_for(3)
+    statuses = [status for status, _, _ in receiver.requests]
+    assert statuses == [503, 400, 200]
+    seqs = [orjson.loads(body)[0]["seq"] for _, _, body in receiver.requests]
+    assert seqs == [1, 1, 2]  # alert 1 retried after the 503, then refused (400): dropped
+    assert sink.dropped == 1 and sink.sent == 1
+    assert any("HTTP 400" in r.getMessage() and r.levelname == "ERROR" for r in caplog.records)
+
+
+async def test_a_full_queue_drops_the_oldest_and_counts() -> None:
+    receiver = _Receiver()
+    with socket.socket() as placeholder:
+        placeholder.bind(("127.0.0.1", 0))
+        port = placeholder.getsockname()[1]
+        async with _sink(port, queue=3, batch=10) as sink:
+            await sink.write([_alert(1)])
+            with trio.fail_after(10):
+                await sink.request_failed.wait()  # alert 1 is in flight, being retried
+            await sink.write([_alert(n) for n in range(2, 8)])  # 6 more: 3 fit
+            assert sink.dropped == 3
+            placeholder.close()
+            async with _serving(receiver, port):
+                await receiver.wait_for(2)
+    delivered = [record["seq"] for body in receiver.accepted() for record in body]
+    assert delivered == [1, 5, 6, 7]
+
+
+async def test_close_gives_up_after_flush_timeout_and_counts_the_rest() -> None:
+    with socket.socket() as placeholder:
+        placeholder.bind(("127.0.0.1", 0))
+        port = placeholder.getsockname()[1]
+        with trio.fail_after(10):
+            async with _sink(port, flush_timeout=0.3) as sink:
+                await sink.write([_alert(1), _alert(2)])
+    assert sink.dropped == 2 and sink.sent == 0
+
+
+def test_options_reject_a_url_that_is_not_http() -> None:
+    with pytest.raises(ValueError, match="must be an http:// or https:// URL"):
+        WebhookOptions(url="ftp://example.org/hook")
