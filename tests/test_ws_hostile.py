@@ -441,6 +441,22 @@ async def test_a_message_over_the_limit_keeps_memory_bounded(fragments: bool) ->
     assert rss.growth < 32 * 1024 * 1024
 
 
+async def test_a_flood_of_empty_fragments_keeps_memory_flat() -> None:
+    """655,360 empty continuation frames, then the last one: one message, no heap of parts."""
+    plan: list[Step] = [
+        Upgrade(),
+        Send(frame(0x1, b"", fin=False)),
+        Flood(frame(0x0, b"", fin=False) * 32768, times=20),
+        Send(frame(0x0, b'{"after": 1}')),
+        Pause(),
+    ]
+    with PeakRss() as rss:
+        async with serve_raw_ws(plan) as server:
+            records = await watch(ws(server.url()), event_data(AFTER), timeout=60)
+    assert rss.growth < 16 * 1024 * 1024, rss.growth
+    assert [e.data for e in events(records)] == [AFTER]
+
+
 async def test_a_compressed_frame_bomb_is_never_inflated() -> None:
     bomb = compression_bomb(256 * 1024 * 1024, "raw-deflate")
     plan: list[Step] = [Upgrade(), Send(frame(0x2, bomb, first=0xC2)), Pause()]

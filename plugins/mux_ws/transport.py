@@ -130,8 +130,9 @@ class _Connection:
         self.stream = stream
         self.protocol = protocol
         self.write_timeout = write_timeout
-        #: The fragments of a message whose final frame has not arrived yet.
-        self.parts: list[bytes | bytearray] | None = None
+        #: The message whose final frame has not arrived yet. One growing buffer, not a
+        #: list of fragments: a flood of empty fragments must not grow memory.
+        self.parts: bytearray | None = None
         #: False once the peer is known dead: no close frame is attempted.
         self.polite = True
 
@@ -353,13 +354,13 @@ class WsTransport:
                 if frame.fin:
                     append(bytes(frame.data))
                 else:
-                    conn.parts = [frame.data]
+                    conn.parts = bytearray(frame.data)
             elif op is CONT:
                 parts = conn.parts
                 if parts is not None:  # the protocol guarantees it; mypy does not know
-                    parts.append(frame.data)
+                    parts += frame.data
                     if frame.fin:
-                        append(b"".join(parts))
+                        append(bytes(parts))
                         conn.parts = None
             elif op is PONG and heartbeat is not None:
                 heartbeat.pong(frame.data)
