@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
@@ -11,9 +12,11 @@ import trio
 
 from mux_core._testing.http_servers import FakeRestServer, Raw, Respond, Stall, serve_rest
 from mux_core.errors import Failed, ServerUnavailable
-from mux_core.events import Event, Record, State, Status
+from mux_core.events import Event, Record, State, Status, encode_jsonl
+from mux_core.payload import decode_payload
 from mux_core.session import ResumeState, Session, SharedResources
 from mux_rest import RestOptions, RestTransport, mux_register_transports
+from mux_rest.transport import _general_page
 
 DEADLINE = 5.0
 
@@ -371,7 +374,70 @@ def test_new_events_skips_what_was_seen_like_the_reference(
     transport = RestTransport(
         RestOptions(url="http://127.0.0.1:1/", id_field=id_field, event_field=event_field)
     )
-    got = list(transport._new_events(items, last_id))
+    page = _general_page(items, id_field, event_field)
+    got = list(transport._new_events(*page, last_id, 0))
     assert got == _reference_new_events(items, last_id, id_field, event_field)
     kept = items[len(items) - len(got) :]
     assert all(mine is item for (_, _, mine), item in zip(got, kept, strict=True))
+    # The raw path (a JSON page read without decoding its items) agrees.
+    if all(isinstance(item, dict) for item in items) and items:
+        fresh = RestTransport(
+            RestOptions(url="http://127.0.0.1:1/", id_field=id_field, event_field=event_field)
+        )
+        raw_page = fresh._reader.read(json.dumps(items).encode())
+        assert raw_page is not None
+        raw_got = list(fresh._new_events(*raw_page, last_id, 0))
+        assert [(k, i, decode_payload(d)) for k, i, d in raw_got] == got
+
+
+def _page(*items: dict[str, Any]) -> Respond:
+    body = json.dumps({"items": list(items)}).encode()
+    return Respond(200, {"Content-Type": "application/json"}, body)
+
+
+async def test_a_cursor_that_moves_back_delivers_nothing_twice_and_a_new_run_is_kept(
+    shared: SharedResources,
+) -> None:
+    """DESIGN.md's duplicate rule: same id + same data = duplicate (dropped);
+    same id + other data = the stream started over (delivered)."""
+    got = Collector()
+    async with serve_rest() as server:
+        server.script(
+            _page({"id": 1, "v": "a"}, {"id": 2, "v": "b"}, {"id": 3, "v": "c"}),
+            _page({"id": 4, "v": "d"}),
+            _page(
+                {"id": 2, "v": "b"}, {"id": 3, "v": "c"}, {"id": 4, "v": "d"}, {"id": 5, "v": "e"}
+            ),
+            # A restarted trainer: ids from 1 again, with new data.
+            _page({"id": 1, "v": "new-a"}, {"id": 2, "v": "new-b"}),
+            _page({"id": 2, "v": "new-b"}, {"id": 3, "v": "new-c"}),
+        )
+        transport = _transport(server)
+        session = _session(got, shared, ResumeState())
+        await _collect_until(transport, session, lambda: len(got.events) == 8, got)
+    assert [(e.id, e.data["v"]) for e in got.events] == [
+        ("1", "a"),
+        ("2", "b"),
+        ("3", "c"),
+        ("4", "d"),
+        ("5", "e"),
+        ("1", "new-a"),
+        ("2", "new-b"),
+        ("3", "new-c"),
+    ]
+    assert transport._delivered.restarts == 1
+
+
+async def test_big_integer_ids_stay_exact_and_items_are_written_as_sent(
+    shared: SharedResources,
+) -> None:
+    got = Collector()
+    body = b'{"items": [{"id": 12345678901234567890123, "loss": 1.10}]}'
+    async with serve_rest() as server:
+        server.script(Respond(200, {"Content-Type": "application/json"}, body))
+        session = _session(got, shared, ResumeState())
+        await _collect_until(_transport(server), session, lambda: len(got.events) == 1, got)
+    (event,) = got.events
+    assert event.id == "12345678901234567890123"
+    assert event.raw == b'{"id": 12345678901234567890123, "loss": 1.10}'
+    assert b'"data":{"id": 12345678901234567890123, "loss": 1.10}' in encode_jsonl([event])

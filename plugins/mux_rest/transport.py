@@ -66,6 +66,8 @@ from mux_core.http import (
 )
 from mux_core.session import RawEvent, Session
 
+from ._page import Delivered, PageReader
+
 __all__ = ["RestOptions", "RestTransport"]
 
 
@@ -102,6 +104,11 @@ class RestOptions:
     #: The largest page read, in bytes, as sent and once decompressed; a larger
     #: one is server_unavailable (retried), so a runaway server cannot exhaust memory.
     max_page_bytes: int = attrs.field(default=64 * 1024 * 1024, validator=_positive)
+    #: Items remembered by id to drop exact repeats (a cursor that moved back);
+    #: an id repeated with other data is a new run and is delivered.
+    dedupe_items: int = attrs.field(default=100_000, validator=_positive)
+    #: Bytes of pages kept for that comparison (the newest pages are kept).
+    dedupe_bytes: int = attrs.field(default=64 * 1024 * 1024, validator=_positive)
 
     @classmethod
     def check(cls, options: RestOptions) -> None:
@@ -133,6 +140,9 @@ class RestTransport:
             self._direct_headers.append(("User-Agent", f"mux/{__version__}"))
         if self._url is not None and self._url.userinfo and "authorization" not in names:
             self._direct_headers.append(("Authorization", _basic_auth(self._url)))
+        self._reader = PageReader(options.items, options.id_field, options.event_field)
+        # What was delivered in this run segment, by id; kept across sessions.
+        self._delivered = Delivered(max_items=options.dedupe_items, max_bytes=options.dedupe_bytes)
         # Validators from the last delivered response; kept across sessions.
         self._etag: str | None = None
         self._last_modified: str | None = None
@@ -186,13 +196,16 @@ class RestTransport:
             await session.connected()
             return
         _check_status(response)
-        try:
-            body = _loads(response.content)
-        except ValueError as exc:
-            raise ServerUnavailable(_not_json(response)) from exc
-        items = _extract_items(body, opts.items)
+        content = response.content
+        page = self._reader.read(content)
+        if page is None:  # not the common shape: decode it and say what is off
+            try:
+                body = _loads(content)
+            except ValueError as exc:
+                raise ServerUnavailable(_not_json(response)) from exc
+            page = _general_page(_extract_items(body, opts.items), opts.id_field, opts.event_field)
         await session.connected()
-        await session.emit(self._new_events(items, session.resume.last_id))
+        await session.emit(self._new_events(*page, session.resume.last_id, len(content)))
         self._etag = response.headers.get("etag")
         self._last_modified = response.headers.get("last-modified")
 
@@ -248,36 +261,30 @@ class RestTransport:
             response.url,
         )
 
-    def _new_events(self, items: list[Any], last_id: str | None) -> Iterable[RawEvent]:
-        """The page's items as events, minus those up to and including ``last_id``.
+    def _new_events(
+        self, items: list[Any], ids: list[Any], kinds: list[Any], last_id: str | None, size: int
+    ) -> Iterable[RawEvent]:
+        """The page's items as events, minus those already delivered.
 
-        The common shape (every item an object with an id, no event_field)
-        comes back as a lazy ``zip`` of columns, which ``emit`` consumes
-        without a tuple per item.
+        First the items up to and including ``last_id`` are skipped (a server
+        that ignores the cursor or treats it inclusively), then exact repeats
+        of items delivered earlier in this run segment (a cursor that moved
+        back); an id that comes again with other data is a new run and is
+        delivered. Items go to ``emit`` as a lazy ``zip`` of columns.
         """
-        id_field, event_field = self.options.id_field, self.options.event_field
-        sids = _string_ids(items, id_field) if event_field is None else None
-        if sids is not None:
-            start = _after_last(sids, last_id)
-            if start:
-                sids, items = sids[start:], items[start:]
+        sids = _string_ids(ids)
+        start = _after_last(sids, last_id)
+        if start:
+            sids, items, kinds = sids[start:], items[start:], kinds[start:]
+        keep = self._delivered.filter(sids, items, size)
+        if keep is not None:
+            sids = [sids[i] for i in keep]
+            items = [items[i] for i in keep]
+            kinds = [kinds[i] for i in keep]
+        if self.options.event_field is None:
             return zip(repeat("message"), sids, items)
-        events: list[RawEvent] = []
-        for item in items:
-            id_ = kind = None
-            if isinstance(item, dict):
-                if id_field is not None:
-                    id_ = item.get(id_field)
-                if event_field is not None:
-                    kind = item.get(event_field)
-            events.append(
-                (
-                    "message" if kind is None else str(kind),
-                    None if id_ is None else str(id_),
-                    item,
-                )
-            )
-        return events[_after_last([e[1] for e in events], last_id) :]
+        types = ["message" if k is None else str(k) for k in kinds]
+        return zip(types, sids, items, strict=True)
 
 
 def _after_last(ids: Sequence[str | None], last_id: str | None) -> int:
@@ -303,22 +310,30 @@ def _loads(content: bytes) -> Any:
         return json.loads(content)
 
 
-def _string_ids(items: list[Any], id_field: str | None) -> list[str] | None:
-    """Every item's id as a string when every item is an object with a non-null id, else None.
+def _string_ids(ids: list[Any]) -> list[str | None]:
+    """Ids as strings, exactly: an integer id stays all its digits (never a float).
 
-    One comprehension: ``str()`` of an int id is the dearest step (~70 ns),
-    so the ids are not collected raw first; a null id shows up as "None",
-    and only then are the raw values looked at.
+    One comprehension in the common case: ``str()`` of an int id is the
+    dearest step (~70 ns); a null id shows up as "None", and only then are
+    the values looked at one by one.
     """
-    if id_field is None:
-        return None
-    try:
-        ids = [str(item[id_field]) for item in items]
-    except (KeyError, TypeError, IndexError):
-        return None
-    if "None" in ids and None in [item[id_field] for item in items]:
-        return None
-    return ids
+    sids: list[str | None] = [id_ if type(id_) is str else str(id_) for id_ in ids]
+    if "None" in sids and None in ids:
+        sids = [None if id_ is None else sid for id_, sid in zip(ids, sids, strict=True)]
+    return sids
+
+
+def _general_page(
+    items: list[Any], id_field: str | None, event_field: str | None
+) -> tuple[list[Any], list[Any], list[Any]]:
+    """``(items, ids, kinds)`` of a decoded page of any shape."""
+    ids: list[Any] = []
+    kinds: list[Any] = []
+    for item in items:
+        is_object = isinstance(item, dict)
+        ids.append(item.get(id_field) if is_object and id_field is not None else None)
+        kinds.append(item.get(event_field) if is_object and event_field is not None else None)
+    return items, ids, kinds
 
 
 def _extract_items(body: Any, path: str) -> list[Any]:
