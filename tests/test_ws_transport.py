@@ -113,6 +113,15 @@ async def test_events_carry_id_type_and_decoded_data() -> None:
     assert [e.seq for e in rec.events] == [1, 2, 3, 4]
 
 
+async def test_one_key_may_be_both_the_id_and_the_type() -> None:
+    async with serve_ws() as server:
+        await server.publish({"kind": "metric"})
+        server.script(Close(after=1))
+        rec = Recorder()
+        await outcome_of(make_session(rec), url=server.url, id_field="kind", event_field="kind")
+    assert [(e.event, e.id) for e in rec.events] == [("metric", "metric")]
+
+
 async def test_decode_text_and_json_modes() -> None:
     async with serve_ws() as server:
         await server.publish('{"a": 1}')

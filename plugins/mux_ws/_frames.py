@@ -7,7 +7,8 @@ of ``mux run`` may spend per message at the 150k msg/s target. Nearly every
 frame a stream sends is the simplest kind -- one final, unmasked, unextended
 text or binary frame holding a whole message -- and for those the protocol
 does nothing but hand the payload back. :class:`FrameSplitter` cuts such
-frames out of the read itself (~0.3 µs each) and passes every other frame
+frames out of the read itself (~0.9 µs each, 1.1M frames/s in the same
+measurement) and passes every other frame
 (ping, pong, close, fragments, reserved bits, a masked or oversized frame,
 anything unknown), and everything once the connection is no longer open, to
 the protocol, complete and in order. The protocol therefore always sees

@@ -217,7 +217,8 @@ class WsTransport:
         self.options = options
         self._headers = clean_headers(options.headers)
         self._problem = options_problem(options.url, self._headers)
-        names = [name for name in (options.id_field, options.event_field) if name is not None]
+        # One key may be both the id and the type: read it once.
+        names = list(dict.fromkeys(n for n in (options.id_field, options.event_field) if n))
         self._fields = JsonFields(names) if names and options.decode != "text" else None
 
     @classmethod
