@@ -48,7 +48,14 @@ from .events import (
 from .hookspecs import hookimpl, hookspec
 from .payload import JsonFields, decode_payload, is_json, keep_raw
 from .plugins import PluginFailure, PluginInfo, PluginManager, Provided
-from .processors import FieldReader, Processor, ProcessorChain, ProcessorContext
+from .processors import (
+    FieldReader,
+    Processor,
+    ProcessorChain,
+    ProcessorContext,
+    event_types,
+    joined_raw,
+)
 from .retry import RetryPolicy
 from .session import RawEvent, ResumeState, Session, SharedResources, Transport
 from .shard import Shard, parse_shard, select_shard, shard_of
@@ -105,9 +112,11 @@ __all__ = [
     "decode_payload",
     "describe_connection_error",
     "encode_jsonl",
+    "event_types",
     "hookimpl",
     "hookspec",
     "is_json",
+    "joined_raw",
     "keep_raw",
     "load_config",
     "parse_config",

@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import logging
 import math
+import operator
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -67,6 +68,8 @@ __all__ = [
     "Processor",
     "ProcessorChain",
     "ProcessorContext",
+    "event_types",
+    "joined_raw",
 ]
 
 _log = logging.getLogger("mux.processors")
@@ -140,6 +143,36 @@ class FieldReader:
         if type(data) is not dict:
             return None
         return tuple([data.get(name) for name in self.names])
+
+
+_event_type = operator.attrgetter("event")
+_payload_of = operator.attrgetter("_payload")
+
+
+def event_types(batch: Batch) -> set[str] | None:
+    """The event types in a batch of events only; None when it holds another record.
+
+    One C-level pass (~30 ns a record): a processor that only looks at event
+    types (``filter``) decides for the whole batch without a Python loop.
+    """
+    try:
+        return set(map(_event_type, batch))
+    except AttributeError:  # a Status or an Alert has no event type
+        return None
+
+
+def joined_raw(batch: Batch) -> bytes | None:
+    """The payload bytes of every record of ``batch``, joined, when each is an event
+    whose payload is still the raw JSON received; else None.
+
+    For a cheap look over a whole batch (``78 in joined`` is a memchr for
+    ``"N"``) before reading fields event by event: ``nonfinite`` skips a batch
+    without ``N`` or ``I`` (no ``NaN``, no ``Infinity``) at ~40 ns a record.
+    """
+    try:
+        return b"".join(map(_payload_of, batch))
+    except (AttributeError, TypeError):  # not an event, or a payload already decoded
+        return None
 
 
 class _Entry:

@@ -35,6 +35,8 @@ from mux_core import (
     Record,
     State,
     Status,
+    event_types,
+    joined_raw,
 )
 
 __all__ = [
@@ -135,8 +137,12 @@ class StallProcessor:
         self._stalled_seq: int | None = None
 
     def process(self, batch: Batch) -> Batch:
+        if self._fields is None and not self._types and event_types(batch) is not None:
+            # Only events, any of which is progress: no loop over the batch.
+            last = batch[-1]
+            assert type(last) is Event
+            return self._progressed(batch, last.seq)
         progressed = False
-        out: list[Record] | None = None
         last_seq = None
         for record in batch:
             if type(record) is Event:
@@ -151,17 +157,18 @@ class StallProcessor:
                     self._connected = False
             elif _is_restart(record, self.context.source):
                 self._last_value = None
-        if progressed:
-            now = trio.current_time()
-            if self._stalled:
-                self._stalled = False
-                quiet = now - self._since
-                what = f"{self._field} increases" if self._field else "events arrive"
-                message = f"{what} again after {quiet:.0f} s"
-                out = _with(batch, out)
-                out.append(self.context.alert("stall", "info", message, last_seq))
-            self._since = now
-        return batch if out is None else out
+        return self._progressed(batch, last_seq) if progressed else batch
+
+    def _progressed(self, batch: Batch, seq: int | None) -> Batch:
+        now = trio.current_time()
+        quiet = now - self._since
+        self._since = now
+        if not self._stalled:
+            return batch
+        self._stalled = False
+        what = f"{self._field} increases" if self._field else "events arrive"
+        message = f"{what} again after {quiet:.0f} s"
+        return [*batch, self.context.alert("stall", "info", message, seq)]
 
     def _progress(self, event: Event) -> bool:
         if self._types and event.event not in self._types:
@@ -225,14 +232,19 @@ class NonfiniteProcessor:
         self._bad = False
 
     def process(self, batch: Batch) -> Batch:
+        if not self._bad:
+            # No "N" and no "I" in the raw JSON of the batch: no NaN, no Infinity.
+            joined = joined_raw(batch)
+            if joined is not None and 78 not in joined and 73 not in joined:
+                return batch
         out: list[Record] | None = None
         types = self._types
         for record in batch:
             if type(record) is not Event or (types and record.event not in types):
                 continue
             raw = record.raw
-            if not self._bad and raw is not None and b"NaN" not in raw and b"Infinity" not in raw:
-                continue  # no non-finite literal: nothing to read
+            if not self._bad and raw is not None and 78 not in raw and 73 not in raw:
+                continue  # no "N", no "I": no NaN, no Infinity literal to read
             alert = self._check(record)
             if alert is not None:
                 out = _with(batch, out)

@@ -13,7 +13,7 @@ import attrs
 import msgspec
 import trio
 
-from mux_core import Batch, Event, FieldReader, ProcessorContext, Record
+from mux_core import Batch, Event, FieldReader, ProcessorContext, Record, event_types
 
 from ._condition import Condition, parse_condition
 
@@ -101,6 +101,15 @@ class FilterProcessor:
         return keep
 
     def process(self, batch: Batch) -> Batch:
+        if self._condition is None:
+            # By type only: decide for a batch of events in one C-level pass.
+            types = event_types(batch)
+            if (
+                types is not None
+                and (not self._keep_types or types <= self._keep_types)
+                and not types & self._drop_types
+            ):
+                return batch
         keep = self._keep
         out = [r for r in batch if type(r) is not Event or keep(r)]
         return batch if len(out) == len(batch) else out
