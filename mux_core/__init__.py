@@ -59,7 +59,15 @@ from .processors import (
 from .retry import RetryPolicy
 from .session import RawEvent, ResumeState, Session, SharedResources, Transport
 from .shard import Shard, parse_shard, select_shard, shard_of
-from .sinks import Overflow, Sink, SinkChannel, SinkContext, SourceInfo
+from .sinks import (
+    Overflow,
+    Sink,
+    SinkChannel,
+    SinkContext,
+    SizedBatch,
+    SourceInfo,
+    batch_bytes,
+)
 from .supervisor import Supervisor
 
 __all__ = [
@@ -101,6 +109,7 @@ __all__ = [
     "SinkChannel",
     "SinkConfig",
     "SinkContext",
+    "SizedBatch",
     "SourceConfig",
     "SourceInfo",
     "State",
@@ -108,6 +117,7 @@ __all__ = [
     "Supervisor",
     "Transport",
     "__version__",
+    "batch_bytes",
     "decode_jsonl",
     "decode_payload",
     "describe_connection_error",

@@ -49,7 +49,7 @@ from .errors import ConfigError
 from .plugins import PluginManager, Provided
 from .retry import RetryPolicy
 from .shard import Shard, parse_shard
-from .sinks import Overflow
+from .sinks import DEFAULT_BUFFER_BYTES, Overflow
 
 __all__ = [
     "Config",
@@ -63,7 +63,7 @@ __all__ = [
 
 _TOP_KEYS = ("retry", "sources", "sinks", "processors", "shard")
 _SOURCE_KEYS = ("name", "transport", "retry")
-_SINK_KEYS = ("type", "name", "overflow", "buffer", "on_error")
+_SINK_KEYS = ("type", "name", "overflow", "buffer", "buffer_bytes", "on_error")
 _PROCESSOR_KEYS = ("type", "sources")
 _GLOB_CHARS = frozenset("*?[")
 _ON_ERROR = ("stop", "drop")
@@ -105,6 +105,8 @@ class SinkConfig:
     #: ``"stop"`` the run or ``"drop"`` the sink when it fails.
     on_error: str
     line: int | None
+    #: Capacity of the sink's channel in payload bytes (an estimate), besides records.
+    buffer_bytes: int = DEFAULT_BUFFER_BYTES
 
 
 @attrs.frozen
@@ -336,6 +338,7 @@ class _Loader:
             cls = provided.cls if provided is not None else object
             overflow = self._overflow(table, path, getattr(cls, "default_overflow", "block"))
             buffer = self._buffer(table, path, getattr(cls, "default_buffer", _DEFAULT_BUFFER))
+            buffer_bytes = self._positive_int(table, path, "buffer_bytes", DEFAULT_BUFFER_BYTES)
             on_error = self._choice(
                 table, path, "on_error", _ON_ERROR, str(getattr(cls, "default_on_error", "stop"))
             )
@@ -343,11 +346,13 @@ class _Loader:
                 continue
             rest = {k: v for k, v in table.items() if k not in _SINK_KEYS}
             options = self._options(provided, rest, path, _SINK_KEYS)
-            if isinstance(options, _Failed) or None in (overflow, buffer, on_error):
+            if isinstance(options, _Failed) or None in (overflow, buffer, buffer_bytes, on_error):
                 continue
             assert overflow is not None and buffer is not None and on_error is not None
+            assert buffer_bytes is not None
+            line = self._line(path)
             sinks.append(
-                SinkConfig(name, type_, options, overflow, buffer, on_error, self._line(path))
+                SinkConfig(name, type_, options, overflow, buffer, on_error, line, buffer_bytes)
             )
         return sinks
 
@@ -475,6 +480,18 @@ class _Loader:
             return None
         if value < 1:
             self._fail((*path, "buffer"), f"must be >= 1 (records), got {value}")
+            return None
+        return value
+
+    def _positive_int(
+        self, table: dict[str, Any], path: KeyPath, key: str, default: int
+    ) -> int | None:
+        value = table.get(key, default)
+        if type(value) is not int:
+            self._fail((*path, key), f"expected an integer, got {describe_value(value)}")
+            return None
+        if value < 1:
+            self._fail((*path, key), f"must be >= 1, got {value}")
             return None
         return value
 

@@ -195,7 +195,7 @@ class Engine:
 
     def _make_sink(self, cfg: SinkConfig) -> _SinkRunner:
         cls = self.plugins.sinks()[cfg.type].cls
-        channel = SinkChannel(cfg.buffer, Overflow(cfg.overflow))
+        channel = SinkChannel(cfg.buffer, Overflow(cfg.overflow), max_bytes=cfg.buffer_bytes)
         runner = _SinkRunner(cfg, None, channel)
 
         def start_background(fn: Callable[[], Awaitable[Any]]) -> None:

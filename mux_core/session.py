@@ -32,10 +32,12 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from typing import Any, ClassVar, Protocol, TypeAlias, TypeVar, cast, runtime_checkable
 
 import attrs
+import msgspec
 import trio
 
 from .events import Event, Record, State, Status
 from .payload import keep_raw
+from .sinks import _RECORD_OVERHEAD, SizedBatch
 
 __all__ = [
     "RawEvent",
@@ -185,15 +187,21 @@ class Session:
         resume = self.resume
         seq = resume.seq
         source, transport = self.source, self.transport
-        batch: list[Event] = []
+        batch = SizedBatch()
         append = batch.append
+        size = 0
+        raw_type = msgspec.Raw
         for event, id_, data in items:
             seq += 1
             if type(data) is bytes:
+                size += len(data)
                 data = keep_raw(data)
+            elif type(data) is raw_type:
+                size += len(data)
             append(Event(source, transport, event, id_, data, now, seq))
         if not batch:
             return False
+        batch.nbytes = size + _RECORD_OVERHEAD * len(batch)
         resume.seq = seq
         # The newest id, found from the end: usually the last event has one,
         # which is cheaper than a test per event in the loop above.

@@ -32,17 +32,27 @@ A sink class looks like::
 from __future__ import annotations
 
 import enum
+import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import attrs
+import msgspec
 import trio
 
 from .events import Batch, Event, Record
 from .retry import RetryPolicy
 
-__all__ = ["Overflow", "Sink", "SinkChannel", "SinkContext", "SourceInfo"]
+__all__ = [
+    "Overflow",
+    "Sink",
+    "SinkChannel",
+    "SinkContext",
+    "SizedBatch",
+    "SourceInfo",
+    "batch_bytes",
+]
 
 
 class Overflow(enum.StrEnum):
@@ -103,6 +113,45 @@ class SinkContext:
     retry: RetryPolicy = attrs.field(factory=RetryPolicy)
 
 
+#: A sink channel's default bound in bytes (``buffer_bytes``): big events and a
+#: slow disk must not grow memory without bound (DESIGN.md: bounded in bytes).
+DEFAULT_BUFFER_BYTES = 64 * 1024 * 1024
+
+#: What a record costs besides its payload: the record itself, its strings.
+_RECORD_OVERHEAD = 160
+
+
+def batch_bytes(batch: Sequence[Record]) -> int:
+    """An estimate of the memory a batch holds: payload bytes plus a fixed
+    overhead per record. A batch built by ``Session.emit`` carries the figure
+    (``nbytes``), counted while it was built; others are measured here."""
+    known = getattr(batch, "nbytes", None)
+    if known is not None:
+        return int(known)
+    size = _RECORD_OVERHEAD * len(batch)
+    for record in batch:
+        if type(record) is Event:
+            size += _payload_bytes(record._payload)
+    return size
+
+
+def _payload_bytes(payload: Any) -> int:
+    try:
+        return len(payload) if isinstance(payload, str | bytes | msgspec.Raw) else 64
+    except TypeError:
+        return 64
+
+
+class SizedBatch(list[Event]):
+    """A list of events that knows roughly how many bytes it holds."""
+
+    __slots__ = ("nbytes",)
+
+    def __init__(self, nbytes: int = 0) -> None:
+        super().__init__()
+        self.nbytes = nbytes
+
+
 class SinkChannel:
     """A bounded buffer of records between the sources and one sink.
 
@@ -110,6 +159,10 @@ class SinkChannel:
     drops; ``get`` returns everything buffered as one batch (up to
     ``max_batch``), waiting while empty. ``close`` lets ``get`` drain what is
     left and then raise :class:`trio.EndOfChannel`.
+
+    Bounded twice: in records (``capacity``) and in payload bytes
+    (``max_bytes``, an estimate: see :func:`batch_bytes`); a batch bigger than
+    ``max_bytes`` still enters an empty buffer, so nothing is refused for good.
 
     Delivery counters, for a source that must know when its records were
     written (the redis-stream transport acknowledges entries only then):
@@ -121,10 +174,23 @@ class SinkChannel:
     is reached a little early (a UI sink shows "now", it does not record).
     """
 
-    def __init__(self, capacity: int, overflow: Overflow, *, max_batch: int = 4096) -> None:
+    def __init__(
+        self,
+        capacity: int,
+        overflow: Overflow,
+        *,
+        max_batch: int = 4096,
+        max_bytes: int = DEFAULT_BUFFER_BYTES,
+    ) -> None:
         if capacity < 1:
             raise ValueError("capacity must be >= 1")
+        if max_bytes < 1:
+            raise ValueError("max_bytes must be >= 1")
         self.capacity = capacity
+        #: The most payload bytes (an estimate, see :func:`batch_bytes`) held at once.
+        self.max_bytes = max_bytes
+        #: Payload bytes held now (an estimate).
+        self.bytes = 0
         self.overflow = overflow
         self.max_batch = max_batch
         self.dropped = 0
@@ -154,13 +220,17 @@ class SinkChannel:
             raise trio.ClosedResourceError("sink channel is closed")
         if self.offer(batch):
             return
+        per_record = batch_bytes(batch) / len(batch)
         for start in range(0, len(batch), self.capacity):
-            while len(self._buffer) >= self.capacity:
+            while len(self._buffer) >= self.capacity or (
+                self._buffer and self.bytes >= self.max_bytes
+            ):
                 await self._waiting_for_room.park()
                 if self._closed:
                     raise trio.ClosedResourceError("sink channel is closed")
             chunk = batch[start : start + self.capacity]
             self._buffer.extend(chunk)
+            self.bytes += int(per_record * len(chunk))
             self.entered += len(chunk)
             self._not_empty.set()
 
@@ -184,24 +254,32 @@ class SinkChannel:
         buffer = self._buffer
         policy = self.overflow
         dropped = self.dropped
+        size = batch_bytes(batch)
         if policy is Overflow.BLOCK:
-            if len(buffer) + len(batch) > self.capacity:
+            if len(buffer) + len(batch) > self.capacity or (
+                buffer and self.bytes + size > self.max_bytes
+            ):
                 return False
             buffer.extend(batch)
+            self.bytes += size
             self.entered += len(batch)
         elif policy is Overflow.LATEST:
             buffer.extend(batch)
+            self.bytes += size
             self.entered += len(batch)
             self._compact_latest()
         elif policy is Overflow.DROP_NEWEST:
-            room = self.capacity - len(buffer)
+            per_record = size / len(batch)
+            room = min(self.capacity - len(buffer), int((self.max_bytes - self.bytes) / per_record))
             if room >= len(batch):
                 buffer.extend(batch)
+                self.bytes += size
                 self.entered += len(batch)
             else:
                 for record in batch:
                     if room > 0 or type(record) is not Event:
                         buffer.append(record)
+                        self.bytes += int(per_record)
                         self.entered += 1
                         room -= 1
                     else:
@@ -209,22 +287,34 @@ class SinkChannel:
                 dropped = self.dropped  # never entered: not finished either
         else:  # DROP_OLDEST
             buffer.extend(batch)
+            self.bytes += size
             self.entered += len(batch)
-            excess = len(buffer) - self.capacity
-            kept: list[Record] = []
-            while excess > 0 and buffer:
-                record = buffer.popleft()
-                if type(record) is Event:
-                    self.dropped += 1
-                    excess -= 1
-                else:
-                    kept.append(record)
-            buffer.extendleft(reversed(kept))
+            self._drop_oldest()
         if self.dropped != dropped:
             self._finish(self.dropped - dropped)
         if self._buffer:
             self._not_empty.set()
         return True
+
+    def _drop_oldest(self) -> None:
+        """Drop the oldest events until the buffer is within both bounds."""
+        buffer = self._buffer
+        per_record = self.bytes / len(buffer)
+        excess = max(
+            len(buffer) - self.capacity,
+            math.ceil((self.bytes - self.max_bytes) / per_record) if per_record else 0,
+        )
+        kept: list[Record] = []
+        while excess > 0 and buffer:
+            record = buffer.popleft()
+            if type(record) is Event:
+                self.dropped += 1
+                self.bytes -= int(per_record)
+                excess -= 1
+            else:
+                kept.append(record)
+        buffer.extendleft(reversed(kept))
+        self.bytes = max(self.bytes, 0)
 
     def _compact_latest(self) -> None:
         buffer = self._buffer
@@ -240,6 +330,7 @@ class SinkChannel:
             if type(record) is not Event or newest[record.source] == index:
                 kept.append(record)
         self.dropped += events - len(newest)
+        self.bytes = int(self.bytes * len(kept) / len(buffer))
         self._buffer = kept
 
     async def get(self) -> list[Record]:
@@ -256,7 +347,9 @@ class SinkChannel:
         if len(buffer) <= self.max_batch:
             batch = list(buffer)
             buffer.clear()
+            self.bytes = 0
         else:
+            self.bytes -= int(self.bytes * self.max_batch / len(buffer))
             batch = [buffer.popleft() for _ in range(self.max_batch)]
         self._handed_out = len(batch)
         self._waiting_for_room.unpark_all()

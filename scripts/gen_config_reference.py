@@ -24,6 +24,7 @@ from typing import Any
 import attrs
 
 from mux_core import config as _config
+from mux_core.sinks import DEFAULT_BUFFER_BYTES
 from mux_core.plugins import PluginManager, Provided
 from mux_core.retry import RetryPolicy
 from mux_core.sinks import Overflow
@@ -193,6 +194,13 @@ def _sink_keys() -> list[Field]:
             "[overflow policies](user-guide.md#overflow-policies).",
         ),
         Field("buffer", "integer", _toml(_config._DEFAULT_BUFFER), "Channel capacity, in records."),
+        Field(
+            "buffer_bytes",
+            "integer",
+            _toml(DEFAULT_BUFFER_BYTES),
+            "Channel capacity in payload bytes (an estimate), besides records: big events"
+            " and a slow sink cannot grow memory without bound.",
+        ),
         Field(
             "on_error",
             'one of "stop", "drop"',

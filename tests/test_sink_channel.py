@@ -175,3 +175,76 @@ async def test_reader_waiting_is_true_only_while_get_is_parked() -> None:
         assert not channel.reader_waiting  # woken: the next offer wakes nobody
         assert channel.offer([ev("a", 2)])
     assert [r.seq for r in got if isinstance(r, Event)] == [1, 2]
+
+
+def big(source: str, n: int, size: int = 100_000) -> Event:
+    return Event.from_bytes(source, "t", "message", str(n), b'"' + b"x" * size + b'"', 0.0, n)
+
+
+async def test_block_is_bounded_in_bytes_as_well_as_records() -> None:
+    """Big events and a slow sink: the buffer holds at most ~max_bytes."""
+    channel = SinkChannel(10_000, Overflow.BLOCK, max_bytes=1_000_000)
+    peak = 0
+    got: list[Record] = []
+    async with trio.open_nursery() as nursery:
+
+        async def consume() -> None:
+            while True:
+                try:
+                    got.extend(await channel.get())
+                except trio.EndOfChannel:
+                    return
+                await trio.lowlevel.checkpoint()  # a slow sink: one batch per turn
+
+        async def produce() -> None:
+            nonlocal peak
+            for n in range(100):
+                await channel.put([big("a", n)])
+                peak = max(peak, len(channel))
+            channel.close()
+
+        nursery.start_soon(produce)
+        nursery.start_soon(consume)
+    assert [r.seq for r in got if isinstance(r, Event)] == list(range(100))
+    assert peak <= 10  # 10 x ~100 kB, not 10,000 records
+    assert channel.dropped == 0
+
+
+def test_drop_oldest_keeps_within_bytes_and_keeps_statuses() -> None:
+    channel = SinkChannel(10_000, Overflow.DROP_OLDEST, max_bytes=500_000)
+    channel.offer([st("a")])
+    for n in range(20):
+        assert channel.offer([big("a", n)])
+    assert channel.bytes <= 500_000 + 100_200
+    assert channel.dropped >= 14
+    assert any(isinstance(r, Status) for r in channel._buffer)
+
+
+def test_a_batch_bigger_than_max_bytes_enters_an_empty_block_channel() -> None:
+    channel = SinkChannel(100, Overflow.BLOCK, max_bytes=1_000)
+    assert channel.offer([big("a", 1)])  # never refused for good
+    assert not channel.offer([big("a", 2)])  # the next one waits for room
+
+
+async def test_emit_counts_the_bytes_of_a_batch() -> None:
+    from mux_core.session import ResumeState, Session, SharedResources
+    from mux_core.sinks import batch_bytes
+
+    sent: list[object] = []
+
+    async def send(batch: object) -> None:
+        sent.append(batch)
+
+    session = Session(
+        source="s",
+        transport="t",
+        resume=ResumeState(),
+        connect_timeout=1,
+        shared=SharedResources(),
+        send=send,
+        attempt=1,
+    )
+    await session.emit([("message", None, b"x" * 1000), ("message", None, b"[1]")])
+    (batch,) = sent
+    assert 1003 < batch_bytes(batch) < 1003 + 2 * 400  # type: ignore[arg-type]
+    assert batch_bytes([ev("a", 1), st("a")]) > 0
