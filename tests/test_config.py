@@ -193,7 +193,16 @@ def test_the_example_config_loads_without_any_environment() -> None:
         ("train-rest", "rest", 25),
     ]
     assert config.sources[0].options.headers == {"Authorization": "Bearer "}
-    assert config.sources[0].retry.max_attempts == 3
+    # A monitor waits patiently for a restarting trainer: no max_attempts.
+    assert config.sources[0].retry.max_attempts == 0
+    assert config.sources[0].retry.max_delay == 10.0
+    assert [p.type for p in config.processors] == [
+        "restart",
+        "nonfinite",
+        "stall",
+        "diverge",
+        "throughput",
+    ]
     assert config.sources[2].options.interval == 1.0
     assert [s.name for s in config.sinks] == ["log", "file"]
     with_token = load_config(EXAMPLE, pm, environ={"TRAIN_TOKEN": "abc-secret"})
