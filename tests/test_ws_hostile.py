@@ -506,6 +506,16 @@ async def test_big_integer_ids_stay_exact() -> None:
     assert event.data["id"] == 12345678901234567890123
 
 
+async def test_a_subprotocol_in_headers_is_offered_and_may_be_chosen() -> None:
+    chosen: list[Step] = [Upgrade(extra=[("Sec-WebSocket-Protocol", "v2")]), *GOOD[1:]]
+    async with serve_raw_ws(chosen) as server:
+        records = await watch(
+            ws(server.url(), headers={"Sec-WebSocket-Protocol": "v1, v2"}), event_data(AFTER)
+        )
+    assert b"Sec-WebSocket-Protocol: v1, v2" in server.requests[0]
+    assert [s.state for s in statuses(records)] == [State.CONNECTING, State.CONNECTED]
+
+
 # -- config mistakes that must not wait for run time --------------------------------------
 
 
