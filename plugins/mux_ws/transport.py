@@ -311,8 +311,7 @@ class WsTransport:
                     woke = await self._emit(session, payloads, heartbeat)
                     if woke and size < _SMALL_READ:
                         await _let_sinks_run_first()
-            if protocol.writes:
-                await conn.flush()
+            await conn.flush()  # pongs, the close echo or mux's own close frame, if any
             if protocol.state is not OPEN:
                 raise await self._outcome(protocol, session)
             try:
