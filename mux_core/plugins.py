@@ -166,9 +166,13 @@ class PluginManager:
         return bool(result)
 
     def failure_for(self, kind: str, name: str) -> PluginFailure | None:
-        """The load failure of the plugin that would have provided ``name``, if any."""
+        """The load failure of the plugin that would have provided ``name``, if any.
+
+        A plugin is taken to provide its own name and names it prefixes with
+        a dash: plugin ``redis`` provides ``redis-stream``.
+        """
         for failure in self.failures:
-            if failure.plugin == name:
+            if failure.plugin == name or name.startswith(f"{failure.plugin}-"):
                 return failure
         return None
 

@@ -278,8 +278,10 @@ class _Reader:
                     b"MKSTREAM",
                 )
             except Exception as exc:
-                if "BUSYGROUP" not in str(_first_leaf(exc)):
-                    raise
+                from coredis.exceptions import StreamDuplicateConsumerGroupError
+
+                if not isinstance(_first_leaf(exc), StreamDuplicateConsumerGroupError):
+                    raise  # anything but BUSYGROUP (the group exists already)
             return
         if key in self.cursor:
             return
@@ -344,8 +346,10 @@ class _Reader:
                 *[b">"] * len(keys),
             )
         except Exception as exc:
-            if "NOGROUP" not in str(_first_leaf(exc)):
-                raise
+            from coredis.exceptions import StreamConsumerGroupError
+
+            if not isinstance(_first_leaf(exc), StreamConsumerGroupError):
+                raise  # anything but NOGROUP
             # A stream was deleted and made again: join its new incarnation.
             for key in keys:
                 await self._start_at(key)

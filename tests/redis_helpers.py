@@ -1,0 +1,149 @@
+"""Real Redis servers for the redis-stream tests: the machine's, or one a test starts.
+
+Every machine this project is built and tested on (CI included) runs Redis
+at 127.0.0.1:6379 and has ``redis-server``. Where there is none, the tests
+fail -- never skip -- with what to do.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import trio
+
+SHARED_URL = "redis://127.0.0.1:6379/0"
+NO_REDIS = (
+    "the redis-stream tests need a Redis server at 127.0.0.1:6379 and the redis-server "
+    "binary: install it (apt-get install redis-server) and start it "
+    "(redis-server --save '' --appendonly no --daemonize yes)"
+)
+
+
+def ping(port: int, *, host: str = "127.0.0.1", timeout: float = 1.0) -> bool:
+    """True when a Redis server answers PING on host:port (plain TCP)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def require_shared_redis() -> None:
+    """Fail (not skip) with what to do when the machine's Redis is missing."""
+    import pytest
+
+    if not ping(6379):
+        pytest.fail(NO_REDIS, pytrace=False)
+
+
+def unique_prefix() -> str:
+    return f"muxtest:{uuid.uuid4().hex[:12]}:"
+
+
+def redis_cli(port: int, *args: str) -> str:
+    out = subprocess.run(
+        ["redis-cli", "-p", str(port), *args], capture_output=True, text=True, check=True
+    )
+    return out.stdout
+
+
+def delete_prefix(port: int, prefix: str) -> None:
+    keys = redis_cli(port, "--scan", "--pattern", f"{prefix}*").split()
+    for start in range(0, len(keys), 500):
+        redis_cli(port, "DEL", *keys[start : start + 500])
+
+
+def free_port() -> int:
+    """A port nothing listens on now (redis-server cannot be told to pick one)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class OwnRedis:
+    """A redis-server a test starts, stops and starts again on the same port and dir."""
+
+    def __init__(self, directory: Path, *, extra: Sequence[str] = (), tls_port: bool = False):
+        if shutil.which("redis-server") is None:
+            import pytest
+
+            pytest.fail(NO_REDIS, pytrace=False)
+        self.dir = directory
+        self.port = free_port()
+        self.extra = list(extra)
+        self.tls = tls_port
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        ports = (
+            ["--port", "0", "--tls-port", str(self.port)]
+            if self.tls
+            else ["--port", str(self.port)]
+        )
+        self.process = subprocess.Popen(
+            ["redis-server", *ports, "--dir", str(self.dir), "--bind", "127.0.0.1", *self.extra],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    async def wait_ready(self, timeout: float = 10.0) -> None:
+        with trio.fail_after(timeout):
+            while True:
+                if self.tls:
+                    if _accepts(self.port):
+                        return
+                elif ping(self.port, timeout=0.2):
+                    return
+                assert self.process is not None and self.process.poll() is None, "redis died"
+                await trio.sleep(0.02)
+
+    def tls_len(self, key: str, ca_file: Path) -> int:
+        """XLEN over TLS (redis-cli --tls)."""
+        cli = ["redis-cli", "--tls", "--cacert", str(ca_file), "-h", "127.0.0.1"]
+        out = subprocess.run(
+            [*cli, "-p", str(self.port), "XLEN", key],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return int(out.stdout.strip() or 0)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+@contextmanager
+def own_redis(directory: Path, **kwargs: object) -> Iterator[OwnRedis]:
+    server = OwnRedis(directory, **kwargs)  # type: ignore[arg-type]
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+def env_without_mux() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("MUX_")}

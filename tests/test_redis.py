@@ -1,0 +1,634 @@
+"""The redis-stream sink and transport against real Redis servers (never a mock).
+
+The machine's Redis at 127.0.0.1:6379 serves most tests (each under its own
+key prefix, deleted afterwards); tests that stop, restart or reconfigure a
+server start their own ``redis-server`` on a free port. Without Redis these
+tests fail with what to do (tests/redis_helpers.py), they are never skipped.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trustme
+
+from mux_core.config import parse_config
+from mux_core.engine import Engine
+from mux_core.events import Event, State, Status, decode_jsonl
+from mux_core.plugins import PluginManager
+from mux_core.testing import CollectingSink, serve_sse
+from mux_redis._client import command, make_client, parse_url
+from mux_redis.sink import _APPEND
+from tests.redis_helpers import (
+    SHARED_URL,
+    delete_prefix,
+    env_without_mux,
+    own_redis,
+    redis_cli,
+    require_shared_redis,
+    unique_prefix,
+)
+
+MUX = [sys.executable, "-m", "mux_core.cli"]
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    require_shared_redis()
+    prefix = unique_prefix()
+    yield prefix
+    delete_prefix(6379, prefix)
+
+
+@pytest.fixture
+def redis_plugins(plugins: PluginManager) -> PluginManager:
+    plugins.register_module("mux_redis")
+    plugins.register_module("mux_sse")
+    plugins.register_module("mux_file")
+    return plugins
+
+
+async def stream_values(url: str, key: str, *, ca_file: str | None = None) -> list[bytes]:
+    """Every entry's ``record`` field of stream ``key``, oldest first."""
+    async with make_client(parse_url(url), ca_file=ca_file, verify=True, timeout=5) as client:
+        entries = await command(client, b"XRANGE", key, b"-", b"+")
+    assert all(entry[1][0] == b"record" and len(entry[1]) == 2 for entry in entries)
+    return [entry[1][1] for entry in entries]
+
+
+def engine(plugins: PluginManager, toml: str) -> Engine:
+    config = parse_config(textwrap.dedent(toml), path="t.toml", plugins=plugins)
+    return Engine(config, plugins)
+
+
+async def wait_for(condition: Any, timeout: float = 30.0, what: str = "condition") -> None:
+    """Poll ``condition()`` (sync or async) until true, failing after ``timeout`` s."""
+    with trio.move_on_after(timeout) as scope:
+        while True:
+            result = condition()
+            if hasattr(result, "__await__"):
+                result = await result
+            if result:
+                return
+            await trio.sleep(0.02)
+    assert not scope.cancelled_caught, f"timed out waiting for {what}"
+
+
+@pytest.fixture
+async def sse_server() -> AsyncIterator[Any]:
+    async with serve_sse() as server:
+        yield server
+
+
+def publish(server: Any, count: int, start: int = 1) -> None:
+    for n in range(start, start + count):
+        data: Any = {"step": n, "loss": 1.0 / n, "tag": "é✓"} if n % 3 else f"plain text {n}"
+        server.publish_nowait(data, event="metric" if n % 2 else None)
+
+
+def file_lines(path: Path) -> list[bytes]:
+    return path.read_bytes().splitlines()
+
+
+def event_keys(lines: list[bytes]) -> list[tuple[str, int]]:
+    out = []
+    for line in lines:
+        record = decode_jsonl(line)
+        if type(record) is Event:
+            out.append((record.source, record.seq))
+    return out
+
+
+# -- the sink ---------------------------------------------------------------
+
+
+async def test_the_sink_writes_exactly_what_the_file_sink_writes(
+    redis_plugins: PluginManager, prefix: str, sse_server: Any, tmp_path: Path
+) -> None:
+    publish(sse_server, 3000)
+    out = tmp_path / "events.jsonl"
+    run = engine(
+        redis_plugins,
+        f"""
+        [[sources]]
+        name = "train-a"
+        transport = "sse"
+        url = "{sse_server.url}"
+        [[sources]]
+        name = "train-b"
+        transport = "sse"
+        url = "{sse_server.url}"
+        [[sinks]]
+        type = "file"
+        path = "{out}"
+        [[sinks]]
+        type = "redis-stream"
+        url = "{SHARED_URL}"
+        stream = "{prefix}{{source}}"
+        maxlen = 0
+        """,
+    )
+
+    async def both_complete() -> bool:
+        values = [await stream_values(SHARED_URL, f"{prefix}train-{s}") for s in "ab"]
+        return all(sum(b'"type":"event"' in v for v in vs) == 3000 for vs in values)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run.run)
+        await wait_for(both_complete, what="3000 events per source in Redis")
+        run.request_stop("test done")
+    assert run.result is not None and run.result.exit_code == 0
+    lines = file_lines(out)
+    for source in ("train-a", "train-b"):
+        mine = [line for line in lines if f'"source":"{source}"'.encode() in line]
+        assert await stream_values(SHARED_URL, f"{prefix}{source}") == mine
+    assert len(lines) > 6000
+
+
+async def test_the_sink_trims_approximately_to_maxlen(
+    redis_plugins: PluginManager, prefix: str, sse_server: Any, tmp_path: Path
+) -> None:
+    publish(sse_server, 5000)
+    run = engine(
+        redis_plugins,
+        f"""
+        [[sources]]
+        name = "s"
+        transport = "sse"
+        url = "{sse_server.url}"
+        [[sinks]]
+        type = "redis-stream"
+        url = "{SHARED_URL}"
+        stream = "{prefix}all"
+        maxlen = 1000
+        """,
+    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run.run)
+        await wait_for(
+            lambda: '"seq":5000' in redis_cli(6379, "XREVRANGE", f"{prefix}all", "+", "-"),
+            what="the last event",
+        )
+        run.request_stop("test done")
+    length = int(redis_cli(6379, "XLEN", f"{prefix}all"))
+    assert 1000 <= length < 2000  # ~: whole macro nodes are trimmed
+
+
+# -- the transport ----------------------------------------------------------
+
+
+async def test_the_transport_reads_back_equal_records(
+    redis_plugins: PluginManager, prefix: str, sse_server: Any, tmp_path: Path
+) -> None:
+    publish(sse_server, 2000)
+    out = tmp_path / "events.jsonl"
+    collector = engine(
+        redis_plugins,
+        f"""
+        [[sources]]
+        name = "train"
+        transport = "sse"
+        url = "{sse_server.url}"
+        [[sinks]]
+        type = "file"
+        path = "{out}"
+        [[sinks]]
+        type = "redis-stream"
+        url = "{SHARED_URL}"
+        stream = "{prefix}{{source}}"
+        """,
+    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(collector.run)
+        await wait_for(
+            lambda: int(redis_cli(6379, "XLEN", f"{prefix}train")) >= 2002, what="2000 events"
+        )
+        collector.request_stop("collected")
+    expected = [decode_jsonl(line) for line in file_lines(out)]
+    CollectingSink.instances.clear()
+    consumer = engine(
+        redis_plugins,
+        f"""
+        [[sources]]
+        name = "relay"
+        transport = "redis-stream"
+        url = "{SHARED_URL}"
+        streams = ["{prefix}*"]
+        [[sinks]]
+        type = "collect"
+        """,
+    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(consumer.run)
+        sink = await _sink(consumer)
+        await wait_for(
+            lambda: len([r for r in sink.records if r.source == "train"]) >= len(expected),
+            what="every record relayed",
+        )
+        consumer.request_stop("read")
+    relayed = [r for r in sink.records if r.source == "train"]
+    assert relayed == expected  # source, transport, seq, ids, times, data: all as collected
+    own = [r for r in sink.records if type(r) is Status and r.source == "relay"]
+    assert [s.state for s in own][:2] == [State.CONNECTING, State.CONNECTED]
+    assert own[-1].state is State.STOPPED
+
+
+async def _sink(run: Engine) -> CollectingSink:
+    await wait_for(lambda: CollectingSink.instances, what="the collecting sink")
+    return next(iter(CollectingSink.instances.values()))
+
+
+async def test_plain_mode_resumes_from_the_last_entry_id_and_finds_new_streams(
+    redis_plugins: PluginManager, prefix: str
+) -> None:
+    def add(key: str, source: str, seqs: range) -> None:
+        for seq in seqs:
+            record = Event(source, "sse", "m", None, {"n": seq}, 1.0, seq)
+            line = record_line(record)
+            redis_cli(6379, "XADD", f"{prefix}{key}", "*", "record", line)
+
+    add("a", "a", range(1, 51))
+    CollectingSink.instances.clear()
+    consumer = engine(
+        redis_plugins,
+        f"""
+        [[sources]]
+        name = "relay"
+        transport = "redis-stream"
+        url = "{SHARED_URL}"
+        streams = ["{prefix}*"]
+        scan_interval = 0.1
+        block = 0.1
+        [[sinks]]
+        type = "collect"
+        """,
+    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(consumer.run)
+        sink = await _sink(consumer)
+        await wait_for(lambda: len(sink.events) == 50, what="the first 50")
+        # The connection breaks: the next session goes on after the last entry read.
+        redis_cli(6379, "CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+        add("a", "a", range(51, 101))
+        add("b", "b", range(1, 31))  # a new stream matching the pattern
+        await wait_for(lambda: len(sink.events) >= 130, what="the rest and the new stream")
+        consumer.request_stop("read")
+    assert [(e.source, e.seq) for e in sink.events] == [
+        *[("a", n) for n in range(1, 101)],
+        *[("b", n) for n in range(1, 31)],
+    ] or sorted((e.source, e.seq) for e in sink.events) == sorted(
+        [("a", n) for n in range(1, 101)] + [("b", n) for n in range(1, 31)]
+    )
+    assert len(sink.events) == 130  # no duplicate after the reconnect
+
+
+def record_line(record: Any) -> str:
+    from mux_core.events import encode_jsonl
+
+    return encode_jsonl([record]).decode().rstrip("\n")
+
+
+# -- consumer groups: a consumer SIGKILLed mid-stream ---------------------
+
+
+async def test_a_killed_consumers_pending_entries_are_taken_over_and_nothing_is_lost(
+    redis_plugins: PluginManager, prefix: str, tmp_path: Path
+) -> None:
+    total = 30_000
+    source_key = f"{prefix}in:train"
+    # The input: what a collector wrote (one EVAL per 5000, as the sink does).
+    async with make_client(parse_url(SHARED_URL), ca_file=None, verify=True, timeout=5) as client:
+        for start in range(1, total + 1, 5000):
+            lines = [
+                record_line(Event("train", "sse", "m", str(n), {"n": n}, 1.0, n)).encode()
+                for n in range(start, start + 5000)
+            ]
+            await command(client, b"EVAL", _APPEND, 1, source_key, 0, *lines)
+
+    def consumer_config(name: str, path: Path) -> Path:
+        path.write_text(
+            textwrap.dedent(
+                f"""
+                [[sources]]
+                name = "relay-{name}"
+                transport = "redis-stream"
+                url = "{SHARED_URL}"
+                streams = ["{prefix}in:*"]
+                group = "archivers"
+                consumer = "{name}"
+                claim_idle = 1.0
+                count = 200
+                block = 0.2
+                [[sinks]]
+                type = "redis-stream"
+                url = "{SHARED_URL}"
+                stream = "{prefix}out:{{source}}"
+                maxlen = 0
+                """
+            )
+        )
+        return path
+
+    out_key = f"{prefix}out:train"
+    a = await trio.lowlevel.open_process(
+        [*MUX, "run", str(consumer_config("a", tmp_path / "a.toml"))],
+        env=env_without_mux(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        await wait_for(
+            lambda: int(redis_cli(6379, "XLEN", out_key) or 0) > 2000, what="consumer a working"
+        )
+    finally:
+        a.send_signal(signal.SIGKILL)
+        await a.wait()
+    written_by_a = int(redis_cli(6379, "XLEN", out_key))
+    pending_a = _pending_of(source_key, "archivers", "a")
+    assert written_by_a < total + 10, "consumer a finished before it was killed: raise total"
+    # consumer b takes over: the rest of the stream, and a's pending entries after claim_idle.
+    CollectingSink.instances.clear()
+    b = engine(redis_plugins, consumer_config("b", tmp_path / "b.toml").read_text())
+
+    async def everything_arrived() -> bool:
+        values = await stream_values(SHARED_URL, out_key)
+        seqs = {decode_jsonl(v).seq for v in values if b'"type":"event"' in v}  # type: ignore[union-attr]
+        return len(seqs) == total
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(b.run)
+        await wait_for(everything_arrived, timeout=60, what="every entry in the output")
+        await wait_for(
+            lambda: _pending_total(source_key, "archivers") == 0, what="every entry acknowledged"
+        )
+        b.request_stop("done")
+    values = await stream_values(SHARED_URL, out_key)
+    events = [decode_jsonl(v) for v in values if b'"type":"event"' in v]
+    seqs = [e.seq for e in events]  # type: ignore[union-attr]
+    assert sorted(set(seqs)) == list(range(1, total + 1))  # nothing lost across both
+    duplicates = len(seqs) - total
+    # Only what a had read and not acknowledged can come twice (plus nothing else).
+    assert duplicates <= pending_a
+    assert pending_a > 0, "a was killed with nothing pending: the take-over was not exercised"
+
+
+def _pending_of(key: str, group: str, consumer: str) -> int:
+    out = redis_cli(6379, "XPENDING", key, group, "-", "+", "100000", consumer)
+    return len(out.split()) // 4
+
+
+def _pending_total(key: str, group: str) -> int:
+    return int(redis_cli(6379, "XPENDING", key, group).split()[0])
+
+
+# -- Redis stopped and started while a collector runs -----------------------
+
+
+async def test_redis_restarted_under_a_running_collector_loses_nothing_acknowledged(
+    redis_plugins: PluginManager, sse_server: Any, tmp_path: Path
+) -> None:
+    data = tmp_path / "redis"
+    data.mkdir()
+    # Durable on acknowledge: every append is fsynced before Redis answers.
+    with own_redis(
+        data, extra=["--save", "", "--appendonly", "yes", "--appendfsync", "always"]
+    ) as redis:
+        redis.start()
+        await redis.wait_ready()
+        out = tmp_path / "collected.jsonl"
+        collector = engine(
+            redis_plugins,
+            f"""
+            [retry]
+            initial_delay = 0.05
+            max_delay = 0.3
+            [[sources]]
+            name = "train"
+            transport = "sse"
+            url = "{sse_server.url}"
+            [[sinks]]
+            type = "file"
+            path = "{out}"
+            [[sinks]]
+            type = "redis-stream"
+            url = "{redis.url}"
+            stream = "col:{{source}}"
+            """,
+        )
+        CollectingSink.instances.clear()
+        consumer = engine(
+            redis_plugins,
+            f"""
+            [retry]
+            initial_delay = 0.05
+            max_delay = 0.3
+            [[sources]]
+            name = "relay"
+            transport = "redis-stream"
+            url = "{redis.url}"
+            streams = ["col:*"]
+            block = 0.1
+            scan_interval = 0.1
+            [[sinks]]
+            type = "collect"
+            """,
+        )
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(collector.run)
+            nursery.start_soon(consumer.run)
+            sink = await _sink(consumer)
+            publish(sse_server, 500)
+            await wait_for(lambda: len(sink.events) >= 500, what="the first 500 relayed")
+            redis.kill()  # SIGKILL: only what was fsynced survives
+            publish(sse_server, 500, start=501)  # arrives while Redis is down
+            redis_sink = collector._sinks[1].sink
+            await wait_for(lambda: redis_sink.failures > 0, what="the sink to notice")
+            redis.start()
+            await redis.wait_ready()
+            publish(sse_server, 500, start=1001)
+            await wait_for(lambda: len({e.seq for e in sink.events}) >= 1500, what="all 1500")
+            collector.request_stop("done")
+            consumer.request_stop("done")
+        lines = file_lines(out)
+        received = event_keys(lines)
+        assert len(received) == 1500
+        stored = event_keys(await stream_values(redis.url, "col:train"))
+        assert set(stored) == set(received)  # nothing acknowledged (or received) is lost
+        assert sorted({e.seq for e in sink.events}) == list(range(1, 1501))
+        relay_states = [r.state for r in sink.records if type(r) is Status and r.source == "relay"]
+        down = [s for s in relay_states if s in (State.DISCONNECTED, State.SERVER_UNAVAILABLE)]
+        assert down, relay_states  # the consumer said Redis was gone ...
+        after = relay_states[relay_states.index(down[0]) :]
+        assert State.CONNECTED in after  # ... and that it was back
+
+
+# -- TLS ----------------------------------------------------------------------
+
+
+async def test_rediss_with_a_private_ca(
+    redis_plugins: PluginManager, sse_server: Any, tmp_path: Path, ca: trustme.CA
+) -> None:
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    cert_file, key_file, ca_file = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "ca.pem"
+    cert.cert_chain_pems[0].write_to_path(str(cert_file))
+    cert.private_key_pem.write_to_path(str(key_file))
+    ca.cert_pem.write_to_path(str(ca_file))
+    tls = [
+        "--tls-cert-file", str(cert_file),
+        "--tls-key-file", str(key_file),
+        "--tls-ca-cert-file", str(ca_file),
+        "--tls-auth-clients", "no",
+        "--save", "", "--appendonly", "no",
+    ]  # fmt: skip
+    with own_redis(tmp_path, extra=tls, tls_port=True) as redis:
+        redis.start()
+        await redis.wait_ready()
+        publish(sse_server, 100)
+        collector = engine(
+            redis_plugins,
+            f"""
+            [[sources]]
+            name = "train"
+            transport = "sse"
+            url = "{sse_server.url}"
+            [[sinks]]
+            type = "redis-stream"
+            url = "{redis.url}"
+            ca_file = "{ca_file}"
+            stream = "tls:{{source}}"
+            """,
+        )
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(collector.run)
+            await wait_for(
+                lambda: redis.tls_len("tls:train", ca_file) >= 102, what="100 events over TLS"
+            )
+            collector.request_stop("done")
+        CollectingSink.instances.clear()
+        consumer = engine(
+            redis_plugins,
+            f"""
+            [[sources]]
+            name = "relay"
+            transport = "redis-stream"
+            url = "{redis.url}"
+            ca_file = "{ca_file}"
+            streams = ["tls:train"]
+            [[sinks]]
+            type = "collect"
+            """,
+        )
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(consumer.run)
+            sink = await _sink(consumer)
+            await wait_for(lambda: len(sink.events) >= 100, what="100 events relayed over TLS")
+            consumer.request_stop("done")
+        assert [e.seq for e in sink.events] == list(range(1, 101))
+        values = await stream_values(redis.url, "tls:train", ca_file=str(ca_file))
+        assert len([v for v in values if b'"type":"event"' in v]) == 100
+        # Without the CA the certificate is refused.
+        CollectingSink.instances.clear()
+        strict = engine(
+            redis_plugins,
+            f"""
+            [[sources]]
+            name = "relay"
+            transport = "redis-stream"
+            url = "{redis.url}"
+            streams = ["tls:train"]
+            retry = {{ max_attempts = 1 }}
+            [[sinks]]
+            type = "collect"
+            """,
+        )
+        result = await strict.run()
+        refused = [r for r in CollectingSink.instances["collect"].records if type(r) is Status]
+        assert result.final_states["relay"] is State.MAX_RETRIES_EXCEEDED
+        assert any("certificate" in s.detail.lower() for s in refused), refused
+
+
+# -- mux check, mux plugins -------------------------------------------------
+
+
+def test_mux_check_masks_the_password_from_the_environment(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(
+        textwrap.dedent(
+            """
+            [[sources]]
+            name = "in"
+            transport = "redis-stream"
+            url = "redis://:${REDIS_PASSWORD}@127.0.0.1:6379/0"
+            streams = ["mux:*"]
+            group = "g"
+            consumer = "${HOSTNAME:-mux}"
+            [[sinks]]
+            type = "redis-stream"
+            url = "rediss://app:${REDIS_PASSWORD}@redis.example:6380/0"
+            """
+        )
+    )
+    env = {**env_without_mux(), "REDIS_PASSWORD": "s3cr3t-pw"}
+    result = subprocess.run(
+        [*MUX, "check", str(config)], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "s3cr3t-pw" not in result.stdout + result.stderr
+    assert "***" in result.stdout and "redis-stream" in result.stdout
+
+
+def test_a_group_without_a_consumer_fails_check_with_its_line(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(
+        '[[sources]]\nname = "in"\ntransport = "redis-stream"\ngroup = "g"\n'
+        '[[sinks]]\ntype = "file"\npath = "x.jsonl"\n'
+    )
+    result = subprocess.run(
+        [*MUX, "check", str(config)], capture_output=True, text=True, env=env_without_mux()
+    )
+    assert result.returncode == 2
+    assert f"{config}:1:" in result.stderr and "consumer is required" in result.stderr
+
+
+def test_without_coredis_the_plugin_is_unavailable_with_the_install_hint(tmp_path: Path) -> None:
+    blocker = tmp_path / "site"
+    blocker.mkdir()
+    (blocker / "sitecustomize.py").write_text("import sys\nsys.modules['coredis'] = None\n")
+    env = {**env_without_mux(), "PYTHONPATH": str(blocker)}
+    listed = subprocess.run([*MUX, "plugins"], capture_output=True, text=True, env=env)
+    assert listed.returncode == 0
+    row = next(line for line in listed.stdout.splitlines() if line.startswith("redis "))
+    assert "unavailable" in row and "pip install 'mux[redis]'" in row
+    config = tmp_path / "c.toml"
+    config.write_text(
+        '[[sources]]\nname = "s"\ntransport = "sse"\nurl = "http://127.0.0.1:1/"\n\n'
+        '[[sinks]]\ntype = "redis-stream"\n'
+    )
+    checked = subprocess.run([*MUX, "check", str(config)], capture_output=True, text=True, env=env)
+    assert checked.returncode == 2
+    assert f"{config}:7: sinks[0].type: " in checked.stderr
+    assert "pip install 'mux[redis]'" in checked.stderr
+    assert "Traceback" not in checked.stderr
+
+
+def test_bad_urls_are_refused_before_any_io() -> None:
+    for url, words in [
+        ("http://127.0.0.1:6379", "scheme"),
+        ("redis://", "no host"),
+        ("redis://h:6379/x", "database number"),
+        ("redis+cluster://h:6379/2", "only database 0"),
+    ]:
+        with pytest.raises(ValueError, match=words):
+            parse_url(url)
+    target = parse_url("rediss://user:p%40ss@h:7000/3")
+    assert (target.host, target.port, target.db, target.tls) == ("h", 7000, 3, True)
+    assert (target.username, target.password, target.cluster) == ("user", "p@ss", False)
+    assert parse_url("redis://h", cluster=True).cluster
