@@ -60,7 +60,11 @@ HOOKS = _hookspecs()
 def _builtin_plugins() -> list[Provided]:
     plugins = PluginManager()
     plugins.load_entry_points(only=set())
-    return [*plugins.transports().values(), *plugins.sinks().values()]
+    return [
+        *plugins.transports().values(),
+        *plugins.sinks().values(),
+        *plugins.processors().values(),
+    ]
 
 
 def _test_function_sources() -> dict[str, str]:

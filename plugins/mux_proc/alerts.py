@@ -52,7 +52,6 @@ __all__ = [
     "ThroughputProcessor",
 ]
 
-SeverityName = Literal["info", "warning", "critical"]
 _NUMBER = (int, float)
 
 
@@ -114,7 +113,7 @@ class StallOptions:
     #: Only events of these types count as progress (empty = every type).
     events: list[str] = attrs.field(factory=list)
     #: Severity of the alert: "info", "warning" or "critical".
-    severity: SeverityName = "warning"
+    severity: Literal["info", "warning", "critical"] = "warning"
 
 
 class StallProcessor:
@@ -213,7 +212,7 @@ class NonfiniteOptions:
     #: Only events of these types are checked (empty = every type).
     events: list[str] = attrs.field(factory=list)
     #: Severity of the alert: "info", "warning" or "critical".
-    severity: SeverityName = "critical"
+    severity: Literal["info", "warning", "critical"] = "critical"
 
 
 class NonfiniteProcessor:
@@ -305,7 +304,7 @@ class DivergeOptions:
     #: Only events of these types are checked (empty = every type).
     events: list[str] = attrs.field(factory=list)
     #: Severity of the alert: "info", "warning" or "critical".
-    severity: SeverityName = "warning"
+    severity: Literal["info", "warning", "critical"] = "warning"
 
 
 class DivergeProcessor:
@@ -396,7 +395,7 @@ class RestartOptions:
     #: Only events of these types are checked (empty = every type).
     events: list[str] = attrs.field(factory=list)
     #: Severity of the alert: "info", "warning" or "critical".
-    severity: SeverityName = "warning"
+    severity: Literal["info", "warning", "critical"] = "warning"
 
 
 class RestartProcessor:
@@ -474,7 +473,7 @@ class ThroughputOptions:
     #: Only events of these types count (empty = every type).
     events: list[str] = attrs.field(factory=list)
     #: Severity of the alert: "info", "warning" or "critical".
-    severity: SeverityName = "warning"
+    severity: Literal["info", "warning", "critical"] = "warning"
 
 
 class ThroughputProcessor:
