@@ -65,7 +65,7 @@ FULL_EVENTS = 1_000_000
 QUICK_EVENTS = 200_000
 #: How often the parent looks at the growing file (and the child's state).
 POLL_S = 0.1
-#: No new bytes in the file for this long (child alive, not yet told to stop): stalled.
+#: No new event line in the file for this long (child alive, not yet told to stop): stalled.
 STALL_S = 20.0
 #: How long ``mux run`` may take to end by itself once its file is complete (then SIGINT).
 END_GRACE_S = 5.0
@@ -135,9 +135,10 @@ class _Growth:
         except FileNotFoundError:
             return self.matches
         end = chunk.rfind(b"\n") + 1  # whole lines only: a marker never straddles a read
-        if end:
-            self.offset += end
-            self.matches += chunk.count(self.marker, 0, end)
+        found = chunk.count(self.marker, 0, end) if end else 0
+        self.offset += end
+        if found:  # status lines of a source retrying a dead server are not progress
+            self.matches += found
             self.grew_at = time.monotonic()
         return self.matches
 
@@ -186,7 +187,7 @@ def run_child(
                 elif now - started > timeout:
                     because = f"timed out after {timeout:.0f} s with {seen:,} of {events:,} lines"
                 elif now - growth.grew_at > STALL_S:
-                    because = f"stalled: no new line for {STALL_S:.0f} s at {seen:,} of {events:,}"
+                    because = f"stalled: no new event for {STALL_S:.0f} s at {seen:,} of {events:,}"
                 else:
                     continue
                 proc.send_signal(signal.SIGINT)
