@@ -100,7 +100,7 @@ def test_mux_plugins_lists_the_third_party_plugin() -> None:
         "version": "0.1.0",
         "transports": ["jsonl-tail"],
         "sinks": ["csv"],
-        "processors": [],
+        "processors": ["above"],
         "error": None,
     }
 
@@ -187,3 +187,34 @@ def test_mux_run_follows_lines_appended_while_running(tmp_path: Path) -> None:
         ["3", "3", "0.125"],
     ]
     assert [r["seq"] for r in _jsonl(tmp_path) if r["type"] == "event"] == [1, 2, 3]
+
+
+def test_mux_run_applies_the_third_party_processor(tmp_path: Path) -> None:
+    """mux_register_processors through an installed plugin: its alert reaches the file."""
+    (tmp_path / "train.jsonl").write_text(
+        _lines({"step": 1, "loss": 0.5}, {"step": 2, "loss": 9.0}, {"step": 3, "loss": 0.4})
+    )
+    config = _config(
+        tmp_path,
+        extra="""
+        [[processors]]
+        type = "above"
+        sources = ["train"]
+        field = "loss"
+        limit = 2.0
+        severity = "critical"
+        """,
+    )
+    result = subprocess.run(
+        [*MUX, "run", str(config), "--for", "1", "--fail-on", "critical"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=60,
+    )
+    assert result.returncode == 4, result.stderr
+    alerts = [r for r in _jsonl(tmp_path) if r["type"] == "alert"]
+    assert [(a["source"], a["rule"], a["severity"], a["message"], a["seq"]) for a in alerts] == [
+        ("train", "above", "critical", "loss 9 is above 2", 2),
+        ("train", "above", "info", "loss back to 0.4", 3),
+    ]

@@ -4,8 +4,10 @@ A third-party mux plugin. It is found through the entry point
 ``[project.entry-points.mux] jsonl-tail = "mux_jsonl_tail"`` and uses only
 the public API of ``mux_core``. It provides:
 
-* the transport ``jsonl-tail`` (:class:`TailTransport`), and
-* the sink ``csv`` (:class:`CsvSink`).
+* the transport ``jsonl-tail`` (:class:`TailTransport`),
+* the sink ``csv`` (:class:`CsvSink`), and
+* the processor ``above`` (:class:`AboveProcessor`): an alert while a field is
+  above a limit.
 """
 
 from __future__ import annotations
@@ -14,15 +16,19 @@ from typing import Any
 
 from mux_core import hookimpl
 
+from .above import AboveOptions, AboveProcessor
 from .csv_sink import CsvOptions, CsvSink
 from .tail import TailCursor, TailOptions, TailTransport
 
 __all__ = [
+    "AboveOptions",
+    "AboveProcessor",
     "CsvOptions",
     "CsvSink",
     "TailCursor",
     "TailOptions",
     "TailTransport",
+    "mux_register_processors",
     "mux_register_sinks",
     "mux_register_transports",
 ]
@@ -38,3 +44,9 @@ def mux_register_transports(register: Any) -> None:
 def mux_register_sinks(register: Any) -> None:
     """Provide ``[[sinks]] type = "csv"``."""
     register("csv", CsvSink)
+
+
+@hookimpl
+def mux_register_processors(register: Any) -> None:
+    """Provide ``[[processors]] type = "above"``."""
+    register("above", AboveProcessor)
