@@ -1,11 +1,13 @@
 """The records that flow through mux's one channel, and their JSON Lines form.
 
-Three frozen record types travel from the sources to every sink:
+Four frozen record types travel from the sources to every sink:
 
 * :class:`Event` -- one message a server sent (an SSE event, a WebSocket
   message, one item of a REST poll);
 * :class:`Status` -- one change in a source's connection state;
-* :class:`Alert` -- something a processor noticed (a stalled run, a NaN loss).
+* :class:`Alert` -- something a processor noticed (a stalled run, a NaN loss);
+* :class:`Quality` -- how well a source has been doing lately (uptime,
+  reconnects, time blind, gaps, lag), every ``quality_interval`` seconds.
 
 They travel in *batches* (lists): everything a transport parsed from one read
 is handed over at once, because a channel hand-off costs the same for one
@@ -35,6 +37,7 @@ __all__ = [
     "Alert",
     "Batch",
     "Event",
+    "Quality",
     "Record",
     "RecordDecodeError",
     "Severity",
@@ -217,7 +220,60 @@ class Alert(msgspec.Struct, frozen=True, gc=False, tag_field="type", tag="alert"
     at: float
 
 
-Record: TypeAlias = Event | Status | Alert
+class Quality(msgspec.Struct, frozen=True, gc=False, tag_field="type", tag="quality"):
+    """How well a source has been doing: measured by the core, the same for
+    every transport (see :mod:`mux_core.quality`).
+
+    The windowed figures cover the last ``window`` seconds; the ``*_total``
+    figures the whole run. Times are seconds; None where nothing was measured.
+    """
+
+    source: str
+    transport: str
+    #: Seconds the windowed figures cover (the last ``quality_window``, or the
+    #: whole run while it is younger).
+    window: float
+    #: Fraction of the window the source was connected, 0.0 .. 1.0.
+    uptime: float
+    #: Connections after a drop, in the window.
+    reconnects: int
+    #: The longest time blind (connection lost until connected again) of the
+    #: outages in the window, an outage still going on included; None if none.
+    blind_max: float | None
+    #: Events received in the window.
+    events: int
+    #: Numeric ids missing in the window (ids that skipped ahead); 0 without numeric ids.
+    gaps: int
+    #: 99th percentile of the lag (``received_at`` minus the ``lag_field``
+    #: timestamp), in the window; None without ``lag_field``.
+    lag_p99: float | None
+    #: Wall-clock time of the measurement.
+    at: float
+    #: The source's connection state at ``at``; None before its first status.
+    state: State | None = None
+    #: Outages (drops of a connection) in the window, one still going on included.
+    outages: int = 0
+    #: The median time blind of those outages; None if none.
+    blind_p50: float | None = None
+    #: Events per second over the window.
+    events_per_s: float = 0.0
+    #: Seconds since the last event; None before the first.
+    staleness: float | None = None
+    #: The median lag in the window; None without ``lag_field``.
+    lag_p50: float | None = None
+    #: Reconnects since the run started.
+    reconnects_total: int = 0
+    #: Seconds blind since the run started (outages after a first connection).
+    blind_total: float = 0.0
+    #: Events since the run started.
+    events_total: int = 0
+    #: Missing ids since the run started.
+    gaps_total: int = 0
+    #: Records each sink's channel dropped so far (all sources: a sink has one channel).
+    dropped: dict[str, int] = msgspec.field(default_factory=dict)
+
+
+Record: TypeAlias = Event | Status | Alert | Quality
 #: What channels and sinks carry: the records of one read, in order.
 Batch: TypeAlias = Sequence[Record]
 
@@ -308,7 +364,7 @@ class _EventLine(msgspec.Struct, tag_field="type", tag="event", gc=False):
     seq: int
 
 
-_line_decoder = msgspec.json.Decoder(_EventLine | Status | Alert)
+_line_decoder = msgspec.json.Decoder(_EventLine | Status | Alert | Quality)
 
 
 def decode_jsonl(line: bytes | str) -> Record:
@@ -331,7 +387,7 @@ def decode_jsonl(line: bytes | str) -> Record:
             decoded.received_at,
             decoded.seq,
         )
-    assert isinstance(decoded, Status | Alert)
+    assert isinstance(decoded, Status | Alert | Quality)
     return decoded
 
 
