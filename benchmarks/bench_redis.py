@@ -85,7 +85,9 @@ async def bench_sink(count: int, prefix: str) -> float:
             start = time.perf_counter()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(run.run)
-                while await _xlen(client, f"{prefix}sink:train") < count + 2:
+                while True:  # polls Redis: the sink has no event to wait on
+                    if await _xlen(client, f"{prefix}sink:train") >= count + 2:
+                        break
                     await trio.sleep(0.005)
                 elapsed = time.perf_counter() - start
                 run.request_stop("done")
