@@ -69,6 +69,7 @@ from .sinks import (
     SourceInfo,
     batch_bytes,
 )
+from .state import StateStore
 from .supervisor import Supervisor
 
 __all__ = [
@@ -115,6 +116,7 @@ __all__ = [
     "SourceConfig",
     "SourceInfo",
     "State",
+    "StateStore",
     "Status",
     "Supervisor",
     "Transport",

@@ -61,7 +61,7 @@ __all__ = [
     "render_config",
 ]
 
-_TOP_KEYS = ("retry", "sources", "sinks", "processors", "shard")
+_TOP_KEYS = ("retry", "sources", "sinks", "processors", "shard", "state_dir")
 _SOURCE_KEYS = ("name", "transport", "retry")
 _SINK_KEYS = ("type", "name", "overflow", "buffer", "buffer_bytes", "on_error")
 _PROCESSOR_KEYS = ("type", "sources")
@@ -145,6 +145,9 @@ class Config:
     #: ``shard = "I/N"``: run only the sources of shard I of N (see mux_core.shard);
     #: ``mux run --shard`` overrides it.
     shard: Shard | None = None
+    #: ``state_dir``: where each source's resume state is kept across runs
+    #: (see mux_core.state); ``mux run --state`` overrides it. None = memory only.
+    state_dir: str | None = None
 
 
 def load_config(
@@ -216,6 +219,7 @@ class _Loader:
         sinks = self._sinks(data)
         processors = self._processors(data, [source.name for source in sources])
         shard = self._shard(data)
+        state_dir = self._state_dir(data)
         self._raise_errors()
         return Config(
             path=self._path,
@@ -226,7 +230,17 @@ class _Loader:
             secrets=frozenset(self._secrets),
             processors=tuple(processors),
             shard=shard,
+            state_dir=state_dir,
         )
+
+    def _state_dir(self, data: dict[str, Any]) -> str | None:
+        value = data.get("state_dir")
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value.strip():
+            self._fail(("state_dir",), f"expected a directory path, got {describe_value(value)}")
+            return None
+        return value
 
     def _shard(self, data: dict[str, Any]) -> Shard | None:
         if "shard" not in data:
@@ -633,6 +647,8 @@ def render_config(config: Config) -> str:
     lines = [f'# {config.path}: the resolved config; secrets are shown as "***"', ""]
     if config.shard is not None:
         lines += [f'shard = "{config.shard}"', ""]
+    if config.state_dir is not None:
+        lines += [f"state_dir = {_toml_string(config.state_dir)}", ""]
     lines.append("[retry]")
     lines += _render_fields(config.retry, secrets)
     for source in config.sources:

@@ -43,8 +43,9 @@ from .errors import PluginError
 from .events import Alert, Record, Severity, State, Status
 from .plugins import PluginManager
 from .processors import ProcessorChain, ProcessorContext
-from .session import SharedResources, Transport
+from .session import ResumeState, SharedResources, Transport
 from .sinks import Overflow, SinkChannel, SinkContext, SourceInfo
+from .state import CHECKPOINT_INTERVAL, StateStore
 from .supervisor import Supervisor
 
 __all__ = ["Engine", "RunResult"]
@@ -94,6 +95,8 @@ class _SourceRunner:
     supervisor: Supervisor | None = None
     #: The source's processors (None when no ``[[processors]]`` table applies).
     chain: ProcessorChain | None = None
+    #: Resume state saved by an earlier run (``--state``), or None.
+    resume: ResumeState | None = None
 
     @property
     def state(self) -> State | None:
@@ -117,8 +120,12 @@ class Engine:
         duration: float | None = None,
         install_signal_handlers: bool = False,
         fail_on: Severity | None = None,
+        state_dir: str | None = None,
     ) -> None:
         self.config = config
+        directory = state_dir if state_dir is not None else config.state_dir
+        #: Where resume states are kept across runs (``--state`` / ``state_dir``), or None.
+        self.state_store = StateStore(directory) if directory is not None else None
         self.fail_on = fail_on
         #: Alerts at or above ``fail_on`` seen so far.
         self.failing_alerts = 0
@@ -162,8 +169,10 @@ class Engine:
         self._token = trio.lowlevel.current_trio_token()
         shared = SharedResources()
         try:
-            self._sinks = [self._make_sink(cfg) for cfg in self.config.sinks]
+            if self.state_store is not None:
+                self.state_store.load()
             self._sources = [self._make_source(cfg) for cfg in self.config.sources]
+            self._sinks = [self._make_sink(cfg) for cfg in self.config.sinks]
             # What is alive now (modules, plugins, config) lives as long as the
             # run: frozen, the cyclic GC stops walking it in every full
             # collection that a stream of short-lived events triggers
@@ -179,6 +188,8 @@ class Engine:
                     for runner in self._sinks:
                         await nursery.start(self._run_sink, runner)
                     self._live_sinks = tuple(self._sinks)
+                    if self.state_store is not None:
+                        system.start_soon(self._checkpoint_periodically)
                     async with trio.open_nursery() as sources:
                         for source in self._sources:
                             sources.start_soon(self._run_source, source, shared)
@@ -187,6 +198,11 @@ class Engine:
                     for runner in self._sinks:
                         runner.channel.close()
                 system.cancel_scope.cancel()
+            if self.state_store is not None and not self._sink_failed:
+                # Every sink has written and closed (the file sink fsynced):
+                # everything each source received is where it should be.
+                snapshot = self.state_store.snapshot(self._resume_states())
+                await trio.to_thread.run_sync(self.state_store.save, snapshot)
         finally:
             gc.unfreeze()
             await shared.aclose()
@@ -211,6 +227,7 @@ class Engine:
             start_background=start_background,
             dropped=lambda: channel.dropped,
             retry=self.config.retry,
+            resumed={r.config.name: r.resume.seq for r in self._sources if r.resume is not None},
         )
         try:
             runner.sink = cls(cfg.options, context)
@@ -228,7 +245,10 @@ class Engine:
             raise PluginError(
                 f"source {cfg.name!r} ({cfg.transport}) could not be created: {exc}"
             ) from exc
-        return _SourceRunner(cfg, transport, chain=self._make_chain(cfg))
+        resume = None
+        if self.state_store is not None:
+            resume = self.state_store.resume_for(cfg.name, cfg.transport)
+        return _SourceRunner(cfg, transport, chain=self._make_chain(cfg), resume=resume)
 
     def _make_chain(self, cfg: SourceConfig) -> ProcessorChain | None:
         """One instance of each ``[[processors]]`` table that applies to the source."""
@@ -290,6 +310,7 @@ class Engine:
             send=send,
             shared=shared,
             delivered=self._delivered,
+            resume=runner.resume,
         )
         if chain is not None and chain.timed:
             # Time-based processors (a stall) get one timer task beside the source.
@@ -323,6 +344,51 @@ class Engine:
             )
             await send([status])
             supervisor.state = State.STOPPED
+
+    # -- durable resume (--state) ----------------------------------------
+
+    def _resume_states(self) -> dict[str, tuple[str, ResumeState]]:
+        return {
+            r.config.name: (r.config.transport, r.supervisor.resume)
+            for r in self._sources
+            if r.supervisor is not None
+        }
+
+    async def _checkpoint_periodically(self) -> None:
+        while True:
+            await trio.sleep(CHECKPOINT_INTERVAL)
+            if not await self._checkpoint():
+                return
+
+    async def _checkpoint(self) -> bool:
+        """Save every source's resume state once what it covers is durable.
+
+        The states are copied first; then every ``block`` sink is waited for
+        until it has written what had entered its channel by then, and
+        synced (``sink.sync()``: the file sink flushes, and fsyncs when
+        ``fsync = true``); only then is the copy saved. False when a sink
+        failed meanwhile: no more checkpoints (the final save is skipped too).
+        """
+        store = self.state_store
+        assert store is not None
+        snapshot = store.snapshot(self._resume_states())
+        marks = [
+            (runner, runner.channel.entered)
+            for runner in self._live_sinks
+            if runner.channel.overflow is Overflow.BLOCK
+        ]
+        for runner, mark in marks:
+            if not await runner.channel.wait_finished(mark):
+                return False
+        for runner, _ in marks:
+            sync = getattr(runner.sink, "sync", None)
+            if sync is not None:
+                try:
+                    await sync()
+                except Exception:
+                    return False  # the sink's own task reports its failure
+        await trio.to_thread.run_sync(store.save, snapshot)
+        return True
 
     async def _delivered(self) -> bool:
         """Wait until every live sink has written every record put so far

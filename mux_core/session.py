@@ -202,16 +202,20 @@ class Session:
         if not batch:
             return False
         batch.nbytes = size + _RECORD_OVERHEAD * len(batch)
-        resume.seq = seq
-        # The newest id, found from the end: usually the last event has one,
-        # which is cheaper than a test per event in the loop above.
-        for record in reversed(batch):
-            id_ = record.id
-            if id_ is not None:
-                resume.last_id = id_
-                break
         self.events += len(batch)
-        return bool(await self._send_events(batch))
+        try:
+            return bool(await self._send_events(batch))
+        finally:
+            # Only now: a checkpoint of the resume state (--state) must never
+            # cover records that have not reached the sinks' channels yet.
+            resume.seq = seq
+            # The newest id, found from the end: usually the last event has
+            # one, which is cheaper than a test per event in the loop above.
+            for record in reversed(batch):
+                id_ = record.id
+                if id_ is not None:
+                    resume.last_id = id_
+                    break
 
     async def relay(self, records: Sequence[Record]) -> bool:
         """Hand over records made elsewhere, as they are, as one batch.

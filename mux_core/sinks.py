@@ -34,7 +34,7 @@ from __future__ import annotations
 import enum
 import math
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import attrs
@@ -111,6 +111,11 @@ class SinkContext:
     #: The run's ``[retry]`` policy, for a sink that retries a remote service
     #: (redis-stream) the way sources do.
     retry: RetryPolicy = attrs.field(factory=RetryPolicy)
+    #: Sources resumed from a saved state (``--state``): their saved ``seq``.
+    #: Records with a higher seq may already be in the sink's output from
+    #: before a crash (written, not yet checkpointed): a sink that can tell
+    #: (the file sink reads its file's tail) skips those it already holds.
+    resumed: Mapping[str, int] = attrs.field(factory=dict)
 
 
 #: A sink channel's default bound in bytes (``buffer_bytes``): big events and a

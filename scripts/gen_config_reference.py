@@ -24,10 +24,9 @@ from typing import Any
 import attrs
 
 from mux_core import config as _config
-from mux_core.sinks import DEFAULT_BUFFER_BYTES
 from mux_core.plugins import PluginManager, Provided
 from mux_core.retry import RetryPolicy
-from mux_core.sinks import Overflow
+from mux_core.sinks import DEFAULT_BUFFER_BYTES, Overflow
 
 __all__ = ["Field", "field_comments", "generate", "main", "options_fields"]
 

@@ -24,9 +24,10 @@ import os
 from typing import Any, ClassVar
 
 import attrs
+import msgspec
 import trio
 
-from mux_core.events import Batch, encode_jsonl
+from mux_core.events import Batch, Event, encode_jsonl
 from mux_core.sinks import SinkContext
 
 __all__ = ["FileOptions", "FileSink"]
@@ -195,6 +196,49 @@ class _RotatingFile:
                 pass
 
 
+class _SeqLine(msgspec.Struct, forbid_unknown_fields=False):
+    type: str = ""
+    source: str = ""
+    seq: int | None = None
+
+
+_read_seq_line = msgspec.json.Decoder(_SeqLine).decode
+
+#: The tail read when looking for the last seq of resumed sources (bounded:
+#: what was written after the last checkpoint is a second or so of events).
+_TAIL_LIMIT = 256 * 1024 * 1024
+
+
+def _last_seqs(path: str, sources: set[str]) -> dict[str, int]:
+    """The highest event seq of each of ``sources`` near the end of ``path``."""
+    found: dict[str, int] = {}
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        return found
+    chunk = 1 << 20
+    end = size
+    carry = b""
+    with open(path, "rb") as file:
+        while end > 0 and size - end < _TAIL_LIMIT and len(found) < len(sources):
+            start = max(0, end - chunk)
+            file.seek(start)
+            data = file.read(end - start) + carry
+            lines = data.split(b"\n")
+            carry = lines[0] if start > 0 else b""
+            for line in reversed(lines[1:] if start > 0 else lines):
+                if b'"event"' not in line:
+                    continue
+                try:
+                    record = _read_seq_line(line)
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    continue
+                if record.type == "event" and record.source in sources and record.seq:
+                    found[record.source] = max(found.get(record.source, 0), record.seq)
+            end = start
+    return found
+
+
 def _fsync(fd: int) -> None:
     try:
         os.fsync(fd)
@@ -225,6 +269,8 @@ class FileSink:
         self._file = _RotatingFile(self.path, rotate_bytes=options.rotate_bytes, keep=options.keep)
         self._pending: list[bytes] = []
         self._pending_bytes = 0
+        #: Per resumed source: the last seq this file holds (skip up to it).
+        self._skip: dict[str, int] = {}
         #: Written to the OS since the last fsync.
         self._dirty = False
         self._io_lock = trio.Lock()
@@ -234,11 +280,20 @@ class FileSink:
     async def open(self) -> None:
         await self._run_io(self._file.open)
         self._opened = True
+        if self.context.resumed:
+            held = await trio.to_thread.run_sync(_last_seqs, self.path, set(self.context.resumed))
+            self._skip = {
+                source: seq
+                for source, seq in held.items()
+                if seq > self.context.resumed.get(source, seq)
+            }
         self.context.start_background(self._flush_periodically)
 
     async def write(self, batch: Batch) -> None:
         if self._closed:
             raise trio.ClosedResourceError(f"file sink {self.context.name} is closed")
+        if self._skip:
+            batch = self._without_held(batch)
         data = encode_jsonl(batch)
         if not data:
             return
@@ -246,6 +301,30 @@ class FileSink:
         self._pending_bytes += len(data)
         if self._pending_bytes >= _FLUSH_BYTES:
             await self.flush()
+
+    async def sync(self) -> None:
+        """Make every record written so far as durable as configured: handed
+        to the OS, and fsynced when ``fsync = true``. Durable resume
+        (``--state``) calls it before it saves a source's resume state."""
+        await self.flush(fsync=self.options.fsync)
+
+    def _without_held(self, batch: Batch) -> Batch:
+        """Drop the events this file already holds from before a crash.
+
+        A source resumed from a saved state gets again what arrived after
+        that state was saved; the events it already wrote then have the same
+        ``seq``. Once a source passes its last seq in the file, it is no
+        longer checked.
+        """
+        skip = self._skip
+        kept = []
+        for record in batch:
+            if type(record) is Event and record.source in skip:
+                if record.seq <= skip[record.source]:
+                    continue
+                del skip[record.source]
+            kept.append(record)
+        return kept
 
     async def flush(self, *, fsync: bool = False) -> None:
         """Hand everything buffered to the OS (and fsync it, if asked)."""
