@@ -1,4 +1,4 @@
-"""The ``mux`` command: run | check | plugins | demo | serve-demo.
+"""The ``mux`` command: run | check | replay | plugins | demo | serve-demo.
 
 Errors a user can fix are one line on stderr and exit code 2 (usage or
 config); DESIGN.md fixes the other exit codes (0 clean stop, 3 a source
@@ -89,6 +89,13 @@ def _parser() -> argparse.ArgumentParser:
         "so N collectors split one config; overrides the config's shard key",
     )
     run.add_argument(
+        "--state",
+        metavar="DIR",
+        help="keep each source's resume state (last id, cursor, seq) in DIR, saved once what "
+        "it covers is written by every block sink, so a restarted run goes on where this one "
+        "stopped; overrides the config's state_dir key",
+    )
+    run.add_argument(
         "--fail-on",
         choices=("info", "warning", "critical"),
         metavar="SEVERITY",
@@ -103,6 +110,27 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also try each source once and report whether it is reachable",
     )
+
+    replay = commands.add_parser(
+        "replay",
+        help="feed a recorded run (what the file sink wrote) through sinks",
+        description="Feed a recorded JSON Lines file (rotated files FILE.N..FILE.1 first) "
+        "through the sinks of a config, or a terminal view. Exit codes: 0 done, "
+        "1 a sink failed, 2 usage or config error.",
+    )
+    replay.add_argument("file", metavar="FILE.jsonl", help="a file the file sink wrote")
+    replay.add_argument(
+        "--speed",
+        type=_positive_seconds,
+        metavar="N",
+        help="replay at N times the recorded pace (default: as fast as the sinks take it)",
+    )
+    replay.add_argument(
+        "--config",
+        metavar="CONFIG",
+        help="use this config's sinks (default: a terminal view of the numeric fields)",
+    )
+    replay.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
 
     plugins = commands.add_parser("plugins", help="list installed plugins")
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
@@ -155,9 +183,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 quiet=args.quiet,
                 fail_on=args.fail_on,
                 shard=args.shard,
+                state_dir=args.state,
             )
         if args.command == "check":
             return _check(Path(args.config), probe=args.probe)
+        if args.command == "replay":
+            return _replay(args)
         if args.command == "plugins":
             return _plugins(as_json=args.json)
         if args.command == "serve-demo":
@@ -198,6 +229,7 @@ def _run(
     quiet: bool,
     fail_on: str | None = None,
     shard: Shard | None = None,
+    state_dir: str | None = None,
 ) -> int:
     from .config import load_config
     from .engine import Engine
@@ -213,6 +245,7 @@ def _run(
         duration=duration,
         install_signal_handlers=True,
         fail_on=None if fail_on is None else Severity(fail_on),
+        state_dir=state_dir,
     )
     if not plugins.main_loop(engine):
         trio.run(engine.run)
@@ -258,6 +291,41 @@ def _check(path: Path, *, probe: bool) -> int:
 
         return probe_config(config, plugins)
     return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from .replay import Replay, default_view, replay_files
+
+    setup_logging(quiet=args.quiet)
+    plugins = load_plugins()
+    files = replay_files(Path(args.file))
+    if args.config is not None:
+        from .config import load_config
+        from .sinks import SourceInfo
+
+        config = load_config(Path(args.config), plugins)
+        sinks = list(config.sinks)
+        sources = [SourceInfo(s.name, s.transport) for s in config.sources]
+    else:
+        sinks, sources = [default_view(files[-1], plugins)], []
+    replay = Replay(
+        files,
+        sinks,
+        plugins,
+        name=Path(args.file).name,
+        sources=sources,
+        speed=args.speed,
+        install_signal_handlers=True,
+    )
+    # A Replay runs like an Engine (config.sinks, run, request_stop, result):
+    # the Qt plugin's main loop hosts it the same way.
+    if not plugins.main_loop(replay):  # type: ignore[arg-type]
+        trio.run(replay.run)
+    result = replay.result
+    if result is None:
+        print("mux: error: the replay did not finish", file=sys.stderr)
+        return 1
+    return result.exit_code
 
 
 def _plugins(*, as_json: bool) -> int:
