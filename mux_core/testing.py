@@ -9,8 +9,11 @@
   scripted bytes (``Send``, ``Flood``, ``Pause``, ``Hangup``, ``Reset``):
   garbage, compression bombs (``compression_bomb``), giant heads, endless
   bodies, for testing that nothing a server sends breaks a transport;
+* a fake TCP line server -- ``serve_tcp`` -- for transports of any other
+  protocol, with the same faults (``Stall``, ``Drop``, ``Raw``, ``Close``,
+  ``Garbage``), a record of what clients sent, and :func:`refusing_port`;
 * :func:`run_one_session` -- drive one session of a transport and see what
-  it emitted and how it ended;
+  it emitted and how it ended (or end it yourself with ``until=``);
 * a scripted transport (``"scripted"``) and a collecting sink
   (``"collect"``); this module is itself a plugin providing both::
 
@@ -21,7 +24,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import attrs
@@ -58,6 +61,7 @@ from ._testing.http_servers import (
     serve_rest,
     serve_sse,
 )
+from ._testing.tcp_server import FakeTcpServer, TcpAction, refusing_port, serve_tcp
 from ._testing.ws_server import Close as WsClose
 from ._testing.ws_server import FakeWsServer, Garbage, Reject, WsAction, serve_ws
 from .errors import Disconnected, Ended, Failed, ServerUnavailable, SessionError
@@ -74,6 +78,7 @@ __all__ = [
     "Drop",
     "FakeRestServer",
     "FakeSseServer",
+    "FakeTcpServer",
     "FakeWsServer",
     "Flood",
     "Garbage",
@@ -94,6 +99,7 @@ __all__ = [
     "Stall",
     "Step",
     "StoredEvent",
+    "TcpAction",
     "WsAction",
     "WsClose",
     "chunk",
@@ -102,10 +108,12 @@ __all__ = [
     "http_head",
     "mux_register_sinks",
     "mux_register_transports",
+    "refusing_port",
     "run_one_session",
     "serve_hostile",
     "serve_rest",
     "serve_sse",
+    "serve_tcp",
     "serve_ws",
     "sse_head",
 ]
@@ -252,6 +260,8 @@ class SessionResult:
     batches: list[Sequence[Record]]
     error: SessionError | None
     resume: ResumeState
+    #: True when ``until`` held and the session was ended there (``error`` is None).
+    until_met: bool = False
 
     @property
     def records(self) -> list[Record]:
@@ -266,6 +276,7 @@ async def run_one_session(
     transport: Any,
     *,
     resume: ResumeState | None = None,
+    until: int | Callable[[SessionResult], bool] | None = None,
     connect_timeout: float = 5.0,
     timeout: float = math.inf,
     shared: SharedResources | None = None,
@@ -275,35 +286,49 @@ async def run_one_session(
     """Run ``transport.run_session`` once, collecting what it emitted.
 
     Returns when the session raises a :class:`SessionError` (kept in
-    ``error``) or ``timeout`` seconds pass (``error`` None). Other
-    exceptions propagate: they are transport bugs.
+    ``error``), when ``until`` holds -- an event count (``until=3``: three
+    events emitted) or ``until(result)`` checked after each batch -- and the
+    session is cancelled there (``until_met``, ``error`` None), or when
+    ``timeout`` seconds pass (``error`` None). Other exceptions propagate:
+    they are transport bugs. Pass ``result.resume`` to the next call to test
+    resuming.
     """
-    batches: list[Sequence[Record]] = []
     resume = resume if resume is not None else ResumeState()
+    result = SessionResult([], None, resume)
+    if isinstance(until, int):
+        count = until
 
-    async def send(batch: Sequence[Record]) -> None:
-        batches.append(batch)
+        def until_count(result: SessionResult) -> bool:
+            return len(result.events) >= count
+
+        until = until_count
 
     own_shared = shared is None
     shared = shared if shared is not None else SharedResources()
-    session = Session(
-        source=source,
-        transport=transport_name,
-        resume=resume,
-        connect_timeout=connect_timeout,
-        shared=shared,
-        send=send,
-        attempt=1,
-    )
-    error: SessionError | None = None
-    try:
-        with trio.move_on_after(timeout):
-            try:
-                await transport.run_session(session)
-                error = Disconnected("the stream ended")
-            except SessionError as exc:
-                error = exc
-    finally:
-        if own_shared:
-            await shared.aclose()
-    return SessionResult(batches, error, resume)
+    with trio.move_on_after(timeout) as scope:
+
+        async def send(batch: Sequence[Record]) -> None:
+            result.batches.append(batch)
+            if until is not None and not result.until_met and until(result):
+                result.until_met = True
+                scope.cancel()
+                await trio.lowlevel.checkpoint()  # end right here, not at the next read
+
+        session = Session(
+            source=source,
+            transport=transport_name,
+            resume=resume,
+            connect_timeout=connect_timeout,
+            shared=shared,
+            send=send,
+            attempt=1,
+        )
+        try:
+            await transport.run_session(session)
+            result.error = Disconnected("the stream ended")
+        except SessionError as exc:
+            result.error = exc
+        finally:
+            if own_shared:
+                await shared.aclose()
+    return result
