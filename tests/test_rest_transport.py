@@ -441,3 +441,20 @@ async def test_big_integer_ids_stay_exact_and_items_are_written_as_sent(
     assert event.id == "12345678901234567890123"
     assert event.raw == b'{"id": 12345678901234567890123, "loss": 1.10}'
     assert b'"data":{"id": 12345678901234567890123, "loss": 1.10}' in encode_jsonl([event])
+
+
+def test_delivered_memory_is_bounded_and_forgets_the_oldest_pages() -> None:
+    from mux_rest._page import Delivered
+
+    delivered = Delivered(max_items=4, max_bytes=10**9)
+    assert delivered.filter(["1", "2"], [b"a", b"b"], 10) is None
+    assert delivered.filter(["3", "4"], [b"c", b"d"], 10) is None
+    assert delivered.filter(["5", "6"], [b"e", b"f"], 10) is None  # pages 1 forgotten
+    assert delivered.filter(["1", "3"], [b"a", b"c"], 10) == [0]  # "1" is new again, "3" a repeat
+    assert delivered.restarts == 0
+    assert delivered.filter(["6"], [b"other"], 10) == [0]  # same id, other data: a new run
+    assert delivered.restarts == 1
+    by_bytes = Delivered(max_items=10**6, max_bytes=25)
+    for n in range(10):
+        by_bytes.filter([str(n)], [b"x"], 10)
+    assert by_bytes.filter(["0"], [b"x"], 10) is None  # long forgotten: delivered

@@ -105,16 +105,16 @@ class Delivered:
     """The items delivered in the current run segment, remembered by id.
 
     Bounded: the newest pages up to ``max_items`` items and ``max_bytes``
-    bytes of item data are kept. Only ids seen again are compared byte for
-    byte; a page of new ids costs one C-level set intersection per
-    remembered page.
+    bytes of pages are kept. One dict maps every remembered id to its item,
+    so a page of new ids costs one C-level key intersection; only ids seen
+    again are compared, byte for byte.
     """
 
     def __init__(self, *, max_items: int, max_bytes: int) -> None:
         self.max_items = max_items
         self.max_bytes = max_bytes
-        self._pages: deque[tuple[dict[str, Any], int]] = deque()
-        self._items = 0
+        self._by_id: dict[str, Any] = {}
+        self._pages: deque[tuple[list[tuple[str, Any]], int]] = deque()
         self._bytes = 0
         #: Times the stream started over (an id came again with other data).
         self.restarts = 0
@@ -126,49 +126,41 @@ class Delivered:
         memory starts a new segment from that item on.
         """
         page = {id_: item for id_, item in zip(ids, items, strict=True) if id_ is not None}
-        overlap = set()
-        for old, _ in self._pages:
-            overlap.update(page.keys() & old.keys())
         keep: list[int] | None = None
-        if overlap:
+        if page.keys() & self._by_id.keys():
             keep = []
-            previous = self._lookup()
             for index, id_ in enumerate(ids):
-                if id_ is not None and id_ in overlap and id_ in previous:
-                    if _same(previous[id_], items[index]):
+                if id_ is not None and id_ in self._by_id:
+                    if _same(self._by_id[id_], items[index]):
                         continue
                     # The stream started over: forget the old segment.
                     self.restarts += 1
                     self.clear()
-                    previous = {}
-                    overlap = set()
                 keep.append(index)
             page = {ids[i]: items[i] for i in keep if ids[i] is not None}  # type: ignore[misc]
         self._remember(page, size)
         return keep
 
     def clear(self) -> None:
+        self._by_id.clear()
         self._pages.clear()
-        self._items = self._bytes = 0
-
-    def _lookup(self) -> dict[str, Any]:
-        merged: dict[str, Any] = {}
-        for old, _ in self._pages:
-            merged.update(old)
-        return merged
+        self._bytes = 0
 
     def _remember(self, page: dict[str, Any], size: int) -> None:
         if not page:
             return
-        self._pages.append((page, size))
-        self._items += len(page)
+        self._by_id.update(page)
+        self._pages.append((list(page.items()), size))
         self._bytes += size
+        by_id = self._by_id
         while len(self._pages) > 1 and (
-            self._items > self.max_items or self._bytes > self.max_bytes
+            len(by_id) > self.max_items or self._bytes > self.max_bytes
         ):
             old, old_size = self._pages.popleft()
-            self._items -= len(old)
             self._bytes -= old_size
+            for id_, item in old:
+                if by_id.get(id_) is item:  # not since replaced by a newer page's item
+                    del by_id[id_]
 
 
 def _same(a: Any, b: Any) -> bool:
