@@ -4,13 +4,16 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXTRA_PACKAGES := $(wildcard examples/mux-jsonl-tail/pyproject.toml)
+# Example plugins built like a third party's; type-checked against the *installed*
+# mux (from inside their folder, no MYPYPATH): what a plugin author's mypy sees.
+TYPED_EXAMPLES := examples/mux-gauge examples/mux-ndjson-tcp
 
 .PHONY: test lint typecheck pytest demo bench docs clean
 
-$(STAMP): pyproject.toml $(EXTRA_PACKAGES)
+$(STAMP): pyproject.toml $(EXTRA_PACKAGES) $(addsuffix /pyproject.toml,$(TYPED_EXAMPLES))
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,qt,docs,redis]' $(if $(EXTRA_PACKAGES),-e examples/mux-jsonl-tail)
+	$(BIN)/python -m pip install --quiet -e '.[dev,qt,docs,redis]' $(if $(EXTRA_PACKAGES),-e examples/mux-jsonl-tail) $(addprefix -e ,$(TYPED_EXAMPLES))
 	@touch $@
 
 test: lint typecheck pytest
@@ -22,9 +25,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict mux_core
 	$(BIN)/mypy --strict examples/mux-jsonl-tail/mux_jsonl_tail
+	for dir in $(TYPED_EXAMPLES); do (cd $$dir && env -u MYPYPATH $(CURDIR)/$(BIN)/mypy --strict . ) || exit 1; done
 
 pytest: $(STAMP)
 	cd examples/mux-jsonl-tail && ../../$(BIN)/pytest -q
+	for dir in $(TYPED_EXAMPLES); do (cd $$dir && $(CURDIR)/$(BIN)/pytest -q) || exit 1; done
 	QT_QPA_PLATFORM=offscreen $(BIN)/pytest -q
 
 demo: $(STAMP)
