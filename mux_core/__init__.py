@@ -57,6 +57,7 @@ from .processors import (
     event_types,
     joined_raw,
 )
+from .quality import QualityTracker, format_quality_table
 from .retry import RetryPolicy
 from .session import RawEvent, ResumeState, Session, SharedResources, Transport
 from .shard import Shard, parse_shard, select_shard, shard_of
@@ -96,6 +97,7 @@ __all__ = [
     "ProcessorContext",
     "Provided",
     "Quality",
+    "QualityTracker",
     "RawEvent",
     "Record",
     "RecordDecodeError",
@@ -127,6 +129,7 @@ __all__ = [
     "describe_connection_error",
     "encode_jsonl",
     "event_types",
+    "format_quality_table",
     "hookimpl",
     "hookspec",
     "is_json",

@@ -61,8 +61,19 @@ __all__ = [
     "render_config",
 ]
 
-_TOP_KEYS = ("retry", "sources", "sinks", "processors", "shard", "state_dir")
-_SOURCE_KEYS = ("name", "transport", "retry")
+_TOP_KEYS = (
+    "retry",
+    "sources",
+    "sinks",
+    "processors",
+    "shard",
+    "state_dir",
+    "quality_interval",
+    "quality_window",
+)
+_SOURCE_KEYS = ("name", "transport", "retry", "lag_field")
+_QUALITY_INTERVAL = 60.0
+_QUALITY_WINDOW = 3600.0
 _SINK_KEYS = ("type", "name", "overflow", "buffer", "buffer_bytes", "on_error")
 _PROCESSOR_KEYS = ("type", "sources")
 _GLOB_CHARS = frozenset("*?[")
@@ -88,6 +99,9 @@ class SourceConfig:
     retry: RetryPolicy
     #: Line of the ``[[sources]]`` header.
     line: int | None
+    #: ``lag_field``: the payload field holding the time an event was made, for
+    #: the lag figures of its ``quality`` records (see mux_core.quality); None = no lag.
+    lag_field: str | None = None
 
 
 @attrs.frozen
@@ -148,6 +162,10 @@ class Config:
     #: ``state_dir``: where each source's resume state is kept across runs
     #: (see mux_core.state); ``mux run --state`` overrides it. None = memory only.
     state_dir: str | None = None
+    #: Seconds between ``quality`` records per source; 0 = none.
+    quality_interval: float = _QUALITY_INTERVAL
+    #: Seconds of the past that a ``quality`` record's windowed figures cover.
+    quality_window: float = _QUALITY_WINDOW
 
 
 def load_config(
@@ -220,6 +238,8 @@ class _Loader:
         processors = self._processors(data, [source.name for source in sources])
         shard = self._shard(data)
         state_dir = self._state_dir(data)
+        quality_interval = self._seconds(data, "quality_interval", _QUALITY_INTERVAL, zero=True)
+        quality_window = self._seconds(data, "quality_window", _QUALITY_WINDOW, zero=False)
         self._raise_errors()
         return Config(
             path=self._path,
@@ -231,7 +251,21 @@ class _Loader:
             processors=tuple(processors),
             shard=shard,
             state_dir=state_dir,
+            quality_interval=quality_interval,
+            quality_window=quality_window,
         )
+
+    def _seconds(self, data: dict[str, Any], key: str, default: float, *, zero: bool) -> float:
+        """A top-level duration in seconds (``zero``: 0 allowed, meaning off)."""
+        value = data.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self._fail((key,), f"expected a number of seconds, got {describe_value(value)}")
+            return default
+        if not (value >= 0 if zero else value > 0) or value == float("inf"):
+            bound = ">= 0 (0 = off)" if zero else "> 0"
+            self._fail((key,), f"must be a finite number of seconds {bound}, got {value!r}")
+            return default
+        return float(value)
 
     def _state_dir(self, data: dict[str, Any]) -> str | None:
         value = data.get("state_dir")
@@ -334,7 +368,10 @@ class _Loader:
                 or isinstance(options, _Failed)
             ):
                 continue
-            sources.append(SourceConfig(name, transport, options, retry, self._line(path)))
+            lag_field = self._lag_field(table, path)
+            sources.append(
+                SourceConfig(name, transport, options, retry, self._line(path), lag_field)
+            )
         return sources
 
     def _sinks(self, data: dict[str, Any]) -> list[SinkConfig]:
@@ -431,6 +468,19 @@ class _Loader:
         return value
 
     # -- single keys -----------------------------------------------------------
+
+    def _lag_field(self, table: dict[str, Any], path: KeyPath) -> str | None:
+        if "lag_field" not in table:
+            return None
+        value = table["lag_field"]
+        if not isinstance(value, str) or not value:
+            self._fail(
+                (*path, "lag_field"),
+                "expected the name of a timestamp field of the payload, "
+                f"got {describe_value(value)}",
+            )
+            return None
+        return value
 
     def _required_str(self, table: dict[str, Any], path: KeyPath, key: str) -> str | None:
         if key not in table:
@@ -649,11 +699,16 @@ def render_config(config: Config) -> str:
         lines += [f'shard = "{config.shard}"', ""]
     if config.state_dir is not None:
         lines += [f"state_dir = {_toml_string(config.state_dir)}", ""]
+    if (config.quality_interval, config.quality_window) != (_QUALITY_INTERVAL, _QUALITY_WINDOW):
+        lines.append(f"quality_interval = {config.quality_interval!r}")
+        lines += [f"quality_window = {config.quality_window!r}", ""]
     lines.append("[retry]")
     lines += _render_fields(config.retry, secrets)
     for source in config.sources:
         lines += ["", "[[sources]]", f"name = {_toml_string(source.name)}"]
         lines.append(f"transport = {_toml_string(source.transport)}")
+        if source.lag_field is not None:
+            lines.append(f"lag_field = {_toml_string(source.lag_field)}")
         lines += _render_fields(source.options, secrets)
         lines += ["", "[sources.retry]", *_render_fields(source.retry, secrets)]
     for sink in config.sinks:

@@ -40,9 +40,10 @@ import trio
 
 from .config import Config, SinkConfig, SourceConfig
 from .errors import PluginError
-from .events import Alert, Record, Severity, State, Status
+from .events import Alert, Quality, Record, Severity, State, Status
 from .plugins import PluginManager
 from .processors import ProcessorChain, ProcessorContext
+from .quality import QualityTracker
 from .session import ResumeState, SharedResources, Transport
 from .sinks import Overflow, SinkChannel, SinkContext, SourceInfo
 from .state import CHECKPOINT_INTERVAL, StateStore
@@ -76,6 +77,8 @@ class RunResult:
     reason: str
     #: Records each sink's channel dropped under its overflow policy.
     dropped: Mapping[str, int]
+    #: Every source's connection quality when the run stopped (``mux run``'s table).
+    quality: Mapping[str, Quality] = attrs.field(factory=dict)
 
 
 @attrs.define(eq=False)
@@ -97,6 +100,8 @@ class _SourceRunner:
     chain: ProcessorChain | None = None
     #: Resume state saved by an earlier run (``--state``), or None.
     resume: ResumeState | None = None
+    #: Measures the source's connection quality from every batch it emits.
+    quality: QualityTracker | None = None
 
     @property
     def state(self) -> State | None:
@@ -140,6 +145,7 @@ class Engine:
         #: The sinks still taking records (a dropped or failed sink leaves).
         self._live_sinks: tuple[_SinkRunner, ...] = ()
         self._sink_failed = False
+        self._final_quality: dict[str, Quality] = {}
 
     # -- control ---------------------------------------------------------
 
@@ -190,11 +196,15 @@ class Engine:
                     self._live_sinks = tuple(self._sinks)
                     if self.state_store is not None:
                         system.start_soon(self._checkpoint_periodically)
+                    quality = trio.CancelScope()
+                    nursery.start_soon(self._report_quality, quality)
                     async with trio.open_nursery() as sources:
                         for source in self._sources:
                             sources.start_soon(self._run_source, source, shared)
                         if self._stop_reason is not None:
                             self._stop(self._stop_reason)
+                    quality.cancel()
+                    self._keep_final_quality()
                     for runner in self._sinks:
                         runner.channel.close()
                 system.cancel_scope.cancel()
@@ -248,7 +258,15 @@ class Engine:
         resume = None
         if self.state_store is not None:
             resume = self.state_store.resume_for(cfg.name, cfg.transport)
-        return _SourceRunner(cfg, transport, chain=self._make_chain(cfg), resume=resume)
+        tracker = QualityTracker(
+            cfg.name,
+            cfg.transport,
+            window=self.config.quality_window,
+            lag_field=cfg.lag_field,
+        )
+        return _SourceRunner(
+            cfg, transport, chain=self._make_chain(cfg), resume=resume, quality=tracker
+        )
 
     def _make_chain(self, cfg: SourceConfig) -> ProcessorChain | None:
         """One instance of each ``[[processors]]`` table that applies to the source."""
@@ -268,19 +286,26 @@ class Engine:
         return ProcessorChain(cfg.name, cfg.transport, processors) if processors else None
 
     def _sender(
-        self, chain: ProcessorChain | None
+        self, chain: ProcessorChain | None, quality: QualityTracker | None = None
     ) -> Callable[[Sequence[Record]], Awaitable[bool]]:
-        """What a source's records go through: its processors, then the fan-out."""
-        if chain is None and self.fail_on is None:
+        """What a source's records go through: its quality tracker (which sees
+        them as they came), its processors, then the fan-out. The source's
+        last Quality goes right before its terminal Status, which stays the
+        source's last record (DESIGN.md)."""
+        if chain is None and self.fail_on is None and quality is None:
             return self._fan_out
 
         async def send(batch: Sequence[Record]) -> bool:
+            if quality is not None:
+                quality.observe(batch)
             if chain is not None:
                 batch = chain.run(batch)
                 if not batch:
                     return False
             if self.fail_on is not None:
                 self._watch_alerts(batch)
+            if quality is not None and quality.ended_at is not None and not quality.reported_end:
+                batch = self._with_last_quality(quality, batch)
             return await self._fan_out(batch)
 
         return send
@@ -301,7 +326,7 @@ class Engine:
     async def _run_source(self, runner: _SourceRunner, shared: SharedResources) -> None:
         cfg = runner.config
         chain = runner.chain
-        send = self._sender(chain)
+        send = self._sender(chain, runner.quality)
         supervisor = runner.supervisor = Supervisor(
             source=cfg.name,
             transport_name=cfg.transport,
@@ -389,6 +414,52 @@ class Engine:
                     return False  # the sink's own task reports its failure
         await trio.to_thread.run_sync(store.save, snapshot)
         return True
+
+    # -- connection quality ----------------------------------------------
+
+    def _dropped(self) -> dict[str, int]:
+        return {r.config.name: r.channel.dropped for r in self._sinks}
+
+    def _quality_records(self) -> list[Quality]:
+        """A Quality record per source still running (an ended one sent its last)."""
+        dropped = self._dropped()
+        return [
+            runner.quality.snapshot(dropped)
+            for runner in self._sources
+            if runner.quality is not None and runner.quality.ended_at is None
+        ]
+
+    def _with_last_quality(self, tracker: QualityTracker, batch: Sequence[Record]) -> list[Record]:
+        """The batch with the terminal Status, after the source's last Quality."""
+        tracker.reported_end = True
+        last = self._final_quality[tracker.source] = tracker.snapshot(self._dropped())
+        if self.config.quality_interval <= 0:
+            return list(batch)
+        return [last, *batch]
+
+    async def _report_quality(self, scope: trio.CancelScope) -> None:
+        """Every ``quality_interval`` seconds, each source's Quality through the fan-out."""
+        interval = self.config.quality_interval
+        if interval <= 0:
+            return
+        with scope:
+            while True:
+                await trio.sleep(interval)
+                records = self._quality_records()
+                if records:
+                    await self._fan_out(records)
+
+    def _keep_final_quality(self) -> None:
+        """Every source's last Quality for the result (taken at its terminal state)."""
+        dropped = self._dropped()
+        final = {}
+        for runner in self._sources:
+            name = runner.config.name
+            if name in self._final_quality:
+                final[name] = self._final_quality[name]
+            elif runner.quality is not None:  # the source's task never got that far
+                final[name] = runner.quality.snapshot(dropped)
+        self._final_quality = final
 
     async def _delivered(self) -> bool:
         """Wait until every live sink has written every record put so far
@@ -534,7 +605,7 @@ class Engine:
         else:
             code = EXIT_OK
         reason = self._stop_reason or "every source reached a terminal state"
-        return RunResult(code, states, reason, dropped)
+        return RunResult(code, states, reason, dropped, self._final_quality)
 
 
 def _drop_log_level(overflow: Overflow) -> int:

@@ -150,7 +150,8 @@ def event_ids(sink: CollectingSink, source: str) -> list[str | None]:
 
 
 def records_of(sink: CollectingSink, source: str) -> list[Event | Status]:
-    return [r for r in sink.records if r.source == source]
+    """The events and statuses of ``source``, in order (not its Quality records)."""
+    return [r for r in sink.records if isinstance(r, Event | Status) and r.source == source]
 
 
 async def wait_for_state(

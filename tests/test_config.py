@@ -246,7 +246,8 @@ intervall = 2.0
 def test_unknown_key_without_a_close_match_lists_the_valid_ones(plugins: PluginManager) -> None:
     err = fail('[[sources]]\nname = "a"\ntransport = "fake"\nurl = "http://h/"\nzzz = 1\n', plugins)
     assert err.line == 5
-    assert "unknown key 'zzz'; valid keys here: count, headers, interval, mode" in str(err)
+    valid = "count, headers, interval, lag_field, mode"
+    assert f"unknown key 'zzz'; valid keys here: {valid}" in str(err)
 
 
 def test_unknown_top_level_and_retry_keys(plugins: PluginManager) -> None:
