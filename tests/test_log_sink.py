@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from mux_core.events import Event, State, Status
+from mux_core.events import Event, Quality, State, Status
 from mux_core.sinks import SinkContext
 from mux_log import LogOptions, LogSink
 
@@ -166,3 +166,66 @@ def test_registers_as_log() -> None:
     registered: dict[str, type[Any]] = {}
     mux_log.mux_register_sinks(lambda name, cls: registered.__setitem__(name, cls))
     assert registered == {"log": LogSink}
+
+
+def _quality(**changes: Any) -> Quality:
+    fields: dict[str, Any] = {
+        "window": 3600.0,
+        "uptime": 0.99234,
+        "reconnects": 2,
+        "blind_max": 4.1,
+        "events": 35960,
+        "gaps": 0,
+        "lag_p99": 0.4,
+        "at": 1764250001.5,
+        "state": State.CONNECTED,
+        "outages": 2,
+        "blind_p50": 1.2,
+        "events_per_s": 9.99,
+        "staleness": 0.1,
+        "lag_p50": 0.12,
+    }
+    fields.update(changes)
+    return Quality("train-sse", "sse", **fields)
+
+
+async def test_quality_is_one_summary_line_per_source_at_info(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="mux")
+    sink = _sink()
+    quiet = _quality(
+        reconnects=1, blind_max=None, blind_p50=None, lag_p50=None, lag_p99=None, gaps=1
+    )
+    stopped = _quality(state=State.STOPPED, window=42.5, staleness=None)
+    await sink.write([_quality(), quiet, stopped])
+    assert _lines(caplog) == [
+        (
+            logging.INFO,
+            "train-sse: quality over 1h00m: up 99.2%, 2 reconnects (blind p50 1.2s, max 4.1s), "
+            "35960 events (10.0/s), 0 gaps, lag p50 120ms p99 400ms, last event 100ms ago",
+        ),
+        (
+            logging.INFO,
+            "train-sse: quality over 1h00m: up 99.2%, 1 reconnect, 35960 events (10.0/s), "
+            "1 gap, last event 100ms ago",
+        ),
+        (
+            logging.INFO,
+            "train-sse: quality over 42.5s: up 99.2%, 2 reconnects (blind p50 1.2s, max 4.1s), "
+            "35960 events (10.0/s), 0 gaps, lag p50 120ms p99 400ms, now stopped",
+        ),
+    ]
+
+
+async def test_quality_lines_can_be_turned_off_or_written_as_json(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="mux")
+    await _sink(quality=False).write([_quality()])
+    assert _lines(caplog) == []
+    await _sink(format="json").write([_quality()])
+    ((level, message),) = _lines(caplog)
+    assert level == logging.INFO
+    assert orjson.loads(message)["type"] == "quality"
+    assert orjson.loads(message)["reconnects"] == 2

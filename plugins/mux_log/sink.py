@@ -14,6 +14,13 @@ Levels follow how much a human should care:
 
 Alerts (from processors) are always logged: a ``critical`` one at ERROR, a
 ``warning`` at WARNING, an ``info`` (an alert cleared) at INFO.
+
+Quality records (every ``quality_interval`` seconds per source, and one as
+each source stops) are logged as one summary line at INFO (``quality =
+false`` turns them off)::
+
+    train-sse: quality over 1h00m: up 99.2%, 2 reconnects (blind p50 1.2s, max 4.1s),
+    35960 events (10.0/s), 0 gaps, lag p50 120ms p99 400ms, last event 100ms ago
 """
 
 from __future__ import annotations
@@ -24,7 +31,16 @@ from typing import Any, ClassVar, Literal
 import attrs
 import orjson
 
-from mux_core.events import Alert, Batch, Event, Severity, State, Status, record_to_dict
+from mux_core.events import (
+    Alert,
+    Batch,
+    Event,
+    Quality,
+    Severity,
+    State,
+    Status,
+    record_to_dict,
+)
 from mux_core.sinks import SinkContext
 
 __all__ = ["LogOptions", "LogSink"]
@@ -68,6 +84,8 @@ class LogOptions:
     events: bool = False
     #: With ``events``, log one event in N per source (the first, the N+1th, ...).
     sample_every: int = attrs.field(default=1, validator=_at_least_one)
+    #: Log each source's connection quality (its ``quality`` records) as one line at INFO.
+    quality: bool = True
 
 
 _WARNING_STATES = frozenset({State.SERVER_UNAVAILABLE, State.DISCONNECTED})
@@ -112,6 +130,41 @@ def format_alert(alert: Alert) -> str:
     return f"{alert.source}: ALERT {alert.rule} ({alert.severity.value}): {alert.message}{seq}"
 
 
+def format_quality(quality: Quality) -> str:
+    """``train-sse: quality over 1h00m: up 99.2%, 2 reconnects (blind p50 1.2s, max 4.1s),
+    35960 events (10.0/s), 0 gaps, lag p50 120ms p99 400ms, last event 100ms ago``
+    (lag only with ``lag_field``; the state when the source is not connected)."""
+    parts = [f"up {quality.uptime * 100:.1f}%"]
+    reconnects = f"{quality.reconnects} reconnect{'' if quality.reconnects == 1 else 's'}"
+    if quality.blind_max is not None:
+        median = quality.blind_p50 if quality.blind_p50 is not None else quality.blind_max
+        reconnects += f" (blind p50 {_span(median)}, max {_span(quality.blind_max)})"
+    parts.append(reconnects)
+    parts.append(f"{quality.events} events ({quality.events_per_s:.1f}/s)")
+    parts.append(f"{quality.gaps} gap{'' if quality.gaps == 1 else 's'}")
+    if quality.lag_p50 is not None and quality.lag_p99 is not None:
+        parts.append(f"lag p50 {_span(quality.lag_p50)} p99 {_span(quality.lag_p99)}")
+    if quality.staleness is not None:
+        parts.append(f"last event {_span(quality.staleness)} ago")
+    state = quality.state
+    if state is not None and state is not State.CONNECTED:
+        parts.append(f"now {state.value}")
+    return f"{quality.source}: quality over {_span(quality.window)}: {', '.join(parts)}"
+
+
+def _span(seconds: float) -> str:
+    """0.12 -> "120ms", 4.1 -> "4.1s", 3600 -> "1h00m"."""
+    if seconds < 1.0:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 60.0:
+        return f"{seconds:.1f}s"
+    minutes, rest = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{rest:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
 def _seconds(value: float) -> str:
     """1.7 -> "1.7", 1.115 -> "1.115", 30.0 -> "30": milliseconds at most."""
     return f"{value:.3f}".rstrip("0").rstrip(".")
@@ -154,6 +207,10 @@ class LogSink:
                 level = _ALERT_LEVELS[record.severity]
             elif type(record) is Status:
                 level = status_level(record)
+            elif type(record) is Quality:
+                if not self.options.quality:
+                    continue
+                level = logging.INFO
             else:
                 continue
             if level < self._min_level or not logger.isEnabledFor(level):
@@ -167,12 +224,14 @@ class LogSink:
         self._seen[event.source] = seen + 1
         return seen % self._every == 0
 
-    def _render(self, record: Event | Status | Alert, level: int) -> str:
+    def _render(self, record: Event | Status | Alert | Quality, level: int) -> str:
         if self._json:
             return orjson.dumps(record_to_dict(record), default=repr).decode()
         if type(record) is Event:
             return format_event(record)
         if type(record) is Alert:
             return format_alert(record)
+        if type(record) is Quality:
+            return format_quality(record)
         assert isinstance(record, Status)
         return format_status(record, level)
