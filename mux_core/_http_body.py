@@ -152,39 +152,36 @@ class ChunkedBody:
         if self.failed is not None:
             raise self.failed
         out: list[bytes] = []
-        try:
-            self._feed(data, out)
+        start, size = 0, len(data)
+        try:  # one loop, no call per read: this is every SSE read's path
+            while start < size and not self.done:
+                if self._remaining:
+                    end = min(size, start + self._remaining)
+                    out.append(data if (start == 0 and end == size) else data[start:end])
+                    self._remaining -= end - start
+                    start = end
+                    self._data_ended = self._remaining == 0
+                    continue
+                newline = data.find(b"\n", start)
+                if newline < 0:
+                    self._line += data[start:]
+                    if len(self._line) > _MAX_LINE:
+                        raise ProtocolError(_BROKEN_CHUNKED + " (a line without end)")
+                    break
+                line = data[start:newline]
+                if self._line:
+                    line, self._line = self._line + line, b""
+                    if len(line) > _MAX_LINE:
+                        raise ProtocolError(_BROKEN_CHUNKED + " (a line without end)")
+                start = newline + 1
+                self._on_line(line[:-1] if line.endswith(b"\r") else line)
         except ProtocolError as exc:
-            if not any(out):
+            if not out:
                 raise
             self.failed = exc
         if len(out) == 1:
             return out[0]
         return b"".join(out)
-
-    def _feed(self, data: bytes, out: list[bytes]) -> None:
-        start, size = 0, len(data)
-        while start < size and not self.done:
-            if self._remaining:
-                end = min(size, start + self._remaining)
-                out.append(data if (start == 0 and end == size) else data[start:end])
-                self._remaining -= end - start
-                start = end
-                self._data_ended = self._remaining == 0
-                continue
-            newline = data.find(b"\n", start)
-            if newline < 0:
-                self._line += data[start:]
-                if len(self._line) > _MAX_LINE:
-                    raise ProtocolError(_BROKEN_CHUNKED + " (a line without end)")
-                break
-            line = data[start:newline]
-            if self._line:
-                line, self._line = self._line + line, b""
-                if len(line) > _MAX_LINE:
-                    raise ProtocolError(_BROKEN_CHUNKED + " (a line without end)")
-            start = newline + 1
-            self._on_line(line[:-1] if line.endswith(b"\r") else line)
 
     def end(self) -> None:
         if not self.done:
