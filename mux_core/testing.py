@@ -6,7 +6,7 @@
   actions ``Respond``, ``Stall``, ``Drop``, ``Raw``, ``Close`` (HTTP) and
   ``Reject``, ``WsClose``, ``Garbage``, ``Drop``, ``Stall`` (WebSocket);
 * hostile servers -- ``serve_hostile`` -- raw TCP on 127.0.0.1 that plays
-  scripted bytes (``Send``, ``Flood``, ``Pause``, ``Hangup``, ``Reset``):
+  scripted bytes (``Send``, ``Flood``, ``Bomb``, ``Pause``, ``Hangup``, ``Reset``):
   garbage, compression bombs (``compression_bomb``), giant heads, endless
   bodies, for testing that nothing a server sends breaks a transport;
 * a fake TCP line server -- ``serve_tcp`` -- for transports of any other
@@ -31,6 +31,7 @@ import attrs
 import trio
 
 from ._testing.hostile import (
+    Bomb,
     Flood,
     Hangup,
     HostileRequest,
@@ -72,6 +73,7 @@ from .sinks import SinkContext
 
 __all__ = [
     "Action",
+    "Bomb",
     "Close",
     "CollectingSink",
     "CollectingSinkOptions",

@@ -33,6 +33,7 @@ from hostile_helpers import (
 from mux_core.events import State
 from mux_core.retry import RetryPolicy
 from mux_core.testing import (
+    Bomb,
     Flood,
     Hangup,
     Pause,
@@ -41,7 +42,6 @@ from mux_core.testing import (
     Send,
     chunk,
     compressed,
-    compression_bomb,
     http_head,
     run_one_session,
     serve_hostile,
@@ -128,13 +128,13 @@ SSE_CASES: dict[str, tuple[Plan, str]] = {
         "connection reset",
     ),
     "gzip bomb": (
-        [Send(sse_head(("Content-Encoding", "gzip"))), Send(compression_bomb(BOMB)), Hangup()],
+        [Send(sse_head(("Content-Encoding", "gzip"))), Bomb(BOMB), Hangup()],
         "server closed the stream",
     ),
     "raw deflate bomb": (
         [
             Send(sse_head(("Content-Encoding", "deflate"))),
-            Send(compression_bomb(BOMB, "raw-deflate")),
+            Bomb(BOMB, "raw-deflate"),
             Hangup(),
         ],
         "server closed the stream",
@@ -338,20 +338,7 @@ REST_CASES: dict[str, tuple[Plan, str, dict[str, Any]]] = {
         {"max_page_bytes": 4 * 1024 * 1024},
     ),
     "gzip bomb page": (
-        [
-            Send(
-                http_head(
-                    200,
-                    [
-                        JSON,
-                        ("Content-Encoding", "gzip"),
-                        ("Content-Length", str(len(compression_bomb(BOMB)))),
-                    ],
-                )
-                + compression_bomb(BOMB)
-            ),
-            Hangup(),
-        ],
+        [Send(http_head(200, [JSON, ("Content-Encoding", "gzip")])), Bomb(BOMB), Hangup()],
         "the response body is larger than 16 MiB (max_page_bytes)",
         {"max_page_bytes": 16 * 1024 * 1024},
     ),

@@ -19,7 +19,8 @@ server would send, down to the byte::
 
 Connection *n* plays plan *n*; once the plans run out the last one repeats.
 Builders make the usual hostile payloads: :func:`http_head`, :func:`sse_head`,
-:func:`chunk`, :func:`compressed` and :func:`compression_bomb`.
+:func:`chunk`, :func:`compressed` and :func:`compression_bomb` (or the
+:class:`Bomb` step).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import attrs
 import trio
 
 __all__ = [
+    "Bomb",
     "Flood",
     "Hangup",
     "HostileRequest",
@@ -80,6 +82,16 @@ class Flood:
 
 
 @attrs.frozen
+class Bomb:
+    """Send :func:`compression_bomb` ``(size, coding)``: built when first played
+    (in a thread, then cached), so defining a plan costs nothing."""
+
+    size: int
+    #: "gzip", "deflate" or "raw-deflate" (what the head's Content-Encoding must say).
+    coding: str = "gzip"
+
+
+@attrs.frozen
 class Pause:
     """Send nothing for ``seconds`` (the default: until the client gives up)."""
 
@@ -96,7 +108,7 @@ class Reset:
     """Abort the connection (TCP RST): the client sees "connection reset"."""
 
 
-Step = Send | Flood | Pause | Hangup | Reset
+Step = Send | Flood | Bomb | Pause | Hangup | Reset
 #: What one connection gets, step by step; after the last step the connection
 #: stays open (and silent) until the client closes it, unless it hung up or reset.
 Plan = Sequence[Step]
@@ -254,6 +266,9 @@ async def _play(stream: trio.abc.Stream, plan: Plan) -> bool:
             while step.times is None or count < step.times:
                 await stream.send_all(step.piece)
                 count += 1
+        elif isinstance(step, Bomb):
+            bomb = await trio.to_thread.run_sync(compression_bomb, step.size, step.coding)
+            await stream.send_all(bomb)
         elif isinstance(step, Pause):
             await trio.sleep(step.seconds)
         else:  # Hangup or Reset: the connection ends here
