@@ -17,6 +17,7 @@ Two ways to run it:
 from __future__ import annotations
 
 import sys
+import time
 from typing import TYPE_CHECKING, ClassVar
 
 import trio
@@ -24,7 +25,7 @@ import trio
 from mux_core.events import Batch
 from mux_core.sinks import SinkContext
 
-from .model import PanelModel
+from .model import PanelModel, ViewClock
 from .options import QtOptions, cannot_start, missing_qt, require_qt
 
 if TYPE_CHECKING:
@@ -63,6 +64,8 @@ class QtSink:
         )
         for field in options.plot:
             self.model.set_smoothing(field, options.smoothing)
+        #: The wall clock, or the recording's time during a replay.
+        self.clock = ViewClock(time.time)
         #: The window, from ``open()`` until ``aclose()``.
         self.panel: QtPanel | None = None
 
@@ -83,6 +86,7 @@ class QtSink:
         from PySide6.QtCore import QThread
 
         from .panel import QtPanel, ensure_application
+
         app = ensure_application()
         self.panel = QtPanel(
             self.model,
@@ -90,6 +94,7 @@ class QtSink:
             on_close=self._window_closed,
             dropped=self.context.dropped,
             log_y=tuple(self.options.log_y),
+            clock=self.clock,
         )
         self.panel.show()
         if QThread.currentThread().loopLevel() == 0:
@@ -103,6 +108,7 @@ class QtSink:
 
     async def write(self, batch: Batch) -> None:
         self.model.apply(batch)
+        self.clock.saw(batch)
 
     async def aclose(self) -> None:
         panel, self.panel = self.panel, None

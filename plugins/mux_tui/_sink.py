@@ -25,7 +25,7 @@ from rich.live import Live
 from mux_core.events import Batch
 from mux_core.sinks import SinkContext
 
-from ._model import TuiModel
+from ._model import TuiModel, ViewClock
 from ._render import TuiView
 
 __all__ = ["TuiOptions", "TuiSink"]
@@ -79,8 +79,9 @@ class TuiSink:
         self.context = context
         #: Where the view is drawn; tests pass ``Console(record=True, ...)``.
         self.console = console if console is not None else Console()
-        #: Wall-clock time, comparable with ``Event.received_at`` / ``Status.at``.
-        self.clock = clock
+        #: Wall-clock time, comparable with ``Event.received_at`` / ``Status.at``
+        #: (the recording's time during a replay: see :class:`ViewClock`).
+        self.clock = ViewClock(clock)
         self.model = TuiModel(plot=tuple(options.plot), width=options.width)
         for source in context.sources:
             self.model.add_source(source.name, source.transport)
@@ -102,6 +103,7 @@ class TuiSink:
 
     async def write(self, batch: Batch) -> None:
         self.model.ingest(batch)
+        self.clock.saw(batch)
 
     async def aclose(self) -> None:
         live, self._live = self._live, None
