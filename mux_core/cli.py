@@ -1,4 +1,4 @@
-"""The ``mux`` command: run | check | replay | plugins | demo | serve-demo.
+"""The ``mux`` command: run | check | replay | plugins | new-plugin | demo | serve-demo.
 
 Errors a user can fix are one line on stderr and exit code 2 (usage or
 config); DESIGN.md fixes the other exit codes (0 clean stop, 3 a source
@@ -134,6 +134,22 @@ def _parser() -> argparse.ArgumentParser:
 
     plugins = commands.add_parser("plugins", help="list installed plugins")
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
+    plugins.add_argument(
+        "--config-reference",
+        metavar="PLUGIN",
+        help="print a Markdown config reference of this plugin's transports, sinks and "
+        "processors (keys, types, defaults, the #: descriptions)",
+    )
+
+    new_plugin = commands.add_parser(
+        "new-plugin",
+        help="write a complete, installable plugin skeleton (transport, sink, tests)",
+        description="Write a plugin skeleton that installs, is listed by `mux plugins` and "
+        "passes its own tests: pyproject.toml with the entry point, a transport and a sink "
+        "with Options, tests on mux_core.testing, a README.",
+    )
+    new_plugin.add_argument("name", metavar="NAME", help="e.g. acme: package mux_acme")
+    new_plugin.add_argument("--dir", metavar="DIR", help="where to write it (default ./mux-NAME)")
 
     for name, help_text in (
         ("serve-demo", "serve a simulated training run (SSE :8888, WS :8889, REST :8890)"),
@@ -190,7 +206,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "replay":
             return _replay(args)
         if args.command == "plugins":
+            if args.config_reference is not None:
+                return _config_reference(args.config_reference)
             return _plugins(as_json=args.json)
+        if args.command == "new-plugin":
+            return _new_plugin(args.name, args.dir)
         if args.command == "serve-demo":
             return _serve_demo(args)
         if args.command == "demo":
@@ -326,6 +346,33 @@ def _replay(args: argparse.Namespace) -> int:
         print("mux: error: the replay did not finish", file=sys.stderr)
         return 1
     return result.exit_code
+
+
+def _config_reference(plugin: str) -> int:
+    from ._reference import plugin_reference
+
+    try:
+        print(plugin_reference(load_plugins(), plugin), end="")
+    except LookupError as exc:
+        print(f"mux: error: {exc.args[0]}", file=sys.stderr)
+        return EXIT_USAGE
+    return 0
+
+
+def _new_plugin(name: str, directory: str | None) -> int:
+    from ._newplugin import new_plugin
+
+    try:
+        written = new_plugin(name, None if directory is None else Path(directory))
+    except (ValueError, FileExistsError) as exc:
+        print(f"mux: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    root = written[0].parent
+    print(f"wrote plugin {name!r} in {root}:")
+    for path in written:
+        print(f"  {path.relative_to(root)}")
+    print(f"next: pip install -e '{root}[test]' && cd {root} && pytest && mypy .")
+    return 0
 
 
 def _plugins(*, as_json: bool) -> int:

@@ -4,7 +4,8 @@ Every key comes from an attrs class: ``[retry]`` from
 :class:`mux_core.RetryPolicy`, each transport's and sink's keys from its
 ``Options`` class (loaded through the plugin manager's entry points, built-ins
 only). Descriptions are the ``#:`` comments above each field, read with
-:mod:`ast` from the class source.
+:mod:`ast` from the class source by :mod:`mux_core._reference`, which
+``mux plugins --config-reference PLUGIN`` uses for a third party's page.
 
     python scripts/gen_config_reference.py           # rewrite the file
     python scripts/gen_config_reference.py --check   # exit 1 if it is stale
@@ -13,17 +14,15 @@ only). Descriptions are the ``#:`` comments above each field, read with
 from __future__ import annotations
 
 import argparse
-import ast
 import inspect
-import json
 import sys
-import textwrap
 from pathlib import Path
 from typing import Any
 
-import attrs
-
 from mux_core import config as _config
+from mux_core._reference import Field, field_comments, options_fields, plugin_section
+from mux_core._reference import table as _table
+from mux_core._reference import toml_value as _toml
 from mux_core.plugins import PluginManager, Provided
 from mux_core.retry import RetryPolicy
 from mux_core.sinks import DEFAULT_BUFFER_BYTES, Overflow
@@ -34,111 +33,6 @@ ROOT = Path(__file__).resolve().parent.parent
 OUTPUT = ROOT / "docs" / "config-reference.md"
 REGENERATE = "python scripts/gen_config_reference.py"
 
-_SCALAR_NAMES = {
-    "str": "string",
-    "int": "integer",
-    "float": "number",
-    "bool": "boolean",
-    "list[str]": "array of strings",
-    "dict[str, str]": "table of strings",
-}
-
-
-@attrs.frozen
-class Field:
-    """One documented config key."""
-
-    name: str
-    type: str
-    default: str
-    description: str
-
-
-def field_comments(cls: type[Any]) -> dict[str, tuple[str, str]]:
-    """``{field: (annotation text, description)}`` from the ``#:`` comments of ``cls``.
-
-    A description is the run of ``#:`` lines right above the field's
-    annotated assignment, joined into one paragraph.
-    """
-    source = textwrap.dedent(inspect.getsource(cls))
-    lines = source.splitlines()
-    tree = ast.parse(source)
-    class_def = tree.body[0]
-    assert isinstance(class_def, ast.ClassDef)
-    found: dict[str, tuple[str, str]] = {}
-    for node in class_def.body:
-        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
-            continue
-        comment: list[str] = []
-        index = node.lineno - 2  # the line above, 0-based
-        while index >= 0 and lines[index].strip().startswith("#:"):
-            comment.insert(0, lines[index].strip()[2:].strip())
-            index -= 1
-        found[node.target.id] = (ast.unparse(node.annotation), " ".join(comment))
-    return found
-
-
-def options_fields(cls: type[Any]) -> list[Field]:
-    """The documented fields of an attrs options class, in declaration order."""
-    comments = field_comments(cls)
-    fields = []
-    for field in attrs.fields(cls):
-        annotation, description = comments.get(field.name, ("", ""))
-        fields.append(Field(field.name, _type_text(annotation), _default_text(field), description))
-    return fields
-
-
-def _type_text(annotation: str) -> str:
-    """A TOML reader's name for a Python annotation."""
-    text = annotation.replace("typing.", "")
-    optional = False
-    if text.endswith(" | None"):
-        text, optional = text[: -len(" | None")], True
-    if text.startswith("Literal[") and text.endswith("]"):
-        values = ast.literal_eval(f"({text[len('Literal[') : -1]},)")
-        shown = "one of " + ", ".join(json.dumps(value) for value in values)
-    else:
-        shown = _SCALAR_NAMES.get(text, text)
-    return f"{shown} (optional)" if optional else shown
-
-
-def _default_text(field: attrs.Attribute[Any]) -> str:
-    default = field.default
-    if default is attrs.NOTHING:
-        return "required"
-    factory = getattr(default, "factory", None)
-    if isinstance(default, attrs.Factory) and factory is not None:  # type: ignore[arg-type]
-        default = factory()
-    return _toml(default)
-
-
-def _toml(value: Any) -> str:
-    if value is None:
-        return "not set"
-    if isinstance(value, bool):
-        return "`true`" if value else "`false`"
-    if isinstance(value, str | int | float):
-        return f"`{json.dumps(value)}`"
-    if isinstance(value, list):
-        return "`[" + ", ".join(json.dumps(v) for v in value) + "]`"
-    if isinstance(value, dict):
-        inner = ", ".join(f"{k} = {json.dumps(v)}" for k, v in value.items())
-        return "`{ " + inner + " }`" if inner else "`{}`"
-    return f"`{value!r}`"
-
-
-def _table(fields: list[Field]) -> list[str]:
-    rows = ["| key | type | default | description |", "|---|---|---|---|"]
-    for field in fields:
-        description = _markdown(field.description).replace("|", "\\|")
-        rows.append(f"| `{field.name}` | {field.type} | {field.default} | {description} |")
-    return rows
-
-
-def _markdown(text: str) -> str:
-    """reST inline literals (``x``) as Markdown code spans (`x`)."""
-    return text.replace("``", "`")
-
 
 def _source_path(cls: type[Any]) -> str:
     path = Path(inspect.getsourcefile(cls) or "").resolve()
@@ -146,11 +40,6 @@ def _source_path(cls: type[Any]) -> str:
         return path.relative_to(ROOT).as_posix()
     except ValueError:
         return path.name
-
-
-def _first_paragraph(doc: str | None) -> str:
-    text = inspect.cleandoc(doc or "")
-    return " ".join(text.split("\n\n")[0].split())
 
 
 _HEADER = """\
@@ -222,24 +111,7 @@ _PROCESSOR_KEYS = [
 
 
 def _plugin_section(kind: str, provided: Provided) -> list[str]:
-    cls = provided.cls
-    options = getattr(cls, "Options", None)
-    lines = [f'### `{"transport" if kind == "transport" else "type"} = "{provided.name}"`', ""]
-    # The class docstring's first sentence, without pointers into the code.
-    summary = _markdown(_first_paragraph(cls.__doc__).split("; see ")[0].rstrip(".")) + "."
-    if summary != ".":
-        lines += [summary, ""]
-    lines.append(f"Plugin `{provided.plugin}`, source `{_source_path(cls)}`.")
-    if kind == "sink":
-        overflow = getattr(cls, "default_overflow", "block")
-        on_error = getattr(cls, "default_on_error", "stop")
-        lines.append(f'Defaults: `overflow = "{overflow}"`, `on_error = "{on_error}"`.')
-    lines.append("")
-    if options is None or not attrs.has(options):
-        lines += ["No options.", ""]
-        return lines
-    lines += [*_table(options_fields(options)), ""]
-    return lines
+    return plugin_section(kind, provided, _source_path)
 
 
 def generate(plugins: PluginManager | None = None) -> str:

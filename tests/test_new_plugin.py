@@ -1,0 +1,105 @@
+"""``mux new-plugin NAME``: the skeleton installs, is listed, passes its own tests and mypy.
+
+The full check builds the skeleton into a private target directory (never
+into the shared virtualenv, whose plugin list other tests read) and runs
+``mux plugins``, the skeleton's pytest and ``mypy --strict`` against it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import mux_core.testing
+from mux_core._newplugin import skeleton_files
+from mux_core._reference import plugin_reference
+from mux_core.cli import main
+from mux_core.plugins import PluginManager
+
+BIN = Path(sys.executable).parent
+
+
+def test_new_plugin_writes_the_skeleton(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "mux-acme-feed"
+    assert main(["new-plugin", "acme-feed", "--dir", str(target)]) == 0
+    out = capsys.readouterr().out
+    written = sorted(str(p.relative_to(target)) for p in target.rglob("*") if p.is_file())
+    assert written == sorted(skeleton_files("acme-feed"))
+    assert "mux_acme_feed/transport.py" in written and "tests/test_sink.py" in written
+    assert "pip install -e" in out
+    pyproject = (target / "pyproject.toml").read_text()
+    assert 'acme-feed = "mux_acme_feed"' in pyproject  # the entry point
+    assert 'packages = ["mux_acme_feed"]' in pyproject  # no flat-layout guessing
+    assert "[build-system]" in pyproject
+    assert "class AcmeFeedTransport" in (target / "mux_acme_feed" / "transport.py").read_text()
+
+
+def test_new_plugin_never_overwrites(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "mine.txt").write_text("precious")
+    assert main(["new-plugin", "acme", "--dir", str(tmp_path)]) == 2
+    assert "exists and is not empty" in capsys.readouterr().err
+    assert [p.name for p in tmp_path.iterdir()] == ["mine.txt"]
+
+
+@pytest.mark.parametrize("name", ["Acme", "1acme", "acme_feed", "acme--feed", "acme-", ""])
+def test_new_plugin_refuses_a_bad_name(
+    name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["new-plugin", name, "--dir", str(tmp_path / "x")]) == 2
+    assert "lower-case letters" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_config_reference_of_one_plugin() -> None:
+    plugins = PluginManager()
+    plugins.register(mux_core.testing, name="testing")
+    page = plugin_reference(plugins, "testing")
+    assert '### `transport = "scripted"`' in page and '### `type = "collect"`' in page
+    assert '| `then` | string | `"hang"` | The step used once the script is exhausted. |' in page
+    with pytest.raises(LookupError, match="installed: testing"):
+        plugin_reference(plugins, "nope")
+
+
+def _run(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, f"{args}: {result.stdout}\n{result.stderr}"
+    return result
+
+
+def test_the_skeleton_installs_is_listed_and_passes_its_own_tests(tmp_path: Path) -> None:
+    project = tmp_path / "mux-acme"
+    assert main(["new-plugin", "acme", "--dir", str(project)]) == 0
+    site = tmp_path / "site"
+    env = {k: v for k, v in os.environ.items() if k not in ("MYPYPATH", "MUX_LOAD_PLUGINS")}
+    # A real build (hatchling, from pyproject.toml) installed into a private directory.
+    _run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), "."],
+        project,
+        env,
+    )
+    env["PYTHONPATH"] = str(site)
+    listed = _run([sys.executable, "-m", "mux_core.cli", "plugins"], tmp_path, env).stdout
+    assert any(
+        line.split()[:2] == ["acme", "0.1.0"]
+        and "transport acme, sink acme" in line
+        and line.endswith("ok")
+        for line in listed.splitlines()
+    ), listed
+    tests = _run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], project, env)
+    assert "3 passed" in tests.stdout
+    # The installed copy was tested, not the source folder beside the tests.
+    assert (site / "mux_acme" / "py.typed").exists()
+    cache = Path(__file__).resolve().parent.parent / ".mypy_cache" / "new-plugin"  # mux_core's part
+    mypy = [str(BIN / "mypy"), "--cache-dir", str(cache), "."]
+    _run(mypy, project, {k: v for k, v in env.items() if k != "PYTHONPATH"})
+    reference = _run(
+        [sys.executable, "-m", "mux_core.cli", "plugins", "--config-reference", "acme"],
+        tmp_path,
+        env,
+    ).stdout
+    assert "| `read_timeout` | number | `30.0` | Seconds without a byte" in reference
+    assert '### `type = "acme"`' in reference
