@@ -1,33 +1,25 @@
 """Connection quality: figures from scripted outages on trio's MockClock.
 
-A scripted transport connects, sends, stays up for exactly so many seconds
-and drops; the retry policy waits exactly 5 s (no jitter). So the uptime,
-reconnects and time blind of each ``quality`` record are known to the
-millisecond.
+A scripted transport (quality_helpers.py) connects, sends, stays up for
+exactly so many seconds and drops; the retry policy waits exactly 5 s (no
+jitter). So the uptime, reconnects and time blind of each ``quality`` record
+are known to the millisecond.
 """
 
 from __future__ import annotations
 
 import json
-import textwrap
-import time
-from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any
 
-import attrs
 import pytest
 import trio
 import trio.testing
+from quality_helpers import outage_engine
 
 from mux_core import Quality, decode_jsonl, encode_jsonl, record_to_dict
-from mux_core.config import parse_config
-from mux_core.engine import Engine
-from mux_core.errors import Disconnected, ServerUnavailable
 from mux_core.events import Event, State, Status
-from mux_core.hookspecs import hookimpl
 from mux_core.plugins import PluginManager
 from mux_core.quality import QualityTracker, format_quality_table
-from mux_core.session import Session
 from mux_core.testing import CollectingSink
 
 #: DESIGN.md's minimum keys of a quality record, then the ones mux adds.
@@ -60,73 +52,6 @@ ALL_KEYS = [
 ]
 
 
-@attrs.frozen(kw_only=True)
-class OutageOptions:
-    #: One entry per session: "up SECONDS ID,ID,..." or "refused"; then hang up.
-    sessions: list[str] = attrs.field(factory=list)
-    #: Seconds before received_at that each payload's "t" field says.
-    late: float = 0.0
-
-
-class OutageTransport:
-    """Sessions that follow a script of uptimes and refusals, on the trio clock."""
-
-    Options: ClassVar[type[OutageOptions]] = OutageOptions
-
-    def __init__(self, options: OutageOptions) -> None:
-        self.options = options
-        self.sessions = 0
-
-    async def run_session(self, session: Session) -> None:
-        script = self.options.sessions
-        step = script[self.sessions] if self.sessions < len(script) else "up inf"
-        self.sessions += 1
-        kind, *args = step.split()
-        if kind == "refused":
-            raise ServerUnavailable("connection refused")
-        await session.connected()
-        ids = args[1].split(",") if len(args) > 1 else []
-        if ids:
-            stamp = time.time() - self.options.late
-            payloads = [json.dumps({"t": stamp, "id": int(i)}).encode() for i in ids]
-            await session.emit([("metric", i, p) for i, p in zip(ids, payloads, strict=True)])
-        await trio.sleep(float(args[0]))
-        raise Disconnected("server closed the stream")
-
-
-class _OutagePlugin:
-    @hookimpl
-    def mux_register_transports(self, register: Callable[[str, type], None]) -> None:
-        register("outages", OutageTransport)
-
-
-#: Up 0-10 s (ids 1-3), blind 10-15, up 15-35 (ids 6,7: 4 and 5 are missing),
-#: blind 35-45 (one refused attempt at 40), up from 45 (id 8) until the run stops at 60.
-SCRIPT = '["up 10 1,2,3", "up 20 6,7", "refused", "up inf 8"]'
-
-
-def _engine(plugins: PluginManager, top: str = "", source: str = "") -> Engine:
-    plugins.register(_OutagePlugin(), name="outages")
-    toml = f"""
-        {top}
-        [retry]
-        initial_delay = 5.0
-        min_delay = 5.0
-        max_delay = 5.0
-        jitter = 0.0
-        [[sources]]
-        name = "train"
-        transport = "outages"
-        sessions = {SCRIPT}
-        {source}
-        [[sinks]]
-        type = "collect"
-    """
-    config = parse_config(textwrap.dedent(toml), path="q.toml", plugins=plugins)
-    CollectingSink.instances.clear()
-    return Engine(config, plugins, duration=60.0)
-
-
 def _qualities() -> list[Quality]:
     return [r for r in CollectingSink.instances["collect"].records if type(r) is Quality]
 
@@ -134,7 +59,7 @@ def _qualities() -> list[Quality]:
 async def test_quality_records_report_the_scripted_outages_exactly(
     plugins: PluginManager, autojump_clock: trio.testing.MockClock
 ) -> None:
-    engine = _engine(plugins, "quality_interval = 25.0")
+    engine = outage_engine(plugins, "quality_interval = 25.0")
     result = await engine.run()
 
     at25, at50, final = _qualities()
@@ -160,7 +85,7 @@ async def test_the_window_covers_the_last_quality_window_seconds(
 ) -> None:
     """quality_window = 20 with a record every 12 s: the final record (t = 60)
     counts from the last record at or before t = 40, i.e. t = 36."""
-    engine = _engine(plugins, "quality_interval = 12.0\nquality_window = 20.0")
+    engine = outage_engine(plugins, "quality_interval = 12.0\nquality_window = 20.0")
     await engine.run()
     final = _qualities()[-1]
     assert final.window == 24.0
@@ -173,7 +98,7 @@ async def test_the_window_covers_the_last_quality_window_seconds(
 async def test_quality_interval_0_sends_no_record_but_the_run_still_measures(
     plugins: PluginManager, autojump_clock: trio.testing.MockClock
 ) -> None:
-    engine = _engine(plugins, "quality_interval = 0")
+    engine = outage_engine(plugins, "quality_interval = 0")
     result = await engine.run()
     assert _qualities() == []
     assert result.quality["train"].uptime == 0.75
@@ -183,7 +108,7 @@ async def test_lag_comes_from_the_lag_field(
     plugins: PluginManager, autojump_clock: trio.testing.MockClock
 ) -> None:
     """Each payload's "t" says it was made 2.5 s before it was sent."""
-    engine = _engine(plugins, source='lag_field = "t"\nlate = 2.5')
+    engine = outage_engine(plugins, source='lag_field = "t"\nlate = 2.5')
     result = await engine.run()
     final = result.quality["train"]
     assert final.lag_p50 == pytest.approx(2.5, abs=0.05)
@@ -193,7 +118,7 @@ async def test_lag_comes_from_the_lag_field(
 async def test_the_quality_record_has_the_documented_keys_and_reads_back(
     plugins: PluginManager, autojump_clock: trio.testing.MockClock
 ) -> None:
-    engine = _engine(plugins, "quality_interval = 25.0")
+    engine = outage_engine(plugins, "quality_interval = 25.0")
     await engine.run()
     record = _qualities()[0]
     line = encode_jsonl([record])

@@ -1,0 +1,332 @@
+"""The ``prometheus`` sink: metrics for node_exporter's textfile collector.
+
+The sink keeps the newest figures it was sent -- each source's state (from
+Status records, at once), its connection quality (from Quality records,
+every ``quality_interval``), the alerts raised -- and every ``interval``
+seconds writes them with prometheus_client's ``write_to_textfile``: to a
+temporary file beside the target, then renamed over it, so node_exporter
+never reads half a file. It never listens on a port.
+
+The metrics are collected in trio's thread (a snapshot of plain values);
+only the file write runs in a worker thread. Events themselves are not
+looked at: their counts come with the Quality records, so the sink costs the
+sources nothing but a channel hand-off.
+
+A failed write (a full disk, a directory removed) is logged as a warning
+and tried again at the next interval; the run goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import attrs
+import trio
+from prometheus_client import CollectorRegistry, write_to_textfile
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from mux_core.events import Alert, Batch, Quality, State, Status
+from mux_core.sinks import SinkContext
+
+__all__ = ["PrometheusOptions", "PrometheusSink"]
+
+_log = logging.getLogger("mux.sink.prometheus")
+
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+_RESERVED_LABELS = frozenset(
+    {"source", "transport", "state", "sink", "rule", "severity", "quantile", "version", "config"}
+)
+_STATES = tuple(State)
+
+
+def _prom_path(_instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{attribute.name} must be a file path")
+    if not value.endswith(".prom"):
+        raise ValueError(
+            f"{attribute.name} must end in .prom (node_exporter's textfile collector "
+            f"reads only *.prom files), got {value!r}"
+        )
+
+
+def _positive(_instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"{attribute.name} must be > 0 seconds, not {value!r}")
+
+
+def _label_names(_instance: Any, attribute: attrs.Attribute[Any], value: dict[str, str]) -> None:
+    for name in value:
+        if not _LABEL_NAME.fullmatch(name) or name.startswith("__"):
+            raise ValueError(f"{attribute.name}: {name!r} is not a Prometheus label name")
+        if name in _RESERVED_LABELS:
+            raise ValueError(f"{attribute.name}: {name!r} is a label mux sets itself")
+
+
+@attrs.frozen(kw_only=True)
+class PrometheusOptions:
+    """The keys of a ``[[sinks]] type = "prometheus"`` table."""
+
+    #: The metrics file, e.g. in node_exporter's ``--collector.textfile.directory``;
+    #: must end in ``.prom``. ``~`` is expanded; the directory must exist.
+    path: str = attrs.field(validator=_prom_path)
+    #: Seconds between writes of the file (also written at start and at the end).
+    interval: float = attrs.field(default=15.0, validator=_positive)
+    #: Constant labels added to every metric, e.g. ``{ run = "exp42" }``.
+    labels: dict[str, str] = attrs.field(factory=dict, validator=_label_names)
+
+
+@attrs.define
+class _SourceFigures:
+    transport: str
+    state: State | None = None
+    quality: Quality | None = None
+
+
+class PrometheusSink:
+    """Writes mux's and every source's metrics to a ``.prom`` file every ``interval``."""
+
+    Options: ClassVar[type[PrometheusOptions]] = PrometheusOptions
+    #: The sink never falls behind (no I/O in write); events are skipped anyway.
+    default_overflow: ClassVar[str] = "drop_oldest"
+    #: Metrics are not worth stopping a run for.
+    default_on_error: ClassVar[str] = "drop"
+
+    @classmethod
+    def check(cls, options: PrometheusOptions) -> None:
+        """Refuse a path whose directory does not exist or cannot be written."""
+        directory = _resolve(options.path).parent
+        if not directory.is_dir():
+            raise ValueError(
+                f"path {options.path!r}: directory {str(directory)!r} does not exist; "
+                "create it (node_exporter's --collector.textfile.directory)"
+            )
+        if not os.access(directory, os.W_OK):
+            raise ValueError(f"path {options.path!r}: directory {str(directory)!r} is not writable")
+
+    def __init__(self, options: PrometheusOptions, context: SinkContext) -> None:
+        self.options = options
+        self.context = context
+        self.path = _resolve(options.path)
+        self.started_at = time.time()
+        self.sources: dict[str, _SourceFigures] = {
+            source.name: _SourceFigures(source.transport) for source in context.sources
+        }
+        self.alerts: Counter[tuple[str, str, str, str]] = Counter()
+        self.dropped: dict[str, int] = {}
+        #: Files written so far (for tests and curious users).
+        self.writes = 0
+        self._failing: str | None = None
+
+    async def open(self) -> None:
+        # The first file is written by the background task, at once: the
+        # sources need not wait for a disk to start.
+        self.context.start_background(self._write_forever)
+
+    async def write(self, batch: Batch) -> None:
+        sources = self.sources
+        for record in batch:
+            if type(record) is Status:
+                self._figures(record.source, record.transport).state = record.state
+            elif type(record) is Quality:
+                figures = self._figures(record.source, record.transport)
+                figures.quality = record
+                if record.state is not None:
+                    figures.state = record.state
+                self.dropped.update(record.dropped)
+            elif type(record) is Alert:
+                key = (record.source, record.transport, record.rule, record.severity.value)
+                self.alerts[key] += 1
+                if record.source not in sources:
+                    self._figures(record.source, record.transport)
+
+    async def aclose(self) -> None:
+        with trio.CancelScope(shield=True):
+            await self.write_file()
+
+    def _figures(self, source: str, transport: str) -> _SourceFigures:
+        figures = self.sources.get(source)
+        if figures is None:
+            figures = self.sources[source] = _SourceFigures(transport)
+        return figures
+
+    async def _write_forever(self) -> None:
+        while True:
+            await self.write_file()
+            await trio.sleep(self.options.interval)
+
+    async def write_file(self) -> None:
+        """Write the metrics now (a snapshot taken here, the file written in a thread)."""
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_Snapshot(list(self.metrics())))
+        try:
+            await trio.to_thread.run_sync(write_to_textfile, str(self.path), registry)
+        except OSError as exc:
+            reason = f"{exc.strerror or exc}"
+            if reason != self._failing:
+                _log.warning("cannot write %s: %s; trying again every interval", self.path, reason)
+            self._failing = reason
+            return
+        if self._failing is not None:
+            _log.info("writing %s again", self.path)
+            self._failing = None
+        self.writes += 1
+
+    # -- the metrics ----------------------------------------------------------
+
+    def metrics(self) -> Iterator[Metric]:
+        """Every metric family, from the figures as they are now."""
+        extra = self.options.labels
+        names = list(extra)
+        values = [extra[name] for name in names]
+
+        def family(kind: type[Any], name: str, doc: str, labels: Iterable[str] = ()) -> Any:
+            return kind(name, doc, labels=[*labels, *names])
+
+        info = InfoMetricFamily("mux", "The mux process: its version and config.", labels=names)
+        info.add_metric(values, {"version": _version(), "config": self.context.config_name})
+        yield info
+        start = family(GaugeMetricFamily, "mux_start_time_seconds", "When mux started (Unix time).")
+        start.add_metric(values, self.started_at)
+        yield start
+        count = family(GaugeMetricFamily, "mux_sources", "Sources mux knows of.")
+        count.add_metric(values, len(self.sources))
+        yield count
+
+        dropped = family(
+            CounterMetricFamily,
+            "mux_sink_dropped_total",
+            "Records a sink's channel dropped under its overflow policy (all sources).",
+            ["sink"],
+        )
+        own = {self.context.name: self.context.dropped()}
+        for sink, value in sorted({**self.dropped, **own}.items()):
+            dropped.add_metric([sink, *values], value)
+        yield dropped
+
+        alerts = family(
+            CounterMetricFamily,
+            "mux_alerts_total",
+            "Alerts raised by processors.",
+            ["source", "transport", "rule", "severity"],
+        )
+        for key, value in sorted(self.alerts.items()):
+            alerts.add_metric([*key, *values], value)
+        yield alerts
+
+        yield from self._source_metrics(family, values)
+
+    def _source_metrics(self, family: Any, values: list[str]) -> Iterator[Metric]:
+        labels = ["source", "transport"]
+        up = family(GaugeMetricFamily, "mux_source_up", "1 while the source is connected.", labels)
+        state = family(
+            GaugeMetricFamily,
+            "mux_source_state",
+            "1 for the source's current connection state, 0 for the others.",
+            [*labels, "state"],
+        )
+        gauges: dict[str, Any] = {}
+        counters: dict[str, Any] = {}
+        for name, doc in _GAUGES.items():
+            gauges[name] = family(GaugeMetricFamily, name, doc, labels)
+        for name, doc in _COUNTERS.items():
+            counters[name] = family(CounterMetricFamily, name, doc, labels)
+        lag = family(
+            GaugeMetricFamily,
+            "mux_source_lag_seconds",
+            "Lag (received_at minus the payload's lag_field time) in the window, by quantile.",
+            [*labels, "quantile"],
+        )
+        for source, figures in sorted(self.sources.items()):
+            key = [source, figures.transport]
+            up.add_metric([*key, *values], 1.0 if figures.state is State.CONNECTED else 0.0)
+            for each in _STATES:
+                current = 1.0 if figures.state is each else 0.0
+                state.add_metric([*key, each.value, *values], current)
+            quality = figures.quality
+            for name, read in _COUNTER_VALUES.items():
+                counters[name].add_metric([*key, *values], read(quality) if quality else 0)
+            if quality is None:
+                continue
+            for name, read_gauge in _GAUGE_VALUES.items():
+                value = read_gauge(quality)
+                if value is not None:
+                    gauges[name].add_metric([*key, *values], value)
+            for quantile, value in (("0.5", quality.lag_p50), ("0.99", quality.lag_p99)):
+                if value is not None:
+                    lag.add_metric([*key, quantile, *values], value)
+        yield up
+        yield state
+        yield from counters.values()
+        yield from gauges.values()
+        yield lag
+
+
+_COUNTERS = {
+    "mux_events_total": "Events received from the source.",
+    "mux_source_reconnects_total": "Connections made again after a drop.",
+    "mux_source_blind_seconds_total": "Seconds without a connection after a first one.",
+    "mux_source_gaps_total": "Numeric event ids that never arrived.",
+}
+_COUNTER_VALUES: dict[str, Callable[[Quality], float]] = {
+    "mux_events_total": lambda q: q.events_total,
+    "mux_source_reconnects_total": lambda q: q.reconnects_total,
+    "mux_source_blind_seconds_total": lambda q: q.blind_total,
+    "mux_source_gaps_total": lambda q: q.gaps_total,
+}
+_GAUGES = {
+    "mux_source_uptime_ratio": "Fraction of the quality window the source was connected.",
+    "mux_source_window_seconds": "Seconds the windowed figures cover.",
+    "mux_source_reconnects": "Reconnects in the quality window.",
+    "mux_source_outages": "Outages in the quality window (one still going on included).",
+    "mux_source_blind_max_seconds": "Longest outage in the quality window (0 without one).",
+    "mux_source_events_per_second": "Events per second over the quality window.",
+    "mux_source_gaps": "Missing numeric ids in the quality window.",
+    "mux_source_last_event_timestamp_seconds": "When the newest event was received (Unix time).",
+    "mux_source_quality_timestamp_seconds": "When these figures were measured (Unix time).",
+}
+_GAUGE_VALUES: dict[str, Callable[[Quality], float | None]] = {
+    "mux_source_uptime_ratio": lambda q: q.uptime,
+    "mux_source_window_seconds": lambda q: q.window,
+    "mux_source_reconnects": lambda q: q.reconnects,
+    "mux_source_outages": lambda q: q.outages,
+    "mux_source_blind_max_seconds": lambda q: q.blind_max or 0.0,
+    "mux_source_events_per_second": lambda q: q.events_per_s,
+    "mux_source_gaps": lambda q: q.gaps,
+    "mux_source_last_event_timestamp_seconds": lambda q: (
+        None if q.staleness is None else q.at - q.staleness
+    ),
+    "mux_source_quality_timestamp_seconds": lambda q: q.at,
+}
+
+
+class _Snapshot(Collector):
+    """Metric families taken in trio's thread, handed to the writer thread as they are."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families
+
+
+def _resolve(path: str) -> Path:
+    return Path(os.path.expanduser(path))
+
+
+def _version() -> str:
+    from mux_core import __version__
+
+    return str(__version__)
