@@ -5,10 +5,17 @@ cut short as soon as it reports ``connected`` -- nothing is streamed, no sink
 is opened. The verdicts say what a user should do next:
 
 * ``reachable`` -- ``mux run`` will connect;
-* ``not up yet (will wait)`` -- refused, 5xx, timed out: a run would wait
-  and retry, which is fine for a trainer that has not started;
-* ``config problem`` -- 401/403/404, wrong content type, a host name that
-  does not resolve: retrying cannot help, fix the config.
+* ``not up yet (will wait)`` -- refused, 5xx, timed out, a host name that
+  does not resolve (yet): a run would wait and retry, which is fine for a
+  trainer that has not started;
+* ``config problem`` -- 401/403/404, wrong content type, a bad URL:
+  retrying cannot help, fix the config.
+
+A probe says what ``mux run`` would do, so it classifies as the supervisor
+does: whatever a transport raises as ``ServerUnavailable`` is retried by a
+run, and is "not up yet" here. That includes DNS failures -- a container's
+or a cluster service's name resolves only once it is up -- with a hint to
+check the name should it stay so.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ NOT_UP_YET = "not up yet (will wait)"
 CONFIG_PROBLEM = "config problem"
 
 _DNS_HINTS = (
+    "dns lookup failed",
     "name or service not known",
     "nodename nor servname",
     "name resolution",
@@ -92,9 +100,10 @@ async def _probe_one(
     except Failed as exc:
         return ProbeResult(cfg.name, CONFIG_PROBLEM, exc.detail)
     except ServerUnavailable as exc:
-        if any(hint in exc.detail.lower() for hint in _DNS_HINTS):
-            return ProbeResult(cfg.name, CONFIG_PROBLEM, exc.detail)
-        return ProbeResult(cfg.name, NOT_UP_YET, exc.detail)
+        detail = exc.detail
+        if any(hint in detail.lower() for hint in _DNS_HINTS):
+            detail += " (a run retries it; check the host name if it stays so)"
+        return ProbeResult(cfg.name, NOT_UP_YET, detail)
     except (Disconnected, SessionError) as exc:
         return ProbeResult(cfg.name, NOT_UP_YET, exc.detail)
     except Exception as exc:  # a transport bug: report it, do not crash the check
