@@ -26,6 +26,7 @@ import fnmatch
 import json
 import os
 import re
+import textwrap
 import tomllib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -44,6 +45,7 @@ from ._config_convert import (
     make_converter,
     unknown_key_message,
 )
+from ._reference import field_comments
 from ._toml_positions import KeyPath, key_lines, line_of
 from .errors import ConfigError
 from .plugins import PluginManager, Provided
@@ -629,8 +631,18 @@ class _Loader:
         try:
             return _CONVERTER.structure(raw, cls)
         except Exception as exc:
-            for leaf_path, error in leaf_errors(exc, path):
+            leaves = list(leaf_errors(exc, path))
+            # Validators run only once every key is known and well typed: run
+            # each on its own, so an out-of-range value is reported together
+            # with an unknown key in the same table, not after it is fixed.
+            blamed = {str(leaf[len(path)]) for leaf, _ in leaves if len(leaf) > len(path)}
+            alone = _validators_alone(cls, raw, blamed)
+            for leaf_path, error in leaves:
+                if leaf_path == path and alone:
+                    continue  # a validator's error: each failing key is reported below
                 self._leaf_error(cls, raw, path, leaf_path, error, reserved)
+            for key, message in alone:
+                self._fail((*path, key), message)
             return _FAILED
 
     def _leaf_error(
@@ -688,6 +700,31 @@ class _Loader:
         raise ConfigError(message, file=self._path, line=first.line, key=first.key)
 
 
+def _validators_alone(cls: type[Any], raw: dict[str, Any], skip: set[str]) -> list[tuple[str, str]]:
+    """``(key, message)`` for each field of ``raw`` whose own validator rejects it.
+
+    Keys in ``skip`` (already reported) and values of the wrong type are left
+    out; a validator that needs the other fields (it reads ``instance``) is
+    skipped -- its check runs once the table builds.
+    """
+    try:
+        attrs.resolve_types(cls)
+    except Exception:
+        return []
+    failures = []
+    for field in attrs.fields(cls):
+        if field.name in skip or field.name not in raw or field.validator is None:
+            continue
+        try:
+            value = _CONVERTER.structure(raw[field.name], field.type)
+            field.validator(None, field, value)
+        except ValueError as exc:
+            failures.append((field.name, str(exc)))
+        except Exception:
+            continue
+    return failures
+
+
 # -- rendering ---------------------------------------------------------------
 
 
@@ -736,7 +773,10 @@ def _render_fields(instance: Any, secrets: frozenset[str]) -> list[str]:
     if instance is None or not attrs.has(type(instance)):
         return []
     lines = []
+    comments = field_comments(type(instance))  # the ``#:`` descriptions in the code
     for field in attrs.fields(type(instance)):
+        description = comments.get(field.name, ("", ""))[1].replace("``", "`")
+        lines += [f"# {line}" for line in textwrap.wrap(description, 96)]
         key = _format_key((field.name,))
         value = getattr(instance, field.name)
         if value is None:
