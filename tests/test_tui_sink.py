@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 import trio
+import trio.lowlevel
 from rich.console import Console
 
 import mux_tui
@@ -240,7 +242,7 @@ async def test_background_task_redraws_a_terminal() -> None:
         await backgrounds[0]()
 
 
-@pytest.mark.parametrize("columns", [72, 100, 160])
+@pytest.mark.parametrize("columns", [72, 100, 160, 200])
 async def test_view_fits_the_terminal_and_keeps_the_newest_points(columns: int) -> None:
     sink = _sink(plot=["loss", "lr"], width=40)
     await sink.write([_status(State.SERVER_UNAVAILABLE, attempt=3, retry_in=2.0, detail="refused")])
@@ -256,7 +258,7 @@ async def test_view_fits_the_terminal_and_keeps_the_newest_points(columns: int) 
     assert "server_unavailable" in text
     if columns >= 100:
         assert "▁ 1" in text  # the newest end of the falling loss, then its value
-    if columns == 160:
+    if columns == 200:
         assert sparkline(losses) + " 1" in text  # all 40 points fit
 
 
@@ -275,3 +277,96 @@ async def test_narrow_terminal_moves_sparklines_below_the_states() -> None:
     assert any("train-sse" in line and " lr " in line and "0.5" in line for line in lines)
     assert lines.index(trend) > next(i for i, line in enumerate(lines) if "train-ws" in line)
     assert CAPTION in lines[-1]
+
+
+async def test_columns_keep_their_width_as_sparklines_fill_and_states_change() -> None:
+    sink = _sink(plot=["loss", "lr"], width=40)
+    await sink.write([_status(State.CONNECTED, at=100.0)])
+    console = Console(record=True, width=200, file=io.StringIO())
+    console.print(sink.render(100.0))
+    empty = [line for line in console.export_text().splitlines() if "source" in line]
+    await sink.write(
+        [_event(i + 1, 100.0 + i, {"loss": 1.0 / (i + 1), "lr": 3e-4}) for i in range(60)]
+    )
+    await sink.write(
+        [
+            _status(
+                State.SERVER_UNAVAILABLE,
+                attempt=12,
+                retry_in=17.3,
+                detail="connection refused by 127.0.0.1:8888 after a very long wait",
+                at=160.0,
+            )
+        ]
+    )
+    console = Console(record=True, width=200, file=io.StringIO())
+    console.print(sink.render(160.0))
+    text = console.export_text()
+    full = [line for line in text.splitlines() if "source" in line]
+    assert empty == full  # the header line, column for column: nothing grew
+    detail = next(line for line in text.splitlines() if "connection refused" in line)
+    assert "after a very long wait" not in detail and "…" in detail  # cut, not widened
+
+
+async def test_numbers_have_one_format() -> None:
+    sink = _sink(plot=["lr", "loss", "step"], width=4)
+    await sink.write([_event(1, 100.0, {"lr": 0.0001596, "loss": 7.98, "step": 1500})])
+    await sink.write([_event(2, 100.0, {"lr": 4.86e-05}, source="train-ws")])
+    text = _text(sink, now=100.0)
+    assert "1.596e-04" in text and "4.860e-05" in text
+    assert "0.0001596" not in text and "4.86e-05" not in text
+    assert " 7.98" in text and " 1500" in text
+
+
+async def test_inside_mux_demo_the_caption_does_not_claim_no_server_starts() -> None:
+    from mux_tui._render import DEMO_CAPTION
+
+    context = _context()
+    context.config_name = "mux-demo"
+    sink = TuiSink(TuiOptions(), context, console=_console())
+    text = _text(sink, now=100.0)
+    assert "never starts a server" not in text
+    assert "separate process" in text and DEMO_CAPTION.split(" (")[0] in text
+    assert "never starts a server" not in CAPTION
+
+
+async def test_a_terminal_is_left_with_one_final_table() -> None:
+    backgrounds: list[Background] = []
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=120)
+    sink = TuiSink(TuiOptions(), _context(backgrounds), console=console, clock=lambda: 100.0)
+    await sink.open()
+    await sink.write([_status(State.CONNECTED)])
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(backgrounds[0])
+            while out.getvalue().count("mux · train") < 3:  # a few live redraws
+                await trio.lowlevel.checkpoint()
+                sink._live.update(sink.render(), refresh=True)  # type: ignore[union-attr]
+            nursery.cancel_scope.cancel()
+    await sink.aclose()
+    raw = out.getvalue()
+    erased = raw.rfind("\x1b[2K")  # the live region is erased when the view stops...
+    assert erased >= 0
+    assert raw[erased:].count("mux · train") == 1  # ...then the final table, once
+    assert raw[erased:].count(CAPTION) == 1
+
+
+def test_the_terminal_does_not_echo_ctrl_c_while_the_view_runs() -> None:
+    import termios
+
+    from mux_tui._sink import _ControlEcho
+
+    main, other = os.openpty()
+    try:
+        with os.fdopen(other, "r", closefd=False) as stream:
+            assert termios.tcgetattr(other)[3] & termios.ECHOCTL
+            echo = _ControlEcho.quiet(stream)
+            assert echo is not None
+            assert not termios.tcgetattr(other)[3] & termios.ECHOCTL
+            echo.restore()
+            assert termios.tcgetattr(other)[3] & termios.ECHOCTL
+        assert _ControlEcho.quiet(io.StringIO()) is None  # not a terminal: nothing to do
+    finally:
+        os.close(main)
+        os.close(other)

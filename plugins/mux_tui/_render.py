@@ -6,6 +6,7 @@ read the text back.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 from rich import box
@@ -20,6 +21,9 @@ from ._model import SourceRow, TuiModel
 
 __all__ = [
     "CAPTION",
+    "DEMO_CAPTION",
+    "STATE_WIDTH",
+    "VALUE_WIDTH",
     "TuiView",
     "format_age",
     "render_plot_table",
@@ -28,7 +32,12 @@ __all__ = [
     "state_text",
 ]
 
-CAPTION = "mux is a client: it never starts a server"
+CAPTION = "mux only connects as a client: it never opens a listening port"
+#: The caption inside ``mux demo``, which does start a (separate) demo server.
+DEMO_CAPTION = (
+    "mux only connects as a client: it never opens a listening port "
+    "(the demo trainer it watches is a separate process, mux serve-demo)"
+)
 
 _BLOCKS = "▁▂▃▄▅▆▇█"
 
@@ -37,7 +46,13 @@ _AMBER = "bold dark_orange"
 _RED = "bold red"
 _GREY = "grey50"
 
-_STATE_MIN_WIDTH = len("max_retries_exceeded")
+#: The state column's width: "retry in 12.3 s · attempt 10" fits; a longer
+#: detail is cut with an ellipsis (the column never widens as states change).
+STATE_WIDTH = 28
+#: Room for a value next to a sparkline: "-1.234e-05" is the widest.
+VALUE_WIDTH = 10
+_RATE_WIDTH = len("12,345.0/s")
+_LAST_WIDTH = len("59m 59s ago")
 
 _STYLES: dict[State, str] = {
     State.CONNECTED: _GREEN,
@@ -104,7 +119,19 @@ def state_text(status: Status | None, now: float) -> Text:
 
 
 def _number(value: float) -> str:
-    return f"{value:.4g}"
+    """One rule for every number (as the Qt panel's read-out): 4 significant digits,
+    fixed from 0.001 up to 10,000, scientific outside: ``7.98``, ``1.596e-04``,
+    ``4.860e-05`` -- never ``0.0001596`` next to ``4.86e-05``."""
+    if not math.isfinite(value):
+        return str(value)
+    if value == 0 or 1e-3 <= abs(value) < 1e4:
+        return f"{value:.4g}"
+    return f"{value:.3e}"
+
+
+def format_rate(rate: float) -> str:
+    """Events per second: ``0.0/s``, ``9.5/s``, ``1,234/s``."""
+    return f"{rate:.1f}/s" if rate < 1000 else f"{rate:,.0f}/s"
 
 
 class _SparkCell:
@@ -142,7 +169,7 @@ def _row_cells(row: SourceRow, plot: tuple[str, ...], now: float) -> list[Render
         Text(row.name, style="bold"),
         row.transport,
         state_text(row.status, now),
-        f"{rate:.1f}/s",
+        format_rate(rate),
         last,
     ]
     for key in plot:
@@ -154,6 +181,10 @@ def _row_cells(row: SourceRow, plot: tuple[str, ...], now: float) -> list[Render
     return cells
 
 
+def _text_width(values: Iterable[str], minimum: int) -> int:
+    return max([minimum, *(len(v) for v in values)])
+
+
 def render_table(
     model: TuiModel,
     now: float,
@@ -161,36 +192,45 @@ def render_table(
     title: str = "mux",
     plot_width: int | None = None,
     plots: bool = True,
-    caption: bool = True,
+    caption: str | None = CAPTION,
 ) -> Table:
-    """One row per source, in config order; sparkline columns ``plot_width`` wide."""
+    """One row per source, in config order, every column a fixed width.
+
+    The widths depend on the configured names and ``plot_width`` only, never
+    on what the cells hold right now: the table does not grow as sparklines
+    fill or as a state's detail gets longer (it is cut with an ellipsis).
+    """
     table = Table(
         title=title,
-        caption=CAPTION if caption else None,
+        caption=caption,
         caption_justify="left",
         box=box.SIMPLE_HEAD,
         expand=False,
     )
-    table.add_column("source", no_wrap=True)
-    table.add_column("transport", no_wrap=True)
-    table.add_column("state", min_width=_STATE_MIN_WIDTH)
-    table.add_column("rate", justify="right", no_wrap=True)
-    table.add_column("last", justify="right", no_wrap=True)
+    rows = model.rows.values()
+    table.add_column("source", width=_text_width((r.name for r in rows), 6), no_wrap=True)
+    transports = (r.transport for r in rows)
+    table.add_column("transport", width=_text_width(transports, 9), no_wrap=True)
+    table.add_column("state", width=STATE_WIDTH, no_wrap=True, overflow="ellipsis")
+    table.add_column("rate", justify="right", width=_RATE_WIDTH, no_wrap=True)
+    table.add_column("last", justify="right", width=_LAST_WIDTH, no_wrap=True)
     plot = model.plot if plots else ()
+    width = plot_width if plot_width is not None else model.width + 1 + VALUE_WIDTH
     for key in plot:
-        table.add_column(key, width=plot_width, no_wrap=True, overflow="crop")
-    for row in model.rows.values():
+        table.add_column(key, width=width, no_wrap=True, overflow="crop")
+    for row in rows:
         table.add_row(*_row_cells(row, plot, now))
     return table
 
 
-def render_plot_table(model: TuiModel) -> Table:
+def render_plot_table(model: TuiModel, *, caption: str | None = CAPTION) -> Table:
     """The sparklines on their own, one row per source and field: for narrow terminals."""
-    table = Table(caption=CAPTION, caption_justify="left", box=box.SIMPLE_HEAD, expand=False)
-    table.add_column("source", no_wrap=True)
-    table.add_column("field", no_wrap=True)
-    table.add_column("trend", no_wrap=True, overflow="crop")
-    for row in model.rows.values():
+    table = Table(caption=caption, caption_justify="left", box=box.SIMPLE_HEAD, expand=False)
+    rows = model.rows.values()
+    table.add_column("source", width=_text_width((r.name for r in rows), 6), no_wrap=True)
+    table.add_column("field", width=_text_width(model.plot, 5), no_wrap=True)
+    table.add_column("trend", width=model.width + 1 + VALUE_WIDTH, no_wrap=True, overflow="crop")
+    for row in rows:
         for key in model.plot:
             series = row.series.get(key)
             trend: RenderableType = (
@@ -203,10 +243,11 @@ def render_plot_table(model: TuiModel) -> Table:
 class TuiView:
     """The whole view, fitted to the console's width when it is drawn.
 
-    rich cannot shrink ``no_wrap`` columns, so the sparkline columns get what
-    the text columns leave (each sparkline then keeps its newest points).
-    When that is too little -- two plots in an 80-column SSH window -- the
-    sparklines move to a table of their own below the states.
+    Every column has a fixed width (see :func:`render_table`); the sparkline
+    columns get ``width`` points plus the value when the terminal has room,
+    else what the other columns leave (each sparkline then keeps its newest
+    points). When that is too little -- two plots in an 80-column SSH
+    window -- the sparklines move to a table of their own below the states.
     """
 
     #: Per extra column: one cell padding each side and a separator.
@@ -214,41 +255,27 @@ class TuiView:
     #: Narrower inline columns than this move the sparklines to their own table.
     _MIN_INLINE_WIDTH = 14
 
-    def __init__(self, model: TuiModel, now: float, *, title: str) -> None:
+    def __init__(
+        self, model: TuiModel, now: float, *, title: str, caption: str | None = CAPTION
+    ) -> None:
         self.model = model
         self.now = now
         self.title = title
-
-    def _natural_state_width(self) -> int:
-        lines = (
-            line
-            for row in self.model.rows.values()
-            for line in state_text(row.status, self.now).plain.splitlines()
-        )
-        return max((len(line) for line in lines), default=0)
-
-    def _natural_plot_width(self) -> int:
-        widest = max(len(key) for key in self.model.plot)
-        for row in self.model.rows.values():
-            for series in row.series.values():
-                if series:
-                    widest = max(widest, len(series) + 1 + len(_number(series[-1])))
-        return widest
+        self.caption = caption
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        model, now, title = self.model, self.now, self.title
+        model, now, title, caption = self.model, self.now, self.title, self.caption
         count = len(model.plot)
         if not count:
-            yield render_table(model, now, title=title)
+            yield render_table(model, now, title=title, caption=caption)
             return
-        # the state column may wrap: give the sparklines what its tightest layout leaves
         states = render_table(model, now, title=title, plots=False)
         base = Measurement.get(console, options, states).maximum
-        base -= max(self._natural_state_width() - _STATE_MIN_WIDTH, 0)
         room = (options.max_width - base) // count - self._COLUMN_OVERHEAD
-        natural = self._natural_plot_width()
+        natural = model.width + 1 + VALUE_WIDTH
         if room >= min(natural, self._MIN_INLINE_WIDTH):
-            yield render_table(model, now, title=title, plot_width=min(room, natural))
+            width = min(room, natural)
+            yield render_table(model, now, title=title, plot_width=width, caption=caption)
         else:
-            yield render_table(model, now, title=title, plots=False, caption=False)
-            yield render_plot_table(model)
+            yield render_table(model, now, title=title, plots=False, caption=None)
+            yield render_plot_table(model, caption=caption)

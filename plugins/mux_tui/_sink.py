@@ -13,9 +13,10 @@ the final table once at the end.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import IO, Any, ClassVar
 
 import attrs
 import trio
@@ -26,9 +27,50 @@ from mux_core.events import Batch
 from mux_core.sinks import SinkContext
 
 from ._model import TuiModel, ViewClock
-from ._render import TuiView
+from ._render import CAPTION, DEMO_CAPTION, TuiView
 
 __all__ = ["TuiOptions", "TuiSink"]
+
+
+#: The config name ``mux demo`` runs under (mux_core.demo_monitor).
+DEMO_CONFIG_NAME = "mux-demo"
+
+
+class _ControlEcho:
+    """Keeps the terminal from echoing ``^C`` into the view while it runs.
+
+    The tty echoes a Ctrl-C as two visible characters at the cursor, which
+    sits at the end of the live table; turned off (ECHOCTL) while the view
+    runs and restored when it closes.
+    """
+
+    def __init__(self, fd: int, saved: list[Any]) -> None:
+        self.fd = fd
+        self.saved = saved
+
+    @classmethod
+    def quiet(cls, stream: IO[str] | None) -> _ControlEcho | None:
+        try:
+            import termios
+
+            if stream is None or not stream.isatty():
+                return None
+            fd = stream.fileno()
+            saved = termios.tcgetattr(fd)
+            changed = list(saved)
+            changed[3] = changed[3] & ~termios.ECHOCTL
+            termios.tcsetattr(fd, termios.TCSANOW, changed)
+        except (ImportError, OSError, ValueError, AttributeError):
+            return None
+        return cls(fd, saved)
+
+    def restore(self) -> None:
+        try:
+            import termios
+
+            termios.tcsetattr(self.fd, termios.TCSANOW, self.saved)
+        except (ImportError, OSError):
+            pass
 
 
 def _positive(name: str) -> Callable[[Any, Any, Any], None]:
@@ -86,6 +128,7 @@ class TuiSink:
         for source in context.sources:
             self.model.add_source(source.name, source.transport)
         self._live: Live | None = None
+        self._echo: _ControlEcho | None = None
 
     def render(self, now: float | None = None) -> TuiView:
         """The view of the current state, as of ``now`` (default: the clock).
@@ -93,11 +136,21 @@ class TuiSink:
         A rich renderable; it fits itself to the console's width when drawn.
         """
         when = self.clock() if now is None else now
-        title = f"mux · {self.context.config_name}" if self.context.config_name else "mux"
-        return TuiView(self.model, when, title=title)
+        name = self.context.config_name
+        title = f"mux · {name}" if name else "mux"
+        caption = DEMO_CAPTION if name == DEMO_CONFIG_NAME else CAPTION
+        return TuiView(self.model, when, title=title, caption=caption)
 
     async def open(self) -> None:
-        self._live = Live(self.render(), console=self.console, auto_refresh=False, transient=False)
+        terminal = self.console.is_terminal
+        # On a terminal the live region is erased when the view stops and the
+        # final table printed once below whatever is there: a Ctrl-C that
+        # moved the cursor cannot leave a half-erased copy (a second title).
+        self._live = Live(
+            self.render(), console=self.console, auto_refresh=False, transient=terminal
+        )
+        if terminal:
+            self._echo = _ControlEcho.quiet(sys.stdin)
         self._live.start()
         self.context.start_background(self._refresh_forever)
 
@@ -109,10 +162,16 @@ class TuiSink:
         live, self._live = self._live, None
         if live is None:
             return
-        # Not transient: stopping leaves the final table on a terminal, and
-        # prints it once when the console is a file or a pipe.
-        live.update(self.render(), refresh=False)
+        final = self.render()
+        live.update(final, refresh=False)
+        # A file or a pipe gets the final table once, from Live itself; a
+        # terminal's live region is erased, and the final table printed.
         live.stop()
+        if live.transient:
+            self.console.print(final)
+        echo, self._echo = self._echo, None
+        if echo is not None:
+            echo.restore()
 
     async def _refresh_forever(self) -> None:
         period = 1.0 / self.options.refresh_per_second
