@@ -86,6 +86,10 @@ class PluginManager:
     def load_entry_points(self, *, only: set[str] | None = None) -> None:
         """Import every entry point of group ``mux``, one at a time.
 
+        ``PluginManager()`` itself loads nothing; this does. A module already
+        registered -- by hand in a test, under any name -- is not registered
+        again, so a test may register its plugin and still load the rest.
+
         ``only``: third-party entry point names to load (None = read
         ``MUX_LOAD_PLUGINS``; unset = all).
         """
@@ -106,6 +110,8 @@ class PluginManager:
                 _log.warning("plugin %r (%s) failed to load: %s", ep.name, dist, error)
                 self.failures.append(PluginFailure(ep.name, dist, error))
                 continue
+            if self._pm.is_registered(module):
+                continue  # already registered by hand (a test), under any name
             self.register(module, name=ep.name, distribution=dist, version=version)
 
     def register(
@@ -138,6 +144,8 @@ class PluginManager:
             _log.warning("plugin module %r failed to load: %s", module_name, error)
             self.failures.append(PluginFailure(module_name, None, error))
             return
+        if self._pm.is_registered(module):
+            return  # installed too: its entry point already registered it
         self.register(module, name=module_name)
 
     # -- asking ----------------------------------------------------------
