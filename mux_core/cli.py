@@ -278,6 +278,11 @@ def _run(
         result.reason,
         ", ".join(f"{name} {state.value}" for name, state in result.final_states.items()),
     )
+    if result.quality:
+        from .quality import format_quality_table
+
+        # Each source's connection quality, as its last quality record had it.
+        print("\n" + format_quality_table(result.quality.values()), file=sys.stderr, end="")
     return result.exit_code
 
 

@@ -44,6 +44,8 @@ __all__ = ["QualityTracker", "format_quality_table"]
 DEFAULT_WINDOW = 3600.0
 #: Lag samples kept per source (one per batch; the oldest go first).
 _LAG_SAMPLES = 4096
+#: Ids that are not numbers, seen before any number, after which gaps are not looked for.
+_ODD_IDS = 100
 
 
 class QualityTracker:
@@ -97,6 +99,7 @@ class QualityTracker:
         self.last_received_at: float | None = None
         self._last_id: int | None = None
         self._numeric_ids = True
+        self._odd_ids = 0
         self._lag_reader = JsonFields([lag_field]) if lag_field else None
         self._lags: deque[tuple[float, float]] = deque(maxlen=_LAG_SAMPLES)
         self._marks: deque[tuple[float, int, int]] = deque()
@@ -164,12 +167,8 @@ class QualityTracker:
         try:
             low = int(first)
             high = int(last)
-        except TypeError:  # an event without an id
+        except (TypeError, ValueError):  # an event without an id, or not a number
             self._count_gaps_slowly(batch)
-            return
-        except ValueError:
-            self._numeric_ids = False
-            self._last_id = None
             return
         if high - low != count - 1:
             self._count_gaps_slowly(batch)
@@ -180,7 +179,9 @@ class QualityTracker:
         self._last_id = high
 
     def _count_gaps_slowly(self, batch: Sequence[Record]) -> None:
-        """Ids that skip, repeat (SSE carries the last id over) or go back (a restart)."""
+        """Ids that skip, repeat (SSE carries the last id over), go back (a
+        restart) or are not numbers (skipped: ``"12-eval"`` beside ``"12"``;
+        after 100 such ids and no number, ids are not looked at again)."""
         previous = self._last_id
         gaps = 0
         for record in batch:
@@ -190,9 +191,11 @@ class QualityTracker:
             try:
                 number = int(id_)
             except ValueError:
-                self._numeric_ids = False
-                self._last_id = None
-                return
+                self._odd_ids += 1
+                if self._odd_ids >= _ODD_IDS and previous is None:
+                    self._numeric_ids = False
+                    return
+                continue
             if previous is not None and number > previous + 1:
                 gaps += number - previous - 1
             previous = number

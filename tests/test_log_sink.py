@@ -195,15 +195,18 @@ async def test_quality_is_one_summary_line_per_source_at_info(
     caplog.set_level(logging.DEBUG, logger="mux")
     sink = _sink()
     quiet = _quality(
-        reconnects=1, blind_max=None, blind_p50=None, lag_p50=None, lag_p99=None, gaps=1
+        reconnects=1, outages=0, blind_max=None, blind_p50=None, lag_p50=None, lag_p99=None, gaps=1
     )
-    stopped = _quality(state=State.STOPPED, window=42.5, staleness=None)
+    stopped = _quality(
+        state=State.STOPPED, window=42.5, staleness=None, reconnects=0, outages=1, blind_p50=4.1
+    )
     await sink.write([_quality(), quiet, stopped])
     assert _lines(caplog) == [
         (
             logging.INFO,
-            "train-sse: quality over 1h00m: up 99.2%, 2 reconnects (blind p50 1.2s, max 4.1s), "
-            "35960 events (10.0/s), 0 gaps, lag p50 120ms p99 400ms, last event 100ms ago",
+            "train-sse: quality over 1h00m: up 99.2%, 2 reconnects, 2 outages (blind p50 1.2s, "
+            "max 4.1s), 35960 events (10.0/s), 0 gaps, lag p50 120ms p99 400ms, "
+            "last event 100ms ago",
         ),
         (
             logging.INFO,
@@ -212,8 +215,8 @@ async def test_quality_is_one_summary_line_per_source_at_info(
         ),
         (
             logging.INFO,
-            "train-sse: quality over 42.5s: up 99.2%, 2 reconnects (blind p50 1.2s, max 4.1s), "
-            "35960 events (10.0/s), 0 gaps, lag p50 120ms p99 400ms, now stopped",
+            "train-sse: quality over 42.5s: up 99.2%, 0 reconnects, 1 outage (blind p50 4.1s, "
+            "max 4.1s), 35960 events (10.0/s), 0 gaps, lag p50 120ms p99 400ms, now stopped",
         ),
     ]
 

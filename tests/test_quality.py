@@ -165,9 +165,16 @@ def test_gaps_count_missing_numeric_ids_not_repeats_or_restarts() -> None:
     assert tracker.events_total == 14
 
 
-def test_ids_that_are_not_numbers_give_no_gaps() -> None:
+def test_ids_that_are_not_numbers_are_skipped() -> None:
     tracker = _tracker(_Clocks())
-    tracker.observe(_events(["a1", "b7"]))
+    tracker.observe(_events(["1", "2", "2-eval"]))  # the demo trainer's eval events
+    tracker.observe(_events(["3-eval", "5"]))
+    assert tracker.gaps_total == 2
+
+
+def test_a_stream_of_ids_that_are_never_numbers_is_not_looked_at_again() -> None:
+    tracker = _tracker(_Clocks())
+    tracker.observe(_events([f"uuid-{n}" for n in range(100)]))
     tracker.observe(_events(["1", "9"]))
     assert tracker.gaps_total == 0
 

@@ -19,8 +19,8 @@ Quality records (every ``quality_interval`` seconds per source, and one as
 each source stops) are logged as one summary line at INFO (``quality =
 false`` turns them off)::
 
-    train-sse: quality over 1h00m: up 99.2%, 2 reconnects (blind p50 1.2s, max 4.1s),
-    35960 events (10.0/s), 0 gaps, lag p50 120ms p99 400ms, last event 100ms ago
+    train-sse: quality over 1h00m: up 99.2%, 2 reconnects, 2 outages (blind p50 1.2s,
+    max 4.1s), 35960 events (10.0/s), 0 gaps, lag p50 120ms p99 400ms, last event 100ms ago
 """
 
 from __future__ import annotations
@@ -131,15 +131,16 @@ def format_alert(alert: Alert) -> str:
 
 
 def format_quality(quality: Quality) -> str:
-    """``train-sse: quality over 1h00m: up 99.2%, 2 reconnects (blind p50 1.2s, max 4.1s),
-    35960 events (10.0/s), 0 gaps, lag p50 120ms p99 400ms, last event 100ms ago``
-    (lag only with ``lag_field``; the state when the source is not connected)."""
+    """``train-sse: quality over 1h00m: up 99.2%, 2 reconnects, 2 outages (blind p50
+    1.2s, max 4.1s), 35960 events (10.0/s), 0 gaps, lag p50 120ms p99 400ms, last event
+    100ms ago`` (outages only when there were some, lag only with ``lag_field``, the
+    state when the source is not connected)."""
     parts = [f"up {quality.uptime * 100:.1f}%"]
-    reconnects = f"{quality.reconnects} reconnect{'' if quality.reconnects == 1 else 's'}"
-    if quality.blind_max is not None:
+    parts.append(f"{quality.reconnects} reconnect{'' if quality.reconnects == 1 else 's'}")
+    if quality.outages and quality.blind_max is not None:
         median = quality.blind_p50 if quality.blind_p50 is not None else quality.blind_max
-        reconnects += f" (blind p50 {_span(median)}, max {_span(quality.blind_max)})"
-    parts.append(reconnects)
+        outages = f"{quality.outages} outage{'' if quality.outages == 1 else 's'}"
+        parts.append(f"{outages} (blind p50 {_span(median)}, max {_span(quality.blind_max)})")
     parts.append(f"{quality.events} events ({quality.events_per_s:.1f}/s)")
     parts.append(f"{quality.gaps} gap{'' if quality.gaps == 1 else 's'}")
     if quality.lag_p50 is not None and quality.lag_p99 is not None:
