@@ -13,13 +13,16 @@ import importlib.metadata
 
 from .config import (
     Config,
+    DiscoveryConfig,
     ProcessorConfig,
     SinkConfig,
     SourceConfig,
     load_config,
     parse_config,
+    parse_source_tables,
     render_config,
 )
+from .discovery import Discoverer, DiscoveryContext, SourceDocument, read_source_document
 from .engine import Engine, RunResult
 from .errors import (
     ConfigError,
@@ -48,7 +51,7 @@ from .events import (
 )
 from .hookspecs import hookimpl, hookspec
 from .payload import JsonFields, decode_payload, is_json, keep_raw
-from .plugins import PluginFailure, PluginInfo, PluginManager, Provided
+from .plugins import Command, PluginFailure, PluginInfo, PluginManager, Provided
 from .processors import (
     FieldReader,
     Processor,
@@ -76,9 +79,13 @@ from .supervisor import Supervisor
 __all__ = [
     "Alert",
     "Batch",
+    "Command",
     "Config",
     "ConfigError",
     "Disconnected",
+    "Discoverer",
+    "DiscoveryConfig",
+    "DiscoveryContext",
     "Ended",
     "Engine",
     "Event",
@@ -116,6 +123,7 @@ __all__ = [
     "SinkContext",
     "SizedBatch",
     "SourceConfig",
+    "SourceDocument",
     "SourceInfo",
     "State",
     "StateStore",
@@ -138,6 +146,8 @@ __all__ = [
     "load_config",
     "parse_config",
     "parse_shard",
+    "parse_source_tables",
+    "read_source_document",
     "record_to_dict",
     "render_config",
     "select_shard",

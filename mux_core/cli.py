@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -55,7 +55,7 @@ def _shard_arg(text: str) -> Shard:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(loaded: PluginManager | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mux",
         description="Watch live data streams (SSE, WebSocket, REST) as a pure client.",
@@ -94,6 +94,12 @@ def _parser() -> argparse.ArgumentParser:
         help="keep each source's resume state (last id, cursor, seq) in DIR, saved once what "
         "it covers is written by every block sink, so a restarted run goes on where this one "
         "stopped; overrides the config's state_dir key",
+    )
+    run.add_argument(
+        "--watch",
+        action="store_true",
+        help="reload the config when the file changes (as on SIGHUP): only the sources and "
+        "sinks that changed restart; an invalid config is logged and the running one stays",
     )
     run.add_argument(
         "--fail-on",
@@ -185,13 +191,31 @@ def _parser() -> argparse.ArgumentParser:
                 help="terminal table (default on a terminal) or log lines",
             )
             sub.add_argument("--for", dest="duration", type=_positive_seconds, metavar="SECONDS")
+    if loaded is not None:
+        _add_plugin_commands(commands, loaded)
     return parser
+
+
+def _add_plugin_commands(commands: Any, plugins: PluginManager) -> None:
+    """The subcommands plugins add (``mux_register_commands``); they run their handler."""
+    for command in plugins.commands(taken=set(commands.choices)).values():
+        sub = commands.add_parser(command.name, help=command.help or None)
+        command.add_arguments(sub)
+        sub.set_defaults(plugin_handler=command.handler)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mux`` console script; returns the exit code."""
-    args = _parser().parse_args(argv)
     try:
+        parser = _parser(load_plugins())
+    except PluginError as exc:
+        print(f"mux: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    args = parser.parse_args(argv)
+    try:
+        handler = getattr(args, "plugin_handler", None)
+        if handler is not None:
+            return int(handler(args))
         if args.command == "run":
             return _run(
                 Path(args.config),
@@ -200,6 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 fail_on=args.fail_on,
                 shard=args.shard,
                 state_dir=args.state,
+                watch=args.watch,
             )
         if args.command == "check":
             return _check(Path(args.config), probe=args.probe)
@@ -250,15 +275,20 @@ def _run(
     fail_on: str | None = None,
     shard: Shard | None = None,
     state_dir: str | None = None,
+    watch: bool = False,
 ) -> int:
     from .config import load_config
-    from .engine import Engine
+    from .engine import WATCH_INTERVAL, Engine
     from .events import Severity
 
     setup_logging(quiet=quiet)
     plugins = load_plugins()
-    config = load_config(path, plugins)
-    config = _select_shard(config, shard or config.shard)
+
+    def load() -> Config:
+        config = load_config(path, plugins)
+        return _select_shard(config, shard or config.shard)
+
+    config = load()
     engine = Engine(
         config,
         plugins,
@@ -266,6 +296,8 @@ def _run(
         install_signal_handlers=True,
         fail_on=None if fail_on is None else Severity(fail_on),
         state_dir=state_dir,
+        load_config=load,
+        watch=WATCH_INTERVAL if watch else None,
     )
     if not plugins.main_loop(engine):
         trio.run(engine.run)

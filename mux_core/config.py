@@ -55,11 +55,13 @@ from .sinks import DEFAULT_BUFFER_BYTES, Overflow
 
 __all__ = [
     "Config",
+    "DiscoveryConfig",
     "ProcessorConfig",
     "SinkConfig",
     "SourceConfig",
     "load_config",
     "parse_config",
+    "parse_source_tables",
     "render_config",
 ]
 
@@ -72,12 +74,14 @@ _TOP_KEYS = (
     "state_dir",
     "quality_interval",
     "quality_window",
+    "discovery",
 )
 _SOURCE_KEYS = ("name", "transport", "retry", "lag_field")
 _QUALITY_INTERVAL = 60.0
 _QUALITY_WINDOW = 3600.0
 _SINK_KEYS = ("type", "name", "overflow", "buffer", "buffer_bytes", "on_error")
 _PROCESSOR_KEYS = ("type", "sources")
+_DISCOVERY_KEYS = ("type", "name")
 _GLOB_CHARS = frozenset("*?[")
 _ON_ERROR = ("stop", "drop")
 _DEFAULT_BUFFER = 10_000
@@ -144,6 +148,18 @@ class ProcessorConfig:
 
 
 @attrs.frozen
+class DiscoveryConfig:
+    """One ``[[discovery]]`` table, validated."""
+
+    #: The ``name`` key, by default the type; unique among discoverers.
+    name: str
+    type: str
+    #: An instance of the discoverer class's ``Options``.
+    options: Any
+    line: int | None
+
+
+@attrs.frozen
 class Config:
     """A whole config file, validated against the installed plugins."""
 
@@ -168,6 +184,8 @@ class Config:
     quality_interval: float = _QUALITY_INTERVAL
     #: Seconds of the past that a ``quality`` record's windowed figures cover.
     quality_window: float = _QUALITY_WINDOW
+    #: The ``[[discovery]]`` tables: where more sources come from while running.
+    discovery: tuple[DiscoveryConfig, ...] = ()
 
 
 def load_config(
@@ -205,6 +223,26 @@ def parse_config(
     return _Loader(text, path, plugins, os.environ if environ is None else environ).load()
 
 
+def parse_source_tables(
+    tables: list[dict[str, Any]],
+    *,
+    origin: str,
+    retry: RetryPolicy,
+    plugins: PluginManager,
+    lines: Mapping[KeyPath, int] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> tuple[list[SourceConfig], list[ConfigError]]:
+    """Validate source tables found while running (a discoverer's) as ``[[sources]]``.
+
+    ``tables`` are the ``sources`` of one document at ``origin`` (a file, a
+    URL), ``lines`` where their keys are (paths ``("sources", i, key)``),
+    ``retry`` the run's ``[retry]``. Returns the tables that are valid and
+    one :class:`ConfigError` per problem (``ORIGIN:LINE: sources[i].key: why``).
+    """
+    loader = _Loader("", origin, plugins, os.environ if environ is None else environ)
+    return loader.load_tables(tables, retry, lines or {})
+
+
 class _Failed:
     """Marks a value that could not be built (its errors are already recorded)."""
 
@@ -237,7 +275,10 @@ class _Loader:
             retry, retry_raw = RetryPolicy(), {}
         sources = self._sources(data, retry_raw)
         sinks = self._sinks(data)
-        processors = self._processors(data, [source.name for source in sources])
+        discovery = self._discovery(data)
+        # Discovered sources are not known yet: a processor may name one.
+        known = None if "discovery" in data else [source.name for source in sources]
+        processors = self._processors(data, known)
         shard = self._shard(data)
         state_dir = self._state_dir(data)
         quality_interval = self._seconds(data, "quality_interval", _QUALITY_INTERVAL, zero=True)
@@ -255,7 +296,23 @@ class _Loader:
             state_dir=state_dir,
             quality_interval=quality_interval,
             quality_window=quality_window,
+            discovery=tuple(discovery),
         )
+
+    def load_tables(
+        self, tables: list[dict[str, Any]], retry: RetryPolicy, lines: Mapping[KeyPath, int]
+    ) -> tuple[list[SourceConfig], list[ConfigError]]:
+        """Validate discovered source tables as ``[[sources]]`` (see parse_source_tables)."""
+        self._lines = dict(lines)
+        retry_raw = attrs.asdict(retry, recurse=False)
+        data = self._substitute({"sources": tables}, ())
+        sources = self._sources(data, retry_raw) if tables else []
+        errors = sorted(self._errors, key=lambda e: (e.line is None, e.line or 0))
+        masked = [
+            ConfigError(_mask(e.message, self._secrets), file=e.file, line=e.line, key=e.key)
+            for e in errors
+        ]
+        return sources, masked
 
     def _seconds(self, data: dict[str, Any], key: str, default: float, *, zero: bool) -> float:
         """A top-level duration in seconds (``zero``: 0 allowed, meaning off)."""
@@ -346,7 +403,7 @@ class _Loader:
 
     def _sources(self, data: dict[str, Any], retry_raw: dict[str, Any]) -> list[SourceConfig]:
         tables = self._array_of_tables(data, "sources")
-        if tables is not None and not tables:
+        if tables is not None and not tables and "discovery" not in data:
             self._fail(("sources",), _NO_SOURCES)
         transports = self._plugins.transports()
         seen: dict[str, int | None] = {}
@@ -409,7 +466,29 @@ class _Loader:
             )
         return sinks
 
-    def _processors(self, data: dict[str, Any], source_names: list[str]) -> list[ProcessorConfig]:
+    def _discovery(self, data: dict[str, Any]) -> list[DiscoveryConfig]:
+        tables = self._array_of_tables(data, "discovery") or []
+        available = self._plugins.discoverers() if tables else {}
+        seen: dict[str, int | None] = {}
+        found = []
+        for index, table in enumerate(tables):
+            path: KeyPath = ("discovery", index)
+            type_ = self._required_str(table, path, "type")
+            if type_ is None:
+                continue
+            provided = self._provider("discovery type", type_, available, path)
+            name = self._name(table, path, "name", seen, "discovery", default=type_)
+            if provided is None or name is None:
+                continue
+            rest = {k: v for k, v in table.items() if k not in _DISCOVERY_KEYS}
+            options = self._options(provided, rest, path, _DISCOVERY_KEYS)
+            if not isinstance(options, _Failed):
+                found.append(DiscoveryConfig(name, type_, options, self._line(path)))
+        return found
+
+    def _processors(
+        self, data: dict[str, Any], source_names: list[str] | None
+    ) -> list[ProcessorConfig]:
         tables = self._array_of_tables(data, "processors") or []
         available = self._plugins.processors() if tables else {}
         processors = []
@@ -430,7 +509,7 @@ class _Loader:
         return processors
 
     def _source_globs(
-        self, table: dict[str, Any], path: KeyPath, source_names: list[str]
+        self, table: dict[str, Any], path: KeyPath, source_names: list[str] | None
     ) -> tuple[str, ...] | _Failed | None:
         """The ``sources`` globs (None = all), or _FAILED after recording an error."""
         if "sources" not in table:
@@ -440,6 +519,8 @@ class _Loader:
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
             self._fail(key, f"expected an array of source names or globs, got {_shown(value)}")
             return _FAILED
+        if source_names is None:  # discovered sources are not known yet
+            return tuple(value)
         for pattern in value:
             # A plain name (no glob characters) that names no source is a typo.
             if not _GLOB_CHARS & set(pattern) and pattern not in source_names:
@@ -453,7 +534,7 @@ class _Loader:
     def _array_of_tables(self, data: dict[str, Any], key: str) -> list[dict[str, Any]] | None:
         value = data.get(key)
         if value is None:
-            if key == "sources":
+            if key == "sources" and "discovery" not in data:
                 self._fail((key,), _NO_SOURCES)
             return None
         if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
@@ -760,6 +841,10 @@ def render_config(config: Config) -> str:
         if processor.sources is not None:
             lines.append(f"sources = {_render_value(list(processor.sources), secrets)}")
         lines += _render_fields(processor.options, secrets)
+    for discovery in config.discovery:
+        lines += ["", "[[discovery]]", f"type = {_toml_string(discovery.type)}"]
+        lines.append(f"name = {_toml_string(discovery.name)}")
+        lines += _render_fields(discovery.options, secrets)
     return "\n".join(lines) + "\n"
 
 

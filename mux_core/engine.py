@@ -1,4 +1,4 @@
-r"""The nursery that joins sources to sinks.
+r"""The nursery that joins sources to sinks, and changes them while running.
 
 ::
 
@@ -16,12 +16,22 @@ do). No task sits in between: a record reaches its sink after one task
 switch, which is most of the latency mux adds. Order per source is
 preserved end to end.
 
+Who owns what: :class:`~mux_core._source_set.SourceSet` owns the running
+sources (each in its own cancel scope inside one long-lived nursery),
+:class:`~mux_core._sink_set.SinkSet` the running sinks. The engine decides
+*what* should run -- the config's ``[[sources]]`` plus what the
+discoverers found -- and every change (a reload on SIGHUP or ``--watch``,
+a discoverer's update, a restart) goes through one lock, one change at a
+time, as a plan computed by :mod:`mux_core._reload`: only what differs is
+started, stopped or restarted.
+
 Shutdown -- on :meth:`Engine.request_stop` (signals, ``--for``, a closed
-window, a failed sink) or when every source is terminal -- goes one way
-only: live sources are cancelled and each sends ``stopped``; once every
-source task has finished, the sink channels are closed; each sink receives
-everything left, then is closed (the file sink flushes and fsyncs). Nothing
-received is lost.
+window, a failed sink) or when every source is terminal (unless sources
+may still come: ``--watch`` or ``[[discovery]]``) -- goes one way only:
+live sources are cancelled and each sends ``stopped``; once every source
+task has finished, the sink channels are closed; each sink receives
+everything left, then is closed (the file sink flushes and fsyncs).
+Nothing received is lost.
 """
 
 from __future__ import annotations
@@ -31,23 +41,25 @@ import logging
 import os
 import signal
 import sys
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
 import trio
 
+from ._discovery_runner import DiscoveryRunner
+from ._reload import FileWatch, plan_sinks, plan_sources
+from ._sink_set import SinkRunner, SinkSet
+from ._source_set import SourceRunner, SourceSet
 from .config import Config, SinkConfig, SourceConfig
-from .errors import PluginError
-from .events import Alert, Quality, Record, Severity, State, Status
+from .errors import ConfigError, PluginError
+from .events import Alert, Quality, Record, Severity, State
 from .plugins import PluginManager
 from .processors import ProcessorChain, ProcessorContext
 from .quality import QualityTracker
 from .session import ResumeState, SharedResources, Transport
 from .sinks import Overflow, SinkChannel, SinkContext, SourceInfo
 from .state import CHECKPOINT_INTERVAL, StateStore
-from .supervisor import Supervisor
 
 __all__ = ["Engine", "RunResult"]
 
@@ -62,6 +74,9 @@ EXIT_ALERT = 4
 _SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
 
 _DROP_REPORT_INTERVAL = 5.0
+
+#: Seconds between two looks at the config file with ``--watch``.
+WATCH_INTERVAL = 1.0
 
 
 @attrs.frozen
@@ -81,33 +96,6 @@ class RunResult:
     quality: Mapping[str, Quality] = attrs.field(factory=dict)
 
 
-@attrs.define(eq=False)
-class _SinkRunner:
-    config: SinkConfig
-    sink: Any
-    channel: SinkChannel
-    nursery: trio.Nursery | None = None
-    failed: BaseException | None = None
-
-
-@attrs.define(eq=False)
-class _SourceRunner:
-    config: SourceConfig
-    transport: Transport
-    scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
-    supervisor: Supervisor | None = None
-    #: The source's processors (None when no ``[[processors]]`` table applies).
-    chain: ProcessorChain | None = None
-    #: Resume state saved by an earlier run (``--state``), or None.
-    resume: ResumeState | None = None
-    #: Measures the source's connection quality from every batch it emits.
-    quality: QualityTracker | None = None
-
-    @property
-    def state(self) -> State | None:
-        return None if self.supervisor is None else self.supervisor.state
-
-
 class Engine:
     """Runs a loaded :class:`~mux_core.config.Config` until it is done.
 
@@ -115,6 +103,11 @@ class Engine:
     loop via ``mux_main_loop``) returns a :class:`RunResult`, also kept in
     :attr:`result`. With ``fail_on``, an :class:`~mux_core.Alert` of that
     severity or higher makes the exit code 4 (the run goes on).
+
+    ``load_config`` (a function returning the config file's current
+    content, validated) makes the run reloadable: on SIGHUP (with
+    ``install_signal_handlers``), on :meth:`request_reload`, and every
+    ``watch`` seconds when the file changed.
     """
 
     def __init__(
@@ -126,6 +119,8 @@ class Engine:
         install_signal_handlers: bool = False,
         fail_on: Severity | None = None,
         state_dir: str | None = None,
+        load_config: Callable[[], Config] | None = None,
+        watch: float | None = None,
     ) -> None:
         self.config = config
         directory = state_dir if state_dir is not None else config.state_dir
@@ -137,36 +132,84 @@ class Engine:
         self.plugins = plugins
         self.duration = duration
         self.install_signal_handlers = install_signal_handlers
+        self.load_config = load_config
+        self.watch = watch
         self.result: RunResult | None = None
         self._token: trio.lowlevel.TrioToken | None = None
         self._stop_reason: str | None = None
-        self._sources: list[_SourceRunner] = []
-        self._sinks: list[_SinkRunner] = []
-        #: The sinks still taking records (a dropped or failed sink leaves).
-        self._live_sinks: tuple[_SinkRunner, ...] = ()
+        self._done = trio.Event()
+        self._sources = SourceSet(
+            sender=self._sender,
+            deliver=self._deliver,
+            delivered=self._delivered,
+            on_finished=lambda _runner: self._check_done(),
+        )
+        self._sinks = SinkSet(self._on_sink_failure)
+        self._discovery = DiscoveryRunner(plugins, lambda: self.config, self.rediscovered)
+        #: One change of the running set at a time (reload, discovery, restart).
+        self._changes = trio.Lock()
+        self._control: trio.Nursery | None = None
+        #: Resume states of sources stopped by a change, should they come back.
+        self._retired: dict[str, tuple[str, ResumeState]] = {}
         self._sink_failed = False
+        #: Each source's quality tracker, by name (a restarted source gets a new one).
+        self._trackers: dict[str, QualityTracker] = {}
         self._final_quality: dict[str, Quality] = {}
 
-    # -- control ---------------------------------------------------------
+    # -- control (safe from any thread) ---------------------------------------
 
     def request_stop(self, reason: str = "stop requested") -> None:
         """Stop the run cleanly. Safe from any thread and from a host loop's callback."""
+        if not self._call_soon(self._stop, reason) and self._stop_reason is None:
+            self._stop_reason = reason
+
+    def request_reload(self) -> None:
+        """Reload the config file (as SIGHUP does). Safe from any thread."""
+        self._call_soon(self._spawn, self.reload)
+
+    def restart_source(self, name: str) -> None:
+        """Start source ``name`` again if it gave up (``max_retries_exceeded``), failed or
+        ended, going on from its resume state. Safe from any thread: a UI's button."""
+        self._call_soon(self._spawn, self._restart, (name,))
+
+    def restart_gave_up(self) -> None:
+        """Restart every source in ``max_retries_exceeded`` (as SIGUSR1 does)."""
+        self._call_soon(self._spawn, self._restart, None)
+
+    def source_states(self) -> dict[str, State | None]:
+        """The last state of every source now running or finished (None: not started yet)."""
+        return {runner.name: runner.state for runner in self._sources}
+
+    def _call_soon(self, fn: Callable[..., None], *args: Any) -> bool:
         token = self._token
         if token is None:
-            if self._stop_reason is None:
-                self._stop_reason = reason
-            return
+            return False
         try:
-            token.run_sync_soon(self._stop, reason)
+            token.run_sync_soon(fn, *args)
         except trio.RunFinishedError:
-            pass
+            return False
+        return True
+
+    def _spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        if self._control is not None:
+            self._control.start_soon(fn, *args)
 
     def _stop(self, reason: str) -> None:
         if self._stop_reason is None:
             self._stop_reason = reason
             _log.info("stopping: %s", reason)
-        for runner in self._sources:
-            runner.scope.cancel()
+        self._sources.cancel_all(self._stop_reason)
+        self._done.set()
+
+    def _keep_alive(self) -> bool:
+        """Whether sources may still come when none is live (so the run waits)."""
+        return self.watch is not None or bool(self.config.discovery)
+
+    def _check_done(self) -> None:
+        if self._changes.locked() or self._keep_alive():
+            return
+        if self._sources.all_finished():
+            self._done.set()
 
     # -- the run ---------------------------------------------------------
 
@@ -177,8 +220,8 @@ class Engine:
         try:
             if self.state_store is not None:
                 self.state_store.load()
-            self._sources = [self._make_source(cfg) for cfg in self.config.sources]
-            self._sinks = [self._make_sink(cfg) for cfg in self.config.sinks]
+            sources = [self._make_source(cfg) for cfg in self.config.sources]
+            sinks = [self._make_sink(cfg, sources) for cfg in self.config.sinks]
             # What is alive now (modules, plugins, config) lives as long as the
             # run: frozen, the cyclic GC stops walking it in every full
             # collection that a stream of short-lived events triggers
@@ -190,23 +233,23 @@ class Engine:
                 system.start_soon(self._report_drops)
                 if self.duration is not None:
                     system.start_soon(self._stop_after, self.duration)
-                async with trio.open_nursery() as nursery:
-                    for runner in self._sinks:
-                        await nursery.start(self._run_sink, runner)
-                    self._live_sinks = tuple(self._sinks)
+                async with trio.open_nursery() as sink_nursery:
+                    self._sinks.attach(sink_nursery)
+                    for sink in sinks:
+                        await self._sinks.start(sink)
                     if self.state_store is not None:
                         system.start_soon(self._checkpoint_periodically)
                     quality = trio.CancelScope()
-                    nursery.start_soon(self._report_quality, quality)
-                    async with trio.open_nursery() as sources:
-                        for source in self._sources:
-                            sources.start_soon(self._run_source, source, shared)
-                        if self._stop_reason is not None:
-                            self._stop(self._stop_reason)
+                    sink_nursery.start_soon(self._report_quality, quality)
+                    async with trio.open_nursery() as source_nursery:
+                        self._sources.attach(source_nursery, shared)
+                        for source in sources:
+                            self._sources.start(source)
+                        await self._control_until_done()
+                        self._sources.cancel_all(self._stop_reason or "stop requested")
                     quality.cancel()
                     self._keep_final_quality()
-                    for runner in self._sinks:
-                        runner.channel.close()
+                    self._sinks.close_all()
                 system.cancel_scope.cancel()
             if self.state_store is not None and not self._sink_failed:
                 # Every sink has written and closed (the file sink fsynced):
@@ -219,25 +262,44 @@ class Engine:
         self.result = self._result()
         return self.result
 
-    def _make_sink(self, cfg: SinkConfig) -> _SinkRunner:
+    async def _control_until_done(self) -> None:
+        """Host the tasks that change the running set, until the run is to end."""
+        async with trio.open_nursery() as control:
+            self._control = control
+            if self.watch is not None and self.load_config is not None:
+                control.start_soon(self._watch_file, self.watch)
+            self._discovery.apply(control, self.config.discovery)
+            if self._stop_reason is not None:
+                self._stop(self._stop_reason)
+            self._check_done()
+            await self._done.wait()
+            self._control = None
+            control.cancel_scope.cancel()
+
+    # -- building sources and sinks ---------------------------------------------
+
+    def _make_sink(self, cfg: SinkConfig, sources: Sequence[SourceRunner] = ()) -> SinkRunner:
+        """A sink and its channel; ``sources``: the runners about to start (else the
+        running ones)."""
         cls = self.plugins.sinks()[cfg.type].cls
         channel = SinkChannel(cfg.buffer, Overflow(cfg.overflow), max_bytes=cfg.buffer_bytes)
-        runner = _SinkRunner(cfg, None, channel)
+        runner = SinkRunner(cfg, None, channel)
 
         def start_background(fn: Callable[[], Awaitable[Any]]) -> None:
             if runner.nursery is None:
                 raise RuntimeError("start_background() is available from open() on")
             runner.nursery.start_soon(fn)
 
+        running = list(sources or self._sources)
         context = SinkContext(
             name=cfg.name,
             config_name=self.config.name,
-            sources=tuple(SourceInfo(s.name, s.transport) for s in self.config.sources),
+            sources=tuple(SourceInfo(r.name, r.config.transport) for r in running),
             request_stop=self.request_stop,
             start_background=start_background,
             dropped=lambda: channel.dropped,
             retry=self.config.retry,
-            resumed={r.config.name: r.resume.seq for r in self._sources if r.resume is not None},
+            resumed={r.name: r.resume.seq for r in running if r.resume is not None},
         )
         try:
             runner.sink = cls(cfg.options, context)
@@ -247,7 +309,7 @@ class Engine:
             ) from exc
         return runner
 
-    def _make_source(self, cfg: SourceConfig) -> _SourceRunner:
+    def _make_source(self, cfg: SourceConfig) -> SourceRunner:
         cls = self.plugins.transports()[cfg.transport].cls
         try:
             transport: Transport = cls(cfg.options)
@@ -256,17 +318,15 @@ class Engine:
                 f"source {cfg.name!r} ({cfg.transport}) could not be created: {exc}"
             ) from exc
         resume = None
-        if self.state_store is not None:
+        retired = self._retired.pop(cfg.name, None)
+        if retired is not None and retired[0] == cfg.transport:
+            resume = retired[1]
+        elif self.state_store is not None:
             resume = self.state_store.resume_for(cfg.name, cfg.transport)
-        tracker = QualityTracker(
-            cfg.name,
-            cfg.transport,
-            window=self.config.quality_window,
-            lag_field=cfg.lag_field,
+        self._trackers[cfg.name] = QualityTracker(
+            cfg.name, cfg.transport, window=self.config.quality_window, lag_field=cfg.lag_field
         )
-        return _SourceRunner(
-            cfg, transport, chain=self._make_chain(cfg), resume=resume, quality=tracker
-        )
+        return SourceRunner(cfg, transport, chain=self._make_chain(cfg), resume=resume)
 
     def _make_chain(self, cfg: SourceConfig) -> ProcessorChain | None:
         """One instance of each ``[[processors]]`` table that applies to the source."""
@@ -285,19 +345,142 @@ class Engine:
                 ) from exc
         return ProcessorChain(cfg.name, cfg.transport, processors) if processors else None
 
-    def _sender(
-        self, chain: ProcessorChain | None, quality: QualityTracker | None = None
-    ) -> Callable[[Sequence[Record]], Awaitable[bool]]:
+    # -- changing what runs -------------------------------------------------------
+
+    async def reload(self) -> bool:
+        """Load the config file again and apply what changed; False if it was rejected.
+
+        A config that does not validate is logged with its FILE:LINE errors
+        and the running one stays.
+        """
+        if self.load_config is None:
+            _log.warning("reload: this run has no config file to reload")
+            return False
+        try:
+            config = self.load_config()
+        except (ConfigError, PluginError) as exc:
+            _log.error("reload rejected, the running config stays:\n%s", exc)
+            return False
+        await self.apply_config(config)
+        return True
+
+    async def apply_config(self, config: Config) -> None:
+        """Make the run match ``config``: only what differs is touched; one summary line."""
+        async with self._changes:
+            old = self.config
+            if config.state_dir != old.state_dir:
+                _log.warning("reload: state_dir changes take effect when mux is restarted")
+            self.config = config
+            sinks = await self._apply_sinks(plan_sinks(self._sinks.configs, config.sinks))
+            self._discovery.apply(self._control, config.discovery)
+            sources = await self._apply_sources(old.processors, reason="removed by a reload")
+            _log.info("reload: %s, %s", sources.summary(), sinks.summary())
+        self._check_done()
+
+    async def rediscovered(self) -> None:
+        """A discoverer's set changed: start, stop and restart what differs."""
+        async with self._changes:
+            plan = await self._apply_sources(self.config.processors, reason="no longer discovered")
+            if plan:
+                _log.info("discovery: %s", plan.summary())
+        self._check_done()
+
+    def _wanted_sources(self) -> list[SourceConfig]:
+        """The config's sources, then the discovered ones (colliding names left out)."""
+        wanted = list(self.config.sources)
+        names = {source.name for source in wanted}
+        wanted += self._discovery.sources(names)
+        return wanted
+
+    async def _apply_sources(self, old_processors: Sequence[Any], *, reason: str) -> Any:
+        plan = plan_sources(
+            self._sources.configs,
+            self._wanted_sources(),
+            old_processors=old_processors,
+            new_processors=self.config.processors,
+        )
+        for name in plan.removed:
+            stopped = await self._sources.stop(name, reason)
+            self._retired[name] = (stopped.config.transport, stopped.live_resume or ResumeState())
+        for cfg in plan.changed:
+            fresh = self._build(self._make_source, cfg)
+            if fresh is not None:
+                running = self._sources.get(cfg.name)
+                keep = running is not None and running.config.transport == cfg.transport
+                await self._sources.replace(fresh, "config changed; restarting", keep_resume=keep)
+        for cfg in plan.added:
+            fresh = self._build(self._make_source, cfg)
+            if fresh is not None:
+                self._sources.start(fresh)
+        for name in plan.rechained:
+            runner = self._sources.get(name)
+            if runner is not None:
+                self._sources.set_chain(name, self._build(self._make_chain, runner.config))
+        return plan
+
+    async def _apply_sinks(self, plan: Any) -> Any:
+        for name in plan.removed:
+            await self._sinks.stop(name)
+        for cfg in plan.changed:
+            fresh = self._build(self._make_sink, cfg)
+            if fresh is not None:
+                await self._sinks.replace(fresh)
+        for cfg in plan.added:
+            fresh = self._build(self._make_sink, cfg)
+            if fresh is not None:
+                await self._sinks.start(fresh)
+        return plan
+
+    def _build(self, make: Callable[[Any], Any], cfg: Any) -> Any:
+        """``make(cfg)``, or None after logging why it could not be made."""
+        try:
+            return make(cfg)
+        except PluginError as exc:
+            _log.error("%s; left out", exc)
+            return None
+
+    async def _restart(self, name: str | None) -> None:
+        """Restart ``name`` (or, for None, every source that gave up)."""
+        async with self._changes:
+            if name is None:
+                names = [r.name for r in self._sources if r.state is State.MAX_RETRIES_EXCEEDED]
+                if not names:
+                    _log.info("restart: no source gave up")
+            else:
+                names = [name]
+            for each in names:
+                runner = self._sources.get(each)
+                fresh = None if runner is None else self._build(self._make_source, runner.config)
+                if fresh is not None and self._sources.restart(each, fresh):
+                    _log.info("restart: source %r starts again", each)
+                elif runner is None:
+                    _log.warning("restart: no source named %r", each)
+                else:
+                    _log.info("restart: source %r is live; nothing to restart", each)
+
+    async def _watch_file(self, interval: float) -> None:
+        watch = FileWatch(self.config.path)
+        while True:
+            await trio.sleep(interval)
+            if await trio.to_thread.run_sync(watch.changed):
+                _log.info("reload: %s changed", self.config.path)
+                await self.reload()
+
+    # -- records -----------------------------------------------------------------
+
+    def _sender(self, runner: SourceRunner) -> Callable[[Sequence[Record]], Awaitable[bool]]:
         """What a source's records go through: its quality tracker (which sees
-        them as they came), its processors, then the fan-out. The source's
-        last Quality goes right before its terminal Status, which stays the
-        source's last record (DESIGN.md)."""
-        if chain is None and self.fail_on is None and quality is None:
-            return self._fan_out
+        them as they came), its processors (as they are at each batch: a
+        reload may change them), then the fan-out. The source's last Quality
+        goes right before its terminal Status, which stays the source's last
+        record (DESIGN.md)."""
+        fan_out = self._fan_out
+        quality = self._trackers.get(runner.name)
 
         async def send(batch: Sequence[Record]) -> bool:
             if quality is not None:
                 quality.observe(batch)
+            chain = runner.chain
             if chain is not None:
                 batch = chain.run(batch)
                 if not batch:
@@ -306,7 +489,7 @@ class Engine:
                 self._watch_alerts(batch)
             if quality is not None and quality.ended_at is not None and not quality.reported_end:
                 batch = self._with_last_quality(quality, batch)
-            return await self._fan_out(batch)
+            return await fan_out(batch)
 
         return send
 
@@ -323,111 +506,66 @@ class Engine:
             if type(record) is Alert and _SEVERITY_RANK[record.severity] >= threshold:
                 self.failing_alerts += 1
 
-    async def _run_source(self, runner: _SourceRunner, shared: SharedResources) -> None:
-        cfg = runner.config
-        chain = runner.chain
-        send = self._sender(chain, runner.quality)
-        supervisor = runner.supervisor = Supervisor(
-            source=cfg.name,
-            transport_name=cfg.transport,
-            transport=runner.transport,
-            policy=cfg.retry,
-            send=send,
-            shared=shared,
-            delivered=self._delivered,
-            resume=runner.resume,
-        )
-        if chain is not None and chain.timed:
-            # Time-based processors (a stall) get one timer task beside the source.
-            async with trio.open_nursery() as timers:
-                timers.start_soon(chain.run_timers, self._deliver)
-                await self._supervise(runner, supervisor, send)
-                timers.cancel_scope.cancel()
-        else:
-            await self._supervise(runner, supervisor, send)
+    async def _fan_out(self, batch: Sequence[Record]) -> bool:
+        """Hand one batch to every live sink, in the emitting source's task.
 
-    async def _supervise(
-        self,
-        runner: _SourceRunner,
-        supervisor: Supervisor,
-        send: Callable[[Sequence[Record]], Awaitable[bool]],
-    ) -> None:
-        cfg = runner.config
-        with runner.scope:
-            await supervisor.run()
-        if supervisor.state is None or not supervisor.state.terminal:
-            # Still live when the run was asked to stop: say so, last.
-            reason = self._stop_reason or "stop requested"
-            status = Status(
-                cfg.name,
-                cfg.transport,
-                State.STOPPED,
-                max(supervisor.attempt, 1),
-                None,
-                reason,
-                time.time(),
-            )
-            await send([status])
-            supervisor.state = State.STOPPED
-
-    # -- durable resume (--state) ----------------------------------------
-
-    def _resume_states(self) -> dict[str, tuple[str, ResumeState]]:
-        return {
-            r.config.name: (r.config.transport, r.supervisor.resume)
-            for r in self._sources
-            if r.supervisor is not None
-        }
-
-    async def _checkpoint_periodically(self) -> None:
-        while True:
-            await trio.sleep(CHECKPOINT_INTERVAL)
-            if not await self._checkpoint():
-                return
-
-    async def _checkpoint(self) -> bool:
-        """Save every source's resume state once what it covers is durable.
-
-        The states are copied first; then every ``block`` sink is waited for
-        until it has written what had entered its channel by then, and
-        synced (``sink.sync()``: the file sink flushes, and fsyncs when
-        ``fsync = true``); only then is the copy saved. False when a sink
-        failed meanwhile: no more checkpoints (the final save is skipped too).
+        Without waiting when every sink has room (the common case: no
+        checkpoint, no cancel scope on a record's path); otherwise
+        :meth:`_fan_out_waiting` takes over from the first sink that is full.
+        Returns whether the batch woke a sink that was waiting for records
+        (what ``Session.emit`` tells its transport).
         """
-        store = self.state_store
-        assert store is not None
-        snapshot = store.snapshot(self._resume_states())
-        marks = [
-            (runner, runner.channel.entered)
-            for runner in self._live_sinks
-            if runner.channel.overflow is Overflow.BLOCK
-        ]
-        for runner, mark in marks:
-            if not await runner.channel.wait_finished(mark):
-                return False
-        for runner, _ in marks:
-            sync = getattr(runner.sink, "sync", None)
-            if sync is not None:
+        sinks = self._sinks.live
+        woke = False
+        for index, runner in enumerate(sinks):
+            channel = runner.channel
+            waiting = channel.reader_waiting
+            if not channel.offer(batch):
+                await self._fan_out_waiting(batch, sinks[index:])
+                return woke
+            woke = woke or waiting
+        return woke
+
+    async def _fan_out_waiting(self, batch: Sequence[Record], sinks: Sequence[SinkRunner]) -> None:
+        """The rest of a fan-out, waiting for room where a ``block`` sink is full.
+
+        Shielded: once received, a batch reaches every sink even when the
+        source is being stopped while a ``block`` sink makes it wait (a
+        second Ctrl-C is the way out of a sink that never drains).
+        """
+        with trio.CancelScope(shield=True):
+            for runner in sinks:
                 try:
-                    await sync()
-                except Exception:
-                    return False  # the sink's own task reports its failure
-        await trio.to_thread.run_sync(store.save, snapshot)
-        return True
+                    await runner.channel.put(batch)
+                except trio.ClosedResourceError:  # the sink failed, was dropped or removed
+                    self._sinks.drop(runner)
+
+    async def _delivered(self) -> bool:
+        """Wait until every live sink has written every record put so far
+        (``Session.delivered``); False if a sink failed or left meanwhile."""
+        marks = [(runner.channel, runner.channel.entered) for runner in self._sinks.live]
+        reached = True
+        for channel, mark in marks:
+            reached = await channel.wait_finished(mark) and reached
+        return reached
+
+    def _on_sink_failure(self, runner: SinkRunner, exc: BaseException, started: bool) -> None:
+        where = "opening" if not started else "writing"
+        message = f"sink {runner.config.name!r} ({runner.config.type}) failed while {where}: {exc}"
+        if runner.config.on_error == "stop":
+            _log.error('%s; stopping the run (on_error = "stop")', message)
+            self._sink_failed = True
+            self._stop(f"sink {runner.config.name!r} failed")
+        else:
+            _log.error('%s; dropping this sink, the run goes on (on_error = "drop")', message)
 
     # -- connection quality ----------------------------------------------
-
-    def _dropped(self) -> dict[str, int]:
-        return {r.config.name: r.channel.dropped for r in self._sinks}
 
     def _quality_records(self) -> list[Quality]:
         """A Quality record per source still running (an ended one sent its last)."""
         dropped = self._dropped()
-        return [
-            runner.quality.snapshot(dropped)
-            for runner in self._sources
-            if runner.quality is not None and runner.quality.ended_at is None
-        ]
+        trackers = [self._trackers.get(runner.name) for runner in self._sources]
+        return [t.snapshot(dropped) for t in trackers if t is not None and t.ended_at is None]
 
     def _with_last_quality(self, tracker: QualityTracker, batch: Sequence[Record]) -> list[Record]:
         """The batch with the terminal Status, after the source's last Quality."""
@@ -454,109 +592,80 @@ class Engine:
         dropped = self._dropped()
         final = {}
         for runner in self._sources:
-            name = runner.config.name
+            name = runner.name
+            tracker = self._trackers.get(name)
             if name in self._final_quality:
                 final[name] = self._final_quality[name]
-            elif runner.quality is not None:  # the source's task never got that far
-                final[name] = runner.quality.snapshot(dropped)
+            elif tracker is not None:  # the source's task never got that far
+                final[name] = tracker.snapshot(dropped)
         self._final_quality = final
 
-    async def _delivered(self) -> bool:
-        """Wait until every live sink has written every record put so far
-        (``Session.delivered``); False if a sink failed or left meanwhile."""
-        marks = [(runner.channel, runner.channel.entered) for runner in self._live_sinks]
-        reached = True
-        for channel, mark in marks:
-            reached = await channel.wait_finished(mark) and reached
-        return reached
+    # -- durable resume (--state) ----------------------------------------
 
-    async def _fan_out(self, batch: Sequence[Record]) -> bool:
-        """Hand one batch to every live sink, in the emitting source's task.
+    def _resume_states(self) -> dict[str, tuple[str, ResumeState]]:
+        states = dict(self._retired)
+        for runner in self._sources:
+            resume = runner.live_resume
+            if resume is not None:
+                states[runner.name] = (runner.config.transport, resume)
+        return states
 
-        Without waiting when every sink has room (the common case: no
-        checkpoint, no cancel scope on a record's path); otherwise
-        :meth:`_fan_out_waiting` takes over from the first sink that is full.
-        Returns whether the batch woke a sink that was waiting for records
-        (what ``Session.emit`` tells its transport).
+    async def _checkpoint_periodically(self) -> None:
+        while True:
+            await trio.sleep(CHECKPOINT_INTERVAL)
+            if not await self._checkpoint():
+                return
+
+    async def _checkpoint(self) -> bool:
+        """Save every source's resume state once what it covers is durable.
+
+        The states are copied first; then every ``block`` sink is waited for
+        until it has written what had entered its channel by then, and
+        synced (``sink.sync()``: the file sink flushes, and fsyncs when
+        ``fsync = true``); only then is the copy saved. False when a sink
+        failed meanwhile: no more checkpoints (the final save is skipped too).
         """
-        sinks = self._live_sinks
-        woke = False
-        for index, runner in enumerate(sinks):
-            channel = runner.channel
-            waiting = channel.reader_waiting
-            if not channel.offer(batch):
-                await self._fan_out_waiting(batch, sinks[index:])
-                return woke
-            woke = woke or waiting
-        return woke
-
-    async def _fan_out_waiting(self, batch: Sequence[Record], sinks: Sequence[_SinkRunner]) -> None:
-        """The rest of a fan-out, waiting for room where a ``block`` sink is full.
-
-        Shielded: once received, a batch reaches every sink even when the
-        source is being stopped while a ``block`` sink makes it wait (a
-        second Ctrl-C is the way out of a sink that never drains).
-        """
-        with trio.CancelScope(shield=True):
-            for runner in sinks:
+        store = self.state_store
+        assert store is not None
+        snapshot = store.snapshot(self._resume_states())
+        marks = [
+            (runner, runner.channel.entered)
+            for runner in self._sinks.live
+            if runner.channel.overflow is Overflow.BLOCK
+        ]
+        for runner, mark in marks:
+            if not await runner.channel.wait_finished(mark):
+                return False
+        for runner, _ in marks:
+            sync = getattr(runner.sink, "sync", None)
+            if sync is not None:
                 try:
-                    await runner.channel.put(batch)
-                except trio.ClosedResourceError:  # the sink failed or was dropped
-                    self._live_sinks = tuple(r for r in self._live_sinks if r is not runner)
-
-    async def _run_sink(
-        self, runner: _SinkRunner, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        sink = runner.sink
-        started = False
-        try:
-            async with trio.open_nursery() as background:
-                runner.nursery = background
-                opener = getattr(sink, "open", None)
-                if opener is not None:
-                    await opener()
-                task_status.started()
-                started = True
-                while True:
-                    try:
-                        batch = await runner.channel.get()
-                    except trio.EndOfChannel:
-                        break
-                    await sink.write(batch)
-                await _aclose(sink)
-                background.cancel_scope.cancel()
-        except Exception as raised:
-            exc = _unwrap(raised)
-            runner.failed = exc
-            runner.channel.close()
-            with trio.CancelScope(shield=True):
-                try:
-                    await _aclose(sink)
+                    await sync()
                 except Exception:
-                    _log.debug(
-                        "closing failed sink %r also failed", runner.config.name, exc_info=True
-                    )
-            where = "opening" if not started else "writing"
-            message = (
-                f"sink {runner.config.name!r} ({runner.config.type}) failed while {where}: {exc}"
-            )
-            if runner.config.on_error == "stop":
-                _log.error('%s; stopping the run (on_error = "stop")', message)
-                self._sink_failed = True
-                self._stop(f"sink {runner.config.name!r} failed")
-            else:
-                _log.error('%s; dropping this sink, the run goes on (on_error = "drop")', message)
-            if not started:
-                task_status.started()
+                    return False  # the sink's own task reports its failure
+        await trio.to_thread.run_sync(store.save, snapshot)
+        return True
+
+    # -- housekeeping ---------------------------------------------------------------
 
     async def _stop_after(self, seconds: float) -> None:
         await trio.sleep(seconds)
         self._stop(f"--for {seconds:g} s elapsed")
 
     async def _watch_signals(self) -> None:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        wanted = [signal.SIGINT, signal.SIGTERM, signal.SIGUSR1]
+        if self.load_config is not None:
+            wanted.append(signal.SIGHUP)
+        with trio.open_signal_receiver(*wanted) as signals:
             async for signum in signals:
                 name = signal.Signals(signum).name
+                if signum == signal.SIGHUP:
+                    _log.info("reload: SIGHUP")
+                    self._spawn(self.reload)
+                    continue
+                if signum == signal.SIGUSR1:
+                    self._spawn(self._restart, None)
+                    continue
                 if self._stop_reason is None:
                     self._stop(name)
                     continue
@@ -565,7 +674,7 @@ class Engine:
                 os._exit(130)
 
     async def _report_drops(self) -> None:
-        reported = {runner.config.name: 0 for runner in self._sinks}
+        reported: dict[str, int] = {}
         while True:
             await trio.sleep(_DROP_REPORT_INTERVAL)
             self._log_drops(reported)
@@ -584,10 +693,18 @@ class Engine:
                 )
                 reported[name] = dropped
 
+    def _dropped(self) -> dict[str, int]:
+        """Records dropped per sink name over the run (a replaced sink's too)."""
+        dropped: dict[str, int] = {}
+        for runner in self._sinks.history:
+            name = runner.config.name
+            dropped[name] = dropped.get(name, 0) + runner.channel.dropped
+        return dropped
+
     def _result(self) -> RunResult:
-        states = {r.config.name: r.state or State.STOPPED for r in self._sources}
-        dropped = {r.config.name: r.channel.dropped for r in self._sinks}
-        for runner in self._sinks:
+        states = {r.name: r.state or State.STOPPED for r in self._sources}
+        dropped = self._dropped()
+        for runner in self._sinks.history:
             if runner.channel.dropped:
                 _log.log(
                     max(_drop_log_level(runner.channel.overflow), logging.INFO),
@@ -611,16 +728,3 @@ class Engine:
 def _drop_log_level(overflow: Overflow) -> int:
     """``latest`` drops by design (a UI shows "now"); the others drop only when behind."""
     return logging.DEBUG if overflow is Overflow.LATEST else logging.WARNING
-
-
-def _unwrap(exc: BaseException) -> BaseException:
-    """The one exception inside nested single-member groups (nurseries wrap)."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
-
-
-async def _aclose(sink: Any) -> None:
-    closer = getattr(sink, "aclose", None)
-    if closer is not None:
-        await closer()

@@ -25,6 +25,10 @@ hookimpl = pluggy.HookimplMarker("mux")
 #: ``register(name, cls)``: the callback handed to the register hooks.
 Register = Callable[[str, type[Any]], None]
 
+#: ``register(name, add_arguments, handler, help=...)``: the callback of
+#: ``mux_register_commands`` (see :class:`mux_core.plugins.Command`).
+CommandRegister = Callable[..., None]
+
 
 @hookspec
 def mux_register_transports(register: Register) -> None:
@@ -58,6 +62,31 @@ def mux_register_processors(register: Register) -> None:
     context)`` (one instance per source it applies to: per-source state), a
     sync ``process(batch) -> batch`` run in the source's own task, and
     optionally ``next_deadline()`` / ``tick(now)`` for rules about time.
+    """
+
+
+@hookspec
+def mux_register_discovery(register: Register) -> None:
+    """Register discoverer classes: ``register("files", FilesDiscovery)``.
+
+    Called once, when the plugins are loaded. ``name`` is the value users
+    write in ``type = "..."`` of a ``[[discovery]]`` table; the class follows
+    :class:`mux_core.Discoverer`: an ``Options`` attrs class,
+    ``__init__(options, context)`` and an async ``run()`` that calls
+    ``await context.update(documents)`` with the *whole* current set of
+    source tables each time it changes, until cancelled. A discoverer never starts or
+    stops anything: the engine compares the sets and does that.
+    """
+
+
+@hookspec
+def mux_register_commands(register: CommandRegister) -> None:
+    """Add ``mux`` subcommands: ``register("serve-demo", add_arguments, handler, help="...")``.
+
+    Called once, when ``mux`` builds its argument parser. ``add_arguments(parser)``
+    fills the subcommand's :class:`argparse.ArgumentParser`; ``handler(args)``
+    runs it and returns the exit code. A name that is already a command (a
+    built-in, or another plugin's) is an error naming both.
     """
 
 

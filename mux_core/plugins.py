@@ -13,10 +13,12 @@ empty value means "built-ins only".
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import importlib.metadata
 import logging
 import os
+from collections.abc import Callable, Collection
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +31,7 @@ from .errors import PluginError
 if TYPE_CHECKING:
     from .engine import Engine
 
-__all__ = ["PluginFailure", "PluginInfo", "PluginManager", "Provided"]
+__all__ = ["Command", "PluginFailure", "PluginInfo", "PluginManager", "Provided"]
 
 _log = logging.getLogger("mux.plugins")
 
@@ -41,9 +43,23 @@ _OWN_DISTRIBUTION = "mux"
 class Provided:
     """One transport or sink class and the plugin that registered it."""
 
-    kind: str  # "transport" | "sink" | "processor"
+    kind: str  # "transport" | "sink" | "processor" | "discovery"
     name: str
     cls: type[Any]
+    plugin: str
+
+
+@attrs.frozen
+class Command:
+    """A ``mux`` subcommand a plugin added (``mux_register_commands``)."""
+
+    name: str
+    #: ``add_arguments(parser)``: fills the subcommand's argparse parser.
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    #: ``handler(args) -> exit code``: runs the command.
+    handler: Callable[[argparse.Namespace], int]
+    #: One line for ``mux --help``.
+    help: str
     plugin: str
 
 
@@ -67,6 +83,8 @@ class PluginInfo:
     sinks: tuple[str, ...]
     error: str | None = None
     processors: tuple[str, ...] = ()
+    discoverers: tuple[str, ...] = ()
+    commands: tuple[str, ...] = ()
 
 
 class PluginManager:
@@ -80,6 +98,7 @@ class PluginManager:
         self._transports: dict[str, Provided] | None = None
         self._sinks: dict[str, Provided] | None = None
         self._processors: dict[str, Provided] | None = None
+        self._discoverers: dict[str, Provided] | None = None
 
     # -- loading ---------------------------------------------------------
 
@@ -127,7 +146,7 @@ class PluginManager:
         if registered is None:
             raise PluginError(f"plugin {name!r} is already registered")
         self._distributions[registered] = (distribution, version)
-        self._transports = self._sinks = self._processors = None
+        self._transports = self._sinks = self._processors = self._discoverers = None
 
     def register_module(self, module_name: str) -> None:
         """Import a module by name and register it as a plugin.
@@ -168,6 +187,49 @@ class PluginManager:
             self._processors = self._collect("processor")
         return self._processors
 
+    def discoverers(self) -> dict[str, Provided]:
+        """Every registered discoverer by name. Raises PluginError on a clash."""
+        if self._discoverers is None:
+            self._discoverers = self._collect("discovery")
+        return self._discoverers
+
+    def commands(self, taken: Collection[str] = (), *, strict: bool = True) -> dict[str, Command]:
+        """Every ``mux`` subcommand the plugins add, by name.
+
+        ``taken``: the built-in command names. A plugin adding one of them, or
+        two plugins adding the same name, raise PluginError naming both
+        (``strict=False``: the first wins, for ``mux plugins``).
+        """
+        found: dict[str, Command] = {}
+        for impl in self._pm.hook.mux_register_commands.get_hookimpls():
+            plugin_name = impl.plugin_name
+
+            def register(
+                name: str,
+                add_arguments: Callable[[argparse.ArgumentParser], None],
+                handler: Callable[[argparse.Namespace], int],
+                *,
+                help: str = "",
+                _plugin: str = plugin_name,
+            ) -> None:
+                if not isinstance(name, str) or not name:
+                    raise PluginError(f"plugin {_plugin!r} registered a command without a name")
+                owner = "mux itself" if name in taken else None
+                if name in found and found[name].plugin != _plugin:
+                    owner = f"plugin {found[name].plugin!r}"
+                if owner is not None:
+                    if strict:
+                        raise PluginError(
+                            f"command {name!r} of plugin {_plugin!r} is already provided by "
+                            f"{owner}; uninstall one or limit loading with MUX_LOAD_PLUGINS"
+                        )
+                    return
+                found[name] = Command(name, add_arguments, handler, help, _plugin)
+
+            kwargs = {"register": register} if "register" in impl.argnames else {}
+            impl.function(**kwargs)
+        return found
+
     def main_loop(self, engine: Engine) -> bool:
         """Let a plugin that owns the main loop run the engine; False if none did."""
         result = self._pm.hook.mux_main_loop(engine=engine)
@@ -186,14 +248,24 @@ class PluginManager:
 
     def infos(self) -> list[PluginInfo]:
         """One entry per plugin, loaded or failed, sorted by name."""
-        by_plugin: dict[str, tuple[list[str], list[str], list[str]]] = {}
+        kinds = ("transport", "sink", "processor", "discovery")
+        by_plugin: dict[str, tuple[list[str], ...]] = {}
         for plugin_name in self._plugin_names():
-            by_plugin[plugin_name] = ([], [], [])
-        for column, kind in enumerate(("transport", "sink", "processor")):
+            by_plugin[plugin_name] = ([], [], [], [], [])
+        for column, kind in enumerate(kinds):
             for provided in self._collect(kind, strict=False).values():
-                by_plugin.setdefault(provided.plugin, ([], [], []))[column].append(provided.name)
+                row = by_plugin.setdefault(provided.plugin, ([], [], [], [], []))
+                row[column].append(provided.name)
+        for command in self.commands(strict=False).values():
+            by_plugin.setdefault(command.plugin, ([], [], [], [], []))[4].append(command.name)
         infos = []
-        for plugin_name, (transports, sinks, processors) in by_plugin.items():
+        for plugin_name, (
+            transports,
+            sinks,
+            processors,
+            discoverers,
+            commands,
+        ) in by_plugin.items():
             dist, version = self._distributions.get(plugin_name, (None, None))
             infos.append(
                 PluginInfo(
@@ -203,6 +275,8 @@ class PluginManager:
                     tuple(sorted(transports)),
                     tuple(sorted(sinks)),
                     processors=tuple(sorted(processors)),
+                    discoverers=tuple(sorted(discoverers)),
+                    commands=tuple(sorted(commands)),
                 )
             )
         for failure in self.failures:
@@ -227,6 +301,7 @@ class PluginManager:
             "transport": self._pm.hook.mux_register_transports,
             "sink": self._pm.hook.mux_register_sinks,
             "processor": self._pm.hook.mux_register_processors,
+            "discovery": self._pm.hook.mux_register_discovery,
         }[kind]
         found: dict[str, Provided] = {}
         for impl in hook.get_hookimpls():

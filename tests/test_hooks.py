@@ -7,20 +7,26 @@ a config and the real engine runs it. These are the tests the docs guard
 
 from __future__ import annotations
 
+import argparse
 import textwrap
 from typing import Any, ClassVar
 
 import attrs
+import pytest
 import trio
+import trio.lowlevel
 
 from mux_core import (
     Batch,
+    DiscoveryContext,
     Ended,
     Engine,
     Event,
+    PluginError,
     PluginManager,
     Session,
     SinkContext,
+    SourceDocument,
     State,
     hookimpl,
     parse_config,
@@ -203,3 +209,106 @@ def test_mux_main_loop_declined_leaves_the_run_to_the_core(plugins: PluginManage
     )
     assert plugins.main_loop(engine) is False
     assert engine.result is None
+
+
+@attrs.frozen(kw_only=True)
+class _FoundOptions:
+    #: How many scripted sources to find.
+    count: int = 2
+
+
+class _FoundDiscovery:
+    """Finds ``count`` scripted sources, then waits to be cancelled."""
+
+    Options: ClassVar[type[_FoundOptions]] = _FoundOptions
+
+    def __init__(self, options: _FoundOptions, context: DiscoveryContext) -> None:
+        self.options = options
+        self.context = context
+
+    async def run(self) -> None:
+        tables = tuple(
+            {"name": f"found-{n}", "transport": "scripted", "script": ["events:3"], "then": "end"}
+            for n in range(self.options.count)
+        )
+        await self.context.update([SourceDocument("counted", tables)])
+        await trio.sleep_forever()
+
+
+class _FoundPlugin:
+    @hookimpl
+    def mux_register_discovery(self, register: Register) -> None:
+        register("found", _FoundDiscovery)
+
+
+async def test_mux_register_discovery_makes_the_name_a_discovery_type(
+    plugins: PluginManager,
+) -> None:
+    """A [[discovery]] table of the registered type: its sources run, with no [[sources]]."""
+    plugins.register(_FoundPlugin(), name="found-plugin")
+    assert plugins.discoverers()["found"].plugin == "found-plugin"
+    engine = _engine(
+        plugins,
+        """
+        [[discovery]]
+        type = "found"
+        count = 3
+
+        [[sinks]]
+        type = "collect"
+        """,
+    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(engine.run)
+        with trio.fail_after(10):
+            while "collect" not in CollectingSink.instances:  # made when the run starts
+                await trio.lowlevel.checkpoint()
+        sink = CollectingSink.instances["collect"]
+        await sink.wait_for(
+            lambda s: sum(st.state is State.ENDED for st in s.statuses) == 3, timeout=10
+        )
+        engine.request_stop("test over")
+    assert engine.result is not None
+    assert engine.result.final_states == {f"found-{n}": State.ENDED for n in range(3)}
+    assert sorted({e.source for e in sink.events}) == ["found-0", "found-1", "found-2"]
+    assert engine.result.reason == "test over"  # discovery keeps the run up until stopped
+
+
+def test_mux_register_commands_adds_a_subcommand(
+    plugins: PluginManager, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A command's parser and handler; a name that is taken is an error naming both."""
+
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("word")
+
+    def shout(args: argparse.Namespace) -> int:
+        print(args.word.upper())
+        return 7
+
+    class Shout:
+        @hookimpl
+        def mux_register_commands(self, register: Any) -> None:
+            register("shout", add_arguments, shout, help="say it loud")
+
+    plugins.register(Shout(), name="shout-plugin")
+    commands = plugins.commands(taken={"run"})
+    assert commands["shout"].plugin == "shout-plugin"
+    assert commands["shout"].help == "say it loud"
+    parser = argparse.ArgumentParser()
+    subs = parser.add_subparsers(dest="command")
+    sub = subs.add_parser("shout")
+    commands["shout"].add_arguments(sub)
+    args = parser.parse_args(["shout", "hey"])
+    assert commands["shout"].handler(args) == 7
+    assert capsys.readouterr().out == "HEY\n"
+    assert "shout" in {info.name: info for info in plugins.infos()}["shout-plugin"].commands
+
+    class Clash:
+        @hookimpl
+        def mux_register_commands(self, register: Any) -> None:
+            register("run", add_arguments, shout)
+
+    plugins.register(Clash(), name="clash-plugin")
+    with pytest.raises(PluginError, match="command 'run' of plugin 'clash-plugin' is already"):
+        plugins.commands(taken={"run"})

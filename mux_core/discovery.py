@@ -1,0 +1,180 @@
+"""Discovery: sources that appear and disappear while mux runs.
+
+A ``[[discovery]]`` table names a discoverer type registered by a plugin
+(``mux_register_discovery``)::
+
+    [[discovery]]
+    type = "files"
+    paths = ["runs/*/mux-endpoints.toml"]
+
+A discoverer class looks like::
+
+    class FilesDiscovery:
+        Options = FilesOptions                 # an attrs class: the table's keys
+
+        def __init__(self, options: FilesOptions, context: DiscoveryContext) -> None: ...
+
+        async def run(self) -> None:           # until cancelled
+            while True:
+                documents = [...]              # what it finds now
+                await self.context.update(documents)
+                await trio.sleep(self.options.interval)
+
+Each :meth:`DiscoveryContext.update` hands over the *whole* current set, as
+:class:`SourceDocument`\\ s (one per file, one per HTTP answer, ...); the
+engine validates every table as a ``[[sources]]`` table (errors name the
+document and its line) and compares the set with the running sources, with
+the rules of a reload: new names start, missing ones stop, changed ones
+restart (resume state kept when the transport is the same), unchanged ones
+are not touched. A discoverer never starts or stops anything itself
+(Prometheus's file_sd and http_sd work the same way).
+
+A discovered source named like a ``[[sources]]`` table, or like a source of
+another document, is an error reported once (the first one keeps the name),
+not a crash. :func:`read_source_document` reads the TOML or JSON a trainer
+writes next to its checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import tomllib
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import attrs
+
+from ._toml_positions import KeyPath, key_lines
+from .errors import ConfigError
+from .retry import RetryPolicy
+
+__all__ = ["Discoverer", "DiscoveryContext", "SourceDocument", "read_source_document"]
+
+_log = logging.getLogger("mux.discovery")
+
+_TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)")
+
+
+@attrs.frozen
+class SourceDocument:
+    """The source tables of one document a discoverer found (a file, an HTTP answer)."""
+
+    #: Where they came from, for messages: a path, a URL.
+    origin: str
+    #: Each like a ``[[sources]]`` table: ``name``, ``transport``, the transport's options.
+    tables: tuple[dict[str, Any], ...]
+    #: Lines of their keys in the document, by path ``("sources", i, key)``; may be empty.
+    lines: Mapping[KeyPath, int] = attrs.field(factory=dict)
+
+
+@runtime_checkable
+class Discoverer(Protocol):
+    """A discoverer plugin class. Registered with ``register("files", cls)``.
+
+    ``Options`` is an attrs class whose fields are the keys of a
+    ``[[discovery]]`` table (besides ``type`` and ``name``); it may define a
+    classmethod ``check(options)`` raising ``ValueError``.
+    """
+
+    Options: ClassVar[type[Any]]
+
+    def __init__(self, options: Any, context: DiscoveryContext) -> None: ...
+
+    async def run(self) -> None:
+        """Find sources and call ``context.update`` with each new set, until cancelled."""
+        ...
+
+
+class DiscoveryContext:
+    """What a discoverer gets from the engine."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        retry: RetryPolicy,
+        update: Callable[[Sequence[SourceDocument]], Awaitable[None]],
+    ) -> None:
+        #: The ``name`` of the ``[[discovery]]`` table (its type by default).
+        self.name = name
+        #: The run's ``[retry]`` policy, for a discoverer that polls a server.
+        self.retry = retry
+        self._update = update
+        self._reported: set[str] = set()
+
+    async def update(self, documents: Sequence[SourceDocument]) -> None:
+        """Replace the sources this discoverer found with these (the whole current set)."""
+        await self._update(documents)
+
+    def report(self, problem: str) -> None:
+        """Log a problem once (until :meth:`forget`); a discoverer calls it on every poll."""
+        if problem not in self._reported:
+            self._reported.add(problem)
+            _log.error("discovery %r: %s", self.name, problem)
+
+    def forget(self, problem: str) -> None:
+        """The problem went away: report it again if it comes back."""
+        self._reported.discard(problem)
+
+
+def read_source_document(data: bytes, origin: str) -> SourceDocument:
+    """The source tables of a small TOML or JSON endpoint file.
+
+    TOML: ``[[sources]]`` tables, or one source's keys at the top level.
+    JSON (``origin`` ends in ``.json``, or the text starts with ``{`` or
+    ``[``): an object with a ``sources`` array, an array of source tables,
+    or one source's object. Raises :class:`ConfigError` naming ``origin``
+    and the line for a document that does not parse.
+    """
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError("not UTF-8 text", file=origin, line=line) from None
+    stripped = text.lstrip()
+    if origin.endswith(".json") or stripped.startswith(("{", "[")):
+        return _json_document(text, origin)
+    return _toml_document(text, origin)
+
+
+def _toml_document(text: str, origin: str) -> SourceDocument:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        reason = str(exc)
+        match = _TOML_POSITION.search(reason)
+        line = int(match.group(1)) if match else None
+        if match:
+            reason = reason[: match.start()] + f" at column {match.group(2)}"
+        raise ConfigError(f"invalid TOML: {reason}", file=origin, line=line) from None
+    lines = key_lines(text)
+    if "sources" in data:
+        tables = data["sources"]
+        if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+            raise ConfigError(
+                "expected [[sources]] tables", file=origin, line=lines.get(("sources",))
+            )
+        return SourceDocument(origin, tuple(tables), lines)
+    # One source's keys at the top level: its keys are ("sources", 0, key).
+    moved = {("sources", 0, *path): line for path, line in lines.items()}
+    moved[("sources", 0)] = 1
+    return SourceDocument(origin, (data,) if data else (), moved)
+
+
+def _json_document(text: str, origin: str) -> SourceDocument:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"invalid JSON: {exc.msg}", file=origin, line=exc.lineno) from None
+    if isinstance(data, dict) and "sources" in data:
+        data = data["sources"]
+    elif isinstance(data, dict):
+        data = [data]
+    if not isinstance(data, list) or not all(isinstance(t, dict) for t in data):
+        raise ConfigError(
+            "expected an array of source objects, or an object with a 'sources' array",
+            file=origin,
+        )
+    return SourceDocument(origin, tuple(data))
