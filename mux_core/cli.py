@@ -426,6 +426,8 @@ def _plugins(*, as_json: bool) -> int:
                         "transports": list(info.transports),
                         "sinks": list(info.sinks),
                         "processors": list(info.processors),
+                        "discoverers": list(info.discoverers),
+                        "commands": list(info.commands),
                         "error": info.error,
                     }
                     for info in infos
@@ -440,6 +442,8 @@ def _plugins(*, as_json: bool) -> int:
             [f"transport {t}" for t in info.transports]
             + [f"sink {s}" for s in info.sinks]
             + [f"processor {p}" for p in info.processors]
+            + [f"discovery {d}" for d in info.discoverers]
+            + [f"command {c}" for c in info.commands]
         )
         status = "ok" if info.error is None else f"unavailable: {info.error}"
         rows.append((info.name, info.version or "-", provides or "-", status))

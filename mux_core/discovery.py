@@ -54,6 +54,7 @@ __all__ = ["Discoverer", "DiscoveryContext", "SourceDocument", "read_source_docu
 
 _log = logging.getLogger("mux.discovery")
 
+_LOOKS_JSON = re.compile(r"\s*(\{|\[\s*[{\]])")
 _TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)")
 
 
@@ -123,8 +124,8 @@ def read_source_document(data: bytes, origin: str) -> SourceDocument:
     """The source tables of a small TOML or JSON endpoint file.
 
     TOML: ``[[sources]]`` tables, or one source's keys at the top level.
-    JSON (``origin`` ends in ``.json``, or the text starts with ``{`` or
-    ``[``): an object with a ``sources`` array, an array of source tables,
+    JSON (``origin`` ends in ``.json``; else when the text starts with ``{``,
+    ``[{`` or ``[]``): an object with a ``sources`` array, an array of source tables,
     or one source's object. Raises :class:`ConfigError` naming ``origin``
     and the line for a document that does not parse.
     """
@@ -133,8 +134,9 @@ def read_source_document(data: bytes, origin: str) -> SourceDocument:
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise ConfigError("not UTF-8 text", file=origin, line=line) from None
-    stripped = text.lstrip()
-    if origin.endswith(".json") or stripped.startswith(("{", "[")):
+    if origin.endswith(".toml"):
+        return _toml_document(text, origin)
+    if origin.endswith(".json") or _LOOKS_JSON.match(text):
         return _json_document(text, origin)
     return _toml_document(text, origin)
 

@@ -101,8 +101,40 @@ def test_mux_plugins_lists_the_third_party_plugin() -> None:
         "transports": ["jsonl-tail"],
         "sinks": ["csv"],
         "processors": ["above"],
+        "discoverers": [],
+        "commands": ["jsonl-stats"],
         "error": None,
     }
+
+
+def test_the_plugins_command_is_a_mux_subcommand(tmp_path: Path) -> None:
+    """mux_register_commands: ``mux jsonl-stats`` comes from the plugin, help and all."""
+    recorded = tmp_path / "events.jsonl"
+    recorded.write_text(
+        _lines(
+            {"type": "status", "source": "a", "state": "connected"},
+            {"type": "event", "source": "a", "id": "1"},
+            {"type": "event", "source": "a", "id": "2"},
+            {"type": "alert", "source": "b"},
+            {"type": "status", "source": "b", "state": "stopped"},
+        )
+    )
+    helped = subprocess.run([*MUX, "--help"], capture_output=True, text=True, env=_env())
+    assert "jsonl-stats" in helped.stdout
+    assert "count a recorded run's records" in helped.stdout
+    result = subprocess.run(
+        [*MUX, "jsonl-stats", str(recorded)], capture_output=True, text=True, env=_env()
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[1:] == [
+        "a                       2        1      0  connected",
+        "b                       0        1      1  stopped",
+    ]
+    missing = subprocess.run(
+        [*MUX, "jsonl-stats", str(tmp_path / "nope.jsonl")], capture_output=True, text=True
+    )
+    assert missing.returncode == 2
+    assert "nope.jsonl: No such file or directory" in missing.stderr
 
 
 def test_mux_run_tails_a_file_into_csv_and_jsonl(tmp_path: Path) -> None:
