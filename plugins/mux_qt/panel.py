@@ -294,7 +294,7 @@ class PlotView(QWidget):
         self._marks = []
         self._marks_version = self.panel.model.marks_version
         by_time = self.x_mode == _TIME
-        for row in self.panel.model.rows.values():
+        for index, row in enumerate(self.panel.model.rows.values()):
             colour = QColor(self.panel.colour_of(row.name))
             for outage in list(row.outages)[-_MAX_MARKS:]:
                 if by_time:
@@ -323,9 +323,9 @@ class PlotView(QWidget):
                 line.setToolTip(f"{row.name}: {alert.message}")
                 self._add_mark(line)
             if by_time:
-                self._mark_runs(row, colour)
+                self._mark_runs(row, colour, index)
 
-    def _mark_runs(self, row: SourceRow, colour: QColor) -> None:
+    def _mark_runs(self, row: SourceRow, colour: QColor, index: int) -> None:
         for curves in self.panel.model.curves.values():
             curve = curves.get(row.name)
             if curve is None:
@@ -340,7 +340,8 @@ class PlotView(QWidget):
                         angle=90,
                         pen=pen,
                         label=label,
-                        labelOpts={"position": 0.08, "color": colour},
+                        # one label height apart per source, so they do not overlap
+                        labelOpts={"position": 0.06 + 0.08 * (index % 8), "color": colour},
                     )
                     self._add_mark(line)
             return
