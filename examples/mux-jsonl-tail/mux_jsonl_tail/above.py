@@ -55,7 +55,7 @@ class AboveProcessor:
                 continue
             values = self.fields.read(record)
             value = values[0] if values else None
-            if type(value) not in (int, float) or math.isnan(value):
+            if not isinstance(value, int | float) or isinstance(value, bool) or math.isnan(value):
                 continue
             if (value > options.limit) == self.above:
                 continue

@@ -27,7 +27,7 @@ import attrs
 import orjson
 import trio
 
-from mux_core import Batch, Event, SinkContext, Status
+from mux_core import Batch, Event, Record, SinkContext, Status
 
 __all__ = ["CsvOptions", "CsvSink"]
 
@@ -202,7 +202,8 @@ class CsvSink:
             await trio.sleep(self.options.flush_interval)
             await self.flush()
 
-    def _row(self, record: Event | Status) -> list[str] | None:
+    def _row(self, record: Record) -> list[str] | None:
+        # Records of other types (Alert, Quality, ...) have no row here.
         if type(record) is Event:
             row = [repr(record.received_at), record.source, record.event, record.id or ""]
             row.extend(_cell(_lookup(record.data, field)) for field in self.options.fields)
