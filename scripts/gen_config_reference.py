@@ -67,6 +67,37 @@ _SOURCE_KEYS = [
     Field("name", "string", "required", "The source's name, unique in the file; in every record."),
     Field("transport", "string", "required", "The transport: a section below, or a plugin's."),
     Field("retry", "table", "`{}`", "`[retry]` keys overriding the shared policy for this source."),
+    Field(
+        "lag_field",
+        "string",
+        "none",
+        "A payload field holding when the event was made (Unix seconds, ms, ns or ISO 8601):"
+        " its `quality` records then report the lag, see"
+        " [connection quality](user-guide.md#connection-quality).",
+    ),
+]
+
+_TOP_KEYS = [
+    Field(
+        "quality_interval",
+        "number",
+        _toml(_config._QUALITY_INTERVAL),
+        "Seconds between `quality` records per source; 0 = none"
+        " (see [connection quality](user-guide.md#connection-quality)).",
+    ),
+    Field(
+        "quality_window",
+        "number",
+        _toml(_config._QUALITY_WINDOW),
+        "Seconds of the past that a `quality` record's windowed figures cover.",
+    ),
+    Field("shard", "string", "none", '`"I/N"`: run only the sources of shard I of N.'),
+    Field(
+        "state_dir",
+        "string",
+        "none",
+        "A directory where each source's resume state is kept across runs of mux.",
+    ),
 ]
 
 
@@ -120,6 +151,14 @@ def generate(plugins: PluginManager | None = None) -> str:
         plugins = PluginManager()
         plugins.load_entry_points(only=set())
     lines = [_HEADER.format(regenerate=REGENERATE)]
+    lines += [
+        "## Top-level keys",
+        "",
+        "Written before the first table.",
+        "",
+        *_table(_TOP_KEYS),
+        "",
+    ]
     lines += [
         "## `[retry]`: the shared retry policy",
         "",

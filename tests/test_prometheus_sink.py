@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,8 @@ from mux_core.events import Alert, Quality, Severity, State, Status
 from mux_core.plugins import PluginManager
 from mux_core.sinks import SinkContext, SourceInfo
 from mux_prometheus import INSTALL_HINT, PrometheusOptions, PrometheusSink
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _samples(path: Path) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -219,3 +222,47 @@ def test_without_prometheus_client_the_plugin_is_unavailable_with_the_hint(
     assert listed["sinks"] == [] and INSTALL_HINT in listed["error"]
     assert f"{config}:6: sinks[0].type: " in result.stderr and INSTALL_HINT in result.stderr
     assert "Traceback" not in result.stderr
+
+
+async def test_the_docs_and_the_grafana_dashboard_name_exactly_the_metrics_written(
+    tmp_path: Path,
+) -> None:
+    sink = PrometheusSink(PrometheusOptions(path=str(tmp_path / "mux.prom")), _context())
+    alert = Alert("train-sse", "sse", "stall", Severity.WARNING, "no event for 60 s", None, 2.0)
+    await sink.write([_quality(), alert])
+    await sink.write_file()
+    written = {name for name, _ in _samples(tmp_path / "mux.prom")}
+
+    assert _documented_metrics() == written
+    dashboard = _dashboard_metrics()
+    assert dashboard and dashboard <= written
+
+
+def _documented_metrics() -> set[str]:
+    """The metrics of the table in docs/prometheus.md."""
+    docs = (ROOT / "docs" / "prometheus.md").read_text()
+    return set(re.findall(r"^\| `(mux_[a-z_]+)", docs, flags=re.MULTILINE))
+
+
+def _dashboard_metrics() -> set[str]:
+    """The metrics the Grafana dashboard's queries use."""
+    dashboard = json.loads((ROOT / "docs" / "grafana" / "mux-quality.json").read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    return {name for expr in exprs for name in re.findall(r"\bmux_[a-z_]+", expr)}
+
+
+async def test_the_last_write_is_the_one_at_close(tmp_path: Path) -> None:
+    """Writes take turns; once closed, a background write that comes late writes nothing."""
+    path = tmp_path / "mux.prom"
+    sink = PrometheusSink(PrometheusOptions(path=str(path)), _context())
+    async with trio.open_nursery() as nursery:
+        for _ in range(3):
+            nursery.start_soon(sink.write_file)
+        await trio.testing.wait_all_tasks_blocked()  # one writing, two waiting their turn
+        await sink.write([_quality(state=State.STOPPED)])
+        await sink.aclose()
+    assert sink.writes == 4  # three earlier writes in turn, then the final one
+    await sink.write_file()
+    assert sink.writes == 4
+    stopped = {"source": "train-sse", "transport": "sse", "state": "stopped"}
+    assert _value(_samples(path), "mux_source_state", **stopped) == 1.0

@@ -129,6 +129,10 @@ class PrometheusSink:
         #: Files written so far (for tests and curious users).
         self.writes = 0
         self._failing: str | None = None
+        # One write at a time, the last one at aclose: a background write
+        # finishing late must not put older figures over the final ones.
+        self._writing = trio.Lock()
+        self._closed = False
 
     async def open(self) -> None:
         # The first file is written by the background task, at once: the
@@ -155,6 +159,7 @@ class PrometheusSink:
     async def aclose(self) -> None:
         with trio.CancelScope(shield=True):
             await self.write_file()
+            self._closed = True
 
     def _figures(self, source: str, transport: str) -> _SourceFigures:
         figures = self.sources.get(source)
@@ -169,6 +174,11 @@ class PrometheusSink:
 
     async def write_file(self) -> None:
         """Write the metrics now (a snapshot taken here, the file written in a thread)."""
+        async with self._writing:
+            if not self._closed:
+                await self._write_snapshot()
+
+    async def _write_snapshot(self) -> None:
         registry = CollectorRegistry(auto_describe=False)
         registry.register(_Snapshot(list(self.metrics())))
         try:
