@@ -60,7 +60,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import attrs
 import trio
 
-from .events import Alert, Batch, Event, Record, Severity
+from .events import Alert, Batch, Event, Record, Severity, Status
 from .payload import JsonFields
 
 __all__ = [
@@ -199,6 +199,8 @@ class ProcessorChain:
         self._entries = [_Entry(name, processor) for name, processor in processors]
         self._timed = [e for e in self._entries if e.tick is not None]
         self._timer_scope: trio.CancelScope | None = None
+        #: True once a terminal Status of the source went through: nothing follows it.
+        self.ended = False
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -214,9 +216,23 @@ class ProcessorChain:
         return bool(self._timed)
 
     def run(self, batch: Batch) -> Batch:
-        """``batch`` through every processor; returns what is left to fan out."""
+        """``batch`` through every processor; returns what is left to fan out.
+
+        A terminal Status (ended, failed, stopped, ...) stays the last record
+        of its source whatever the processors do (DESIGN.md): one dropped is
+        put back, one followed by a processor's records is moved after them,
+        and the timers stop.
+        """
+        last = batch[-1] if batch else None
+        terminal = last if type(last) is Status and last.state.terminal else None
         batch = self._run_from(0, batch)
-        if self._timed:
+        if terminal is not None:
+            self.ended = True
+            if self._timer_scope is not None:
+                self._timer_scope.cancel()
+            if not batch or batch[-1] is not terminal:
+                batch = [*(r for r in batch if r is not terminal), terminal]
+        elif self._timed:
             self._rearm()
         return batch
 
@@ -262,11 +278,13 @@ class ProcessorChain:
 
     async def run_timers(self, deliver: Send) -> None:
         """The timer task: sleep until the earliest deadline, tick, deliver; until cancelled."""
-        while True:
+        while not self.ended:
             with trio.CancelScope(deadline=self.next_deadline()) as scope:
                 self._timer_scope = scope
                 await trio.sleep_forever()
             self._timer_scope = None
+            if self.ended:
+                return
             produced = self.tick(trio.current_time())
             if produced:
                 await deliver(produced)

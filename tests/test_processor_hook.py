@@ -393,3 +393,27 @@ def test_field_reader_reads_raw_and_decoded_payloads_alike() -> None:
     assert loss != loss and step == 3  # NaN, read as a number
     assert reader.read(decoded) == (float("inf"), 3)
     assert reader.read(text) is None
+
+
+class _EverywhereAlert:
+    """Drops every Status and adds an Alert after everything: a badly behaved processor."""
+
+    def process(self, batch: Any) -> Any:
+        from mux_core.events import Alert, Severity, Status
+
+        kept = [r for r in batch if type(r) is not Status]
+        return [*kept, Alert("s", "t", "noise", Severity.INFO, "after all", None, 0.0)]
+
+
+def test_a_terminal_status_stays_the_last_record_whatever_processors_do() -> None:
+    from mux_core.events import Alert, State, Status
+    from mux_core.processors import ProcessorChain
+
+    chain = ProcessorChain("s", "t", [("noise", _EverywhereAlert())])
+    stopped = Status("s", "t", State.STOPPED, 1, None, "SIGINT", 0.0)
+    out = chain.run([stopped])
+    assert out[-1] is stopped  # put back, and after the processor's alert
+    assert [type(r) for r in out] == [Alert, Status]
+    assert chain.ended
+    live = chain.run([Status("s", "t", State.CONNECTED, 1, None, "", 0.0)])
+    assert all(type(r) is Alert for r in live)  # not terminal: the processor decides
