@@ -1,4 +1,7 @@
-"""The ``mux`` command: run | check | replay | plugins | new-plugin | demo | serve-demo.
+"""The ``mux`` command: run | check | replay | plugins | new-plugin, and plugins' commands.
+
+Plugins add subcommands through ``mux_register_commands`` (``mux serve-demo``
+and ``mux demo`` come from the built-in ``mux_demo`` plugin that way).
 
 Errors a user can fix are one line on stderr and exit code 2 (usage or
 config); DESIGN.md fixes the other exit codes (0 clean stop, 3 a source
@@ -157,40 +160,6 @@ def _parser(loaded: PluginManager | None = None) -> argparse.ArgumentParser:
     new_plugin.add_argument("name", metavar="NAME", help="e.g. acme: package mux_acme")
     new_plugin.add_argument("--dir", metavar="DIR", help="where to write it (default ./mux-NAME)")
 
-    for name, help_text in (
-        ("serve-demo", "serve a simulated training run (SSE :8888, WS :8889, REST :8890)"),
-        ("demo", "start serve-demo as a child process and monitor it"),
-    ):
-        sub = commands.add_parser(name, help=help_text)
-        sub.add_argument("--host", default="127.0.0.1")
-        sub.add_argument("--sse-port", type=int, default=8888)
-        sub.add_argument("--ws-port", type=int, default=8889)
-        sub.add_argument("--rest-port", type=int, default=8890)
-        sub.add_argument("--rate", type=float, default=10.0, help="training steps per second")
-        if name == "serve-demo":
-            sub.add_argument(
-                "--nan-at",
-                type=int,
-                default=0,
-                metavar="STEP",
-                help="fault switch: the loss is NaN from this step on (a nonfinite alert)",
-            )
-            sub.add_argument(
-                "--restart-at",
-                type=int,
-                default=0,
-                metavar="STEP",
-                help="fault switch: at this step the trainer starts over at step 1 "
-                "(a restart alert)",
-            )
-        if name == "demo":
-            sub.add_argument(
-                "--view",
-                choices=("tui", "log"),
-                default=None,
-                help="terminal table (default on a terminal) or log lines",
-            )
-            sub.add_argument("--for", dest="duration", type=_positive_seconds, metavar="SECONDS")
     if loaded is not None:
         _add_plugin_commands(commands, loaded)
     return parser
@@ -236,10 +205,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _plugins(as_json=args.json)
         if args.command == "new-plugin":
             return _new_plugin(args.name, args.dir)
-        if args.command == "serve-demo":
-            return _serve_demo(args)
-        if args.command == "demo":
-            return _demo(args)
     except (ConfigError, PluginError) as exc:
         print(f"mux: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -453,28 +418,6 @@ def _plugins(*, as_json: bool) -> int:
             "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         )
     return 0
-
-
-def _serve_demo(args: argparse.Namespace) -> int:
-    from .demo import DemoOptions, run_serve_demo
-
-    return run_serve_demo(
-        DemoOptions(
-            host=args.host,
-            sse_port=args.sse_port,
-            ws_port=args.ws_port,
-            rest_port=args.rest_port,
-            rate=args.rate,
-            nan_at=args.nan_at,
-            restart_at=args.restart_at,
-        )
-    )
-
-
-def _demo(args: argparse.Namespace) -> int:
-    from .demo_monitor import run_demo
-
-    return run_demo(args)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import pytest
 import trio
 from trio_websocket import open_websocket_url
 
-from mux_core.demo import (
+from mux_demo.server import (
     DemoEndpoints,
     DemoOptions,
     eval_record,
@@ -193,7 +193,7 @@ def test_port_in_use_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) 
 
 async def test_sigterm_stops_the_program_cleanly() -> None:
     code = (
-        "import sys; from mux_core.demo import DemoOptions, run_serve_demo; "
+        "import sys; from mux_demo.server import DemoOptions, run_serve_demo; "
         "sys.exit(run_serve_demo(DemoOptions(sse_port=0, ws_port=0, rest_port=0)))"
     )
     with trio.fail_after(15):

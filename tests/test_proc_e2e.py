@@ -25,7 +25,7 @@ from e2e_helpers import (
     write_config,
 )
 
-from mux_core.demo import DemoEndpoints, DemoOptions, serve_demo
+from mux_demo.server import DemoEndpoints, DemoOptions, serve_demo
 
 
 def _config(tmp_path: Path, endpoints: DemoEndpoints, processors: str) -> Path:

@@ -21,8 +21,6 @@ def test_every_public_name_of_the_contract_modules_is_exported() -> None:
     direct = {
         "mux_core.testing",
         "mux_core.cli",
-        "mux_core.demo",
-        "mux_core.demo_monitor",
         "mux_core.probe",
         "mux_core.http",
     }

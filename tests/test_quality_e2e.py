@@ -16,7 +16,7 @@ import orjson
 import trio
 from e2e_helpers import MUX, JsonRecord, stderr_of, wait_exit, wait_for_file
 
-from mux_core.demo_monitor import demo_config_text
+from mux_demo.monitor import demo_config_text
 
 SOURCES = ("train-sse", "train-ws", "train-rest")
 

@@ -26,9 +26,10 @@ from pathlib import Path
 
 import trio
 
-from .config import parse_config
-from .engine import Engine
-from .plugins import PluginManager
+from mux_core.cli import load_plugins, setup_logging
+from mux_core.config import parse_config
+from mux_core.engine import Engine
+from mux_core.plugins import PluginManager
 
 __all__ = ["demo_config_text", "run_demo"]
 
@@ -78,8 +79,6 @@ path = "{events_path}"
 
 def run_demo(args: argparse.Namespace, plugins: PluginManager | None = None) -> int:
     """Run the demo until Ctrl-C (or ``--for``); returns the exit code."""
-    from .cli import load_plugins, setup_logging
-
     view = args.view or ("tui" if sys.stdout.isatty() else "log")
     setup_logging(quiet=view == "tui")
     plugins = plugins or load_plugins()

@@ -17,8 +17,8 @@ the eval when it resumes). WebSocket messages carry ``"id"`` and ``"event"``
 keys like the REST items do (configure the ws source with
 ``id_field = "id"``, ``event_field = "event"``).
 
-The servers are the test kit's fake servers (``mux_core._testing``) with no
-faults scripted: the same code the transports are tested against.
+The servers are the test kit's fake servers (:mod:`mux_core.testing`) with
+no faults scripted: the same code the transports are tested against.
 """
 
 from __future__ import annotations
@@ -36,8 +36,14 @@ from typing import Any, TypeVar
 import attrs
 import trio
 
-from ._testing.http_servers import FakeRestServer, FakeSseServer, serve_rest, serve_sse
-from ._testing.ws_server import FakeWsServer, serve_ws
+from mux_core.testing import (
+    FakeRestServer,
+    FakeSseServer,
+    FakeWsServer,
+    serve_rest,
+    serve_sse,
+    serve_ws,
+)
 
 __all__ = [
     "DemoEndpoints",
