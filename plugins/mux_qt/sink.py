@@ -25,10 +25,10 @@ import trio
 from mux_core.events import Batch
 from mux_core.sinks import SinkContext
 
-from .model import PanelModel, ViewClock
 from .options import QtOptions, cannot_start, missing_qt, require_qt
 
 if TYPE_CHECKING:
+    from .model import PanelModel, ViewClock
     from .panel import QtPanel
 
 __all__ = ["QtSink"]
@@ -53,9 +53,13 @@ class QtSink:
     default_on_error: ClassVar[str] = "stop"
 
     def __init__(self, options: QtOptions, context: SinkContext) -> None:
+        # The model (numpy columns) is imported only when a run has a panel:
+        # every mux command loads this plugin, and numpy costs ~0.2 s to import.
+        from .model import PanelModel, ViewClock
+
         self.options = options
         self.context = context
-        self.model = PanelModel(
+        self.model: PanelModel = PanelModel(
             ((s.name, s.transport) for s in context.sources),
             fields=options.plot,
             x=options.x,
@@ -65,7 +69,7 @@ class QtSink:
         for field in options.plot:
             self.model.set_smoothing(field, options.smoothing)
         #: The wall clock, or the recording's time during a replay.
-        self.clock = ViewClock(time.time)
+        self.clock: ViewClock = ViewClock(time.time)
         #: The window, from ``open()`` until ``aclose()``.
         self.panel: QtPanel | None = None
 
