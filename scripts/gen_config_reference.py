@@ -141,6 +141,17 @@ _PROCESSOR_KEYS = [
 ]
 
 
+_DISCOVERY_KEYS = [
+    Field("type", "string", "required", "The discoverer type: a section below, or a plugin's."),
+    Field(
+        "name",
+        "string",
+        "the type",
+        "Tells two discoverers apart in the log; unique among `[[discovery]]` tables.",
+    ),
+]
+
+
 def _plugin_section(kind: str, provided: Provided) -> list[str]:
     return plugin_section(kind, provided, _source_path)
 
@@ -193,6 +204,21 @@ def generate(plugins: PluginManager | None = None) -> str:
     ]
     for name in sorted(plugins.processors()):
         lines += _plugin_section("processor", plugins.processors()[name])
+    lines += [
+        "## `[[discovery]]`: keys of every discoverer",
+        "",
+        "Discoverers find sources while mux runs; each table they find is checked like a "
+        "`[[sources]]` table (see the user guide's *Discovering sources*).",
+        "",
+        *_table(_DISCOVERY_KEYS),
+        "",
+        "The other keys of a discoverer belong to its type.",
+        "",
+        "## Discoverers",
+        "",
+    ]
+    for name in sorted(plugins.discoverers()):
+        lines += _plugin_section("discovery", plugins.discoverers()[name])
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
