@@ -19,19 +19,24 @@ from e2e_helpers import (
     FAST_RETRY,
     MUX,
     JsonRecord,
+    event_ids,
     file_ids,
     file_sink_toml,
     file_states,
     ids,
     publish_range,
     read_jsonl_strict,
+    running_engine,
     serve,
     source_toml,
+    states,
     stderr_of,
     terminate,
     wait_for_file,
     write_config,
 )
+
+from mux_core import State, parse_config
 
 
 def _seqs(records: list[JsonRecord], source: str) -> list[int]:
@@ -231,3 +236,23 @@ async def test_sigusr1_restarts_a_source_that_gave_up(tmp_path: Path) -> None:
     assert file_states(records, "flaky")[-3:] == ["connecting", "connected", "stopped"]
     assert len(steady.requests) == 1
     assert "restart: source 'flaky' starts again" in stderr_of(config)
+
+
+async def test_a_processors_change_swaps_the_chain_and_keeps_the_connection() -> None:
+    """In process: apply_config with a new [[processors]] table; same connection, new chain."""
+    async with serve("sse") as server:
+        toml = FAST_RETRY + source_toml("s", "sse", server.url)
+        async with running_engine(toml) as (engine, sink):
+            for n in range(1, 11):
+                await server.publish({"n": n, "loss": 0.5 if n % 2 else 50.0})
+            await sink.wait_for(lambda s: len(s.events) == 10)
+            keep_low = '\n[[processors]]\ntype = "filter"\nwhere = "loss < 10"\n'
+            text = toml + keep_low + '\n[[sinks]]\ntype = "collect"\nname = "collect"\n'
+            await engine.apply_config(parse_config(text, path="e2e.toml", plugins=engine.plugins))
+            for n in range(11, 21):
+                await server.publish({"n": n, "loss": 0.5 if n % 2 else 50.0})
+            await sink.wait_for(lambda s: any(e.id == "19" for e in s.events))
+            assert engine.source_states() == {"s": State.CONNECTED}
+    assert event_ids(sink, "s") == [*ids(1, 10), "11", "13", "15", "17", "19"]
+    assert len(server.requests) == 1  # the same connection all along
+    assert states(sink, "s") == [State.CONNECTING, State.CONNECTED, State.STOPPED]
