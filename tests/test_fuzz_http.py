@@ -15,9 +15,9 @@ import trio
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from mux_core._http11 import MAX_HEAD_BYTES, HeadReader, ResponseHead, describe_protocol_error
-from mux_core._http_body import ChunkedBody, Decoder, LengthBody, ProtocolError, body_reader
 from mux_core.http import HttpClient, ResponseTimeout
+from mux_core.http._body import ChunkedBody, Decoder, LengthBody, ProtocolError, body_reader
+from mux_core.http._http11 import MAX_HEAD_BYTES, HeadReader, ResponseHead, describe_protocol_error
 from mux_core.testing import Hangup, Send, serve_hostile
 
 from hostile_helpers import LIBRARY_WORDING  # isort: skip

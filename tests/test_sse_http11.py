@@ -20,15 +20,15 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mux_core._http_body import (
+from mux_core.errors import Disconnected, Failed, ServerUnavailable
+from mux_core.events import Event
+from mux_core.http._body import (
     ChunkedBody,
     CloseDelimitedBody,
     LengthBody,
     ProtocolError,
     body_reader,
 )
-from mux_core.errors import Disconnected, Failed, ServerUnavailable
-from mux_core.events import Event
 from mux_core.testing import run_one_session
 from mux_sse import SseOptions, SseTransport
 

@@ -43,6 +43,7 @@ import h11
 import httpx
 import trio
 
+from ._body import DECODABLE, Decoder, ProtocolError, size_text
 from ._http11 import (
     MAX_HEAD_BYTES,
     MAX_REDIRECTS,
@@ -55,7 +56,6 @@ from ._http11 import (
     redirected,
     response_headers,
 )
-from ._http_body import DECODABLE, Decoder, ProtocolError, size_text
 
 __all__ = ["BodyTooLarge", "HttpClient", "HttpResponse", "ResponseTimeout"]
 

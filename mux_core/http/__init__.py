@@ -42,6 +42,16 @@ from collections.abc import Mapping
 
 import httpx
 
+from ..errors import (
+    Disconnected,
+    Failed,
+    ServerUnavailable,
+    SessionError,
+    describe_connection_error,
+)
+from ..session import Session
+from ._body import ProtocolError, size_text
+from ._client import BodyTooLarge, HttpClient, HttpResponse, ResponseTimeout
 from ._http11 import (
     CROSS_ORIGIN_HEADERS,
     MAX_DECODED_READ,
@@ -57,16 +67,6 @@ from ._http11 import (
     proxy_for,
     redirected,
 )
-from ._http_body import ProtocolError, size_text
-from ._http_client import BodyTooLarge, HttpClient, HttpResponse, ResponseTimeout
-from .errors import (
-    Disconnected,
-    Failed,
-    ServerUnavailable,
-    SessionError,
-    describe_connection_error,
-)
-from .session import Session
 
 __all__ = [
     "CLIENT_SHARDS",

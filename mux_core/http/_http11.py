@@ -38,7 +38,7 @@ import h11
 import httpx
 import trio
 
-from ._http_body import (
+from ._body import (
     DECODABLE,
     BodyReader,
     CloseDelimitedBody,
@@ -327,7 +327,7 @@ class HeadReader:
             raise ProtocolError(
                 f"the server sent the body with an unsupported Content-Encoding {encoding[:40]!r}"
             )
-        # From here on the body is read without h11 (see _http_body.py for why).
+        # From here on the body is read without h11 (see _body.py for why).
         self.body = body_reader(headers)
         self.rest = conn.trailing_data[0]
         return ResponseHead(event.status_code, event.reason.decode("latin-1"), headers)
