@@ -370,3 +370,36 @@ def test_the_terminal_does_not_echo_ctrl_c_while_the_view_runs() -> None:
     finally:
         os.close(main)
         os.close(other)
+
+
+def test_alerts_and_quality_show_on_the_row_and_unknown_records_are_skipped() -> None:
+    import io
+
+    from rich.console import Console
+
+    from mux_core.events import Alert, Quality, Severity, State, Status
+    from mux_tui._model import TuiModel
+    from mux_tui._render import render_table
+
+    model = TuiModel(plot=(), width=10)
+    model.ingest([Status("s", "sse", State.CONNECTED, 1, None, "", 1.0)])
+    model.ingest(
+        [Alert("s", "sse", "nonfinite", Severity.CRITICAL, "loss is NaN at step 7", 7, 2.0)]
+    )
+    quality = Quality("s", "sse", 60.0, 0.75, 2, 5.0, 100, 0, None, 3.0)
+    model.ingest([quality])
+    console = Console(width=200, record=True, file=io.StringIO())
+    console.print(render_table(model, 4.0, caption=None))
+    shown = console.export_text()
+    assert "⚠ nonfinite: loss is NaN" in shown  # cut to the column's fixed width
+    assert "up 75.0% · 2 reconnects" in shown
+    model.ingest([Alert("s", "sse", "nonfinite", Severity.INFO, "loss finite again", 9, 5.0)])
+    console = Console(width=200, record=True, file=io.StringIO())
+    console.print(render_table(model, 6.0, caption=None))
+    assert "loss is NaN" not in console.export_text()  # the episode was cleared
+
+    class Unknown:  # a record type from a newer mux
+        source = "s"
+        transport = "sse"
+
+    model.ingest([Unknown()])  # type: ignore[list-item]

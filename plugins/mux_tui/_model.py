@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import attrs
 
-from mux_core.events import Event, Record, Status
+from mux_core.events import Alert, Event, Quality, Record, Severity, Status
 
 __all__ = ["RATE_WINDOW", "SourceRow", "TuiModel", "ViewClock"]
 
@@ -37,9 +37,20 @@ class SourceRow:
     samples: deque[tuple[float, int]] = attrs.field(factory=deque)
     #: Plotted field -> its last ``width`` finite values.
     series: dict[str, deque[float]] = attrs.field(factory=dict)
+    #: The alert episode going on (a warning or critical not yet cleared), if any.
+    alert: Alert | None = None
+    #: The source's latest connection-quality record, if any.
+    quality: Quality | None = None
 
     def add_status(self, status: Status) -> None:
         self.status = status
+
+    def add_alert(self, alert: Alert) -> None:
+        """A warning or critical alert shows until an info alert of its rule clears it."""
+        if alert.severity is not Severity.INFO:
+            self.alert = alert
+        elif self.alert is not None and self.alert.rule == alert.rule:
+            self.alert = None
 
     def add_event(self, event: Event, plot: Sequence[str]) -> None:
         self.events += 1
@@ -101,11 +112,16 @@ class TuiModel:
     def ingest(self, records: Iterable[Record]) -> None:
         for record in records:
             row = self.add_source(record.source, record.transport)
-            if type(record) is Event:
-                row.add_event(record, self.plot)
-            else:
-                assert isinstance(record, Status)
-                row.add_status(record)
+            kind = type(record)
+            if kind is Event:
+                row.add_event(record, self.plot)  # type: ignore[arg-type]
+            elif kind is Status:
+                row.add_status(record)  # type: ignore[arg-type]
+            elif kind is Alert:
+                row.add_alert(record)  # type: ignore[arg-type]
+            elif kind is Quality:
+                row.quality = record  # type: ignore[assignment]
+            # Record types this view does not know yet are skipped.
 
 
 class ViewClock:

@@ -15,7 +15,7 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from mux_core.events import State, Status
+from mux_core.events import Severity, State, Status
 
 from ._model import SourceRow, TuiModel
 
@@ -162,13 +162,31 @@ class _SparkCell:
         yield text
 
 
+def _state_cell(row: SourceRow, now: float) -> Text:
+    """The state, then the alert going on (if any) and the connection quality."""
+    text = state_text(row.status, now)
+    alert = row.alert
+    if alert is not None:
+        style = "bold red" if alert.severity is Severity.CRITICAL else _AMBER
+        text.append(f"\n⚠ {alert.rule}: {alert.message}", style=style)
+    quality = row.quality
+    if quality is not None:
+        reconnects = quality.reconnects
+        line = f"\nup {quality.uptime * 100:.1f}% · {reconnects} reconnect"
+        line += "" if reconnects == 1 else "s"
+        if quality.lag_p99 is not None:
+            line += f" · lag p99 {_number(quality.lag_p99)} s"
+        text.append(line, style=_GREY)
+    return text
+
+
 def _row_cells(row: SourceRow, plot: tuple[str, ...], now: float) -> list[RenderableType]:
     rate = row.rate(now)
     last = "—" if row.last_event_at is None else format_age(now - row.last_event_at) + " ago"
     cells: list[RenderableType] = [
         Text(row.name, style="bold"),
         row.transport,
-        state_text(row.status, now),
+        _state_cell(row, now),
         format_rate(rate),
         last,
     ]
