@@ -49,7 +49,7 @@ from .events import (
     encode_jsonl,
     record_to_dict,
 )
-from .hookspecs import hookimpl, hookspec
+from .hookspecs import Runnable, hookimpl, hookspec
 from .payload import JsonFields, decode_payload, is_json, keep_raw
 from .plugins import Command, PluginFailure, PluginInfo, PluginManager, Provided
 from .processors import (
@@ -111,6 +111,7 @@ __all__ = [
     "ResumeState",
     "RetryPolicy",
     "RunResult",
+    "Runnable",
     "ServerUnavailable",
     "Session",
     "SessionError",

@@ -341,7 +341,7 @@ def _replay(args: argparse.Namespace) -> int:
     )
     # A Replay runs like an Engine (config.sinks, run, request_stop, result):
     # the Qt plugin's main loop hosts it the same way.
-    if not plugins.main_loop(replay):  # type: ignore[arg-type]
+    if not plugins.main_loop(replay):
         trio.run(replay.run)
     result = replay.result
     if result is None:

@@ -10,17 +10,37 @@ specs can grow without breaking plugins.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import pluggy
 
-if TYPE_CHECKING:
-    from .engine import Engine
-
-__all__ = ["hookimpl", "hookspec"]
+__all__ = ["Runnable", "hookimpl", "hookspec"]
 
 hookspec = pluggy.HookspecMarker("mux")
 hookimpl = pluggy.HookimplMarker("mux")
+
+
+class Runnable(Protocol):
+    """What ``mux_main_loop`` gets: a :class:`mux_core.Engine` (``mux run``) or a
+    replay (``mux replay``) -- anything run the same way.
+
+    A protocol, so this module (the plugin contract) needs no import of the
+    engine, which imports the plugin machinery.
+    """
+
+    #: The loaded config (``config.sinks`` tells a plugin whether its sink is in the run).
+    config: Any
+    #: Set once ``run()`` has returned (a ``RunResult``).
+    result: Any
+
+    async def run(self) -> Any:
+        """Run until done."""
+        ...
+
+    def request_stop(self, reason: str = ...) -> None:
+        """Stop cleanly; safe from any thread."""
+        ...
+
 
 #: ``register(name, cls)``: the callback handed to the register hooks.
 Register = Callable[[str, type[Any]], None]
@@ -91,7 +111,7 @@ def mux_register_commands(register: CommandRegister) -> None:
 
 
 @hookspec(firstresult=True)
-def mux_main_loop(engine: Engine) -> bool | None:
+def mux_main_loop(engine: Runnable) -> bool | None:
     """Run the engine on a main loop the plugin owns, or return None.
 
     Called by ``mux run`` after the config is loaded, before anything

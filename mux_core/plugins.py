@@ -20,16 +20,13 @@ import logging
 import os
 from collections.abc import Callable, Collection
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 import pluggy
 
 from . import hookspecs
 from .errors import PluginError
-
-if TYPE_CHECKING:
-    from .engine import Engine
 
 __all__ = ["Command", "PluginFailure", "PluginInfo", "PluginManager", "Provided"]
 
@@ -230,7 +227,7 @@ class PluginManager:
             impl.function(**kwargs)
         return found
 
-    def main_loop(self, engine: Engine) -> bool:
+    def main_loop(self, engine: hookspecs.Runnable) -> bool:
         """Let a plugin that owns the main loop run the engine; False if none did."""
         result = self._pm.hook.mux_main_loop(engine=engine)
         return bool(result)
