@@ -483,3 +483,17 @@ def test_run_exits_2_naming_missing_libraries_instead_of_a_qt_abort(tmp_path: Pa
     assert (
         "Traceback" not in result.stderr and "Could not load the Qt platform" not in result.stderr
     )
+
+
+async def test_the_quality_column_shows_uptime_and_reconnects() -> None:
+    from mux_core.events import Quality
+
+    async with open_sink() as (sink, _):
+        assert sink.panel is not None
+        sink.panel.refresh()
+        assert sink.panel.cell_text("train-sse", "Quality") == "—"
+        quality = Quality("train-sse", "sse", 3600.0, 0.992, 1, 4.0, 10, 0, 0.25, 1.0)
+        await sink.write([quality])
+        sink.panel.refresh()
+        shown = sink.panel.cell_text("train-sse", "Quality")
+        assert shown == "up 99.2% · 1 reconnect · lag p99 0.25 s"

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple, TypeAlias
 import attrs
 
 import mux_core.events
-from mux_core.events import Event, State, Status
+from mux_core.events import Event, Quality, State, Status
 
 from .series import Segment
 
@@ -215,6 +215,8 @@ class SourceRow:
     alerts_seen: int = 0
     #: Per plotted field: where the current run's points go (see PanelModel._targets).
     targets: list[_Target] | None = None
+    #: The source's latest connection-quality record (``quality_interval``).
+    quality: Quality | None = None
 
 
 class Curve:
@@ -323,7 +325,9 @@ class PanelModel:
                     row.interrupted = True
             elif _ALERT is not None and kind is _ALERT:
                 self._alert(self.row(record.source, record.transport), record)
-            # other record types (quality, ...) have nothing to draw yet
+            elif kind is Quality:
+                self.row(record.source, record.transport).quality = record
+            # other record types have nothing to draw yet
 
     def _plot(self, row: SourceRow, event: Event) -> None:
         data = event.data
@@ -455,3 +459,15 @@ def format_value(value: float) -> str:
     if value == 0 or 1e-3 <= abs(value) < 1e4:
         return f"{value:.4g}"
     return f"{value:.3e}"
+
+
+def quality_text(quality: Quality | None) -> str:
+    """A source's connection quality in a few words: "up 99.2% · 1 reconnect · lag p99 0.3 s"."""
+    if quality is None:
+        return "—"
+    reconnects = quality.reconnects
+    text = f"up {quality.uptime * 100:.1f}% · {reconnects} reconnect"
+    text += "" if reconnects == 1 else "s"
+    if quality.lag_p99 is not None:
+        text += f" · lag p99 {quality.lag_p99:.3g} s"
+    return text

@@ -54,6 +54,7 @@ from .model import (
     format_age,
     format_rate,
     format_value,
+    quality_text,
     severity_colour,
 )
 from .series import S, Segment, T
@@ -64,9 +65,10 @@ BANNER = (
     "Client only: mux watches streams that other programs serve. "
     "It never starts a server and never opens a listening port."
 )
-_COLUMNS = ("Source", "Transport", "State", "Events/s", "Last event", "Run", "Alerts")
+_COLUMNS = ("Source", "Transport", "State", "Events/s", "Last event", "Run", "Alerts", "Quality")
 _STATE_COLUMN = 2
 _ALERT_COLUMN = 6
+_QUALITY_COLUMN = 7
 _CURVE_COLOURS = (
     "#1f77b4",
     "#d62728",
@@ -501,6 +503,7 @@ class QtPanel(QWidget):
             item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             self.table.setItem(row, column, item)
         self.table.setItem(row, _ALERT_COLUMN, QTableWidgetItem())
+        self.table.setItem(row, _QUALITY_COLUMN, QTableWidgetItem())
         self._fit_table()
         return row
 
@@ -529,6 +532,7 @@ class QtPanel(QWidget):
             self._set_text(row, 4, format_age(age))
             self._set_text(row, 5, str(info.run))
             self._show_alerts(row, info)
+            self._set_text(row, _QUALITY_COLUMN, quality_text(info.quality))
         for view in self.views.values():
             view.refresh()
         dropped = self._dropped()
