@@ -8,6 +8,7 @@ tests fail with what to do (tests/redis_helpers.py), they are never skipped.
 
 from __future__ import annotations
 
+import logging
 import signal
 import subprocess
 import sys
@@ -393,8 +394,9 @@ def _pending_total(key: str, group: str) -> int:
 
 
 async def test_redis_restarted_under_a_running_collector_loses_nothing_acknowledged(
-    redis_plugins: PluginManager, sse_server: Any, tmp_path: Path
+    redis_plugins: PluginManager, sse_server: Any, tmp_path: Path, caplog: Any
 ) -> None:
+    caplog.set_level(logging.INFO, logger="mux")
     data = tmp_path / "redis"
     data.mkdir()
     # Durable on acknowledge: every append is fsynced before Redis answers.
@@ -449,12 +451,13 @@ async def test_redis_restarted_under_a_running_collector_loses_nothing_acknowled
             await wait_for(lambda: len(sink.events) >= 500, what="the first 500 relayed")
             redis.kill()  # SIGKILL: only what was fsynced survives
             publish(sse_server, 500, start=501)  # arrives while Redis is down
-            redis_sink = collector._sinks[1].sink
-            await wait_for(lambda: redis_sink.failures > 0, what="the sink to notice")
+            # What a user sees: one line per failed attempt, then one when Redis is back.
+            await wait_for(lambda: _sink_says(caplog, "unavailable"), what="the sink to notice")
             redis.start()
             await redis.wait_ready()
             publish(sse_server, 500, start=1001)
             await wait_for(lambda: len({e.seq for e in sink.events}) >= 1500, what="all 1500")
+            await wait_for(lambda: _sink_says(caplog, "Redis is back"), what="the sink's all-clear")
             collector.request_stop("done")
             consumer.request_stop("done")
         lines = file_lines(out)
@@ -468,6 +471,13 @@ async def test_redis_restarted_under_a_running_collector_loses_nothing_acknowled
         assert down, relay_states  # the consumer said Redis was gone ...
         after = relay_states[relay_states.index(down[0]) :]
         assert State.CONNECTED in after  # ... and that it was back
+
+
+def _sink_says(caplog: Any, words: str) -> bool:
+    return any(
+        r.getMessage().startswith("sink 'redis-stream'") and words in r.getMessage()
+        for r in caplog.records
+    )
 
 
 # -- TLS ----------------------------------------------------------------------
