@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mux_core import config as _config
+from mux_core import _config_loader, _config_records
 from mux_core._reference import Field, field_comments, options_fields, plugin_section
 from mux_core._reference import table as _table
 from mux_core._reference import toml_value as _toml
@@ -81,14 +81,14 @@ _TOP_KEYS = [
     Field(
         "quality_interval",
         "number",
-        _toml(_config._QUALITY_INTERVAL),
+        _toml(_config_records.QUALITY_INTERVAL),
         "Seconds between `quality` records per source; 0 = none"
         " (see [connection quality](user-guide.md#connection-quality)).",
     ),
     Field(
         "quality_window",
         "number",
-        _toml(_config._QUALITY_WINDOW),
+        _toml(_config_records.QUALITY_WINDOW),
         "Seconds of the past that a `quality` record's windowed figures cover.",
     ),
     Field("shard", "string", "none", '`"I/N"`: run only the sources of shard I of N.'),
@@ -113,7 +113,12 @@ def _sink_keys() -> list[Field]:
             "What happens when this sink falls behind: see "
             "[overflow policies](user-guide.md#overflow-policies).",
         ),
-        Field("buffer", "integer", _toml(_config._DEFAULT_BUFFER), "Channel capacity, in records."),
+        Field(
+            "buffer",
+            "integer",
+            _toml(_config_loader.DEFAULT_BUFFER),
+            "Channel capacity, in records.",
+        ),
         Field(
             "buffer_bytes",
             "integer",
