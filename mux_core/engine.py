@@ -48,11 +48,11 @@ import attrs
 import trio
 
 from ._discovery_runner import DiscoveryRunner
-from ._reload import FileWatch, plan_sinks, plan_sources
+from ._run_changes import RunChanges
 from ._sink_set import SinkRunner, SinkSet
 from ._source_set import SourceRunner, SourceSet
 from .config import Config, SinkConfig, SourceConfig
-from .errors import ConfigError, PluginError
+from .errors import PluginError
 from .events import Alert, Quality, Record, Severity, State
 from .plugins import PluginManager
 from .processors import ProcessorChain, ProcessorContext
@@ -145,12 +145,11 @@ class Engine:
             on_finished=lambda _runner: self._check_done(),
         )
         self._sinks = SinkSet(self._on_sink_failure)
-        self._discovery = DiscoveryRunner(plugins, lambda: self.config, self.rediscovered)
-        #: One change of the running set at a time (reload, discovery, restart).
-        self._changes = trio.Lock()
+        discovery = DiscoveryRunner(plugins, lambda: self.config, self._rediscovered)
+        self._changes = RunChanges(
+            self, self._sources, self._sinks, discovery, changed=self._check_done
+        )
         self._control: trio.Nursery | None = None
-        #: Resume states of sources stopped by a change, should they come back.
-        self._retired: dict[str, tuple[str, ResumeState]] = {}
         self._sink_failed = False
         #: Each source's quality tracker, by name (a restarted source gets a new one).
         self._trackers: dict[str, QualityTracker] = {}
@@ -165,16 +164,16 @@ class Engine:
 
     def request_reload(self) -> None:
         """Reload the config file (as SIGHUP does). Safe from any thread."""
-        self._call_soon(self._spawn, self.reload)
+        self._call_soon(self._spawn, self._changes.reload)
 
     def restart_source(self, name: str) -> None:
         """Start source ``name`` again if it gave up (``max_retries_exceeded``), failed or
         ended, going on from its resume state. Safe from any thread: a UI's button."""
-        self._call_soon(self._spawn, self._restart, (name,))
+        self._call_soon(self._spawn, self._changes.restart, name)
 
     def restart_gave_up(self) -> None:
         """Restart every source in ``max_retries_exceeded`` (as SIGUSR1 does)."""
-        self._call_soon(self._spawn, self._restart, None)
+        self._call_soon(self._spawn, self._changes.restart, None)
 
     def source_states(self) -> dict[str, State | None]:
         """The last state of every source now running or finished (None: not started yet)."""
@@ -206,7 +205,7 @@ class Engine:
         return self.watch is not None or bool(self.config.discovery)
 
     def _check_done(self) -> None:
-        if self._changes.locked() or self._keep_alive():
+        if self._changes.busy or self._keep_alive():
             return
         if self._sources.all_finished():
             self._done.set()
@@ -220,8 +219,8 @@ class Engine:
         try:
             if self.state_store is not None:
                 self.state_store.load()
-            sources = [self._make_source(cfg) for cfg in self.config.sources]
-            sinks = [self._make_sink(cfg, sources) for cfg in self.config.sinks]
+            sources = [self.make_source(cfg) for cfg in self.config.sources]
+            sinks = [self.make_sink(cfg, sources) for cfg in self.config.sinks]
             # What is alive now (modules, plugins, config) lives as long as the
             # run: frozen, the cyclic GC stops walking it in every full
             # collection that a stream of short-lived events triggers
@@ -265,20 +264,20 @@ class Engine:
     async def _control_until_done(self) -> None:
         """Host the tasks that change the running set, until the run is to end."""
         async with trio.open_nursery() as control:
-            self._control = control
+            self._control = self._changes.nursery = control
             if self.watch is not None and self.load_config is not None:
-                control.start_soon(self._watch_file, self.watch)
-            self._discovery.apply(control, self.config.discovery)
+                control.start_soon(self._changes.watch_file, self.watch)
+            self._changes.start_discovery(self.config.discovery)
             if self._stop_reason is not None:
                 self._stop(self._stop_reason)
             self._check_done()
             await self._done.wait()
-            self._control = None
+            self._control = self._changes.nursery = None
             control.cancel_scope.cancel()
 
     # -- building sources and sinks ---------------------------------------------
 
-    def _make_sink(self, cfg: SinkConfig, sources: Sequence[SourceRunner] = ()) -> SinkRunner:
+    def make_sink(self, cfg: SinkConfig, sources: Sequence[SourceRunner] = ()) -> SinkRunner:
         """A sink and its channel; ``sources``: the runners about to start (else the
         running ones)."""
         cls = self.plugins.sinks()[cfg.type].cls
@@ -309,7 +308,7 @@ class Engine:
             ) from exc
         return runner
 
-    def _make_source(self, cfg: SourceConfig) -> SourceRunner:
+    def make_source(self, cfg: SourceConfig) -> SourceRunner:
         cls = self.plugins.transports()[cfg.transport].cls
         try:
             transport: Transport = cls(cfg.options)
@@ -318,7 +317,7 @@ class Engine:
                 f"source {cfg.name!r} ({cfg.transport}) could not be created: {exc}"
             ) from exc
         resume = None
-        retired = self._retired.pop(cfg.name, None)
+        retired = self._changes.retired.pop(cfg.name, None)
         if retired is not None and retired[0] == cfg.transport:
             resume = retired[1]
         elif self.state_store is not None:
@@ -326,9 +325,9 @@ class Engine:
         self._trackers[cfg.name] = QualityTracker(
             cfg.name, cfg.transport, window=self.config.quality_window, lag_field=cfg.lag_field
         )
-        return SourceRunner(cfg, transport, chain=self._make_chain(cfg), resume=resume)
+        return SourceRunner(cfg, transport, chain=self.make_chain(cfg), resume=resume)
 
-    def _make_chain(self, cfg: SourceConfig) -> ProcessorChain | None:
+    def make_chain(self, cfg: SourceConfig) -> ProcessorChain | None:
         """One instance of each ``[[processors]]`` table that applies to the source."""
         processors = []
         for proc in self.config.processors:
@@ -345,7 +344,7 @@ class Engine:
                 ) from exc
         return ProcessorChain(cfg.name, cfg.transport, processors) if processors else None
 
-    # -- changing what runs -------------------------------------------------------
+    # -- changing what runs (see mux_core._run_changes) ----------------------------
 
     async def reload(self) -> bool:
         """Load the config file again and apply what changed; False if it was rejected.
@@ -353,118 +352,14 @@ class Engine:
         A config that does not validate is logged with its FILE:LINE errors
         and the running one stays.
         """
-        if self.load_config is None:
-            _log.warning("reload: this run has no config file to reload")
-            return False
-        try:
-            config = self.load_config()
-        except (ConfigError, PluginError) as exc:
-            _log.error("reload rejected, the running config stays:\n%s", exc)
-            return False
-        await self.apply_config(config)
-        return True
+        return await self._changes.reload()
 
     async def apply_config(self, config: Config) -> None:
         """Make the run match ``config``: only what differs is touched; one summary line."""
-        async with self._changes:
-            old = self.config
-            if config.state_dir != old.state_dir:
-                _log.warning("reload: state_dir changes take effect when mux is restarted")
-            self.config = config
-            sinks = await self._apply_sinks(plan_sinks(self._sinks.configs, config.sinks))
-            self._discovery.apply(self._control, config.discovery)
-            sources = await self._apply_sources(old.processors, reason="removed by a reload")
-            _log.info("reload: %s, %s", sources.summary(), sinks.summary())
-        self._check_done()
+        await self._changes.apply_config(config)
 
-    async def rediscovered(self) -> None:
-        """A discoverer's set changed: start, stop and restart what differs."""
-        async with self._changes:
-            plan = await self._apply_sources(self.config.processors, reason="no longer discovered")
-            if plan:
-                _log.info("discovery: %s", plan.summary())
-        self._check_done()
-
-    def _wanted_sources(self) -> list[SourceConfig]:
-        """The config's sources, then the discovered ones (colliding names left out)."""
-        wanted = list(self.config.sources)
-        names = {source.name for source in wanted}
-        wanted += self._discovery.sources(names)
-        return wanted
-
-    async def _apply_sources(self, old_processors: Sequence[Any], *, reason: str) -> Any:
-        plan = plan_sources(
-            self._sources.configs,
-            self._wanted_sources(),
-            old_processors=old_processors,
-            new_processors=self.config.processors,
-        )
-        for name in plan.removed:
-            stopped = await self._sources.stop(name, reason)
-            self._retired[name] = (stopped.config.transport, stopped.live_resume or ResumeState())
-        for cfg in plan.changed:
-            fresh = self._build(self._make_source, cfg)
-            if fresh is not None:
-                running = self._sources.get(cfg.name)
-                keep = running is not None and running.config.transport == cfg.transport
-                await self._sources.replace(fresh, "config changed; restarting", keep_resume=keep)
-        for cfg in plan.added:
-            fresh = self._build(self._make_source, cfg)
-            if fresh is not None:
-                self._sources.start(fresh)
-        for name in plan.rechained:
-            runner = self._sources.get(name)
-            if runner is not None:
-                self._sources.set_chain(name, self._build(self._make_chain, runner.config))
-        return plan
-
-    async def _apply_sinks(self, plan: Any) -> Any:
-        for name in plan.removed:
-            await self._sinks.stop(name)
-        for cfg in plan.changed:
-            fresh = self._build(self._make_sink, cfg)
-            if fresh is not None:
-                await self._sinks.replace(fresh)
-        for cfg in plan.added:
-            fresh = self._build(self._make_sink, cfg)
-            if fresh is not None:
-                await self._sinks.start(fresh)
-        return plan
-
-    def _build(self, make: Callable[[Any], Any], cfg: Any) -> Any:
-        """``make(cfg)``, or None after logging why it could not be made."""
-        try:
-            return make(cfg)
-        except PluginError as exc:
-            _log.error("%s; left out", exc)
-            return None
-
-    async def _restart(self, name: str | None) -> None:
-        """Restart ``name`` (or, for None, every source that gave up)."""
-        async with self._changes:
-            if name is None:
-                names = [r.name for r in self._sources if r.state is State.MAX_RETRIES_EXCEEDED]
-                if not names:
-                    _log.info("restart: no source gave up")
-            else:
-                names = [name]
-            for each in names:
-                runner = self._sources.get(each)
-                fresh = None if runner is None else self._build(self._make_source, runner.config)
-                if fresh is not None and self._sources.restart(each, fresh):
-                    _log.info("restart: source %r starts again", each)
-                elif runner is None:
-                    _log.warning("restart: no source named %r", each)
-                else:
-                    _log.info("restart: source %r is live; nothing to restart", each)
-
-    async def _watch_file(self, interval: float) -> None:
-        watch = FileWatch(self.config.path)
-        while True:
-            await trio.sleep(interval)
-            if await trio.to_thread.run_sync(watch.changed):
-                _log.info("reload: %s changed", self.config.path)
-                await self.reload()
+    async def _rediscovered(self) -> None:
+        await self._changes.rediscovered()
 
     # -- records -----------------------------------------------------------------
 
@@ -603,7 +498,7 @@ class Engine:
     # -- durable resume (--state) ----------------------------------------
 
     def _resume_states(self) -> dict[str, tuple[str, ResumeState]]:
-        states = dict(self._retired)
+        states = dict(self._changes.retired)
         for runner in self._sources:
             resume = runner.live_resume
             if resume is not None:
@@ -661,10 +556,10 @@ class Engine:
                 name = signal.Signals(signum).name
                 if signum == signal.SIGHUP:
                     _log.info("reload: SIGHUP")
-                    self._spawn(self.reload)
+                    self._spawn(self._changes.reload)
                     continue
                 if signum == signal.SIGUSR1:
-                    self._spawn(self._restart, None)
+                    self._spawn(self._changes.restart, None)
                     continue
                 if self._stop_reason is None:
                     self._stop(name)
