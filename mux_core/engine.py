@@ -47,7 +47,9 @@ from typing import Any
 import attrs
 import trio
 
+from ._checkpoints import Checkpoints
 from ._discovery_runner import DiscoveryRunner
+from ._quality_feed import QualityFeed
 from ._run_changes import RunChanges
 from ._sink_set import SinkRunner, SinkSet
 from ._source_set import SourceRunner, SourceSet
@@ -56,10 +58,9 @@ from .errors import PluginError
 from .events import Alert, Quality, Record, Severity, State
 from .plugins import PluginManager
 from .processors import ProcessorChain, ProcessorContext
-from .quality import QualityTracker
 from .session import ResumeState, SharedResources, Transport
 from .sinks import Overflow, SinkChannel, SinkContext, SourceInfo
-from .state import CHECKPOINT_INTERVAL, StateStore
+from .state import StateStore
 
 __all__ = ["Engine", "RunResult"]
 
@@ -151,9 +152,9 @@ class Engine:
         )
         self._control: trio.Nursery | None = None
         self._sink_failed = False
-        #: Each source's quality tracker, by name (a restarted source gets a new one).
-        self._trackers: dict[str, QualityTracker] = {}
-        self._final_quality: dict[str, Quality] = {}
+        self._quality = QualityFeed(
+            lambda: self.config, self._sources, self._dropped, self._fan_out
+        )
 
     # -- control (safe from any thread) ---------------------------------------
 
@@ -237,9 +238,12 @@ class Engine:
                     for sink in sinks:
                         await self._sinks.start(sink)
                     if self.state_store is not None:
-                        system.start_soon(self._checkpoint_periodically)
+                        checkpoints = Checkpoints(
+                            self.state_store, self._sinks, self._resume_states
+                        )
+                        system.start_soon(checkpoints.run_periodically)
                     quality = trio.CancelScope()
-                    sink_nursery.start_soon(self._report_quality, quality)
+                    sink_nursery.start_soon(self._quality.report, quality)
                     async with trio.open_nursery() as source_nursery:
                         self._sources.attach(source_nursery, shared)
                         for source in sources:
@@ -247,7 +251,7 @@ class Engine:
                         await self._control_until_done()
                         self._sources.cancel_all(self._stop_reason or "stop requested")
                     quality.cancel()
-                    self._keep_final_quality()
+                    self._quality.keep_final()
                     self._sinks.close_all()
                 system.cancel_scope.cancel()
             if self.state_store is not None and not self._sink_failed:
@@ -322,9 +326,7 @@ class Engine:
             resume = retired[1]
         elif self.state_store is not None:
             resume = self.state_store.resume_for(cfg.name, cfg.transport)
-        self._trackers[cfg.name] = QualityTracker(
-            cfg.name, cfg.transport, window=self.config.quality_window, lag_field=cfg.lag_field
-        )
+        self._quality.track(cfg)
         return SourceRunner(cfg, transport, chain=self.make_chain(cfg), resume=resume)
 
     def make_chain(self, cfg: SourceConfig) -> ProcessorChain | None:
@@ -370,7 +372,7 @@ class Engine:
         goes right before its terminal Status, which stays the source's last
         record (DESIGN.md)."""
         fan_out = self._fan_out
-        quality = self._trackers.get(runner.name)
+        quality = self._quality.tracker(runner.name)
 
         async def send(batch: Sequence[Record]) -> bool:
             if quality is not None:
@@ -383,7 +385,7 @@ class Engine:
             if self.fail_on is not None:
                 self._watch_alerts(batch)
             if quality is not None and quality.ended_at is not None and not quality.reported_end:
-                batch = self._with_last_quality(quality, batch)
+                batch = self._quality.with_last(quality, batch)
             return await fan_out(batch)
 
         return send
@@ -454,47 +456,6 @@ class Engine:
         else:
             _log.error('%s; dropping this sink, the run goes on (on_error = "drop")', message)
 
-    # -- connection quality ----------------------------------------------
-
-    def _quality_records(self) -> list[Quality]:
-        """A Quality record per source still running (an ended one sent its last)."""
-        dropped = self._dropped()
-        trackers = [self._trackers.get(runner.name) for runner in self._sources]
-        return [t.snapshot(dropped) for t in trackers if t is not None and t.ended_at is None]
-
-    def _with_last_quality(self, tracker: QualityTracker, batch: Sequence[Record]) -> list[Record]:
-        """The batch with the terminal Status, after the source's last Quality."""
-        tracker.reported_end = True
-        last = self._final_quality[tracker.source] = tracker.snapshot(self._dropped())
-        if self.config.quality_interval <= 0:
-            return list(batch)
-        return [last, *batch]
-
-    async def _report_quality(self, scope: trio.CancelScope) -> None:
-        """Every ``quality_interval`` seconds, each source's Quality through the fan-out."""
-        interval = self.config.quality_interval
-        if interval <= 0:
-            return
-        with scope:
-            while True:
-                await trio.sleep(interval)
-                records = self._quality_records()
-                if records:
-                    await self._fan_out(records)
-
-    def _keep_final_quality(self) -> None:
-        """Every source's last Quality for the result (taken at its terminal state)."""
-        dropped = self._dropped()
-        final = {}
-        for runner in self._sources:
-            name = runner.name
-            tracker = self._trackers.get(name)
-            if name in self._final_quality:
-                final[name] = self._final_quality[name]
-            elif tracker is not None:  # the source's task never got that far
-                final[name] = tracker.snapshot(dropped)
-        self._final_quality = final
-
     # -- durable resume (--state) ----------------------------------------
 
     def _resume_states(self) -> dict[str, tuple[str, ResumeState]]:
@@ -504,42 +465,6 @@ class Engine:
             if resume is not None:
                 states[runner.name] = (runner.config.transport, resume)
         return states
-
-    async def _checkpoint_periodically(self) -> None:
-        while True:
-            await trio.sleep(CHECKPOINT_INTERVAL)
-            if not await self._checkpoint():
-                return
-
-    async def _checkpoint(self) -> bool:
-        """Save every source's resume state once what it covers is durable.
-
-        The states are copied first; then every ``block`` sink is waited for
-        until it has written what had entered its channel by then, and
-        synced (``sink.sync()``: the file sink flushes, and fsyncs when
-        ``fsync = true``); only then is the copy saved. False when a sink
-        failed meanwhile: no more checkpoints (the final save is skipped too).
-        """
-        store = self.state_store
-        assert store is not None
-        snapshot = store.snapshot(self._resume_states())
-        marks = [
-            (runner, runner.channel.entered)
-            for runner in self._sinks.live
-            if runner.channel.overflow is Overflow.BLOCK
-        ]
-        for runner, mark in marks:
-            if not await runner.channel.wait_finished(mark):
-                return False
-        for runner, _ in marks:
-            sync = getattr(runner.sink, "sync", None)
-            if sync is not None:
-                try:
-                    await sync()
-                except Exception:
-                    return False  # the sink's own task reports its failure
-        await trio.to_thread.run_sync(store.save, snapshot)
-        return True
 
     # -- housekeeping ---------------------------------------------------------------
 
@@ -617,7 +542,7 @@ class Engine:
         else:
             code = EXIT_OK
         reason = self._stop_reason or "every source reached a terminal state"
-        return RunResult(code, states, reason, dropped, self._final_quality)
+        return RunResult(code, states, reason, dropped, self._quality.final)
 
 
 def _drop_log_level(overflow: Overflow) -> int:
