@@ -12,8 +12,8 @@ import shutil
 import socket
 import subprocess
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import trio
@@ -147,3 +147,126 @@ def own_redis(directory: Path, **kwargs: object) -> Iterator[OwnRedis]:
 
 def env_without_mux() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("MUX_")}
+
+
+class OwnCluster:
+    """A Redis Cluster of ``size`` primaries (no replicas) a test starts in ``directory``.
+
+    Each node is a ``redis-server --cluster-enabled yes`` on a free port,
+    keeping nothing on disk but its ``nodes-PORT.conf``; ``redis-cli
+    --cluster create`` spreads the 16384 slots over them.
+    """
+
+    def __init__(self, directory: Path, *, size: int = 3) -> None:
+        if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
+            import pytest
+
+            pytest.fail(NO_REDIS, pytrace=False)
+        self.dir = directory
+        self.ports = _free_ports(size)
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def url(self) -> str:
+        """``redis+cluster://`` with the first node as the seed."""
+        return f"redis+cluster://127.0.0.1:{self.ports[0]}"
+
+    def _spawn(self) -> None:
+        for port in self.ports:
+            self.processes.append(
+                subprocess.Popen(
+                    [
+                        "redis-server",
+                        "--port",
+                        str(port),
+                        "--bind",
+                        "127.0.0.1",
+                        "--dir",
+                        str(self.dir),
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        f"nodes-{port}.conf",
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            )
+
+    async def start(self, timeout: float = 30.0) -> None:
+        self._spawn()
+        with trio.fail_after(timeout):
+            for port in self.ports:
+                while not ping(port, timeout=0.2):
+                    self._check_alive()
+                    await trio.sleep(0.02)
+            nodes = [f"127.0.0.1:{port}" for port in self.ports]
+            await trio.run_process(
+                [
+                    "redis-cli",
+                    "--cluster",
+                    "create",
+                    *nodes,
+                    "--cluster-replicas",
+                    "0",
+                    "--cluster-yes",
+                ],
+                capture_stdout=True,
+                capture_stderr=True,
+            )
+            # Every node must know the whole layout before a client asks any of them.
+            for port in self.ports:
+                while "cluster_state:ok" not in await self._info(port):
+                    self._check_alive()
+                    await trio.sleep(0.05)
+
+    async def _info(self, port: int) -> str:
+        done = await trio.run_process(
+            ["redis-cli", "-p", str(port), "CLUSTER", "INFO"], capture_stdout=True, check=False
+        )
+        return done.stdout.decode(errors="replace")
+
+    def _check_alive(self) -> None:
+        for process in self.processes:
+            assert process.poll() is None, f"a cluster node exited with {process.returncode}"
+
+    def slot_of(self, key: str) -> int:
+        return int(redis_cli(self.ports[0], "CLUSTER", "KEYSLOT", key).strip())
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        self.processes.clear()
+
+
+def _free_ports(count: int) -> list[int]:
+    """``count`` distinct free ports; each port + 10000 (the cluster bus) must be free too."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port + 10000 > 65535 or port in ports:
+            continue
+        with socket.socket() as bus:
+            try:
+                bus.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        ports.append(port)
+    return ports
+
+
+@asynccontextmanager
+async def own_cluster(directory: Path, *, size: int = 3) -> AsyncIterator[OwnCluster]:
+    cluster = OwnCluster(directory, size=size)
+    try:
+        await cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()

@@ -32,6 +32,7 @@ from tests.redis_helpers import (
     SHARED_URL,
     delete_prefix,
     env_without_mux,
+    own_cluster,
     own_redis,
     redis_cli,
     require_shared_redis,
@@ -478,6 +479,104 @@ def _sink_says(caplog: Any, words: str) -> bool:
         r.getMessage().startswith("sink 'redis-stream'") and words in r.getMessage()
         for r in caplog.records
     )
+
+
+# -- Redis Cluster --------------------------------------------------------------
+
+
+async def test_a_redis_cluster_takes_sources_in_many_slots_and_gives_them_all_back(
+    redis_plugins: PluginManager, sse_server: Any, tmp_path: Path
+) -> None:
+    sources = [f"train-{n}" for n in range(8)]
+    publish(sse_server, 400)
+    out = tmp_path / "events.jsonl"
+    async with own_cluster(tmp_path) as cluster:
+        slots = {cluster.slot_of(f"clu:{source}") for source in sources}
+        assert len(slots) == len(sources)  # one slot each: no command may span two
+        collector = engine(
+            redis_plugins,
+            "".join(
+                f'[[sources]]\nname = "{s}"\ntransport = "sse"\nurl = "{sse_server.url}"\n'
+                for s in sources
+            )
+            + f"""
+            [[sinks]]
+            type = "file"
+            path = "{out}"
+            [[sinks]]
+            type = "redis-stream"
+            url = "{cluster.url}"
+            stream = "clu:{{source}}"
+            """,
+        )
+
+        def stored(source: str) -> int:
+            port = cluster.ports[0]
+            return int(redis_cli(port, "-c", "XLEN", f"clu:{source}").strip() or 0)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(collector.run)
+            # 400 events and the connecting/connected statuses of each source
+            await wait_for(lambda: all(stored(s) >= 402 for s in sources), what="every source")
+            collector.request_stop("collected")
+        assert collector.result is not None and collector.result.exit_code == 0
+        # The streams are spread over the nodes, as a cluster does.
+        holding = [int(redis_cli(port, "DBSIZE").strip()) for port in cluster.ports]
+        assert sum(holding) == len(sources) and sum(1 for n in holding if n) >= 2, holding
+        expected = [decode_jsonl(line) for line in file_lines(out)]
+        assert len([r for r in expected if type(r) is Event]) == 400 * len(sources)
+
+        CollectingSink.instances.clear()
+        consumers = [
+            engine(
+                redis_plugins,
+                f"""
+                [[sources]]
+                name = "relay"
+                transport = "redis-stream"
+                url = "{cluster.url}"
+                streams = ["clu:*"]
+                count = 500
+                {group}
+                [[sinks]]
+                type = "collect"
+                name = "{name}"
+                """,
+            )
+            for name, group in [("plain", ""), ("grouped", 'group = "g"\nconsumer = "c1"')]
+        ]
+        async with trio.open_nursery() as nursery:
+            for consumer in consumers:
+                nursery.start_soon(consumer.run)
+            await wait_for(lambda: len(CollectingSink.instances) == 2, what="both sinks")
+            sinks = [CollectingSink.instances["plain"], CollectingSink.instances["grouped"]]
+
+            def relayed(sink: CollectingSink) -> list[Any]:
+                return [r for r in sink.records if r.source != "relay"]
+
+            await wait_for(
+                lambda: all(len(relayed(sink)) >= len(expected) for sink in sinks),
+                what="every record through both consumers",
+            )
+            # Entries arriving while the consumers wait are read too (the empty-round waits).
+            extra = Event("train-0", "sse", "m", None, {"late": True}, 2.0, 10_000)
+            redis_cli(
+                cluster.ports[0], "-c", "XADD", "clu:train-5", "*", "record", record_line(extra)
+            )
+            await wait_for(
+                lambda: all(extra in relayed(sink) for sink in sinks), what="a late entry"
+            )
+            for consumer in consumers:
+                consumer.request_stop("read")
+        for sink in sinks:
+            got = [r for r in relayed(sink) if r != extra]
+            assert len(got) == len(expected)
+            for source in sources:  # each stream's order is kept; streams interleave
+                assert [r for r in got if r.source == source] == [
+                    r for r in expected if r.source == source
+                ]
+        pending = redis_cli(cluster.ports[0], "-c", "XPENDING", "clu:train-3", "g")
+        assert pending.split()[0] == "0"  # the group acknowledged everything it relayed
 
 
 # -- TLS ----------------------------------------------------------------------

@@ -146,9 +146,9 @@ async def command(client: Any, name: bytes, *arguments: Any) -> Any:
     return await client.execute_command(client.create_request(name, *arguments, callback=_reply))
 
 
-def queue(pipeline: Any, name: bytes, *arguments: Any) -> None:
-    """Add one raw command to a coredis pipeline."""
-    pipeline.create_request(name, *arguments, callback=_reply)
+def queue(pipeline: Any, name: bytes, *arguments: Any) -> Any:
+    """Add one raw command to a coredis pipeline; await the result once it has run."""
+    return pipeline.create_request(name, *arguments, callback=_reply)
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:

@@ -13,9 +13,10 @@ new sources appear by themselves).
 Two modes:
 
 plain (no ``group``)
-    ``XREAD`` from the last entry id read of each stream (kept in the
-    source's resume cursor: a reconnect goes on where it stopped). Every
-    consumer reads everything.
+    ``XREAD`` from the last entry id read of each stream. The ids are the
+    source's resume cursor, ``{"stream key": "entry id"}`` (plain strings,
+    so ``mux run --state DIR`` saves it: a reconnect, and a restarted mux,
+    go on where they stopped). Every consumer reads everything.
 
 consumer group (``group`` and ``consumer``)
     ``XREADGROUP``: the group's members share the entries. An entry is
@@ -25,6 +26,17 @@ consumer group (``group`` and ``consumer``)
     pending entries (a restart under the same name), and every
     ``claim_idle / 2`` seconds takes over (``XAUTOCLAIM``) entries another
     member left pending longer than ``claim_idle`` -- a consumer that died.
+
+Redis Cluster (``redis+cluster://`` or ``cluster = true``): one command
+may only touch keys of one hash slot, so the streams are read per slot.
+While they are in one slot (a single stream, or keys sharing a hash tag:
+``mux:{lab}:...``) that is one blocking read as on a single server;
+otherwise each round is one pipelined non-blocking read per slot (coredis
+sends each node its share), and after a round that found nothing the
+transport waits before the next one -- 5 ms at first, doubling up to
+``block`` or 0.1 s, whichever is shorter: new entries on a quiet cluster
+arrive within that. The sink needs nothing special: it already appends
+with one command per stream key.
 
 Delivery is at least once: after a crash, a reconnect or a take-over an
 entry may be delivered twice. A record is identified by ``(source, seq)``:
@@ -199,12 +211,14 @@ class _Reader:
         self.transport = transport
         self.client = client
         self.session = session
-        cursor = session.resume.cursor
-        if not isinstance(cursor, dict):
-            cursor = session.resume.cursor = {}
-        #: Plain mode: the last entry id read, per stream key (bytes -> bytes).
-        self.cursor: dict[bytes, bytes] = cursor
+        #: Plain mode: the last entry id read, per stream key; mirrored as plain
+        #: strings in ``session.resume.cursor`` (see :meth:`_moved`).
+        self.positions: dict[bytes, bytes] = _positions(session.resume.cursor)
+        self.cluster = transport._target is not None and transport._target.cluster
         self.keys: list[bytes] = []
+        #: The keys one command may read together: all of them, or in a cluster one slot's.
+        self.slots: list[list[bytes]] = []
+        self.idle = 0.0
         self.acks = _Acks()
         self.next_scan = -math.inf
         self.next_claim = -math.inf
@@ -243,6 +257,7 @@ class _Reader:
         for key in new:
             await self._start_at(key)
         self.keys = sorted(found | set(self.keys))
+        self.slots = _by_slot(self.keys) if self.cluster else [self.keys]
         self.next_claim = -math.inf  # new streams may hold a dead consumer's entries
 
     async def _scan(self, pattern: str) -> set[bytes]:
@@ -283,13 +298,29 @@ class _Reader:
                 if not isinstance(_first_leaf(exc), StreamDuplicateConsumerGroupError):
                     raise  # anything but BUSYGROUP (the group exists already)
             return
-        if key in self.cursor:
+        if key in self.positions:
             return
         if first:
-            self.cursor[key] = b"0-0"
+            self._moved([(key, b"0-0")])
             return
         newest = await command(self.client, b"XREVRANGE", Key(key), b"+", b"-", b"COUNT", 1)
-        self.cursor[key] = newest[0][0] if newest else b"0-0"
+        self._moved([(key, newest[0][0] if newest else b"0-0")])
+
+    def _moved(self, moved: list[tuple[bytes, bytes]]) -> None:
+        """Streams read up to these ids: the positions, and a new resume cursor.
+
+        The cursor is a new dict each time: a checkpoint of ``--state`` holds
+        on to the one it copied until the sinks have what it covers.
+        """
+        positions = self.positions
+        resume = self.session.resume
+        cursor = dict(resume.cursor) if isinstance(resume.cursor, dict) else {}
+        for key, last in moved:
+            positions[key] = last
+            cursor[key.decode("utf-8", "surrogateescape")] = (
+                last.decode("ascii") if isinstance(last, bytes) else str(last)
+            )
+        resume.cursor = cursor
 
     # -- reading ----------------------------------------------------------
 
@@ -302,26 +333,58 @@ class _Reader:
         if not self.keys:
             await trio.sleep(self.options.block)
             return
-        keys = self.keys
-        reply = await command(
-            self.client,
-            b"XREAD",
-            b"COUNT",
-            self.options.count,
-            b"BLOCK",
-            self._block_ms(),
-            b"STREAMS",
-            *[Key(key) for key in keys],
-            *[self.cursor.get(key, b"0-0") for key in keys],
-        )
-        if not reply:
+        positions = self.positions
+
+        def read(keys: list[bytes], count: int, block: tuple[Any, ...]) -> tuple[Any, ...]:
+            return (
+                b"XREAD",
+                b"COUNT",
+                count,
+                *block,
+                b"STREAMS",
+                *[Key(key) for key in keys],
+                *[positions.get(key, b"0-0") for key in keys],
+            )
+
+        streams = await self._read(read)
+        if not streams:
             return
         records: list[Record] = []
-        for key, entries in _streams_of(reply):
+        moved: list[tuple[bytes, bytes]] = []
+        for key, entries in streams:
             if entries:
                 self._decode(key, entries, records)
-                self.cursor[key] = entries[-1][0]
+                moved.append((key, entries[-1][0]))
         await self.session.relay(records)
+        self._moved(moved)
+
+    async def _read(self, read: Any) -> list[tuple[bytes, list[Any]]]:
+        """One read of every stream: ``read(keys, count, block_args)`` makes a command.
+
+        One blocking command when the keys may go together (always, but on a
+        cluster with streams in several slots); else a pipelined round of
+        non-blocking reads, one per slot, and a wait after an empty round.
+        """
+        slots = self.slots
+        if len(slots) == 1:
+            reply = await command(
+                self.client, *read(slots[0], self.options.count, (b"BLOCK", self._block_ms()))
+            )
+            return _streams_of(reply) if reply else []
+        count = max(100, self.options.count // len(slots))
+        async with self.client.pipeline(transaction=False) as pipeline:
+            requests = [queue(pipeline, *read(keys, count, ())) for keys in slots]
+        streams: list[tuple[bytes, list[Any]]] = []
+        for request in requests:
+            reply = await request
+            if reply:
+                streams.extend(pair for pair in _streams_of(reply) if pair[1])
+        if streams:
+            self.idle = 0.0
+        else:
+            self.idle = min(max(self.idle * 2, 0.005), self.options.block, 0.1)
+            await trio.sleep(self.idle)
+        return streams
 
     async def _read_group(self) -> None:
         from coredis.typing import Key
@@ -329,22 +392,25 @@ class _Reader:
         if not self.keys:
             await trio.sleep(self.options.block)
             return
-        keys = self.keys
-        try:
-            reply = await command(
-                self.client,
+        group, consumer = self.options.group, self.options.consumer
+
+        def read(keys: list[bytes], count: int, block: tuple[Any, ...]) -> tuple[Any, ...]:
+            return (
                 b"XREADGROUP",
                 b"GROUP",
-                self.options.group,
-                self.options.consumer,
+                group,
+                consumer,
                 b"COUNT",
-                self.options.count,
-                b"BLOCK",
-                self._block_ms(),
+                count,
+                *block,
                 b"STREAMS",
                 *[Key(key) for key in keys],
                 *[b">"] * len(keys),
             )
+
+        keys = self.keys
+        try:
+            streams = await self._read(read)
         except Exception as exc:
             from coredis.exceptions import StreamConsumerGroupError
 
@@ -354,14 +420,18 @@ class _Reader:
             for key in keys:
                 await self._start_at(key)
             return
-        if reply:
-            await self._relay_group(_streams_of(reply))
+        if streams:
+            await self._relay_group(streams)
 
     async def _read_own_pending(self) -> None:
         """Entries delivered to this consumer name before and never acknowledged."""
+        for keys in self.slots:
+            await self._read_own_pending_of(keys)
+
+    async def _read_own_pending_of(self, keys: list[bytes]) -> None:
         from coredis.typing import Key
 
-        after = dict.fromkeys(self.keys, b"0-0")
+        after = dict.fromkeys(keys, b"0-0")
         while after:
             keys = list(after)
             reply = await command(
@@ -472,6 +542,26 @@ class _Reader:
                 bad,
                 key.decode(errors="replace"),
             )
+
+
+def _positions(cursor: Any) -> dict[bytes, bytes]:
+    """Plain mode's positions from a resume cursor ``{"key": "id"}`` (else none)."""
+    positions: dict[bytes, bytes] = {}
+    if isinstance(cursor, dict):
+        for key, last in cursor.items():
+            if isinstance(key, str) and isinstance(last, str):
+                positions[key.encode("utf-8", "surrogateescape")] = last.encode()
+    return positions
+
+
+def _by_slot(keys: list[bytes]) -> list[list[bytes]]:
+    """``keys`` grouped by their Redis Cluster hash slot (hash tags honoured)."""
+    from coredis.typing import Key
+
+    slots: dict[int, list[bytes]] = {}
+    for key in keys:
+        slots.setdefault(Key(key).slot, []).append(key)
+    return list(slots.values())
 
 
 def _streams_of(reply: Any) -> list[tuple[bytes, list[Any]]]:
