@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import trio
 import trustme
+from coredis.typing import Key
 
 from mux_core.config import parse_config
 from mux_core.engine import Engine
@@ -61,7 +62,7 @@ def redis_plugins(plugins: PluginManager) -> PluginManager:
 async def stream_values(url: str, key: str, *, ca_file: str | None = None) -> list[bytes]:
     """Every entry's ``record`` field of stream ``key``, oldest first."""
     async with make_client(parse_url(url), ca_file=ca_file, verify=True, timeout=5) as client:
-        entries = await command(client, b"XRANGE", key, b"-", b"+")
+        entries = await command(client, b"XRANGE", Key(key), b"-", b"+")
     assert all(entry[1][0] == b"record" and len(entry[1]) == 2 for entry in entries)
     return [entry[1][1] for entry in entries]
 
@@ -541,9 +542,20 @@ async def test_a_redis_cluster_takes_sources_in_many_slots_and_gives_them_all_ba
                 [[sinks]]
                 type = "collect"
                 name = "{name}"
+                {copy}
                 """,
             )
-            for name, group in [("plain", ""), ("grouped", 'group = "g"\nconsumer = "c1"')]
+            for name, group, copy in [
+                # The plain consumer also copies what it relays back into the cluster:
+                # batches of many sources, so one pipeline of EVALs to many slots.
+                (
+                    "plain",
+                    "",
+                    f'[[sinks]]\ntype = "redis-stream"\nurl = "{cluster.url}"\n'
+                    'stream = "copy:{source}"\nmaxlen = 0',
+                ),
+                ("grouped", 'group = "g"\nconsumer = "c1"', ""),
+            ]
         ]
         async with trio.open_nursery() as nursery:
             for consumer in consumers:
@@ -559,7 +571,7 @@ async def test_a_redis_cluster_takes_sources_in_many_slots_and_gives_them_all_ba
                 what="every record through both consumers",
             )
             # Entries arriving while the consumers wait are read too (the empty-round waits).
-            extra = Event("train-0", "sse", "m", None, {"late": True}, 2.0, 10_000)
+            extra = Event("train-5", "sse", "m", None, {"late": True}, 2.0, 10_000)
             redis_cli(
                 cluster.ports[0], "-c", "XADD", "clu:train-5", "*", "record", record_line(extra)
             )
@@ -577,6 +589,9 @@ async def test_a_redis_cluster_takes_sources_in_many_slots_and_gives_them_all_ba
                 ]
         pending = redis_cli(cluster.ports[0], "-c", "XPENDING", "clu:train-3", "g")
         assert pending.split()[0] == "0"  # the group acknowledged everything it relayed
+        for source in sources:
+            original = await stream_values(cluster.url, f"clu:{source}")
+            assert await stream_values(cluster.url, f"copy:{source}") == original
 
 
 # -- TLS ----------------------------------------------------------------------
