@@ -8,6 +8,7 @@ tests fail with what to do (tests/redis_helpers.py), they are never skipped.
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import subprocess
@@ -29,6 +30,16 @@ from mux_core.plugins import PluginManager
 from mux_core.testing import CollectingSink, serve_sse
 from mux_redis._client import command, make_client, parse_url
 from mux_redis.sink import _APPEND
+from tests.e2e_helpers import (
+    FAST_RETRY,
+    file_sink_toml,
+    read_jsonl,
+    start_mux,
+    terminate,
+    wait_exit,
+    wait_for_file,
+    write_config,
+)
 from tests.redis_helpers import (
     SHARED_URL,
     delete_prefix,
@@ -480,6 +491,75 @@ def _sink_says(caplog: Any, words: str) -> bool:
         r.getMessage().startswith("sink 'redis-stream'") and words in r.getMessage()
         for r in caplog.records
     )
+
+
+# -- durable resume: mux run --state ---------------------------------------------
+
+
+async def _append(url: str, key: str, records: list[Any]) -> None:
+    """Append records as the sink does (one EVAL of the sink's script)."""
+    lines = [record_line(record).encode() for record in records]
+    async with make_client(parse_url(url), ca_file=None, verify=True, timeout=5) as client:
+        await command(client, b"EVAL", _APPEND, 1, Key(key), 0, *lines)
+
+
+def _trainer_events(seqs: range) -> list[Event]:
+    return [Event("trainer", "sse", "m", str(n), {"n": n}, 1.0 + n, n) for n in seqs]
+
+
+@pytest.mark.parametrize("how", ["sigterm", "kill"])
+async def test_a_plain_consumer_restarted_with_state_resumes_after_its_last_entry(
+    prefix: str, tmp_path: Path, how: str
+) -> None:
+    key = f"{prefix}trainer"
+    out = tmp_path / "relayed.jsonl"
+    state = tmp_path / "state"
+    config = write_config(
+        tmp_path / "consumer.toml",
+        FAST_RETRY
+        + f"""
+[[sources]]
+name = "relay"
+transport = "redis-stream"
+url = "{SHARED_URL}"
+streams = ["{prefix}*"]
+block = 0.1
+scan_interval = 0.1
+"""
+        + file_sink_toml(out),
+    )
+    await _append(SHARED_URL, key, _trainer_events(range(1, 301)))
+    last = redis_cli(6379, "XREVRANGE", key, "+", "-", "COUNT", "1").split()[0]
+
+    def saved_cursor() -> object:
+        try:
+            saved = json.loads((state / "mux-state.json").read_text())
+        except (OSError, ValueError):  # not written yet (it is replaced atomically)
+            return None
+        return saved["sources"].get("relay", {}).get("cursor")
+
+    def relayed(records: list[dict[str, Any]]) -> list[int]:
+        return [r["seq"] for r in records if r["type"] == "event" and r["source"] == "trainer"]
+
+    async with trio.open_nursery() as nursery:
+        first = await start_mux(nursery, config, "--state", str(state))
+        await wait_for_file(out, lambda r: len(relayed(r)) >= 300, process=first)
+        # A checkpoint saves the position once the file sink holds what it covers.
+        await wait_for(lambda: saved_cursor() == {key: last}, what="the cursor in the state")
+        if how == "kill":
+            first.send_signal(signal.SIGKILL)
+            await wait_exit(first, config)
+        else:
+            assert await terminate(first, config) == 0
+        # While no consumer runs, the collectors go on.
+        await _append(SHARED_URL, key, _trainer_events(range(301, 401)))
+        second = await start_mux(nursery, config, "--state", str(state))
+        await wait_for_file(out, lambda r: 400 in relayed(r), process=second)
+        assert await terminate(second, config) == 0
+    # Each entry once: the second run went on after the first one's last entry.
+    assert relayed(read_jsonl(out)) == list(range(1, 401))
+    newest = redis_cli(6379, "XREVRANGE", key, "+", "-", "COUNT", "1").split()[0]
+    assert saved_cursor() == {key: newest}
 
 
 # -- Redis Cluster --------------------------------------------------------------
