@@ -256,3 +256,22 @@ async def test_a_processors_change_swaps_the_chain_and_keeps_the_connection() ->
     assert event_ids(sink, "s") == [*ids(1, 10), "11", "13", "15", "17", "19"]
     assert len(server.requests) == 1  # the same connection all along
     assert states(sink, "s") == [State.CONNECTING, State.CONNECTED, State.STOPPED]
+
+
+async def test_restart_source_starts_a_failed_source_again_from_its_resume_state() -> None:
+    """Engine.restart_source(name): what a UI's button calls (safe from any thread)."""
+    toml = (
+        FAST_RETRY
+        + '\n[[sources]]\nname = "s"\ntransport = "scripted"\n'
+        + 'script = ["events:2"]\nthen = "fail"\n'
+        + '\n[[sources]]\nname = "live"\ntransport = "scripted"\nthen = "hang"\n'
+    )
+    async with running_engine(toml) as (engine, sink):
+        await sink.wait_for(lambda s: State.FAILED in states(s, "s"))
+        engine.restart_source("live")  # live: nothing to restart
+        engine.restart_source("s")
+        await sink.wait_for(lambda s: states(s, "s").count(State.FAILED) == 2)
+        assert engine.source_states() == {"s": State.FAILED, "live": State.CONNECTED}
+    assert event_ids(sink, "s") == ["1", "2", "3", "4"]  # ids go on from the resume state
+    assert [e.seq for e in sink.events if e.source == "s"] == [1, 2, 3, 4]
+    assert states(sink, "live") == [State.CONNECTING, State.CONNECTED, State.STOPPED]
