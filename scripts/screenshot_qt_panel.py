@@ -34,11 +34,11 @@ import mux_rest
 import mux_sse
 import mux_ws
 from mux_core.config import parse_config
-from mux_core.demo import DemoOptions, serve_demo
-from mux_core.demo_monitor import demo_config_text
 from mux_core.engine import Engine
 from mux_core.hookspecs import Register, hookimpl
 from mux_core.plugins import PluginManager
+from mux_demo.monitor import demo_config_text
+from mux_demo.server import DemoOptions, serve_demo
 from mux_qt.panel import QtPanel
 from mux_qt.sink import QtSink
 
