@@ -159,6 +159,11 @@ def _clean_loss(step: int) -> float:
     return 1.7 + 8.3 * math.pow(1.0 + max(step, 0) / 150.0, -0.6)
 
 
+def _significant(value: float, digits: int) -> float:
+    """``value`` to ``digits`` significant digits: 6.6e-06, not 6.5999999999999995e-06."""
+    return float(f"{value:.{digits}g}")
+
+
 def training_record(
     step: int, rng: random.Random, *, total_steps: int = _DEFAULT_TOTAL_STEPS
 ) -> dict[str, float | int]:
@@ -170,7 +175,7 @@ def training_record(
     return {
         "step": step,
         "loss": round(loss, 5),
-        "lr": learning_rate(step, total_steps),
+        "lr": _significant(learning_rate(step, total_steps), 4),
         "tokens_per_s": round(tokens_per_s, 1),
         "gpu_mem_gb": round(gpu_mem_gb, 3),
     }
