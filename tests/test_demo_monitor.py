@@ -115,3 +115,31 @@ async def test_the_demo_server_does_not_outlive_a_killed_monitor(tmp_path: Path)
     finally:
         os.close(server_exited)
     assert all(_refused(port) for port in ports)
+
+
+async def test_a_busy_port_is_refused_with_exit_2_before_watching_anything(tmp_path: Path) -> None:
+    """With 8888 (here: the SSE port) taken, ``mux demo`` used to watch
+    whatever served there and exit 0; it must say so and stop."""
+    ports = _free_ports(3)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MUX_")}
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", ports[0]))
+        squatter.listen()
+        command = [*MUX, "demo", "--view", "log", "--for", "30"]
+        command += ["--sse-port", str(ports[0]), "--ws-port", str(ports[1])]
+        command += ["--rest-port", str(ports[2])]
+        with trio.fail_after(20):
+            result = await trio.run_process(
+                command,
+                cwd=tmp_path,
+                env=env,
+                check=False,
+                capture_stdout=True,
+                capture_stderr=True,
+            )
+    assert result.returncode == 2
+    lines = result.stderr.decode().strip().splitlines()
+    assert len(lines) == 1, lines
+    assert f"port {ports[0]} is in use" in lines[0] and "--sse-port" in lines[0]
+    assert not (tmp_path / "runs" / "demo-events.jsonl").exists()
+    assert all(_refused(port) for port in ports[1:])

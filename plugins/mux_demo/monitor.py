@@ -109,12 +109,16 @@ def run_demo(args: argparse.Namespace, plugins: PluginManager | None = None) -> 
             "--rate",
             str(args.rate),
         ],
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
         preexec_fn=_die_with_parent_hook(),
     )
+    refused = _wait_until_serving(server)
+    if refused is not None:
+        print(f"mux demo: {refused}", file=sys.stderr)
+        return 2
     try:
         engine = Engine(config, plugins, duration=args.duration, install_signal_handlers=True)
         result = trio.run(engine.run)
@@ -125,6 +129,21 @@ def run_demo(args: argparse.Namespace, plugins: PluginManager | None = None) -> 
 
 
 _PR_SET_PDEATHSIG = 1
+
+
+def _wait_until_serving(server: subprocess.Popen[str]) -> str | None:
+    """Block until the child says it serves (None) or exits: then why, in one line.
+
+    A taken port (another serve-demo, or any program on 8888) makes the child
+    exit 2 before it prints anything; watching on would watch whatever serves
+    there, so the demo refuses instead.
+    """
+    assert server.stdout is not None
+    if server.stdout.readline():
+        return None
+    _, err = server.communicate()
+    lines = [line for line in err.splitlines() if line.strip()]
+    return lines[-1].strip() if lines else f"the demo server exited with code {server.returncode}"
 
 
 def _die_with_parent_hook() -> Callable[[], None] | None:
