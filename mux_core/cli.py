@@ -113,7 +113,7 @@ def _parser(loaded: PluginManager | None = None) -> argparse.ArgumentParser:
     )
 
     check = commands.add_parser("check", help="validate a config file without any network I/O")
-    check.add_argument("config", metavar="CONFIG")
+    check.add_argument("config", metavar="CONFIG", help="a TOML config file")
     check.add_argument(
         "--probe",
         action="store_true",

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -267,3 +269,25 @@ def test_sigint_stops_cleanly_and_a_second_sigint_exits_at_once(tmp_path: Path) 
     finally:
         process.kill()
         process.wait()
+
+
+def _options_without_help(parser: argparse.ArgumentParser, path: str) -> Iterator[tuple[str, str]]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _options_without_help(sub, f"{path} {name}")
+        elif not isinstance(action, argparse._HelpAction) and not action.help:
+            yield path, "/".join(action.option_strings) or action.dest
+
+
+def test_every_option_of_every_command_has_help_text() -> None:
+    """Plugins' commands included (serve-demo, demo from mux_demo): `mux X --help`
+    explains every option."""
+    from mux_core.cli import _parser, load_plugins
+
+    parser = _parser(load_plugins())
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert {"run", "check", "replay", "plugins", "new-plugin", "serve-demo", "demo"} <= set(
+        commands.choices
+    )
+    assert list(_options_without_help(parser, "mux")) == []

@@ -31,10 +31,18 @@ def _positive_seconds(text: str) -> float:
 
 
 def _add_endpoints(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--sse-port", type=int, default=8888)
-    parser.add_argument("--ws-port", type=int, default=8889)
-    parser.add_argument("--rest-port", type=int, default=8890)
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="the demo server's address (loopback only)"
+    )
+    parser.add_argument(
+        "--sse-port", type=int, default=8888, metavar="PORT", help="SSE port (default 8888)"
+    )
+    parser.add_argument(
+        "--ws-port", type=int, default=8889, metavar="PORT", help="WebSocket port (default 8889)"
+    )
+    parser.add_argument(
+        "--rest-port", type=int, default=8890, metavar="PORT", help="REST port (default 8890)"
+    )
     parser.add_argument("--rate", type=float, default=10.0, help="training steps per second")
 
 
@@ -64,7 +72,13 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="terminal table (default on a terminal) or log lines",
     )
-    parser.add_argument("--for", dest="duration", type=_positive_seconds, metavar="SECONDS")
+    parser.add_argument(
+        "--for",
+        dest="duration",
+        type=_positive_seconds,
+        metavar="SECONDS",
+        help="stop both after this many seconds (default: until Ctrl-C)",
+    )
 
 
 def _serve_demo(args: argparse.Namespace) -> int:
