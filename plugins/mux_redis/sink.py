@@ -32,6 +32,7 @@ it each batch and waits for the answer.
 from __future__ import annotations
 
 import logging
+import operator
 import string
 from typing import Any, ClassVar
 
@@ -71,6 +72,7 @@ return #ARGV - 1
 """
 
 _FIELDS = frozenset({"source", "transport"})
+_origin = operator.attrgetter("source", "transport")
 
 
 def _template(_instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
@@ -159,28 +161,35 @@ class RedisStreamSink:
         self.context.start_background(self._serve)
 
     async def write(self, batch: Batch) -> None:
-        lines = encode_jsonl(batch).split(b"\n")
-        groups: dict[str, list[bytes]] = {}
-        keys = self._keys
-        for record, line in zip(batch, lines, strict=False):
-            origin = (record.source, record.transport)
-            key = keys.get(origin)
-            if key is None:
-                key = keys[origin] = self.options.stream.format(
-                    source=record.source, transport=record.transport
-                )
-            group = groups.get(key)
-            if group is None:
-                groups[key] = [line]
-            else:
-                group.append(line)
-        if not groups:
+        if not batch:
             return
+        lines = encode_jsonl(batch).split(b"\n")
+        lines.pop()  # after the last newline
+        origins = set(map(_origin, batch))
+        if len(origins) == 1:  # a source's own batch: one key (the loop costs ~0.2 µs a record)
+            groups = {self._key(*origins.pop()): lines}
+        else:  # a relay's batch, or a run's mixed one
+            groups = {}
+            for record, line in zip(batch, lines, strict=True):
+                key = self._key(record.source, record.transport)
+                group = groups.get(key)
+                if group is None:
+                    groups[key] = [line]
+                else:
+                    group.append(line)
         job = _Append(groups)
         await self._send.send(job)
         await job.done.wait()
         if job.error is not None:
             raise job.error
+
+    def _key(self, source: str, transport: str) -> str:
+        key = self._keys.get((source, transport))
+        if key is None:
+            key = self._keys[source, transport] = self.options.stream.format(
+                source=source, transport=transport
+            )
+        return key
 
     async def aclose(self) -> None:
         await self._send.aclose()
