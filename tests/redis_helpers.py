@@ -61,6 +61,18 @@ def delete_prefix(port: int, prefix: str) -> None:
         redis_cli(port, "DEL", *keys[start : start + 500])
 
 
+def kill_clients(port: int, name: str) -> int:
+    """Close the connections named ``name`` (CLIENT SETNAME); how many there were."""
+    ids = [
+        fields["id"]
+        for line in redis_cli(port, "CLIENT", "LIST").splitlines()
+        if (fields := dict(f.split("=", 1) for f in line.split() if "=" in f)).get("name") == name
+    ]
+    for client_id in ids:
+        redis_cli(port, "CLIENT", "KILL", "ID", client_id)
+    return len(ids)
+
+
 def free_port() -> int:
     """A port nothing listens on now (redis-server cannot be told to pick one)."""
     with socket.socket() as sock:

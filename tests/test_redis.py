@@ -28,7 +28,7 @@ from mux_core.engine import Engine
 from mux_core.events import Event, State, Status, decode_jsonl
 from mux_core.plugins import PluginManager
 from mux_core.testing import CollectingSink, serve_sse
-from mux_redis._client import command, make_client, parse_url
+from mux_redis._client import client_name, command, make_client, parse_url
 from mux_redis.sink import _APPEND
 from tests.e2e_helpers import (
     FAST_RETRY,
@@ -44,6 +44,7 @@ from tests.redis_helpers import (
     SHARED_URL,
     delete_prefix,
     env_without_mux,
+    kill_clients,
     own_cluster,
     own_redis,
     redis_cli,
@@ -271,11 +272,12 @@ async def test_plain_mode_resumes_from_the_last_entry_id_and_finds_new_streams(
 
     add("a", "a", range(1, 51))
     CollectingSink.instances.clear()
+    relay = f"relay-{prefix.split(':')[1]}"  # its connections are named mux:{relay}
     consumer = engine(
         redis_plugins,
         f"""
         [[sources]]
-        name = "relay"
+        name = "{relay}"
         transport = "redis-stream"
         url = "{SHARED_URL}"
         streams = ["{prefix}*"]
@@ -290,7 +292,8 @@ async def test_plain_mode_resumes_from_the_last_entry_id_and_finds_new_streams(
         sink = await _sink(consumer)
         await wait_for(lambda: len(sink.events) == 50, what="the first 50")
         # The connection breaks: the next session goes on after the last entry read.
-        redis_cli(6379, "CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+        # (Only this consumer's: other tests and benchmarks share this Redis.)
+        assert kill_clients(6379, f"mux:{relay}") >= 1
         add("a", "a", range(51, 101))
         add("b", "b", range(1, 31))  # a new stream matching the pattern
         await wait_for(lambda: len(sink.events) >= 130, what="the rest and the new stream")
@@ -836,3 +839,10 @@ def test_bad_urls_are_refused_before_any_io() -> None:
     assert (target.host, target.port, target.db, target.tls) == ("h", 7000, 3, True)
     assert (target.username, target.password, target.cluster) == ("user", "p@ss", False)
     assert parse_url("redis://h", cluster=True).cluster
+
+
+def test_connections_are_named_after_the_source_or_sink_as_redis_allows() -> None:
+    # Redis refuses a CLIENT SETNAME with spaces or control characters (and with it
+    # the connection): source names may have them.
+    assert client_name("mux:train run 3\n") == "mux:train_run_3_"
+    assert client_name("mux-sink:redis-stream") == "mux-sink:redis-stream"

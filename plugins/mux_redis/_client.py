@@ -19,6 +19,7 @@ this path needs (benchmarks/bench_redis.py).
 from __future__ import annotations
 
 import importlib.util
+import re
 import ssl
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -29,6 +30,7 @@ import trio
 __all__ = [
     "INSTALL_HINT",
     "RedisTarget",
+    "client_name",
     "command",
     "describe_error",
     "make_client",
@@ -40,6 +42,8 @@ __all__ = [
 ]
 
 INSTALL_HINT = "coredis is not installed; install the Redis plugin with: pip install 'mux[redis]'"
+
+_NOT_IN_NAME = re.compile(r"[^!-~]")
 
 _SCHEMES = {
     "redis": (False, False),
@@ -114,11 +118,21 @@ def _tls_context(ca_file: str | None, verify: bool) -> ssl.SSLContext:
     return context
 
 
-def make_client(target: RedisTarget, *, ca_file: str | None, verify: bool, timeout: float) -> Any:
+def make_client(
+    target: RedisTarget,
+    *,
+    ca_file: str | None,
+    verify: bool,
+    timeout: float,
+    name: str | None = None,
+) -> Any:
     """A coredis client for ``target`` (enter it with ``async with``; it connects lazily).
 
     coredis's own retries are off: the sink and the supervisor retry with
-    mux's one policy, and a retried command could run twice.
+    mux's one policy, and a retried command could run twice. ``name`` is
+    the connections' ``CLIENT SETNAME`` (``redis-cli CLIENT LIST`` shows
+    which mux sink or source a connection is); coredis sets none on a
+    cluster.
     """
     import coredis
     from coredis.connection import TCPLocation
@@ -134,7 +148,14 @@ def make_client(target: RedisTarget, *, ca_file: str | None, verify: bool, timeo
         common["ssl_context"] = _tls_context(ca_file, verify)
     if target.cluster:
         return coredis.RedisCluster(startup_nodes=[TCPLocation(target.host, target.port)], **common)
+    if name is not None:
+        common["client_name"] = client_name(name)
     return coredis.Redis(host=target.host, port=target.port, db=target.db, **common)
+
+
+def client_name(name: str) -> str:
+    """``name`` as Redis takes a client name: no spaces or control characters."""
+    return _NOT_IN_NAME.sub("_", name)
 
 
 def _reply(response: Any, **_: Any) -> Any:

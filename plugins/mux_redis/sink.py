@@ -265,6 +265,7 @@ class RedisStreamSink:
             ca_file=self.options.ca_file,
             verify=self.options.verify,
             timeout=self.options.timeout,
+            name=f"mux-sink:{self.context.name}",
         )
 
     def _where(self) -> str:

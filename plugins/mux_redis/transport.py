@@ -176,6 +176,7 @@ class RedisStreamTransport:
             ca_file=self.options.ca_file,
             verify=self.options.verify,
             timeout=session.connect_timeout,
+            name=f"mux:{session.source}",
         )
         try:
             async with client:
