@@ -33,6 +33,8 @@ __all__ = ["FAILED", "Failed", "KeyChecks"]
 _REFERENCE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\{")
 _TOML_POSITION = re.compile(r"\s*\(at (?:line (\d+), column (\d+)|end of document)\)")
 _CONVERTER = make_converter()
+#: A ``check()`` message that starts with its key: ``url: ...``, ``headers.Accept: ...``.
+_KEYED_MESSAGE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)((?:\.[^:\s]+)?): (.+)", re.DOTALL)
 
 
 class Failed:
@@ -53,6 +55,9 @@ class KeyChecks:
         self._lines: dict[KeyPath, int] = {}
         self._errors: list[ConfigError] = []
         self._secrets: set[str] = set()
+        #: Keys holding an unset ``${VAR}``: their value is made up, so errors
+        #: about it (an empty URL, ...) would point away from the real one.
+        self._unset: set[KeyPath] = set()
 
     # -- text ----------------------------------------------------------------
 
@@ -97,11 +102,12 @@ class KeyChecks:
             if default is not None and not value:
                 return default
             if value is None:
-                self._fail(
+                self._record(
                     path,
                     f"environment variable {name!r} is not set; set it or write "
                     f"${{{name}:-default}}",
                 )
+                self._unset.add(path)
                 return ""
             if value:
                 self._secrets.add(value)
@@ -251,6 +257,8 @@ class KeyChecks:
         options = self._structure(options_cls, raw, path, reserved)
         if isinstance(options, Failed):
             return options
+        if any(unset[: len(path)] == path for unset in self._unset):
+            return FAILED  # check() would judge a value made up for the unset variable
         for owner in (options_cls, provided.cls):
             check = owner.__dict__.get("check")
             if check is None:
@@ -258,7 +266,7 @@ class KeyChecks:
             try:
                 getattr(owner, "check")(options)  # noqa: B009 -- bound classmethod
             except ValueError as exc:
-                self._fail(path, str(exc))
+                self._fail_check(options_cls, path, str(exc))
                 return FAILED
         self._collect_secrets(options)
         return options
@@ -325,7 +333,21 @@ class KeyChecks:
     def _line(self, path: KeyPath) -> int | None:
         return line_of(self._lines, path)
 
+    def _fail_check(self, options_cls: type[Any], path: KeyPath, message: str) -> None:
+        """A ``check()`` error, at its key's line when the message starts with the key."""
+        match = _KEYED_MESSAGE.fullmatch(message)
+        if match is None or match.group(1) not in attrs.fields_dict(options_cls):
+            self._fail(path, message)
+            return
+        sub = tuple(filter(None, match.group(2).split(".")))
+        self._fail((*path, match.group(1), *sub), match.group(3))
+
     def _fail(self, path: KeyPath, message: str) -> None:
+        if any(path[: len(unset)] == unset for unset in self._unset):
+            return  # the unset variable is the error to show, not what it left behind
+        self._record(path, message)
+
+    def _record(self, path: KeyPath, message: str) -> None:
         self._errors.append(
             ConfigError(message, file=self._path, line=self._line(path), key=_format_key(path))
         )

@@ -54,6 +54,7 @@ _ON_ERROR = ("stop", "drop")
 #: A sink's ``buffer`` when neither the table nor the sink class says.
 DEFAULT_BUFFER = 10_000
 _NO_SOURCES = "no sources; add a [[sources]] table with a name, a transport and its options"
+_NO_SINKS = 'no [[sinks]]: add one, e.g. [[sinks]] type = "log"'
 
 
 class Loader(KeyChecks):
@@ -176,7 +177,14 @@ class Loader(KeyChecks):
         return sources
 
     def _sinks(self, data: dict[str, Any]) -> list[SinkConfig]:
-        tables = self._array_of_tables(data, "sinks") or []
+        tables = self._array_of_tables(data, "sinks")
+        if tables == [] or "sinks" not in data:
+            # Records with nowhere to go: a run would watch and throw them away.
+            # At `sinks = []`, else at the end of the file, where a table goes.
+            end = self._text.rstrip().count("\n") + 1
+            at = self._line(("sinks",)) or end
+            self._errors.append(ConfigError(_NO_SINKS, file=self._path, line=at, key="sinks"))
+        tables = tables or []
         available = self._plugins.sinks() if tables else {}
         seen: dict[str, int | None] = {}
         sinks = []

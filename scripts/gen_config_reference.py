@@ -49,7 +49,8 @@ _HEADER = """\
      Run `{regenerate}` after changing an option. -->
 
 A config file is TOML with four parts: an optional `[retry]` table, one
-`[[sources]]` table per stream, any number of `[[sinks]]` tables and any
+`[[sources]]` table per stream, one or more `[[sinks]]` tables (a config
+without one is an error: its records would go nowhere) and any
 number of `[[processors]]` tables. Unknown
 keys, wrong types and missing required keys are errors with file and line,
 reported by `mux check` before any network I/O.

@@ -146,6 +146,28 @@ def test_config_error_is_one_line_with_file_and_line_exit_2(tmp_path: Path) -> N
         assert "did you mean 'script'" in result.stderr
 
 
+def test_zero_sinks_is_a_config_error_for_run_check_and_replay(tmp_path: Path) -> None:
+    """Records with nowhere to go: run and check refuse such a config, and so does
+    replay --config, which takes its sinks from it."""
+    config = write(
+        tmp_path / "nosinks.toml",
+        """\
+        [[sources]]
+        name = "a"
+        transport = "scripted"
+        script = ["end"]
+        """,
+    )
+    recorded = tmp_path / "events.jsonl"
+    recorded.write_text("")
+    expected = f'{config}:4: sinks: no [[sinks]]: add one, e.g. [[sinks]] type = "log"'
+    for args in (("run", str(config)), ("check", str(config))):
+        result = mux(*args)
+        assert (result.returncode, result.stderr.strip()) == (2, f"mux: error: {expected}")
+    result = mux("replay", str(recorded), "--config", str(config))
+    assert (result.returncode, result.stderr.strip()) == (2, f"mux: error: {expected}")
+
+
 def test_missing_config_file_is_a_usage_error(tmp_path: Path) -> None:
     result = mux("run", str(tmp_path / "nope.toml"))
     assert result.returncode == 2

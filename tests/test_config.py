@@ -102,8 +102,13 @@ def _doc(text: str) -> str:
     return text[1:] if text.startswith("\n") else text
 
 
+_A_SINK = '\n[[sinks]]\ntype = "fake"\n'
+
+
 def load(text: str, plugins: PluginManager, environ: dict[str, str] | None = None) -> Config:
-    return parse_config(_doc(text), path="mon.toml", plugins=plugins, environ=environ or {})
+    """``text`` plus a sink at its end (lines above unchanged) unless it names its sinks."""
+    text = _doc(text) if "sinks" in text else _doc(text) + _A_SINK
+    return parse_config(text, path="mon.toml", plugins=plugins, environ=environ or {})
 
 
 def fail(text: str, plugins: PluginManager, environ: dict[str, str] | None = None) -> ConfigError:
@@ -176,9 +181,17 @@ def test_a_valid_config_resolves_options_retry_and_lines(plugins: PluginManager)
     assert config.secrets == {"tok-123456", "Bearer tok-123456", "hunter22"}
 
 
-def test_sinks_may_be_absent(plugins: PluginManager) -> None:
-    config = load('[[sources]]\nname = "a"\ntransport = "fake"\nurl = "http://h/"\n', plugins)
-    assert config.sinks == () and config.retry == RetryPolicy()
+def test_zero_sinks_is_an_error_with_a_hint(plugins: PluginManager) -> None:
+    """Records with nowhere to go: the run would watch and throw them away."""
+    source = '[[sources]]\nname = "a"\ntransport = "fake"\nurl = "http://h/"\n'
+    for text, line in ((source, 4), (source + "\n\n", 4), ("sinks = []\n" + source, 1)):
+        with pytest.raises(ConfigError) as info:
+            parse_config(text, path="mon.toml", plugins=plugins, environ={})
+        assert str(info.value) == (
+            f'mon.toml:{line}: sinks: no [[sinks]]: add one, e.g. [[sinks]] type = "log"'
+        )
+    config = load(source, plugins)
+    assert [s.type for s in config.sinks] == ["fake"] and config.retry == RetryPolicy()
 
 
 def test_the_example_config_loads_without_any_environment() -> None:
@@ -479,6 +492,60 @@ url = "ftp://h/"
     )
 
 
+def _builtin_plugins() -> PluginManager:
+    pm = PluginManager()
+    pm.load_entry_points(only=set())
+    return pm
+
+
+def test_an_unset_variable_is_the_only_error_of_its_key() -> None:
+    """The empty value left by an unset ${TRAIN_URL} used to fail the transport's
+    url check too, reported first and at the [[sources]] line."""
+    text = _doc(
+        """
+[[sources]]
+name = "train-sse"
+transport = "sse"
+headers = { Authorization = "Bearer ${TOKEN}" }
+url = "${TRAIN_URL}/events"
+
+[[sinks]]
+type = "log"
+"""
+    )
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, path="mon.toml", plugins=_builtin_plugins(), environ={"TOKEN": "t"})
+    assert str(info.value) == (
+        "mon.toml:5: sources[0].url: environment variable 'TRAIN_URL' is not set; "
+        "set it or write ${TRAIN_URL:-default}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("transport", "url", "why"),
+    [
+        ("sse", "ws://h:1/events", "must start with http:// or https://"),
+        ("rest", "ftp://h:1/metrics", "must start with http:// or https://"),
+        ("ws", "http://h:1/ws", "must start with ws:// or wss://"),
+    ],
+)
+def test_a_bad_url_points_at_the_url_line(transport: str, url: str, why: str) -> None:
+    text = f'[[sources]]\nname = "a"\ntransport = "{transport}"\n\nurl = "{url}"\n' + _A_SINK
+    with pytest.raises(ConfigError) as info:
+        parse_config(
+            text.replace('"fake"', '"log"'), path="m.toml", plugins=_builtin_plugins(), environ={}
+        )
+    assert str(info.value) == f"m.toml:5: sources[0].url: {url!r} {why}"
+
+
+def test_a_check_error_naming_a_header_points_at_the_headers_line() -> None:
+    text = '[[sources]]\nname = "a"\ntransport = "sse"\nurl = "http://h/"\n'
+    text += 'headers = { "X Y" = "v" }\n[[sinks]]\ntype = "log"\n'
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, path="m.toml", plugins=_builtin_plugins(), environ={})
+    assert str(info.value) == "m.toml:5: sources[0].headers: 'X Y' is not a valid HTTP header name"
+
+
 def test_missing_file(plugins: PluginManager, tmp_path: Path) -> None:
     missing = tmp_path / "nope.toml"
     with pytest.raises(ConfigError) as info:
@@ -489,7 +556,7 @@ def test_missing_file(plugins: PluginManager, tmp_path: Path) -> None:
 
 def test_file_errors_carry_the_path_as_given(plugins: PluginManager, tmp_path: Path) -> None:
     path = tmp_path / "mon.toml"
-    path.write_text('[[sources]]\nname = "a"\ntransport = "fake"\nurl = 3\n')
+    path.write_text('[[sources]]\nname = "a"\ntransport = "fake"\nurl = 3\n' + _A_SINK)
     with pytest.raises(ConfigError) as info:
         load_config(str(path), plugins)
     assert str(info.value) == f"{path}:4: sources[0].url: expected a string, got an integer 3"

@@ -128,7 +128,9 @@ def _fail(text: str) -> ConfigError:
     plugins = PluginManager()
     plugins.register(mux_core.testing, name="testing")
     with pytest.raises(ConfigError) as raised:
-        parse_config(textwrap.dedent(text), path="c.toml", plugins=plugins)
+        parse_config(
+            textwrap.dedent(text) + '[[sinks]]\ntype = "collect"\n', path="c.toml", plugins=plugins
+        )
     return raised.value
 
 
@@ -173,6 +175,7 @@ def test_mux_check_shows_the_option_descriptions() -> None:
     plugins = PluginManager()
     plugins.register(mux_core.testing, name="testing")
     text = 'retry = { initial_delay = 2.0 }\n[[sources]]\nname = "a"\ntransport = "scripted"\n'
+    text += '[[sinks]]\ntype = "collect"\n'
     config = parse_config(text.replace("retry", "[retry]\nx", 0), path="c.toml", plugins=plugins)
     rendered = render_config(config)
     assert "# The step used once the script is exhausted.\nthen = " in rendered

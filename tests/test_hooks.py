@@ -205,6 +205,9 @@ def test_mux_main_loop_declined_leaves_the_run_to_the_core(plugins: PluginManage
         name = "s"
         transport = "scripted"
         then = "end"
+
+        [[sinks]]
+        type = "collect"
         """,
     )
     assert plugins.main_loop(engine) is False

@@ -330,6 +330,9 @@ def test_processor_tables_are_validated_with_file_and_line(proc_plugins: PluginM
         [[processors]]
         type = "tag"
         sources = "train-*"
+
+        [[sinks]]
+        type = "collect"
         """
     )
     with pytest.raises(ConfigError) as raised:
@@ -356,6 +359,9 @@ def test_processor_tables_keep_file_order_and_globs(proc_plugins: PluginManager)
 
             [[processors]]
             type = "tag"
+
+            [[sinks]]
+            type = "collect"
             """
         ),
         path="p.toml",

@@ -44,6 +44,7 @@ from hostile_helpers import (
     watch,
 )
 
+import mux_core.testing
 import mux_ws
 from mux_core.config import parse_config
 from mux_core.errors import ConfigError
@@ -520,22 +521,36 @@ async def test_a_subprotocol_in_headers_is_offered_and_may_be_chosen() -> None:
 
 
 @pytest.mark.parametrize(
-    ("line", "message"),
+    ("line", "where", "message"),
     [
-        ('url = "ws://127.0.0.1:1/a b"', "contains a space; percent-encode it"),
-        ('url = "ws://127.0.0.1:1/a\\tb"', "contains the control character"),
-        ('url = "ws://h/"\nheaders = { X-Token = "a\\r\\nInjected: 1" }', "printable ASCII"),
-        ('url = "ws://h/"\nheaders = { Upgrade = "h2c" }', "set by the WebSocket handshake"),
+        (
+            'url = "ws://127.0.0.1:1/a b"',
+            "5: sources[0].url",
+            "contains a space; percent-encode it",
+        ),
+        ('url = "ws://127.0.0.1:1/a\\tb"', "5: sources[0].url", "contains the control character"),
+        (
+            'url = "ws://h/"\nheaders = { X-Token = "a\\r\\nInjected: 1" }',
+            "6: sources[0].headers",
+            "printable ASCII",
+        ),
+        (
+            'url = "ws://h/"\nheaders = { Upgrade = "h2c" }',
+            "6: sources[0].headers",
+            "set by the WebSocket handshake",
+        ),
     ],
     ids=["space in url", "tab in url", "CR/LF in a header", "handshake header"],
 )
-def test_check_reports_what_would_crash_at_run_time(line: str, message: str) -> None:
+def test_check_reports_what_would_crash_at_run_time(line: str, where: str, message: str) -> None:
+    """At the line of the key the check names (``url: ...``), not the table's."""
     plugins = PluginManager()
     plugins.register(mux_ws, name="ws")
-    text = f'\n[[sources]]\nname = "w"\ntransport = "ws"\n{line}\n'
+    plugins.register(mux_core.testing, name="testing")
+    text = f'\n[[sources]]\nname = "w"\ntransport = "ws"\n{line}\n[[sinks]]\ntype = "collect"\n'
     with pytest.raises(ConfigError) as info:
         parse_config(text, path="mon.toml", plugins=plugins)
-    assert str(info.value).splitlines()[-1].startswith("mon.toml:2: sources[0]:")
+    assert str(info.value).startswith(f"mon.toml:{where}")
     assert message in str(info.value)
 
 
