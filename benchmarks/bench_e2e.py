@@ -143,6 +143,18 @@ class _Growth:
         return self.matches
 
 
+def _hwm_kib(pid: int) -> int:
+    """The peak resident set of a running process (``VmHWM``), in KiB; 0 if gone."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
 def run_child(
     argv: list[str],
     *,
@@ -164,11 +176,13 @@ def run_child(
             argv, cwd=cwd, stdout=stdout, stderr=stderr, preexec_fn=_die_with_parent
         )
     complete_at: float | None = None
+    peak_kib = 0
     interrupted_at: float | None = None
     killed = False
     because: str | None = None
     try:
         while True:
+            peak_kib = max(peak_kib, _hwm_kib(proc.pid))
             _wait_for_exit(proc.pid, POLL_S)
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
@@ -209,7 +223,10 @@ def run_child(
         exit_code=proc.returncode,
         wall=wall,
         cpu=usage.ru_utime + usage.ru_stime,
-        max_rss_kib=usage.ru_maxrss,
+        # ru_maxrss of a child forked from this (by then large) process starts
+        # at this process's size (seen: every row after the first read
+        # ~135 MiB); VmHWM, sampled while the child runs, is the child's own.
+        max_rss_kib=peak_kib or usage.ru_maxrss,
         stopped_because=because,
         stderr_tail="\n".join(tail),
     )

@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _harness as h
 import bench_e2e
+import bench_processors
 import bench_rest_throughput
 import bench_sse_latency
 import bench_sse_scale
@@ -41,6 +42,7 @@ BENCHMARKS = [
     ("SSE latency", bench_sse_latency.run),
     ("SSE scale", bench_sse_scale.run),
     ("E2E mux run -> file vs user's script", bench_e2e.run),
+    ("Processors", bench_processors.run),
 ]
 
 
