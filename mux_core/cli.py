@@ -117,7 +117,20 @@ def _parser(loaded: PluginManager | None = None) -> argparse.ArgumentParser:
     check.add_argument(
         "--probe",
         action="store_true",
-        help="also try each source once and report whether it is reachable",
+        help="also try each source once and report whether it is reachable (the verdicts come "
+        "first, then the resolved config)",
+    )
+    check.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="do not print the resolved config (with --probe: only the verdicts)",
+    )
+    check.add_argument(
+        "--json",
+        action="store_true",
+        help="with --probe: print only the verdicts, as a JSON list (source, transport, "
+        "verdict, state, reachable, detail)",
     )
 
     replay = commands.add_parser(
@@ -196,7 +209,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 watch=args.watch,
             )
         if args.command == "check":
-            return _check(Path(args.config), probe=args.probe)
+            if args.json and not args.probe:
+                print("mux: error: --json goes with --probe", file=sys.stderr)
+                return EXIT_USAGE
+            return _check(Path(args.config), probe=args.probe, quiet=args.quiet, as_json=args.json)
         if args.command == "replay":
             return _replay(args)
         if args.command == "plugins":
@@ -297,22 +313,25 @@ def _select_shard(config: Config, shard: Shard | None) -> Config:
     return selected
 
 
-def _check(path: Path, *, probe: bool) -> int:
+def _check(path: Path, *, probe: bool, quiet: bool = False, as_json: bool = False) -> int:
     from .config import load_config, render_config
 
     plugins = load_plugins()
     config = load_config(path, plugins)
-    print(render_config(config))
+    code = 0
+    if probe:
+        from .probe import probe_config
+
+        # The verdicts first: they are what a probe is run for.
+        code = probe_config(config, plugins, as_json=as_json)
+    if not (quiet or as_json):
+        print(("\n" if probe else "") + render_config(config))
     print(
         f"# OK: {path}: {len(config.sources)} source(s), {len(config.sinks)} sink(s)"
         + (f", {len(config.processors)} processor(s)" if config.processors else ""),
         file=sys.stderr,
     )
-    if probe:
-        from .probe import probe_config
-
-        return probe_config(config, plugins)
-    return 0
+    return code
 
 
 def _replay(args: argparse.Namespace) -> int:

@@ -12,14 +12,20 @@ is opened. The verdicts say what a user should do next:
   retrying cannot help, fix the config.
 
 A probe says what ``mux run`` would do, so it classifies as the supervisor
-does: whatever a transport raises as ``ServerUnavailable`` is retried by a
-run, and is "not up yet" here. That includes DNS failures -- a container's
-or a cluster service's name resolves only once it is up -- with a hint to
-check the name should it stay so.
+does -- through the same functions (:func:`mux_core.supervisor.attempt_session`
+and :func:`~mux_core.supervisor.outcome_state`): an attempt ending in a
+retried state (``server_unavailable``, ``disconnected``) is "not up yet",
+``failed`` is a "config problem", ``connected`` (or ``ended``: the server
+answered that the stream is over) is "reachable". That includes DNS failures
+-- a container's or a cluster service's name resolves only once it is up --
+with a hint to check the name should it stay so, and a ``ws`` or ``rest``
+source pointed at an event stream (or the reverse): whatever verdict it gets
+here, ``mux run`` reports the matching state.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Sequence
 from typing import TextIO
@@ -28,10 +34,10 @@ import attrs
 import trio
 
 from .config import Config, SourceConfig
-from .errors import Disconnected, Ended, Failed, ServerUnavailable, SessionError
-from .events import Record
+from .events import Record, State
 from .plugins import PluginManager
 from .session import ResumeState, Session, SharedResources
+from .supervisor import attempt_session, outcome_state
 
 __all__ = ["ProbeResult", "probe_config", "probe_sources"]
 
@@ -48,19 +54,28 @@ _DNS_HINTS = (
 )
 
 
+#: The verdict for each state a run's first attempt can end in.
+_VERDICTS = {
+    State.CONNECTED: REACHABLE,
+    State.ENDED: REACHABLE,
+    State.FAILED: CONFIG_PROBLEM,
+    State.SERVER_UNAVAILABLE: NOT_UP_YET,
+    State.DISCONNECTED: NOT_UP_YET,
+}
+
+
 @attrs.frozen
 class ProbeResult:
     source: str
     verdict: str
     detail: str
+    #: The state ``mux run`` reports for the same first attempt.
+    state: State = State.CONNECTED
+    transport: str = ""
 
     @property
     def reachable(self) -> bool:
         return self.verdict == REACHABLE
-
-
-class _Reached(Exception):
-    """Raised from ``connected()`` to end the probe session at once."""
 
 
 async def _probe_one(
@@ -71,9 +86,6 @@ async def _probe_one(
     async def send(batch: Sequence[Record]) -> None:
         pass
 
-    def reached() -> None:
-        raise _Reached
-
     session = Session(
         source=cfg.name,
         transport=cfg.transport,
@@ -82,33 +94,24 @@ async def _probe_one(
         shared=shared,
         send=send,
         attempt=1,
-        on_connected=reached,
     )
-    try:
-        with trio.fail_after(cfg.retry.connect_timeout + 1):
-            await transport.run_session(session)
-    except _Reached:
-        return ProbeResult(cfg.name, REACHABLE, "connected")
-    except trio.TooSlowError:
-        return ProbeResult(
-            cfg.name, NOT_UP_YET, f"no connection within {cfg.retry.connect_timeout:g} s"
-        )
-    except Ended as exc:
-        return ProbeResult(
-            cfg.name, REACHABLE, f"the server says the stream is over ({exc.detail})"
-        )
-    except Failed as exc:
-        return ProbeResult(cfg.name, CONFIG_PROBLEM, exc.detail)
-    except ServerUnavailable as exc:
-        detail = exc.detail
-        if any(hint in detail.lower() for hint in _DNS_HINTS):
-            detail += " (a run retries it; check the host name if it stays so)"
-        return ProbeResult(cfg.name, NOT_UP_YET, detail)
-    except (Disconnected, SessionError) as exc:
-        return ProbeResult(cfg.name, NOT_UP_YET, exc.detail)
-    except Exception as exc:  # a transport bug: report it, do not crash the check
-        return ProbeResult(cfg.name, CONFIG_PROBLEM, f"internal error in transport: {exc!r}")
-    return ProbeResult(cfg.name, NOT_UP_YET, "the stream ended before it connected")
+    outcome = await attempt_session(
+        transport,
+        session,
+        cfg.retry.connect_timeout,
+        transport_name=cfg.transport,
+        source=cfg.name,
+        stop_when_connected=True,
+    )
+    if outcome is None:
+        return ProbeResult(cfg.name, REACHABLE, "connected", State.CONNECTED, cfg.transport)
+    state = outcome_state(outcome)
+    detail = outcome.detail
+    if state is State.ENDED:
+        detail = f"the server says the stream is over ({detail})"
+    elif state is State.SERVER_UNAVAILABLE and any(h in detail.lower() for h in _DNS_HINTS):
+        detail += " (a run retries it; check the host name if it stays so)"
+    return ProbeResult(cfg.name, _VERDICTS[state], detail, state, cfg.transport)
 
 
 async def probe_sources(config: Config, plugins: PluginManager) -> list[ProbeResult]:
@@ -128,11 +131,27 @@ async def probe_sources(config: Config, plugins: PluginManager) -> list[ProbeRes
     return [results[cfg.name] for cfg in config.sources]
 
 
-def probe_config(config: Config, plugins: PluginManager, *, out: TextIO | None = None) -> int:
-    """Print one line per source; exit code 0 only when every source is reachable."""
+def probe_config(
+    config: Config, plugins: PluginManager, *, out: TextIO | None = None, as_json: bool = False
+) -> int:
+    """Print one line per source (or a JSON list); exit 0 only when every source is reachable."""
     out = out or sys.stdout
     results = trio.run(probe_sources, config, plugins)
-    width = max(len(r.source) for r in results)
-    for result in results:
-        print(f"{result.source.ljust(width)}  {result.verdict}: {result.detail}", file=out)
+    if as_json:
+        rows = [
+            {
+                "source": r.source,
+                "transport": r.transport,
+                "verdict": r.verdict,
+                "state": r.state.value,
+                "reachable": r.reachable,
+                "detail": r.detail,
+            }
+            for r in results
+        ]
+        print(json.dumps(rows, indent=2), file=out)
+    elif results:
+        width = max(len(r.source) for r in results)
+        for result in results:
+            print(f"{result.source.ljust(width)}  {result.verdict}: {result.detail}", file=out)
     return 0 if all(r.reachable for r in results) else 1

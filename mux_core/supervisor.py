@@ -30,11 +30,70 @@ from .events import Record, State, Status
 from .retry import RetryPolicy
 from .session import ResumeState, Session, SharedResources, Transport
 
-__all__ = ["Supervisor"]
+__all__ = ["Supervisor", "attempt_session", "outcome_state"]
 
 _log = logging.getLogger("mux.supervisor")
 
 Send = Callable[[Sequence[Record]], Awaitable[Any]]
+
+
+def outcome_state(outcome: SessionError) -> State:
+    """The state a run reports for how an attempt ended -- the one classification.
+
+    ``mux run`` (the supervisor) and ``mux check --probe`` both use it, so a
+    probe's verdict is what a run would do: ``ended`` and ``failed`` are
+    terminal, ``disconnected`` and ``server_unavailable`` are retried.
+    """
+    if isinstance(outcome, Ended):
+        return State.ENDED
+    if isinstance(outcome, Failed):
+        return State.FAILED
+    if isinstance(outcome, Disconnected):
+        return State.DISCONNECTED
+    return State.SERVER_UNAVAILABLE
+
+
+async def attempt_session(
+    transport: Transport,
+    session: Session,
+    connect_timeout: float,
+    *,
+    transport_name: str,
+    source: str,
+    stop_when_connected: bool = False,
+) -> SessionError | None:
+    """Run one session under the connect timeout; return how it ended.
+
+    A session that returns counts as ``Disconnected``, a transport that
+    crashes as ``Failed``, no ``connected()`` within ``connect_timeout`` as
+    ``ServerUnavailable``. With ``stop_when_connected`` (a probe) the session
+    is cut short at ``connected()`` and None is returned.
+    """
+    scope = trio.CancelScope(deadline=trio.current_time() + connect_timeout)
+    reached = False
+
+    def connected() -> None:
+        nonlocal reached
+        reached = True
+        if stop_when_connected:
+            scope.cancel()
+        else:
+            scope.deadline = math.inf
+
+    session._on_connected = connected
+    try:
+        with scope:
+            await transport.run_session(session)
+            return Disconnected("the stream ended")
+    except SessionError as exc:
+        return exc
+    except Exception as exc:
+        _log.exception("transport %r of source %r crashed", transport_name, source)
+        return Failed(f"internal error in transport {transport_name!r}: {exc!r}")
+    if reached:
+        return None
+    # Reached only when the connect deadline cancelled the session.
+    return ServerUnavailable(f"no connection within {connect_timeout:g} s")
 
 
 class Supervisor:
@@ -89,12 +148,17 @@ class Supervisor:
                 delivered=self._delivered,
                 attempt=attempt,
             )
-            outcome = await self._run_session(session)
-
-            if isinstance(outcome, Ended):
-                return await self._status(State.ENDED, attempt, None, outcome.detail)
-            if isinstance(outcome, Failed):
-                return await self._status(State.FAILED, attempt, None, outcome.detail)
+            outcome = await attempt_session(
+                self.transport,
+                session,
+                self.policy.connect_timeout,
+                transport_name=self.transport_name,
+                source=self.source,
+            )
+            assert outcome is not None
+            state = outcome_state(outcome)
+            if state.terminal:
+                return await self._status(state, attempt, None, outcome.detail)
             assert isinstance(outcome, ServerUnavailable | Disconnected)
 
             if self._was_healthy(session):
@@ -107,33 +171,8 @@ class Supervisor:
                     detail = f"{failures} attempts in a row failed; last: {outcome.detail}"
                     return await self._status(State.MAX_RETRIES_EXCEEDED, attempt, None, detail)
                 delay = self._next_delay(failures, outcome.retry_after)
-            state = (
-                State.DISCONNECTED
-                if isinstance(outcome, Disconnected)
-                else State.SERVER_UNAVAILABLE
-            )
             await self._status(state, attempt, delay, outcome.detail)
             await trio.sleep(delay)
-
-    async def _run_session(self, session: Session) -> SessionError:
-        """Run one session under the connect timeout; return how it ended."""
-        scope = trio.CancelScope(deadline=trio.current_time() + self.policy.connect_timeout)
-
-        def connected() -> None:
-            scope.deadline = math.inf
-
-        session._on_connected = connected
-        try:
-            with scope:
-                await self.transport.run_session(session)
-                return Disconnected("the stream ended")
-        except SessionError as exc:
-            return exc
-        except Exception as exc:
-            _log.exception("transport %r of source %r crashed", self.transport_name, self.source)
-            return Failed(f"internal error in transport {self.transport_name!r}: {exc!r}")
-        # Reached only when the connect deadline cancelled the session.
-        return ServerUnavailable(f"no connection within {self.policy.connect_timeout:g} s")
 
     def _was_healthy(self, session: Session) -> bool:
         """A session that delivered an event or stayed up reset_after resets the count."""

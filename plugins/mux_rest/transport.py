@@ -202,6 +202,9 @@ class RestTransport:
             try:
                 body = _loads(content)
             except ValueError as exc:
+                if _is_event_stream(response):
+                    # An SSE endpoint: no retry will make it JSON.
+                    raise Failed(f'{_not_json(response)}; use transport = "sse"') from exc
                 raise ServerUnavailable(_not_json(response)) from exc
             page = _general_page(_extract_items(body, opts.items), opts.id_field, opts.event_field)
         await session.connected()
@@ -380,6 +383,11 @@ def _check_status(response: HttpResponse) -> None:
         retry_after = parse_retry_after(response.headers.get("retry-after"))
         raise ServerUnavailable(detail, retry_after=retry_after)
     raise Failed(detail)
+
+
+def _is_event_stream(response: HttpResponse) -> bool:
+    content_type = response.headers.get("content-type", "")
+    return content_type.split(";")[0].strip().lower() == "text/event-stream"
 
 
 def _not_json(response: HttpResponse) -> str:
