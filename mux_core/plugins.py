@@ -123,7 +123,12 @@ class PluginManager:
                 module = ep.load()
             except Exception as exc:  # a broken plugin must not crash the host
                 error = _describe_import_error(exc)
-                _log.warning("plugin %r (%s) failed to load: %s", ep.name, dist, error)
+                # A missing dependency (an extra not installed: mux[qt]) matters
+                # only to a config that uses the plugin, which then fails with
+                # FILE:LINE and this error; `mux plugins` lists it. Anything
+                # else is a broken plugin: say so in every run's log.
+                level = logging.DEBUG if isinstance(exc, ImportError) else logging.WARNING
+                _log.log(level, "plugin %r (%s) failed to load: %s", ep.name, dist, error)
                 self.failures.append(PluginFailure(ep.name, dist, error))
                 continue
             if self._pm.is_registered(module):
