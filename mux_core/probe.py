@@ -12,8 +12,8 @@ is opened. The verdicts say what a user should do next:
   retrying cannot help, fix the config.
 
 A probe says what ``mux run`` would do, so it classifies as the supervisor
-does -- through the same functions (:func:`mux_core.supervisor.attempt_session`
-and :func:`~mux_core.supervisor.outcome_state`): an attempt ending in a
+does -- through the same functions (:func:`mux_core._attempt.attempt_session`
+and :func:`~mux_core._attempt.outcome_state`): an attempt ending in a
 retried state (``server_unavailable``, ``disconnected``) is "not up yet",
 ``failed`` is a "config problem", ``connected`` (or ``ended``: the server
 answered that the stream is over) is "reachable". That includes DNS failures
@@ -33,11 +33,11 @@ from typing import TextIO
 import attrs
 import trio
 
+from ._attempt import attempt_session, outcome_state
 from .config import Config, SourceConfig
 from .events import Record, State
 from .plugins import PluginManager
 from .session import ResumeState, Session, SharedResources
-from .supervisor import attempt_session, outcome_state
 
 __all__ = ["ProbeResult", "probe_config", "probe_sources"]
 
