@@ -303,6 +303,7 @@ class Engine:
             dropped=lambda: channel.dropped,
             retry=self.config.retry,
             resumed={r.name: r.resume.seq for r in running if r.resume is not None},
+            restart_source=self.restart_source,
         )
         try:
             runner.sink = cls(cfg.options, context)

@@ -116,6 +116,10 @@ class SinkContext:
     #: before a crash (written, not yet checkpointed): a sink that can tell
     #: (the file sink reads its file's tail) skips those it already holds.
     resumed: Mapping[str, int] = attrs.field(factory=dict)
+    #: Start source ``name`` again if it gave up (``max_retries_exceeded``),
+    #: ``failed`` or ``ended``, from its resume state: a UI's "Restart" button.
+    #: Safe from any thread; does nothing for a live source, or in a replay.
+    restart_source: Callable[[str], None] = lambda _name: None
 
 
 #: A sink channel's default bound in bytes (``buffer_bytes``): big events and a

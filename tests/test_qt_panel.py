@@ -497,3 +497,87 @@ async def test_the_quality_column_shows_uptime_and_reconnects() -> None:
         sink.panel.refresh()
         shown = sink.panel.cell_text("train-sse", "Quality")
         assert shown == "up 99.2% · 1 reconnect · lag p99 0.25 s"
+
+
+async def test_the_restart_button_starts_a_source_that_gave_up_once_its_server_is_up() -> None:
+    """A real engine with a panel: ``gave-up`` reaches max_retries_exceeded against a
+    closed port, its row shows "Restart"; a server comes up on that port, a click
+    starts the source again, which connects, and the button goes away."""
+    import socket
+
+    import mux_core.testing
+    from mux_core.config import parse_config
+    from mux_core.engine import Engine
+    from mux_core.plugins import PluginManager
+    from mux_core.testing import CollectingSink, serve_sse
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    plugins = PluginManager()
+    plugins.load_entry_points(only=set())
+    plugins.register(mux_core.testing, name="testing")
+    config = parse_config(
+        f"""
+[[sources]]
+name = "gave-up"
+transport = "sse"
+url = "http://127.0.0.1:{port}/events"
+retry = {{ max_attempts = 2, initial_delay = 0.05 }}
+
+[[sources]]
+name = "alive"
+transport = "scripted"
+then = "hang"
+
+[[sinks]]
+type = "qt"
+
+[[sinks]]
+type = "collect"
+""",
+        path="restart.toml",
+        plugins=plugins,
+    )
+    CollectingSink.instances.clear()
+    engine = Engine(config, plugins)
+
+    def reached(state: State, after: int = 0) -> Any:
+        def seen(sink: CollectingSink) -> bool:
+            states = [s.state for s in sink.statuses if s.source == "gave-up"]
+            return state in states[after:]
+
+        return seen
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(engine.run)
+        with trio.fail_after(10):
+            while "collect" not in CollectingSink.instances:
+                await trio.lowlevel.checkpoint()
+        collect = CollectingSink.instances["collect"]
+        await collect.wait_for(reached(State.MAX_RETRIES_EXCEEDED))
+        qt = next(r.sink for r in engine._sinks if isinstance(r.sink, QtSink))
+        panel = qt.panel
+        assert panel is not None
+        with trio.fail_after(10):  # the model is fed by the qt sink's own channel
+            while not panel.badge("gave-up").text.startswith("max retries exceeded"):
+                await trio.lowlevel.checkpoint()
+                panel.refresh()
+        button = panel.restart_button("gave-up")
+        alive_button = panel.restart_button("alive")
+        assert button is not None and not button.isHidden() and button.isEnabled()
+        assert alive_button is not None and alive_button.isHidden()
+        before = len(collect.statuses)
+
+        async with serve_sse(port=port) as server:
+            await server.publish({"step": 1}, id="1")
+            button.click()
+            assert not button.isEnabled()  # clicked once: no second restart meanwhile
+            await collect.wait_for(reached(State.CONNECTED))
+            with trio.fail_after(10):
+                while not button.isHidden():
+                    await trio.lowlevel.checkpoint()
+                    panel.refresh()
+            assert [e.data for e in collect.events if e.source == "gave-up"][:1] == [{"step": 1}]
+            assert any(s.source == "gave-up" for s in collect.statuses[before:])
+            engine.request_stop("test over")

@@ -39,11 +39,14 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QHeaderView,
     QLabel,
+    QPushButton,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
+
+from mux_core.events import State
 
 from .model import (
     Badge,
@@ -65,10 +68,23 @@ BANNER = (
     "Client only: mux watches streams that other programs serve. "
     "It never starts a server and never opens a listening port."
 )
-_COLUMNS = ("Source", "Transport", "State", "Events/s", "Last event", "Run", "Alerts", "Quality")
+_COLUMNS = (
+    "Source",
+    "Transport",
+    "State",
+    "Events/s",
+    "Last event",
+    "Run",
+    "Alerts",
+    "Quality",
+    "",
+)
 _STATE_COLUMN = 2
 _ALERT_COLUMN = 6
 _QUALITY_COLUMN = 7
+_RESTART_COLUMN = 8
+#: States a source can be restarted from (Engine.restart_source).
+_RESTARTABLE = frozenset({State.MAX_RETRIES_EXCEEDED, State.FAILED, State.ENDED})
 _CURVE_COLOURS = (
     "#1f77b4",
     "#d62728",
@@ -399,7 +415,9 @@ class QtPanel(QWidget):
 
     ``on_close`` runs when the user closes the window (the sink asks the run
     to stop); :meth:`close_quietly` closes it without that, when the run is
-    already ending.
+    already ending. ``on_restart(source)``, when given, is what a row's
+    "Restart" button calls; the button shows while the source is in
+    ``max_retries_exceeded``, ``failed`` or ``ended``.
     """
 
     def __init__(
@@ -412,15 +430,18 @@ class QtPanel(QWidget):
         clock: Callable[[], float] = time.time,
         log_y: tuple[str, ...] = (),
         subtitle: str = "",
+        on_restart: Callable[[str], None] | None = None,
     ) -> None:
         super().__init__()
         self.model = model
         self._on_close = on_close
+        self._on_restart = on_restart
         self._dropped = dropped
         self._clock = clock
         self._quiet = False
         self._closed = False
         self._row_of: dict[str, int] = {}
+        self._restart_seen: dict[int, Any] = {}
         self.setWindowTitle(title)
         self.resize(1000, 760)
         # Deleted by Qt once closed, while the application still runs: left to
@@ -504,8 +525,21 @@ class QtPanel(QWidget):
             self.table.setItem(row, column, item)
         self.table.setItem(row, _ALERT_COLUMN, QTableWidgetItem())
         self.table.setItem(row, _QUALITY_COLUMN, QTableWidgetItem())
+        if self._on_restart is not None:
+            button = QPushButton("Restart")
+            button.setToolTip(f"Start {source} again, from where it stopped")
+            button.setVisible(False)
+            button.clicked.connect(lambda _checked=False, name=source: self._restart(name))
+            self.table.setCellWidget(row, _RESTART_COLUMN, button)
         self._fit_table()
         return row
+
+    def _restart(self, source: str) -> None:
+        button = self.restart_button(source)
+        if button is not None:
+            button.setEnabled(False)  # until a new status arrives
+        if self._on_restart is not None:
+            self._on_restart(source)
 
     def _fit_table(self) -> None:
         height = self.table.horizontalHeader().height() + 2 * self.table.frameWidth()
@@ -533,6 +567,7 @@ class QtPanel(QWidget):
             self._set_text(row, 5, str(info.run))
             self._show_alerts(row, info)
             self._set_text(row, _QUALITY_COLUMN, quality_text(info.quality))
+            self._show_restart(row, info)
         for view in self.views.values():
             view.refresh()
         dropped = self._dropped()
@@ -555,6 +590,17 @@ class QtPanel(QWidget):
             item.setToolTip("\n".join(f"{a.severity}: {a.message}" for a in info.alerts))
             item.setForeground(QColor(severity_colour(last.severity)))
 
+    def _show_restart(self, row: int, info: SourceRow) -> None:
+        button = self.table.cellWidget(row, _RESTART_COLUMN)
+        if not isinstance(button, QPushButton):
+            return
+        status = info.status
+        if status is self._restart_seen.get(row):
+            return  # no new status: a clicked button stays disabled until one comes
+        self._restart_seen[row] = status
+        button.setVisible(status is not None and status.state in _RESTARTABLE)
+        button.setEnabled(True)
+
     def _set_text(self, row: int, column: int, text: str) -> None:
         item = self.table.item(row, column)
         if item is not None and item.text() != text:
@@ -572,6 +618,11 @@ class QtPanel(QWidget):
         """The text shown in ``column`` (a header, e.g. "Events/s") for ``source``."""
         item = self.table.item(self._row_of[source], _COLUMNS.index(column))
         return "" if item is None else item.text()
+
+    def restart_button(self, source: str) -> QPushButton | None:
+        """The "Restart" button of ``source``'s row (None without ``on_restart``)."""
+        widget = self.table.cellWidget(self._row_of[source], _RESTART_COLUMN)
+        return widget if isinstance(widget, QPushButton) else None
 
     def curve(self, field: str, source: str) -> pg.PlotDataItem | None:
         """The curve of ``field`` from ``source``'s newest run, once it has points."""

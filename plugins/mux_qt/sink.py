@@ -99,6 +99,7 @@ class QtSink:
             dropped=self.context.dropped,
             log_y=tuple(self.options.log_y),
             clock=self.clock,
+            on_restart=self.context.restart_source,
         )
         self.panel.show()
         if QThread.currentThread().loopLevel() == 0:
