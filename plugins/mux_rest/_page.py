@@ -106,15 +106,15 @@ class Delivered:
 
     Bounded: the newest pages up to ``max_items`` items and ``max_bytes``
     bytes of pages are kept. One dict maps every remembered id to its item,
-    so a page of new ids costs one C-level key intersection; only ids seen
-    again are compared, byte for byte.
+    so a page of new ids costs one C-level ``isdisjoint`` and one ``update``;
+    only ids seen again are compared, byte for byte.
     """
 
     def __init__(self, *, max_items: int, max_bytes: int) -> None:
         self.max_items = max_items
         self.max_bytes = max_bytes
         self._by_id: dict[str, Any] = {}
-        self._pages: deque[tuple[list[tuple[str, Any]], int]] = deque()
+        self._pages: deque[tuple[list[str | None], list[Any], int]] = deque()
         self._bytes = 0
         #: Times the stream started over (an id came again with other data).
         self.restarts = 0
@@ -125,20 +125,19 @@ class Delivered:
         Drops exact repeats; on an id repeated with different data the
         memory starts a new segment from that item on.
         """
-        page = {id_: item for id_, item in zip(ids, items, strict=True) if id_ is not None}
-        keep: list[int] | None = None
-        if page.keys() & self._by_id.keys():
-            keep = []
-            for index, id_ in enumerate(ids):
-                if id_ is not None and id_ in self._by_id:
-                    if _same(self._by_id[id_], items[index]):
-                        continue
-                    # The stream started over: forget the old segment.
-                    self.restarts += 1
-                    self.clear()
-                keep.append(index)
-            page = {ids[i]: items[i] for i in keep if ids[i] is not None}  # type: ignore[misc]
-        self._remember(page, size)
+        if self._by_id.keys().isdisjoint(ids):  # the common case: every id is new
+            self._remember(ids, items, size)
+            return None
+        keep: list[int] = []
+        for index, id_ in enumerate(ids):
+            if id_ is not None and id_ in self._by_id:
+                if _same(self._by_id[id_], items[index]):
+                    continue
+                # The stream started over: forget the old segment.
+                self.restarts += 1
+                self.clear()
+            keep.append(index)
+        self._remember([ids[i] for i in keep], [items[i] for i in keep], size)
         return keep
 
     def clear(self) -> None:
@@ -146,20 +145,21 @@ class Delivered:
         self._pages.clear()
         self._bytes = 0
 
-    def _remember(self, page: dict[str, Any], size: int) -> None:
-        if not page:
+    def _remember(self, ids: list[str | None], items: list[Any], size: int) -> None:
+        if not ids:
             return
-        self._by_id.update(page)
-        self._pages.append((list(page.items()), size))
-        self._bytes += size
         by_id = self._by_id
+        by_id.update(zip(ids, items, strict=True))
+        by_id.pop(None, None)  # type: ignore[call-overload]  # items without an id
+        self._pages.append((ids, items, size))
+        self._bytes += size
         while len(self._pages) > 1 and (
             len(by_id) > self.max_items or self._bytes > self.max_bytes
         ):
-            old, old_size = self._pages.popleft()
+            old_ids, old_items, old_size = self._pages.popleft()
             self._bytes -= old_size
-            for id_, item in old:
-                if by_id.get(id_) is item:  # not since replaced by a newer page's item
+            for id_, item in zip(old_ids, old_items, strict=True):
+                if id_ is not None and by_id.get(id_) is item:  # not replaced since
                     del by_id[id_]
 
 
