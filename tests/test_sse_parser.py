@@ -399,3 +399,37 @@ def test_round_trip_of_well_formed_events(events: list[tuple[str, str]]) -> None
         stream += b"\n"
     got = datas(stream)
     assert got == [d.replace("\r\n", "\n").replace("\r", "\n") for _, d in events]
+
+
+_simple_event = st.lists(
+    st.sampled_from([b"{}", b"1", b"x", b"\xe2\x82\xac", b" ", b":"]), max_size=3
+).map(lambda parts: b"data: " + b"".join(parts) + b"\n\n")
+
+
+@st.composite
+def mostly_simple_streams(draw: st.DrawFn) -> tuple[bytes, list[bytes]]:
+    """Runs of single-line ``data: `` events (the common stream) among any lines."""
+    parts = draw(st.lists(st.one_of(_simple_event, _simple_event, _line), max_size=30))
+    stream = b"".join(parts)
+    points = sorted(set(draw(st.lists(st.integers(0, len(stream)), max_size=6))))
+    bounds = [0, *points, len(stream)]
+    return stream, [stream[a:b] for a, b in itertools.pairwise(bounds)]
+
+
+def _as_text(events: list[tuple[str, Any, Any]]) -> list[tuple[str, Any, str]]:
+    return [(kind, id_, data.decode("utf-8", "replace")) for kind, id_, data in events]
+
+
+@settings(max_examples=500, deadline=None)
+@given(case=st.one_of(split_streams(), mostly_simple_streams()), limit=st.integers(5, 60))
+def test_raw_mode_hands_out_the_bytes_text_mode_decodes(
+    case: tuple[bytes, list[bytes]], limit: int
+) -> None:
+    """json_data=True (what the transport uses: the data as raw bytes) gives
+    exactly the events of text mode, as bytes, for any split and size limit."""
+    _, reads = case
+    raw, raw_parser = parse(reads, json_data=True, empty_id=None, max_event_bytes=limit)
+    text, text_parser = parse(reads, empty_id=None, max_event_bytes=limit)
+    assert _as_text(raw) == text
+    assert raw_parser.last_event_id == text_parser.last_event_id
+    assert raw_parser.skipped == text_parser.skipped
