@@ -71,7 +71,7 @@ async def test_status_levels_and_text(caplog: pytest.LogCaptureFixture) -> None:
         ),
         (logging.WARNING, "train-sse: connecting (attempt 2)"),
         (logging.INFO, "train-sse: connected"),
-        (logging.WARNING, "train-sse: disconnected (attempt 1, retry in 30 s): stream closed"),
+        (logging.WARNING, "train-sse: disconnected (was connected, retry in 30 s): stream closed"),
         (logging.INFO, "train-sse: ended: HTTP 204"),
         (logging.ERROR, "train-sse: failed (attempt 1): HTTP 404"),
         (logging.ERROR, "train-sse: max_retries_exceeded (attempt 3): connection refused"),
@@ -232,3 +232,102 @@ async def test_quality_lines_can_be_turned_off_or_written_as_json(
     assert level == logging.INFO
     assert orjson.loads(message)["type"] == "quality"
     assert orjson.loads(message)["reconnects"] == 2
+
+
+async def test_attempt_numbers_read_consistently_across_a_real_server_restart(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A ws and a rest source through a server stop and restart: the drop of the
+    healthy connection says "was connected", then every failure line carries the
+    number of the ``connecting`` line right before it, counting 1, 2, 3 ... --
+    never the same number twice in a row (it used to: ``server_unavailable
+    (attempt 1)`` twice for rest, ``disconnected (attempt 1)`` then
+    ``server_unavailable (attempt 1)`` for ws)."""
+    import re
+
+    import trio
+
+    from mux_core.config import parse_config
+    from mux_core.engine import Engine
+    from mux_core.plugins import PluginManager
+    from mux_core.testing import serve_rest, serve_ws
+
+    caplog.set_level(logging.INFO, logger="mux")
+    plugins = PluginManager()
+    plugins.load_entry_points(only=set())
+
+    def lines(source: str) -> list[str]:
+        prefix = f"{source}: "
+        return [m[len(prefix) :] for _, m in _lines(caplog) if m.startswith(prefix)]
+
+    class _Logged(logging.Handler):
+        """Wakes the test at each log line (the log sink logs from trio's thread)."""
+
+        changed = trio.Event()
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.changed.set()
+
+    logged = _Logged()
+    logging.getLogger(LOGGER).addHandler(logged)
+
+    async def wait_until(condition: Any) -> None:
+        with trio.fail_after(15):
+            while True:
+                logged.changed = trio.Event()
+                if condition():
+                    return
+                await logged.changed.wait()
+
+    async with serve_ws() as ws, serve_rest() as rest:
+        await ws.publish({"step": 1, "id": "1"})
+        await rest.publish({"step": 1}, id="1")
+        config = parse_config(
+            f"""
+[retry]
+initial_delay = 0.02
+max_delay = 0.05
+[[sources]]
+name = "w"
+transport = "ws"
+url = "{ws.url}"
+id_field = "id"
+[[sources]]
+name = "r"
+transport = "rest"
+url = "{rest.url}"
+interval = 0.05
+[[sinks]]
+type = "log"
+events = true
+""",
+            path="attempts.toml",
+            plugins=plugins,
+        )
+        engine = Engine(config, plugins)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(engine.run)
+            await wait_until(lambda: all("connected" in lines(s) for s in ("w", "r")))
+            # An event makes each connection healthy: the count starts over after it.
+            await ws.publish({"step": 2, "id": "2"})
+            await rest.publish({"step": 2}, id="2")
+            await wait_until(lambda: all(any("seq=2" in x for x in lines(s)) for s in ("w", "r")))
+            await ws.stop()
+            await rest.stop()
+            await wait_until(lambda: all("connecting (attempt 3)" in lines(s) for s in ("w", "r")))
+            await ws.start()
+            await rest.start()
+            await wait_until(lambda: all(lines(s).count("connected") == 2 for s in ("w", "r")))
+            engine.request_stop("test over")
+    logging.getLogger(LOGGER).removeHandler(logged)
+
+    for source in ("w", "r"):
+        log = [line for line in lines(source) if " seq=" not in line]
+        first, second = (i for i, line in enumerate(log) if line == "connected")
+        outage = log[first + 1 : second]
+        assert re.fullmatch(r"(disconnected|server_unavailable) \(was connected, .*", outage[0])
+        numbers = [int(n) for n in re.findall(r"\(attempt (\d+)", "\n".join(outage[1:]))]
+        # connecting N, failure N, connecting N+1, failure N+1, ..., connecting K.
+        tries = (len(numbers) + 1) // 2
+        assert numbers == [n for k in range(1, tries + 1) for n in (k, k)][: len(numbers)]
+        assert tries >= 3, outage

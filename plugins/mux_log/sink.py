@@ -9,7 +9,9 @@ Levels follow how much a human should care:
 
 * INFO -- ``connected``, ``ended``, ``stopped``, a first ``connecting``;
 * WARNING -- ``connecting`` after a failure, ``server_unavailable``,
-  ``disconnected`` (with the attempt and the retry delay);
+  ``disconnected`` (with the attempt and the retry delay; ``was connected``
+  instead of an attempt for the drop of an open connection, after which a
+  healthy connection's count starts over at ``connecting (attempt 1)``);
 * ERROR -- ``failed``, ``max_retries_exceeded``.
 
 Alerts (from processors) are always logged: a ``critical`` one at ERROR, a
@@ -102,10 +104,22 @@ def status_level(status: Status) -> int:
     return logging.INFO
 
 
-def format_status(status: Status, level: int) -> str:
-    """``train-sse: server_unavailable (attempt 2, retry in 1.7 s): connection refused``."""
+def format_status(status: Status, level: int, *, previous: State | None = None) -> str:
+    """``train-sse: server_unavailable (attempt 2, retry in 1.7 s): connection refused``.
+
+    ``previous`` is the source's state before this one, for the attempt rule
+    a reader can follow: a drop right after ``connected`` says ``was
+    connected`` instead of an attempt number (the count of failed attempts
+    starts again after a connection that delivered an event or stayed up
+    ``reset_after``), and every ``connecting`` but a source's first shows its
+    attempt number -- so ``server_unavailable (attempt N)`` always follows
+    ``connecting (attempt N)``.
+    """
     extras: list[str] = []
-    if level > logging.INFO:
+    dropped = status.state in _WARNING_STATES and previous is State.CONNECTED
+    if dropped:
+        extras.append("was connected")
+    elif level > logging.INFO or (status.state is State.CONNECTING and previous is not None):
         extras.append(f"attempt {status.attempt}")
     if status.retry_in is not None:
         extras.append(f"retry in {_seconds(status.retry_in)} s")
@@ -196,6 +210,8 @@ class LogSink:
         self._every = options.sample_every
         #: Events seen per source, for sampling.
         self._seen: dict[str, int] = {}
+        #: The last state of each source, for the attempt rule of format_status.
+        self._states: dict[str, State] = {}
 
     async def write(self, batch: Batch) -> None:
         logger = self.logger
@@ -208,6 +224,11 @@ class LogSink:
                 level = _ALERT_LEVELS[record.severity]
             elif type(record) is Status:
                 level = status_level(record)
+                previous = self._states.get(record.source)
+                self._states[record.source] = record.state
+                if level >= self._min_level and logger.isEnabledFor(level) and not self._json:
+                    logger.log(level, "%s", format_status(record, level, previous=previous))
+                    continue
             elif type(record) is Quality:
                 if not self.options.quality:
                     continue
