@@ -619,7 +619,7 @@ async def test_a_redis_cluster_takes_sources_in_many_slots_and_gives_them_all_ba
                 name = "relay"
                 transport = "redis-stream"
                 url = "{cluster.url}"
-                streams = ["clu:*"]
+                streams = ["{streams}"]
                 count = 500
                 {group}
                 [[sinks]]
@@ -628,30 +628,38 @@ async def test_a_redis_cluster_takes_sources_in_many_slots_and_gives_them_all_ba
                 {copy}
                 """,
             )
-            for name, group, copy in [
+            for name, streams, group, copy in [
                 # The plain consumer also copies what it relays back into the cluster:
                 # batches of many sources, so one pipeline of EVALs to many slots.
                 (
                     "plain",
+                    "clu:*",
                     "",
                     f'[[sinks]]\ntype = "redis-stream"\nurl = "{cluster.url}"\n'
                     'stream = "copy:{source}"\nmaxlen = 0',
                 ),
-                ("grouped", 'group = "g"\nconsumer = "c1"', ""),
+                ("grouped", "clu:*", 'group = "g"\nconsumer = "c1"', ""),
+                # One stream, one slot: one blocking read, as on a single server.
+                ("one-slot", "clu:train-5", "", ""),
             ]
         ]
         async with trio.open_nursery() as nursery:
             for consumer in consumers:
                 nursery.start_soon(consumer.run)
-            await wait_for(lambda: len(CollectingSink.instances) == 2, what="both sinks")
+            await wait_for(lambda: len(CollectingSink.instances) == 3, what="the sinks")
             sinks = [CollectingSink.instances["plain"], CollectingSink.instances["grouped"]]
+            one_slot = CollectingSink.instances["one-slot"]
+            train_5 = [r for r in expected if r.source == "train-5"]
 
             def relayed(sink: CollectingSink) -> list[Any]:
                 return [r for r in sink.records if r.source != "relay"]
 
             await wait_for(
-                lambda: all(len(relayed(sink)) >= len(expected) for sink in sinks),
-                what="every record through both consumers",
+                lambda: (
+                    all(len(relayed(sink)) >= len(expected) for sink in sinks)
+                    and len(relayed(one_slot)) >= len(train_5)
+                ),
+                what="every record through every consumer",
             )
             # Entries arriving while the consumers wait are read too (the empty-round waits).
             extra = Event("train-5", "sse", "m", None, {"late": True}, 2.0, 10_000)
@@ -659,10 +667,12 @@ async def test_a_redis_cluster_takes_sources_in_many_slots_and_gives_them_all_ba
                 cluster.ports[0], "-c", "XADD", "clu:train-5", "*", "record", record_line(extra)
             )
             await wait_for(
-                lambda: all(extra in relayed(sink) for sink in sinks), what="a late entry"
+                lambda: all(extra in relayed(sink) for sink in [*sinks, one_slot]),
+                what="a late entry",
             )
             for consumer in consumers:
                 consumer.request_stop("read")
+        assert relayed(one_slot) == [*train_5, extra]
         for sink in sinks:
             got = [r for r in relayed(sink) if r != extra]
             assert len(got) == len(expected)
