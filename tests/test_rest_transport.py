@@ -449,8 +449,8 @@ def test_delivered_memory_is_bounded_and_forgets_the_oldest_pages() -> None:
     delivered = Delivered(max_items=4, max_bytes=10**9)
     assert delivered.filter(["1", "2"], [b"a", b"b"], 10) is None
     assert delivered.filter(["3", "4"], [b"c", b"d"], 10) is None
-    assert delivered.filter(["5", "6"], [b"e", b"f"], 10) is None  # pages 1 forgotten
-    assert delivered.filter(["1", "3"], [b"a", b"c"], 10) == [0]  # "1" is new again, "3" a repeat
+    assert delivered.filter(["5", "6"], [b"e", b"f"], 10) is None  # "1", "2" forgotten
+    assert delivered.filter(["1", "5"], [b"a", b"e"], 10) == [0]  # "1" new again, "5" a repeat
     assert delivered.restarts == 0
     assert delivered.filter(["6"], [b"other"], 10) == [0]  # same id, other data: a new run
     assert delivered.restarts == 1
@@ -458,3 +458,4 @@ def test_delivered_memory_is_bounded_and_forgets_the_oldest_pages() -> None:
     for n in range(10):
         by_bytes.filter([str(n)], [b"x"], 10)
     assert by_bytes.filter(["0"], [b"x"], 10) is None  # long forgotten: delivered
+    assert by_bytes.filter(["9"], [b"x"], 10) == []  # the newest is remembered

@@ -20,7 +20,6 @@ remembers recent pages, bounded by items and by bytes.
 
 from __future__ import annotations
 
-from collections import deque
 from typing import Any
 
 import msgspec
@@ -104,18 +103,22 @@ def _is_utf8(raw: bytes) -> bool:
 class Delivered:
     """The items delivered in the current run segment, remembered by id.
 
-    Bounded: the newest pages up to ``max_items`` items and ``max_bytes``
-    bytes of pages are kept. One dict maps every remembered id to its item,
-    so a page of new ids costs one C-level ``isdisjoint`` and one ``update``;
+    Two generations of one dict each: new pages go into the young one; when
+    it holds half of ``max_items`` items (or of ``max_bytes`` bytes of
+    pages) it becomes the old one and the previous old one is dropped whole.
+    So memory stays within the bounds, the newest half is always
+    remembered, and nothing is evicted item by item (deleting keys one by one
+    left the dict full of dummies that slowed every lookup: 0.6 µs an item).
+    A page of new ids costs two C-level ``isdisjoint`` and one ``update``;
     only ids seen again are compared, byte for byte.
     """
 
     def __init__(self, *, max_items: int, max_bytes: int) -> None:
         self.max_items = max_items
         self.max_bytes = max_bytes
-        self._by_id: dict[str, Any] = {}
-        self._pages: deque[tuple[list[str | None], list[Any], int]] = deque()
-        self._bytes = 0
+        self._young: dict[str | None, Any] = {}
+        self._old: dict[str | None, Any] = {}
+        self._young_bytes = 0
         #: Times the stream started over (an id came again with other data).
         self.restarts = 0
 
@@ -125,42 +128,44 @@ class Delivered:
         Drops exact repeats; on an id repeated with different data the
         memory starts a new segment from that item on.
         """
-        if self._by_id.keys().isdisjoint(ids):  # the common case: every id is new
-            self._remember(ids, items, size)
+        if self._young.keys().isdisjoint(ids) and self._old.keys().isdisjoint(ids):
+            self._remember(ids, items, size)  # the common case: every id is new
             return None
         keep: list[int] = []
         for index, id_ in enumerate(ids):
-            if id_ is not None and id_ in self._by_id:
-                if _same(self._by_id[id_], items[index]):
-                    continue
-                # The stream started over: forget the old segment.
-                self.restarts += 1
-                self.clear()
+            if id_ is not None:
+                seen = self._young.get(id_, _MISSING)
+                if seen is _MISSING:
+                    seen = self._old.get(id_, _MISSING)
+                if seen is not _MISSING:
+                    if _same(seen, items[index]):
+                        continue
+                    # The stream started over: forget the old segment.
+                    self.restarts += 1
+                    self.clear()
             keep.append(index)
         self._remember([ids[i] for i in keep], [items[i] for i in keep], size)
         return keep
 
     def clear(self) -> None:
-        self._by_id.clear()
-        self._pages.clear()
-        self._bytes = 0
+        self._young = {}
+        self._old = {}
+        self._young_bytes = 0
 
     def _remember(self, ids: list[str | None], items: list[Any], size: int) -> None:
         if not ids:
             return
-        by_id = self._by_id
-        by_id.update(zip(ids, items, strict=True))
-        by_id.pop(None, None)  # type: ignore[call-overload]  # items without an id
-        self._pages.append((ids, items, size))
-        self._bytes += size
-        while len(self._pages) > 1 and (
-            len(by_id) > self.max_items or self._bytes > self.max_bytes
-        ):
-            old_ids, old_items, old_size = self._pages.popleft()
-            self._bytes -= old_size
-            for id_, item in zip(old_ids, old_items, strict=True):
-                if id_ is not None and by_id.get(id_) is item:  # not replaced since
-                    del by_id[id_]
+        young = self._young
+        young.update(zip(ids, items, strict=True))
+        young.pop(None, None)  # items without an id
+        self._young_bytes += size
+        if len(young) * 2 >= self.max_items or self._young_bytes * 2 >= self.max_bytes:
+            self._old = young
+            self._young = {}
+            self._young_bytes = 0
+
+
+_MISSING: Any = object()
 
 
 def _same(a: Any, b: Any) -> bool:

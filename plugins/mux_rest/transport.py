@@ -106,7 +106,7 @@ class RestOptions:
     max_page_bytes: int = attrs.field(default=64 * 1024 * 1024, validator=_positive)
     #: Items remembered by id to drop exact repeats (a cursor that moved back);
     #: an id repeated with other data is a new run and is delivered.
-    dedupe_items: int = attrs.field(default=100_000, validator=_positive)
+    dedupe_items: int = attrs.field(default=20_000, validator=_positive)
     #: Bytes of pages kept for that comparison (the newest pages are kept).
     dedupe_bytes: int = attrs.field(default=16 * 1024 * 1024, validator=_positive)
 
