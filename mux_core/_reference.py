@@ -172,7 +172,9 @@ def plugin_section(
     if kind == "sink":
         overflow = getattr(cls, "default_overflow", "block")
         on_error = getattr(cls, "default_on_error", "stop")
-        lines.append(f'Defaults: `overflow = "{overflow}"`, `on_error = "{on_error}"`.')
+        buffer = getattr(cls, "default_buffer", None)
+        extra = "" if buffer is None else f", `buffer = {buffer}`"
+        lines.append(f'Defaults: `overflow = "{overflow}"`, `on_error = "{on_error}"`{extra}.')
     lines.append("")
     if options is None or not attrs.has(options):
         lines += ["No options.", ""]

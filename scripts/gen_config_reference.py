@@ -118,7 +118,7 @@ def _sink_keys() -> list[Field]:
             "buffer",
             "integer",
             _toml(_config_loader.DEFAULT_BUFFER),
-            "Channel capacity, in records.",
+            "Channel capacity, in records (a sink type may default higher: see its Defaults).",
         ),
         Field(
             "buffer_bytes",
