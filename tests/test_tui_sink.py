@@ -355,18 +355,19 @@ async def test_a_terminal_is_left_with_one_final_table() -> None:
 def test_the_terminal_does_not_echo_ctrl_c_while_the_view_runs() -> None:
     import termios
 
-    from mux_tui._sink import _ControlEcho
+    from mux_tui._terminal import TerminalMode
 
     main, other = os.openpty()
     try:
         with os.fdopen(other, "r", closefd=False) as stream:
             assert termios.tcgetattr(other)[3] & termios.ECHOCTL
-            echo = _ControlEcho.quiet(stream)
-            assert echo is not None
+            mode = TerminalMode.enter(stream)
+            assert mode is not None
             assert not termios.tcgetattr(other)[3] & termios.ECHOCTL
-            echo.restore()
+            assert termios.tcgetattr(other)[3] & termios.ICANON  # no keys: lines as before
+            mode.restore()
             assert termios.tcgetattr(other)[3] & termios.ECHOCTL
-        assert _ControlEcho.quiet(io.StringIO()) is None  # not a terminal: nothing to do
+        assert TerminalMode.enter(io.StringIO()) is None  # not a terminal: nothing to do
     finally:
         os.close(main)
         os.close(other)

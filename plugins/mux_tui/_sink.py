@@ -9,6 +9,10 @@ It draws on **stdout**: the table is the output the user asked for, while
 mux's log goes to stderr, so ``mux run cfg.toml 2>mux.log`` keeps the view
 clean. When stdout is not a terminal, rich prints nothing while running and
 the final table once at the end.
+
+On a real terminal (stdin is the terminal the view is drawn on) the view
+reads keys: ``r`` restarts the sources that gave up (``_keys.py``), read
+in cbreak mode without blocking trio (``_terminal.py``).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from typing import IO, Any, ClassVar
+from typing import Any, ClassVar
 
 import attrs
 import trio
@@ -26,8 +30,10 @@ from rich.live import Live
 from mux_core.events import Batch
 from mux_core.sinks import SinkContext
 
+from ._keys import RestartKey
 from ._model import TuiModel, ViewClock
 from ._render import CAPTION, DEMO_CAPTION, TuiView
+from ._terminal import KeySource, TerminalMode, TtyKeys, keyboard_fd
 
 __all__ = ["TuiOptions", "TuiSink"]
 
@@ -35,42 +41,8 @@ __all__ = ["TuiOptions", "TuiSink"]
 #: The config name ``mux demo`` runs under (mux_core.demo_monitor).
 DEMO_CONFIG_NAME = "mux-demo"
 
-
-class _ControlEcho:
-    """Keeps the terminal from echoing ``^C`` into the view while it runs.
-
-    The tty echoes a Ctrl-C as two visible characters at the cursor, which
-    sits at the end of the live table; turned off (ECHOCTL) while the view
-    runs and restored when it closes.
-    """
-
-    def __init__(self, fd: int, saved: list[Any]) -> None:
-        self.fd = fd
-        self.saved = saved
-
-    @classmethod
-    def quiet(cls, stream: IO[str] | None) -> _ControlEcho | None:
-        try:
-            import termios
-
-            if stream is None or not stream.isatty():
-                return None
-            fd = stream.fileno()
-            saved = termios.tcgetattr(fd)
-            changed = list(saved)
-            changed[3] = changed[3] & ~termios.ECHOCTL
-            termios.tcsetattr(fd, termios.TCSANOW, changed)
-        except (ImportError, OSError, ValueError, AttributeError):
-            return None
-        return cls(fd, saved)
-
-    def restore(self) -> None:
-        try:
-            import termios
-
-            termios.tcsetattr(self.fd, termios.TCSANOW, self.saved)
-        except (ImportError, OSError):
-            pass
+#: ``SinkContext.restart_source`` of a run that cannot restart (``mux replay``).
+_NO_RESTART = attrs.fields(SinkContext).restart_source.default
 
 
 def _positive(name: str) -> Callable[[Any, Any, Any], None]:
@@ -116,6 +88,7 @@ class TuiSink:
         *,
         console: Console | None = None,
         clock: Callable[[], float] = time.time,
+        keys: KeySource | None = None,
     ) -> None:
         self.options = options
         self.context = context
@@ -127,8 +100,14 @@ class TuiSink:
         self.model = TuiModel(plot=tuple(options.plot), width=options.width)
         for source in context.sources:
             self.model.add_source(source.name, source.transport)
+        #: Where keys come from; tests pass a fake. By default stdin, when it
+        #: is the terminal the view is drawn on and the run can restart sources.
+        self.keys = keys
+        #: What ``r`` does (and the caption lines it adds while keys are read).
+        self.restart_key = RestartKey(self.model, context.restart_source)
+        self._reading_keys = False
         self._live: Live | None = None
-        self._echo: _ControlEcho | None = None
+        self._terminal: TerminalMode | None = None
 
     def render(self, now: float | None = None) -> TuiView:
         """The view of the current state, as of ``now`` (default: the clock).
@@ -139,6 +118,8 @@ class TuiSink:
         name = self.context.config_name
         title = f"mux · {name}" if name else "mux"
         caption = DEMO_CAPTION if name == DEMO_CONFIG_NAME else CAPTION
+        if self._reading_keys:
+            caption = "\n".join([caption, *self.restart_key.caption_lines()])
         return TuiView(self.model, when, title=title, caption=caption)
 
     async def open(self) -> None:
@@ -149,10 +130,23 @@ class TuiSink:
         self._live = Live(
             self.render(), console=self.console, auto_refresh=False, transient=terminal
         )
+        keys = self.keys
         if terminal:
-            self._echo = _ControlEcho.quiet(sys.stdin)
-        self._live.start()
-        self.context.start_background(self._refresh_forever)
+            fd = None
+            if keys is None and self.context.restart_source is not _NO_RESTART:
+                fd = keyboard_fd(sys.stdin, self.console.file)
+            self._terminal = TerminalMode.enter(sys.stdin, keys=fd is not None)
+            if fd is not None and self._terminal is not None:
+                keys = TtyKeys(fd)
+        try:
+            self._live.start()
+            self.context.start_background(self._refresh_forever)
+            if keys is not None or self._terminal is not None:
+                self.context.start_background(lambda: self._read_keys(keys))
+        except BaseException:
+            self._restore_terminal()
+            raise
+        self._reading_keys = keys is not None
 
     async def write(self, batch: Batch) -> None:
         self.model.ingest(batch)
@@ -160,7 +154,9 @@ class TuiSink:
 
     async def aclose(self) -> None:
         live, self._live = self._live, None
+        self._reading_keys = False  # the final table offers no key
         if live is None:
+            self._restore_terminal()
             return
         final = self.render()
         live.update(final, refresh=False)
@@ -169,9 +165,34 @@ class TuiSink:
         live.stop()
         if live.transient:
             self.console.print(final)
-        echo, self._echo = self._echo, None
-        if echo is not None:
-            echo.restore()
+        self._restore_terminal()
+
+    def press(self, keys: str) -> None:
+        """Keys typed in the view: ``r`` restarts the sources that gave up."""
+        self.restart_key.press(keys)
+        if self._live is not None:
+            self._live.update(self.render(), refresh=True)
+
+    async def _read_keys(self, keys: KeySource | None) -> None:
+        """Hand typed keys to :meth:`press` until the view closes; restore the
+        terminal however this ends (closed, failed, cancelled)."""
+        try:
+            if keys is None:
+                await trio.sleep_forever()  # only the ^C echo to undo, at the end
+                return
+            while self._live is not None:
+                typed = await keys.read()
+                if not typed:
+                    self._reading_keys = False
+                    await trio.sleep_forever()
+                self.press(typed.decode("utf-8", errors="replace"))
+        finally:
+            self._restore_terminal()
+
+    def _restore_terminal(self) -> None:
+        terminal, self._terminal = self._terminal, None
+        if terminal is not None:
+            terminal.restore()
 
     async def _refresh_forever(self) -> None:
         period = 1.0 / self.options.refresh_per_second

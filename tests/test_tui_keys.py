@@ -1,0 +1,331 @@
+"""The terminal view's keys: ``r`` restarts the sources that gave up.
+
+The key's logic with plain calls, the sink with a fake key source, the
+terminal plumbing on a real pseudo-terminal, and a real ``mux run`` whose
+stdin and stdout are a pty: a source gives up, its server comes up, ``r``
+is typed, it connects again, and Ctrl-C leaves the terminal as it was.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import termios
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+import trio
+import trio.lowlevel
+from rich.console import Console
+
+from mux_core.events import State, Status
+from mux_core.sinks import SinkContext, SourceInfo
+from mux_tui import TuiOptions, TuiSink
+from mux_tui._keys import RESTART_HINT, RestartKey
+from mux_tui._model import TuiModel
+from mux_tui._terminal import TerminalMode, TtyKeys, keyboard_fd
+
+Background = Callable[[], Awaitable[Any]]
+
+
+def _status(source: str, state: State, at: float = 100.0) -> Status:
+    return Status(source, "sse", state, 1, None, "", at)
+
+
+def _model(*names: str) -> TuiModel:
+    model = TuiModel(plot=(), width=10)
+    for name in names:
+        model.add_source(name, "sse")
+    return model
+
+
+# -- the key's logic ---------------------------------------------------------
+
+
+def test_r_restarts_every_source_whose_last_state_is_restartable() -> None:
+    model = _model("gave-up", "failed", "ended", "live", "stopped", "waiting")
+    model.ingest(
+        [
+            _status("gave-up", State.MAX_RETRIES_EXCEEDED),
+            _status("failed", State.FAILED),
+            _status("ended", State.ENDED),
+            _status("live", State.CONNECTED),
+            _status("stopped", State.STOPPED),
+        ]
+    )
+    restarted: list[str] = []
+    now = [0.0]
+    key = RestartKey(model, restarted.append, clock=lambda: now[0])
+    assert key.caption_lines() == [RESTART_HINT]
+
+    for ignored in ("x", "q", "\n", "\x1b[A", "\x1b[15~r"):  # arrows, F5: not a press of r
+        key.press(ignored)
+    assert restarted == []
+
+    key.press("r")
+    assert restarted == ["gave-up", "failed", "ended"]
+    # asked for: no hint, and no second restart until a new status arrives
+    assert key.caption_lines() == ["restarting gave-up, failed, ended"]
+    key.press("r")
+    assert restarted == ["gave-up", "failed", "ended"]
+    assert key.caption_lines() == ["r: no source to restart"]
+
+    now[0] += RestartKey.NOTE_SECONDS
+    assert key.caption_lines() == []  # the note was short-lived
+
+    # it connected, then gave up again: restartable again
+    model.ingest([_status("gave-up", State.CONNECTED), _status("gave-up", State.FAILED, 101.0)])
+    assert key.caption_lines() == [RESTART_HINT]
+    key.press("rr")  # typed twice before the view read: one restart
+    assert restarted[3:] == ["gave-up"]
+
+
+def test_no_hint_when_nothing_gave_up() -> None:
+    model = _model("a", "b")
+    model.ingest([_status("a", State.CONNECTED)])
+    key = RestartKey(model, lambda name: pytest.fail(f"restarted {name}"))
+    assert key.caption_lines() == []
+
+
+# -- the sink with a fake key source -----------------------------------------
+
+
+class FakeKeys:
+    """Keys a test types: ``type(b"r")``; ``end()`` is stdin closing."""
+
+    def __init__(self) -> None:
+        self.send, self.receive = trio.open_memory_channel[bytes](10)
+        self.waiting = 0
+
+    async def read(self) -> bytes:
+        self.waiting += 1
+        try:
+            return await self.receive.receive()
+        except trio.EndOfChannel:
+            return b""
+
+    async def type(self, keys: bytes) -> None:
+        await self.send.send(keys)
+
+    async def end(self) -> None:
+        await self.send.aclose()
+
+
+def _context(
+    backgrounds: list[Background], restarted: list[str] | None = None, name: str = "train"
+) -> SinkContext:
+    context = SinkContext(
+        name="tui",
+        config_name=name,
+        sources=(SourceInfo("gave-up", "sse"), SourceInfo("alive", "sse")),
+        request_stop=lambda reason: None,
+        start_background=backgrounds.append,
+    )
+    if restarted is not None:
+        context.restart_source = restarted.append
+    return context
+
+
+def _shown(sink: TuiSink) -> str:
+    console = Console(record=True, width=120, file=io.StringIO())
+    console.print(sink.render(100.0))
+    return console.export_text()
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    with trio.fail_after(5):
+        while not condition():
+            await trio.lowlevel.checkpoint()
+
+
+async def test_the_sink_restarts_on_r_and_shows_a_hint_then_a_confirmation() -> None:
+    backgrounds: list[Background] = []
+    restarted: list[str] = []
+    keys = FakeKeys()
+    console = Console(record=True, width=120, file=io.StringIO())
+    sink = TuiSink(TuiOptions(), _context(backgrounds, restarted), console=console, keys=keys)
+    await sink.open()
+    assert len(backgrounds) == 2  # the redraws and the keys
+    await sink.write([_status("alive", State.CONNECTED)])
+    assert RESTART_HINT not in _shown(sink)  # nothing gave up: no hint
+    await sink.write([_status("gave-up", State.MAX_RETRIES_EXCEEDED)])
+    assert RESTART_HINT in _shown(sink)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(backgrounds[1])
+        await keys.type(b"q")
+        await keys.type(b"r")
+        await _until(lambda: bool(restarted))
+        assert restarted == ["gave-up"]
+        shown = _shown(sink)
+        assert "restarting gave-up" in shown and RESTART_HINT not in shown
+        await keys.end()  # stdin closed: no more keys, so no hint either
+        await _until(lambda: not sink._reading_keys)
+        await sink.write([_status("gave-up", State.FAILED, 101.0)])
+        assert RESTART_HINT not in _shown(sink)
+        nursery.cancel_scope.cancel()
+    await sink.aclose()
+    final = console.export_text()
+    assert RESTART_HINT not in final and "restarting" not in final  # the final table offers no key
+
+
+async def test_keys_are_not_read_when_the_view_is_not_on_a_terminal() -> None:
+    backgrounds: list[Background] = []
+    restarted: list[str] = []
+    sink = TuiSink(
+        TuiOptions(),
+        _context(backgrounds, restarted),
+        console=Console(record=True, width=120, file=io.StringIO()),
+    )
+    await sink.open()
+    assert len(backgrounds) == 1  # the redraws only
+    await sink.write([_status("gave-up", State.MAX_RETRIES_EXCEEDED)])
+    assert RESTART_HINT not in _shown(sink)
+    await sink.aclose()
+
+
+# -- the terminal ------------------------------------------------------------
+
+
+@contextmanager
+def _pty() -> Iterator[tuple[int, int]]:
+    main, other = os.openpty()
+    try:
+        yield main, other
+    finally:
+        os.close(main)
+        os.close(other)
+
+
+def test_cbreak_mode_keeps_ctrl_c_and_is_undone_exactly() -> None:
+    with _pty() as (_main, other), os.fdopen(other, "r", closefd=False) as stream:
+        before = termios.tcgetattr(other)
+        mode = TerminalMode.enter(stream, keys=True)
+        assert mode is not None
+        lflag = termios.tcgetattr(other)[3]
+        assert not lflag & (termios.ICANON | termios.ECHO | termios.ECHOCTL)
+        assert lflag & termios.ISIG  # Ctrl-C still stops the run
+        assert termios.tcgetattr(other)[6][termios.VMIN] == 1
+        mode.restore()
+        assert termios.tcgetattr(other) == before
+        termios.tcsetattr(other, termios.TCSANOW, before)
+        mode.restore()  # a second restore (the key task's finally) changes nothing
+        assert termios.tcgetattr(other) == before
+
+
+def test_keys_are_read_only_from_the_terminal_the_view_is_on() -> None:
+    with _pty() as (_m1, one), _pty() as (_m2, two):
+        read_pipe, write_pipe = os.pipe()
+        try:
+            with (
+                os.fdopen(one, "r", closefd=False) as stdin,
+                os.fdopen(one, "w", closefd=False) as screen,
+                os.fdopen(two, "w", closefd=False) as elsewhere,
+                os.fdopen(read_pipe, "r", closefd=False) as piped,
+                os.fdopen(write_pipe, "w", closefd=False) as pipe_out,
+            ):
+                assert keyboard_fd(stdin, screen) == one
+                assert keyboard_fd(stdin, elsewhere) is None  # another terminal
+                assert keyboard_fd(piped, screen) is None  # echo r | mux run ...
+                assert keyboard_fd(stdin, pipe_out) is None  # mux run ... | less
+                assert keyboard_fd(stdin, io.StringIO()) is None
+                assert keyboard_fd(None, screen) is None
+        finally:
+            os.close(read_pipe)
+            os.close(write_pipe)
+
+
+async def test_tty_keys_wait_in_trio_and_cancel_at_once() -> None:
+    with _pty() as (main, other), os.fdopen(other, "r", closefd=False) as stream:
+        mode = TerminalMode.enter(stream, keys=True)
+        assert mode is not None
+        try:
+            keys = TtyKeys(other)
+            with trio.move_on_after(0.05) as waited:  # nothing typed: trio keeps running
+                await keys.read()
+            assert waited.cancelled_caught
+            os.write(main, b"r")
+            with trio.fail_after(5):
+                assert await keys.read() == b"r"
+        finally:
+            mode.restore()
+
+
+@contextmanager
+def _view_on_a_pty(monkeypatch: Any) -> Iterator[tuple[int, int, Console]]:
+    """A pty whose terminal end is both ``sys.stdin`` and a console's file."""
+    with (
+        _pty() as (main, other),
+        os.fdopen(other, "r", closefd=False) as stdin,
+        os.fdopen(other, "w", closefd=False) as screen,
+    ):
+        monkeypatch.setattr(sys, "stdin", stdin)
+        yield main, other, Console(file=screen, width=120)
+
+
+async def test_the_sink_reads_its_terminal_and_restores_it(monkeypatch: Any) -> None:
+    """The default wiring: stdin and the console on one pty, a run that can restart."""
+    with _view_on_a_pty(monkeypatch) as (main, other, console):
+        before = termios.tcgetattr(other)
+        backgrounds: list[Background] = []
+        restarted: list[str] = []
+        assert console.is_terminal
+        sink = TuiSink(TuiOptions(), _context(backgrounds, restarted), console=console)
+        await sink.open()
+        assert not termios.tcgetattr(other)[3] & termios.ICANON
+        await sink.write([_status("gave-up", State.MAX_RETRIES_EXCEEDED)])
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_drain, main)
+            for background in backgrounds:
+                nursery.start_soon(background)
+            os.write(main, b"r")
+            await _until(lambda: bool(restarted))
+            assert restarted == ["gave-up"]
+            await sink.aclose()
+            nursery.cancel_scope.cancel()
+        assert termios.tcgetattr(other) == before
+
+
+async def test_a_cancelled_view_restores_its_terminal(monkeypatch: Any) -> None:
+    with _view_on_a_pty(monkeypatch) as (main, other, console):
+        before = termios.tcgetattr(other)
+        backgrounds: list[Background] = []
+        sink = TuiSink(TuiOptions(), _context(backgrounds, []), console=console)
+        await sink.open()
+        assert termios.tcgetattr(other) != before
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_drain, main)
+            for background in backgrounds:
+                nursery.start_soon(background)
+            await trio.lowlevel.checkpoint()
+            nursery.cancel_scope.cancel()  # no aclose: the run was cancelled
+        assert termios.tcgetattr(other) == before
+
+
+async def test_a_replay_does_not_take_the_keyboard(monkeypatch: Any) -> None:
+    """``mux replay`` cannot restart: only the ^C echo is turned off, as before."""
+    with _view_on_a_pty(monkeypatch) as (_main, other, console):
+        backgrounds: list[Background] = []
+        sink = TuiSink(TuiOptions(), _context(backgrounds), console=console)
+        await sink.open()
+        assert termios.tcgetattr(other)[3] & termios.ICANON
+        await sink.write([_status("gave-up", State.MAX_RETRIES_EXCEEDED)])
+        assert RESTART_HINT not in _shown(sink)
+        await sink.aclose()
+
+
+async def _drain(fd: int, into: bytearray | None = None) -> None:
+    """Read what is drawn on a pty's other end, so the writer never blocks."""
+    while True:
+        await trio.lowlevel.wait_readable(fd)
+        try:
+            data = os.read(fd, 65536)
+        except OSError:  # EIO: the last writer closed its end
+            return
+        if not data:
+            return
+        if into is not None:
+            into += data
