@@ -19,7 +19,8 @@ encoded to JSON Lines by msgspec in one call per batch, with each record's
 ``"type"`` key written from its class (the struct *tag*). An Event's payload
 may be kept as the JSON bytes that arrived (a ``msgspec.Raw``, see
 :mod:`mux_core.payload`): :func:`encode_jsonl` splices them into the line,
-and ``event.data`` decodes them on first access. See docs/hooks.md, "Records".
+and ``event.data`` decodes them on first access. See
+docs/plugins/writing-a-sink.md, "Batches and records".
 """
 
 from __future__ import annotations

@@ -6,15 +6,18 @@ policy:
 
 ``block``
     the source waits (backpressure up to the server); nothing is lost.
-    The default for sinks that record (file).
+    The default for sinks that record (file, redis-stream).
 ``drop_oldest`` / ``drop_newest``
     the oldest buffered / the incoming events are dropped and counted.
+    ``drop_oldest`` is the default of the views (qt, tui: with a buffer of
+    100,000, since they draw every event) and of log, prometheus, webhook.
 ``latest``
-    only the newest event per source is kept, plus every Status record:
-    what a UI needs to show "now". The default for UI sinks.
+    only the newest event per source is kept, plus every other record:
+    what a sink that shows only "now" needs.
 
-No policy ever drops a Status record: they are few, and a source's terminal
-state must reach every sink as its last record.
+No policy ever drops a record that is not an Event (Status, Alert,
+Quality): they are few, and a source's terminal state must reach every sink
+as its last record.
 
 A sink class looks like::
 
