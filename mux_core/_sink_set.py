@@ -11,16 +11,17 @@ in it, then ``aclose()``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
 import trio
 
 from .config import SinkConfig
-from .sinks import SinkChannel
+from .errors import PluginError
+from .sinks import SinkChannel, SinkContext
 
-__all__ = ["SinkRunner", "SinkSet"]
+__all__ = ["SinkRunner", "SinkSet", "new_sink_runner"]
 
 _log = logging.getLogger("mux.engine")
 
@@ -35,6 +36,36 @@ class SinkRunner:
     nursery: trio.Nursery | None = None
     failed: BaseException | None = None
     finished: trio.Event = attrs.field(factory=trio.Event)
+
+
+#: ``start_background`` for a sink's context: starts a task in the sink's nursery.
+StartBackground = Callable[[Callable[[], Awaitable[Any]]], None]
+
+
+def new_sink_runner(
+    cls: type[Any],
+    cfg: SinkConfig,
+    channel: SinkChannel,
+    context: Callable[[StartBackground], SinkContext],
+) -> SinkRunner:
+    """Build a sink of class ``cls`` with its channel, ready for :meth:`SinkSet.start`.
+
+    ``context(start_background)`` makes the sink's :class:`SinkContext` (what
+    the run tells its sinks differs between ``mux run`` and ``mux replay``);
+    a sink that cannot be created is a :class:`PluginError` naming it.
+    """
+    runner = SinkRunner(cfg, None, channel)
+
+    def start_background(fn: Callable[[], Awaitable[Any]]) -> None:
+        if runner.nursery is None:
+            raise RuntimeError("start_background() is available from open() on")
+        runner.nursery.start_soon(fn)
+
+    try:
+        runner.sink = cls(cfg.options, context(start_background))
+    except Exception as exc:
+        raise PluginError(f"sink {cfg.name!r} ({cfg.type}) could not be created: {exc}") from exc
+    return runner
 
 
 class SinkSet:

@@ -51,7 +51,7 @@ from ._checkpoints import Checkpoints
 from ._discovery_runner import DiscoveryRunner
 from ._quality_feed import QualityFeed
 from ._run_changes import RunChanges
-from ._sink_set import SinkRunner, SinkSet
+from ._sink_set import SinkRunner, SinkSet, StartBackground, new_sink_runner
 from ._source_set import SourceRunner, SourceSet
 from .config import Config, SinkConfig, SourceConfig
 from .errors import PluginError
@@ -286,32 +286,22 @@ class Engine:
         running ones)."""
         cls = self.plugins.sinks()[cfg.type].cls
         channel = SinkChannel(cfg.buffer, Overflow(cfg.overflow), max_bytes=cfg.buffer_bytes)
-        runner = SinkRunner(cfg, None, channel)
-
-        def start_background(fn: Callable[[], Awaitable[Any]]) -> None:
-            if runner.nursery is None:
-                raise RuntimeError("start_background() is available from open() on")
-            runner.nursery.start_soon(fn)
-
         running = list(sources or self._sources)
-        context = SinkContext(
-            name=cfg.name,
-            config_name=self.config.name,
-            sources=tuple(SourceInfo(r.name, r.config.transport) for r in running),
-            request_stop=self.request_stop,
-            start_background=start_background,
-            dropped=lambda: channel.dropped,
-            retry=self.config.retry,
-            resumed={r.name: r.resume.seq for r in running if r.resume is not None},
-            restart_source=self.restart_source,
-        )
-        try:
-            runner.sink = cls(cfg.options, context)
-        except Exception as exc:
-            raise PluginError(
-                f"sink {cfg.name!r} ({cfg.type}) could not be created: {exc}"
-            ) from exc
-        return runner
+
+        def context(start_background: StartBackground) -> SinkContext:
+            return SinkContext(
+                name=cfg.name,
+                config_name=self.config.name,
+                sources=tuple(SourceInfo(r.name, r.config.transport) for r in running),
+                request_stop=self.request_stop,
+                start_background=start_background,
+                dropped=lambda: channel.dropped,
+                retry=self.config.retry,
+                resumed={r.name: r.resume.seq for r in running if r.resume is not None},
+                restart_source=self.restart_source,
+            )
+
+        return new_sink_runner(cls, cfg, channel, context)
 
     def make_source(self, cfg: SourceConfig) -> SourceRunner:
         cls = self.plugins.transports()[cfg.transport].cls

@@ -24,18 +24,16 @@ import math
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import attrs
-import orjson
 import trio
 
-from . import events as _events
+from ._sink_set import SinkRunner, SinkSet, StartBackground, new_sink_runner
 from .config import SinkConfig
 from .errors import ConfigError, PluginError
-from .events import Event, Record, State, Status
+from .events import Event, Record, RecordDecodeError, decode_jsonl
 from .plugins import PluginManager
 from .sinks import Overflow, SinkChannel, SinkContext, SourceInfo
 
@@ -53,7 +51,6 @@ _BATCH = 1024
 _REPORT_BAD = 20
 #: Numeric fields the default terminal view plots, at most.
 _DEFAULT_FIELDS = 3
-_ALERT: Any = getattr(_events, "Alert", None)
 
 
 def replay_files(path: Path) -> list[Path]:
@@ -69,90 +66,6 @@ def replay_files(path: Path) -> list[Path]:
         rotated.append(candidate)
         index += 1
     return [*reversed(rotated), path]
-
-
-class BadLine(ValueError):
-    """A line of a JSON Lines file that is not a mux record."""
-
-
-def _decode_own(line: bytes) -> Record:
-    """Decode one line per DESIGN.md's JSON Lines format (before mux_core.events had it)."""
-    try:
-        obj = orjson.loads(line)
-    except orjson.JSONDecodeError as exc:
-        raise BadLine(f"not valid JSON ({exc})") from None
-    if not isinstance(obj, dict):
-        raise BadLine("not a mux record (not a JSON object)")
-    kind = obj.get("type")
-    try:
-        if kind == "event":
-            record: Record = Event(
-                _str(obj, "source"),
-                _str(obj, "transport"),
-                _str(obj, "event"),
-                _opt_str(obj, "id"),
-                obj["data"],
-                _num(obj, "received_at"),
-                _int(obj, "seq"),
-            )
-            return record
-        if kind == "status":
-            return Status(
-                _str(obj, "source"),
-                _str(obj, "transport"),
-                State(_str(obj, "state")),
-                _int(obj, "attempt"),
-                None if obj.get("retry_in") is None else _num(obj, "retry_in"),
-                _str(obj, "detail"),
-                _num(obj, "at"),
-            )
-        if kind == "alert" and _ALERT is not None:
-            alert: Record = _ALERT(
-                _str(obj, "source"),
-                _str(obj, "transport"),
-                _str(obj, "rule"),
-                _str(obj, "severity"),
-                _str(obj, "message"),
-                None if obj.get("seq") is None else _int(obj, "seq"),
-                _num(obj, "at"),
-            )
-            return alert
-    except KeyError as exc:
-        raise BadLine(f"not a mux record (no {exc.args[0]!r})") from None
-    except ValueError as exc:
-        raise BadLine(f"not a mux record ({exc})") from None
-    raise BadLine(f"not a mux record (type {kind!r})")
-
-
-def _str(obj: dict[str, Any], key: str) -> str:
-    value = obj[key]
-    if not isinstance(value, str):
-        raise ValueError(f"{key} is not a string")
-    return value
-
-
-def _opt_str(obj: dict[str, Any], key: str) -> str | None:
-    return None if obj.get(key) is None else _str(obj, key)
-
-
-def _num(obj: dict[str, Any], key: str) -> float:
-    value = obj[key]
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{key} is not a number")
-    return float(value)
-
-
-def _int(obj: dict[str, Any], key: str) -> int:
-    value = obj[key]
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{key} is not an integer")
-    return value
-
-
-def _decoder() -> Callable[[bytes], Record]:
-    """mux_core.events' own line decoder when it has one, else this module's."""
-    decode: Callable[[bytes], Record] | None = getattr(_events, "decode_jsonl", None)
-    return decode if decode is not None else _decode_own
 
 
 def _record_time(record: Record) -> float:
@@ -180,14 +93,6 @@ class _ReplayConfig:
     sources: tuple[SourceInfo, ...]
 
 
-@attrs.define(eq=False)
-class _SinkRunner:
-    config: SinkConfig
-    sink: Any
-    channel: SinkChannel
-    nursery: trio.Nursery | None = None
-
-
 def default_view(path: Path, plugins: PluginManager) -> SinkConfig:
     """A terminal view plotting the numeric fields of the recording's first event (up to 3)."""
     provided = plugins.sinks().get("tui")
@@ -199,14 +104,13 @@ def default_view(path: Path, plugins: PluginManager) -> SinkConfig:
 
 
 def _numeric_fields(path: Path) -> list[str]:
-    decode = _decoder()
     with path.open("rb") as file:
         for number, line in enumerate(file):
             if number > 1000:
                 break
             try:
-                record = decode(line)
-            except ValueError:
+                record = decode_jsonl(line)
+            except RecordDecodeError:
                 continue
             if type(record) is Event and isinstance(record.data, dict):
                 return [
@@ -252,7 +156,7 @@ class Replay:
         self._stopped = trio.Event()
         self._token: trio.lowlevel.TrioToken | None = None
         self._sink_failed = False
-        self._runners: list[_SinkRunner] = []
+        self._sinks = SinkSet(self._on_sink_failure)
         self._check_outputs()
 
     def _check_outputs(self) -> None:
@@ -290,13 +194,14 @@ class Replay:
         self._token = trio.lowlevel.current_trio_token()
         if self._stop_reason is not None:
             self._stopped.set()
-        self._runners = [self._make_sink(cfg) for cfg in self.config.sinks]
+        runners = [self._make_sink(cfg) for cfg in self.config.sinks]
         async with trio.open_nursery() as system:
             if self.install_signal_handlers:
                 system.start_soon(self._watch_signals)
             async with trio.open_nursery() as nursery:
-                for runner in self._runners:
-                    await nursery.start(self._run_sink, runner)
+                self._sinks.attach(nursery)
+                for runner in runners:
+                    await self._sinks.start(runner)
                 with trio.CancelScope() as feeding:
                     system.start_soon(self._cancel_when_stopped, feeding)
                     await self._feed()
@@ -310,8 +215,7 @@ class Replay:
                     if self.hold_open and not self._sink_failed:
                         _log.info("close the window (or press Ctrl-C) to exit")
                         await self._stopped.wait()
-                for runner in self._runners:
-                    runner.channel.close()
+                self._sinks.close_all()
             system.cancel_scope.cancel()
         code = EXIT_SINK_FAILED if self._sink_failed else EXIT_OK
         reason = self._stop_reason or "the recording is done"
@@ -322,83 +226,39 @@ class Replay:
         await self._stopped.wait()
         scope.cancel()
 
-    def _make_sink(self, cfg: SinkConfig) -> _SinkRunner:
+    def _make_sink(self, cfg: SinkConfig) -> SinkRunner:
         cls = self.plugins.sinks()[cfg.type].cls
         # Block whatever the sink's policy: a recording waits, nothing is dropped.
-        channel = SinkChannel(cfg.buffer, Overflow.BLOCK)
-        runner = _SinkRunner(cfg, None, channel)
+        channel = SinkChannel(cfg.buffer, Overflow.BLOCK, max_bytes=cfg.buffer_bytes)
 
-        def start_background(fn: Callable[[], Awaitable[Any]]) -> None:
-            if runner.nursery is None:
-                raise RuntimeError("start_background() is available from open() on")
-            runner.nursery.start_soon(fn)
-
-        context = SinkContext(
-            name=cfg.name,
-            config_name=self.config.name,
-            sources=self.config.sources,
-            request_stop=self.request_stop,
-            start_background=start_background,
-            dropped=lambda: channel.dropped,
-        )
-        try:
-            runner.sink = cls(cfg.options, context)
-        except Exception as exc:
-            raise PluginError(
-                f"sink {cfg.name!r} ({cfg.type}) could not be created: {exc}"
-            ) from exc
-        return runner
-
-    async def _run_sink(
-        self, runner: _SinkRunner, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        sink = runner.sink
-        started = False
-        try:
-            async with trio.open_nursery() as background:
-                runner.nursery = background
-                opener = getattr(sink, "open", None)
-                if opener is not None:
-                    await opener()
-                task_status.started()
-                started = True
-                while True:
-                    try:
-                        batch = await runner.channel.get()
-                    except trio.EndOfChannel:
-                        break
-                    await sink.write(batch)
-                await _aclose(sink)
-                background.cancel_scope.cancel()
-        except Exception as raised:
-            exc = _unwrap(raised)
-            runner.channel.close()
-            self._runners = [r for r in self._runners if r is not runner]
-            with trio.CancelScope(shield=True):
-                try:
-                    await _aclose(sink)
-                except Exception:
-                    _log.debug("closing failed sink %r also failed", runner.config.name)
-            where = "writing" if started else "opening"
-            message = (
-                f"sink {runner.config.name!r} ({runner.config.type}) failed while {where}: {exc}"
+        def context(start_background: StartBackground) -> SinkContext:
+            return SinkContext(
+                name=cfg.name,
+                config_name=self.config.name,
+                sources=self.config.sources,
+                request_stop=self.request_stop,
+                start_background=start_background,
+                dropped=lambda: channel.dropped,
             )
-            if runner.config.on_error == "stop":
-                _log.error('%s; stopping the replay (on_error = "stop")', message)
-                self._sink_failed = True
-                self._stop(f"sink {runner.config.name!r} failed")
-            else:
-                _log.error('%s; dropping this sink (on_error = "drop")', message)
-            if not started:
-                task_status.started()
+
+        return new_sink_runner(cls, cfg, channel, context)
+
+    def _on_sink_failure(self, runner: SinkRunner, exc: BaseException, started: bool) -> None:
+        where = "writing" if started else "opening"
+        message = f"sink {runner.config.name!r} ({runner.config.type}) failed while {where}: {exc}"
+        if runner.config.on_error == "stop":
+            _log.error('%s; stopping the replay (on_error = "stop")', message)
+            self._sink_failed = True
+            self._stop(f"sink {runner.config.name!r} failed")
+        else:
+            _log.error('%s; dropping this sink (on_error = "drop")', message)
 
     async def _feed(self) -> None:
-        decode = _decoder()
         batch: list[Record] = []
         speed = self.speed
         first_at: float | None = None
         started = trio.current_time()
-        for record in self._records(decode):
+        for record in self._records():
             if speed is not None:
                 at = _record_time(record)
                 if math.isfinite(at):
@@ -421,23 +281,23 @@ class Replay:
         if not batch:
             return
         self.records += len(batch)
-        for runner in list(self._runners):
+        for runner in self._sinks.live:
             try:
                 await runner.channel.put(batch)
             except trio.ClosedResourceError:  # the sink failed or was dropped
                 pass
-        if not self._runners:
+        if not self._sinks.live:
             self._stop("no sink left")
 
-    def _records(self, decode: Callable[[bytes], Record]) -> Iterator[Record]:
+    def _records(self) -> Iterator[Record]:
         for path in self.files:
             with path.open("rb") as file:
                 for number, line in enumerate(file, start=1):
                     if not line.strip():
                         continue
                     try:
-                        record = decode(line)
-                    except ValueError as exc:  # RecordDecodeError is a ValueError
+                        record = decode_jsonl(line)
+                    except RecordDecodeError as exc:
                         self._bad_line(path, number, exc)
                         continue
                     yield record
@@ -458,15 +318,3 @@ class Replay:
                     continue
                 print(f"mux: {name} again, exiting without waiting", file=sys.stderr, flush=True)
                 os._exit(130)
-
-
-def _unwrap(exc: BaseException) -> BaseException:
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
-
-
-async def _aclose(sink: Any) -> None:
-    closer = getattr(sink, "aclose", None)
-    if closer is not None:
-        await closer()
