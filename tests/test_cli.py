@@ -313,3 +313,25 @@ def test_every_option_of_every_command_has_help_text() -> None:
         commands.choices
     )
     assert list(_options_without_help(parser, "mux")) == []
+
+
+def test_a_reader_that_goes_away_is_not_a_traceback(tmp_path: Path) -> None:
+    """`mux check CONFIG | head -1`: the pipe closes early; no BrokenPipeError traceback."""
+    config = tmp_path / "m.toml"
+    sources = "".join(
+        f'[[sources]]\nname = "s{i}"\ntransport = "sse"\nurl = "http://127.0.0.1:1/e"\n'
+        for i in range(200)
+    )
+    config.write_text(sources + '[[sinks]]\ntype = "log"\n')
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mux_core.cli", "check", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.readline()
+    proc.stdout.close()  # the reader goes away after one line
+    stderr = proc.stderr.read().decode()
+    proc.wait(timeout=30)
+    assert "Traceback" not in stderr
+    assert "BrokenPipeError" not in stderr
