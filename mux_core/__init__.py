@@ -60,7 +60,7 @@ from .processors import (
     event_types,
     joined_raw,
 )
-from .quality import QualityTracker, format_quality_table
+from .quality import QualityTracker, format_duration, format_quality_table
 from .retry import RetryPolicy
 from .session import RawEvent, ResumeState, Session, SharedResources, Transport
 from .shard import Shard, parse_shard, select_shard, shard_of
@@ -138,6 +138,7 @@ __all__ = [
     "describe_connection_error",
     "encode_jsonl",
     "event_types",
+    "format_duration",
     "format_quality_table",
     "hookimpl",
     "hookspec",

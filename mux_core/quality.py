@@ -38,7 +38,7 @@ import trio
 from .events import Event, Quality, Record, State, Status
 from .payload import JsonFields
 
-__all__ = ["QualityTracker", "format_quality_table"]
+__all__ = ["QualityTracker", "format_duration", "format_quality_table"]
 
 #: The window the windowed figures cover unless configured (``quality_window``).
 DEFAULT_WINDOW = 3600.0
@@ -365,7 +365,7 @@ def format_quality_table(records: Iterable[Quality]) -> str:
             (
                 quality.source,
                 quality.state.value if quality.state is not None else "-",
-                _duration(quality.window),
+                format_duration(quality.window),
                 f"{quality.uptime * 100:.1f}%",
                 str(quality.reconnects),
                 _pair(quality.blind_p50, quality.blind_max),
@@ -373,7 +373,7 @@ def format_quality_table(records: Iterable[Quality]) -> str:
                 f"{quality.events_per_s:.1f}",
                 str(quality.gaps),
                 _pair(quality.lag_p50, quality.lag_p99),
-                _duration(quality.staleness),
+                format_duration(quality.staleness),
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
@@ -390,11 +390,12 @@ def format_quality_table(records: Iterable[Quality]) -> str:
 def _pair(low: float | None, high: float | None) -> str:
     if low is None or high is None:
         return "-"
-    return f"{_duration(low)}/{_duration(high)}"
+    return f"{format_duration(low)}/{format_duration(high)}"
 
 
-def _duration(seconds: float | None) -> str:
-    """0.0123 -> "12ms", 1.5 -> "1.5s", 95 -> "1m35s", None -> "-"."""
+def format_duration(seconds: float | None) -> str:
+    """A duration in a few characters, as the quality table and the log show it:
+    0.0123 -> "12ms", 1.5 -> "1.5s", 95 -> "1m35s", None -> "-"."""
     if seconds is None:
         return "-"
     if seconds < 1.0:

@@ -43,6 +43,7 @@ from mux_core.events import (
     Status,
     record_to_dict,
 )
+from mux_core.quality import format_duration
 from mux_core.sinks import SinkContext
 
 __all__ = ["LogOptions", "LogSink"]
@@ -154,30 +155,20 @@ def format_quality(quality: Quality) -> str:
     if quality.outages and quality.blind_max is not None:
         median = quality.blind_p50 if quality.blind_p50 is not None else quality.blind_max
         outages = f"{quality.outages} outage{'' if quality.outages == 1 else 's'}"
-        parts.append(f"{outages} (blind p50 {_span(median)}, max {_span(quality.blind_max)})")
+        blind = f"blind p50 {format_duration(median)}, max {format_duration(quality.blind_max)}"
+        parts.append(f"{outages} ({blind})")
     parts.append(f"{quality.events} events ({quality.events_per_s:.1f}/s)")
     parts.append(f"{quality.gaps} gap{'' if quality.gaps == 1 else 's'}")
     if quality.lag_p50 is not None and quality.lag_p99 is not None:
-        parts.append(f"lag p50 {_span(quality.lag_p50)} p99 {_span(quality.lag_p99)}")
+        parts.append(
+            f"lag p50 {format_duration(quality.lag_p50)} p99 {format_duration(quality.lag_p99)}"
+        )
     if quality.staleness is not None:
-        parts.append(f"last event {_span(quality.staleness)} ago")
+        parts.append(f"last event {format_duration(quality.staleness)} ago")
     state = quality.state
     if state is not None and state is not State.CONNECTED:
         parts.append(f"now {state.value}")
-    return f"{quality.source}: quality over {_span(quality.window)}: {', '.join(parts)}"
-
-
-def _span(seconds: float) -> str:
-    """0.12 -> "120ms", 4.1 -> "4.1s", 3600 -> "1h00m"."""
-    if seconds < 1.0:
-        return f"{seconds * 1000:.0f}ms"
-    if seconds < 60.0:
-        return f"{seconds:.1f}s"
-    minutes, rest = divmod(round(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m{rest:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
+    return f"{quality.source}: quality over {format_duration(quality.window)}: {', '.join(parts)}"
 
 
 def _seconds(value: float) -> str:
