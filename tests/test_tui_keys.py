@@ -8,21 +8,39 @@ is typed, it connects again, and Ctrl-C leaves the terminal as it was.
 
 from __future__ import annotations
 
+import fcntl
 import io
 import os
+import socket
+import struct
 import sys
 import termios
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from functools import partial
+from pathlib import Path
+from typing import Any, BinaryIO
 
 import pytest
 import trio
 import trio.lowlevel
+from e2e_helpers import (
+    FAST_RETRY,
+    MUX,
+    file_ids,
+    file_sink_toml,
+    file_states,
+    source_toml,
+    stderr_of,
+    wait_exit,
+    wait_for_file,
+    write_config,
+)
 from rich.console import Console
 
 from mux_core.events import State, Status
 from mux_core.sinks import SinkContext, SourceInfo
+from mux_core.testing import serve_sse
 from mux_tui import TuiOptions, TuiSink
 from mux_tui._keys import RESTART_HINT, RestartKey
 from mux_tui._model import TuiModel
@@ -317,7 +335,7 @@ async def test_a_replay_does_not_take_the_keyboard(monkeypatch: Any) -> None:
         await sink.aclose()
 
 
-async def _drain(fd: int, into: bytearray | None = None) -> None:
+async def _drain(fd: int, screen: _Screen | None = None) -> None:
     """Read what is drawn on a pty's other end, so the writer never blocks."""
     while True:
         await trio.lowlevel.wait_readable(fd)
@@ -327,5 +345,127 @@ async def _drain(fd: int, into: bytearray | None = None) -> None:
             return
         if not data:
             return
-        if into is not None:
-            into += data
+        if screen is not None:
+            screen.add(data)
+
+
+# -- a real mux run on a pseudo-terminal -------------------------------------
+
+
+def _controlling_terminal() -> None:
+    """In the child, after setsid: the pty (its stdin) becomes its controlling
+    terminal, so a ``\\x03`` typed on the pty is a real Ctrl-C (SIGINT by ISIG)."""
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+class _Screen:
+    """What a process draws on a pty, read from the pty's other end by :meth:`drain`."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self._drawn = trio.Event()
+
+    async def drain(self, fd: int) -> None:
+        await _drain(fd, self)
+
+    def add(self, data: bytes) -> None:
+        self.data += data
+        self._drawn.set()
+        self._drawn = trio.Event()
+
+    async def wait_for(self, text: str, *, timeout: float = 15.0) -> None:
+        wanted = text.encode()
+        with trio.move_on_after(timeout):
+            while wanted not in self.data:
+                await self._drawn.wait()
+        assert wanted in self.data, f"{text!r} never drawn; last: {bytes(self.data[-2000:])!r}"
+
+
+def _stderr_file(config: Path) -> BinaryIO:
+    return open(config.with_suffix(".stderr"), "wb")
+
+
+async def test_r_typed_in_a_real_mux_run_restarts_the_source_that_gave_up(
+    tmp_path: Path,
+) -> None:
+    """``mux run`` with stdin and stdout on a pty: ``gave-up`` exhausts its one
+    attempt against a closed port while ``alive`` keeps the run going; a
+    server comes up on that port, ``r`` is typed, ``gave-up`` connects again;
+    Ctrl-C typed on the pty stops the run and the terminal is as it was."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    out = tmp_path / "out.jsonl"
+    main, terminal = os.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
+    before = termios.tcgetattr(terminal)
+    screen = _Screen()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MUX_", "FORCE_"))}
+    env.update(TERM="xterm-256color", NO_COLOR="1")
+    try:
+        async with serve_sse() as alive, trio.open_nursery() as nursery:
+            config = write_config(
+                tmp_path / "keys.toml",
+                FAST_RETRY
+                + source_toml(
+                    "gave-up",
+                    "sse",
+                    f"http://127.0.0.1:{port}/events",
+                    "retry = { max_attempts = 1 }\n",
+                )
+                + source_toml("alive", "sse", alive.url)
+                + '\n[[sinks]]\ntype = "tui"\nrefresh_per_second = 20\n'
+                + file_sink_toml(out),
+            )
+            nursery.start_soon(screen.drain, main)
+            with _stderr_file(config) as stderr:
+                process: trio.Process = await nursery.start(
+                    partial(
+                        trio.run_process,
+                        [*MUX, "run", str(config)],
+                        check=False,
+                        stdin=terminal,
+                        stdout=terminal,
+                        stderr=stderr,
+                        env=env,
+                        start_new_session=True,
+                        preexec_fn=_controlling_terminal,
+                    )
+                )
+            try:
+                records = await wait_for_file(
+                    out,
+                    lambda r: (
+                        "max_retries_exceeded" in file_states(r, "gave-up")
+                        and "connected" in file_states(r, "alive")
+                    ),
+                    process=process,
+                )
+                gave_up_at = len(file_states(records, "gave-up"))
+                await screen.wait_for(RESTART_HINT)  # keys are read from now on
+
+                async with serve_sse(port=port) as server:
+                    await server.publish({"step": 1}, id="1")
+                    os.write(main, b"r")
+                    await wait_for_file(
+                        out,
+                        lambda r: (
+                            "connected" in file_states(r, "gave-up")[gave_up_at:]
+                            and file_ids(r, "gave-up") == ["1"]
+                        ),
+                        process=process,
+                    )
+                    await screen.wait_for("restarting gave-up")
+                    os.write(main, b"\x03")  # Ctrl-C, through the terminal's ISIG
+                    code = await wait_exit(process, config)
+            finally:
+                if process.returncode is None:
+                    process.kill()
+            assert code == 0, stderr_of(config)
+            assert termios.tcgetattr(terminal) == before
+            assert "restart: source 'gave-up' starts again" in stderr_of(config)
+            assert "SIGINT" in stderr_of(config)
+            nursery.cancel_scope.cancel()
+    finally:
+        os.close(main)
+        os.close(terminal)
