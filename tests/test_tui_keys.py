@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import io
 import os
+import signal
 import socket
 import struct
 import sys
@@ -385,13 +386,15 @@ def _stderr_file(config: Path) -> BinaryIO:
     return open(config.with_suffix(".stderr"), "wb")
 
 
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
 async def test_r_typed_in_a_real_mux_run_restarts_the_source_that_gave_up(
-    tmp_path: Path,
+    tmp_path: Path, stop: str
 ) -> None:
     """``mux run`` with stdin and stdout on a pty: ``gave-up`` exhausts its one
     attempt against a closed port while ``alive`` keeps the run going; a
     server comes up on that port, ``r`` is typed, ``gave-up`` connects again;
-    Ctrl-C typed on the pty stops the run and the terminal is as it was."""
+    Ctrl-C typed on the pty (or a SIGTERM) stops the run and the terminal is
+    as it was."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -456,7 +459,10 @@ async def test_r_typed_in_a_real_mux_run_restarts_the_source_that_gave_up(
                         process=process,
                     )
                     await screen.wait_for("restarting gave-up")
-                    os.write(main, b"\x03")  # Ctrl-C, through the terminal's ISIG
+                    if stop == "SIGINT":
+                        os.write(main, b"\x03")  # Ctrl-C, through the terminal's ISIG
+                    else:
+                        process.send_signal(signal.SIGTERM)
                     code = await wait_exit(process, config)
             finally:
                 if process.returncode is None:
@@ -464,7 +470,7 @@ async def test_r_typed_in_a_real_mux_run_restarts_the_source_that_gave_up(
             assert code == 0, stderr_of(config)
             assert termios.tcgetattr(terminal) == before
             assert "restart: source 'gave-up' starts again" in stderr_of(config)
-            assert "SIGINT" in stderr_of(config)
+            assert f"stopping: {stop}" in stderr_of(config)
             nursery.cancel_scope.cancel()
     finally:
         os.close(main)

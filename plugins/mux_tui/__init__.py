@@ -5,6 +5,8 @@ The same view as the Qt panel, for people who watch training over SSH::
     [[sinks]]
     type = "tui"
     plot = ["loss", "lr"]
+
+On a terminal, the key ``r`` restarts the sources that gave up.
 """
 
 from __future__ import annotations
