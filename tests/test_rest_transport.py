@@ -108,8 +108,9 @@ async def test_each_poll_is_one_batch_and_the_cursor_follows_last_id(
             nursery.start_soon(transport.run_session, session)
             with trio.fail_after(DEADLINE):
                 await got.wait_for(lambda: len(got.events) == 3)
-                await server.publish({"step": 3})
-                await server.publish({"step": 4}, event="done")
+                # Both at once (no checkpoint between): one poll sees both.
+                server.publish_nowait({"step": 3})
+                server.publish_nowait({"step": 4}, event="done")
                 await got.wait_for(lambda: len(got.events) == 5)
                 requests_before = len(server.requests)
                 await server.wait_for_connections(requests_before + 2)
