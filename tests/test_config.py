@@ -217,7 +217,7 @@ def test_the_example_config_loads_without_any_environment() -> None:
         "throughput",
     ]
     assert config.sources[2].options.interval == 1.0
-    assert [s.name for s in config.sinks] == ["log", "file"]
+    assert [s.name for s in config.sinks] == ["tui", "file"]
     with_token = load_config(EXAMPLE, pm, environ={"TRAIN_TOKEN": "abc-secret"})
     assert with_token.sources[0].options.headers == {"Authorization": "Bearer abc-secret"}
     assert "abc-secret" not in render_config(with_token)
