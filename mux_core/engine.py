@@ -53,6 +53,8 @@ from ._quality_feed import QualityFeed
 from ._run_changes import RunChanges
 from ._sink_set import SinkRunner, SinkSet, StartBackground, new_sink_runner
 from ._source_set import SourceRunner, SourceSet
+from ._tty import no_restore as _no_tty
+from ._tty import terminal_restorer
 from .config import Config, SinkConfig, SourceConfig
 from .errors import PluginError
 from .events import Alert, Quality, Record, Severity, State
@@ -133,6 +135,9 @@ class Engine:
         self.plugins = plugins
         self.duration = duration
         self.install_signal_handlers = install_signal_handlers
+        # The terminal as the run found it, put back if a second signal ends
+        # mux at once (mux_core._tty): taken now, before any sink opens.
+        self._restore_terminal = terminal_restorer() if install_signal_handlers else _no_tty
         self.load_config = load_config
         self.watch = watch
         self.result: RunResult | None = None
@@ -482,6 +487,7 @@ class Engine:
                     continue
                 # A second signal while shutting down: the user wants out now.
                 print(f"mux: {name} again, exiting without waiting", file=sys.stderr, flush=True)
+                self._restore_terminal()  # a sink may have changed it (see _tty)
                 os._exit(130)
 
     async def _report_drops(self) -> None:

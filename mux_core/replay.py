@@ -31,6 +31,8 @@ import attrs
 import trio
 
 from ._sink_set import SinkRunner, SinkSet, StartBackground, new_sink_runner
+from ._tty import no_restore as _no_tty
+from ._tty import terminal_restorer
 from .config import SinkConfig
 from .errors import ConfigError, PluginError
 from .events import Event, Record, RecordDecodeError, decode_jsonl
@@ -146,6 +148,9 @@ class Replay:
         self.plugins = plugins
         self.speed = speed
         self.install_signal_handlers = install_signal_handlers
+        # The terminal as the run found it, put back if a second signal ends
+        # mux at once (mux_core._tty): taken now, before any sink opens.
+        self._restore_terminal = terminal_restorer() if install_signal_handlers else _no_tty
         #: Keep the sinks open after the last record until a stop is requested
         #: (default: when there is a window to look at, a ``qt`` sink).
         self.hold_open = any(s.type == "qt" for s in sinks) if hold_open is None else hold_open
@@ -317,4 +322,5 @@ class Replay:
                     self._stop(name)
                     continue
                 print(f"mux: {name} again, exiting without waiting", file=sys.stderr, flush=True)
+                self._restore_terminal()  # a sink may have changed it (see _tty)
                 os._exit(130)
