@@ -64,6 +64,37 @@ class QualityTracker:
     ``Quality.window``); before the first such snapshot it is the whole run.
     """
 
+    # Slots: one of these per source, and 10,000 idle sources should stay small.
+    __slots__ = (
+        "_base",
+        "_blind_closed",
+        "_clock",
+        "_down_since",
+        "_lag_reader",
+        "_lags",
+        "_last_id",
+        "_marks",
+        "_numeric_ids",
+        "_odd_ids",
+        "_outages",
+        "_reconnects",
+        "_up",
+        "_up_since",
+        "_wall",
+        "ended_at",
+        "events_total",
+        "gaps_total",
+        "lag_field",
+        "last_received_at",
+        "reconnects_total",
+        "reported_end",
+        "source",
+        "started",
+        "state",
+        "transport",
+        "window",
+    )
+
     def __init__(
         self,
         source: str,

@@ -126,6 +126,23 @@ class Session:
     Created by the supervisor; transports only call its methods.
     """
 
+    # Slots: one of these per source, and 10,000 idle sources should stay small.
+    __slots__ = (
+        "_delivered",
+        "_on_connected",
+        "_send",
+        "_send_events",
+        "attempt",
+        "connect_timeout",
+        "connected_at",
+        "events",
+        "is_connected",
+        "resume",
+        "shared",
+        "source",
+        "transport",
+    )
+
     def __init__(
         self,
         *,

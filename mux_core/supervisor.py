@@ -45,6 +45,21 @@ class Supervisor:
     sending anything: the engine sends ``stopped`` for sources still live.
     """
 
+    # Slots: one of these per source, and 10,000 idle sources should stay small.
+    __slots__ = (
+        "_delivered",
+        "_rng",
+        "_send",
+        "_shared",
+        "attempt",
+        "policy",
+        "resume",
+        "source",
+        "state",
+        "transport",
+        "transport_name",
+    )
+
     def __init__(
         self,
         *,

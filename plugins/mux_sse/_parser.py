@@ -57,6 +57,30 @@ class SseParser:
     not JSON (a full check per event: only for ``decode = "json"``).
     """
 
+    # Slots: one of these per source, and 10,000 idle sources should stay small.
+    __slots__ = (
+        "_at_start",
+        "_check_json",
+        "_cr_pending",
+        "_data",
+        "_discarding",
+        "_drop_line",
+        "_empty_id",
+        "_head",
+        "_id_buf",
+        "_json",
+        "_last_id_raw",
+        "_size",
+        "_tail",
+        "_tail_len",
+        "_type",
+        "last_event_id",
+        "max_event_bytes",
+        "not_json",
+        "retry",
+        "skipped",
+    )
+
     def __init__(
         self,
         *,
