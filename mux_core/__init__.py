@@ -71,6 +71,7 @@ from .sinks import (
     SinkContext,
     SizedBatch,
     SourceInfo,
+    ViewClock,
     batch_bytes,
 )
 from .state import StateStore
@@ -131,6 +132,7 @@ __all__ = [
     "Status",
     "Supervisor",
     "Transport",
+    "ViewClock",
     "__version__",
     "batch_bytes",
     "decode_jsonl",

@@ -54,6 +54,7 @@ __all__ = [
     "SinkContext",
     "SizedBatch",
     "SourceInfo",
+    "ViewClock",
     "batch_bytes",
 ]
 
@@ -388,3 +389,35 @@ class SinkChannel:
         self._not_empty.set()
         self._waiting_for_room.unpark_all()
         self._finished_waiters.unpark_all()
+
+
+class ViewClock:
+    """ "Now" for a sink that shows ages and rates: the wall clock, or the
+    recording's time during a replay (the Qt panel and the terminal view use it).
+
+    Live records are stamped moments before the view sees them. When the
+    newest record of a batch is older than :attr:`LAG` seconds (``mux
+    replay`` feeds a recorded run), "now" runs from that record's time
+    instead, so ages and rates are the recording's, not "3 days ago".
+    """
+
+    #: Records older than this on arrival mean the view is fed a recording.
+    LAG = 2.0
+
+    def __init__(self, wall: Callable[[], float]) -> None:
+        self.wall = wall
+        self.lag = 0.0
+
+    def saw(self, batch: Sequence[object]) -> None:
+        """Note the time of the newest stamped record of ``batch``."""
+        for record in reversed(batch):
+            at = getattr(record, "received_at", None)
+            if at is None:
+                at = getattr(record, "at", None)
+            if isinstance(at, float | int):
+                lag = self.wall() - at
+                self.lag = lag if lag > self.LAG else 0.0
+                return
+
+    def __call__(self) -> float:
+        return self.wall() - self.lag

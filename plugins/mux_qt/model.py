@@ -37,7 +37,6 @@ __all__ = [
     "PanelModel",
     "RateMeter",
     "SourceRow",
-    "ViewClock",
     "badge_for",
     "format_age",
     "format_rate",
@@ -414,37 +413,6 @@ class PanelModel:
             alert.seq is not None and alert.seq == row.run_started_by
         ):
             self._new_run(row, alert.seq)
-
-
-class ViewClock:
-    """ "Now" for the view: the wall clock, or the recording's time during a replay.
-
-    Live records are stamped moments before the view sees them. When the
-    newest record of a batch is older than :attr:`LAG` seconds (``mux
-    replay`` feeds a recorded run), "now" runs from that record's time
-    instead, so ages and rates are the recording's, not "3 days ago".
-    """
-
-    #: Records older than this on arrival mean the view is fed a recording.
-    LAG = 2.0
-
-    def __init__(self, wall: Callable[[], float]) -> None:
-        self.wall = wall
-        self.lag = 0.0
-
-    def saw(self, batch: Sequence[object]) -> None:
-        """Note the time of the newest stamped record of ``batch``."""
-        for record in reversed(batch):
-            at = getattr(record, "received_at", None)
-            if at is None:
-                at = getattr(record, "at", None)
-            if isinstance(at, float | int):
-                lag = self.wall() - at
-                self.lag = lag if lag > self.LAG else 0.0
-                return
-
-    def __call__(self) -> float:
-        return self.wall() - self.lag
 
 
 def format_value(value: float) -> str:

@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING, ClassVar
 import trio
 
 from mux_core.events import Batch
-from mux_core.sinks import SinkContext
+from mux_core.sinks import SinkContext, ViewClock
 
 from .options import QtOptions, cannot_start, missing_qt, require_qt
 
 if TYPE_CHECKING:
-    from .model import PanelModel, ViewClock
+    from .model import PanelModel
     from .panel import QtPanel
 
 __all__ = ["QtSink"]
@@ -55,7 +55,7 @@ class QtSink:
     def __init__(self, options: QtOptions, context: SinkContext) -> None:
         # The model (numpy columns) is imported only when a run has a panel:
         # every mux command loads this plugin, and numpy costs ~0.2 s to import.
-        from .model import PanelModel, ViewClock
+        from .model import PanelModel
 
         self.options = options
         self.context = context

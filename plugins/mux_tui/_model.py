@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import attrs
 
 from mux_core.events import Alert, Event, Quality, Record, Severity, Status
 
-__all__ = ["RATE_WINDOW", "SourceRow", "TuiModel", "ViewClock"]
+__all__ = ["RATE_WINDOW", "SourceRow", "TuiModel"]
 
 #: Seconds of (received_at, seq) samples the events/s figure is computed over.
 RATE_WINDOW = 5.0
@@ -122,34 +122,3 @@ class TuiModel:
             elif kind is Quality:
                 row.quality = record  # type: ignore[assignment]
             # Record types this view does not know yet are skipped.
-
-
-class ViewClock:
-    """ "Now" for the view: the wall clock, or the recording's time during a replay.
-
-    Live records are stamped moments before the view sees them. When the
-    newest record of a batch is older than :attr:`LAG` seconds (``mux
-    replay`` feeds a recorded run), "now" runs from that record's time
-    instead, so ages and rates are the recording's, not "3 days ago".
-    """
-
-    #: Records older than this on arrival mean the view is fed a recording.
-    LAG = 2.0
-
-    def __init__(self, wall: Callable[[], float]) -> None:
-        self.wall = wall
-        self.lag = 0.0
-
-    def saw(self, batch: Sequence[object]) -> None:
-        """Note the time of the newest stamped record of ``batch``."""
-        for record in reversed(batch):
-            at = getattr(record, "received_at", None)
-            if at is None:
-                at = getattr(record, "at", None)
-            if isinstance(at, float | int):
-                lag = self.wall() - at
-                self.lag = lag if lag > self.LAG else 0.0
-                return
-
-    def __call__(self) -> float:
-        return self.wall() - self.lag

@@ -28,10 +28,10 @@ from rich.console import Console
 from rich.live import Live
 
 from mux_core.events import Batch
-from mux_core.sinks import SinkContext
+from mux_core.sinks import SinkContext, ViewClock
 
 from ._keys import RestartKey
-from ._model import TuiModel, ViewClock
+from ._model import TuiModel
 from ._render import CAPTION, DEMO_CAPTION, TuiView
 from ._terminal import KeySource, TerminalMode, TtyKeys, keyboard_fd
 
