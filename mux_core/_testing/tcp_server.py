@@ -38,13 +38,13 @@ import collections
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from functools import partial
 from typing import Any, TypeAlias
 
 import orjson
 import trio
 
 from ._http import Close, Drop, Raw, Stall
+from ._listen import serve_loopback
 from .ws_server import Garbage
 
 __all__ = ["FakeTcpServer", "Hello", "TcpAction", "refusing_port", "serve_tcp"]
@@ -180,24 +180,12 @@ class FakeTcpServer:
     async def _serve(self, *, task_status: trio.TaskStatus[trio.CancelScope]) -> None:
         done = self._done = trio.Event()
         try:
-            with trio.CancelScope() as scope:
-                listeners = await trio.open_tcp_listeners(self.port, host="127.0.0.1")
-                try:
-                    self.port = listeners[0].socket.getsockname()[1]
-                    async with trio.open_nursery() as connections:
-                        serve = partial(
-                            trio.serve_listeners,
-                            self._handle,
-                            listeners,
-                            handler_nursery=connections,
-                        )
-                        await connections.start(serve)
-                        task_status.started(scope)
-                finally:
-                    for listener in listeners:
-                        await trio.aclose_forcefully(listener)
+            await serve_loopback(self.port, self._handle, self._bound, task_status=task_status)
         finally:
             done.set()
+
+    def _bound(self, port: int) -> None:
+        self.port = port
 
     def _changed_now(self) -> None:
         changed, self._changed = self._changed, trio.Event()

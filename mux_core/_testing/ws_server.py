@@ -27,7 +27,6 @@ from __future__ import annotations
 import collections
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from functools import partial
 from typing import Any, TypeAlias
 from urllib.parse import parse_qsl, urlsplit
 
@@ -48,6 +47,7 @@ from wsproto.events import (
 from wsproto.utilities import ProtocolError
 
 from ._http import Drop, Stall
+from ._listen import serve_loopback
 
 __all__ = [
     "Close",
@@ -259,24 +259,12 @@ class FakeWsServer:
     async def _serve(self, *, task_status: trio.TaskStatus[trio.CancelScope]) -> None:
         done = self._done = trio.Event()
         try:
-            with trio.CancelScope() as scope:
-                listeners = await trio.open_tcp_listeners(self.port, host="127.0.0.1")
-                try:
-                    self.port = listeners[0].socket.getsockname()[1]
-                    async with trio.open_nursery() as connections:
-                        serve = partial(
-                            trio.serve_listeners,
-                            self._handle,
-                            listeners,
-                            handler_nursery=connections,
-                        )
-                        await connections.start(serve)
-                        task_status.started(scope)
-                finally:
-                    for listener in listeners:
-                        await trio.aclose_forcefully(listener)
+            await serve_loopback(self.port, self._handle, self._bound, task_status=task_status)
         finally:
             done.set()
+
+    def _bound(self, port: int) -> None:
+        self.port = port
 
     async def _handle(self, stream: trio.SocketStream) -> None:
         conn = _Connection(stream)
