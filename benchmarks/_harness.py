@@ -2,7 +2,7 @@
 real engine, and the results table.
 
 mux is measured the way a user runs it: a TOML config parsed by
-:func:`mux_core.config.parse_config`, the real :class:`~mux_core.engine.Engine`,
+:func:`mux_core._config.parse_config`, the real :class:`~mux_core._run.engine.Engine`,
 the real transport plugins, and a sink registered through
 ``mux_register_sinks`` -- a *null* sink that only counts (or timestamps)
 what reaches it, so the numbers are mux's cost and not a sink's.
@@ -23,12 +23,17 @@ from typing import Any, ClassVar
 import attrs
 import trio
 
-from mux_core.config import parse_config
-from mux_core.engine import Engine, RunResult
-from mux_core.events import Batch, Event, State, Status
+from mux_core._config import parse_config
+from mux_core._plugins import PluginManager
+from mux_core._run.engine import Engine, RunResult
 from mux_core.hookspecs import hookimpl
-from mux_core.plugins import PluginManager
-from mux_core.sinks import SinkContext
+from mux_core.records import (
+    Batch,
+    Event,
+    State,
+    Status,
+)
+from mux_core.sink import SinkContext
 
 HERE = Path(__file__).resolve().parent
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import trio
 
-from mux_core.events import Event, Record, encode_jsonl
-from mux_core.sinks import SinkContext
+from mux_core.records import Event, Record, encode_jsonl
+from mux_core.sink import SinkContext
 from mux_file import FileOptions, FileSink
 
 N = 1_000_000

@@ -2,7 +2,7 @@
 
 Events are built as transports hand them over (payload kept as the JSON bytes
 received, the demo trainer's metric record), in batches of 64, and passed
-through a real :class:`mux_core.ProcessorChain` inside ``trio.run`` (stall
+through a real :class:`mux_core._run.chain.ProcessorChain` inside ``trio.run`` (stall
 reads the trio clock once per batch). Each figure is the best of several
 rounds of ``N`` events; the target is <= 1 µs per event for the chain.
 
@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _harness as h
 
-from mux_core import Event, ProcessorChain, ProcessorContext, Record, State, Status
+from mux_core import Event, ProcessorContext, Record, State, Status
+from mux_core._run.chain import ProcessorChain
 from mux_proc import (
     FilterOptions,
     FilterProcessor,

@@ -93,10 +93,10 @@ def _run_client(port: int, *, sources: int, seconds: float, qt: bool, out: Path)
     import mux_file
     import mux_qt
     import mux_sse
-    from mux_core.config import parse_config
-    from mux_core.engine import Engine
+    from mux_core._config import parse_config
+    from mux_core._plugins import PluginManager
+    from mux_core._run.engine import Engine
     from mux_core.hookspecs import Register, hookimpl
-    from mux_core.plugins import PluginManager
     from mux_qt.panel import ensure_application
     from mux_qt.sink import QtSink
 

@@ -1,7 +1,7 @@
 """What connection-quality tracking adds to a source's hot path (issue 16).
 
 The engine hands every batch a source emits to its
-:class:`mux_core.QualityTracker` (``observe``) in the source's own task,
+:class:`mux_core._run.quality.QualityTracker` (``observe``) in the source's own task,
 then to the fan-out. This measures that difference: ``await send(batch)``
 where ``send`` observes and awaits a null fan-out, against awaiting the null
 fan-out alone, inside ``trio.run``. Events are built as transports hand them
@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _harness as h
 
-from mux_core import Event, QualityTracker, Record
+from mux_core import Event, Record
+from mux_core._run.quality import QualityTracker
 
 TARGET_US = 0.1
 

@@ -37,11 +37,11 @@ import coredis
 import trio
 from coredis.typing import Key
 
-from mux_core.config import parse_config
-from mux_core.engine import Engine
-from mux_core.events import Event, encode_jsonl
-from mux_core.plugins import PluginManager
-from mux_core.sinks import SinkContext
+from mux_core._config import parse_config
+from mux_core._plugins import PluginManager
+from mux_core._run.engine import Engine
+from mux_core.records import Event, encode_jsonl
+from mux_core.sink import SinkContext
 from mux_core.testing import SessionResult, run_one_session, serve_sse
 from mux_redis._client import command, queue
 from mux_redis.sink import _APPEND, RedisStreamSink, RedisStreamSinkOptions

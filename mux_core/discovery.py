@@ -46,7 +46,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import attrs
 
-from ._toml_positions import KeyPath, key_lines
+from ._config.positions import KeyPath, key_lines
 from .errors import ConfigError
 from .retry import RetryPolicy
 

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import pluggy
 
-__all__ = ["Runnable", "hookimpl", "hookspec"]
+__all__ = ["CommandRegister", "Register", "Runnable", "hookimpl", "hookspec"]
 
 hookspec = pluggy.HookspecMarker("mux")
 hookimpl = pluggy.HookimplMarker("mux")
@@ -46,7 +46,7 @@ class Runnable(Protocol):
 Register = Callable[[str, type[Any]], None]
 
 #: ``register(name, add_arguments, handler, help=...)``: the callback of
-#: ``mux_register_commands`` (see :class:`mux_core.plugins.Command`).
+#: ``mux_register_commands`` (see :class:`mux_core._plugins.Command`).
 CommandRegister = Callable[..., None]
 
 
@@ -105,7 +105,10 @@ def mux_register_commands(register: CommandRegister) -> None:
 
     Called once, when ``mux`` builds its argument parser. ``add_arguments(parser)``
     fills the subcommand's :class:`argparse.ArgumentParser`; ``handler(args)``
-    runs it and returns the exit code. A name that is already a command (a
+    runs it and returns the exit code. ``args.plugins`` is the
+    :class:`~mux_core.PluginManager` this process loaded (once, for every
+    command), and logging is set up as for ``mux run`` (``-q``, if the command
+    defines it, means warnings only). A name that is already a command (a
     built-in, or another plugin's) is an error naming both.
     """
 

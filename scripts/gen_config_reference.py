@@ -4,7 +4,7 @@ Every key comes from an attrs class: ``[retry]`` from
 :class:`mux_core.RetryPolicy`, each transport's and sink's keys from its
 ``Options`` class (loaded through the plugin manager's entry points, built-ins
 only). Descriptions are the ``#:`` comments above each field, read with
-:mod:`ast` from the class source by :mod:`mux_core._reference`, which
+:mod:`ast` from the class source by :mod:`mux_core._config.reference`, which
 ``mux plugins --config-reference PLUGIN`` uses for a third party's page.
 
     python scripts/gen_config_reference.py           # rewrite the file
@@ -19,13 +19,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mux_core import _config_loader, _config_records
-from mux_core._reference import Field, field_comments, options_fields, plugin_section
-from mux_core._reference import table as _table
-from mux_core._reference import toml_value as _toml
-from mux_core.plugins import PluginManager, Provided
+from mux_core._config import loader as _config_loader
+from mux_core._config import records as _config_records
+from mux_core._config.reference import (
+    Field,
+    field_comments,
+    options_fields,
+    plugin_section,
+)
+from mux_core._config.reference import table as _table
+from mux_core._config.reference import toml_value as _toml
+from mux_core._plugins import PluginManager, Provided
 from mux_core.retry import RetryPolicy
-from mux_core.sinks import DEFAULT_BUFFER_BYTES, Overflow
+from mux_core.sink import DEFAULT_BUFFER_BYTES, Overflow
 
 __all__ = ["Field", "field_comments", "generate", "main", "options_fields"]
 

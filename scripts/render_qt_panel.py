@@ -26,8 +26,13 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import trio
 
-from mux_core.events import Event, Record, State, Status
-from mux_core.sinks import SinkContext, SourceInfo
+from mux_core.records import (
+    Event,
+    Record,
+    State,
+    Status,
+)
+from mux_core.sink import SinkContext, SourceInfo
 from mux_qt.options import QtOptions
 from mux_qt.sink import QtSink
 
@@ -140,10 +145,10 @@ async def render_live(out: Path, seconds: float) -> None:
     import mux_rest
     import mux_sse
     import mux_ws
-    from mux_core.config import parse_config
-    from mux_core.engine import Engine
+    from mux_core._config import parse_config
+    from mux_core._plugins import PluginManager
+    from mux_core._run.engine import Engine
     from mux_core.hookspecs import Register, hookimpl
-    from mux_core.plugins import PluginManager
     from mux_demo.monitor import demo_config_text
     from mux_demo.server import DemoOptions, serve_demo
 

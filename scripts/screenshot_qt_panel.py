@@ -12,7 +12,7 @@
 2. ``qt-panel-replay.png``: a recording of the demo -- 6,000 steps, what ten
    minutes of ``mux demo`` produce, recorded by the file sink at 20x its pace,
    with a trainer restart at step 4,000 -- fed back by ``mux replay``'s
-   :class:`~mux_core.replay.Replay` into the panel, grabbed during the replay.
+   :class:`~mux_core._run.replay.Replay` into the panel, grabbed during the replay.
 
 No display is needed (QT_QPA_PLATFORM=offscreen).
 """
@@ -33,10 +33,10 @@ import mux_file
 import mux_rest
 import mux_sse
 import mux_ws
-from mux_core.config import parse_config
-from mux_core.engine import Engine
+from mux_core._config import parse_config
+from mux_core._plugins import PluginManager
+from mux_core._run.engine import Engine
 from mux_core.hookspecs import Register, hookimpl
-from mux_core.plugins import PluginManager
 from mux_demo.monitor import demo_config_text
 from mux_demo.server import DemoOptions, serve_demo
 from mux_qt.panel import QtPanel
@@ -168,9 +168,9 @@ async def record(recording: Path) -> None:
 
 
 async def replay_shot(out: Path, recording: Path) -> None:
-    from mux_core.config import SinkConfig
-    from mux_core.replay import Replay, replay_files
-    from mux_core.sinks import Overflow, SourceInfo
+    from mux_core._config import SinkConfig
+    from mux_core._run.replay import Replay, replay_files
+    from mux_core.sink import Overflow, SourceInfo
     from mux_qt.options import QtOptions
 
     class Found(_Found):

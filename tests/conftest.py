@@ -8,7 +8,7 @@ import trio.testing
 import trustme
 
 import mux_core.testing
-from mux_core.plugins import PluginManager
+from mux_core._plugins import PluginManager
 
 
 @pytest.fixture

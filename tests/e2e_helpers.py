@@ -27,10 +27,10 @@ import trio
 import trio.lowlevel
 
 import mux_core.testing
-from mux_core.config import parse_config
-from mux_core.engine import Engine
-from mux_core.events import Event, State, Status
-from mux_core.plugins import PluginManager
+from mux_core._config import parse_config
+from mux_core._plugins import PluginManager
+from mux_core._run.engine import Engine
+from mux_core.records import Event, State, Status
 from mux_core.testing import (
     CollectingSink,
     FakeRestServer,
@@ -45,7 +45,7 @@ Server: TypeAlias = FakeSseServer | FakeWsServer | FakeRestServer
 JsonRecord: TypeAlias = dict[str, Any]
 
 TRANSPORTS = ("sse", "ws", "rest")
-MUX = [sys.executable, "-m", "mux_core.cli"]
+MUX = [sys.executable, "-m", "mux_core"]
 
 #: Fast, deterministic retries: outages in these tests last milliseconds.
 FAST_RETRY = """\
@@ -182,7 +182,7 @@ def _open_stderr(config: Path) -> BinaryIO:
 
 
 async def start_mux(nursery: trio.Nursery, config: Path, *args: str) -> trio.Process:
-    """Start ``python -m mux_core.cli run CONFIG``; stderr goes to CONFIG.stderr."""
+    """Start ``python -m mux_core run CONFIG``; stderr goes to CONFIG.stderr."""
     stderr = _open_stderr(config)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MUX_")}
     try:

@@ -9,10 +9,15 @@ from typing import Any
 
 import trio
 
-from mux_core.events import Event, Record, State, Status
+from mux_core._run.supervisor import Supervisor
+from mux_core.records import (
+    Event,
+    Record,
+    State,
+    Status,
+)
 from mux_core.retry import RetryPolicy
-from mux_core.session import SharedResources
-from mux_core.supervisor import Supervisor
+from mux_core.transport import SharedResources
 
 #: Peak RSS growth allowed in one hostile case; the issue's bound for the
 #: whole process is ~300 MB, and a careless client grows by the bomb's size.

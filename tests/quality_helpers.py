@@ -15,13 +15,13 @@ from typing import ClassVar
 import attrs
 import trio
 
-from mux_core.config import parse_config
-from mux_core.engine import Engine
+from mux_core._config import parse_config
+from mux_core._plugins import PluginManager
+from mux_core._run.engine import Engine
 from mux_core.errors import Disconnected, ServerUnavailable
 from mux_core.hookspecs import hookimpl
-from mux_core.plugins import PluginManager
-from mux_core.session import Session
 from mux_core.testing import CollectingSink
+from mux_core.transport import Session
 
 
 @attrs.frozen(kw_only=True)

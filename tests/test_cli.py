@@ -13,7 +13,7 @@ from pathlib import Path
 
 import orjson
 
-MUX = [sys.executable, "-m", "mux_core.cli"]
+MUX = [sys.executable, "-m", "mux_core"]
 
 
 def mux(
@@ -305,7 +305,7 @@ def _options_without_help(parser: argparse.ArgumentParser, path: str) -> Iterato
 def test_every_option_of_every_command_has_help_text() -> None:
     """Plugins' commands included (serve-demo, demo from mux_demo): `mux X --help`
     explains every option."""
-    from mux_core.cli import _parser, load_plugins
+    from mux_core._cli import _parser, load_plugins
 
     parser = _parser(load_plugins())
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
@@ -324,7 +324,7 @@ def test_a_reader_that_goes_away_is_not_a_traceback(tmp_path: Path) -> None:
     )
     config.write_text(sources + '[[sinks]]\ntype = "log"\n')
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mux_core.cli", "check", str(config)],
+        [sys.executable, "-m", "mux_core", "check", str(config)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )

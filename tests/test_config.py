@@ -13,13 +13,18 @@ from typing import Any, Literal
 import attrs
 import pytest
 
-from mux_core._toml_positions import key_lines, line_of
-from mux_core.config import Config, load_config, parse_config, render_config
+from mux_core._config import (
+    Config,
+    load_config,
+    parse_config,
+    render_config,
+)
+from mux_core._config.positions import key_lines, line_of
+from mux_core._plugins import PluginFailure, PluginManager
 from mux_core.errors import ConfigError
 from mux_core.hookspecs import hookimpl
-from mux_core.plugins import PluginFailure, PluginManager
 from mux_core.retry import RetryPolicy
-from mux_core.sinks import Overflow
+from mux_core.sink import Overflow
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "monitor.toml"
 

@@ -26,7 +26,7 @@ import pytest
 import trio
 
 from mux_core import hookspecs
-from mux_core.plugins import PluginManager, Provided
+from mux_core._plugins import PluginManager, Provided
 from mux_core.retry import RetryPolicy
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -25,7 +25,7 @@ import pytest
 import mux_core.testing
 import mux_sse
 from mux_core import ConfigError, PluginManager, parse_config
-from mux_core.config import render_config
+from mux_core._config import render_config
 
 ROOT = Path(__file__).resolve().parent.parent
 GUIDE = ROOT / "docs" / "plugins"
@@ -112,7 +112,7 @@ def test_a_module_registered_by_hand_is_not_registered_again_by_its_entry_point(
 def test_plugin_modules_naming_an_installed_plugin_are_harmless() -> None:
     env = {**os.environ, "MUX_PLUGIN_MODULES": "mux_sse,mux_core.testing"}
     result = subprocess.run(
-        [sys.executable, "-m", "mux_core.cli", "plugins"],
+        [sys.executable, "-m", "mux_core", "plugins"],
         env=env,
         capture_output=True,
         text=True,

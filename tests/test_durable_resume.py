@@ -29,8 +29,8 @@ from e2e_helpers import (
     write_config,
 )
 
-from mux_core.session import ResumeState
-from mux_core.state import StateStore
+from mux_core._run.state import StateStore
+from mux_core.transport import ResumeState
 
 
 def _events(records: list[dict[str, object]], source: str) -> list[tuple[object, object]]:

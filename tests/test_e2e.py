@@ -2,7 +2,7 @@
 
 Outages are real: a server that is not listening yet, a server killed and
 restarted on the same port mid-stream, a server that goes silent after its
-headers. The monitor is the real :class:`~mux_core.engine.Engine` with the
+headers. The monitor is the real :class:`~mux_core._run.engine.Engine` with the
 built-in transports; a collecting sink records what reached the sinks.
 """
 
@@ -23,7 +23,7 @@ from e2e_helpers import (
     wait_for_state,
 )
 
-from mux_core.events import State, Status
+from mux_core.records import State, Status
 from mux_core.testing import Stall, serve_sse
 
 OUTAGE = {State.DISCONNECTED, State.SERVER_UNAVAILABLE}

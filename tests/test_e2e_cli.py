@@ -1,7 +1,7 @@
 """End to end, as a user runs it: real ``mux run`` processes against real fake servers.
 
 The fake servers run in this test's trio loop; each monitor is a separate
-``python -m mux_core.cli run`` process writing a JSON Lines file, which is
+``python -m mux_core._cli run`` process writing a JSON Lines file, which is
 what the assertions read (plus exit codes and what the servers saw).
 """
 

@@ -10,14 +10,14 @@ import attrs
 import trio
 import trio.testing
 
-from mux_core.config import parse_config
-from mux_core.engine import Engine
+from mux_core._config import parse_config
+from mux_core._plugins import PluginManager
+from mux_core._run.engine import Engine
 from mux_core.errors import Ended
-from mux_core.events import Event, State, Status
 from mux_core.hookspecs import hookimpl
-from mux_core.plugins import PluginManager
-from mux_core.session import Session
+from mux_core.records import Event, State, Status
 from mux_core.testing import CollectingSink
+from mux_core.transport import Session
 
 
 def engine_for(plugins: PluginManager, toml: str, **kwargs: object) -> Engine:

@@ -9,7 +9,7 @@ import orjson
 import pytest
 import trio
 
-from mux_core._testing.http_servers import (
+from mux_core.testing._http_servers import (
     Close,
     Drop,
     FakeSseServer,

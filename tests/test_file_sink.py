@@ -11,8 +11,13 @@ import orjson
 import pytest
 import trio
 
-from mux_core.events import Event, Record, State, Status
-from mux_core.sinks import SinkContext
+from mux_core.records import (
+    Event,
+    Record,
+    State,
+    Status,
+)
+from mux_core.sink import SinkContext
 from mux_file import FileOptions, FileSink
 
 EVENT = Event("train-sse", "sse", "metric", "42", {"step": 42, "loss": 0.31}, 1764250000.123, 17)

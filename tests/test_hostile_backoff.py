@@ -16,11 +16,11 @@ import trio.testing
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mux_core._run.supervisor import Supervisor
 from mux_core.errors import Disconnected, ServerUnavailable
-from mux_core.events import Record, State, Status
+from mux_core.records import Record, State, Status
 from mux_core.retry import RetryPolicy
-from mux_core.session import Session, SharedResources
-from mux_core.supervisor import Supervisor
+from mux_core.transport import Session, SharedResources
 
 #: Enough to see a storm: without a floor a zero hint attempts without end.
 _STORM = 5000

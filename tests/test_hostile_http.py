@@ -30,7 +30,7 @@ from hostile_helpers import (
     watch,
 )
 
-from mux_core.events import State
+from mux_core.records import State
 from mux_core.retry import RetryPolicy
 from mux_core.testing import (
     Bomb,

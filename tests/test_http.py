@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from mux_core.errors import Disconnected
-from mux_core.events import State, Status
 from mux_core.http import CLIENT_SHARDS, clean_headers, shared_client
-from mux_core.session import ResumeState, Session, SharedResources
+from mux_core.records import State, Status
 from mux_core.testing import Drop, run_one_session, serve_sse
+from mux_core.transport import ResumeState, Session, SharedResources
 from mux_rest import RestOptions, RestTransport
 from mux_sse import SseOptions, SseTransport
 

@@ -8,8 +8,13 @@ from typing import Any
 import orjson
 import pytest
 
-from mux_core.events import Event, Quality, State, Status
-from mux_core.sinks import SinkContext
+from mux_core.records import (
+    Event,
+    Quality,
+    State,
+    Status,
+)
+from mux_core.sink import SinkContext
 from mux_log import LogOptions, LogSink
 
 LOGGER = "mux.sink.log"
@@ -247,9 +252,9 @@ async def test_attempt_numbers_read_consistently_across_a_real_server_restart(
 
     import trio
 
-    from mux_core.config import parse_config
-    from mux_core.engine import Engine
-    from mux_core.plugins import PluginManager
+    from mux_core._config import parse_config
+    from mux_core._plugins import PluginManager
+    from mux_core._run.engine import Engine
     from mux_core.testing import serve_rest, serve_ws
 
     caplog.set_level(logging.INFO, logger="mux")

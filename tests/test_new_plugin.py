@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 import mux_core.testing
-from mux_core._newplugin import skeleton_files
-from mux_core._reference import plugin_reference
-from mux_core.cli import main
-from mux_core.plugins import PluginManager
+from mux_core._cli import main
+from mux_core._cli.new_plugin import skeleton_files
+from mux_core._config.reference import plugin_reference
+from mux_core._plugins import PluginManager
 
 BIN = Path(sys.executable).parent
 
@@ -82,7 +82,7 @@ def test_the_skeleton_installs_is_listed_and_passes_its_own_tests(tmp_path: Path
         env,
     )
     env["PYTHONPATH"] = str(site)
-    listed = _run([sys.executable, "-m", "mux_core.cli", "plugins"], tmp_path, env).stdout
+    listed = _run([sys.executable, "-m", "mux_core", "plugins"], tmp_path, env).stdout
     assert any(
         line.split()[:2] == ["acme", "0.1.0"]
         and "transport acme, sink acme" in line
@@ -97,7 +97,7 @@ def test_the_skeleton_installs_is_listed_and_passes_its_own_tests(tmp_path: Path
     mypy = [str(BIN / "mypy"), "--cache-dir", str(cache), "."]
     _run(mypy, project, {k: v for k, v in env.items() if k != "PYTHONPATH"})
     reference = _run(
-        [sys.executable, "-m", "mux_core.cli", "plugins", "--config-reference", "acme"],
+        [sys.executable, "-m", "mux_core", "plugins", "--config-reference", "acme"],
         tmp_path,
         env,
     ).stdout

@@ -24,12 +24,13 @@ pytest.importorskip("pyqtgraph")
 
 import numpy as np
 
-import mux_core.events
+import mux_core.records
 import mux_qt
-from mux_core.config import parse_config
-from mux_core.events import Event, State, Status
-from mux_core.plugins import PluginManager
-from mux_core.sinks import Overflow, SinkChannel, SinkContext, SourceInfo
+from mux_core._config import parse_config
+from mux_core._plugins import PluginManager
+from mux_core._run.channel import SinkChannel
+from mux_core.records import Event, State, Status
+from mux_core.sink import Overflow, SinkContext, SourceInfo
 from mux_qt.model import PanelModel, format_value
 from mux_qt.options import QtOptions
 from mux_qt.series import S, Segment, T, Y, ema
@@ -37,8 +38,8 @@ from mux_qt.sink import QtSink
 
 pytestmark = pytest.mark.qt
 
-Alert: Any = getattr(mux_core.events, "Alert", None)
-needs_alert = pytest.mark.skipif(Alert is None, reason="mux_core.events has no Alert yet")
+Alert: Any = getattr(mux_core.records, "Alert", None)
+needs_alert = pytest.mark.skipif(Alert is None, reason="mux_core.records has no Alert yet")
 
 SOURCES = (SourceInfo("train", "sse"), SourceInfo("eval", "ws"))
 

@@ -12,7 +12,7 @@ import pytest
 
 import mux_core.testing
 from mux_core import PluginError, hookimpl
-from mux_core.plugins import PluginManager
+from mux_core._plugins import PluginManager
 from mux_core.testing import CollectingSink, ScriptedTransport
 
 
@@ -110,7 +110,7 @@ def _find_spec_not_installed(name, package=None):
 
 
 importlib.util.find_spec = _find_spec_not_installed
-from mux_core.cli import main
+from mux_core._cli import main
 sys.exit(main(sys.argv[1:]))
 """
 

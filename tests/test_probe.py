@@ -10,9 +10,9 @@ from pathlib import Path
 import trio
 
 import mux_core.testing
-from mux_core.config import parse_config
-from mux_core.plugins import PluginManager
-from mux_core.probe import probe_config, probe_sources
+from mux_core._cli.probe import probe_config, probe_sources
+from mux_core._config import parse_config
+from mux_core._plugins import PluginManager
 
 CONFIG = """
 [retry]
@@ -129,7 +129,7 @@ async def test_probe_and_run_agree_on_every_transport_pointed_at_every_kind_of_u
     """Each transport at an SSE, a WebSocket, a REST URL and a finished event
     stream: --probe's verdict is what the first attempt of `mux run` reports
     (the same state), through the one classification both use."""
-    from mux_core.engine import Engine
+    from mux_core._run.engine import Engine
     from mux_core.testing import CollectingSink, Respond, serve_rest, serve_sse, serve_ws
 
     plugins = PluginManager()
@@ -201,7 +201,7 @@ async def test_check_probe_prints_verdicts_first_quiet_only_them_json_for_script
         )
 
         async def check(*args: str) -> tuple[int, str]:
-            command = [sys.executable, "-m", "mux_core.cli", "check", "--probe", *args]
+            command = [sys.executable, "-m", "mux_core", "check", "--probe", *args]
             with trio.fail_after(30):
                 done = await trio.run_process(
                     [*command, str(config)], check=False, capture_stdout=True, capture_stderr=True

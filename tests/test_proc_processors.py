@@ -18,16 +18,8 @@ import pytest
 import trio
 import trio.testing
 
-from mux_core import (
-    Alert,
-    Event,
-    ProcessorChain,
-    ProcessorContext,
-    Record,
-    Severity,
-    State,
-    Status,
-)
+from mux_core import Alert, Event, ProcessorContext, Record, Severity, State, Status
+from mux_core._run.chain import ProcessorChain
 from mux_proc import (
     DivergeOptions,
     DivergeProcessor,

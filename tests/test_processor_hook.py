@@ -405,15 +405,15 @@ class _EverywhereAlert:
     """Drops every Status and adds an Alert after everything: a badly behaved processor."""
 
     def process(self, batch: Any) -> Any:
-        from mux_core.events import Alert, Severity, Status
+        from mux_core.records import Alert, Severity, Status
 
         kept = [r for r in batch if type(r) is not Status]
         return [*kept, Alert("s", "t", "noise", Severity.INFO, "after all", None, 0.0)]
 
 
 def test_a_terminal_status_stays_the_last_record_whatever_processors_do() -> None:
-    from mux_core.events import Alert, State, Status
-    from mux_core.processors import ProcessorChain
+    from mux_core._run.chain import ProcessorChain
+    from mux_core.records import Alert, State, Status
 
     chain = ProcessorChain("s", "t", [("noise", _EverywhereAlert())])
     stopped = Status("s", "t", State.STOPPED, 1, None, "SIGINT", 0.0)

@@ -17,11 +17,17 @@ import trio.testing
 from prometheus_client.parser import text_string_to_metric_families
 from quality_helpers import outage_engine
 
-from mux_core.config import parse_config
+from mux_core._config import parse_config
+from mux_core._plugins import PluginManager
 from mux_core.errors import ConfigError
-from mux_core.events import Alert, Quality, Severity, State, Status
-from mux_core.plugins import PluginManager
-from mux_core.sinks import SinkContext, SourceInfo
+from mux_core.records import (
+    Alert,
+    Quality,
+    Severity,
+    State,
+    Status,
+)
+from mux_core.sink import SinkContext, SourceInfo
 from mux_prometheus import INSTALL_HINT, PrometheusOptions, PrometheusSink
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -206,7 +212,7 @@ def test_without_prometheus_client_the_plugin_is_unavailable_with_the_hint(
     )
     code = (
         "import sys; sys.modules['prometheus_client'] = None\n"
-        "from mux_core.cli import main\n"
+        "from mux_core._cli import main\n"
         "main(['plugins', '--json'])\n"
         "sys.exit(main(['check', sys.argv[1]]))\n"
     )

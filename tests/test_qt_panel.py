@@ -26,8 +26,8 @@ pytest.importorskip("PySide6")
 pytest.importorskip("pyqtgraph")
 
 import mux_qt
-from mux_core.events import Event, State, Status
-from mux_core.sinks import SinkContext, SourceInfo
+from mux_core.records import Event, State, Status
+from mux_core.sink import SinkContext, SourceInfo
 from mux_qt.model import AMBER, GREEN, GREY, RED, badge_for
 from mux_qt.options import INSTALL_HINT, QtOptions
 from mux_qt.sink import QtSink
@@ -88,7 +88,7 @@ def test_without_pyside6_the_plugin_is_listed_unavailable_with_the_install_hint(
     )
     code = (
         "import sys; sys.modules['PySide6'] = None; sys.modules['pyqtgraph'] = None\n"
-        "from mux_core.cli import main\n"
+        "from mux_core._cli import main\n"
         "main(['plugins', '--json'])\n"
         "sys.exit(main(['check', sys.argv[1]]))\n"
     )
@@ -248,7 +248,7 @@ async def test_outside_a_qt_loop_the_sink_pumps_qt_events() -> None:
 
 
 class FakeEngine:
-    """Just enough of mux_core.engine.Engine for mux_main_loop."""
+    """Just enough of mux_core._run.engine.Engine for mux_main_loop."""
 
     def __init__(self, sink_types: list[str], *, fail: bool = False) -> None:
         self.config = SimpleNamespace(
@@ -360,9 +360,9 @@ def test_real_engine_in_qt_stops_cleanly_when_the_window_closes() -> None:
     from PySide6.QtWidgets import QApplication
 
     import mux_core.testing
-    from mux_core.config import parse_config
-    from mux_core.engine import Engine
-    from mux_core.plugins import PluginManager
+    from mux_core._config import parse_config
+    from mux_core._plugins import PluginManager
+    from mux_core._run.engine import Engine
     from mux_qt.panel import QtPanel
 
     plugins = PluginManager()
@@ -471,7 +471,7 @@ def test_run_exits_2_naming_missing_libraries_instead_of_a_qt_abort(tmp_path: Pa
     env = {k: v for k, v in os.environ.items() if k not in ("QT_QPA_PLATFORM", "WAYLAND_DISPLAY")}
     env.update(environ)
     result = subprocess.run(
-        [sys.executable, "-m", "mux_core.cli", "run", str(config), "--for", "5"],
+        [sys.executable, "-m", "mux_core", "run", str(config), "--for", "5"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -486,7 +486,7 @@ def test_run_exits_2_naming_missing_libraries_instead_of_a_qt_abort(tmp_path: Pa
 
 
 async def test_the_quality_column_shows_uptime_and_reconnects() -> None:
-    from mux_core.events import Quality
+    from mux_core.records import Quality
 
     async with open_sink() as (sink, _):
         assert sink.panel is not None
@@ -506,9 +506,9 @@ async def test_the_restart_button_starts_a_source_that_gave_up_once_its_server_i
     import socket
 
     import mux_core.testing
-    from mux_core.config import parse_config
-    from mux_core.engine import Engine
-    from mux_core.plugins import PluginManager
+    from mux_core._config import parse_config
+    from mux_core._plugins import PluginManager
+    from mux_core._run.engine import Engine
     from mux_core.testing import CollectingSink, serve_sse
 
     with socket.socket() as closed:

@@ -17,9 +17,9 @@ import trio.testing
 from quality_helpers import outage_engine
 
 from mux_core import Quality, decode_jsonl, encode_jsonl, record_to_dict
-from mux_core.events import Event, State, Status
-from mux_core.plugins import PluginManager
-from mux_core.quality import QualityTracker, format_quality_table
+from mux_core._plugins import PluginManager
+from mux_core._run.quality import QualityTracker, format_quality_table
+from mux_core.records import Event, State, Status
 from mux_core.testing import CollectingSink
 
 #: DESIGN.md's minimum keys of a quality record, then the ones mux adds.

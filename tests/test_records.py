@@ -19,7 +19,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from mux_core.events import (
+from mux_core.payload import JsonFields, decode_payload, is_json, keep_raw
+from mux_core.records import (
     Alert,
     Event,
     Record,
@@ -31,8 +32,12 @@ from mux_core.events import (
     encode_jsonl,
     record_to_dict,
 )
-from mux_core.payload import JsonFields, decode_payload, is_json, keep_raw
-from mux_core.session import RawEvent, ResumeState, Session, SharedResources
+from mux_core.transport import (
+    RawEvent,
+    ResumeState,
+    Session,
+    SharedResources,
+)
 
 _FIELDS = ("s", "rest", "message", "42", {"step": 42, "loss": 0.31}, 1764250000.123, 17)
 _RAW = b'{"step": 42, "loss": 0.31}'

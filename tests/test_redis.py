@@ -23,10 +23,15 @@ import trio
 import trustme
 from coredis.typing import Key
 
-from mux_core.config import parse_config
-from mux_core.engine import Engine
-from mux_core.events import Event, State, Status, decode_jsonl
-from mux_core.plugins import PluginManager
+from mux_core._config import parse_config
+from mux_core._plugins import PluginManager
+from mux_core._run.engine import Engine
+from mux_core.records import (
+    Event,
+    State,
+    Status,
+    decode_jsonl,
+)
 from mux_core.testing import CollectingSink, serve_sse
 from mux_redis._client import client_name, command, make_client, parse_url
 from mux_redis.sink import _APPEND
@@ -52,7 +57,7 @@ from tests.redis_helpers import (
     unique_prefix,
 )
 
-MUX = [sys.executable, "-m", "mux_core.cli"]
+MUX = [sys.executable, "-m", "mux_core"]
 
 
 @pytest.fixture
@@ -308,7 +313,7 @@ async def test_plain_mode_resumes_from_the_last_entry_id_and_finds_new_streams(
 
 
 def record_line(record: Any) -> str:
-    from mux_core.events import encode_jsonl
+    from mux_core.records import encode_jsonl
 
     return encode_jsonl([record]).decode().rstrip("\n")
 

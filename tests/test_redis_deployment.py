@@ -14,8 +14,8 @@ from pathlib import Path
 
 import trio
 
-from mux_core.events import Event, decode_jsonl
-from mux_core.shard import shard_of
+from mux_core._run.shard import shard_of
+from mux_core.records import Event, decode_jsonl
 from tests.redis_helpers import (
     SHARED_URL,
     delete_prefix,

@@ -13,15 +13,16 @@ from typing import Any, ClassVar
 import attrs
 import trio
 
-from mux_core.config import parse_config
-from mux_core.engine import Engine
+from mux_core._config import parse_config
+from mux_core._plugins import PluginManager
+from mux_core._run.channel import SinkChannel
+from mux_core._run.engine import Engine
 from mux_core.errors import Ended
-from mux_core.events import Event, Status
 from mux_core.hookspecs import hookimpl
-from mux_core.plugins import PluginManager
-from mux_core.session import Session
-from mux_core.sinks import Overflow, SinkChannel
+from mux_core.records import Event, Status
+from mux_core.sink import Overflow
 from mux_core.testing import CollectingSink
+from mux_core.transport import Session
 
 ORIGINAL = [
     Event("collector-a", "sse", "metric", str(n), {"step": n}, 1764250000.0 + n, n)

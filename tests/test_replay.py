@@ -14,12 +14,17 @@ import trio
 import trio.testing
 
 import mux_core.testing
-from mux_core.config import SinkConfig, parse_config
+from mux_core._config import SinkConfig, parse_config
+from mux_core._plugins import PluginManager
+from mux_core._run.replay import Replay, replay_files
 from mux_core.errors import ConfigError
-from mux_core.events import Event, State, Status, encode_jsonl
-from mux_core.plugins import PluginManager
-from mux_core.replay import Replay, replay_files
-from mux_core.sinks import Overflow
+from mux_core.records import (
+    Event,
+    State,
+    Status,
+    encode_jsonl,
+)
+from mux_core.sink import Overflow
 from mux_core.testing import CollectingSink, CollectingSinkOptions
 
 T0 = 1_764_250_000.0
@@ -161,7 +166,7 @@ async def test_a_failing_sink_stops_the_replay_with_exit_code_1(tmp_path: Path) 
 def _mux(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, COLUMNS="120")
     return subprocess.run(
-        [sys.executable, "-m", "mux_core.cli", *args],
+        [sys.executable, "-m", "mux_core", *args],
         capture_output=True,
         text=True,
         timeout=60,

@@ -23,7 +23,7 @@ import pytest
 import trio
 
 from mux_core.errors import Failed, ServerUnavailable
-from mux_core.events import State, Status
+from mux_core.records import State, Status
 from mux_core.testing import SessionResult, run_one_session
 from mux_rest import RestOptions, RestTransport
 

@@ -10,11 +10,23 @@ import attrs
 import pytest
 import trio
 
-from mux_core._testing.http_servers import FakeRestServer, Raw, Respond, Stall, serve_rest
 from mux_core.errors import Failed, ServerUnavailable
-from mux_core.events import Event, Record, State, Status, encode_jsonl
 from mux_core.payload import decode_payload
-from mux_core.session import ResumeState, Session, SharedResources
+from mux_core.records import (
+    Event,
+    Record,
+    State,
+    Status,
+    encode_jsonl,
+)
+from mux_core.testing._http_servers import (
+    FakeRestServer,
+    Raw,
+    Respond,
+    Stall,
+    serve_rest,
+)
+from mux_core.transport import ResumeState, Session, SharedResources
 from mux_rest import RestOptions, RestTransport, mux_register_transports
 from mux_rest.transport import _general_page
 

@@ -10,10 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from mux_core.config import parse_config, render_config
+from mux_core._config import parse_config, render_config
+from mux_core._plugins import PluginManager
+from mux_core._run.shard import (
+    Shard,
+    parse_shard,
+    select_shard,
+    shard_of,
+)
 from mux_core.errors import ConfigError
-from mux_core.plugins import PluginManager
-from mux_core.shard import Shard, parse_shard, select_shard, shard_of
 
 NAMES = [f"trainer-{n:05d}" for n in range(10_000)] + ["ünïcode-run", "", "a b", "x" * 300]
 
@@ -39,7 +44,7 @@ def test_assignment_is_crc32_of_the_utf8_name_and_stable_across_processes() -> N
     assert pinned == {"train-sse": 1, "train-ws": 2, "train-rest": 3}
     # Another interpreter (with another string-hash salt) agrees.
     code = (
-        "from mux_core.shard import shard_of; "
+        "from mux_core._run.shard import shard_of; "
         "print([shard_of(f'trainer-{n}', 3) for n in range(50)])"
     )
     out = subprocess.run(
@@ -115,7 +120,7 @@ def test_mux_run_shard_flag_runs_only_that_shard(tmp_path: Path) -> None:
         out = tmp_path / "out.jsonl"
         out.unlink(missing_ok=True)
         result = subprocess.run(
-            [sys.executable, "-m", "mux_core.cli", "run", str(config), "--shard", f"{index}/3"],
+            [sys.executable, "-m", "mux_core", "run", str(config), "--shard", f"{index}/3"],
             capture_output=True,
             text=True,
             timeout=60,
@@ -127,7 +132,7 @@ def test_mux_run_shard_flag_runs_only_that_shard(tmp_path: Path) -> None:
         seen += ran
     assert sorted(seen) == sorted(names)
     bad = subprocess.run(
-        [sys.executable, "-m", "mux_core.cli", "run", str(config), "--shard", "3/3"],
+        [sys.executable, "-m", "mux_core", "run", str(config), "--shard", "3/3"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -7,8 +7,14 @@ import trio
 import trio.lowlevel
 import trio.testing
 
-from mux_core.events import Event, Record, State, Status
-from mux_core.sinks import Overflow, SinkChannel
+from mux_core._run.channel import SinkChannel
+from mux_core.records import (
+    Event,
+    Record,
+    State,
+    Status,
+)
+from mux_core.sink import Overflow
 
 
 def ev(source: str, n: int) -> Event:
@@ -227,8 +233,8 @@ def test_a_batch_bigger_than_max_bytes_enters_an_empty_block_channel() -> None:
 
 
 async def test_emit_counts_the_bytes_of_a_batch() -> None:
-    from mux_core.session import ResumeState, Session, SharedResources
-    from mux_core.sinks import batch_bytes
+    from mux_core.records import batch_bytes
+    from mux_core.transport import ResumeState, Session, SharedResources
 
     sent: list[object] = []
 

@@ -21,7 +21,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mux_core.errors import Disconnected, Failed, ServerUnavailable
-from mux_core.events import Event
 from mux_core.http._body import (
     ChunkedBody,
     CloseDelimitedBody,
@@ -29,6 +28,7 @@ from mux_core.http._body import (
     ProtocolError,
     body_reader,
 )
+from mux_core.records import Event
 from mux_core.testing import run_one_session
 from mux_sse import SseOptions, SseTransport
 

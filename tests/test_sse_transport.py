@@ -20,9 +20,14 @@ import trio
 
 import mux_sse
 from mux_core.errors import Disconnected, Ended, Failed, ServerUnavailable, SessionError
-from mux_core.events import Event, Record, State, Status
 from mux_core.http import parse_retry_after
-from mux_core.session import ResumeState, Session, SharedResources
+from mux_core.records import (
+    Event,
+    Record,
+    State,
+    Status,
+)
+from mux_core.transport import ResumeState, Session, SharedResources
 from mux_sse import SseOptions, SseTransport
 
 Respond = Callable[[trio.SocketStream, int], Awaitable[None]]

@@ -10,11 +10,16 @@ import pytest
 import trio
 import trio.testing
 
-from mux_core.events import Event, Record, State, Status
+from mux_core._run.supervisor import Supervisor
+from mux_core.records import (
+    Event,
+    Record,
+    State,
+    Status,
+)
 from mux_core.retry import RetryPolicy
-from mux_core.session import SharedResources
-from mux_core.supervisor import Supervisor
 from mux_core.testing import ScriptedOptions, ScriptedTransport
+from mux_core.transport import SharedResources
 
 
 class _Run:

@@ -27,7 +27,7 @@ pytest.importorskip(
     reason="mux-jsonl-tail is not installed (run: pip install -e examples/mux-jsonl-tail)",
 )
 
-MUX = [sys.executable, "-m", "mux_core.cli"]
+MUX = [sys.executable, "-m", "mux_core"]
 
 
 def _env() -> dict[str, str]:

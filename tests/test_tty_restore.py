@@ -2,7 +2,7 @@
 
 The terminal view turns echo off to read keys and restores it when it
 closes; an immediate exit runs no closing code, so the engine keeps the
-settings it found when the run started (mux_core._tty) and puts them back
+settings it found when the run started (mux_core._run.tty) and puts them back
 just before ``os._exit``.
 """
 
@@ -16,7 +16,7 @@ import termios
 import textwrap
 from pathlib import Path
 
-from mux_core._tty import no_restore, terminal_restorer
+from mux_core._run.tty import no_restore, terminal_restorer
 
 
 def test_the_restorer_puts_the_settings_back_after_a_sink_changed_them() -> None:
@@ -52,9 +52,9 @@ def test_a_second_signal_exits_at_once_with_the_terminal_as_it_was(tmp_path: Pat
             """
             import logging, os, sys, termios, trio
             logging.basicConfig(level=logging.INFO, stream=sys.stdout)
-            from mux_core.config import parse_config
-            from mux_core.engine import Engine
-            from mux_core.plugins import PluginManager
+            from mux_core._config import parse_config
+            from mux_core._run.engine import Engine
+            from mux_core._plugins import PluginManager
 
             plugins = PluginManager()
             plugins.load_entry_points()

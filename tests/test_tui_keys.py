@@ -39,8 +39,8 @@ from e2e_helpers import (
 )
 from rich.console import Console
 
-from mux_core.events import State, Status
-from mux_core.sinks import SinkContext, SourceInfo
+from mux_core.records import State, Status
+from mux_core.sink import SinkContext, SourceInfo
 from mux_core.testing import serve_sse
 from mux_tui import TuiOptions, TuiSink
 from mux_tui._keys import RESTART_HINT, RestartKey

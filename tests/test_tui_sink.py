@@ -13,8 +13,8 @@ import trio.lowlevel
 from rich.console import Console
 
 import mux_tui
-from mux_core.events import Event, State, Status
-from mux_core.sinks import SinkContext, SourceInfo
+from mux_core.records import Event, State, Status
+from mux_core.sink import SinkContext, SourceInfo
 from mux_tui import TuiOptions, TuiSink, sparkline
 from mux_tui._render import CAPTION, state_text
 
@@ -378,7 +378,13 @@ def test_alerts_and_quality_show_on_the_row_and_unknown_records_are_skipped() ->
 
     from rich.console import Console
 
-    from mux_core.events import Alert, Quality, Severity, State, Status
+    from mux_core.records import (
+        Alert,
+        Quality,
+        Severity,
+        State,
+        Status,
+    )
     from mux_tui._model import TuiModel
     from mux_tui._render import render_table
 

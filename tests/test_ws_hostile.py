@@ -46,10 +46,10 @@ from hostile_helpers import (
 
 import mux_core.testing
 import mux_ws
-from mux_core.config import parse_config
+from mux_core._config import parse_config
+from mux_core._plugins import PluginManager
 from mux_core.errors import ConfigError
-from mux_core.events import State
-from mux_core.plugins import PluginManager
+from mux_core.records import State
 from mux_core.retry import RetryPolicy
 from mux_core.testing import (
     Flood,

@@ -7,7 +7,12 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
 
-from mux_core._testing.ws_server import Close, Drop, Reject, serve_ws
+from mux_core.testing._ws import (
+    Close,
+    Drop,
+    Reject,
+    serve_ws,
+)
 
 DEADLINE = 5.0
 

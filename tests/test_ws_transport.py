@@ -17,10 +17,22 @@ from websockets.frames import Opcode
 from websockets.protocol import State as ProtocolState
 from websockets.uri import parse_uri
 
-from mux_core._testing.ws_server import Close, Drop, Garbage, Reject, Stall, serve_ws
 from mux_core.errors import Disconnected, Ended, Failed, ServerUnavailable, SessionError
-from mux_core.events import Event, Record, State, Status
-from mux_core.session import ResumeState, Session, SharedResources
+from mux_core.records import (
+    Event,
+    Record,
+    State,
+    Status,
+)
+from mux_core.testing._ws import (
+    Close,
+    Drop,
+    Garbage,
+    Reject,
+    Stall,
+    serve_ws,
+)
+from mux_core.transport import ResumeState, Session, SharedResources
 from mux_ws import WsOptions, WsTransport
 from mux_ws._frames import FrameSplitter
 

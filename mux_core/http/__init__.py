@@ -49,9 +49,14 @@ from ..errors import (
     SessionError,
     describe_connection_error,
 )
-from ..session import Session
+from ..transport import Session
 from ._body import ProtocolError, size_text
-from ._client import BodyTooLarge, HttpClient, HttpResponse, ResponseTimeout
+from ._client import (
+    BodyTooLarge,
+    HttpClient,
+    HttpResponse,
+    ResponseTimeout,
+)
 from ._http11 import (
     CROSS_ORIGIN_HEADERS,
     MAX_DECODED_READ,

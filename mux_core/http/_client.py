@@ -43,7 +43,12 @@ import h11
 import httpx
 import trio
 
-from ._body import DECODABLE, Decoder, ProtocolError, size_text
+from ._body import (
+    DECODABLE,
+    Decoder,
+    ProtocolError,
+    size_text,
+)
 from ._http11 import (
     MAX_HEAD_BYTES,
     MAX_REDIRECTS,

@@ -26,10 +26,7 @@ from pathlib import Path
 
 import trio
 
-from mux_core.cli import load_plugins, setup_logging
-from mux_core.config import parse_config
-from mux_core.engine import Engine
-from mux_core.plugins import PluginManager
+from mux_core import Engine, PluginManager, parse_config
 
 __all__ = ["demo_config_text", "run_demo"]
 
@@ -80,8 +77,9 @@ path = "{events_path}"
 def run_demo(args: argparse.Namespace, plugins: PluginManager | None = None) -> int:
     """Run the demo until Ctrl-C (or ``--for``); returns the exit code."""
     view = args.view or ("tui" if sys.stdout.isatty() else "log")
-    setup_logging(quiet=view == "tui")
-    plugins = plugins or load_plugins()
+    if view == "tui":  # the view is the output; only warnings go to the log
+        logging.getLogger().setLevel(logging.WARNING)
+    plugins = plugins or args.plugins
     events_path = str(Path("runs") / "demo-events.jsonl")
     text = demo_config_text(
         host=args.host,
@@ -96,7 +94,7 @@ def run_demo(args: argparse.Namespace, plugins: PluginManager | None = None) -> 
         [
             sys.executable,
             "-m",
-            "mux_core.cli",
+            "mux_core",
             "serve-demo",
             "--host",
             args.host,

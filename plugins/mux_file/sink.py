@@ -1,7 +1,7 @@
 """The ``file`` sink: JSON Lines on disk, batched, rotated, never half a line.
 
 The trio side only encodes: each batch becomes one ``bytes`` (the one
-encoder, :func:`mux_core.events.encode_jsonl`) appended to an in-memory
+encoder, :func:`mux_core.records.encode_jsonl`) appended to an in-memory
 buffer. The disk work -- write, rotate, fsync -- runs in a worker thread
 (``trio.to_thread``), one job at a time under a lock, so the event loop never
 waits on a disk and the lines keep their order.
@@ -27,8 +27,8 @@ import attrs
 import msgspec
 import trio
 
-from mux_core.events import Batch, Event, encode_jsonl
-from mux_core.sinks import SinkContext
+from mux_core.records import Batch, Event, encode_jsonl
+from mux_core.sink import SinkContext
 
 __all__ = ["FileOptions", "FileSink"]
 

@@ -33,7 +33,7 @@ from typing import Any, ClassVar, Literal
 import attrs
 import orjson
 
-from mux_core.events import (
+from mux_core.records import (
     Alert,
     Batch,
     Event,
@@ -43,8 +43,8 @@ from mux_core.events import (
     Status,
     record_to_dict,
 )
-from mux_core.quality import format_duration
-from mux_core.sinks import SinkContext
+from mux_core.sink import SinkContext
+from mux_core.views import format_duration
 
 __all__ = ["LogOptions", "LogSink"]
 

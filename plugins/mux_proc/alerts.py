@@ -26,18 +26,8 @@ from typing import Any, ClassVar, Literal
 import attrs
 import trio
 
-from mux_core import (
-    Alert,
-    Batch,
-    Event,
-    FieldReader,
-    ProcessorContext,
-    Record,
-    State,
-    Status,
-    event_types,
-    joined_raw,
-)
+from mux_core import Alert, Batch, Event, FieldReader, ProcessorContext, Record, State, Status
+from mux_core.processor import event_types, joined_raw
 
 __all__ = [
     "DivergeOptions",

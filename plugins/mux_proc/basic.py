@@ -13,7 +13,8 @@ import attrs
 import msgspec
 import trio
 
-from mux_core import Batch, Event, FieldReader, ProcessorContext, Record, event_types
+from mux_core import Batch, Event, FieldReader, ProcessorContext, Record
+from mux_core.processor import event_types
 
 from ._condition import Condition, parse_condition
 

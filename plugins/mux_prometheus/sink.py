@@ -38,8 +38,14 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from mux_core.events import Alert, Batch, Quality, State, Status
-from mux_core.sinks import SinkContext
+from mux_core.records import (
+    Alert,
+    Batch,
+    Quality,
+    State,
+    Status,
+)
+from mux_core.sink import SinkContext
 
 __all__ = ["PrometheusOptions", "PrometheusSink"]
 

@@ -23,7 +23,7 @@ __all__ = ["run_as_guest"]
 
 
 class _Engine(Protocol):
-    """The parts of :class:`mux_core.engine.Engine` this module uses."""
+    """The parts of :class:`mux_core._run.engine.Engine` this module uses."""
 
     def run(self) -> Awaitable[Any]: ...
 

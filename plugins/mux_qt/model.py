@@ -19,8 +19,13 @@ from typing import Any, NamedTuple, TypeAlias
 
 import attrs
 
-import mux_core.events
-from mux_core.events import Event, Quality, State, Status
+import mux_core.records
+from mux_core.records import (
+    Event,
+    Quality,
+    State,
+    Status,
+)
 
 from .series import Segment
 
@@ -51,7 +56,7 @@ GREY = "#757575"
 BLUE = "#1565c0"
 
 #: The record type processors raise, once mux_core has it (None before).
-_ALERT: type[Any] | None = getattr(mux_core.events, "Alert", None)
+_ALERT: type[Any] | None = getattr(mux_core.records, "Alert", None)
 
 _WAITING = frozenset({State.CONNECTING, State.SERVER_UNAVAILABLE, State.DISCONNECTED})
 _BROKEN = frozenset({State.MAX_RETRIES_EXCEEDED, State.FAILED})

@@ -46,7 +46,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from mux_core.events import State
+from mux_core.records import State
 
 from .model import (
     Badge,

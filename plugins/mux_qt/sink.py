@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, ClassVar
 
 import trio
 
-from mux_core.events import Batch
-from mux_core.sinks import SinkContext, ViewClock
+from mux_core.records import Batch
+from mux_core.sink import SinkContext
+from mux_core.views import ViewClock
 
 from .options import QtOptions, cannot_start, missing_qt, require_qt
 

@@ -2,7 +2,7 @@
 
 Each entry has one field, ``record``: the record's JSON Lines object, byte
 for byte the line the file sink writes, without the trailing newline
-(:func:`mux_core.events.decode_jsonl` reads it back; so does
+(:func:`mux_core.records.decode_jsonl` reads it back; so does
 ``redis-cli XRANGE``). The key comes from the ``stream`` template
 (``mux:{source}`` by default: one stream per source).
 
@@ -39,8 +39,8 @@ from typing import Any, ClassVar
 import attrs
 import trio
 
-from mux_core.events import Batch, encode_jsonl
-from mux_core.sinks import SinkContext
+from mux_core.records import Batch, encode_jsonl
+from mux_core.sink import SinkContext
 
 from ._client import (
     RedisTarget,

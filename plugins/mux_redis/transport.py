@@ -58,8 +58,8 @@ import attrs
 import trio
 
 from mux_core.errors import Disconnected, Failed, ServerUnavailable, SessionError
-from mux_core.events import Record, RecordDecodeError, decode_jsonl
-from mux_core.session import Session
+from mux_core.records import Record, RecordDecodeError, decode_jsonl
+from mux_core.transport import Session
 
 from ._client import (
     RedisTarget,
@@ -75,7 +75,7 @@ __all__ = ["RedisStreamOptions", "RedisStreamTransport"]
 
 _log = logging.getLogger("mux.redis")
 _GLOB = frozenset("*?[")
-#: Bytes a record costs besides its line, as :func:`mux_core.sinks.batch_bytes` counts.
+#: Bytes a record costs besides its line, as :func:`mux_core.records.batch_bytes` counts.
 _RECORD_OVERHEAD = 160
 
 
@@ -550,7 +550,7 @@ class _Reader:
 
 class _Relayed(list[Record]):
     """Records decoded from one read, with the estimate of their size sink
-    channels bound memory by (:func:`mux_core.sinks.batch_bytes`), counted
+    channels bound memory by (:func:`mux_core.records.batch_bytes`), counted
     while decoding: measuring it again costs about 1 µs a record."""
 
     __slots__ = ("nbytes",)

@@ -64,7 +64,7 @@ from mux_core.http import (
     shared_tls_context,
     url_problem,
 )
-from mux_core.session import RawEvent, Session
+from mux_core.transport import RawEvent, Session
 
 from ._page import Delivered, PageReader
 

@@ -50,7 +50,7 @@ from mux_core.http import (
     shared_tls_context,
     url_problem,
 )
-from mux_core.session import Session
+from mux_core.transport import Session
 
 from ._parser import DEFAULT_MAX_EVENT_BYTES, SseParser
 

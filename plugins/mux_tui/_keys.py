@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from mux_core.events import State, Status
+from mux_core.records import State, Status
 
 from ._model import TuiModel
 

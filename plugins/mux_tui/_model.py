@@ -15,7 +15,14 @@ from collections.abc import Iterable, Sequence
 
 import attrs
 
-from mux_core.events import Alert, Event, Quality, Record, Severity, Status
+from mux_core.records import (
+    Alert,
+    Event,
+    Quality,
+    Record,
+    Severity,
+    Status,
+)
 
 __all__ = ["RATE_WINDOW", "SourceRow", "TuiModel"]
 

@@ -15,7 +15,7 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from mux_core.events import Severity, State, Status
+from mux_core.records import Severity, State, Status
 
 from ._model import SourceRow, TuiModel
 

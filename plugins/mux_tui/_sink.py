@@ -27,8 +27,9 @@ import trio
 from rich.console import Console
 from rich.live import Live
 
-from mux_core.events import Batch
-from mux_core.sinks import SinkContext, ViewClock
+from mux_core.records import Batch
+from mux_core.sink import SinkContext
+from mux_core.views import ViewClock
 
 from ._keys import RestartKey
 from ._model import TuiModel
@@ -38,7 +39,7 @@ from ._terminal import KeySource, TerminalMode, TtyKeys, keyboard_fd
 __all__ = ["TuiOptions", "TuiSink"]
 
 
-#: The config name ``mux demo`` runs under (mux_core.demo_monitor).
+#: The config name ``mux demo`` runs under (mux_demo.monitor).
 DEMO_CONFIG_NAME = "mux-demo"
 
 #: ``SinkContext.restart_source`` of a run that cannot restart (``mux replay``).

@@ -7,7 +7,7 @@ back the exact settings it found, and may be called more than once: the
 sink calls it when it closes and the key task in its ``finally``, so a
 failure or a cancelled run restores the terminal too. (A second Ctrl-C
 during shutdown ends mux with ``os._exit``, which runs no closing code: the
-engine puts back the settings it found at the start, see ``mux_core._tty``.)
+engine puts back the settings it found at the start, see ``mux_core._run.tty``.)
 
 :class:`TtyKeys` reads keys with ``trio.lowlevel.wait_readable`` on stdin's
 fd, then one non-blocking-in-practice ``os.read`` (cbreak with ``VMIN=1``

@@ -35,9 +35,17 @@ import httpx
 import orjson
 import trio
 
-from mux_core.events import Alert, Batch, Event, Record, Severity, Status, record_to_dict
+from mux_core.records import (
+    Alert,
+    Batch,
+    Event,
+    Record,
+    Severity,
+    Status,
+    record_to_dict,
+)
 from mux_core.retry import RetryPolicy
-from mux_core.sinks import SinkContext
+from mux_core.sink import SinkContext
 
 __all__ = ["WebhookOptions", "WebhookSink", "slack_line"]
 

@@ -56,7 +56,7 @@ from mux_core.errors import (
 )
 from mux_core.http import clean_headers, shared_tls_context
 from mux_core.payload import JsonFields, is_json
-from mux_core.session import RawEvent, Session
+from mux_core.transport import RawEvent, Session
 
 from ._frames import FrameSplitter
 from ._handshake import (

@@ -1,0 +1,113 @@
+"""The TOML config file -> validated, frozen attrs records, before any I/O.
+
+Every problem is a :class:`~mux_core.errors.ConfigError` whose ``str()`` is
+``FILE:LINE: key: why`` -- the line is found by re-scanning the text
+(:mod:`mux_core._config.positions`), the key is a path like
+``sources[1].interval`` (indices count from 0). All problems of a file are
+reported at once, sorted by line, one per line of the message.
+
+Environment variables: ``${NAME}`` is replaced by the variable's value in
+every string value (also inside arrays and inline tables); an unset variable
+is an error at that key. ``${NAME:-default}`` uses ``default`` when the
+variable is unset or empty (the shell's meaning; the default cannot contain
+``}``). ``$${`` writes a literal ``${``; a lone ``$`` needs no escape.
+
+Secrets: :attr:`Config.secrets` holds the strings to mask wherever the
+config or its values are shown -- values taken from the environment, every
+``headers`` value, values of options whose name says secret (``password``,
+``token``, ``secret``, ``api_key``, ``credential``) and the password of a URL
+(``http://user:pass@host``). :func:`render_config` applies them.
+
+Where it lives: the records in :mod:`mux_core._config.records`, the walk over
+the tables in :mod:`mux_core._config.loader`, the checks of single keys and
+plugin options in :mod:`mux_core._config.keys`, rendering and masking in
+:mod:`mux_core._config.render`; this module is the entry point.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .._plugins import PluginManager
+from ..errors import ConfigError
+from ..retry import RetryPolicy
+from .loader import Loader
+from .positions import KeyPath
+from .records import (
+    Config,
+    DiscoveryConfig,
+    ProcessorConfig,
+    SinkConfig,
+    SourceConfig,
+)
+from .render import render_config
+
+__all__ = [
+    "Config",
+    "DiscoveryConfig",
+    "ProcessorConfig",
+    "SinkConfig",
+    "SourceConfig",
+    "load_config",
+    "parse_config",
+    "parse_source_tables",
+    "render_config",
+]
+
+
+def load_config(
+    path: str | os.PathLike[str],
+    plugins: PluginManager,
+    *,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Read and validate the config file at ``path``; raise ConfigError if wrong."""
+    shown = os.fspath(path)
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ConfigError("no such file; create it or pass another path", file=shown) from None
+    except IsADirectoryError:
+        raise ConfigError("is a directory; pass the config file itself", file=shown) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror or exc}", file=shown) from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError("not UTF-8 text", file=shown, line=line) from None
+    return parse_config(text, path=shown, plugins=plugins, environ=environ)
+
+
+def parse_config(
+    text: str,
+    *,
+    path: str,
+    plugins: PluginManager,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Validate config ``text`` (``path`` is only used in messages and names)."""
+    return Loader(text, path, plugins, os.environ if environ is None else environ).load()
+
+
+def parse_source_tables(
+    tables: list[dict[str, Any]],
+    *,
+    origin: str,
+    retry: RetryPolicy,
+    plugins: PluginManager,
+    lines: Mapping[KeyPath, int] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> tuple[list[SourceConfig], list[ConfigError]]:
+    """Validate source tables found while running (a discoverer's) as ``[[sources]]``.
+
+    ``tables`` are the ``sources`` of one document at ``origin`` (a file, a
+    URL), ``lines`` where their keys are (paths ``("sources", i, key)``),
+    ``retry`` the run's ``[retry]``. Returns the tables that are valid and
+    one :class:`ConfigError` per problem (``ORIGIN:LINE: sources[i].key: why``).
+    """
+    loader = Loader("", origin, plugins, os.environ if environ is None else environ)
+    return loader.load_tables(tables, retry, lines or {})

@@ -1,0 +1,113 @@
+"""The validated config, as frozen attrs records (built by mux_core._config.loader)."""
+
+from __future__ import annotations
+
+import fnmatch
+from typing import Any
+
+import attrs
+
+from .._run.shard import Shard
+from ..retry import RetryPolicy
+from ..sink import DEFAULT_BUFFER_BYTES, Overflow
+
+__all__ = ["Config", "DiscoveryConfig", "ProcessorConfig", "SinkConfig", "SourceConfig"]
+
+#: ``quality_interval`` / ``quality_window`` when not written.
+QUALITY_INTERVAL = 60.0
+QUALITY_WINDOW = 3600.0
+
+
+@attrs.frozen
+class SourceConfig:
+    """One ``[[sources]]`` table, validated."""
+
+    name: str
+    transport: str
+    #: An instance of the transport class's ``Options``.
+    options: Any
+    #: The top-level ``[retry]`` with this source's ``retry`` table merged over it.
+    retry: RetryPolicy
+    #: Line of the ``[[sources]]`` header.
+    line: int | None
+    #: ``lag_field``: the payload field holding the time an event was made, for
+    #: the lag figures of its ``quality`` records (see mux_core._run.quality); None = no lag.
+    lag_field: str | None = None
+
+
+@attrs.frozen
+class SinkConfig:
+    """One ``[[sinks]]`` table, validated."""
+
+    #: The ``name`` key, by default the type; unique among sinks.
+    name: str
+    type: str
+    #: An instance of the sink class's ``Options``.
+    options: Any
+    overflow: Overflow
+    #: Capacity of the sink's channel, in records.
+    buffer: int
+    #: ``"stop"`` the run or ``"drop"`` the sink when it fails.
+    on_error: str
+    line: int | None
+    #: Capacity of the sink's channel in payload bytes (an estimate), besides records.
+    buffer_bytes: int = DEFAULT_BUFFER_BYTES
+
+
+@attrs.frozen
+class ProcessorConfig:
+    """One ``[[processors]]`` table, validated."""
+
+    type: str
+    #: The ``sources`` globs it applies to; None = every source.
+    sources: tuple[str, ...] | None
+    #: An instance of the processor class's ``Options``.
+    options: Any
+    line: int | None
+
+    def applies_to(self, source: str) -> bool:
+        """Whether this processor runs on ``source`` (``sources`` globs; default all)."""
+        if self.sources is None:
+            return True
+        return any(fnmatch.fnmatchcase(source, pattern) for pattern in self.sources)
+
+
+@attrs.frozen
+class DiscoveryConfig:
+    """One ``[[discovery]]`` table, validated."""
+
+    #: The ``name`` key, by default the type; unique among discoverers.
+    name: str
+    type: str
+    #: An instance of the discoverer class's ``Options``.
+    options: Any
+    line: int | None
+
+
+@attrs.frozen
+class Config:
+    """A whole config file, validated against the installed plugins."""
+
+    #: The path as given.
+    path: str
+    #: The file's stem, e.g. ``"monitor"``.
+    name: str
+    retry: RetryPolicy
+    sources: tuple[SourceConfig, ...]
+    sinks: tuple[SinkConfig, ...]
+    #: Strings to mask whenever the config or its values are printed.
+    secrets: frozenset[str]
+    #: The ``[[processors]]`` tables, in file order.
+    processors: tuple[ProcessorConfig, ...] = ()
+    #: ``shard = "I/N"``: run only the sources of shard I of N (see mux_core._run.shard);
+    #: ``mux run --shard`` overrides it.
+    shard: Shard | None = None
+    #: ``state_dir``: where each source's resume state is kept across runs
+    #: (see mux_core._run.state); ``mux run --state`` overrides it. None = memory only.
+    state_dir: str | None = None
+    #: Seconds between ``quality`` records per source; 0 = none.
+    quality_interval: float = QUALITY_INTERVAL
+    #: Seconds of the past that a ``quality`` record's windowed figures cover.
+    quality_window: float = QUALITY_WINDOW
+    #: The ``[[discovery]]`` tables: where more sources come from while running.
+    discovery: tuple[DiscoveryConfig, ...] = ()

@@ -1,0 +1,560 @@
+r"""The nursery that joins sources to sinks, and changes them while running.
+
+::
+
+    supervisor(source) -> processors --\                  /--> SinkChannel --> sink
+    supervisor(source) -> processors ----> fan-out -------> SinkChannel --> sink
+    supervisor(source) -> processors --/   (batches)      \--> SinkChannel --> sink
+
+Every source runs under a :class:`~mux_core._run.supervisor.Supervisor`; each
+batch it emits passes through the source's
+:class:`~mux_core._run.chain.ProcessorChain` (when ``[[processors]]`` apply
+to it) and is put, in the source's own task, into every sink's
+:class:`~mux_core._run.channel.SinkChannel`, whose overflow policy decides what a
+slow sink costs (a ``block`` sink holds the source back; the others never
+do). No task sits in between: a record reaches its sink after one task
+switch, which is most of the latency mux adds. Order per source is
+preserved end to end.
+
+Who owns what: :class:`~mux_core._run.source_set.SourceSet` owns the running
+sources (each in its own cancel scope inside one long-lived nursery),
+:class:`~mux_core._run.sink_set.SinkSet` the running sinks. The engine decides
+*what* should run -- the config's ``[[sources]]`` plus what the
+discoverers found -- and every change (a reload on SIGHUP or ``--watch``,
+a discoverer's update, a restart) goes through one lock, one change at a
+time, as a plan computed by :mod:`mux_core._run.plan`: only what differs is
+started, stopped or restarted.
+
+Shutdown -- on :meth:`Engine.request_stop` (signals, ``--for``, a closed
+window, a failed sink) or when every source is terminal (unless sources
+may still come: ``--watch`` or ``[[discovery]]``) -- goes one way only:
+live sources are cancelled and each sends ``stopped``; once every source
+task has finished, the sink channels are closed; each sink receives
+everything left, then is closed (the file sink flushes and fsyncs).
+Nothing received is lost.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+import attrs
+import trio
+
+from .._config import Config, SinkConfig, SourceConfig
+from .._plugins import PluginManager
+from ..errors import PluginError
+from ..processor import ProcessorContext
+from ..records import (
+    Alert,
+    Quality,
+    Record,
+    Severity,
+    State,
+)
+from ..sink import Overflow, SinkContext, SourceInfo
+from ..transport import ResumeState, SharedResources, Transport
+from .chain import ProcessorChain
+from .changes import RunChanges
+from .channel import SinkChannel
+from .checkpoints import Checkpoints
+from .discovery import DiscoveryRunner
+from .quality_feed import QualityFeed
+from .sink_set import (
+    SinkRunner,
+    SinkSet,
+    StartBackground,
+    new_sink_runner,
+)
+from .source_set import SourceRunner, SourceSet
+from .state import StateStore
+from .tty import no_restore as _no_tty
+from .tty import terminal_restorer
+
+__all__ = ["Engine", "RunResult"]
+
+_log = logging.getLogger("mux.engine")
+
+#: Exit codes of DESIGN.md (2 = usage / config error is the CLI's).
+EXIT_OK = 0
+EXIT_SINK_FAILED = 1
+EXIT_SOURCE_FAILED = 3
+EXIT_ALERT = 4
+
+_SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
+
+_DROP_REPORT_INTERVAL = 5.0
+
+#: Seconds between two looks at the config file with ``--watch``.
+WATCH_INTERVAL = 1.0
+
+
+@attrs.frozen
+class RunResult:
+    """How a run ended."""
+
+    #: 0 clean stop, 1 a sink with on_error = "stop" failed, 3 a source failed,
+    #: 4 an alert at or above the engine's ``fail_on`` severity was raised.
+    exit_code: int
+    #: The last state of every source.
+    final_states: Mapping[str, State]
+    #: Why the run stopped ("all sources are terminal", "SIGINT", "--for 10 s elapsed", ...).
+    reason: str
+    #: Records each sink's channel dropped under its overflow policy.
+    dropped: Mapping[str, int]
+    #: Every source's connection quality when the run stopped (``mux run``'s table).
+    quality: Mapping[str, Quality] = attrs.field(factory=dict)
+
+
+class Engine:
+    """Runs a loaded :class:`~mux_core._config.Config` until it is done.
+
+    ``await engine.run()`` (or ``trio.run(engine.run)``, or a plugin's main
+    loop via ``mux_main_loop``) returns a :class:`RunResult`, also kept in
+    :attr:`result`. With ``fail_on``, an :class:`~mux_core.Alert` of that
+    severity or higher makes the exit code 4 (the run goes on).
+
+    ``load_config`` (a function returning the config file's current
+    content, validated) makes the run reloadable: on SIGHUP (with
+    ``install_signal_handlers``), on :meth:`request_reload`, and every
+    ``watch`` seconds when the file changed.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        plugins: PluginManager,
+        *,
+        duration: float | None = None,
+        install_signal_handlers: bool = False,
+        fail_on: Severity | None = None,
+        state_dir: str | None = None,
+        load_config: Callable[[], Config] | None = None,
+        watch: float | None = None,
+    ) -> None:
+        self.config = config
+        directory = state_dir if state_dir is not None else config.state_dir
+        #: Where resume states are kept across runs (``--state`` / ``state_dir``), or None.
+        self.state_store = StateStore(directory) if directory is not None else None
+        self.fail_on = fail_on
+        #: Alerts at or above ``fail_on`` seen so far.
+        self.failing_alerts = 0
+        self.plugins = plugins
+        self.duration = duration
+        self.install_signal_handlers = install_signal_handlers
+        # The terminal as the run found it, put back if a second signal ends
+        # mux at once (mux_core._run.tty): taken now, before any sink opens.
+        self._restore_terminal = terminal_restorer() if install_signal_handlers else _no_tty
+        self.load_config = load_config
+        self.watch = watch
+        self.result: RunResult | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._stop_reason: str | None = None
+        self._done = trio.Event()
+        self._sources = SourceSet(
+            sender=self._sender,
+            deliver=self._deliver,
+            delivered=self._delivered,
+            on_finished=lambda _runner: self._check_done(),
+        )
+        self._sinks = SinkSet(self._on_sink_failure)
+        discovery = DiscoveryRunner(plugins, lambda: self.config, self._rediscovered)
+        self._changes = RunChanges(
+            self, self._sources, self._sinks, discovery, changed=self._check_done
+        )
+        self._control: trio.Nursery | None = None
+        self._sink_failed = False
+        self._quality = QualityFeed(
+            lambda: self.config, self._sources, self._dropped, self._fan_out
+        )
+
+    # -- control (safe from any thread) ---------------------------------------
+
+    def request_stop(self, reason: str = "stop requested") -> None:
+        """Stop the run cleanly. Safe from any thread and from a host loop's callback."""
+        if not self._call_soon(self._stop, reason) and self._stop_reason is None:
+            self._stop_reason = reason
+
+    def request_reload(self) -> None:
+        """Reload the config file (as SIGHUP does). Safe from any thread."""
+        self._call_soon(self._spawn, self._changes.reload)
+
+    def restart_source(self, name: str) -> None:
+        """Start source ``name`` again if it gave up (``max_retries_exceeded``), failed or
+        ended, going on from its resume state. Safe from any thread: a UI's button."""
+        self._call_soon(self._spawn, self._changes.restart, name)
+
+    def restart_gave_up(self) -> None:
+        """Restart every source in ``max_retries_exceeded`` (as SIGUSR1 does)."""
+        self._call_soon(self._spawn, self._changes.restart, None)
+
+    def source_states(self) -> dict[str, State | None]:
+        """The last state of every source now running or finished (None: not started yet)."""
+        return {runner.name: runner.state for runner in self._sources}
+
+    def _call_soon(self, fn: Callable[..., None], *args: Any) -> bool:
+        token = self._token
+        if token is None:
+            return False
+        try:
+            token.run_sync_soon(fn, *args)
+        except trio.RunFinishedError:
+            return False
+        return True
+
+    def _spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        if self._control is not None:
+            self._control.start_soon(fn, *args)
+
+    def _stop(self, reason: str) -> None:
+        if self._stop_reason is None:
+            self._stop_reason = reason
+            _log.info("stopping: %s", reason)
+        self._sources.cancel_all(self._stop_reason)
+        self._done.set()
+
+    def _keep_alive(self) -> bool:
+        """Whether sources may still come when none is live (so the run waits)."""
+        return self.watch is not None or bool(self.config.discovery)
+
+    def _check_done(self) -> None:
+        if self._changes.busy or self._keep_alive():
+            return
+        if self._sources.all_finished():
+            self._done.set()
+
+    # -- the run ---------------------------------------------------------
+
+    async def run(self) -> RunResult:
+        """Connect every source, feed every sink, return when done."""
+        self._token = trio.lowlevel.current_trio_token()
+        shared = SharedResources()
+        try:
+            if self.state_store is not None:
+                self.state_store.load()
+            sources = [self.make_source(cfg) for cfg in self.config.sources]
+            sinks = [self.make_sink(cfg, sources) for cfg in self.config.sinks]
+            # What is alive now (modules, plugins, config) lives as long as the
+            # run: frozen, the cyclic GC stops walking it in every full
+            # collection that a stream of short-lived events triggers
+            # (+15-20% events/s through one SSE source; benchmarks/RESULTS.md).
+            gc.freeze()
+            async with trio.open_nursery() as system:
+                if self.install_signal_handlers:
+                    system.start_soon(self._watch_signals)
+                system.start_soon(self._report_drops)
+                if self.duration is not None:
+                    system.start_soon(self._stop_after, self.duration)
+                async with trio.open_nursery() as sink_nursery:
+                    self._sinks.attach(sink_nursery)
+                    for sink in sinks:
+                        await self._sinks.start(sink)
+                    if self.state_store is not None:
+                        checkpoints = Checkpoints(
+                            self.state_store, self._sinks, self._resume_states
+                        )
+                        system.start_soon(checkpoints.run_periodically)
+                    quality = trio.CancelScope()
+                    sink_nursery.start_soon(self._quality.report, quality)
+                    async with trio.open_nursery() as source_nursery:
+                        self._sources.attach(source_nursery, shared)
+                        for source in sources:
+                            self._sources.start(source)
+                        await self._control_until_done()
+                        self._sources.cancel_all(self._stop_reason or "stop requested")
+                    quality.cancel()
+                    self._quality.keep_final()
+                    self._sinks.close_all()
+                system.cancel_scope.cancel()
+            if self.state_store is not None and not self._sink_failed:
+                # Every sink has written and closed (the file sink fsynced):
+                # everything each source received is where it should be.
+                snapshot = self.state_store.snapshot(self._resume_states())
+                await trio.to_thread.run_sync(self.state_store.save, snapshot)
+        finally:
+            gc.unfreeze()
+            await shared.aclose()
+        self.result = self._result()
+        return self.result
+
+    async def _control_until_done(self) -> None:
+        """Host the tasks that change the running set, until the run is to end."""
+        async with trio.open_nursery() as control:
+            self._control = self._changes.nursery = control
+            if self.watch is not None and self.load_config is not None:
+                control.start_soon(self._changes.watch_file, self.watch)
+            self._changes.start_discovery(self.config.discovery)
+            if self._stop_reason is not None:
+                self._stop(self._stop_reason)
+            self._check_done()
+            await self._done.wait()
+            self._control = self._changes.nursery = None
+            control.cancel_scope.cancel()
+
+    # -- building sources and sinks ---------------------------------------------
+
+    def make_sink(self, cfg: SinkConfig, sources: Sequence[SourceRunner] = ()) -> SinkRunner:
+        """A sink and its channel; ``sources``: the runners about to start (else the
+        running ones)."""
+        cls = self.plugins.sinks()[cfg.type].cls
+        channel = SinkChannel(cfg.buffer, Overflow(cfg.overflow), max_bytes=cfg.buffer_bytes)
+        running = list(sources or self._sources)
+
+        def context(start_background: StartBackground) -> SinkContext:
+            return SinkContext(
+                name=cfg.name,
+                config_name=self.config.name,
+                sources=tuple(SourceInfo(r.name, r.config.transport) for r in running),
+                request_stop=self.request_stop,
+                start_background=start_background,
+                dropped=lambda: channel.dropped,
+                retry=self.config.retry,
+                resumed={r.name: r.resume.seq for r in running if r.resume is not None},
+                restart_source=self.restart_source,
+            )
+
+        return new_sink_runner(cls, cfg, channel, context)
+
+    def make_source(self, cfg: SourceConfig) -> SourceRunner:
+        cls = self.plugins.transports()[cfg.transport].cls
+        try:
+            transport: Transport = cls(cfg.options)
+        except Exception as exc:
+            raise PluginError(
+                f"source {cfg.name!r} ({cfg.transport}) could not be created: {exc}"
+            ) from exc
+        resume = None
+        retired = self._changes.retired.pop(cfg.name, None)
+        if retired is not None and retired[0] == cfg.transport:
+            resume = retired[1]
+        elif self.state_store is not None:
+            resume = self.state_store.resume_for(cfg.name, cfg.transport)
+        self._quality.track(cfg)
+        return SourceRunner(cfg, transport, chain=self.make_chain(cfg), resume=resume)
+
+    def make_chain(self, cfg: SourceConfig) -> ProcessorChain | None:
+        """One instance of each ``[[processors]]`` table that applies to the source."""
+        processors = []
+        for proc in self.config.processors:
+            if not proc.applies_to(cfg.name):
+                continue
+            cls = self.plugins.processors()[proc.type].cls
+            context = ProcessorContext(cfg.name, cfg.transport, proc.type)
+            try:
+                processors.append((proc.type, cls(proc.options, context)))
+            except Exception as exc:
+                raise PluginError(
+                    f"processor {proc.type!r} (line {proc.line}) could not be created "
+                    f"for source {cfg.name!r}: {exc}"
+                ) from exc
+        return ProcessorChain(cfg.name, cfg.transport, processors) if processors else None
+
+    # -- changing what runs (see mux_core._run.changes) ----------------------------
+
+    async def reload(self) -> bool:
+        """Load the config file again and apply what changed; False if it was rejected.
+
+        A config that does not validate is logged with its FILE:LINE errors
+        and the running one stays.
+        """
+        return await self._changes.reload()
+
+    async def apply_config(self, config: Config) -> None:
+        """Make the run match ``config``: only what differs is touched; one summary line."""
+        await self._changes.apply_config(config)
+
+    async def _rediscovered(self) -> None:
+        await self._changes.rediscovered()
+
+    # -- records -----------------------------------------------------------------
+
+    def _sender(self, runner: SourceRunner) -> Callable[[Sequence[Record]], Awaitable[bool]]:
+        """What a source's records go through: its quality tracker (which sees
+        them as they came), its processors (as they are at each batch: a
+        reload may change them), then the fan-out. The source's last Quality
+        goes right before its terminal Status, which stays the source's last
+        record (DESIGN.md)."""
+        fan_out = self._fan_out
+        quality = self._quality.tracker(runner.name)
+
+        async def send(batch: Sequence[Record]) -> bool:
+            if quality is not None:
+                quality.observe(batch)
+            chain = runner.chain
+            if chain is not None:
+                batch = chain.run(batch)
+                if not batch:
+                    return False
+            if self.fail_on is not None:
+                self._watch_alerts(batch)
+            if quality is not None and quality.ended_at is not None and not quality.reported_end:
+                batch = self._quality.with_last(quality, batch)
+            return await fan_out(batch)
+
+        return send
+
+    async def _deliver(self, batch: Sequence[Record]) -> bool:
+        """The fan-out of what a processor's timer produced (already through the chain)."""
+        if self.fail_on is not None:
+            self._watch_alerts(batch)
+        return await self._fan_out(batch)
+
+    def _watch_alerts(self, batch: Sequence[Record]) -> None:
+        assert self.fail_on is not None
+        threshold = _SEVERITY_RANK[self.fail_on]
+        for record in batch:
+            if type(record) is Alert and _SEVERITY_RANK[record.severity] >= threshold:
+                self.failing_alerts += 1
+
+    async def _fan_out(self, batch: Sequence[Record]) -> bool:
+        """Hand one batch to every live sink, in the emitting source's task.
+
+        Without waiting when every sink has room (the common case: no
+        checkpoint, no cancel scope on a record's path); otherwise
+        :meth:`_fan_out_waiting` takes over from the first sink that is full.
+        Returns whether the batch woke a sink that was waiting for records
+        (what ``Session.emit`` tells its transport).
+        """
+        sinks = self._sinks.live
+        woke = False
+        for index, runner in enumerate(sinks):
+            channel = runner.channel
+            waiting = channel.reader_waiting
+            if not channel.offer(batch):
+                await self._fan_out_waiting(batch, sinks[index:])
+                return woke
+            woke = woke or waiting
+        return woke
+
+    async def _fan_out_waiting(self, batch: Sequence[Record], sinks: Sequence[SinkRunner]) -> None:
+        """The rest of a fan-out, waiting for room where a ``block`` sink is full.
+
+        Shielded: once received, a batch reaches every sink even when the
+        source is being stopped while a ``block`` sink makes it wait (a
+        second Ctrl-C is the way out of a sink that never drains).
+        """
+        with trio.CancelScope(shield=True):
+            for runner in sinks:
+                try:
+                    await runner.channel.put(batch)
+                except trio.ClosedResourceError:  # the sink failed, was dropped or removed
+                    self._sinks.drop(runner)
+
+    async def _delivered(self) -> bool:
+        """Wait until every live sink has written every record put so far
+        (``Session.delivered``); False if a sink failed or left meanwhile."""
+        marks = [(runner.channel, runner.channel.entered) for runner in self._sinks.live]
+        reached = True
+        for channel, mark in marks:
+            reached = await channel.wait_finished(mark) and reached
+        return reached
+
+    def _on_sink_failure(self, runner: SinkRunner, exc: BaseException, started: bool) -> None:
+        where = "opening" if not started else "writing"
+        message = f"sink {runner.config.name!r} ({runner.config.type}) failed while {where}: {exc}"
+        if runner.config.on_error == "stop":
+            _log.error('%s; stopping the run (on_error = "stop")', message)
+            self._sink_failed = True
+            self._stop(f"sink {runner.config.name!r} failed")
+        else:
+            _log.error('%s; dropping this sink, the run goes on (on_error = "drop")', message)
+
+    # -- durable resume (--state) ----------------------------------------
+
+    def _resume_states(self) -> dict[str, tuple[str, ResumeState]]:
+        states = dict(self._changes.retired)
+        for runner in self._sources:
+            resume = runner.live_resume
+            if resume is not None:
+                states[runner.name] = (runner.config.transport, resume)
+        return states
+
+    # -- housekeeping ---------------------------------------------------------------
+
+    async def _stop_after(self, seconds: float) -> None:
+        await trio.sleep(seconds)
+        self._stop(f"--for {seconds:g} s elapsed")
+
+    async def _watch_signals(self) -> None:
+        wanted = [signal.SIGINT, signal.SIGTERM, signal.SIGUSR1]
+        if self.load_config is not None:
+            wanted.append(signal.SIGHUP)
+        with trio.open_signal_receiver(*wanted) as signals:
+            async for signum in signals:
+                name = signal.Signals(signum).name
+                if signum == signal.SIGHUP:
+                    _log.info("reload: SIGHUP")
+                    self._spawn(self._changes.reload)
+                    continue
+                if signum == signal.SIGUSR1:
+                    self._spawn(self._changes.restart, None)
+                    continue
+                if self._stop_reason is None:
+                    self._stop(name)
+                    continue
+                # A second signal while shutting down: the user wants out now.
+                print(f"mux: {name} again, exiting without waiting", file=sys.stderr, flush=True)
+                self._restore_terminal()  # a sink may have changed it (see _tty)
+                os._exit(130)
+
+    async def _report_drops(self) -> None:
+        reported: dict[str, int] = {}
+        while True:
+            await trio.sleep(_DROP_REPORT_INTERVAL)
+            self._log_drops(reported)
+
+    def _log_drops(self, reported: dict[str, int]) -> None:
+        for runner in self._sinks:
+            name = runner.config.name
+            dropped = runner.channel.dropped
+            if dropped > reported.get(name, 0):
+                _log.log(
+                    _drop_log_level(runner.channel.overflow),
+                    "sink %r fell behind: %d records dropped so far (overflow = %r)",
+                    name,
+                    dropped,
+                    runner.channel.overflow.value,
+                )
+                reported[name] = dropped
+
+    def _dropped(self) -> dict[str, int]:
+        """Records dropped per sink name over the run (a replaced sink's too)."""
+        dropped: dict[str, int] = {}
+        for runner in self._sinks.history:
+            name = runner.config.name
+            dropped[name] = dropped.get(name, 0) + runner.channel.dropped
+        return dropped
+
+    def _result(self) -> RunResult:
+        states = {r.name: r.state or State.STOPPED for r in self._sources}
+        dropped = self._dropped()
+        for runner in self._sinks.history:
+            if runner.channel.dropped:
+                _log.log(
+                    max(_drop_log_level(runner.channel.overflow), logging.INFO),
+                    "sink %r dropped %d records in this run (overflow = %r)",
+                    runner.config.name,
+                    runner.channel.dropped,
+                    runner.channel.overflow.value,
+                )
+        if self._sink_failed:
+            code = EXIT_SINK_FAILED
+        elif any(s in (State.FAILED, State.MAX_RETRIES_EXCEEDED) for s in states.values()):
+            code = EXIT_SOURCE_FAILED
+        elif self.failing_alerts:
+            code = EXIT_ALERT
+        else:
+            code = EXIT_OK
+        reason = self._stop_reason or "every source reached a terminal state"
+        return RunResult(code, states, reason, dropped, self._quality.final)
+
+
+def _drop_log_level(overflow: Overflow) -> int:
+    """``latest`` drops by design (a UI shows "now"); the others drop only when behind."""
+    return logging.DEBUG if overflow is Overflow.LATEST else logging.WARNING

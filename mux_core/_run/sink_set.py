@@ -1,0 +1,180 @@
+"""The running sinks: each in its own task of one long-lived nursery.
+
+:class:`SinkSet` is the one owner of the sinks of a run. The sources put
+batches into :attr:`SinkSet.live` (a tuple, read once per batch); a sink
+that fails (with ``on_error = "drop"``), is removed by a reload or is being
+replaced leaves it first, so no source ever waits on a sink that is gone.
+Stopping a sink closes its channel: the sink still gets everything already
+in it, then ``aclose()``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import attrs
+import trio
+
+from .._config import SinkConfig
+from ..errors import PluginError
+from ..sink import SinkContext
+from .channel import SinkChannel
+
+__all__ = ["SinkRunner", "SinkSet", "new_sink_runner"]
+
+_log = logging.getLogger("mux.engine")
+
+
+@attrs.define(eq=False)
+class SinkRunner:
+    """One sink, its channel and its task."""
+
+    config: SinkConfig
+    sink: Any
+    channel: SinkChannel
+    nursery: trio.Nursery | None = None
+    failed: BaseException | None = None
+    finished: trio.Event = attrs.field(factory=trio.Event)
+
+
+#: ``start_background`` for a sink's context: starts a task in the sink's nursery.
+StartBackground = Callable[[Callable[[], Awaitable[Any]]], None]
+
+
+def new_sink_runner(
+    cls: type[Any],
+    cfg: SinkConfig,
+    channel: SinkChannel,
+    context: Callable[[StartBackground], SinkContext],
+) -> SinkRunner:
+    """Build a sink of class ``cls`` with its channel, ready for :meth:`SinkSet.start`.
+
+    ``context(start_background)`` makes the sink's :class:`SinkContext` (what
+    the run tells its sinks differs between ``mux run`` and ``mux replay``);
+    a sink that cannot be created is a :class:`PluginError` naming it.
+    """
+    runner = SinkRunner(cfg, None, channel)
+
+    def start_background(fn: Callable[[], Awaitable[Any]]) -> None:
+        if runner.nursery is None:
+            raise RuntimeError("start_background() is available from open() on")
+        runner.nursery.start_soon(fn)
+
+    try:
+        runner.sink = cls(cfg.options, context(start_background))
+    except Exception as exc:
+        raise PluginError(f"sink {cfg.name!r} ({cfg.type}) could not be created: {exc}") from exc
+    return runner
+
+
+class SinkSet:
+    """Starts, stops and replaces sinks; knows which take records now.
+
+    ``on_failure(runner, message)`` is called when a sink fails; the set has
+    already taken it out of :attr:`live`.
+    """
+
+    def __init__(self, on_failure: Callable[[SinkRunner, BaseException, bool], None]) -> None:
+        self._on_failure = on_failure
+        self._nursery: trio.Nursery | None = None
+        self._runners: dict[str, SinkRunner] = {}
+        #: The sinks still taking records, in start order.
+        self.live: tuple[SinkRunner, ...] = ()
+        #: Every sink this run had (replaced and removed ones too), for drop counts.
+        self.history: list[SinkRunner] = []
+
+    def __iter__(self) -> Any:
+        return iter(list(self._runners.values()))
+
+    @property
+    def configs(self) -> dict[str, SinkConfig]:
+        return {name: runner.config for name, runner in self._runners.items()}
+
+    def attach(self, nursery: trio.Nursery) -> None:
+        self._nursery = nursery
+
+    async def start(self, runner: SinkRunner) -> None:
+        """Open the sink in its own task; once open it takes records."""
+        assert self._nursery is not None
+        self._runners[runner.config.name] = runner
+        self.history.append(runner)
+        await self._nursery.start(self._run, runner)
+        if runner.failed is None:
+            self.live = (*self.live, runner)
+
+    async def stop(self, name: str) -> None:
+        """Close the sink's channel and wait until it has written what it had and closed."""
+        runner = self._runners.pop(name)
+        self._leave(runner)
+        runner.channel.close()
+        await runner.finished.wait()
+
+    async def replace(self, runner: SinkRunner) -> None:
+        await self.stop(runner.config.name)
+        await self.start(runner)
+
+    def close_all(self) -> None:
+        """End every channel: each sink drains what it has, then closes."""
+        for runner in self._runners.values():
+            runner.channel.close()
+
+    def drop(self, runner: SinkRunner) -> None:
+        """A sink the fan-out found closed: stop offering it records."""
+        self._leave(runner)
+
+    def _leave(self, runner: SinkRunner) -> None:
+        self.live = tuple(r for r in self.live if r is not runner)
+
+    async def _run(
+        self, runner: SinkRunner, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        sink = runner.sink
+        started = False
+        try:
+            async with trio.open_nursery() as background:
+                runner.nursery = background
+                opener = getattr(sink, "open", None)
+                if opener is not None:
+                    await opener()
+                task_status.started()
+                started = True
+                while True:
+                    try:
+                        batch = await runner.channel.get()
+                    except trio.EndOfChannel:
+                        break
+                    await sink.write(batch)
+                await _aclose(sink)
+                background.cancel_scope.cancel()
+        except Exception as raised:
+            exc = _unwrap(raised)
+            runner.failed = exc
+            self._leave(runner)
+            runner.channel.close()
+            with trio.CancelScope(shield=True):
+                try:
+                    await _aclose(sink)
+                except Exception:
+                    _log.debug(
+                        "closing failed sink %r also failed", runner.config.name, exc_info=True
+                    )
+            self._on_failure(runner, exc, started)
+            if not started:
+                task_status.started()
+        finally:
+            runner.finished.set()
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    """The one exception inside nested single-member groups (nurseries wrap)."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+async def _aclose(sink: Any) -> None:
+    closer = getattr(sink, "aclose", None)
+    if closer is not None:
+        await closer()

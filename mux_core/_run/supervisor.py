@@ -1,0 +1,180 @@
+"""Run one source forever under the shared retry policy.
+
+The :class:`Supervisor` is the only place that waits between attempts and
+counts failures -- transports just run one session and say how it ended
+(see :mod:`mux_core.errors`). Every transition becomes a :class:`Status`
+record on the run's channel, and the per-source :class:`ResumeState` is
+handed to each new session so a reconnect resumes where the last one stopped.
+
+State sequence of one attempt::
+
+    connecting --> connected --> (disconnected | ended | failed)
+         \\--> (server_unavailable | failed | ended)
+    after a retryable outcome: wait retry_in, then connecting again, or
+    max_retries_exceeded once max_attempts attempts in a row have failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import trio
+
+from ..errors import Disconnected, ServerUnavailable
+from ..records import Record, State, Status
+from ..retry import RetryPolicy
+from ..transport import (
+    ResumeState,
+    Session,
+    SharedResources,
+    Transport,
+)
+from .attempt import attempt_session, outcome_state
+
+__all__ = ["Supervisor"]
+
+_log = logging.getLogger("mux.supervisor")
+
+Send = Callable[[Sequence[Record]], Awaitable[Any]]
+
+
+class Supervisor:
+    """Keeps one source connected: attempts, waits, counts, reports.
+
+    ``run()`` returns after a terminal state was sent (ended, failed,
+    max_retries_exceeded). When cancelled from outside it returns without
+    sending anything: the engine sends ``stopped`` for sources still live.
+    """
+
+    # Slots: one of these per source, and 10,000 idle sources should stay small.
+    __slots__ = (
+        "_delivered",
+        "_rng",
+        "_send",
+        "_shared",
+        "attempt",
+        "policy",
+        "resume",
+        "source",
+        "state",
+        "transport",
+        "transport_name",
+    )
+
+    def __init__(
+        self,
+        *,
+        source: str,
+        transport_name: str,
+        transport: Transport,
+        policy: RetryPolicy,
+        send: Send,
+        shared: SharedResources,
+        resume: ResumeState | None = None,
+        rng: random.Random | None = None,
+        delivered: Callable[[], Awaitable[bool]] | None = None,
+    ) -> None:
+        self.source = source
+        self.transport_name = transport_name
+        self.transport = transport
+        self.policy = policy
+        self.resume = resume if resume is not None else ResumeState()
+        self._send = send
+        self._shared = shared
+        self._rng = rng
+        self._delivered = delivered
+        #: The last state sent (None before the first attempt).
+        self.state: State | None = None
+        #: The attempt number of the last Status sent.
+        self.attempt = 0
+
+    async def run(self) -> State:
+        """Attempt, wait and retry until a terminal state; return that state."""
+        failures = 0
+        while True:
+            attempt = failures + 1
+            await self._status(State.CONNECTING, attempt, None, "")
+            session = Session(
+                source=self.source,
+                transport=self.transport_name,
+                resume=self.resume,
+                connect_timeout=self.policy.connect_timeout,
+                shared=self._shared,
+                send=self._send_from_session,
+                send_events=self._send,
+                delivered=self._delivered,
+                attempt=attempt,
+            )
+            outcome = await attempt_session(
+                self.transport,
+                session,
+                self.policy.connect_timeout,
+                transport_name=self.transport_name,
+                source=self.source,
+            )
+            assert outcome is not None
+            state = outcome_state(outcome)
+            if state.terminal:
+                return await self._status(state, attempt, None, outcome.detail)
+            assert isinstance(outcome, ServerUnavailable | Disconnected)
+
+            if self._was_healthy(session):
+                # The connection worked: this drop starts a fresh count.
+                failures = 0
+                delay = self._next_delay(1, outcome.retry_after)
+            else:
+                failures += 1
+                if self.policy.gives_up(failures):
+                    detail = f"{failures} attempts in a row failed; last: {outcome.detail}"
+                    return await self._status(State.MAX_RETRIES_EXCEEDED, attempt, None, detail)
+                delay = self._next_delay(failures, outcome.retry_after)
+            await self._status(state, attempt, delay, outcome.detail)
+            await trio.sleep(delay)
+
+    def _was_healthy(self, session: Session) -> bool:
+        """A session that delivered an event or stayed up reset_after resets the count."""
+        if session.events:
+            return True
+        if session.connected_at is None:
+            return False
+        return trio.current_time() - session.connected_at >= self.policy.reset_after
+
+    def _next_delay(self, failures: int, retry_after: float | None) -> float:
+        """The backoff for ``failures``; a Retry-After may lengthen it, never shorten it.
+
+        So ``Retry-After: 0`` from a server that fails every attempt still
+        backs off (see :class:`RetryPolicy` for the floor of server hints).
+        """
+        backoff = self.policy.delay(failures, initial=self.resume.retry_hint, rng=self._rng)
+        if retry_after is not None:
+            return max(self.policy.server_delay(retry_after), backoff)
+        return backoff
+
+    async def _send_from_session(self, batch: Sequence[Record]) -> None:
+        # A session's Status records (connected, notices) come this way, one
+        # per batch; its events go straight to the engine (send_events).
+        await self._send(batch)
+        if batch and type(batch[0]) is Status:
+            self.state = batch[0].state
+
+    async def _status(
+        self, state: State, attempt: int, retry_in: float | None, detail: str
+    ) -> State:
+        if retry_in is not None:
+            retry_in = round(retry_in, 3)
+        await self._send(
+            [
+                Status(
+                    self.source, self.transport_name, state, attempt, retry_in, detail, time.time()
+                )
+            ]
+        )
+        # Only once delivered: the engine trusts `state` to know whether this
+        # source still needs its `stopped` record.
+        self.state = state
+        self.attempt = attempt
+        return state

@@ -1,1 +1,0 @@
-"""Fake stream servers and helpers behind :mod:`mux_core.testing` (private modules)."""

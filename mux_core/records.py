@@ -1,0 +1,436 @@
+"""The records that flow through mux's one channel, and their JSON Lines form.
+
+Four frozen record types travel from the sources to every sink:
+
+* :class:`Event` -- one message a server sent (an SSE event, a WebSocket
+  message, one item of a REST poll);
+* :class:`Status` -- one change in a source's connection state;
+* :class:`Alert` -- something a processor noticed (a stalled run, a NaN loss);
+* :class:`Quality` -- how well a source has been doing lately (uptime,
+  reconnects, time blind, gaps, lag), every ``quality_interval`` seconds.
+
+They travel in *batches* (lists): everything a transport parsed from one read
+is handed over at once, because a channel hand-off costs the same for one
+record as for a list of sixty-four (see DESIGN.md).
+
+The records are ``msgspec.Struct`` classes: frozen, slotted, compared and
+hashed by value, built in about 0.1 µs (the attrs constructor took 2 µs) and
+encoded to JSON Lines by msgspec in one call per batch, with each record's
+``"type"`` key written from its class (the struct *tag*). An Event's payload
+may be kept as the JSON bytes that arrived (a ``msgspec.Raw``, see
+:mod:`mux_core.payload`): :func:`encode_jsonl` splices them into the line,
+and ``event.data`` decodes them on first access. See
+docs/plugins/writing-a-sink.md, "Batches and records".
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any, TypeAlias
+
+import msgspec
+
+from .payload import decode_payload, keep_raw
+
+__all__ = [
+    "Alert",
+    "Batch",
+    "Event",
+    "Quality",
+    "Record",
+    "RecordDecodeError",
+    "Severity",
+    "State",
+    "Status",
+    "decode_jsonl",
+    "encode_jsonl",
+    "record_to_dict",
+]
+
+_log = logging.getLogger("mux.events")
+
+
+class State(enum.StrEnum):
+    """The connection state of one source, as the supervisor reports it."""
+
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"
+    SERVER_UNAVAILABLE = "server_unavailable"
+    MAX_RETRIES_EXCEEDED = "max_retries_exceeded"
+    FAILED = "failed"
+    ENDED = "ended"
+    STOPPED = "stopped"
+
+    @property
+    def terminal(self) -> bool:
+        """True for states after which the source never reports again."""
+        return self in _TERMINAL_STATES
+
+
+_TERMINAL_STATES = frozenset({State.MAX_RETRIES_EXCEEDED, State.FAILED, State.ENDED, State.STOPPED})
+
+
+class Severity(enum.StrEnum):
+    """How urgent an :class:`Alert` is."""
+
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+class Event(
+    msgspec.Struct,
+    frozen=True,
+    gc=False,
+    tag_field="type",
+    tag="event",
+    rename={"_payload": "data"},
+):
+    """One message received from a source.
+
+    Build it positionally: ``Event(source, transport, event, id, data,
+    received_at, seq)``, or with :meth:`from_bytes` for a payload as received.
+    ``event.data`` is always the decoded value.
+    """
+
+    #: The source's unique name from the config.
+    source: str
+    #: The transport type that received it ("sse", "ws", "rest", ...).
+    transport: str
+    #: The event type: SSE ``event:`` field, a WS/REST ``event_field``; default "message".
+    event: str
+    #: The last event id in effect (SSE) or the ``id_field`` value as a string; None if none.
+    id: str | None
+    # The payload: a msgspec.Raw (JSON bytes as received, not decoded yet) or
+    # the decoded value. Written as "data" in the JSON Lines record.
+    _payload: Any
+    #: Wall-clock time (``time.time()``) when mux received it.
+    received_at: float
+    #: A per-source counter assigned by the core, starting at 1.
+    seq: int
+
+    @classmethod
+    def from_bytes(
+        cls,
+        source: str,
+        transport: str,
+        event: str,
+        id: str | None,
+        payload: bytes,
+        received_at: float,
+        seq: int,
+    ) -> Event:
+        """An Event whose payload is kept as received (see :func:`~mux_core.payload.keep_raw`)."""
+        return cls(source, transport, event, id, keep_raw(payload), received_at, seq)
+
+    @property
+    def data(self) -> Any:
+        """The payload: decoded JSON when it is JSON, else the text.
+
+        Raw JSON is decoded on first access and the value replaces it in the
+        record (a cache, not a change: the record compares, hashes and is
+        written the same before and after; only the bytes a file gets may be
+        re-encoded from the value, e.g. ``1.10`` as ``1.1``).
+        """
+        payload = self._payload
+        if type(payload) is msgspec.Raw:
+            payload = decode_payload(payload)
+            _set_payload(self, payload)
+        return payload
+
+    @property
+    def raw(self) -> bytes | None:
+        """The payload's JSON bytes as received, while not yet decoded; else None."""
+        payload = self._payload
+        return bytes(payload) if type(payload) is msgspec.Raw else None
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not Event:
+            return NotImplemented
+        return (
+            self.seq == other.seq
+            and self.source == other.source
+            and self.transport == other.transport
+            and self.event == other.event
+            and self.id == other.id
+            and self.received_at == other.received_at
+            and _same_payload(self._payload, other._payload)
+        )
+
+    def __ne__(self, other: object) -> bool:
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
+
+    def __hash__(self) -> int:
+        payload = self._payload
+        if type(payload) is msgspec.Raw:
+            payload = decode_payload(payload)
+        fields = (self.source, self.transport, self.event, self.id, payload)
+        return hash((*fields, self.received_at, self.seq))
+
+
+# Event is frozen; its payload slot is written once more only by ``data``,
+# to cache the decoded value in place of the raw JSON (the field's own slot
+# descriptor, as attrs' frozen classes use object.__setattr__ in __init__).
+_set_payload = Event.__dict__["_payload"].__set__
+
+
+def _same_payload(a: Any, b: Any) -> bool:
+    raw_a, raw_b = type(a) is msgspec.Raw, type(b) is msgspec.Raw
+    if raw_a and raw_b and a == b:
+        return True
+    if raw_a:
+        a = decode_payload(a)
+    if raw_b:
+        b = decode_payload(b)
+    return bool(a == b)
+
+
+class Status(msgspec.Struct, frozen=True, gc=False, tag_field="type", tag="status"):
+    """A change of a source's connection state."""
+
+    source: str
+    transport: str
+    state: State
+    #: The number of the current attempt in a row of consecutive failures (1 = first).
+    attempt: int
+    #: Seconds until the next attempt, when one is scheduled; else None.
+    retry_in: float | None
+    #: A short human-readable reason ("connection refused", "HTTP 503", ...).
+    detail: str
+    #: Wall-clock time of the transition.
+    at: float
+
+
+class Alert(msgspec.Struct, frozen=True, gc=False, tag_field="type", tag="alert"):
+    """Something a processor noticed about a source (a stall, a NaN, a restart)."""
+
+    source: str
+    transport: str
+    #: The processor rule that raised it ("stall", "nonfinite", "restart", ...).
+    rule: str
+    severity: Severity
+    #: One human sentence ("loss is NaN at step 4100").
+    message: str
+    #: The ``seq`` of the event that raised it, or None (a timer raised it).
+    seq: int | None
+    #: Wall-clock time it was raised.
+    at: float
+
+
+class Quality(msgspec.Struct, frozen=True, gc=False, tag_field="type", tag="quality"):
+    """How well a source has been doing: measured by the core, the same for
+    every transport (see :mod:`mux_core._run.quality`).
+
+    The windowed figures cover the last ``window`` seconds; the ``*_total``
+    figures the whole run. Times are seconds; None where nothing was measured.
+    """
+
+    source: str
+    transport: str
+    #: Seconds the windowed figures cover (the last ``quality_window``, or the
+    #: whole run while it is younger).
+    window: float
+    #: Fraction of the window the source was connected, 0.0 .. 1.0.
+    uptime: float
+    #: Connections after a drop, in the window.
+    reconnects: int
+    #: The longest time blind (connection lost until connected again) of the
+    #: outages in the window, an outage still going on included; None if none.
+    blind_max: float | None
+    #: Events received in the window.
+    events: int
+    #: Numeric ids missing in the window (ids that skipped ahead); 0 without numeric ids.
+    gaps: int
+    #: 99th percentile of the lag (``received_at`` minus the ``lag_field``
+    #: timestamp), in the window; None without ``lag_field``.
+    lag_p99: float | None
+    #: Wall-clock time of the measurement.
+    at: float
+    #: The source's connection state at ``at``; None before its first status.
+    state: State | None = None
+    #: Outages (drops of a connection) in the window, one still going on included.
+    outages: int = 0
+    #: The median time blind of those outages; None if none.
+    blind_p50: float | None = None
+    #: Events per second over the window.
+    events_per_s: float = 0.0
+    #: Seconds since the last event; None before the first.
+    staleness: float | None = None
+    #: The median lag in the window; None without ``lag_field``.
+    lag_p50: float | None = None
+    #: Reconnects since the run started.
+    reconnects_total: int = 0
+    #: Seconds blind since the run started (outages after a first connection).
+    blind_total: float = 0.0
+    #: Events since the run started.
+    events_total: int = 0
+    #: Missing ids since the run started.
+    gaps_total: int = 0
+    #: Records each sink's channel dropped so far (all sources: a sink has one channel).
+    dropped: dict[str, int] = msgspec.field(default_factory=dict)
+
+
+Record: TypeAlias = Event | Status | Alert | Quality
+#: What channels and sinks carry: the records of one read, in order.
+Batch: TypeAlias = Sequence[Record]
+
+
+def record_to_dict(record: Record) -> dict[str, Any]:
+    """Return the JSON Lines object of a record: exactly the keys of DESIGN.md."""
+    if type(record) is Event:
+        return {
+            "type": "event",
+            "source": record.source,
+            "transport": record.transport,
+            "event": record.event,
+            "id": record.id,
+            "data": record.data,
+            "received_at": record.received_at,
+            "seq": record.seq,
+        }
+    out: dict[str, Any] = {"type": type(record).__struct_config__.tag}
+    for name in record.__struct_fields__:
+        value = getattr(record, name)
+        out[name] = value.value if isinstance(value, enum.Enum) else value
+    return out
+
+
+def _enc_hook(obj: Any) -> Any:
+    tolist = getattr(obj, "tolist", None)  # numpy arrays and scalars
+    if callable(tolist):
+        return tolist()
+    # Anything else a transport put in a payload is written as its repr
+    # rather than failing the sink.
+    return repr(obj)
+
+
+_encoder = msgspec.json.Encoder(enc_hook=_enc_hook)
+
+
+def encode_jsonl(records: Iterable[Record]) -> bytes:
+    """Encode records as JSON Lines: one object per line, each ending in LF.
+
+    The one encoder every JSON-writing sink uses, so the file format cannot
+    drift between sinks. A batch is encoded in one call; a record whose
+    payload cannot be encoded (a decoded value nested deeper than the
+    encoder goes, a dict with tuple keys, ...) is written with its data as
+    text instead, so one odd payload never fails a sink.
+    """
+    if not isinstance(records, list):
+        records = list(records)
+    try:
+        return _encoder.encode_lines(records)
+    except (TypeError, ValueError, RecursionError, msgspec.EncodeError):
+        return b"".join([_encode_one(record) for record in records])
+
+
+def _encode_one(record: Record) -> bytes:
+    try:
+        return _encoder.encode(record) + b"\n"
+    except (TypeError, ValueError, RecursionError, msgspec.EncodeError):
+        assert type(record) is Event
+        text = _safe_repr(record.data)
+        _log.warning(
+            "event %s/%s: payload written as text (it cannot be encoded as JSON)",
+            record.source,
+            record.seq,
+        )
+        return _encoder.encode(msgspec.structs.replace(record, _payload=text)) + b"\n"
+
+
+def _safe_repr(value: Any) -> str:
+    try:
+        return repr(value)
+    except RecursionError:
+        return f"<{type(value).__name__} nested too deep to show>"
+
+
+class RecordDecodeError(ValueError):
+    """A JSON Lines line that is not a record of DESIGN.md's format."""
+
+
+class _EventLine(msgspec.Struct, tag_field="type", tag="event", gc=False):
+    # An event line with its data kept as raw JSON: replaying or relaying a
+    # recorded run need not decode payloads nobody looks at.
+    source: str
+    transport: str
+    event: str
+    id: str | None
+    data: msgspec.Raw
+    received_at: float
+    seq: int
+
+
+_line_decoder = msgspec.json.Decoder(_EventLine | Status | Alert | Quality)
+
+
+def decode_jsonl(line: bytes | str) -> Record:
+    """The record of one JSON Lines line as :func:`encode_jsonl` writes it.
+
+    Raises :class:`RecordDecodeError` with a readable reason for anything
+    else. An event's data stays as its raw JSON bytes until accessed.
+    """
+    try:
+        decoded = _line_decoder.decode(line)
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+        raise RecordDecodeError(_readable(exc)) from None
+    if type(decoded) is _EventLine:
+        return Event(
+            decoded.source,
+            decoded.transport,
+            decoded.event,
+            decoded.id,
+            decoded.data,
+            decoded.received_at,
+            decoded.seq,
+        )
+    assert isinstance(decoded, Status | Alert | Quality)
+    return decoded
+
+
+def _readable(exc: Exception) -> str:
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    text = str(exc)
+    if "Object missing required field" in text or "Expected" in text or "Invalid" in text:
+        return f"not a mux record ({text})"
+    return f"not valid JSON ({text})"
+
+
+#: What a record costs besides its payload: the record itself, its strings.
+_RECORD_OVERHEAD = 160
+
+
+def batch_bytes(batch: Sequence[Record]) -> int:
+    """An estimate of the memory a batch holds: payload bytes plus a fixed
+    overhead per record. A batch built by ``Session.emit`` carries the figure
+    (``nbytes``), counted while it was built; others are measured here."""
+    known = getattr(batch, "nbytes", None)
+    if known is not None:
+        return int(known)
+    size = _RECORD_OVERHEAD * len(batch)
+    for record in batch:
+        if type(record) is Event:
+            size += _payload_bytes(record._payload)
+    return size
+
+
+def _payload_bytes(payload: Any) -> int:
+    try:
+        return len(payload) if isinstance(payload, str | bytes | msgspec.Raw) else 64
+    except TypeError:
+        return 64
+
+
+class SizedBatch(list[Event]):
+    """A list of events that knows roughly how many bytes it holds."""
+
+    __slots__ = ("nbytes",)
+
+    def __init__(self, nbytes: int = 0) -> None:
+        super().__init__()
+        self.nbytes = nbytes

@@ -1,0 +1,288 @@
+"""What a transport sees: the :class:`Transport` protocol and its :class:`Session`.
+
+A transport implements ONE session -- connect, stream, return or raise -- and
+nothing else. It never sleeps between attempts and never counts retries: the
+supervisor does that, the same way for every transport. The session object
+the supervisor hands in is the transport's whole view of the core::
+
+    class EchoTransport:
+        Options = EchoOptions              # an attrs class: validated config keys
+
+        def __init__(self, options: EchoOptions) -> None:
+            self.options = options
+
+        async def run_session(self, session: Session) -> None:
+            stream = await connect(self.options.url, last_id=session.resume.last_id)
+            await session.connected()       # -> Status "connected"
+            async for chunk in stream:
+                await session.emit([("message", None, chunk)])   # one batch per read
+            raise Disconnected("server closed the stream")
+
+One transport instance lives as long as its source, so it may keep state
+across sessions (an ETag, say); the resume state the core keeps is on
+``session.resume``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from typing import Any, ClassVar, Protocol, TypeAlias, TypeVar, cast, runtime_checkable
+
+import attrs
+import msgspec
+import trio
+
+from .payload import keep_raw
+from .records import (
+    _RECORD_OVERHEAD,
+    Event,
+    Record,
+    SizedBatch,
+    State,
+    Status,
+)
+
+__all__ = [
+    "RawEvent",
+    "ResumeState",
+    "Session",
+    "SharedResources",
+    "Transport",
+]
+
+T = TypeVar("T")
+
+#: What a transport emits: (event type, id or None, payload). A ``bytes``
+#: payload is kept as received and decoded on first access (JSON when it is
+#: JSON, else text; see :mod:`mux_core.payload`); anything else is the data.
+RawEvent: TypeAlias = tuple[str, str | None, Any]
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """A transport plugin class. Registered with ``register("name", cls)``.
+
+    ``Options`` is an attrs class whose fields are the config keys of a
+    ``[[sources]]`` table (besides ``name``, ``transport`` and ``retry``).
+    It may define a classmethod ``check(options)`` raising ``ValueError``
+    for problems found without I/O (e.g. a bad URL scheme).
+    """
+
+    Options: ClassVar[type[Any]]
+
+    def __init__(self, options: Any) -> None: ...
+
+    async def run_session(self, session: Session) -> None:
+        """Run one connection: call ``session.connected()`` once the stream is
+        open, ``session.emit(batch)`` per read, and end by raising a
+        :class:`~mux_core.errors.SessionError` (returning = disconnected)."""
+        ...
+
+
+@attrs.define
+class ResumeState:
+    """Per-source state that outlives a session, so a reconnect resumes.
+
+    The core sets ``last_id`` from every emitted event that has an id; a
+    transport may set it (and ``cursor``) itself when it knows better -- SSE
+    keeps its last event id even across events that are not dispatched.
+    """
+
+    #: The last event id seen on this source (sent as Last-Event-ID, resume_param, ...).
+    last_id: str | None = None
+    #: A transport-defined resume position when an id is not enough.
+    cursor: Any = None
+    #: A reconnection delay the server asked for (SSE ``retry:``), replacing initial_delay.
+    retry_hint: float | None = None
+    #: Events delivered so far on this source (the last ``seq`` assigned).
+    seq: int = 0
+
+
+class SharedResources:
+    """Objects shared by every source of one run, closed when the run ends.
+
+    ``await shared.get("httpx", make_client)`` returns the same object to
+    every caller; ``make_client()`` must return an async context manager,
+    entered on first use. Used for one ``httpx.AsyncClient`` per process.
+    """
+
+    def __init__(self) -> None:
+        self._stack = AsyncExitStack()
+        self._objects: dict[str, Any] = {}
+        self._lock = trio.Lock()
+
+    async def get(self, key: str, factory: Callable[[], AbstractAsyncContextManager[T]]) -> T:
+        async with self._lock:
+            if key not in self._objects:
+                self._objects[key] = await self._stack.enter_async_context(factory())
+            return cast(T, self._objects[key])
+
+    async def aclose(self) -> None:
+        with trio.CancelScope(shield=True):
+            await self._stack.aclose()
+        self._objects.clear()
+
+
+class Session:
+    """One connection attempt of one source, as seen by its transport.
+
+    Created by the supervisor; transports only call its methods.
+    """
+
+    # Slots: one of these per source, and 10,000 idle sources should stay small.
+    __slots__ = (
+        "_delivered",
+        "_on_connected",
+        "_send",
+        "_send_events",
+        "attempt",
+        "connect_timeout",
+        "connected_at",
+        "events",
+        "is_connected",
+        "resume",
+        "shared",
+        "source",
+        "transport",
+    )
+
+    def __init__(
+        self,
+        *,
+        source: str,
+        transport: str,
+        resume: ResumeState,
+        connect_timeout: float,
+        shared: SharedResources,
+        send: Callable[[Sequence[Record]], Any],
+        attempt: int,
+        on_connected: Callable[[], None] = lambda: None,
+        send_events: Callable[[Sequence[Record]], Any] | None = None,
+        delivered: Callable[[], Awaitable[bool]] | None = None,
+    ) -> None:
+        #: The source's name from the config.
+        self.source = source
+        #: The transport type name ("sse", ...).
+        self.transport = transport
+        #: State kept across sessions; read ``resume.last_id`` when connecting.
+        self.resume = resume
+        #: Seconds allowed to reach ``connected()``; the supervisor enforces it too.
+        self.connect_timeout = connect_timeout
+        #: Run-wide shared objects (one HTTP client per process, ...).
+        self.shared = shared
+        self.attempt = attempt
+        self._send = send
+        # Event batches may take a shorter way than Status records: the
+        # supervisor only needs to see the statuses (one call less per batch).
+        self._send_events = send if send_events is None else send_events
+        self._on_connected = on_connected
+        self._delivered = delivered
+        #: True once ``connected()`` was called.
+        self.is_connected = False
+        #: trio.current_time() at ``connected()``.
+        self.connected_at: float | None = None
+        #: Events emitted in this session.
+        self.events = 0
+
+    async def connected(self, detail: str = "") -> None:
+        """Report that the stream is open and delivering; emits ``connected``."""
+        if self.is_connected:
+            return
+        self.is_connected = True
+        self.connected_at = trio.current_time()
+        self._on_connected()
+        await self._send([self._status(State.CONNECTED, detail)])
+
+    async def emit(self, items: Iterable[RawEvent]) -> bool:
+        """Hand over the events parsed from one read as one batch, in order.
+
+        ``items`` may be any iterable, consumed once before anything awaits: a
+        ``zip`` of columns is cheapest (it reuses one tuple for every item).
+
+        Returns True when the batch woke a sink that was waiting for records:
+        a transport that cares about latency may yield then, so that sink
+        runs before the transport goes back to its socket (see mux_sse).
+        """
+        now = time.time()
+        resume = self.resume
+        seq = resume.seq
+        source, transport = self.source, self.transport
+        batch = SizedBatch()
+        append = batch.append
+        size = 0
+        raw_type = msgspec.Raw
+        for event, id_, data in items:
+            seq += 1
+            if type(data) is bytes:
+                size += len(data)
+                data = keep_raw(data)
+            elif type(data) is raw_type:
+                size += len(data)
+            append(Event(source, transport, event, id_, data, now, seq))
+        if not batch:
+            return False
+        batch.nbytes = size + _RECORD_OVERHEAD * len(batch)
+        self.events += len(batch)
+        try:
+            return bool(await self._send_events(batch))
+        finally:
+            # Only now: a checkpoint of the resume state (--state) must never
+            # cover records that have not reached the sinks' channels yet.
+            resume.seq = seq
+            # The newest id, found from the end: usually the last event has
+            # one, which is cheaper than a test per event in the loop above.
+            for record in reversed(batch):
+                id_ = record.id
+                if id_ is not None:
+                    resume.last_id = id_
+                    break
+
+    async def relay(self, records: Sequence[Record]) -> bool:
+        """Hand over records made elsewhere, as they are, as one batch.
+
+        For a transport that carries other mux processes' records (the
+        redis-stream transport): each record keeps its own source,
+        transport, seq and times, so sinks see the original sources by
+        their own names. Nothing is renumbered, and this source's
+        ``resume.seq`` and ``resume.last_id`` are left alone (keep the
+        position in ``resume.cursor``). Events count in :attr:`events`, as
+        for :meth:`emit`. Returns what :meth:`emit` returns.
+        """
+        if not records:
+            return False
+        self.events += len(records)
+        return bool(await self._send_events(records))
+
+    async def delivered(self) -> bool:
+        """Wait until every sink has written every record handed over so far.
+
+        "Written" means the sink's ``write`` returned for it (a redis-stream
+        sink has appended it to Redis; the file sink has it in its buffer,
+        on disk within ``flush_interval``), or its overflow policy dropped it.
+        Returns False when a sink failed or was dropped before writing them
+        all. A transport that acknowledges to its server (XACK) waits here
+        first, so an acknowledged record is never only in mux's memory.
+        Without an engine (a session built by hand) it returns True at once.
+        """
+        if self._delivered is None:
+            await trio.lowlevel.checkpoint()
+            return True
+        return await self._delivered()
+
+    async def notice(self, detail: str) -> None:
+        """Report something worth knowing that does not change the state
+        (an oversized event skipped, ...): a Status with the current state."""
+        state = State.CONNECTED if self.is_connected else State.CONNECTING
+        await self._send([self._status(state, detail)])
+
+    def set_retry_hint(self, seconds: float | None) -> None:
+        """The server's reconnection time (SSE ``retry:``), used instead of initial_delay."""
+        if seconds is not None and (math.isnan(seconds) or seconds < 0):
+            return
+        self.resume.retry_hint = seconds
+
+    def _status(self, state: State, detail: str) -> Status:
+        return Status(self.source, self.transport, state, self.attempt, None, detail, time.time())
