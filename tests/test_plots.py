@@ -31,7 +31,8 @@ from mux_core._plugins import PluginManager
 from mux_core._run.channel import SinkChannel
 from mux_core.records import Event, State, Status
 from mux_core.sink import Overflow, SinkContext, SourceInfo
-from mux_qt.model import PanelModel, format_value
+from mux_core.views import format_value
+from mux_qt.model import PanelModel
 from mux_qt.options import QtOptions
 from mux_qt.series import S, Segment, T, Y, ema
 from mux_qt.sink import QtSink

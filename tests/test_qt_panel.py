@@ -214,7 +214,7 @@ async def test_events_per_second_and_last_event_age() -> None:
         rate = float(sink.panel.cell_text("train-sse", "Events/s").replace(",", ""))
         assert 150 < rate < 250
         assert sink.panel.cell_text("train-sse", "Last event").endswith("s ago")
-        assert sink.panel.cell_text("train-ws", "Events/s") == "0"
+        assert sink.panel.cell_text("train-ws", "Events/s") == "0.0"
 
 
 async def test_closing_the_window_requests_a_stop_once() -> None:

@@ -1,9 +1,10 @@
 """What the panel shows, computed without Qt: badges, rates, ages, plot series.
 
 Keeping this free of Qt means the display rules (which colour a state gets,
-how the retry countdown runs, how events/s is measured, where a run segment
-starts and where an outage breaks a line) are plain functions of records and
-a clock, and the widgets in :mod:`mux_qt.panel` only paint.
+how the retry countdown runs, where a run segment starts and where an outage
+breaks a line) are plain functions of records and a clock, and the widgets in
+:mod:`mux_qt.panel` only paint. Events/s, ages and values are measured and
+written by :mod:`mux_core.views`, as the terminal view does.
 
 Every event is plotted: :meth:`PanelModel.apply` appends each event's values
 to per-source, per-field columns (:mod:`mux_qt.series`); the panel
@@ -26,6 +27,7 @@ from mux_core.records import (
     State,
     Status,
 )
+from mux_core.views import RateMeter
 
 from .series import Segment
 
@@ -40,12 +42,8 @@ __all__ = [
     "Curve",
     "Outage",
     "PanelModel",
-    "RateMeter",
     "SourceRow",
     "badge_for",
-    "format_age",
-    "format_rate",
-    "format_value",
     "severity_colour",
 ]
 
@@ -95,69 +93,6 @@ def badge_for(status: Status | None, now: float) -> Badge:
     if state in _BROKEN:
         return Badge(f"{label}: {status.detail}" if status.detail else label, RED)
     return Badge(label, GREY)
-
-
-def format_age(seconds: float | None) -> str:
-    """How long ago: "0.4 s ago", "12 s ago", "3 min ago"; "—" before any event."""
-    if seconds is None:
-        return "—"
-    seconds = max(0.0, seconds)
-    if seconds < 10:
-        return f"{seconds:.1f} s ago"
-    if seconds < 120:
-        return f"{seconds:.0f} s ago"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min ago"
-    return f"{seconds / 3600:.0f} h ago"
-
-
-def format_rate(rate: float) -> str:
-    """Events per second with a precision that suits the magnitude."""
-    if rate <= 0:
-        return "0"
-    if rate < 10:
-        return f"{rate:.1f}"
-    return f"{rate:,.0f}"
-
-
-class RateMeter:
-    """Events per second of one source over a sliding window.
-
-    It measures by the core's per-source ``seq`` counter rather than by
-    counting what this sink received, so the figure is the source's even if
-    the panel's buffer ever drops events. One sample is kept per 1/32 of the
-    window, however many events arrive.
-    """
-
-    def __init__(self, window: float = 2.0) -> None:
-        self.window = window
-        self._samples: deque[tuple[float, int]] = deque()
-        self._step = window / 32
-        self._last: tuple[float, int] | None = None
-
-    def add(self, at: float, seq: int) -> None:
-        samples = self._samples
-        last = self._last
-        if last is not None and seq < last[1]:
-            samples.clear()  # a restarted counter: start measuring afresh
-        elif samples and at - samples[-1][0] < self._step:
-            self._last = (at, seq)
-            return
-        samples.append((at, seq))
-        self._last = (at, seq)
-
-    def rate(self, now: float) -> float:
-        samples = self._samples
-        last = self._last
-        while len(samples) > 1 and samples[1][0] < now - self.window:
-            samples.popleft()
-        if last is None or not samples or last[0] < now - self.window:
-            return 0.0
-        first_at, first_seq = samples[0]
-        if last[1] == first_seq:
-            return 0.0
-        span = max(now - first_at, 0.5)
-        return (last[1] - first_seq) / span
 
 
 class Outage(NamedTuple):
@@ -418,20 +353,6 @@ class PanelModel:
             alert.seq is not None and alert.seq == row.run_started_by
         ):
             self._new_run(row, alert.seq)
-
-
-def format_value(value: float) -> str:
-    """Numbers as the terminal view shows them: 4 significant digits, one rule.
-
-    Fixed notation from 0.001 up to 10,000, scientific with 3 decimals
-    outside it: ``7.98``, ``1.596e-04``, ``4.860e-05`` -- never
-    ``0.0001596`` next to ``4.86e-05``.
-    """
-    if not math.isfinite(value):
-        return str(value)
-    if value == 0 or 1e-3 <= abs(value) < 1e4:
-        return f"{value:.4g}"
-    return f"{value:.3e}"
 
 
 def quality_text(quality: Quality | None) -> str:

@@ -47,6 +47,7 @@ from PySide6.QtWidgets import (
 )
 
 from mux_core.records import State
+from mux_core.views import format_age, format_rate, format_value
 
 from .model import (
     Badge,
@@ -54,9 +55,6 @@ from .model import (
     PanelModel,
     SourceRow,
     badge_for,
-    format_age,
-    format_rate,
-    format_value,
     quality_text,
     severity_colour,
 )

@@ -2,9 +2,10 @@
 
 The model is plain data updated from records; rendering reads it (see
 ``_render.py``). Rates come from :attr:`Event.seq`, the core's per-source
-counter, not from counting the events this sink received: the sink's
-``latest`` overflow policy drops events when the terminal falls behind, and
-the rate must still be the source's, not the screen's.
+counter, not from counting the events this sink received: the sink drops
+events when the terminal falls behind, and the rate must still be the
+source's, not the screen's. The meter is :class:`mux_core.views.RateMeter`,
+the Qt panel's too, so both show the same events/s.
 """
 
 from __future__ import annotations
@@ -23,11 +24,9 @@ from mux_core.records import (
     Severity,
     Status,
 )
+from mux_core.views import RateMeter
 
-__all__ = ["RATE_WINDOW", "SourceRow", "TuiModel"]
-
-#: Seconds of (received_at, seq) samples the events/s figure is computed over.
-RATE_WINDOW = 5.0
+__all__ = ["SourceRow", "TuiModel"]
 
 
 @attrs.define
@@ -40,8 +39,8 @@ class SourceRow:
     status: Status | None = None
     events: int = 0
     last_event_at: float | None = None
-    #: (received_at, seq) of recent events, oldest first, for the rate.
-    samples: deque[tuple[float, int]] = attrs.field(factory=deque)
+    #: Events/s, from the events' ``seq``.
+    meter: RateMeter = attrs.field(factory=RateMeter)
     #: Plotted field -> its last ``width`` finite values.
     series: dict[str, deque[float]] = attrs.field(factory=dict)
     #: The alert episode going on (a warning or critical not yet cleared), if any.
@@ -62,12 +61,7 @@ class SourceRow:
     def add_event(self, event: Event, plot: Sequence[str]) -> None:
         self.events += 1
         self.last_event_at = event.received_at
-        samples = self.samples
-        if samples and event.seq < samples[-1][1]:
-            samples.clear()  # the core's counter never goes back; be safe anyway
-        samples.append((event.received_at, event.seq))
-        while len(samples) > 2 and samples[0][0] < event.received_at - RATE_WINDOW:
-            samples.popleft()
+        self.meter.add(event.received_at, event.seq)
         data = event.data
         if not isinstance(data, dict):
             return
@@ -80,19 +74,9 @@ class SourceRow:
                 series.append(value)
 
     def rate(self, now: float) -> float:
-        """Events per second over the last :data:`RATE_WINDOW` seconds up to ``now``.
-
-        It decays towards zero when the stream goes quiet, instead of freezing
-        at the last burst's rate.
-        """
-        samples = self.samples
-        if len(samples) < 2 or samples[-1][0] < now - RATE_WINDOW:
-            return 0.0
-        oldest_at, oldest_seq = samples[0]
-        span = now - oldest_at
-        if span <= 0:
-            return 0.0
-        return (samples[-1][1] - oldest_seq) / span
+        """Events per second up to ``now`` (see :class:`RateMeter`); it decays
+        towards zero when the stream goes quiet."""
+        return self.meter.rate(now)
 
 
 def _as_number(value: object) -> float | None:

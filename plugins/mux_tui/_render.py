@@ -6,7 +6,6 @@ read the text back.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 
 from rich import box
@@ -16,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mux_core.records import Severity, State, Status
+from mux_core.views import format_age, format_rate, format_value
 
 from ._model import SourceRow, TuiModel
 
@@ -25,7 +25,6 @@ __all__ = [
     "STATE_WIDTH",
     "VALUE_WIDTH",
     "TuiView",
-    "format_age",
     "render_plot_table",
     "render_table",
     "sparkline",
@@ -82,20 +81,6 @@ def sparkline(values: Iterable[float]) -> str:
     return "".join(_BLOCKS[round((v - low) * scale)] for v in points)
 
 
-def format_age(seconds: float) -> str:
-    """A short "time since" text: ``0.4 s``, ``12 s``, ``3m 05s``, ``2h 01m``."""
-    seconds = max(seconds, 0.0)
-    if seconds < 10:
-        return f"{seconds:.1f} s"
-    if seconds < 60:
-        return f"{seconds:.0f} s"
-    minutes, secs = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m {secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes:02d}m"
-
-
 def state_text(status: Status | None, now: float) -> Text:
     """The coloured state cell: the state, then what happens next or why it stopped."""
     if status is None:
@@ -116,22 +101,6 @@ def state_text(status: Status | None, now: float) -> Text:
     elif state in (State.MAX_RETRIES_EXCEEDED, State.FAILED) and status.detail:
         text.append(f"\n{status.detail}", style="red")
     return text
-
-
-def _number(value: float) -> str:
-    """One rule for every number (as the Qt panel's read-out): 4 significant digits,
-    fixed from 0.001 up to 10,000, scientific outside: ``7.98``, ``1.596e-04``,
-    ``4.860e-05`` -- never ``0.0001596`` next to ``4.86e-05``."""
-    if not math.isfinite(value):
-        return str(value)
-    if value == 0 or 1e-3 <= abs(value) < 1e4:
-        return f"{value:.4g}"
-    return f"{value:.3e}"
-
-
-def format_rate(rate: float) -> str:
-    """Events per second: ``0.0/s``, ``9.5/s``, ``1,234/s``."""
-    return f"{rate:.1f}/s" if rate < 1000 else f"{rate:,.0f}/s"
 
 
 class _SparkCell:
@@ -175,27 +144,26 @@ def _state_cell(row: SourceRow, now: float) -> Text:
         line = f"\nup {quality.uptime * 100:.1f}% · {reconnects} reconnect"
         line += "" if reconnects == 1 else "s"
         if quality.lag_p99 is not None:
-            line += f" · lag p99 {_number(quality.lag_p99)} s"
+            line += f" · lag p99 {format_value(quality.lag_p99)} s"
         text.append(line, style=_GREY)
     return text
 
 
 def _row_cells(row: SourceRow, plot: tuple[str, ...], now: float) -> list[RenderableType]:
-    rate = row.rate(now)
-    last = "—" if row.last_event_at is None else format_age(now - row.last_event_at) + " ago"
+    age = None if row.last_event_at is None else now - row.last_event_at
     cells: list[RenderableType] = [
         Text(row.name, style="bold"),
         row.transport,
         _state_cell(row, now),
-        format_rate(rate),
-        last,
+        format_rate(row.rate(now)) + "/s",
+        format_age(age),
     ]
     for key in plot:
         series = row.series.get(key)
         if not series:
             cells.append(Text("—", style=_GREY))
             continue
-        cells.append(_SparkCell(tuple(series), _number(series[-1])))
+        cells.append(_SparkCell(tuple(series), format_value(series[-1])))
     return cells
 
 
@@ -252,7 +220,9 @@ def render_plot_table(model: TuiModel, *, caption: str | None = CAPTION) -> Tabl
         for key in model.plot:
             series = row.series.get(key)
             trend: RenderableType = (
-                _SparkCell(tuple(series), _number(series[-1])) if series else Text("—", style=_GREY)
+                _SparkCell(tuple(series), format_value(series[-1]))
+                if series
+                else Text("—", style=_GREY)
             )
             table.add_row(Text(row.name, style="bold"), key, trend)
     return table
