@@ -203,8 +203,7 @@ class PluginManager:
         (``strict=False``: the first wins, for ``mux plugins``).
         """
         found: dict[str, Command] = {}
-        for impl in self._pm.hook.mux_register_commands.get_hookimpls():
-            plugin_name = impl.plugin_name
+        for plugin_name, call in self._callers("mux_register_commands"):
 
             def register(
                 name: str,
@@ -228,8 +227,7 @@ class PluginManager:
                     return
                 found[name] = Command(name, add_arguments, handler, help, _plugin)
 
-            kwargs = {"register": register} if "register" in impl.argnames else {}
-            impl.function(**kwargs)
+            call(register=register)
         return found
 
     def main_loop(self, engine: hookspecs.Runnable) -> bool:
@@ -299,15 +297,14 @@ class PluginManager:
         return names
 
     def _collect(self, kind: str, *, strict: bool = True) -> dict[str, Provided]:
-        hook = {
-            "transport": self._pm.hook.mux_register_transports,
-            "sink": self._pm.hook.mux_register_sinks,
-            "processor": self._pm.hook.mux_register_processors,
-            "discovery": self._pm.hook.mux_register_discovery,
+        hook_name = {
+            "transport": "mux_register_transports",
+            "sink": "mux_register_sinks",
+            "processor": "mux_register_processors",
+            "discovery": "mux_register_discovery",
         }[kind]
         found: dict[str, Provided] = {}
-        for impl in hook.get_hookimpls():
-            plugin_name = impl.plugin_name
+        for plugin_name, call in self._callers(hook_name):
 
             def register(name: str, cls: type[Any], _plugin: str = plugin_name) -> None:
                 if not isinstance(name, str) or not name:
@@ -323,9 +320,28 @@ class PluginManager:
                     return
                 found[name] = Provided(kind, name, cls, _plugin)
 
-            kwargs = {"register": register} if "register" in impl.argnames else {}
-            impl.function(**kwargs)
+            call(register=register)
         return found
+
+    def _callers(self, hook_name: str) -> list[tuple[str, Callable[..., Any]]]:
+        """``(plugin name, call)`` for each plugin implementing a register hook, in
+        pluggy's calling order; ``call(register=...)`` goes through pluggy (a
+        hookwrapper of that plugin runs, an implementation may take fewer
+        arguments) with the other plugins left out, so each registration is
+        known to come from its plugin."""
+        hook = getattr(self._pm.hook, hook_name)
+        # pluggy calls the implementations last-registered first.
+        implementing = []
+        for impl in reversed(hook.get_hookimpls()):
+            if impl.plugin not in implementing:
+                implementing.append(impl.plugin)
+        others = self._pm.get_plugins()
+        callers: list[tuple[str, Callable[..., Any]]] = []
+        for plugin in implementing:
+            name = self._pm.get_name(plugin) or repr(plugin)
+            exclude = [other for other in others if other is not plugin]
+            callers.append((name, self._pm.subset_hook_caller(hook_name, exclude)))
+        return callers
 
 
 def _names_from_env() -> set[str] | None:

@@ -42,7 +42,7 @@ import logging
 import re
 import tomllib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar
 
 import attrs
 
@@ -70,22 +70,32 @@ class SourceDocument:
     lines: Mapping[KeyPath, int] = attrs.field(factory=dict)
 
 
-@runtime_checkable
-class Discoverer(Protocol):
-    """A discoverer plugin class. Registered with ``register("files", cls)``.
+class Discoverer:
+    """The base of a discoverer plugin class; register it with ``register("files", cls)``.
 
-    ``Options`` is an attrs class whose fields are the keys of a
-    ``[[discovery]]`` table (besides ``type`` and ``name``); it may define a
-    classmethod ``check(options)`` raising ``ValueError``.
+    Required: ``Options`` and :meth:`run`. A discoverer never starts or stops
+    a source itself: it hands over the whole current set, and the engine
+    compares it with what runs. Inheriting from :class:`Discoverer` is
+    optional: the core needs only these members.
     """
 
+    #: An attrs class whose fields are the keys of a ``[[discovery]]`` table
+    #: (besides ``type`` and ``name``); it may define a classmethod
+    #: ``check(options)`` raising ``ValueError``, reported at the table's line.
     Options: ClassVar[type[Any]]
 
-    def __init__(self, options: Any, context: DiscoveryContext) -> None: ...
+    def __init__(self, options: Any, context: DiscoveryContext) -> None:
+        #: The validated ``Options`` instance.
+        self.options = options
+        #: Where found sets go (:meth:`DiscoveryContext.update`) and problems are told.
+        self.context = context
 
     async def run(self) -> None:
-        """Find sources and call ``context.update`` with each new set, until cancelled."""
-        ...
+        """Find sources and ``await self.context.update(documents)`` with each new
+        whole set, until cancelled; required. Keep going through a server's
+        failures (report them with ``context.report``): returning or raising
+        ends this discoverer for the rest of the run."""
+        raise NotImplementedError(f"{type(self).__name__} must define run()")
 
 
 class DiscoveryContext:

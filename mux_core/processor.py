@@ -53,7 +53,7 @@ from __future__ import annotations
 import operator
 import time
 from collections.abc import Sequence
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar
 
 import attrs
 
@@ -65,26 +65,67 @@ from .records import (
     Severity,
 )
 
-__all__ = ["FieldReader", "Processor", "ProcessorContext", "event_types", "joined_raw"]
+__all__ = [
+    "FieldReader",
+    "Processor",
+    "ProcessorContext",
+    "event_types",
+    "is_timed",
+    "joined_raw",
+]
 
 
-@runtime_checkable
-class Processor(Protocol):
-    """A processor plugin class. Registered with ``register("name", cls)``.
+class Processor:
+    """The base of a processor plugin class; register it with ``register("name", cls)``.
 
-    ``Options`` is an attrs class whose fields are the keys of a
-    ``[[processors]]`` table (besides ``type`` and ``sources``); it may
-    define a classmethod ``check(options)`` raising ``ValueError``, as a
-    sink's may. One instance is made per matching source.
+    Required: ``Options`` and :meth:`process`. One instance is made per
+    source the table applies to, so its attributes are per-source state.
+    :meth:`next_deadline` and :meth:`tick` are for rules about time (a stall):
+    a processor that does not override them gets no timer. Inheriting from
+    :class:`Processor` is optional: the core falls back to these members.
     """
 
+    #: An attrs class whose fields are the keys of a ``[[processors]]`` table
+    #: (besides ``type`` and ``sources``); it may define a classmethod
+    #: ``check(options)`` raising ``ValueError``, reported at the table's line.
     Options: ClassVar[type[Any]]
 
-    def __init__(self, options: Any, context: ProcessorContext) -> None: ...
+    def __init__(self, options: Any, context: ProcessorContext) -> None:
+        #: The validated ``Options`` instance.
+        self.options = options
+        #: The source this instance works on, and ``alert()`` to raise alerts.
+        self.context = context
 
     def process(self, batch: Batch) -> Batch:
-        """Take one batch of one source, return the batch to pass on."""
-        ...
+        """Take one batch of one source and return the batch to pass on; required.
+
+        Synchronous, in the source's own task. Return ``batch`` itself when
+        nothing changed, or a new list; never mutate the one given. Raising
+        removes this processor from this source's chain (logged, with a
+        ``processor_error`` alert); the batch passes on as it came.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must define process(batch)")
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`tick` is next due, on the trio clock; None: nothing due (the default).
+
+        Read after every batch and every tick, so a deadline that moved
+        earlier wakes the timer.
+        """
+        return None
+
+    def tick(self, now: float) -> Batch:
+        """Called at or after :meth:`next_deadline` with the trio clock's ``now``;
+        returns records to pass on (alerts), by default none."""
+        return []
+
+
+def is_timed(processor: Any) -> bool:
+    """Whether a processor has rules about time: it has a ``tick`` other than
+    :meth:`Processor.tick`'s (its class's, or one set on the instance when its
+    options ask for a timer). Only such a processor gets a timer task."""
+    tick = getattr(processor, "tick", None)
+    return tick is not None and getattr(tick, "__func__", tick) is not Processor.tick
 
 
 @attrs.frozen

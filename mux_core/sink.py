@@ -1,8 +1,8 @@
-"""What a sink sees: the :class:`Sink` protocol, its context, and its channel.
+"""What a sink is: the :class:`Sink` base class, its context, and its overflow policies.
 
-Each sink reads its own bounded :class:`SinkChannel`, so a slow sink never
-slows another one. What happens when a sink falls behind is its overflow
-policy:
+Each sink reads its own bounded channel (``mux_core._run.channel``), so a
+slow sink never slows another one. What happens when a sink falls behind is
+its overflow policy:
 
 ``block``
     the source waits (backpressure up to the server); nothing is lost.
@@ -21,29 +21,33 @@ as its last record.
 
 A sink class looks like::
 
-    class PrintSink:
+    class PrintSink(mux_core.Sink):
         Options = PrintOptions
         default_overflow = "drop_oldest"     # optional, else "block"
-        default_on_error = "drop"            # optional, else "stop"
 
-        def __init__(self, options: PrintOptions, context: SinkContext) -> None: ...
-        async def open(self) -> None: ...           # optional
-        async def write(self, batch: Batch) -> None: ...
-        async def aclose(self) -> None: ...         # optional; flush here
+        async def write(self, batch: Batch) -> None:
+            for record in batch:
+                print(record)
+
+Every other member is optional and documented on :class:`Sink` with what
+the core does without it. Inheriting from :class:`Sink` is optional too: the
+core looks each member up on the plugin's class and falls back to
+:class:`Sink`'s.
 """
 
 from __future__ import annotations
 
 import enum
+import types
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar
 
 import attrs
 
 from .records import Batch
 from .retry import RetryPolicy
 
-__all__ = ["DEFAULT_BUFFER_BYTES", "Overflow", "Sink", "SinkContext", "SourceInfo"]
+__all__ = ["DEFAULT_BUFFER_BYTES", "Overflow", "Sink", "SinkContext", "SourceInfo", "sink_member"]
 
 
 class Overflow(enum.StrEnum):
@@ -55,24 +59,93 @@ class Overflow(enum.StrEnum):
     LATEST = "latest"
 
 
-@runtime_checkable
-class Sink(Protocol):
-    """A sink plugin class. Registered with ``register("name", cls)``.
+class Sink:
+    """The base of a sink plugin class; register it with ``register("name", cls)``.
 
-    ``Options`` is an attrs class whose fields are the config keys of a
-    ``[[sinks]]`` table (besides ``type``, ``name``, ``overflow``, ``buffer``
-    and ``on_error``). It may define a classmethod ``check(options)`` raising
-    ``ValueError`` for problems ``mux check`` can find without running
-    (an unwritable path).
+    Required: ``Options`` and :meth:`write`. Everything else has the default
+    shown here, and the core calls a member only through these names, so a
+    class that does not inherit from :class:`Sink` behaves exactly as if it
+    did (the core falls back to this class's members).
+
+    Lifecycle, in the sink's own task: ``__init__`` (no I/O: building a sink
+    must not fail for a reason ``open`` could report better), ``open``, then
+    ``write`` for each batch in order (with ``sync`` now and then when the run
+    keeps ``--state``), and ``aclose`` once the channel is drained -- also
+    after ``open`` or ``write`` raised (then shielded from cancellation).
     """
 
+    #: An attrs class whose fields are the keys of a ``[[sinks]]`` table (besides
+    #: ``type``, ``name``, ``overflow``, ``buffer``, ``buffer_bytes`` and
+    #: ``on_error``). Validated before any I/O: unknown keys, wrong types and
+    #: missing fields are config errors with file and line. It may define a
+    #: classmethod ``check(options)`` raising ``ValueError`` for problems
+    #: ``mux check`` can find without running (an unwritable path): the message
+    #: is shown at the table's line (at the key's line when it starts with
+    #: ``key:``).
     Options: ClassVar[type[Any]]
 
-    def __init__(self, options: Any, context: SinkContext) -> None: ...
+    #: The overflow policy when the table does not set ``overflow``: ``block`` for
+    #: a sink that records (nothing lost; a slow disk slows the sources), a
+    #: dropping policy for a view or a notifier (see the module docstring).
+    default_overflow: ClassVar[str] = "block"
+    #: The channel's size in records when the table does not set ``buffer``.
+    default_buffer: ClassVar[int] = 10_000
+    #: What a failure does when the table does not set ``on_error``: ``stop``
+    #: the run, or ``drop`` this sink and go on.
+    default_on_error: ClassVar[str] = "stop"
+
+    def __init__(self, options: Any, context: SinkContext) -> None:
+        #: The validated ``Options`` instance.
+        self.options = options
+        #: The run as this sink sees it.
+        self.context = context
+
+    async def open(self) -> None:
+        """Acquire what the sink needs (a file, a connection, a window); default: nothing.
+
+        Raising here is a failure while opening, handled by ``on_error``.
+        ``context.start_background`` is available from here on.
+        """
 
     async def write(self, batch: Batch) -> None:
-        """Take one batch of records, in order. Raising follows ``on_error``."""
-        ...
+        """Take one batch of records, in order; required.
+
+        A sink's ``write`` is awaited before the next batch is handed over, and
+        "written" (what ``Session.delivered`` waits for) means it returned.
+        Raising is a failure handled by ``on_error``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must define write(batch)")
+
+    async def sync(self) -> None:
+        """Make everything written so far durable; default: nothing to do.
+
+        With ``--state``, the core calls it before it saves a checkpoint: a
+        saved resume position then never covers a record that is only in this
+        sink's memory. A sink that buffers (the file sink) flushes here.
+        """
+
+    async def aclose(self) -> None:
+        """Flush and release what ``open`` acquired; default: nothing.
+
+        Called once, after the last ``write`` (the channel is drained), and
+        also after a failure.
+        """
+
+
+def sink_member(sink: Any, name: str) -> Any:
+    """Member ``name`` of a sink (or sink class), else :class:`Sink`'s default.
+
+    The one place the core reads an optional member, so a plugin class that does
+    not inherit from :class:`Sink` gets exactly the defaults documented here:
+    ``sink_member(cls, "default_overflow")``, ``await sink_member(sink, "sync")()``.
+    """
+    found = getattr(sink, name, None)
+    if found is not None:
+        return found
+    default = getattr(Sink, name)
+    if isinstance(sink, type) or not callable(default):
+        return default
+    return types.MethodType(default, sink)
 
 
 @attrs.frozen

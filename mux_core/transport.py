@@ -29,7 +29,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
-from typing import Any, ClassVar, Protocol, TypeAlias, TypeVar, cast, runtime_checkable
+from typing import Any, ClassVar, TypeAlias, TypeVar, cast
 
 import attrs
 import msgspec
@@ -61,25 +61,39 @@ T = TypeVar("T")
 RawEvent: TypeAlias = tuple[str, str | None, Any]
 
 
-@runtime_checkable
-class Transport(Protocol):
-    """A transport plugin class. Registered with ``register("name", cls)``.
+class Transport:
+    """The base of a transport plugin class; register it with ``register("name", cls)``.
 
-    ``Options`` is an attrs class whose fields are the config keys of a
-    ``[[sources]]`` table (besides ``name``, ``transport`` and ``retry``).
-    It may define a classmethod ``check(options)`` raising ``ValueError``
-    for problems found without I/O (e.g. a bad URL scheme).
+    Required: ``Options`` and :meth:`run_session`. A transport implements one
+    session -- connect, stream, return or raise -- and nothing else: the core
+    waits between attempts, counts them, enforces ``connect_timeout`` and
+    keeps the resume state. One instance lives as long as its source, so it
+    may keep state across sessions (an ETag, say). Inheriting from
+    :class:`Transport` is optional: the core needs only these two members.
     """
 
+    #: An attrs class whose fields are the keys of a ``[[sources]]`` table (besides
+    #: ``name``, ``transport`` and ``retry``). Validated before any I/O. It may
+    #: define a classmethod ``check(options)`` raising ``ValueError`` for problems
+    #: found without I/O (a bad URL scheme): ``mux check`` and ``mux run`` report
+    #: it at the table's line, and the source never starts.
     Options: ClassVar[type[Any]]
 
-    def __init__(self, options: Any) -> None: ...
+    def __init__(self, options: Any) -> None:
+        #: The validated ``Options`` instance. Build no connection here.
+        self.options = options
 
     async def run_session(self, session: Session) -> None:
-        """Run one connection: call ``session.connected()`` once the stream is
-        open, ``session.emit(batch)`` per read, and end by raising a
-        :class:`~mux_core.errors.SessionError` (returning = disconnected)."""
-        ...
+        """Run one connection; required.
+
+        Call ``await session.connected()`` once the stream is open,
+        ``await session.emit(items)`` with everything parsed from one read,
+        and end by raising a :class:`~mux_core.errors.SessionError` subclass
+        that says what happened (returning counts as ``Disconnected``; any
+        other exception as ``failed``, with the traceback logged). Never sleep
+        to retry: raise, and the core retries under the shared policy.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must define run_session(session)")
 
 
 @attrs.define

@@ -19,7 +19,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mux_core._config import loader as _config_loader
 from mux_core._config import records as _config_records
 from mux_core._config.reference import (
     Field,
@@ -31,7 +30,7 @@ from mux_core._config.reference import table as _table
 from mux_core._config.reference import toml_value as _toml
 from mux_core._plugins import PluginManager, Provided
 from mux_core.retry import RetryPolicy
-from mux_core.sink import DEFAULT_BUFFER_BYTES, Overflow
+from mux_core.sink import DEFAULT_BUFFER_BYTES, Overflow, Sink
 
 __all__ = ["Field", "field_comments", "generate", "main", "options_fields"]
 
@@ -123,7 +122,7 @@ def _sink_keys() -> list[Field]:
         Field(
             "buffer",
             "integer",
-            _toml(_config_loader.DEFAULT_BUFFER),
+            _toml(Sink.default_buffer),
             "Channel capacity, in records (a sink type may default higher: see its Defaults).",
         ),
         Field(

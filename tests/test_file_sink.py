@@ -105,7 +105,7 @@ async def test_aclose_writes_everything_buffered(open_sink: Opener, tmp_path: Pa
 
 async def test_missing_directories_are_created(open_sink: Opener, tmp_path: Path) -> None:
     path = tmp_path / "runs" / "today" / "events.jsonl"
-    FileSink.check(FileOptions(path=str(path)))
+    FileSink.Options.check(FileOptions(path=str(path)))
     assert not (tmp_path / "runs").exists()  # check() creates nothing
     sink = await open_sink(path=str(path))
     await sink.write([STATUS])
@@ -226,7 +226,7 @@ def test_check_refuses_a_path_under_a_regular_file(tmp_path: Path) -> None:
     blocker.write_text("not a directory")
     shown = str(blocker / "sub" / "x.jsonl")
     with pytest.raises(ValueError) as info:
-        FileSink.check(FileOptions(path=shown))
+        FileSink.Options.check(FileOptions(path=shown))
     message = str(info.value)
     assert message.startswith(f"cannot write {shown}: ")
     assert "not a directory" in message
@@ -236,7 +236,7 @@ def test_check_refuses_a_path_under_a_regular_file(tmp_path: Path) -> None:
 
 def test_check_refuses_a_directory(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="Is a directory"):
-        FileSink.check(FileOptions(path=str(tmp_path)))
+        FileSink.Options.check(FileOptions(path=str(tmp_path)))
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root ignores permission bits")
@@ -244,7 +244,7 @@ def test_check_refuses_a_read_only_directory(tmp_path: Path) -> None:
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
     with pytest.raises(ValueError, match="Permission denied"):
-        FileSink.check(FileOptions(path=str(locked / "x.jsonl")))
+        FileSink.Options.check(FileOptions(path=str(locked / "x.jsonl")))
 
 
 async def test_open_fails_clearly_at_run_time(open_sink: Opener, tmp_path: Path) -> None:

@@ -107,7 +107,7 @@ def test_without_pyside6_the_plugin_is_listed_unavailable_with_the_install_hint(
 
 
 def test_check_passes_when_qt_is_installed() -> None:
-    QtSink.check(QtOptions(plot=["loss"]))
+    QtSink.Options.check(QtOptions(plot=["loss"]))
 
 
 @pytest.mark.parametrize(

@@ -236,10 +236,10 @@ async def test_server_closing_during_handshake_is_reported_at_once() -> None:
 
 def test_check_rejects_other_schemes() -> None:
     with pytest.raises(ValueError, match="ws:// or wss://"):
-        WsTransport.check(WsOptions(url="http://127.0.0.1/ws"))
+        WsTransport.Options.check(WsOptions(url="http://127.0.0.1/ws"))
     with pytest.raises(ValueError, match="no host"):
-        WsTransport.check(WsOptions(url="ws:///ws"))
-    WsTransport.check(WsOptions(url="wss://example.org:9443/x?y=1"))
+        WsTransport.Options.check(WsOptions(url="ws:///ws"))
+    WsTransport.Options.check(WsOptions(url="wss://example.org:9443/x?y=1"))
 
 
 async def test_bad_url_fails_the_session() -> None:

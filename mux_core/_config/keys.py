@@ -249,6 +249,15 @@ class KeyChecks:
         self, provided: Provided, raw: dict[str, Any], path: KeyPath, reserved: tuple[str, ...]
     ) -> Any:
         options_cls = getattr(provided.cls, "Options", None)
+        if "check" in provided.cls.__dict__:
+            # check() belongs on Options (the contract of every component kind);
+            # one left on the class would silently never run.
+            self._fail(
+                path,
+                f"plugin {provided.plugin!r}: {provided.cls.__name__}.check is never called; "
+                f"define it on {provided.cls.__name__}.Options (a bug in the plugin)",
+            )
+            return FAILED
         if options_cls is None:
             for key in raw:
                 self._fail((*path, key), unknown_key_message(key, reserved))
@@ -265,12 +274,10 @@ class KeyChecks:
             return options
         if any(unset[: len(path)] == path for unset in self._unset):
             return FAILED  # check() would judge a value made up for the unset variable
-        for owner in (options_cls, provided.cls):
-            check = owner.__dict__.get("check")
-            if check is None:
-                continue
+        check = getattr(options_cls, "check", None)
+        if check is not None:
             try:
-                getattr(owner, "check")(options)  # noqa: B009 -- bound classmethod
+                check(options)
             except ValueError as exc:
                 self._fail_check(options_cls, path, str(exc))
                 return FAILED

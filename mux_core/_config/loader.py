@@ -17,7 +17,7 @@ import attrs
 from .._run.shard import Shard, parse_shard
 from ..errors import ConfigError
 from ..retry import RetryPolicy
-from ..sink import DEFAULT_BUFFER_BYTES
+from ..sink import DEFAULT_BUFFER_BYTES, Sink, sink_member
 from .convert import describe_value, unknown_key_message
 from .keys import FAILED, Failed, KeyChecks
 from .positions import KeyPath, key_lines
@@ -51,8 +51,6 @@ _PROCESSOR_KEYS = ("type", "sources")
 _DISCOVERY_KEYS = ("type", "name")
 _GLOB_CHARS = frozenset("*?[")
 _ON_ERROR = ("stop", "drop")
-#: A sink's ``buffer`` when neither the table nor the sink class says.
-DEFAULT_BUFFER = 10_000
 _NO_SOURCES = "no sources; add a [[sources]] table with a name, a transport and its options"
 _NO_SINKS = 'no [[sinks]]: add one, e.g. [[sinks]] type = "log"'
 
@@ -195,12 +193,12 @@ class Loader(KeyChecks):
                 continue
             provided = self._provider("sink type", type_, available, path)
             name = self._name(table, path, "name", seen, "sink", default=type_)
-            cls = provided.cls if provided is not None else object
-            overflow = self._overflow(table, path, getattr(cls, "default_overflow", "block"))
-            buffer = self._buffer(table, path, getattr(cls, "default_buffer", DEFAULT_BUFFER))
+            cls = provided.cls if provided is not None else Sink
+            overflow = self._overflow(table, path, sink_member(cls, "default_overflow"))
+            buffer = self._buffer(table, path, sink_member(cls, "default_buffer"))
             buffer_bytes = self._positive_int(table, path, "buffer_bytes", DEFAULT_BUFFER_BYTES)
             on_error = self._choice(
-                table, path, "on_error", _ON_ERROR, str(getattr(cls, "default_on_error", "stop"))
+                table, path, "on_error", _ON_ERROR, str(sink_member(cls, "default_on_error"))
             )
             if provided is None or name is None:
                 continue

@@ -20,6 +20,7 @@ from typing import Any
 import attrs
 
 from .._plugins import PluginManager, Provided
+from ..sink import Sink, sink_member
 
 __all__ = [
     "Field",
@@ -170,10 +171,10 @@ def plugin_section(
         lines += [summary, ""]
     lines.append(f"Plugin `{provided.plugin}`, source `{source_path(cls)}`.")
     if kind == "sink":
-        overflow = getattr(cls, "default_overflow", "block")
-        on_error = getattr(cls, "default_on_error", "stop")
-        buffer = getattr(cls, "default_buffer", None)
-        extra = "" if buffer is None else f", `buffer = {buffer}`"
+        overflow = sink_member(cls, "default_overflow")
+        on_error = sink_member(cls, "default_on_error")
+        buffer = sink_member(cls, "default_buffer")
+        extra = "" if buffer == Sink.default_buffer else f", `buffer = {buffer}`"
         lines.append(f'Defaults: `overflow = "{overflow}"`, `on_error = "{on_error}"`{extra}.')
     lines.append("")
     if options is None or not attrs.has(options):

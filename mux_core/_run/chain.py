@@ -13,6 +13,7 @@ from typing import Any
 
 import trio
 
+from ..processor import is_timed
 from ..records import (
     Alert,
     Batch,
@@ -38,7 +39,7 @@ class _Entry:
         self.name = name
         self.processor = processor
         self.process: Callable[[Batch], Batch] = processor.process
-        self.tick: Callable[[float], Batch] | None = getattr(processor, "tick", None)
+        self.tick: Callable[[float], Batch] | None = processor.tick if is_timed(processor) else None
 
 
 class ProcessorChain:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import trio
 
-from ..sink import Overflow
+from ..sink import Overflow, sink_member
 from ..transport import ResumeState
 from .sink_set import SinkSet
 from .state import CHECKPOINT_INTERVAL, StateStore
@@ -56,11 +56,9 @@ class Checkpoints:
             if not await runner.channel.wait_finished(mark):
                 return False
         for runner, _ in marks:
-            sync = getattr(runner.sink, "sync", None)
-            if sync is not None:
-                try:
-                    await sync()
-                except Exception:
-                    return False  # the sink's own task reports its failure
+            try:
+                await sink_member(runner.sink, "sync")()
+            except Exception:
+                return False  # the sink's own task reports its failure
         await trio.to_thread.run_sync(store.save, snapshot)
         return True

@@ -19,7 +19,7 @@ import trio
 
 from .._config import SinkConfig
 from ..errors import PluginError
-from ..sink import SinkContext
+from ..sink import SinkContext, sink_member
 from .channel import SinkChannel
 
 __all__ = ["SinkRunner", "SinkSet", "new_sink_runner"]
@@ -135,9 +135,7 @@ class SinkSet:
         try:
             async with trio.open_nursery() as background:
                 runner.nursery = background
-                opener = getattr(sink, "open", None)
-                if opener is not None:
-                    await opener()
+                await sink_member(sink, "open")()
                 task_status.started()
                 started = True
                 while True:
@@ -175,6 +173,4 @@ def _unwrap(exc: BaseException) -> BaseException:
 
 
 async def _aclose(sink: Any) -> None:
-    closer = getattr(sink, "aclose", None)
-    if closer is not None:
-        await closer()
+    await sink_member(sink, "aclose")()

@@ -68,6 +68,13 @@ class FileOptions:
     #: of records; the file is always fsynced when the sink closes.
     fsync: bool = True
 
+    @classmethod
+    def check(cls, options: FileOptions) -> None:
+        """Refuse a path that visibly cannot be written, creating nothing."""
+        reason = _problem(_resolve(options.path))
+        if reason is not None:
+            raise ValueError(_cannot_write(options.path, reason))
+
 
 def _resolve(path: str) -> str:
     return os.path.abspath(os.path.expanduser(path))
@@ -254,13 +261,6 @@ class FileSink:
     Options = FileOptions
     default_overflow: ClassVar[str] = "block"
     default_on_error: ClassVar[str] = "stop"
-
-    @classmethod
-    def check(cls, options: FileOptions) -> None:
-        """Refuse a path that visibly cannot be written, creating nothing."""
-        reason = _problem(_resolve(options.path))
-        if reason is not None:
-            raise ValueError(_cannot_write(options.path, reason))
 
     def __init__(self, options: FileOptions, context: SinkContext) -> None:
         self.options = options

@@ -93,6 +93,18 @@ class PrometheusOptions:
     #: Constant labels added to every metric, e.g. ``{ run = "exp42" }``.
     labels: dict[str, str] = attrs.field(factory=dict, validator=_label_names)
 
+    @classmethod
+    def check(cls, options: PrometheusOptions) -> None:
+        """Refuse a path whose directory does not exist or cannot be written."""
+        directory = _resolve(options.path).parent
+        if not directory.is_dir():
+            raise ValueError(
+                f"path {options.path!r}: directory {str(directory)!r} does not exist; "
+                "create it (node_exporter's --collector.textfile.directory)"
+            )
+        if not os.access(directory, os.W_OK):
+            raise ValueError(f"path {options.path!r}: directory {str(directory)!r} is not writable")
+
 
 @attrs.define
 class _SourceFigures:
@@ -109,18 +121,6 @@ class PrometheusSink:
     default_overflow: ClassVar[str] = "drop_oldest"
     #: Metrics are not worth stopping a run for.
     default_on_error: ClassVar[str] = "drop"
-
-    @classmethod
-    def check(cls, options: PrometheusOptions) -> None:
-        """Refuse a path whose directory does not exist or cannot be written."""
-        directory = _resolve(options.path).parent
-        if not directory.is_dir():
-            raise ValueError(
-                f"path {options.path!r}: directory {str(directory)!r} does not exist; "
-                "create it (node_exporter's --collector.textfile.directory)"
-            )
-        if not os.access(directory, os.W_OK):
-            raise ValueError(f"path {options.path!r}: directory {str(directory)!r} is not writable")
 
     def __init__(self, options: PrometheusOptions, context: SinkContext) -> None:
         self.options = options

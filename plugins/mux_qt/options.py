@@ -80,6 +80,13 @@ class QtOptions:
     #: Run segments kept per curve: a restart starts a new one (older runs faded).
     keep_runs: int = attrs.field(default=4, validator=_keep_runs)
 
+    @classmethod
+    def check(cls, options: QtOptions) -> None:
+        """Fail ``mux check`` with the install hint when the Qt extra is missing."""
+        hint = missing_qt()
+        if hint is not None:
+            raise ValueError(hint)
+
 
 def missing_qt() -> str | None:
     """The install hint when PySide6 or pyqtgraph cannot be imported, else None."""

@@ -26,7 +26,7 @@ from mux_core.records import Batch
 from mux_core.sink import SinkContext
 from mux_core.views import ViewClock
 
-from .options import QtOptions, cannot_start, missing_qt, require_qt
+from .options import QtOptions, cannot_start, require_qt
 
 if TYPE_CHECKING:
     from .model import PanelModel
@@ -73,13 +73,6 @@ class QtSink:
         self.clock: ViewClock = ViewClock(time.time)
         #: The window, from ``open()`` until ``aclose()``.
         self.panel: QtPanel | None = None
-
-    @classmethod
-    def check(cls, options: QtOptions) -> None:
-        """Fail ``mux check`` with the install hint when the Qt extra is missing."""
-        hint = missing_qt()
-        if hint is not None:
-            raise ValueError(hint)
 
     async def open(self) -> None:
         require_qt()

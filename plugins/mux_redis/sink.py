@@ -142,7 +142,6 @@ class RedisStreamSink:
     """Append every record to a Redis stream (see the module docstring)."""
 
     Options = RedisStreamSinkOptions
-    check = RedisStreamSinkOptions.check
     default_overflow: ClassVar[str] = "block"
     default_on_error: ClassVar[str] = "stop"
 

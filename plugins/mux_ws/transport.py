@@ -125,6 +125,13 @@ class WsOptions:
     #: Check the server's TLS certificate (wss://), against the same CA bundle as https.
     verify: bool = True
 
+    @classmethod
+    def check(cls, options: WsOptions) -> None:
+        """Reject what no connection attempt could fix (a bad URL or header) before any I/O."""
+        problem = options_problem(options.url, clean_headers(options.headers))
+        if problem:
+            raise ValueError(problem)
+
 
 class _Connection:
     """One open connection: the stream, the protocol, and a message being reassembled."""
@@ -223,13 +230,6 @@ class WsTransport:
         # One key may be both the id and the type: read it once.
         names = list(dict.fromkeys(n for n in (options.id_field, options.event_field) if n))
         self._fields = JsonFields(names) if names and options.decode != "text" else None
-
-    @classmethod
-    def check(cls, options: WsOptions) -> None:
-        """Reject what no connection attempt could fix (a bad URL or header) before any I/O."""
-        problem = options_problem(options.url, clean_headers(options.headers))
-        if problem:
-            raise ValueError(problem)
 
     async def run_session(self, session: Session) -> None:
         opts = self.options

@@ -70,6 +70,12 @@ class CsvOptions:
     #: Seconds between writes of buffered rows to the file.
     flush_interval: float = attrs.field(default=1.0, validator=_positive)
 
+    @classmethod
+    def check(cls, options: CsvOptions) -> None:
+        path = os.path.abspath(os.path.expanduser(options.path))
+        if os.path.isdir(path):
+            raise ValueError(f"cannot write {options.path}: it is a directory")
+
 
 def _cell(value: Any) -> str:
     if value is None:
@@ -136,12 +142,6 @@ class CsvSink:
     Options: ClassVar[type[CsvOptions]] = CsvOptions
     default_overflow: ClassVar[str] = "block"
     default_on_error: ClassVar[str] = "stop"
-
-    @classmethod
-    def check(cls, options: CsvOptions) -> None:
-        path = os.path.abspath(os.path.expanduser(options.path))
-        if os.path.isdir(path):
-            raise ValueError(f"cannot write {options.path}: it is a directory")
 
     def __init__(self, options: CsvOptions, context: SinkContext) -> None:
         self.options = options

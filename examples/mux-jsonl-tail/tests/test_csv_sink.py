@@ -142,5 +142,5 @@ def test_options_are_validated(tmp_path: Path) -> None:
         CsvOptions(path="x.csv", fields=["detail"], statuses=True)
     assert CsvOptions(path="x.csv", fields=["detail"]).fields == ["detail"]
     with pytest.raises(ValueError, match="directory"):
-        CsvSink.check(CsvOptions(path=str(tmp_path)))
+        CsvSink.Options.check(CsvOptions(path=str(tmp_path)))
     assert CsvSink.default_overflow == "block"
