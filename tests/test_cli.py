@@ -13,6 +13,8 @@ from pathlib import Path
 
 import orjson
 
+from tests.helpers import ROOT
+
 MUX = [sys.executable, "-m", "mux_core"]
 
 
@@ -196,8 +198,7 @@ def test_check_prints_the_resolved_config_with_secrets_masked(tmp_path: Path) ->
 
 
 def test_check_example_config_needs_no_network() -> None:
-    root = Path(__file__).parent.parent
-    result = mux("check", str(root / "examples" / "monitor.toml"), env={"TRAIN_TOKEN": "s3cret"})
+    result = mux("check", str(ROOT / "examples" / "monitor.toml"), env={"TRAIN_TOKEN": "s3cret"})
     assert result.returncode == 0, result.stderr
     assert "train-sse" in result.stdout and "train-rest" in result.stdout
     assert "s3cret" not in result.stdout

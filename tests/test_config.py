@@ -25,8 +25,9 @@ from mux_core.errors import ConfigError
 from mux_core.hookspecs import hookimpl
 from mux_core.retry import RetryPolicy
 from mux_core.sink import Overflow
+from tests.helpers import ROOT
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "monitor.toml"
+EXAMPLE = ROOT / "examples" / "monitor.toml"
 
 
 def _positive(instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:

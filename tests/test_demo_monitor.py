@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 import trio
-from e2e_helpers import MUX, file_states, read_jsonl_strict, wait_for_file
+
+from tests.helpers.e2e import MUX, file_states, read_jsonl_strict, wait_for_file
 
 SOURCES = ("train-sse", "train-ws", "train-rest")
 

@@ -18,7 +18,10 @@ from pathlib import Path
 
 import pytest
 import trio
-from e2e_helpers import (
+
+from mux_core import ConfigError, State, read_source_document
+from mux_discovery.http import http_sd_tables
+from tests.helpers.e2e import (
     FAST_RETRY,
     MUX,
     JsonRecord,
@@ -37,9 +40,6 @@ from e2e_helpers import (
     wait_for_file,
     write_config,
 )
-
-from mux_core import ConfigError, State, read_source_document
-from mux_discovery.http import http_sd_tables
 
 
 async def _start_mux(nursery: trio.Nursery, config: Path) -> trio.Process:

@@ -28,8 +28,8 @@ import trio
 from mux_core import hookspecs
 from mux_core._plugins import PluginManager, Provided
 from mux_core.retry import RetryPolicy
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 TESTS = ROOT / "tests"
 
@@ -70,15 +70,17 @@ def _builtin_plugins() -> list[Provided]:
 def _test_function_sources() -> dict[str, str]:
     """``{"file::test_name": source}`` for every test function outside this file."""
     found: dict[str, str] = {}
-    for path in sorted(TESTS.glob("test_*.py")):
-        if path.name == Path(__file__).name:
+    for path in sorted(TESTS.rglob("test_*.py")):
+        if path.resolve() == Path(__file__).resolve():
             continue
         text = path.read_text(encoding="utf-8")
         for node in ast.walk(ast.parse(text)):
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name.startswith(
                 "test"
             ):
-                found[f"{path.name}::{node.name}"] = ast.get_source_segment(text, node) or ""
+                found[f"{path.relative_to(TESTS)}::{node.name}"] = (
+                    ast.get_source_segment(text, node) or ""
+                )
     return found
 
 

@@ -18,7 +18,6 @@ import re
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
@@ -26,8 +25,8 @@ import mux_core.testing
 import mux_sse
 from mux_core import ConfigError, PluginManager, parse_config
 from mux_core._config import render_config
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 GUIDE = ROOT / "docs" / "plugins"
 
 

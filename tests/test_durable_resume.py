@@ -15,7 +15,10 @@ from pathlib import Path
 
 import pytest
 import trio
-from e2e_helpers import (
+
+from mux_core._run.state import StateStore
+from mux_core.transport import ResumeState
+from tests.helpers.e2e import (
     FAST_RETRY,
     file_ids,
     publish_range,
@@ -28,9 +31,6 @@ from e2e_helpers import (
     wait_for_file,
     write_config,
 )
-
-from mux_core._run.state import StateStore
-from mux_core.transport import ResumeState
 
 
 def _events(records: list[dict[str, object]], source: str) -> list[tuple[object, object]]:

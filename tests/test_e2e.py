@@ -9,7 +9,10 @@ built-in transports; a collecting sink records what reached the sinks.
 from __future__ import annotations
 
 import pytest
-from e2e_helpers import (
+
+from mux_core.records import State, Status
+from mux_core.testing import Stall, serve_sse
+from tests.helpers.e2e import (
     FAST_RETRY,
     TRANSPORTS,
     event_ids,
@@ -22,9 +25,6 @@ from e2e_helpers import (
     states,
     wait_for_state,
 )
-
-from mux_core.records import State, Status
-from mux_core.testing import Stall, serve_sse
 
 OUTAGE = {State.DISCONNECTED, State.SERVER_UNAVAILABLE}
 

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 import trio
-from e2e_helpers import (
+
+from mux_core.testing import Reject, Respond, serve_sse, serve_ws
+from tests.helpers.e2e import (
     FAST_RETRY,
     TRANSPORTS,
     JsonRecord,
@@ -33,8 +35,6 @@ from e2e_helpers import (
     wait_for_file,
     write_config,
 )
-
-from mux_core.testing import Reject, Respond, serve_sse, serve_ws
 
 URLS = {
     "sse": "http://127.0.0.1:{port}/events",

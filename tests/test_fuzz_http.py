@@ -20,7 +20,7 @@ from mux_core.http._body import ChunkedBody, Decoder, LengthBody, ProtocolError,
 from mux_core.http._http11 import MAX_HEAD_BYTES, HeadReader, ResponseHead, describe_protocol_error
 from mux_core.testing import Hangup, Send, serve_hostile
 
-from hostile_helpers import LIBRARY_WORDING  # isort: skip
+from tests.helpers.hostile import LIBRARY_WORDING  # isort: skip
 
 URL = httpx.URL("http://127.0.0.1:1/events")
 

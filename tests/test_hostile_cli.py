@@ -13,7 +13,9 @@ import re
 from pathlib import Path
 
 import trio
-from e2e_helpers import (
+
+from mux_core.testing import serve_hostile
+from tests.helpers.e2e import (
     file_sink_toml,
     read_jsonl,
     start_mux,
@@ -22,10 +24,7 @@ from e2e_helpers import (
     wait_for_file,
     write_config,
 )
-from hostile_helpers import LIBRARY_WORDING
-from test_hostile_http import GOOD_REST, GOOD_SSE, REST_CASES, SSE_CASES
-
-from mux_core.testing import serve_hostile
+from tests.helpers.hostile import GOOD_REST, GOOD_SSE, LIBRARY_WORDING, REST_CASES, SSE_CASES
 
 #: The bound the issue sets for any hostile case.
 RSS_LIMIT = 300 * 1024 * 1024

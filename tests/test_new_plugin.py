@@ -19,6 +19,7 @@ from mux_core._cli import main
 from mux_core._cli.new_plugin import skeleton_files
 from mux_core._config.reference import plugin_reference
 from mux_core._plugins import PluginManager
+from tests.helpers import ROOT
 
 BIN = Path(sys.executable).parent
 
@@ -93,7 +94,7 @@ def test_the_skeleton_installs_is_listed_and_passes_its_own_tests(tmp_path: Path
     assert "3 passed" in tests.stdout
     # The installed copy was tested, not the source folder beside the tests.
     assert (site / "mux_acme" / "py.typed").exists()
-    cache = Path(__file__).resolve().parent.parent / ".mypy_cache" / "new-plugin"  # mux_core's part
+    cache = ROOT / ".mypy_cache" / "new-plugin"  # mux_core's part
     mypy = [str(BIN / "mypy"), "--cache-dir", str(cache), "."]
     _run(mypy, project, {k: v for k, v in env.items() if k != "PYTHONPATH"})
     reference = _run(

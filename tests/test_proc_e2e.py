@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from e2e_helpers import (
+
+from mux_demo.server import DemoEndpoints, DemoOptions, serve_demo
+from tests.helpers.e2e import (
     FAST_RETRY,
     file_sink_toml,
     read_jsonl_strict,
@@ -24,8 +26,6 @@ from e2e_helpers import (
     wait_for_file,
     write_config,
 )
-
-from mux_demo.server import DemoEndpoints, DemoOptions, serve_demo
 
 
 def _config(tmp_path: Path, endpoints: DemoEndpoints, processors: str) -> Path:

@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 import trio
 
-PAGE = Path(__file__).resolve().parent.parent / "docs" / "plugins" / "writing-a-processor.md"
+from tests.helpers import ROOT
+
+PAGE = ROOT / "docs" / "plugins" / "writing-a-processor.md"
 
 
 def _python_blocks() -> list[str]:

@@ -15,7 +15,6 @@ import pytest
 import trio
 import trio.testing
 from prometheus_client.parser import text_string_to_metric_families
-from quality_helpers import outage_engine
 
 from mux_core._config import parse_config
 from mux_core._plugins import PluginManager
@@ -29,8 +28,8 @@ from mux_core.records import (
 )
 from mux_core.sink import SinkContext, SourceInfo
 from mux_prometheus import INSTALL_HINT, PrometheusOptions, PrometheusSink
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import ROOT
+from tests.helpers.quality import outage_engine
 
 
 def _samples(path: Path) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:

@@ -16,6 +16,7 @@ import textwrap
 from pathlib import Path
 
 import mux_core
+from tests.helpers import ROOT
 
 PUBLIC_API = [
     "Alert",
@@ -82,8 +83,6 @@ PUBLIC_SUBMODULES = [
     "mux_core.transport",
     "mux_core.views",
 ]
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_public_api_is_exactly_the_pinned_names() -> None:

@@ -1,6 +1,6 @@
 """Connection quality: figures from scripted outages on trio's MockClock.
 
-A scripted transport (quality_helpers.py) connects, sends, stays up for
+A scripted transport (tests/helpers/quality.py) connects, sends, stays up for
 exactly so many seconds and drops; the retry policy waits exactly 5 s (no
 jitter). So the uptime, reconnects and time blind of each ``quality`` record
 are known to the millisecond.
@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from quality_helpers import outage_engine
 
 from mux_core import Quality, decode_jsonl, encode_jsonl, record_to_dict
 from mux_core._plugins import PluginManager
 from mux_core._run.quality import QualityTracker, format_quality_table
 from mux_core.records import Event, State, Status
 from mux_core.testing import CollectingSink
+from tests.helpers.quality import outage_engine
 
 #: DESIGN.md's minimum keys of a quality record, then the ones mux adds.
 REQUIRED_KEYS = [

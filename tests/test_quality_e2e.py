@@ -14,9 +14,9 @@ from typing import BinaryIO
 
 import orjson
 import trio
-from e2e_helpers import MUX, JsonRecord, stderr_of, wait_exit, wait_for_file
 
 from mux_demo.monitor import demo_config_text
+from tests.helpers.e2e import MUX, JsonRecord, stderr_of, wait_exit, wait_for_file
 
 SOURCES = ("train-sse", "train-ws", "train-rest")
 

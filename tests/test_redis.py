@@ -3,7 +3,7 @@
 The machine's Redis at 127.0.0.1:6379 serves most tests (each under its own
 key prefix, deleted afterwards); tests that stop, restart or reconfigure a
 server start their own ``redis-server`` on a free port. Without Redis these
-tests fail with what to do (tests/redis_helpers.py), they are never skipped.
+tests fail with what to do (tests/helpers/redis.py), they are never skipped.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from mux_core.records import (
 from mux_core.testing import CollectingSink, serve_sse
 from mux_redis._client import client_name, command, make_client, parse_url
 from mux_redis.sink import _APPEND
-from tests.e2e_helpers import (
+from tests.helpers.e2e import (
     FAST_RETRY,
     file_sink_toml,
     read_jsonl,
@@ -45,7 +45,7 @@ from tests.e2e_helpers import (
     wait_for_file,
     write_config,
 )
-from tests.redis_helpers import (
+from tests.helpers.redis import (
     SHARED_URL,
     delete_prefix,
     env_without_mux,

@@ -16,7 +16,7 @@ import trio
 
 from mux_core._run.shard import shard_of
 from mux_core.records import Event, decode_jsonl
-from tests.redis_helpers import (
+from tests.helpers.redis import (
     SHARED_URL,
     delete_prefix,
     env_without_mux,

@@ -15,7 +15,9 @@ from functools import partial
 from pathlib import Path
 
 import trio
-from e2e_helpers import (
+
+from mux_core import State, parse_config
+from tests.helpers.e2e import (
     FAST_RETRY,
     MUX,
     JsonRecord,
@@ -35,8 +37,6 @@ from e2e_helpers import (
     wait_for_file,
     write_config,
 )
-
-from mux_core import State, parse_config
 
 
 def _seqs(records: list[JsonRecord], source: str) -> list[int]:

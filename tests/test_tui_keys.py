@@ -25,7 +25,16 @@ from typing import Any, BinaryIO
 import pytest
 import trio
 import trio.lowlevel
-from e2e_helpers import (
+from rich.console import Console
+
+from mux_core.records import State, Status
+from mux_core.sink import SinkContext, SourceInfo
+from mux_core.testing import serve_sse
+from mux_tui import TuiOptions, TuiSink
+from mux_tui._keys import RESTART_HINT, RestartKey
+from mux_tui._model import TuiModel
+from mux_tui._terminal import TerminalMode, TtyKeys, keyboard_fd
+from tests.helpers.e2e import (
     FAST_RETRY,
     MUX,
     file_ids,
@@ -37,15 +46,6 @@ from e2e_helpers import (
     wait_for_file,
     write_config,
 )
-from rich.console import Console
-
-from mux_core.records import State, Status
-from mux_core.sink import SinkContext, SourceInfo
-from mux_core.testing import serve_sse
-from mux_tui import TuiOptions, TuiSink
-from mux_tui._keys import RESTART_HINT, RestartKey
-from mux_tui._model import TuiModel
-from mux_tui._terminal import TerminalMode, TtyKeys, keyboard_fd
 
 Background = Callable[[], Awaitable[Any]]
 

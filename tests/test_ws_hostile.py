@@ -32,17 +32,6 @@ from typing import Any
 import attrs
 import pytest
 import trio
-from hostile_helpers import (
-    PeakRss,
-    assert_readable,
-    assert_still_retrying,
-    both,
-    event_data,
-    events,
-    retried_with,
-    statuses,
-    watch,
-)
 
 import mux_core.testing
 import mux_ws
@@ -61,6 +50,17 @@ from mux_core.testing import (
     http_head,
 )
 from mux_ws import WsOptions, WsTransport
+from tests.helpers.hostile import (
+    PeakRss,
+    assert_readable,
+    assert_still_retrying,
+    both,
+    event_data,
+    events,
+    retried_with,
+    statuses,
+    watch,
+)
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 AFTER = {"after": 1}

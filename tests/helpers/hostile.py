@@ -1,4 +1,9 @@
-"""Shared checks of the hostile-server tests: memory, readable details, states."""
+"""What the hostile-server tests share: the bad plans, and the checks of memory, details, states.
+
+The plans (``SSE_CASES``, ``REST_CASES``) are played one connection each by the
+in-process tests (tests/core/test_http_hostile.py) and all in turn by one
+``mux run`` process (tests/e2e/test_hostile_servers.py).
+"""
 
 from __future__ import annotations
 
@@ -17,6 +22,19 @@ from mux_core.records import (
     Status,
 )
 from mux_core.retry import RetryPolicy
+from mux_core.testing import (
+    Bomb,
+    Flood,
+    Hangup,
+    Pause,
+    Plan,
+    Reset,
+    Send,
+    chunk,
+    compressed,
+    http_head,
+    sse_head,
+)
 from mux_core.transport import SharedResources
 
 #: Peak RSS growth allowed in one hostile case; the issue's bound for the
@@ -155,3 +173,164 @@ def assert_still_retrying(records: Sequence[Record]) -> None:
     sent = statuses(records)
     assert not [s for s in sent if s.state in TERMINAL], sent
     assert_readable([s.detail for s in sent])
+
+
+# -- the plans: one bad connection, then a good one ---------------------------------
+
+EVENT_STREAM = ("Content-Type", "text/event-stream")
+#: The well-behaved connection that follows every bad one.
+GOOD_SSE: Plan = [Send(sse_head()), Send(b"id: 9\ndata: after\n\n"), Pause()]
+BOMB = 256 * 1024 * 1024  # inflated all at once this would add 256 MiB
+
+SSE_CASES: dict[str, tuple[Plan, str]] = {
+    "not HTTP": ([Send(b"data: hello\n\n"), Hangup()], "the server's response is not HTTP"),
+    "HTTP/2 status line": ([Send(b"HTTP/2 200\r\n\r\n"), Hangup()], "response is not HTTP"),
+    "status code 1000": ([Send(b"HTTP/1.1 1000 OK\r\n\r\n"), Hangup()], "not HTTP"),
+    "giant head": (
+        [Send(b"HTTP/1.1 200 OK\r\nX-Big: "), Flood(b"a" * 65536)],
+        "the response head is too large (more than 64 KiB)",
+    ),
+    "many headers": (
+        [Send(b"HTTP/1.1 200 OK\r\n"), Flood(b"X-A: b\r\n" * 8192)],
+        "the response head is too large",
+    ),
+    "malformed header": (
+        [Send(b"HTTP/1.1 200 OK\r\nbad header line\r\n\r\n"), Hangup()],
+        "the server sent a malformed response header",
+    ),
+    "NUL in a header": (
+        [Send(b"HTTP/1.1 200 OK\r\nX: a\x00b\r\n\r\n"), Hangup()],
+        "malformed response header",
+    ),
+    "unasked 101": (
+        [Send(http_head(101, {"Upgrade": "websocket", "Connection": "Upgrade"})), Hangup()],
+        "the server switched protocols (HTTP 101) although mux did not ask",
+    ),
+    "bad Content-Length": (
+        [Send(http_head(200, [EVENT_STREAM, ("Content-Length", "12abc")])), Hangup()],
+        "invalid Content-Length",
+    ),
+    "conflicting Content-Length": (
+        [Send(http_head(200, [EVENT_STREAM, ("Content-Length", "1"), ("Content-Length", "2")]))],
+        "invalid Content-Length",
+    ),
+    "unknown Transfer-Encoding": (
+        [Send(http_head(200, [EVENT_STREAM, ("Transfer-Encoding", "gzip")])), Hangup()],
+        "unsupported Transfer-Encoding",
+    ),
+    "head cut short": (
+        [Send(b"HTTP/1.1 200 OK\r\nContent-Ty"), Hangup()],
+        "closed the connection in the middle of the response",
+    ),
+    "nothing at all": ([Hangup()], "server disconnected without sending a response"),
+    "reset at once": ([Reset()], "connection reset"),
+    "endless 1xx then close": (
+        [Flood(b"HTTP/1.1 100 Continue\r\n\r\n", times=5000), Hangup()],
+        "server disconnected without sending a response",
+    ),
+    "unreadable gzip": (
+        [Send(sse_head(("Content-Encoding", "gzip"))), Send(b"this is not gzip"), Hangup()],
+        "the server sent an unreadable gzip body",
+    ),
+    "unreadable deflate": (
+        [Send(sse_head(("Content-Encoding", "deflate"))), Send(b"\xff" * 64), Hangup()],
+        "the server sent an unreadable deflate body",
+    ),
+    "unsupported encoding": (
+        [Send(sse_head(("Content-Encoding", "br"))), Send(b"\x0b\x02\x80"), Hangup()],
+        "unsupported Content-Encoding 'br'",
+    ),
+    "status 999": ([Send(http_head(999)), Hangup()], "HTTP 999"),
+    "reset mid-stream": (
+        [Send(sse_head()), Send(b"data: before\n\n"), Reset()],
+        "connection reset",
+    ),
+    "gzip bomb": (
+        [Send(sse_head(("Content-Encoding", "gzip"))), Bomb(BOMB), Hangup()],
+        "server closed the stream",
+    ),
+    "raw deflate bomb": (
+        [
+            Send(sse_head(("Content-Encoding", "deflate"))),
+            Bomb(BOMB, "raw-deflate"),
+            Hangup(),
+        ],
+        "server closed the stream",
+    ),
+}
+
+
+JSON = ("Content-Type", "application/json")
+GOOD_PAGE = b'[{"id": 9, "v": "after"}]'
+GOOD_REST: Plan = [
+    Send(http_head(200, [JSON, ("Content-Length", str(len(GOOD_PAGE)))]) + GOOD_PAGE),
+    Hangup(),
+]
+
+REST_CASES: dict[str, tuple[Plan, str, dict[str, Any]]] = {
+    "not HTTP": ([Send(b"SSH-2.0-OpenSSH_9.6\r\n\r\n"), Hangup()], "response is not HTTP", {}),
+    "giant head": (
+        [Send(b"HTTP/1.1 200 OK\r\nX-Big: "), Flood(b"a" * 65536)],
+        "the response head is too large (more than 64 KiB)",
+        {},
+    ),
+    "declared 1 GB page": (
+        [Send(http_head(200, [JSON, ("Content-Length", str(1 << 30))])), Pause()],
+        "the response body is larger than 64 MiB (max_page_bytes)",
+        {},
+    ),
+    "endless chunked page": (
+        [
+            Send(http_head(200, [JSON, ("Transfer-Encoding", "chunked")])),
+            Flood(chunk(b"1" * 65000)),
+        ],
+        "the response body is larger than 4 MiB (max_page_bytes)",
+        {"max_page_bytes": 4 * 1024 * 1024},
+    ),
+    "endless close-delimited page": (
+        [Send(http_head(200, [JSON])), Flood(b"[" * 65536)],
+        "the response body is larger than 4 MiB (max_page_bytes)",
+        {"max_page_bytes": 4 * 1024 * 1024},
+    ),
+    "gzip bomb page": (
+        [Send(http_head(200, [JSON, ("Content-Encoding", "gzip")])), Bomb(BOMB), Hangup()],
+        "the response body is larger than 16 MiB (max_page_bytes)",
+        {"max_page_bytes": 16 * 1024 * 1024},
+    ),
+    "unreadable gzip page": (
+        [
+            Send(http_head(200, [JSON, ("Content-Encoding", "gzip"), ("Content-Length", "9")])),
+            Send(b"not gzip!"),
+            Hangup(),
+        ],
+        "the server sent an unreadable gzip body",
+        {},
+    ),
+    "gzip page cut short": (
+        [
+            Send(
+                http_head(200, [JSON, ("Content-Encoding", "gzip"), ("Content-Length", "20")])
+                + compressed(b"[1, 2, 3]" * 100)[:20]
+            ),
+            Hangup(),
+        ],
+        "unreadable gzip body (cut short)",
+        {},
+    ),
+    "chunked garbage": (
+        [Send(http_head(200, [JSON, ("Transfer-Encoding", "chunked")]) + b"zz\r\n"), Hangup()],
+        "the server sent a malformed chunked body",
+        {},
+    ),
+    "body cut short": (
+        [Send(http_head(200, [JSON, ("Content-Length", "100")]) + b"[1,"), Hangup()],
+        "the server closed the connection in the middle of the body",
+        {},
+    ),
+    "unasked 101": (
+        [Send(http_head(101, {"Upgrade": "h2c", "Connection": "Upgrade"})), Hangup()],
+        "switched protocols",
+        {},
+    ),
+    "reset": ([Reset()], "connection reset", {}),
+}
