@@ -11,7 +11,8 @@ Four frozen record types travel from the sources to every sink:
 
 They travel in *batches* (lists): everything a transport parsed from one read
 is handed over at once, because a channel hand-off costs the same for one
-record as for a list of sixty-four (see DESIGN.md).
+record as for a list of sixty-four (docs/architecture.md, Records and the
+JSON Lines format).
 
 The records are ``msgspec.Struct`` classes: frozen, slotted, compared and
 hashed by value, built in about 0.1 µs (the attrs constructor took 2 µs) and
@@ -280,7 +281,8 @@ Batch: TypeAlias = Sequence[Record]
 
 
 def record_to_dict(record: Record) -> dict[str, Any]:
-    """Return the JSON Lines object of a record: exactly the keys of DESIGN.md."""
+    """Return the JSON Lines object of a record: exactly its documented keys
+    (docs/architecture.md, Records and the JSON Lines format)."""
     if type(record) is Event:
         return {
             "type": "event",
@@ -350,7 +352,7 @@ def _safe_repr(value: Any) -> str:
 
 
 class RecordDecodeError(ValueError):
-    """A JSON Lines line that is not a record of DESIGN.md's format."""
+    """A JSON Lines line that is not a mux record (docs/architecture.md, Records)."""
 
 
 class _EventLine(msgspec.Struct, tag_field="type", tag="event", gc=False):

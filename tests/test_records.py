@@ -2,7 +2,8 @@
 
 An Event built from raw payload bytes (what transports hand over) must be
 indistinguishable from one built with the decoded data: sinks compare,
-hash and read ``data``; the file must hold exactly DESIGN.md's records,
+hash and read ``data``; the file must hold exactly the records of
+docs/architecture.md (Records and the JSON Lines format),
 with a JSON payload spliced as it came and anything else as a string.
 """
 

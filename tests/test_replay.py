@@ -211,7 +211,7 @@ def test_replay_help_lists_options_and_exit_codes(tmp_path: Path) -> None:
 
 
 def test_the_jsonl_lines_stay_what_the_file_sink_writes(tmp_path: Path) -> None:
-    # the decoder replay uses reads exactly DESIGN.md's keys
+    # the decoder replay uses reads exactly the keys of docs/architecture.md (Records)
     line = (
         b'{"type":"event","source":"train-sse","transport":"sse","event":"metric","id":"42",'
         b'"data":{"step":42,"loss":0.31},"received_at":1764250000.123,"seq":17}\n'

@@ -411,8 +411,9 @@ def _page(*items: dict[str, Any]) -> Respond:
 async def test_a_cursor_that_moves_back_delivers_nothing_twice_and_a_new_run_is_kept(
     shared: SharedResources,
 ) -> None:
-    """DESIGN.md's duplicate rule: same id + same data = duplicate (dropped);
-    same id + other data = the stream started over (delivered)."""
+    """The duplicate rule (docs/architecture.md, Guarantees the code relies on):
+    same id + same data = duplicate (dropped); same id + other data = the
+    stream started over (delivered)."""
     got = Collector()
     async with serve_rest() as server:
         server.script(

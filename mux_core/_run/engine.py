@@ -81,7 +81,7 @@ __all__ = ["Engine", "RunResult"]
 
 _log = logging.getLogger("mux.engine")
 
-#: Exit codes of DESIGN.md (2 = usage / config error is the CLI's).
+#: Exit codes (docs/user-guide.md, Exit codes; 2 = usage / config error is the CLI's).
 EXIT_OK = 0
 EXIT_SINK_FAILED = 1
 EXIT_SOURCE_FAILED = 3
@@ -379,7 +379,7 @@ class Engine:
         them as they came), its processors (as they are at each batch: a
         reload may change them), then the fan-out. The source's last Quality
         goes right before its terminal Status, which stays the source's last
-        record (DESIGN.md)."""
+        record (docs/architecture.md, Guarantees the code relies on)."""
         fan_out = self._fan_out
         quality = self._quality.tracker(runner.name)
 

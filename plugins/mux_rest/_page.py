@@ -11,11 +11,12 @@ Pages of another shape (a single object, items that are not objects, a
 missing ``items`` key, NaN literals) are left to the general path in the
 transport, which decodes the page and explains what does not match.
 
-:class:`Delivered` implements DESIGN.md's duplicate rule for polling: an item
-whose id was already delivered in the current run segment *with the same
-data* is a duplicate and is dropped; the same id with different data means
-the stream started over -- it is delivered and a new segment begins. It
-remembers recent pages, bounded by items and by bytes.
+:class:`Delivered` implements mux's duplicate rule for polling
+(docs/architecture.md, Guarantees the code relies on): an item whose id was
+already delivered in the current run segment *with the same data* is a
+duplicate and is dropped; the same id with different data means the stream
+started over -- it is delivered and a new segment begins. It remembers
+recent pages, bounded by items and by bytes.
 """
 
 from __future__ import annotations
