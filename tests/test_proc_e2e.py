@@ -112,7 +112,7 @@ async def test_a_restarted_demo_trainer_makes_one_restart_alert_per_source(
         steps = _steps(records, source)
         back = next(i for i in range(1, len(steps)) if steps[i] < steps[i - 1])
         assert steps[back] < 30 <= steps[back - 1], source
-        # The event and status records keep exactly DESIGN.md's keys.
+        # The event and status records keep exactly their keys (docs/architecture.md, Records).
         assert set(after) == {
             "type",
             "source",

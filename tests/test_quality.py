@@ -22,7 +22,7 @@ from mux_core.records import Event, State, Status
 from mux_core.testing import CollectingSink
 from tests.helpers.quality import outage_engine
 
-#: DESIGN.md's minimum keys of a quality record, then the ones mux adds.
+#: The keys every quality record has (docs/architecture.md, Records), then the ones mux adds.
 REQUIRED_KEYS = [
     "type",
     "source",

@@ -4,8 +4,9 @@ Plugins add subcommands through ``mux_register_commands`` (``mux serve-demo``
 and ``mux demo`` come from the built-in ``mux_demo`` plugin that way).
 
 Errors a user can fix are one line on stderr and exit code 2 (usage or
-config); DESIGN.md fixes the other exit codes (0 clean stop, 3 a source
-ended in ``failed`` / ``max_retries_exceeded``, 4 ``--fail-on`` saw an alert).
+config); the other exit codes are the user guide's (docs/user-guide.md, Exit
+codes): 0 clean stop, 3 a source ended in ``failed`` / ``max_retries_exceeded``,
+4 ``--fail-on`` saw an alert.
 """
 
 from __future__ import annotations

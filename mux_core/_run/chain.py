@@ -76,9 +76,9 @@ class ProcessorChain:
         """``batch`` through every processor; returns what is left to fan out.
 
         A terminal Status (ended, failed, stopped, ...) stays the last record
-        of its source whatever the processors do (DESIGN.md): one dropped is
-        put back, one followed by a processor's records is moved after them,
-        and the timers stop.
+        of its source whatever the processors do (docs/architecture.md,
+        Guarantees the code relies on): one dropped is put back, one followed
+        by a processor's records is moved after them, and the timers stop.
         """
         last = batch[-1] if batch else None
         terminal = last if type(last) is Status and last.state.terminal else None
