@@ -3,7 +3,7 @@
 :class:`RetryPolicy` is pure arithmetic -- it never sleeps. The supervisor
 asks it how long to wait before attempt ``n`` and whether to give up; trio
 does the waiting. Keeping it pure makes the schedule a property one can test
-exhaustively (tests/test_retry.py) instead of watching a clock.
+exhaustively (tests/core/test_retry.py) instead of watching a clock.
 """
 
 from __future__ import annotations

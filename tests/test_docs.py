@@ -99,7 +99,7 @@ def test_every_hook_is_documented(hook: str) -> None:
 def test_every_hook_has_a_test(hook: str) -> None:
     tests = _test_function_sources()
     using = [name for name, source in tests.items() if hook in source]
-    assert using, f"no test function under tests/ names {hook}; add one (tests/test_hooks.py)"
+    assert using, f"no test function under tests/ names {hook}; add one (tests/core/test_hooks.py)"
 
 
 def test_config_reference_is_fresh() -> None:

@@ -1,7 +1,7 @@
 """`mux run` against every hostile HTTP server at once (issue 10, "done when").
 
 One real `mux run` process watches an sse and a rest source whose servers
-play every bad plan of tests/test_hostile_http.py in turn, compression bombs
+play every bad plan of tests/core/test_http_hostile.py in turn, compression bombs
 included, then behave. The process must print no traceback, keep both
 sources retrying (never terminal), write only readable details, deliver the
 events after the bad parts, stay under ~300 MB of RSS, and exit 0 on SIGTERM.

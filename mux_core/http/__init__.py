@@ -122,7 +122,7 @@ class _RedirectSafeClient(httpx.AsyncClient):
     origin and follows https -> http; mux sends on nothing but
     :data:`CROSS_ORIGIN_HEADERS` and refuses the downgrade. These are
     httpx's own redirect hooks (private, stable since 0.18); the proxied
-    redirect tests in tests/test_hostile_http.py fail should they change.
+    redirect tests in tests/core/test_http_hostile.py fail should they change.
     """
 
     def _redirect_url(self, request: httpx.Request, response: httpx.Response) -> httpx.URL:

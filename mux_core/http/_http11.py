@@ -275,7 +275,7 @@ async def open_connection(url: httpx.URL, tls: ssl.SSLContext | None) -> trio.ab
 class HeadReader:
     """The response head of one GET, parsed from bytes as they arrive.
 
-    No I/O, so it can be fuzzed (tests/test_fuzz_http.py): :meth:`feed` takes
+    No I/O, so it can be fuzzed (tests/core/test_http_fuzz.py): :meth:`feed` takes
     what the connection delivered (``b""`` once it closed) and returns the
     head once it is complete, None while more is needed, or raises
     :class:`ProtocolError` with a readable sentence. h11 buffers at most
