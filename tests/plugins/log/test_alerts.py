@@ -1,18 +1,15 @@
-"""Alerts in the sinks that show them: ``log`` (by severity) and ``file`` (a JSON line)."""
+"""Alerts in the log sink: a line by severity, or the alert object in the JSON format."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-import trio
 
-from mux_core import Alert, Event, Severity, SinkContext, State, Status
-from mux_file import FileOptions, FileSink
+from mux_core import Alert, Event, Severity, SinkContext
 from mux_log import LogOptions, LogSink
 
 NAN_ALERT = Alert(
@@ -71,17 +68,3 @@ async def test_the_log_sink_json_format_writes_the_alert_object(
     await sink.write([NAN_ALERT, Alert("s", "t", "stall", Severity.INFO, "ok", None, 1.0)])
     (record,) = [r for r in caplog.records if r.name == "mux.sink.log"]
     assert orjson.loads(record.getMessage()) == orjson.loads(ALERT_LINE)
-
-
-async def test_the_file_sink_writes_an_alert_as_one_json_line(tmp_path: Path) -> None:
-    path = tmp_path / "events.jsonl"
-    status = Status("train-sse", "sse", State.CONNECTED, 1, None, "", 1764250001.5)
-    async with trio.open_nursery() as nursery:
-        sink = FileSink(FileOptions(path=str(path)), _context("file", nursery.start_soon))
-        await sink.open()
-        await sink.write([status, NAN_ALERT])
-        await sink.aclose()
-        nursery.cancel_scope.cancel()
-    lines = path.read_bytes().splitlines(keepends=True)
-    assert len(lines) == 2 and orjson.loads(lines[0])["type"] == "status"
-    assert lines[1] == ALERT_LINE
