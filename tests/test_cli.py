@@ -242,6 +242,32 @@ def test_a_broken_entry_point_does_not_stop_the_others(tmp_path: Path) -> None:
     assert "unavailable: ImportError: needs libfoo" in table.stdout
 
 
+def test_a_broken_plugin_module_is_reported_once_per_command(tmp_path: Path) -> None:
+    """Plugins load once per process: `mux check` used to load them twice (to
+    build the parser, then again to load the config) and warned twice."""
+    (tmp_path / "exploding_mux_plugin.py").write_text("raise RuntimeError('boom at import')\n")
+    config = write(
+        tmp_path / "m.toml",
+        """
+        [[sources]]
+        name = "a"
+        transport = "sse"
+        url = "http://127.0.0.1:9/events"
+        [[sinks]]
+        type = "log"
+        """,
+    )
+    path = os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))
+    env = {"PYTHONPATH": path, "MUX_PLUGIN_MODULES": "exploding_mux_plugin"}
+    warning = "plugin module 'exploding_mux_plugin' failed to load: RuntimeError: boom at import"
+    for args in (("plugins",), ("check", "-q", str(config))):
+        result = mux(*args, env=env)
+        assert result.returncode == 0, result.stderr
+        assert [line for line in result.stderr.splitlines() if "failed to load" in line] == [
+            warning
+        ], (args, result.stderr)
+
+
 def test_mux_load_plugins_limits_third_party_autoloading(tmp_path: Path) -> None:
     site = _fake_distribution(tmp_path)
     env = {"PYTHONPATH": str(site), "MUX_PLUGIN_MODULES": ""}
@@ -306,9 +332,9 @@ def _options_without_help(parser: argparse.ArgumentParser, path: str) -> Iterato
 def test_every_option_of_every_command_has_help_text() -> None:
     """Plugins' commands included (serve-demo, demo from mux_demo): `mux X --help`
     explains every option."""
-    from mux_core._cli import _parser, load_plugins
+    from mux_core._cli import build_parser, load_plugins
 
-    parser = _parser(load_plugins())
+    parser = build_parser(load_plugins())
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     assert {"run", "check", "replay", "plugins", "new-plugin", "serve-demo", "demo"} <= set(
         commands.choices

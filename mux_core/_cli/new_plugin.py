@@ -12,10 +12,15 @@ second top-level folder never breaks the build), tests on
 
 from __future__ import annotations
 
+import argparse
 import re
+import sys
 from pathlib import Path
 
-__all__ = ["check_name", "new_plugin", "skeleton_files"]
+from .._plugins import Command
+from . import BUILTIN, EXIT_USAGE
+
+__all__ = ["COMMAND", "check_name", "new_plugin", "skeleton_files"]
 
 _NAME = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
 
@@ -67,6 +72,39 @@ def new_plugin(name: str, directory: Path | None = None) -> list[Path]:
         written.append(path)
     return written
 
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Write a plugin skeleton that installs, is listed by `mux plugins` and passes its own "
+        "tests: pyproject.toml with the entry point, a transport and a sink with Options, "
+        "tests on mux_core.testing, a README."
+    )
+    parser.add_argument("name", metavar="NAME", help="e.g. acme: package mux_acme")
+    parser.add_argument("--dir", metavar="DIR", help="where to write it (default ./mux-NAME)")
+
+
+def _new_plugin(args: argparse.Namespace) -> int:
+    name: str = args.name
+    try:
+        written = new_plugin(name, None if args.dir is None else Path(args.dir))
+    except (ValueError, FileExistsError) as exc:
+        print(f"mux: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    root = written[0].parent
+    print(f"wrote plugin {name!r} in {root}:")
+    for path in written:
+        print(f"  {path.relative_to(root)}")
+    print(f"next: pip install -e '{root}[test]' && cd {root} && pytest && mypy .")
+    return 0
+
+
+COMMAND = Command(
+    "new-plugin",
+    _add_arguments,
+    _new_plugin,
+    "write a complete, installable plugin skeleton (transport, sink, tests)",
+    BUILTIN,
+)
 
 _PYPROJECT = """\
 [build-system]

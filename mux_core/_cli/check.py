@@ -1,0 +1,63 @@
+"""``mux check CONFIG``: validate a config file without any network I/O (``--probe``: with)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .._plugins import Command
+from . import BUILTIN, EXIT_USAGE
+
+__all__ = ["COMMAND"]
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", metavar="CONFIG", help="a TOML config file")
+    parser.add_argument(
+        "--probe",
+        action="store_true",
+        help="also try each source once and report whether it is reachable (the verdicts come "
+        "first, then the resolved config)",
+    )
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="do not print the resolved config (with --probe: only the verdicts)",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="with --probe: print only the verdicts, as a JSON list (source, transport, "
+        "verdict, state, reachable, detail)",
+    )
+
+
+def _check(args: argparse.Namespace) -> int:
+    if args.json and not args.probe:
+        print("mux: error: --json goes with --probe", file=sys.stderr)
+        return EXIT_USAGE
+    from .._config import load_config, render_config
+
+    path = Path(args.config)
+    config = load_config(path, args.plugins)
+    code = 0
+    if args.probe:
+        from .probe import probe_config
+
+        # The verdicts first: they are what a probe is run for.
+        code = probe_config(config, args.plugins, as_json=args.json)
+    if not (args.quiet or args.json):
+        print(("\n" if args.probe else "") + render_config(config))
+    print(
+        f"# OK: {path}: {len(config.sources)} source(s), {len(config.sinks)} sink(s)"
+        + (f", {len(config.processors)} processor(s)" if config.processors else ""),
+        file=sys.stderr,
+    )
+    return code
+
+
+COMMAND = Command(
+    "check", _add_arguments, _check, "validate a config file without any network I/O", BUILTIN
+)

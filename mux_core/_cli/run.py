@@ -1,0 +1,136 @@
+"""``mux run CONFIG``: monitor the sources of a config file."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .._plugins import Command
+from .._run.shard import Shard, parse_shard, select_shard
+from . import BUILTIN, _positive_seconds, setup_logging
+
+if TYPE_CHECKING:
+    from .._config import Config
+
+__all__ = ["COMMAND"]
+
+
+def _shard_arg(text: str) -> Shard:
+    try:
+        return parse_shard(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Monitor the sources of a config file until interrupted, --for elapses or every "
+        "source is terminal."
+    )
+    parser.epilog = (
+        'exit codes: 0 clean stop; 1 a sink failed (on_error = "stop"); 2 usage or config '
+        "error; 3 a source ended in failed / max_retries_exceeded; 4 --fail-on saw an alert "
+        "of that severity or higher"
+    )
+    parser.add_argument("config", metavar="CONFIG", help="a TOML config file")
+    parser.add_argument(
+        "--for",
+        dest="duration",
+        type=_positive_seconds,
+        metavar="SECONDS",
+        help="stop cleanly after this many seconds",
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+    parser.add_argument(
+        "--shard",
+        type=_shard_arg,
+        metavar="I/N",
+        help="run only the sources of shard I of N (crc32 of the source name mod N), "
+        "so N collectors split one config; overrides the config's shard key",
+    )
+    parser.add_argument(
+        "--state",
+        metavar="DIR",
+        help="keep each source's resume state (last id, cursor, seq) in DIR, saved once what "
+        "it covers is written by every block sink, so a restarted run goes on where this one "
+        "stopped; overrides the config's state_dir key",
+    )
+    parser.add_argument(
+        "--watch",
+        action="store_true",
+        help="reload the config when the file changes (as on SIGHUP): only the sources and "
+        "sinks that changed restart; an invalid config is logged and the running one stays",
+    )
+    parser.add_argument(
+        "--fail-on",
+        choices=("info", "warning", "critical"),
+        metavar="SEVERITY",
+        help="exit with code 4 when a processor raised an alert of this severity or higher "
+        "(info, warning, critical); the run goes on until it stops as usual",
+    )
+
+
+def _run(args: argparse.Namespace) -> int:
+    import trio
+
+    from .._config import load_config
+    from .._run.engine import WATCH_INTERVAL, Engine
+    from ..records import Severity
+
+    setup_logging(quiet=args.quiet)
+    plugins = args.plugins
+    path = Path(args.config)
+    shard: Shard | None = args.shard
+
+    def load() -> Config:
+        config = load_config(path, plugins)
+        return _select_shard(config, shard or config.shard)
+
+    config = load()
+    engine = Engine(
+        config,
+        plugins,
+        duration=args.duration,
+        install_signal_handlers=True,
+        fail_on=None if args.fail_on is None else Severity(args.fail_on),
+        state_dir=args.state,
+        load_config=load,
+        watch=WATCH_INTERVAL if args.watch else None,
+    )
+    if not plugins.main_loop(engine):
+        trio.run(engine.run)
+    result = engine.result
+    if result is None:
+        print("mux: error: the run did not finish", file=sys.stderr)
+        return 1
+    logging.getLogger("mux").info(
+        "run finished (%s): %s",
+        result.reason,
+        ", ".join(f"{name} {state.value}" for name, state in result.final_states.items()),
+    )
+    if result.quality:
+        from .._run.quality import format_quality_table
+
+        # Each source's connection quality, as its last quality record had it.
+        print("\n" + format_quality_table(result.quality.values()), file=sys.stderr, end="")
+    return result.exit_code
+
+
+def _select_shard(config: Config, shard: Shard | None) -> Config:
+    if shard is None:
+        return config
+    selected = select_shard(config, shard)
+    logging.getLogger("mux").info(
+        "shard %s: %d of the %d sources: %s",
+        shard,
+        len(selected.sources),
+        len(config.sources),
+        ", ".join(source.name for source in selected.sources) or "none",
+    )
+    return selected
+
+
+COMMAND = Command("run", _add_arguments, _run, "monitor the sources of a config file", BUILTIN)
