@@ -404,7 +404,7 @@ def _readable(exc: Exception) -> str:
 
 
 #: What a record costs besides its payload: the record itself, its strings.
-_RECORD_OVERHEAD = 160
+RECORD_OVERHEAD = 160
 
 
 def batch_bytes(batch: Sequence[Record]) -> int:
@@ -414,7 +414,7 @@ def batch_bytes(batch: Sequence[Record]) -> int:
     known = getattr(batch, "nbytes", None)
     if known is not None:
         return int(known)
-    size = _RECORD_OVERHEAD * len(batch)
+    size = RECORD_OVERHEAD * len(batch)
     for record in batch:
         if type(record) is Event:
             size += _payload_bytes(record._payload)

@@ -37,7 +37,7 @@ import trio
 
 from .payload import keep_raw
 from .records import (
-    _RECORD_OVERHEAD,
+    RECORD_OVERHEAD,
     Event,
     Record,
     SizedBatch,
@@ -208,7 +208,7 @@ class Session:
         self.is_connected = True
         self.connected_at = trio.current_time()
         self._on_connected()
-        await self._send([self._status(State.CONNECTED, detail)])
+        await self._hand_over_status(State.CONNECTED, detail)
 
     async def emit(self, items: Iterable[RawEvent]) -> bool:
         """Hand over the events parsed from one read as one batch, in order.
@@ -216,9 +216,11 @@ class Session:
         ``items`` may be any iterable, consumed once before anything awaits: a
         ``zip`` of columns is cheapest (it reuses one tuple for every item).
 
-        Returns True when the batch woke a sink that was waiting for records:
-        a transport that cares about latency may yield then, so that sink
-        runs before the transport goes back to its socket (see mux_sse).
+        Scheduling is the core's: when the batch woke a sink that was waiting
+        for records and the batch is small (events trickling in), the run lets
+        that sink write it before ``emit`` returns, so a transport never needs
+        to yield for latency's sake (``docs/architecture.md``, Scheduling).
+        Returns True when the batch woke a sink.
         """
         now = time.time()
         resume = self.resume
@@ -238,7 +240,7 @@ class Session:
             append(Event(source, transport, event, id_, data, now, seq))
         if not batch:
             return False
-        batch.nbytes = size + _RECORD_OVERHEAD * len(batch)
+        batch.nbytes = size + RECORD_OVERHEAD * len(batch)
         self.events += len(batch)
         try:
             return bool(await self._send_events(batch))
@@ -290,13 +292,16 @@ class Session:
         """Report something worth knowing that does not change the state
         (an oversized event skipped, ...): a Status with the current state."""
         state = State.CONNECTED if self.is_connected else State.CONNECTING
-        await self._send([self._status(state, detail)])
+        await self._hand_over_status(state, detail)
 
     def set_retry_hint(self, seconds: float | None) -> None:
         """The server's reconnection time (SSE ``retry:``), used instead of initial_delay."""
         if seconds is not None and (math.isnan(seconds) or seconds < 0):
             return
         self.resume.retry_hint = seconds
+
+    async def _hand_over_status(self, state: State, detail: str) -> None:
+        await self._send([self._status(state, detail)])
 
     def _status(self, state: State, detail: str) -> Status:
         return Status(self.source, self.transport, state, self.attempt, None, detail, time.time())

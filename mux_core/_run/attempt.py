@@ -52,13 +52,15 @@ async def attempt_session(
     transport_name: str,
     source: str,
     stop_when_connected: bool = False,
+    reraise_bugs: bool = False,
 ) -> SessionError | None:
     """Run one session under the connect timeout; return how it ended.
 
     A session that returns counts as ``Disconnected``, a transport that
     crashes as ``Failed``, no ``connected()`` within ``connect_timeout`` as
     ``ServerUnavailable``. With ``stop_when_connected`` (a probe) the session
-    is cut short at ``connected()`` and None is returned.
+    is cut short at ``connected()`` and None is returned. With ``reraise_bugs``
+    (``mux_core.testing.run_one_session``) a crash propagates instead.
     """
     scope = trio.CancelScope(deadline=trio.current_time() + connect_timeout)
     reached = False
@@ -79,6 +81,8 @@ async def attempt_session(
     except SessionError as exc:
         return exc
     except Exception as exc:
+        if reraise_bugs:  # the test kit: a transport's bug fails its test
+            raise
         _log.exception("transport %r of source %r crashed", transport_name, source)
         return Failed(f"internal error in transport {transport_name!r}: {exc!r}")
     if reached:

@@ -154,27 +154,26 @@ class Supervisor:
             return max(self.policy.server_delay(retry_after), backoff)
         return backoff
 
-    async def _send_from_session(self, batch: Sequence[Record]) -> None:
+    async def _send_from_session(self, batch: Sequence[Record]) -> bool:
         # A session's Status records (connected, notices) come this way, one
         # per batch; its events go straight to the engine (send_events).
-        await self._send(batch)
         if batch and type(batch[0]) is Status:
-            self.state = batch[0].state
+            self.state = batch[0].state  # see _status for why before the hand-over
+        return bool(await self._send(batch))
 
     async def _status(
         self, state: State, attempt: int, retry_in: float | None, detail: str
     ) -> State:
         if retry_in is not None:
             retry_in = round(retry_in, 3)
-        await self._send(
-            [
-                Status(
-                    self.source, self.transport_name, state, attempt, retry_in, detail, time.time()
-                )
-            ]
+        status = Status(
+            self.source, self.transport_name, state, attempt, retry_in, detail, time.time()
         )
-        # Only once delivered: the engine trusts `state` to know whether this
-        # source still needs its `stopped` record.
+        # The engine trusts `state` to know whether this source still needs its
+        # `stopped` record, and a UI reads it: set before the hand-over, which
+        # has no checkpoint until the record is in every sink's channel (so no
+        # stop can fall between) but may then let the woken sinks run first.
         self.state = state
         self.attempt = attempt
+        await self._send([status])
         return state

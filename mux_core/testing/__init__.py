@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 import attrs
 import trio
 
+from .._run.attempt import attempt_session
 from ..errors import (
     Disconnected,
     Ended,
@@ -309,6 +310,9 @@ async def run_one_session(
 ) -> SessionResult:
     """Run ``transport.run_session`` once, collecting what it emitted.
 
+    The session runs as in ``mux run``: it must call ``session.connected()``
+    within ``connect_timeout`` seconds (else ``error`` is
+    :class:`ServerUnavailable`), and returning counts as :class:`Disconnected`.
     Returns when the session raises a :class:`SessionError` (kept in
     ``error``), when ``until`` holds -- an event count (``until=3``: three
     events emitted) or ``until(result)`` checked after each batch -- and the
@@ -348,10 +352,16 @@ async def run_one_session(
             attempt=1,
         )
         try:
-            await transport.run_session(session)
-            result.error = Disconnected("the stream ended")
-        except SessionError as exc:
-            result.error = exc
+            # The way a run attempts a session: the same connect deadline, the
+            # same classification of how it ended.
+            result.error = await attempt_session(
+                transport,
+                session,
+                connect_timeout,
+                transport_name=transport_name,
+                source=source,
+                reraise_bugs=True,
+            )
         finally:
             if own_shared:
                 await shared.aclose()

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Literal
+from typing import Literal
 
 import attrs
 import httpx
@@ -50,16 +50,12 @@ from mux_core.http import (
     shared_tls_context,
     url_problem,
 )
+from mux_core.options import positive
 from mux_core.transport import Session
 
 from ._parser import DEFAULT_MAX_EVENT_BYTES, SseParser
 
 __all__ = ["SseOptions", "SseTransport"]
-
-
-def _positive(_: Any, attribute: attrs.Attribute[Any], value: float) -> None:
-    if not value > 0:
-        raise ValueError(f"{attribute.name} must be greater than 0, got {value!r}")
 
 
 @attrs.frozen(kw_only=True)
@@ -77,9 +73,9 @@ class SseOptions:
     )
     #: Seconds without a single byte (comments count) before the stream counts as
     #: dead (checked lazily: up to 1/16 of it, at most 1 s, later).
-    read_timeout: float = attrs.field(default=45.0, validator=_positive)
+    read_timeout: float = attrs.field(default=45.0, validator=positive())
     #: Events larger than this many bytes are skipped (with a notice), bounding memory.
-    max_event_bytes: int = attrs.field(default=DEFAULT_MAX_EVENT_BYTES, validator=_positive)
+    max_event_bytes: int = attrs.field(default=DEFAULT_MAX_EVENT_BYTES, validator=positive())
     #: Check the server's TLS certificate (https).
     verify: bool = True
 
@@ -256,9 +252,7 @@ class SseTransport:
                         silence.deadline = now + read_timeout + slack
                     events = parser.feed(chunk)
                     if events:
-                        woke_a_sink = await session.emit(events)
-                        if woke_a_sink and len(chunk) < _SMALL_READ:
-                            await _let_sinks_run_first()
+                        await session.emit(events)
                         if parser.not_json and not bad_json_noticed:
                             bad_json_noticed = True
                             await session.notice("event data is not JSON; delivered as text")
@@ -277,32 +271,9 @@ class SseTransport:
                 raise Disconnected(f"no data for {read_timeout:g} s (read_timeout)")
 
 
-#: A read smaller than this means events trickle in and latency matters more
-#: than CPU: when emitting it woke a sink, the session lets that sink run
-#: before it re-arms its socket (see _let_sinks_run_first). Reads at high
-#: rates (many KiB) never pay for it, and of many sources read in one round
-#: of trio's loop only the first, which woke the sink, does.
-_SMALL_READ = 1024
 #: Sent by _http11 unless the config sets them: mux asks for the bytes as they
 #: are (no compression to undo per read) and says who is asking.
 _DIRECT_DEFAULTS = (("Accept-Encoding", "identity"), ("User-Agent", f"mux/{__version__}"))
-
-
-async def _let_sinks_run_first() -> None:
-    """Yield twice, so every task woken by the last emit runs before this one.
-
-    trio runs each batch of ready tasks in random order: one yield puts this
-    task in the same batch as the sinks it woke (half the time ahead of
-    them), the second puts it in the batch after. Without this the sinks
-    run only after this task has re-armed its socket (a failed recv, an
-    epoll update) and trio has gone round its loop once more. Measured at
-    1,000 events/s (benchmarks/RESULTS.md): latency added p50 ~70 -> ~55 µs,
-    p99 median ~130 -> ~80 µs. Only done when the emit woke a sink: with 200
-    sources at 50 events/s each, yielding after every small read cost ~10 µs
-    of CPU per event (+17%); gated, the CPU is that of no yield at all.
-    """
-    await trio.lowlevel.cancel_shielded_checkpoint()
-    await trio.lowlevel.cancel_shielded_checkpoint()
 
 
 def _network_detail(exc: BaseException) -> str:

@@ -55,6 +55,7 @@ from mux_core.errors import (
     describe_connection_error,
 )
 from mux_core.http import clean_headers, shared_tls_context
+from mux_core.options import non_negative, positive
 from mux_core.payload import JsonFields, is_json
 from mux_core.transport import RawEvent, Session
 
@@ -75,19 +76,6 @@ __all__ = ["WsOptions", "WsTransport"]
 
 #: Seconds allowed to write the close frame before the socket is cut.
 _CLOSE_TIMEOUT = 1.0
-#: A read smaller than this means messages trickle in: when emitting it woke a
-#: sink, the session lets that sink run before re-arming its socket (as mux_sse).
-_SMALL_READ = 1024
-
-
-def _positive(instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
-    if not value > 0:
-        raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
-
-
-def _not_negative(instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
-    if not value >= 0:
-        raise ValueError(f"{attribute.name} must be >= 0 (0 disables it), got {value!r}")
 
 
 @attrs.frozen(kw_only=True)
@@ -112,13 +100,13 @@ class WsOptions:
         default="auto", validator=attrs.validators.in_(("auto", "json", "text"))
     )
     #: Seconds between pings; 0 disables the heartbeat.
-    ping_interval: float = attrs.field(default=20.0, validator=_not_negative)
+    ping_interval: float = attrs.field(default=20.0, validator=non_negative(note="0 disables it"))
     #: Seconds to wait for the pong before the connection is declared dead (time mux
     #: spends waiting for its own sinks does not count); also the longest a write may take.
-    ping_timeout: float = attrs.field(default=20.0, validator=_positive)
+    ping_timeout: float = attrs.field(default=20.0, validator=positive())
     #: Largest message accepted, in bytes (all fragments of it); a larger one is refused
     #: from its frame header, before it is read, and mux closes the connection with 1009.
-    max_message_bytes: int = attrs.field(default=8 * 1024 * 1024, validator=_positive)
+    max_message_bytes: int = attrs.field(default=8 * 1024 * 1024, validator=positive())
     #: Treat a close with code 1000 as the end of the stream (state "ended") instead of a
     #: disconnection to retry.
     end_on_close: bool = False
@@ -306,14 +294,11 @@ class WsTransport:
         heartbeat = None
         if opts.ping_interval:
             heartbeat = _Heartbeat(opts.ping_interval, opts.ping_timeout)
-        size = READ_SIZE
         while True:
             if events:
                 payloads = self._messages(events, conn, heartbeat)
                 if payloads:
-                    woke = await self._emit(session, payloads, heartbeat)
-                    if woke and size < _SMALL_READ:
-                        await _let_sinks_run_first()
+                    await self._emit(session, payloads, heartbeat)
             await conn.flush()  # pongs, the close echo or mux's own close frame, if any
             if protocol.state is not OPEN:
                 raise await self._outcome(protocol, session)
@@ -334,8 +319,7 @@ class WsTransport:
                         continue
             except (trio.BrokenResourceError, OSError) as exc:
                 raise Disconnected(_lost_detail(exc)) from None
-            size = len(data)
-            if size:
+            if len(data):
                 events = feed(data if type(data) is bytes else bytes(data))
             else:
                 protocol.receive_eof()
@@ -372,7 +356,7 @@ class WsTransport:
 
     async def _emit(
         self, session: Session, payloads: list[bytes], heartbeat: _Heartbeat | None
-    ) -> bool:
+    ) -> None:
         """Hand the messages of one read to the core as one batch.
 
         While a pong is awaited, the time spent here (a slow sink holding the
@@ -397,12 +381,11 @@ class WsTransport:
                 (good if is_json(raw) else skipped).append(raw)
             _notice_skipped(notices, skipped)
             items = zip(repeat("message"), repeat(None), good, strict=False)
-        woke = await session.emit(items)
+        await session.emit(items)
         for notice in notices:
             await session.notice(notice)
         if waiting and heartbeat is not None:
             heartbeat.pong_due += trio.current_time() - started
-        return woke
 
     def _with_fields(self, payloads: list[bytes], notices: list[str]) -> list[RawEvent]:
         """Events with their id and type read from the JSON object, the rest left as bytes."""
@@ -498,10 +481,3 @@ def _with_query_param(url: str, name: str, value: str) -> str:
     query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != name]
     query.append((name, value))
     return urlunsplit(parts._replace(query=urlencode(query)))
-
-
-async def _let_sinks_run_first() -> None:
-    """Yield twice, so the sinks woken by the last emit run before this task
-    re-arms its socket (see mux_sse's function of the same name, measured there)."""
-    await trio.lowlevel.cancel_shielded_checkpoint()
-    await trio.lowlevel.cancel_shielded_checkpoint()

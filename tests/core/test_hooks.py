@@ -2,7 +2,7 @@
 
 A plugin object registers a class under a new name; the name is then used in
 a config and the real engine runs it. These are the tests the docs guard
-(tests/test_docs.py) requires for every hook.
+(tests/docs/test_guards.py) requires for every hook.
 """
 
 from __future__ import annotations

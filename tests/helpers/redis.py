@@ -15,6 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -282,3 +283,16 @@ async def own_cluster(directory: Path, *, size: int = 3) -> AsyncIterator[OwnClu
         yield cluster
     finally:
         cluster.stop()
+
+
+async def wait_for(condition: Any, timeout: float = 30.0, what: str = "condition") -> None:
+    """Poll ``condition()`` (sync or async) until true, failing after ``timeout`` s."""
+    with trio.move_on_after(timeout) as scope:
+        while True:
+            result = condition()
+            if hasattr(result, "__await__"):
+                result = await result
+            if result:
+                return
+            await trio.sleep(0.02)
+    assert not scope.cancelled_caught, f"timed out waiting for {what}"

@@ -578,6 +578,7 @@ type = "collect"
                 while not button.isHidden():
                     await trio.lowlevel.checkpoint()
                     panel.refresh()
+            await collect.wait_for(lambda s: any(e.source == "gave-up" for e in s.events))
             assert [e.data for e in collect.events if e.source == "gave-up"][:1] == [{"step": 1}]
             assert any(s.source == "gave-up" for s in collect.statuses[before:])
             engine.request_stop("test over")

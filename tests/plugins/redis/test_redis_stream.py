@@ -12,7 +12,6 @@ import json
 import logging
 import signal
 import subprocess
-import sys
 import textwrap
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -37,6 +36,7 @@ from mux_redis._client import client_name, command, make_client, parse_url
 from mux_redis.sink import _APPEND
 from tests.helpers.e2e import (
     FAST_RETRY,
+    MUX,
     file_sink_toml,
     read_jsonl,
     start_mux,
@@ -55,9 +55,8 @@ from tests.helpers.redis import (
     redis_cli,
     require_shared_redis,
     unique_prefix,
+    wait_for,
 )
-
-MUX = [sys.executable, "-m", "mux_core"]
 
 
 @pytest.fixture
@@ -87,19 +86,6 @@ async def stream_values(url: str, key: str, *, ca_file: str | None = None) -> li
 def engine(plugins: PluginManager, toml: str) -> Engine:
     config = parse_config(textwrap.dedent(toml), path="t.toml", plugins=plugins)
     return Engine(config, plugins)
-
-
-async def wait_for(condition: Any, timeout: float = 30.0, what: str = "condition") -> None:
-    """Poll ``condition()`` (sync or async) until true, failing after ``timeout`` s."""
-    with trio.move_on_after(timeout) as scope:
-        while True:
-            result = condition()
-            if hasattr(result, "__await__"):
-                result = await result
-            if result:
-                return
-            await trio.sleep(0.02)
-    assert not scope.cancelled_caught, f"timed out waiting for {what}"
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ import trio
 
 from mux_core._run.shard import shard_of
 from mux_core.records import Event, decode_jsonl
+from tests.helpers.e2e import MUX
 from tests.helpers.redis import (
     SHARED_URL,
     delete_prefix,
@@ -24,8 +25,8 @@ from tests.helpers.redis import (
     redis_cli,
     require_shared_redis,
     unique_prefix,
+    wait_for,
 )
-from tests.test_redis import MUX, wait_for
 
 SOURCES = ("train-sse", "train-ws", "train-rest")
 

@@ -25,8 +25,8 @@ import pytest
 import mux_core
 from mux_core import hookspecs
 from mux_core.records import State, decode_jsonl, encode_jsonl
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 PAGE = ROOT / "docs" / "architecture.md"
 # Spelled in two pieces so that this file does not mention it either.
 OUTSIDE_DOC = "DESIGN" + ".md"
