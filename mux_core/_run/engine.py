@@ -184,10 +184,6 @@ class Engine:
         ended, going on from its resume state. Safe from any thread: a UI's button."""
         self._call_soon(self._spawn, self._changes.restart, name)
 
-    def restart_gave_up(self) -> None:
-        """Restart every source in ``max_retries_exceeded`` (as SIGUSR1 does)."""
-        self._call_soon(self._spawn, self._changes.restart, None)
-
     def source_states(self) -> dict[str, State | None]:
         """The last state of every source now running or finished (None: not started yet)."""
         return {runner.name: runner.state for runner in self._sources}
@@ -234,11 +230,14 @@ class Engine:
                 self.state_store.load()
             sources = [self.make_source(cfg) for cfg in self.config.sources]
             sinks = [self.make_sink(cfg, sources) for cfg in self.config.sinks]
-            # What is alive now (modules, plugins, config) lives as long as the
-            # run: frozen, the cyclic GC stops walking it in every full
-            # collection that a stream of short-lived events triggers
-            # (+15-20% events/s through one SSE source; benchmarks/RESULTS.md).
-            gc.freeze()
+            if self.install_signal_handlers:
+                # The run owns the process (mux run): what is alive now (modules,
+                # plugins, config) lives as long as the run, so frozen, the cyclic
+                # GC stops walking it in every full collection that a stream of
+                # short-lived events triggers (+15-20% events/s through one SSE
+                # source; benchmarks/RESULTS.md). Never undone: gc.unfreeze()
+                # would also thaw what an embedding application froze itself.
+                gc.freeze()
             async with trio.open_nursery() as system:
                 if self.install_signal_handlers:
                     system.start_soon(self._watch_signals)
@@ -272,7 +271,6 @@ class Engine:
                 snapshot = self.state_store.snapshot(self._resume_states())
                 await trio.to_thread.run_sync(self.state_store.save, snapshot)
         finally:
-            gc.unfreeze()
             await shared.aclose()
         self.result = self._result()
         return self.result

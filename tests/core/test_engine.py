@@ -316,3 +316,32 @@ async def test_emit_says_whether_it_woke_a_waiting_sink(plugins: PluginManager) 
     result = await engine.run()
     assert result.exit_code == 0
     assert _WokeProbe.woke == [True, True]
+
+
+async def test_an_embedded_run_leaves_the_applications_frozen_objects_frozen(
+    plugins: PluginManager,
+) -> None:
+    """Engine.run embedded in another program (no signal handlers: it does not own the
+    process) must not gc.unfreeze() what that program froze for itself."""
+    import gc
+
+    gc.freeze()
+    frozen = gc.get_freeze_count()
+    try:
+        engine = engine_for(
+            plugins,
+            """
+            [[sources]]
+            name = "s"
+            transport = "scripted"
+            script = ["events:2"]
+            then = "end"
+            [[sinks]]
+            type = "collect"
+            """,
+        )
+        result = await engine.run()
+        assert result.final_states == {"s": State.ENDED}
+        assert gc.get_freeze_count() >= frozen > 0
+    finally:
+        gc.unfreeze()
