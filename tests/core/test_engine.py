@@ -342,6 +342,7 @@ async def test_an_embedded_run_leaves_the_applications_frozen_objects_frozen(
         )
         result = await engine.run()
         assert result.final_states == {"s": State.ENDED}
-        assert gc.get_freeze_count() >= frozen > 0
+        # (a few frozen objects may die meanwhile; unfrozen, the count would be 0)
+        assert gc.get_freeze_count() > frozen // 2 > 0
     finally:
         gc.unfreeze()
