@@ -8,10 +8,9 @@ plugin that way). :func:`main` loads the plugins once, builds the parser from
 both kinds of command the same way and calls the chosen one's handler with
 ``args.plugins``, the loaded :class:`~mux_core._plugins.PluginManager`.
 
-Errors a user can fix are one line on stderr and exit code 2 (usage or
-config); the other exit codes are the user guide's (docs/user-guide.md, Exit
-codes): 0 clean stop, 3 a source ended in ``failed`` / ``max_retries_exceeded``,
-4 ``--fail-on`` saw an alert.
+Errors a user can fix are one line on stderr and :attr:`ExitCode.USAGE`; the
+other exit codes are the user guide's (docs/user-guide.md, Exit codes):
+every exit is an :class:`~mux_core._run.host.ExitCode`.
 
 Start-up matters (``mux --help``, ``mux check``): this package and the
 command modules import only argparse and the plugin manager; each handler
@@ -26,16 +25,16 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from .._plugins import Command, PluginManager
+from .._run.host import ExitCode
 from ..errors import ConfigError, PluginError
 
 __all__ = ["BUILTIN", "build_parser", "builtin_commands", "load_plugins", "main", "setup_logging"]
 
 #: The ``plugin`` of the built-in commands' :class:`Command`.
 BUILTIN = "mux"
-
-EXIT_USAGE = 2
 
 
 def _version() -> str:
@@ -55,6 +54,14 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, ending a usage error with :attr:`ExitCode.USAGE` (subcommands too)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(ExitCode.USAGE, f"{self.prog}: error: {message}\n")
+
+
 def builtin_commands() -> list[Command]:
     """mux's own commands, in the order ``mux --help`` lists them."""
     from . import check, new_plugin, plugins, replay, run
@@ -67,7 +74,7 @@ def build_parser(loaded: PluginManager | None = None) -> argparse.ArgumentParser
 
     Raises PluginError when a plugin's command takes a name already taken.
     """
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mux",
         description="Watch live data streams (SSE, WebSocket, REST) as a pure client.",
     )
@@ -99,14 +106,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(command.handler(args))
     except (ConfigError, PluginError) as exc:
         print(f"mux: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     except KeyboardInterrupt:
-        return 130
+        return ExitCode.INTERRUPTED
     except BrokenPipeError:
         # The reader went away (`mux check CONFIG | head`): not an error of
         # mux's. Point stdout at /dev/null so the flush at exit stays quiet.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
+        return ExitCode.BROKEN_PIPE
 
 
 def load_plugins() -> PluginManager:

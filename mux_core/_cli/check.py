@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 from .._plugins import Command
-from . import BUILTIN, EXIT_USAGE
+from .._run.host import ExitCode
+from . import BUILTIN
 
 __all__ = ["COMMAND"]
 
@@ -37,12 +38,12 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 def _check(args: argparse.Namespace) -> int:
     if args.json and not args.probe:
         print("mux: error: --json goes with --probe", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     from .._config import load_config, render_config
 
     path = Path(args.config)
     config = load_config(path, args.plugins)
-    code = 0
+    code: int = ExitCode.OK
     if args.probe:
         from .probe import probe_config
 

@@ -18,7 +18,8 @@ import sys
 from pathlib import Path
 
 from .._plugins import Command
-from . import BUILTIN, EXIT_USAGE
+from .._run.host import ExitCode
+from . import BUILTIN
 
 __all__ = ["COMMAND", "check_name", "new_plugin", "skeleton_files"]
 
@@ -89,13 +90,13 @@ def _new_plugin(args: argparse.Namespace) -> int:
         written = new_plugin(name, None if args.dir is None else Path(args.dir))
     except (ValueError, FileExistsError) as exc:
         print(f"mux: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     root = written[0].parent
     print(f"wrote plugin {name!r} in {root}:")
     for path in written:
         print(f"  {path.relative_to(root)}")
     print(f"next: pip install -e '{root}[test]' && cd {root} && pytest && mypy .")
-    return 0
+    return ExitCode.OK
 
 
 COMMAND = Command(

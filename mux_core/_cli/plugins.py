@@ -7,7 +7,8 @@ import json
 import sys
 
 from .._plugins import Command, PluginInfo
-from . import BUILTIN, EXIT_USAGE
+from .._run.host import ExitCode
+from . import BUILTIN
 
 __all__ = ["COMMAND"]
 
@@ -28,7 +29,7 @@ def _plugins(args: argparse.Namespace) -> int:
     infos = args.plugins.infos()
     if args.json:
         print(json.dumps([_as_json(info) for info in infos], indent=2))
-        return 0
+        return ExitCode.OK
     rows = [("PLUGIN", "VERSION", "PROVIDES", "STATUS")]
     for info in infos:
         provides = ", ".join(
@@ -45,7 +46,7 @@ def _plugins(args: argparse.Namespace) -> int:
         print(
             "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         )
-    return 0
+    return ExitCode.OK
 
 
 def _as_json(info: PluginInfo) -> dict[str, object]:
@@ -69,8 +70,8 @@ def _config_reference(args: argparse.Namespace) -> int:
         print(plugin_reference(args.plugins, args.config_reference), end="")
     except LookupError as exc:
         print(f"mux: error: {exc.args[0]}", file=sys.stderr)
-        return EXIT_USAGE
-    return 0
+        return ExitCode.USAGE
+    return ExitCode.OK
 
 
 COMMAND = Command("plugins", _add_arguments, _plugins, "list installed plugins", BUILTIN)

@@ -36,6 +36,7 @@ import trio
 from .._config import Config, SourceConfig
 from .._plugins import PluginManager
 from .._run.attempt import attempt_session, outcome_state
+from .._run.host import ExitCode
 from ..records import Record, State
 from ..transport import ResumeState, Session, SharedResources
 
@@ -154,4 +155,4 @@ def probe_config(
         width = max(len(r.source) for r in results)
         for result in results:
             print(f"{result.source.ljust(width)}  {result.verdict}: {result.detail}", file=out)
-    return 0 if all(r.reachable for r in results) else 1
+    return ExitCode.OK if all(r.reachable for r in results) else ExitCode.UNREACHABLE

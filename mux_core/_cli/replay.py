@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from .._plugins import Command
+from .._run.host import ExitCode
 from . import BUILTIN, _positive_seconds, setup_logging
 
 __all__ = ["COMMAND"]
@@ -66,7 +67,7 @@ def _replay(args: argparse.Namespace) -> int:
     result = replay.result
     if result is None:
         print("mux: error: the replay did not finish", file=sys.stderr)
-        return 1
+        return ExitCode.SINK_FAILED
     return result.exit_code
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .._plugins import Command
+from .._run.host import ExitCode
 from .._run.shard import Shard, parse_shard, select_shard
 from . import BUILTIN, _positive_seconds, setup_logging
 
@@ -105,7 +106,7 @@ def _run(args: argparse.Namespace) -> int:
     result = engine.result
     if result is None:
         print("mux: error: the run did not finish", file=sys.stderr)
-        return 1
+        return ExitCode.SINK_FAILED
     logging.getLogger("mux").info(
         "run finished (%s): %s",
         result.reason,

@@ -18,6 +18,8 @@ class ExitCode(enum.IntEnum):
     OK = 0
     #: A sink with ``on_error = "stop"`` failed (``mux test``: a test failed).
     SINK_FAILED = 1
+    #: ``mux check --probe``: a source is not reachable (yet); an alias of 1.
+    UNREACHABLE = 1
     #: A usage or config error: nothing ran.
     USAGE = 2
     #: A source ended in ``failed`` or ``max_retries_exceeded``.
