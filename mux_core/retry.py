@@ -9,31 +9,18 @@ exhaustively (tests/core/test_retry.py) instead of watching a clock.
 from __future__ import annotations
 
 import random
-from typing import Any
 
 import attrs
 
+from .options import at_least_one, fraction, non_negative, positive
+
 __all__ = ["RetryPolicy"]
 
-
-def _non_negative(instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
-    if value < 0:
-        raise ValueError(f"must be >= 0, got {value!r}")
-
-
-def _positive(instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
-    if value <= 0:
-        raise ValueError(f"must be > 0, got {value!r}")
-
-
-def _at_least_one(instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
-    if value < 1:
-        raise ValueError(f"must be >= 1, got {value!r}")
-
-
-def _fraction(instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
-    if not 0 <= value < 1:
-        raise ValueError(f"must be in [0, 1), got {value!r}")
+# The config loader names the key (``retry.jitter: must be in [0, 1), got 2.0``).
+_NON_NEGATIVE = non_negative(named=False)
+_POSITIVE = positive(named=False)
+_AT_LEAST_ONE = at_least_one(named=False)
+_FRACTION = fraction(named=False)
 
 
 @attrs.frozen(kw_only=True)
@@ -53,21 +40,21 @@ class RetryPolicy:
     """
 
     #: Seconds before the first retry.
-    initial_delay: float = attrs.field(default=0.5, validator=_non_negative)
+    initial_delay: float = attrs.field(default=0.5, validator=_NON_NEGATIVE)
     #: The longest wait between two attempts, also the cap on server hints.
-    max_delay: float = attrs.field(default=30.0, validator=_non_negative)
+    max_delay: float = attrs.field(default=30.0, validator=_NON_NEGATIVE)
     #: The shortest wait a server's hint (SSE ``retry:``, ``Retry-After``) may ask for.
-    min_delay: float = attrs.field(default=0.5, validator=_non_negative)
+    min_delay: float = attrs.field(default=0.5, validator=_NON_NEGATIVE)
     #: Growth factor of the delay from one failure to the next.
-    multiplier: float = attrs.field(default=2.0, validator=_at_least_one)
+    multiplier: float = attrs.field(default=2.0, validator=_AT_LEAST_ONE)
     #: +/- fraction of each delay chosen at random, so monitors do not retry in lockstep.
-    jitter: float = attrs.field(default=0.2, validator=_fraction)
+    jitter: float = attrs.field(default=0.2, validator=_FRACTION)
     #: Consecutive failed attempts before ``max_retries_exceeded``; 0 = never give up.
-    max_attempts: int = attrs.field(default=0, validator=_non_negative)
+    max_attempts: int = attrs.field(default=0, validator=_NON_NEGATIVE)
     #: Seconds a connection must stay up (or one event) before the attempt counter resets.
-    reset_after: float = attrs.field(default=5.0, validator=_non_negative)
+    reset_after: float = attrs.field(default=5.0, validator=_NON_NEGATIVE)
     #: Seconds an attempt may take to reach ``connected``.
-    connect_timeout: float = attrs.field(default=10.0, validator=_positive)
+    connect_timeout: float = attrs.field(default=10.0, validator=_POSITIVE)
 
     def base_delay(self, failures: int, *, initial: float | None = None) -> float:
         """The un-jittered delay after ``failures`` consecutive failures (>= 1).

@@ -333,7 +333,7 @@ async def test_options_check_and_registration() -> None:
         RestOptions.check(RestOptions(url="ftp://example.com/x"))
     with pytest.raises(ValueError, match="empty key"):
         RestOptions.check(RestOptions(url="http://h/x", items="a..b"))
-    with pytest.raises(ValueError, match="interval must be greater than 0"):
+    with pytest.raises(ValueError, match="interval must be > 0, got 0"):
         RestOptions(url="http://h/x", interval=0)
     RestOptions.check(RestOptions(url="https://h/x?token=1", headers={"X-Key": "v"}))
     assert attrs.fields(RestOptions).interval.default == 1.0

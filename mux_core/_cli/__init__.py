@@ -30,6 +30,7 @@ from typing import NoReturn
 from .._plugins import Command, PluginManager
 from .._run.host import ExitCode
 from ..errors import ConfigError, PluginError
+from ..options import positive_seconds
 
 __all__ = ["BUILTIN", "build_parser", "builtin_commands", "load_plugins", "main", "setup_logging"]
 
@@ -44,14 +45,8 @@ def _version() -> str:
         return "unknown"
 
 
-def _positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds as a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
-    return value
+#: The argparse type of ``run --for`` and ``replay --speed`` (defined in mux_core.options).
+_positive_seconds = positive_seconds
 
 
 class _Parser(argparse.ArgumentParser):

@@ -15,6 +15,7 @@ from cattrs.errors import ForbiddenExtraKeysError
 
 from .._plugins import PluginManager, Provided
 from ..errors import ConfigError
+from ..options import Bound, at_least_one
 from ..sink import Overflow
 from .convert import (
     WrongValue,
@@ -39,6 +40,10 @@ __all__ = ["FAILED", "Failed", "KeyChecks"]
 _REFERENCE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\{")
 _TOML_POSITION = re.compile(r"\s*\(at (?:line (\d+), column (\d+)|end of document)\)")
 _CONVERTER = make_converter()
+#: Counts the loader reads itself; the message follows the key's path.
+_AT_LEAST_ONE = at_least_one(named=False)
+_RECORDS = at_least_one(note="records", named=False)
+
 #: A ``check()`` message that starts with its key: ``url: ...``, ``headers.Accept: ...``.
 _KEYED_MESSAGE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)((?:\.[^:\s]+)?): (.+)", re.DOTALL)
 
@@ -192,24 +197,24 @@ class KeyChecks:
         return None
 
     def _buffer(self, table: dict[str, Any], path: KeyPath, default: int) -> int | None:
-        value = table.get("buffer", default)
-        if type(value) is not int:
-            self._fail((*path, "buffer"), f"expected an integer, got {describe_value(value)}")
-            return None
-        if value < 1:
-            self._fail((*path, "buffer"), f"must be >= 1 (records), got {value}")
-            return None
-        return value
+        return self._positive_int(table, path, "buffer", default, _RECORDS)
 
     def _positive_int(
-        self, table: dict[str, Any], path: KeyPath, key: str, default: int
+        self,
+        table: dict[str, Any],
+        path: KeyPath,
+        key: str,
+        default: int,
+        bound: Bound = _AT_LEAST_ONE,
     ) -> int | None:
+        """The integer ``table[key]`` (``default`` when absent): ``bound`` says how low."""
         value = table.get(key, default)
         if type(value) is not int:
             self._fail((*path, key), f"expected an integer, got {describe_value(value)}")
             return None
-        if value < 1:
-            self._fail((*path, key), f"must be >= 1, got {value}")
+        problem = bound.problem(value)
+        if problem is not None:
+            self._fail((*path, key), problem)
             return None
         return value
 

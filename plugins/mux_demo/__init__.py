@@ -16,18 +16,9 @@ import argparse
 from typing import Any
 
 from mux_core.hookspecs import hookimpl
+from mux_core.options import positive_seconds
 
 __all__ = ["mux_register_commands"]
-
-
-def _positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds as a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
-    return value
 
 
 def _add_endpoints(parser: argparse.ArgumentParser) -> None:
@@ -75,7 +66,7 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--for",
         dest="duration",
-        type=_positive_seconds,
+        type=positive_seconds,
         metavar="SECONDS",
         help="stop both after this many seconds (default: until Ctrl-C)",
     )

@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 import attrs
 import trio
 
+from mux_core.options import non_negative, positive
 from mux_core.testing import (
     FakeRestServer,
     FakeSseServer,
@@ -74,16 +75,6 @@ def _loopback(_instance: Any, _attribute: Any, value: str) -> None:
         raise ValueError(f"host must be 127.0.0.1 (the demo serves loopback only), got {value!r}")
 
 
-def _positive(_instance: Any, attribute: Any, value: float) -> None:
-    if not value > 0:
-        raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
-
-
-def _not_negative(_instance: Any, attribute: Any, value: int) -> None:
-    if value < 0:
-        raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
-
-
 @attrs.frozen
 class DemoOptions:
     """How the demo training run serves and how fast it trains."""
@@ -97,18 +88,18 @@ class DemoOptions:
     #: REST port.
     rest_port: int = attrs.field(default=8890, validator=_port)
     #: Training steps per second.
-    rate: float = attrs.field(default=10.0, validator=_positive)
+    rate: float = attrs.field(default=10.0, validator=positive())
     #: An "eval" event every this many steps (0 = never).
-    eval_every: int = attrs.field(default=50, validator=_not_negative)
+    eval_every: int = attrs.field(default=50, validator=non_negative())
     #: Steps to train, then stop serving (0 = forever).
-    steps: int = attrs.field(default=0, validator=_not_negative)
+    steps: int = attrs.field(default=0, validator=non_negative())
     #: Seed of the noise, for a reproducible run (None = random).
     seed: int | None = None
     #: Fault switch: from this step on the loss is NaN (0 = never); alerts to watch.
-    nan_at: int = attrs.field(default=0, validator=_not_negative)
+    nan_at: int = attrs.field(default=0, validator=non_negative())
     #: Fault switch: at this step the trainer starts over at step 1, ids again from
     #: "1", as a restarted trainer does (0 = never).
-    restart_at: int = attrs.field(default=0, validator=_not_negative)
+    restart_at: int = attrs.field(default=0, validator=non_negative())
 
 
 @attrs.frozen

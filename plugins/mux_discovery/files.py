@@ -27,6 +27,7 @@ import attrs
 import trio
 
 from mux_core import ConfigError, DiscoveryContext, SourceDocument, read_source_document
+from mux_core.options import positive
 
 __all__ = ["FilesDiscovery", "FilesOptions"]
 
@@ -36,18 +37,13 @@ def _globs(_instance: object, attribute: attrs.Attribute[list[str]], value: Sequ
         raise ValueError(f"{attribute.name}: give at least one glob, e.g. ['runs/*/mux.toml']")
 
 
-def _positive(_instance: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if not value > 0:
-        raise ValueError(f"{attribute.name} must be > 0 seconds, got {value!r}")
-
-
 @attrs.frozen(kw_only=True)
 class FilesOptions:
     #: Globs of endpoint files (TOML or JSON); ``**`` matches any number of directories.
     #: Relative paths are relative to the directory mux runs in.
     paths: list[str] = attrs.field(validator=_globs)
     #: Seconds between two looks at the files.
-    interval: float = attrs.field(default=2.0, validator=_positive)
+    interval: float = attrs.field(default=2.0, validator=positive("seconds"))
 
 
 @attrs.define

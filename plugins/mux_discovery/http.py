@@ -38,6 +38,7 @@ import trio
 
 from mux_core import DiscoveryContext, SourceDocument, describe_connection_error
 from mux_core.http import HttpClient, ProtocolError, ResponseTimeout, url_problem
+from mux_core.options import positive
 
 __all__ = ["HttpDiscovery", "HttpOptions", "http_sd_tables"]
 
@@ -51,21 +52,16 @@ def _url(_instance: object, attribute: attrs.Attribute[str], value: str) -> None
         raise ValueError(f"{attribute.name}: {problem}")
 
 
-def _positive(_instance: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if not value > 0:
-        raise ValueError(f"{attribute.name} must be > 0 seconds, got {value!r}")
-
-
 @attrs.frozen(kw_only=True)
 class HttpOptions:
     #: The URL that answers with the JSON list of sources.
     url: str = attrs.field(validator=_url)
     #: Seconds between two polls that succeed.
-    interval: float = attrs.field(default=30.0, validator=_positive)
+    interval: float = attrs.field(default=30.0, validator=positive("seconds"))
     #: Headers sent with each poll (an Authorization token, ...).
     headers: dict[str, str] = attrs.field(factory=dict)
     #: Seconds a poll may take, connecting included.
-    timeout: float = attrs.field(default=10.0, validator=_positive)
+    timeout: float = attrs.field(default=10.0, validator=positive("seconds"))
     #: Check the server's TLS certificate (https).
     verify: bool = True
 

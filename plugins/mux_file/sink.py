@@ -27,6 +27,7 @@ import attrs
 import msgspec
 import trio
 
+from mux_core.options import non_negative, positive
 from mux_core.records import Batch, Event, encode_jsonl
 from mux_core.sink import SinkContext
 
@@ -34,16 +35,6 @@ __all__ = ["FileOptions", "FileSink"]
 
 #: Buffered bytes that trigger a write to the OS without waiting for the timer.
 _FLUSH_BYTES = 1 << 20
-
-
-def _non_negative(_instance: Any, attribute: attrs.Attribute[Any], value: int) -> None:
-    if value < 0:
-        raise ValueError(f"{attribute.name} must be >= 0, not {value}")
-
-
-def _positive(_instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
-    if not value > 0:
-        raise ValueError(f"{attribute.name} must be > 0 seconds, not {value}")
 
 
 def _non_empty(_instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
@@ -59,11 +50,11 @@ class FileOptions:
     #: directory. Missing directories are created; an existing file is appended to.
     path: str = attrs.field(validator=_non_empty)
     #: Rotate before the file would grow past this many bytes (0 = never rotate).
-    rotate_bytes: int = attrs.field(default=0, validator=_non_negative)
+    rotate_bytes: int = attrs.field(default=0, validator=non_negative())
     #: Rotated files kept: ``events.jsonl.1`` (newest) ... ``events.jsonl.N``.
-    keep: int = attrs.field(default=5, validator=_non_negative)
+    keep: int = attrs.field(default=5, validator=non_negative())
     #: Seconds between writes of buffered lines to the OS (also at ~1 MiB buffered).
-    flush_interval: float = attrs.field(default=1.0, validator=_positive)
+    flush_interval: float = attrs.field(default=1.0, validator=positive("seconds"))
     #: fsync after each timed flush, so a power loss costs at most ``flush_interval``
     #: of records; the file is always fsynced when the sink closes.
     fsync: bool = True

@@ -33,6 +33,7 @@ from typing import Any, ClassVar, Literal
 import attrs
 import orjson
 
+from mux_core.options import at_least_one
 from mux_core.records import (
     Alert,
     Batch,
@@ -68,11 +69,6 @@ def _one_of(*allowed: str) -> Any:
     return check
 
 
-def _at_least_one(_instance: Any, attribute: attrs.Attribute[Any], value: int) -> None:
-    if value < 1:
-        raise ValueError(f"{attribute.name} must be >= 1 (1 = log every event), not {value}")
-
-
 @attrs.frozen(kw_only=True)
 class LogOptions:
     """The keys of a ``[[sinks]] type = "log"`` table."""
@@ -86,7 +82,7 @@ class LogOptions:
     #: Also log data events (at INFO), not only connection status changes.
     events: bool = False
     #: With ``events``, log one event in N per source (the first, the N+1th, ...).
-    sample_every: int = attrs.field(default=1, validator=_at_least_one)
+    sample_every: int = attrs.field(default=1, validator=at_least_one(note="1 = log every event"))
     #: Log each source's connection quality (its ``quality`` records) as one line at INFO.
     quality: bool = True
 

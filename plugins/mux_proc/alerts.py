@@ -27,6 +27,7 @@ import attrs
 import trio
 
 from mux_core import Alert, Batch, Event, FieldReader, ProcessorContext, Record, State, Status
+from mux_core.options import at_least_one, fraction, non_negative, positive
 from mux_core.processor import event_types, joined_raw
 
 __all__ = [
@@ -43,26 +44,6 @@ __all__ = [
 ]
 
 _NUMBER = (int, float)
-
-
-def _positive(_instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
-    if not value > 0:
-        raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
-
-
-def _not_negative(_instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
-    if not value >= 0:
-        raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
-
-
-def _at_least_one(_instance: Any, attribute: attrs.Attribute[Any], value: int) -> None:
-    if value < 1:
-        raise ValueError(f"{attribute.name} must be >= 1, got {value!r}")
-
-
-def _fraction(_instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
-    if not 0 < value < 1:
-        raise ValueError(f"{attribute.name} must be between 0 and 1 (exclusive), got {value!r}")
 
 
 def _number(value: Any) -> float | None:
@@ -97,7 +78,7 @@ class StallOptions:
 
     #: Seconds connected without progress before the alert (long enough for an eval or a
     #: checkpoint save).
-    seconds: float = attrs.field(default=120.0, validator=_positive)
+    seconds: float = attrs.field(default=120.0, validator=positive())
     #: Progress is an increase of this numeric field (e.g. "step"); empty = any new event.
     field: str = ""
     #: Only events of these types count as progress (empty = every type).
@@ -281,16 +262,16 @@ class DivergeOptions:
     #: The data field to watch (a loss: lower is better).
     field: str = "loss"
     #: Alert when the value is above this many times its running minimum (0 = off).
-    factor: float = attrs.field(default=2.0, validator=_not_negative)
+    factor: float = attrs.field(default=2.0, validator=non_negative())
     #: Or alert when the moving average has risen this many values in a row (0 = off).
-    rising: int = attrs.field(default=0, validator=_not_negative)
+    rising: int = attrs.field(default=0, validator=non_negative())
     #: Weight of the past in the moving average (TensorBoard's smoothing), 0..1.
-    smoothing: float = attrs.field(default=0.9, validator=_fraction)
+    smoothing: float = attrs.field(default=0.9, validator=fraction(zero=False))
     #: Values to see before judging (the minimum settles; warm-up spikes are normal).
-    warmup: int = attrs.field(default=20, validator=_not_negative)
+    warmup: int = attrs.field(default=20, validator=non_negative())
     #: Values in a row that must break the rule before the alert (one spike is noise),
     #: and that must keep it before it clears.
-    patience: int = attrs.field(default=3, validator=_at_least_one)
+    patience: int = attrs.field(default=3, validator=at_least_one())
     #: Only events of these types are checked (empty = every type).
     events: list[str] = attrs.field(factory=list)
     #: Severity of the alert: "info", "warning" or "critical".
@@ -451,15 +432,15 @@ class ThroughputOptions:
     #: events themselves, measured every ``interval`` seconds.
     field: str = "tokens_per_s"
     #: Alert when the rate is below this fraction of its running median.
-    below: float = attrs.field(default=0.5, validator=_fraction)
+    below: float = attrs.field(default=0.5, validator=fraction(zero=False))
     #: Values in the running median.
-    window: int = attrs.field(default=100, validator=_at_least_one)
+    window: int = attrs.field(default=100, validator=at_least_one())
     #: Values to see before judging (the first steps compile kernels and are slow).
-    warmup: int = attrs.field(default=20, validator=_not_negative)
+    warmup: int = attrs.field(default=20, validator=non_negative())
     #: Values in a row below the threshold before the alert, and above it before it clears.
-    patience: int = attrs.field(default=3, validator=_at_least_one)
+    patience: int = attrs.field(default=3, validator=at_least_one())
     #: With ``field = ""``: seconds per measurement of the event rate.
-    interval: float = attrs.field(default=10.0, validator=_positive)
+    interval: float = attrs.field(default=10.0, validator=positive())
     #: Only events of these types count (empty = every type).
     events: list[str] = attrs.field(factory=list)
     #: Severity of the alert: "info", "warning" or "critical".

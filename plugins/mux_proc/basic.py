@@ -14,6 +14,7 @@ import msgspec
 import trio
 
 from mux_core import Batch, Event, FieldReader, ProcessorContext, Record
+from mux_core.options import at_least_one, non_negative
 from mux_core.processor import event_types
 
 from ._condition import Condition, parse_condition
@@ -31,16 +32,6 @@ __all__ = [
 def _valid_condition(_instance: Any, _attribute: attrs.Attribute[Any], value: str) -> None:
     if value:
         parse_condition(value)  # raises ValueError naming the column
-
-
-def _at_least_one(_instance: Any, attribute: attrs.Attribute[Any], value: int) -> None:
-    if value < 1:
-        raise ValueError(f"{attribute.name} must be >= 1 (1 = every event), got {value}")
-
-
-def _not_negative(_instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
-    if not value >= 0:
-        raise ValueError(f"{attribute.name} must be >= 0 (0 = no limit), got {value!r}")
 
 
 # -- filter ----------------------------------------------------------------------
@@ -124,9 +115,9 @@ class SampleOptions:
     """The keys of a ``[[processors]] type = "sample"`` table."""
 
     #: Pass one event in N per source (the 1st, the N+1th, ...); 1 = every event.
-    every: int = attrs.field(default=1, validator=_at_least_one)
+    every: int = attrs.field(default=1, validator=at_least_one(note="1 = every event"))
     #: Pass at most this many events per second per source (0 = no limit).
-    per_second: float = attrs.field(default=0.0, validator=_not_negative)
+    per_second: float = attrs.field(default=0.0, validator=non_negative(note="0 = no limit"))
     #: Sample only events of these types; others pass (empty = every type).
     events: list[str] = attrs.field(factory=list)
 

@@ -38,6 +38,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from mux_core.options import positive
 from mux_core.records import (
     Alert,
     Batch,
@@ -68,11 +69,6 @@ def _prom_path(_instance: Any, attribute: attrs.Attribute[Any], value: str) -> N
         )
 
 
-def _positive(_instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
-    if not value > 0:
-        raise ValueError(f"{attribute.name} must be > 0 seconds, not {value!r}")
-
-
 def _label_names(_instance: Any, attribute: attrs.Attribute[Any], value: dict[str, str]) -> None:
     for name in value:
         if not _LABEL_NAME.fullmatch(name) or name.startswith("__"):
@@ -89,7 +85,7 @@ class PrometheusOptions:
     #: must end in ``.prom``. ``~`` is expanded; the directory must exist.
     path: str = attrs.field(validator=_prom_path)
     #: Seconds between writes of the file (also written at start and at the end).
-    interval: float = attrs.field(default=15.0, validator=_positive)
+    interval: float = attrs.field(default=15.0, validator=positive("seconds"))
     #: Constant labels added to every metric, e.g. ``{ run = "exp42" }``.
     labels: dict[str, str] = attrs.field(factory=dict, validator=_label_names)
 

@@ -39,6 +39,7 @@ from typing import Any, ClassVar
 import attrs
 import trio
 
+from mux_core.options import non_negative, positive
 from mux_core.records import Batch, encode_jsonl
 from mux_core.sink import SinkContext
 
@@ -90,16 +91,6 @@ def _template(_instance: Any, attribute: attrs.Attribute[Any], value: str) -> No
         )
 
 
-def _non_negative(_instance: Any, attribute: attrs.Attribute[Any], value: int) -> None:
-    if value < 0:
-        raise ValueError(f"{attribute.name} must be >= 0 (0 = keep all), not {value}")
-
-
-def _positive(_instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
-    if not value > 0:
-        raise ValueError(f"{attribute.name} must be > 0 seconds, not {value}")
-
-
 @attrs.frozen(kw_only=True)
 class RedisStreamSinkOptions:
     """The keys of a ``[[sinks]] type = "redis-stream"`` table."""
@@ -113,7 +104,7 @@ class RedisStreamSinkOptions:
     stream: str = attrs.field(default="mux:{source}", validator=_template)
     #: Approximate trimming: each stream keeps about this many entries (``MAXLEN ~``);
     #: 0 = keep all.
-    maxlen: int = attrs.field(default=1_000_000, validator=_non_negative)
+    maxlen: int = attrs.field(default=1_000_000, validator=non_negative(note="0 = keep all"))
     #: Treat the url as a Redis Cluster seed (as ``redis+cluster://`` does).
     cluster: bool = False
     #: A CA bundle (PEM) to verify a ``rediss://`` server with, instead of the system's.
@@ -121,7 +112,7 @@ class RedisStreamSinkOptions:
     #: Check a ``rediss://`` server's certificate.
     verify: bool = True
     #: Seconds to connect, and to wait for Redis to answer one append.
-    timeout: float = attrs.field(default=10.0, validator=_positive)
+    timeout: float = attrs.field(default=10.0, validator=positive("seconds"))
 
     @classmethod
     def check(cls, options: RedisStreamSinkOptions) -> None:

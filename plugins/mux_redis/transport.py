@@ -58,6 +58,7 @@ import attrs
 import trio
 
 from mux_core.errors import Disconnected, Failed, ServerUnavailable, SessionError
+from mux_core.options import positive
 from mux_core.records import Record, RecordDecodeError, decode_jsonl
 from mux_core.transport import Session
 
@@ -77,11 +78,6 @@ _log = logging.getLogger("mux.redis")
 _GLOB = frozenset("*?[")
 #: Bytes a record costs besides its line, as :func:`mux_core.records.batch_bytes` counts.
 _RECORD_OVERHEAD = 160
-
-
-def _positive(_instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
-    if not value > 0:
-        raise ValueError(f"{attribute.name} must be > 0, not {value}")
 
 
 def _streams(_instance: Any, attribute: attrs.Attribute[Any], value: list[str]) -> None:
@@ -109,16 +105,16 @@ class RedisStreamOptions:
     consumer: str | None = None
     #: Seconds an entry may stay pending with another consumer before this one takes
     #: it over (XAUTOCLAIM): longer than that consumer can take to write a batch.
-    claim_idle: float = attrs.field(default=30.0, validator=_positive)
+    claim_idle: float = attrs.field(default=30.0, validator=positive())
     #: Where a new stream (or a new group) starts: "first" = its oldest entry,
     #: "new" = only entries added from now on.
     start: str = attrs.field(default="first", validator=attrs.validators.in_(("first", "new")))
     #: Entries per read, at most.
-    count: int = attrs.field(default=10_000, validator=_positive)
+    count: int = attrs.field(default=10_000, validator=positive())
     #: Seconds one read waits for new entries before checking for new streams.
-    block: float = attrs.field(default=1.0, validator=_positive)
+    block: float = attrs.field(default=1.0, validator=positive())
     #: Seconds between SCANs for new streams matching the patterns.
-    scan_interval: float = attrs.field(default=5.0, validator=_positive)
+    scan_interval: float = attrs.field(default=5.0, validator=positive())
     #: Treat the url as a Redis Cluster seed (as ``redis+cluster://`` does).
     cluster: bool = False
     #: A CA bundle (PEM) to verify a ``rediss://`` server with, instead of the system's.

@@ -64,16 +64,12 @@ from mux_core.http import (
     shared_tls_context,
     url_problem,
 )
+from mux_core.options import positive
 from mux_core.transport import RawEvent, Session
 
 from ._page import Delivered, PageReader
 
 __all__ = ["RestOptions", "RestTransport"]
-
-
-def _positive(_: Any, attribute: attrs.Attribute[Any], value: float) -> None:
-    if not value > 0:
-        raise ValueError(f"{attribute.name} must be greater than 0, got {value!r}")
 
 
 @attrs.frozen(kw_only=True)
@@ -85,7 +81,7 @@ class RestOptions:
     #: Extra request headers (e.g. ``Authorization``); ASCII only.
     headers: dict[str, str] = attrs.field(factory=dict)
     #: Seconds from the start of one poll to the start of the next.
-    interval: float = attrs.field(default=1.0, validator=_positive)
+    interval: float = attrs.field(default=1.0, validator=positive())
     #: Dotted path to the list of items in the JSON body ("data.items"); empty:
     #: the body itself is the list, or one event when it is not a list.
     items: str = ""
@@ -98,17 +94,17 @@ class RestOptions:
     cursor_param: str | None = None
     #: Seconds a poll may take (connect, send, wait, read) before the server counts
     #: as unavailable.
-    timeout: float = attrs.field(default=10.0, validator=_positive)
+    timeout: float = attrs.field(default=10.0, validator=positive())
     #: Check the server's TLS certificate (https).
     verify: bool = True
     #: The largest page read, in bytes, as sent and once decompressed; a larger
     #: one is server_unavailable (retried), so a runaway server cannot exhaust memory.
-    max_page_bytes: int = attrs.field(default=64 * 1024 * 1024, validator=_positive)
+    max_page_bytes: int = attrs.field(default=64 * 1024 * 1024, validator=positive())
     #: Items remembered by id to drop exact repeats (a cursor that moved back);
     #: an id repeated with other data is a new run and is delivered.
-    dedupe_items: int = attrs.field(default=20_000, validator=_positive)
+    dedupe_items: int = attrs.field(default=20_000, validator=positive())
     #: Bytes of pages kept for that comparison (the newest pages are kept).
-    dedupe_bytes: int = attrs.field(default=16 * 1024 * 1024, validator=_positive)
+    dedupe_bytes: int = attrs.field(default=16 * 1024 * 1024, validator=positive())
 
     @classmethod
     def check(cls, options: RestOptions) -> None:

@@ -27,6 +27,7 @@ import trio
 from rich.console import Console
 from rich.live import Live
 
+from mux_core.options import positive
 from mux_core.records import Batch
 from mux_core.sink import SinkContext
 from mux_core.views import ViewClock
@@ -46,14 +47,6 @@ DEMO_CONFIG_NAME = "mux-demo"
 _NO_RESTART = attrs.fields(SinkContext).restart_source.default
 
 
-def _positive(name: str) -> Callable[[Any, Any, Any], None]:
-    def check(_instance: Any, _attribute: Any, value: Any) -> None:
-        if not value > 0:
-            raise ValueError(f"{name} must be > 0, got {value!r}")
-
-    return check
-
-
 def _plot_keys(_instance: Any, _attribute: Any, value: list[str]) -> None:
     for key in value:
         if not isinstance(key, str) or not key:
@@ -67,9 +60,9 @@ class TuiOptions:
     #: Keys of the events' data objects to draw as sparklines, e.g. ["loss", "lr"].
     plot: list[str] = attrs.field(factory=list, validator=_plot_keys)
     #: Points per sparkline (the newest ``width`` values are drawn).
-    width: int = attrs.field(default=40, validator=_positive("width"))
+    width: int = attrs.field(default=40, validator=positive())
     #: Redraws per second.
-    refresh_per_second: float = attrs.field(default=4.0, validator=_positive("refresh_per_second"))
+    refresh_per_second: float = attrs.field(default=4.0, validator=positive())
 
 
 class TuiSink:

@@ -35,6 +35,7 @@ import httpx
 import orjson
 import trio
 
+from mux_core.options import positive
 from mux_core.records import (
     Alert,
     Batch,
@@ -65,11 +66,6 @@ def _http_url(_instance: Any, attribute: attrs.Attribute[Any], value: str) -> No
         raise ValueError(f"{attribute.name} must be an http:// or https:// URL, got {value!r}")
 
 
-def _positive(_instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
-    if not value > 0:
-        raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
-
-
 @attrs.frozen(kw_only=True)
 class WebhookOptions:
     """The keys of a ``[[sinks]] type = "webhook"`` table."""
@@ -88,13 +84,13 @@ class WebhookOptions:
     #: Also POST connection status changes.
     statuses: bool = False
     #: Records waiting to be sent at most; beyond it the oldest are dropped and counted.
-    queue: int = attrs.field(default=1000, validator=_positive)
+    queue: int = attrs.field(default=1000, validator=positive())
     #: Records per request at most.
-    batch: int = attrs.field(default=100, validator=_positive)
+    batch: int = attrs.field(default=100, validator=positive())
     #: Seconds one request may take (connect, send and answer).
-    timeout: float = attrs.field(default=10.0, validator=_positive)
+    timeout: float = attrs.field(default=10.0, validator=positive())
     #: Seconds the end of a run waits for what is still queued to be sent.
-    flush_timeout: float = attrs.field(default=5.0, validator=_positive)
+    flush_timeout: float = attrs.field(default=5.0, validator=positive())
 
 
 def slack_line(record: Record) -> str:

@@ -74,6 +74,7 @@ PUBLIC_SUBMODULES = [
     "mux_core.errors",
     "mux_core.hookspecs",
     "mux_core.http",
+    "mux_core.options",
     "mux_core.payload",
     "mux_core.processor",
     "mux_core.records",

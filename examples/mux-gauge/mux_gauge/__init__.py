@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import attrs
 import httpx
 import trio
@@ -11,11 +9,7 @@ import trio
 from mux_core import Failed, ServerUnavailable, Session, describe_connection_error, hookimpl
 from mux_core.hookspecs import Register
 from mux_core.http import parse_retry_after, request_timeout, shared_client
-
-
-def _positive(instance: Any, attribute: attrs.Attribute[float], value: float) -> None:
-    if not value > 0:
-        raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
+from mux_core.options import positive
 
 
 @attrs.frozen(kw_only=True)
@@ -23,7 +17,7 @@ class GaugeOptions:
     #: The JSON document to poll, http:// or https://.
     url: str
     #: Seconds between two polls.
-    interval: float = attrs.field(default=5.0, validator=_positive)
+    interval: float = attrs.field(default=5.0, validator=positive())
 
     @classmethod
     def check(cls, options: GaugeOptions) -> None:

@@ -28,6 +28,7 @@ import orjson
 import trio
 
 from mux_core import Batch, Event, Record, SinkContext, Status
+from mux_core.options import positive
 
 __all__ = ["CsvOptions", "CsvSink"]
 
@@ -38,11 +39,6 @@ FIXED_COLUMNS = ("received_at", "source", "event", "id")
 def _non_empty(_instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
     if not value.strip():
         raise ValueError(f"{attribute.name} must not be empty")
-
-
-def _positive(_instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
-    if not value > 0:
-        raise ValueError(f"{attribute.name} must be > 0 seconds, not {value!r}")
 
 
 def _unique_columns(instance: Any, _attribute: attrs.Attribute[Any], value: list[str]) -> None:
@@ -68,7 +64,7 @@ class CsvOptions:
     #: Write status rows too (``event`` = ``status:<state>``, plus a ``detail`` column).
     statuses: bool = False
     #: Seconds between writes of buffered rows to the file.
-    flush_interval: float = attrs.field(default=1.0, validator=_positive)
+    flush_interval: float = attrs.field(default=1.0, validator=positive("seconds"))
 
     @classmethod
     def check(cls, options: CsvOptions) -> None:

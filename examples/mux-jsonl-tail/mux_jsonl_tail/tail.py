@@ -48,16 +48,12 @@ import orjson
 import trio
 
 from mux_core import Disconnected, Failed, RawEvent, ServerUnavailable, Session
+from mux_core.options import positive
 
 __all__ = ["TailCursor", "TailOptions", "TailTransport"]
 
 #: Bytes read per worker-thread call (one batch at most this many bytes of lines).
 _CHUNK = 256 * 1024
-
-
-def _positive(_instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
-    if not value > 0:
-        raise ValueError(f"{attribute.name} must be > 0 seconds, not {value!r}")
 
 
 def _non_empty(_instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
@@ -73,7 +69,7 @@ class TailOptions:
     #: the working directory. It may not exist yet.
     path: str = attrs.field(validator=_non_empty)
     #: Seconds between checks for new data when the file has nothing new.
-    poll_interval: float = attrs.field(default=0.2, validator=_positive)
+    poll_interval: float = attrs.field(default=0.2, validator=positive("seconds"))
     #: Read the lines already in the file first; false: start after the last
     #: complete line present when the source first opens the file.
     from_start: bool = True

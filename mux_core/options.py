@@ -1,0 +1,120 @@
+"""Checks for a plugin's options: attrs validators for numbers, and an argparse type.
+
+Every built-in plugin checks its numeric keys with these, so a bad value
+reads the same whichever plugin it belongs to::
+
+    import attrs
+    from mux_core.options import non_negative, positive
+
+    @attrs.frozen(kw_only=True)
+    class PollOptions:
+        #: Seconds between two polls.
+        interval: float = attrs.field(default=1.0, validator=positive("seconds"))
+        #: Responses to keep; 0 = keep all.
+        keep: int = attrs.field(default=0, validator=non_negative(note="0 = keep all"))
+
+``PollOptions(interval=0)`` raises ``ValueError("interval must be > 0 seconds,
+got 0")``; in a config file the loader shows the same text after the file,
+line and key (``mon.toml:7: sources[0].interval: interval must be > 0
+seconds, got 0``). NaN passes none of the checks.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+__all__ = [
+    "Bound",
+    "at_least_one",
+    "fraction",
+    "non_negative",
+    "positive",
+    "positive_seconds",
+]
+
+
+class Bound:
+    """An attrs validator: the value must meet ``condition`` (e.g. "> 0").
+
+    It raises ``ValueError("<key> must be <condition>[ <unit>][ (<note>)],
+    got <value>")``; with ``named=False`` the message leaves out the key's
+    name (for a class the config loader builds: it shows the key's path
+    itself, as in ``retry.jitter: must be in [0, 1), got 2.0``). Make one
+    with :func:`positive`, :func:`non_negative`, :func:`at_least_one` or
+    :func:`fraction`.
+    """
+
+    __slots__ = ("condition", "named", "note", "test", "unit")
+
+    def __init__(
+        self,
+        condition: str,
+        test: Callable[[float], bool],
+        *,
+        unit: str = "",
+        note: str = "",
+        named: bool = True,
+    ) -> None:
+        self.condition = condition
+        self.test = test
+        self.unit = unit
+        self.note = note
+        self.named = named
+
+    def problem(self, value: float) -> str | None:
+        """What is wrong with ``value`` ("must be > 0 seconds, got 0"), or None."""
+        if self.test(value):
+            return None
+        text = f"must be {self.condition}"
+        if self.unit:
+            text += f" {self.unit}"
+        if self.note:
+            text += f" ({self.note})"
+        return f"{text}, got {value!r}"
+
+    def __call__(self, instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+        problem = self.problem(value)
+        if problem is not None:
+            raise ValueError(f"{attribute.name} {problem}" if self.named else problem)
+
+    def __repr__(self) -> str:
+        return f"<must be {self.condition}>"
+
+
+def positive(unit: str = "", *, note: str = "", named: bool = True) -> Bound:
+    """Greater than 0: ``positive("seconds")`` for an interval or a timeout."""
+    return Bound("> 0", lambda value: value > 0, unit=unit, note=note, named=named)
+
+
+def non_negative(unit: str = "", *, note: str = "", named: bool = True) -> Bound:
+    """0 or more: ``non_negative(note="0 = no limit")`` for a limit that 0 turns off."""
+    return Bound(">= 0", lambda value: value >= 0, unit=unit, note=note, named=named)
+
+
+def at_least_one(unit: str = "", *, note: str = "", named: bool = True) -> Bound:
+    """1 or more: a count (``every``, a buffer in records) or a growth factor."""
+    return Bound(">= 1", lambda value: value >= 1, unit=unit, note=note, named=named)
+
+
+def fraction(*, zero: bool = True, note: str = "", named: bool = True) -> Bound:
+    """A fraction below 1: from 0 (``zero=True``: "in [0, 1)", e.g. a jitter) or
+    above 0 (``zero=False``: "in (0, 1)", e.g. "below half its median")."""
+    if zero:
+        return Bound("in [0, 1)", lambda value: 0 <= value < 1, note=note, named=named)
+    return Bound("in (0, 1)", lambda value: 0 < value < 1, note=note, named=named)
+
+
+def positive_seconds(text: str) -> float:
+    """An argparse ``type=`` for a duration in seconds, e.g. ``--for 2.5``: 0, a
+    negative number, NaN and text that is not a number are usage errors."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds as a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
