@@ -378,13 +378,7 @@ def test_processor_tables_keep_file_order_and_globs(proc_plugins: PluginManager)
 
 def _from_bytes(raw: bytes) -> Event:
     """An Event with its payload as a transport hands it over."""
-    from_bytes = getattr(Event, "from_bytes", None)
-    if from_bytes is not None:
-        made: Event = from_bytes("s", "t", "m", None, raw, 0.0, 1)
-        return made
-    from mux_core.payload import Payload  # type: ignore[attr-defined,unused-ignore]
-
-    return Event("s", "t", "m", None, Payload(raw), 0.0, 1)
+    return Event.from_bytes("s", "t", "m", None, raw, 0.0, 1)
 
 
 def test_field_reader_reads_raw_and_decoded_payloads_alike() -> None:

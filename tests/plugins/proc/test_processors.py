@@ -13,7 +13,6 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import msgspec
 import pytest
 import trio
 import trio.testing
@@ -45,22 +44,13 @@ CTX = ProcessorContext("train", "sse", "test")
 
 def _from_bytes(raw: bytes, *, event: str, id: str | None, seq: int) -> Event:
     """An Event with its payload as a transport hands it over (kept as bytes when JSON)."""
-    from_bytes = getattr(Event, "from_bytes", None)
-    if from_bytes is not None:
-        made: Event = from_bytes("train", "sse", event, id, raw, 0.0, seq)
-        return made
-    from mux_core.payload import Payload  # type: ignore[attr-defined,unused-ignore]
-
-    return Event("train", "sse", event, id, Payload(raw), 0.0, seq)
+    return Event.from_bytes("train", "sse", event, id, raw, 0.0, seq)
 
 
 def _still_raw(event: Event) -> bool:
-    """Whether nothing decoded the event's payload yet."""
-    payload = event._payload
-    if type(payload) is msgspec.Raw:
-        return True
-    value = getattr(payload, "_value", None)  # a lazily decoding payload's cache
-    return type(value) is object  # its "not decoded yet" sentinel
+    """Whether nothing decoded the event's payload yet: the record still holds the
+    bytes as received (``Event.raw``), which reading ``.data`` replaces by the value."""
+    return event.raw is not None
 
 
 class _Stream:
@@ -178,6 +168,7 @@ def test_filter_reads_only_its_fields_from_raw_payloads() -> None:
     assert _still_raw(event)
     assert proc.process([event]) == [event]
     assert _still_raw(event)
+    assert event.data["loss"] == 12 and not _still_raw(event)  # what decoding would show
 
 
 def test_sample_every_nth_per_source_statuses_always_pass() -> None:

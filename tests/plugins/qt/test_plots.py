@@ -24,12 +24,11 @@ pytest.importorskip("pyqtgraph")
 
 import numpy as np
 
-import mux_core.records
 import mux_qt
 from mux_core._config import parse_config
 from mux_core._plugins import PluginManager
 from mux_core._run.channel import SinkChannel
-from mux_core.records import Event, State, Status
+from mux_core.records import Alert, Event, Severity, State, Status
 from mux_core.sink import Overflow, SinkContext, SourceInfo
 from mux_core.views import format_value
 from mux_qt.model import PanelModel
@@ -38,9 +37,6 @@ from mux_qt.series import S, Segment, T, Y, ema
 from mux_qt.sink import QtSink
 
 pytestmark = pytest.mark.qt
-
-Alert: Any = getattr(mux_core.records, "Alert", None)
-needs_alert = pytest.mark.skipif(Alert is None, reason="mux_core.records has no Alert yet")
 
 SOURCES = (SourceInfo("train", "sse"), SourceInfo("eval", "ws"))
 
@@ -63,9 +59,8 @@ def status(state: State, at: float, source: str = "train") -> Status:
     return Status(source, "sse", state, 1, 0.5, "", at)
 
 
-def alert(rule: str, seq: int | None, at: float, *, severity: str = "warning") -> Any:
-    assert Alert is not None
-    return Alert("train", "sse", rule, severity, f"{rule} at {seq}", seq, at)
+def alert(rule: str, seq: int | None, at: float, *, severity: str = "warning") -> Alert:
+    return Alert("train", "sse", rule, Severity(severity), f"{rule} at {seq}", seq, at)
 
 
 def model(**kwargs: Any) -> PanelModel:
@@ -245,7 +240,6 @@ def test_older_runs_beyond_keep_runs_are_forgotten() -> None:
     assert [s.run for s in columns(m)] == [3, 4]
 
 
-@needs_alert
 def test_a_restart_alert_starts_a_new_run_once() -> None:
     m = model(x="received_at")
     m.apply([event(i, {"loss": 1.0}, id=f"r1-{i}") for i in range(1, 6)])
@@ -262,7 +256,6 @@ def test_a_restart_alert_starts_a_new_run_once() -> None:
     assert [len(s) for s in columns(m2)] == [5, 1]
 
 
-@needs_alert
 def test_alerts_are_kept_per_source_with_where_they_happened() -> None:
     m = model()
     m.apply([event(i, {"step": i * 10, "loss": 1.0}) for i in range(1, 4)])
@@ -396,7 +389,6 @@ async def test_hover_read_out_shows_the_values_under_the_cursor() -> None:
         assert panel.views["loss"].readout.text() == text
 
 
-@needs_alert
 async def test_alerts_show_on_the_row_and_as_markers() -> None:
     async with open_panel(QtOptions(plot=["loss"], x="step")) as sink:
         panel = sink.panel
