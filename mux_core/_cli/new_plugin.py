@@ -13,33 +13,94 @@ second top-level folder never breaks the build), tests on
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import re
 import sys
 from pathlib import Path
 
-from .._plugins import Command
-from .._run.host import ExitCode
+from .._plugins import _OWN_DISTRIBUTION, ENTRY_POINT_GROUP, Command
+from .._run.exit_codes import ExitCode
 from . import BUILTIN
 
-__all__ = ["COMMAND", "check_name", "new_plugin", "skeleton_files"]
+__all__ = [
+    "COMMAND",
+    "builtin_plugin_names",
+    "check_name",
+    "check_not_builtin",
+    "new_plugin",
+    "package_name",
+    "skeleton_files",
+]
 
 _NAME = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
 
 
 def check_name(name: str) -> str:
-    """``name`` if it can name a plugin (``acme``, ``acme-feed``); else ValueError."""
+    """The plugin name ``name`` gives (``acme``, ``acme-feed``); else ValueError.
+
+    A leading ``mux-`` is the distribution's prefix, not part of the name:
+    ``mux-nats`` gives ``nats`` (distribution ``mux-nats``, package
+    ``mux_nats``), not ``mux-mux-nats``.
+    """
     if not _NAME.fullmatch(name):
         raise ValueError(
             f"plugin name {name!r}: use lower-case letters, digits and single dashes, "
             "starting with a letter (e.g. 'acme' or 'acme-feed')"
         )
-    return name
+    return name.removeprefix("mux-")
+
+
+def package_name(name: str) -> str:
+    """The top-level package of plugin ``name``: ``acme-feed`` -> ``mux_acme_feed``."""
+    return "mux_" + check_name(name).replace("-", "_")
+
+
+def builtin_plugin_names() -> set[str]:
+    """What mux's own plugins are called: entry point names and top-level packages.
+
+    The entry points of group ``mux`` that the ``mux`` distribution declares
+    (``redis = "mux_redis"``: both names), and the packages under ``plugins/``
+    beside ``mux_core`` when mux runs from a checkout.
+    """
+    names: set[str] = set()
+    for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if entry_point.dist is not None and entry_point.dist.name == _OWN_DISTRIBUTION:
+            names.add(entry_point.name)
+            names.add(entry_point.module.partition(".")[0])
+    plugins = Path(__file__).resolve().parent.parent.parent / "plugins"
+    if plugins.is_dir():
+        names.update(
+            package.name
+            for package in plugins.iterdir()
+            if package.name.startswith("mux_") and (package / "__init__.py").is_file()
+        )
+    return names
+
+
+def check_not_builtin(name: str) -> None:
+    """ValueError when plugin ``name`` would take a built-in plugin's name or package.
+
+    Installed, such a plugin would shadow the built-in one: its package
+    replaces the built-in package on import, or its entry point the built-in
+    entry point.
+    """
+    name = check_name(name)
+    package = package_name(name)
+    taken = builtin_plugin_names()
+    clashes = [f"the entry point {name!r}"] if name in taken else []
+    clashes += [f"the package {package}"] if package in taken else []
+    if clashes:
+        raise ValueError(
+            f"plugin name {name!r} is taken: a built-in plugin of mux has {' and '.join(clashes)}, "
+            f"and an installed plugin of this name would shadow it; choose another name, "
+            f"e.g. 'acme-{name}'"
+        )
 
 
 def skeleton_files(name: str) -> dict[str, str]:
     """``{relative path: text}`` of the skeleton for plugin ``name``."""
-    check_name(name)
-    package = "mux_" + name.replace("-", "_")
+    name = check_name(name)
+    package = package_name(name)
     words = {
         "__NAME__": name,
         "__DIST__": f"mux-{name}",
@@ -59,8 +120,11 @@ def new_plugin(name: str, directory: Path | None = None) -> list[Path]:
     """Write the skeleton into ``directory`` (default ``./mux-NAME``); the paths written.
 
     Refuses (FileExistsError) to write into a directory that exists and is
-    not empty: nothing of yours is ever overwritten.
+    not empty: nothing of yours is ever overwritten; and (ValueError) a name
+    a built-in plugin has (:func:`check_not_builtin`).
     """
+    name = check_name(name)
+    check_not_builtin(name)
     files = skeleton_files(name)
     target = Path(f"mux-{name}") if directory is None else directory
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
@@ -80,13 +144,18 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         "tests: pyproject.toml with the entry point, a transport and a sink with Options, "
         "tests on mux_core.testing, a README."
     )
-    parser.add_argument("name", metavar="NAME", help="e.g. acme: package mux_acme")
+    parser.add_argument(
+        "name",
+        metavar="NAME",
+        help="e.g. acme (or mux-acme): distribution mux-acme, package mux_acme; not the name "
+        "of a built-in plugin",
+    )
     parser.add_argument("--dir", metavar="DIR", help="where to write it (default ./mux-NAME)")
 
 
 def _new_plugin(args: argparse.Namespace) -> int:
-    name: str = args.name
     try:
+        name = check_name(args.name)
         written = new_plugin(name, None if args.dir is None else Path(args.dir))
     except (ValueError, FileExistsError) as exc:
         print(f"mux: error: {exc}", file=sys.stderr)

@@ -55,6 +55,44 @@ def test_new_plugin_refuses_a_bad_name(
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.parametrize("name", ["redis", "sse", "discovery", "mux-redis"])
+def test_new_plugin_refuses_the_name_of_a_built_in_plugin(
+    name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Installed, mux-redis (package mux_redis, entry point redis) would shadow the
+    built-in redis plugin: refused, with why and a name that works."""
+    plain = name.removeprefix("mux-")
+    assert main(["new-plugin", name, "--dir", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"mux: error: plugin name {plain!r} is taken: a built-in plugin of mux has the entry "
+        f"point {plain!r} and the package mux_{plain}, and an installed plugin of this name "
+        f"would shadow it; choose another name, e.g. 'acme-{plain}'\n"
+    )
+    assert not (tmp_path / "x").exists()
+    assert main(["new-plugin", f"acme-{plain}", "--dir", str(tmp_path / "y")]) == 0
+    assert (tmp_path / "y" / f"mux_acme_{plain}" / "transport.py").exists()
+
+
+def test_a_leading_mux_is_not_doubled(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`mux new-plugin mux-nats` writes mux-nats / mux_nats, not mux-mux-nats / mux_mux_nats."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["new-plugin", "mux-nats"]) == 0
+    assert capsys.readouterr().out.startswith("wrote plugin 'nats' in mux-nats:")
+    assert [p.name for p in tmp_path.iterdir()] == ["mux-nats"]
+    target = tmp_path / "mux-nats"
+    written = sorted(str(p.relative_to(target)) for p in target.rglob("*") if p.is_file())
+    assert written == sorted(skeleton_files("nats")) == sorted(skeleton_files("mux-nats"))
+    assert "mux_nats/transport.py" in written
+    pyproject = (target / "pyproject.toml").read_text()
+    assert 'name = "mux-nats"' in pyproject
+    assert 'nats = "mux_nats"' in pyproject  # the entry point
+    assert 'packages = ["mux_nats"]' in pyproject
+    assert not [p for p in written if "mux_mux" in p or "mux-mux" in (target / p).read_text()]
+
+
 def test_config_reference_of_one_plugin() -> None:
     plugins = PluginManager()
     plugins.register(mux_core.testing, name="testing")
