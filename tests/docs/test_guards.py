@@ -1,9 +1,12 @@
 """Guards that keep the docs honest (datasette style).
 
-* every hook in mux_core.hookspecs has a ``## name(`` heading in docs/hooks.md;
-* every hook is exercised by name in some test outside this file;
+* every hook in mux_core.hookspecs has a ``## name(`` heading in docs/hooks.md,
+  and an example implementing it (``@hookimpl`` ``def name(``) under that heading;
+* every hook is called in some test: a class under tests/ implements it with
+  ``@hookimpl`` and an instance of that class is registered with a plugin manager;
 * docs/config-reference.md is what scripts/gen_config_reference.py generates;
-* every option of every built-in plugin (and of [retry]) has a ``#:`` description;
+* every option of every built-in plugin -- transports, sinks, processors and
+  discoverers -- (and of [retry]) has a ``#:`` description;
 * repository paths the docs name exist;
 * the plugin guide's example transport and sink pass the guide's own tests.
 
@@ -17,6 +20,7 @@ import importlib.util
 import inspect
 import re
 import sys
+import textwrap
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -64,24 +68,68 @@ def _builtin_plugins() -> list[Provided]:
         *plugins.transports().values(),
         *plugins.sinks().values(),
         *plugins.processors().values(),
+        *plugins.discoverers().values(),
     ]
 
 
-def _test_function_sources() -> dict[str, str]:
-    """``{"file::test_name": source}`` for every test function outside this file."""
-    found: dict[str, str] = {}
-    for path in sorted(TESTS.rglob("test_*.py")):
-        if path.resolve() == Path(__file__).resolve():
-            continue
-        text = path.read_text(encoding="utf-8")
-        for node in ast.walk(ast.parse(text)):
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name.startswith(
-                "test"
-            ):
-                found[f"{path.relative_to(TESTS)}::{node.name}"] = (
-                    ast.get_source_segment(text, node) or ""
-                )
-    return found
+def _is_hookimpl(decorator: ast.expr) -> bool:
+    """``@hookimpl``, ``@hookimpl(...)``, ``@mux_core.hookimpl`` or ``@mux_core.hookimpl(...)``."""
+    target = decorator.func if isinstance(decorator, ast.Call) else decorator
+    name = target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", None)
+    return name == "hookimpl"
+
+
+def _registered_class(call: ast.Call) -> str | None:
+    """``X`` of a ``something.register(X(...), ...)`` call, else None."""
+    func = call.func
+    if not (isinstance(func, ast.Attribute) and func.attr == "register" and call.args):
+        return None
+    plugin = call.args[0]
+    if isinstance(plugin, ast.Call) and isinstance(plugin.func, ast.Name):
+        return plugin.func.id
+    return None
+
+
+def _hooks_called_in(source: str) -> list[str]:
+    """The hooks a test module implements and hands to a plugin manager.
+
+    A hook counts when a class in the module implements it as a method marked
+    ``@hookimpl`` -- without the marker pluggy never calls it -- and the module
+    registers an instance of that class (``plugins.register(Class(), name=...)``):
+    the manager then calls it when the test asks for transports, sinks,
+    commands or a main loop, or runs an engine. A hook's name in a string, a
+    comment or a docstring does not count.
+    """
+    nodes = list(ast.walk(ast.parse(source)))
+    registered = {
+        name
+        for node in nodes
+        if isinstance(node, ast.Call) and (name := _registered_class(node)) is not None
+    }
+    return sorted(
+        member.name
+        for node in nodes
+        if isinstance(node, ast.ClassDef) and node.name in registered
+        for member in node.body
+        if isinstance(member, ast.FunctionDef) and any(map(_is_hookimpl, member.decorator_list))
+    )
+
+
+def _hooks_called_by_tests() -> dict[str, list[str]]:
+    """``{hook: [test module, ...]}`` over every module under tests/ but this one."""
+    called: dict[str, list[str]] = {}
+    for path in sorted(TESTS.rglob("*.py")):
+        if path.resolve() != Path(__file__).resolve():
+            for hook in _hooks_called_in(path.read_text(encoding="utf-8")):
+                called.setdefault(hook, []).append(str(path.relative_to(TESTS)))
+    return called
+
+
+def _hooks_section(hook: str) -> str:
+    """The text of docs/hooks.md under ``## hook(``, up to the next ``## `` heading."""
+    text = (DOCS / "hooks.md").read_text(encoding="utf-8")
+    match = re.search(rf"^## {hook}\(.*?(?=^## |\Z)", text, flags=re.MULTILINE | re.DOTALL)
+    return match.group(0) if match else ""
 
 
 def test_there_are_hooks_to_check() -> None:
@@ -93,13 +141,40 @@ def test_every_hook_is_documented(hook: str) -> None:
     text = (DOCS / "hooks.md").read_text(encoding="utf-8")
     headings = re.findall(r"^## (\w+)\(", text, flags=re.MULTILINE)
     assert hook in headings, f"docs/hooks.md needs a heading '## {hook}(...)'"
+    examples = re.findall(r"^```python\n(.*?)^```", _hooks_section(hook), re.MULTILINE | re.DOTALL)
+    implementing = [block for block in examples if "@hookimpl" in block and f"def {hook}(" in block]
+    assert implementing, f"docs/hooks.md: add an example implementing {hook} under its heading"
+
+
+def test_the_hook_check_counts_registered_implementations_only() -> None:
+    source = textwrap.dedent(
+        """
+        class Registered:
+            @mux_core.hookimpl
+            def mux_register_sinks(self, register): ...
+
+        class NeverRegistered:
+            @hookimpl
+            def mux_register_transports(self, register): ...
+
+        class Unmarked:
+            def mux_main_loop(self, engine): ...
+
+        def test_plugins(plugins):
+            "mux_register_commands, mux_register_discovery"
+            plugins.register(Registered(), name="registered")
+            plugins.register(Unmarked(), name="unmarked")
+        """
+    )
+    assert _hooks_called_in(source) == ["mux_register_sinks"]
 
 
 @pytest.mark.parametrize("hook", HOOKS)
-def test_every_hook_has_a_test(hook: str) -> None:
-    tests = _test_function_sources()
-    using = [name for name, source in tests.items() if hook in source]
-    assert using, f"no test function under tests/ names {hook}; add one (tests/core/test_hooks.py)"
+def test_every_hook_is_called_by_a_test(hook: str) -> None:
+    assert _hooks_called_by_tests().get(hook), (
+        f"no test registers a @hookimpl of {hook} with a plugin manager;"
+        " add one (tests/core/test_hooks.py)"
+    )
 
 
 def test_config_reference_is_fresh() -> None:
