@@ -7,7 +7,9 @@
 * every file path the page names exists;
 * the JSON Lines lines of "Records" are what ``encode_jsonl`` writes, key for
   key, and Event and Status have exactly the keys the page lists;
-* every connection state and every hook is on the page.
+* every connection state and every hook is on the page;
+* a pointer from the code or the docs to a section, "(docs/architecture.md,
+  Records)" or "(docs/user-guide.md, Exit codes)", names a section that exists.
 """
 
 from __future__ import annotations
@@ -69,6 +71,33 @@ def test_nothing_points_at_an_architecture_document_outside_the_repository() -> 
         f"these lines mention {OUTSIDE_DOC}; point at docs/architecture.md (or the user guide) "
         "instead:\n" + "\n".join(mentions)
     )
+
+
+#: "(docs/architecture.md, Records)", also across a line break, in a comment or
+#: a docstring, with the path in backticks or not: the page and the section.
+POINTER = re.compile(r"\(`{0,2}(docs/[\w/-]+\.md)`{0,2}, ([A-Z][^;)]*)[;)]")
+
+
+def _headings(page: Path) -> list[str]:
+    text = page.read_text(encoding="utf-8")
+    return [h.replace("`", "").lower() for h in re.findall(r"^#{2,4} (.+)$", text, re.M)]
+
+
+def test_pointers_to_a_section_name_a_section_that_exists() -> None:
+    pointers = []
+    for path in _repository_files((".py", ".md")):
+        text = path.read_text(encoding="utf-8")
+        flat = re.sub(r"\s*\n\s*(?:#:?\s*)?", " ", text)  # one line, comments joined
+        for page, section in POINTER.findall(flat):
+            pointers.append((path.relative_to(ROOT), page, " ".join(section.split())))
+    assert any(page == "docs/architecture.md" for _, page, _ in pointers)
+    broken = [
+        f"{where}: ({page}, {section})"
+        for where, page, section in pointers
+        if not (ROOT / page).exists()
+        or not any(h.startswith(section.lower()) for h in _headings(ROOT / page))
+    ]
+    assert not broken, "these point at a section that does not exist:\n" + "\n".join(broken)
 
 
 def _modules_of_the_package() -> set[str]:
