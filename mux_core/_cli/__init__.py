@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from .._plugins import Command, PluginManager
-from .._run.host import ExitCode
+from .._run.exit_codes import ExitCode
 from ..errors import ConfigError, PluginError
 from ..options import positive_seconds
 

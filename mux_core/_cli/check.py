@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from .._plugins import Command
-from .._run.host import ExitCode
+from .._run.exit_codes import ExitCode
 from . import BUILTIN
 
 __all__ = ["COMMAND"]

@@ -7,7 +7,7 @@ import json
 import sys
 
 from .._plugins import Command, PluginInfo
-from .._run.host import ExitCode
+from .._run.exit_codes import ExitCode
 from . import BUILTIN
 
 __all__ = ["COMMAND"]

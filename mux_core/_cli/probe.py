@@ -36,7 +36,7 @@ import trio
 from .._config import Config, SourceConfig
 from .._plugins import PluginManager
 from .._run.attempt import attempt_session, outcome_state
-from .._run.host import ExitCode
+from .._run.exit_codes import ExitCode
 from ..records import Record, State
 from ..transport import ResumeState, Session, SharedResources
 

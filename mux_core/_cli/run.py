@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .._plugins import Command
-from .._run.host import ExitCode
+from .._run.exit_codes import ExitCode
 from .._run.shard import Shard, parse_shard, select_shard
 from . import BUILTIN, _positive_seconds, setup_logging
 

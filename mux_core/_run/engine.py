@@ -38,9 +38,7 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
 import signal
-import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -59,27 +57,21 @@ from .changes import RunChanges
 from .channel import SinkChannel
 from .checkpoints import Checkpoints
 from .discovery import DiscoveryRunner
+from .host import ExitCode, RunHost
 from .quality_feed import QualityFeed
 from .sink_set import (
     SinkRunner,
-    SinkSet,
     StartBackground,
     new_sink_runner,
 )
 from .source_set import SourceRunner, SourceSet
 from .state import StateStore
-from .tty import no_restore as _no_tty
-from .tty import terminal_restorer
 
 __all__ = ["Engine", "RunResult"]
 
 _log = logging.getLogger("mux.engine")
 
 #: Exit codes (docs/user-guide.md, Exit codes; 2 = usage / config error is the CLI's).
-EXIT_OK = 0
-EXIT_SINK_FAILED = 1
-EXIT_SOURCE_FAILED = 3
-EXIT_ALERT = 4
 
 _SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
 
@@ -106,7 +98,7 @@ class RunResult:
     quality: Mapping[str, Quality] = attrs.field(factory=dict)
 
 
-class Engine:
+class Engine(RunHost):
     """Runs a loaded :class:`~mux_core._config.Config` until it is done.
 
     ``await engine.run()`` (or ``trio.run(engine.run)``, or a plugin's main
@@ -141,15 +133,10 @@ class Engine:
         self.failing_alerts = 0
         self.plugins = plugins
         self.duration = duration
-        self.install_signal_handlers = install_signal_handlers
-        # The terminal as the run found it, put back if a second signal ends
-        # mux at once (mux_core._run.tty): taken now, before any sink opens.
-        self._restore_terminal = terminal_restorer() if install_signal_handlers else _no_tty
+        super().__init__(install_signal_handlers=install_signal_handlers)
         self.load_config = load_config
         self.watch = watch
         self.result: RunResult | None = None
-        self._token: trio.lowlevel.TrioToken | None = None
-        self._stop_reason: str | None = None
         self._done = trio.Event()
         self._sources = SourceSet(
             sender=self._sender,
@@ -157,23 +144,16 @@ class Engine:
             delivered=self._delivered,
             on_finished=lambda _runner: self._check_done(),
         )
-        self._sinks = SinkSet(self._on_sink_failure)
         discovery = DiscoveryRunner(plugins, lambda: self.config, self._rediscovered)
         self._changes = RunChanges(
             self, self._sources, self._sinks, discovery, changed=self._check_done
         )
         self._control: trio.Nursery | None = None
-        self._sink_failed = False
         self._quality = QualityFeed(
             lambda: self.config, self._sources, self._dropped, self._fan_out
         )
 
     # -- control (safe from any thread) ---------------------------------------
-
-    def request_stop(self, reason: str = "stop requested") -> None:
-        """Stop the run cleanly. Safe from any thread and from a host loop's callback."""
-        if not self._call_soon(self._stop, reason) and self._stop_reason is None:
-            self._stop_reason = reason
 
     def request_reload(self) -> None:
         """Reload the config file (as SIGHUP does). Safe from any thread."""
@@ -188,24 +168,13 @@ class Engine:
         """The last state of every source now running or finished (None: not started yet)."""
         return {runner.name: runner.state for runner in self._sources}
 
-    def _call_soon(self, fn: Callable[..., None], *args: Any) -> bool:
-        token = self._token
-        if token is None:
-            return False
-        try:
-            token.run_sync_soon(fn, *args)
-        except trio.RunFinishedError:
-            return False
-        return True
-
     def _spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
         if self._control is not None:
             self._control.start_soon(fn, *args)
 
     def _stop(self, reason: str) -> None:
-        if self._stop_reason is None:
-            self._stop_reason = reason
-            _log.info("stopping: %s", reason)
+        super()._stop(reason)
+        assert self._stop_reason is not None
         self._sources.cancel_all(self._stop_reason)
         self._done.set()
 
@@ -452,16 +421,6 @@ class Engine:
             reached = await channel.wait_finished(mark) and reached
         return reached
 
-    def _on_sink_failure(self, runner: SinkRunner, exc: BaseException, started: bool) -> None:
-        where = "opening" if not started else "writing"
-        message = f"sink {runner.config.name!r} ({runner.config.type}) failed while {where}: {exc}"
-        if runner.config.on_error == "stop":
-            _log.error('%s; stopping the run (on_error = "stop")', message)
-            self._sink_failed = True
-            self._stop(f"sink {runner.config.name!r} failed")
-        else:
-            _log.error('%s; dropping this sink, the run goes on (on_error = "drop")', message)
-
     # -- durable resume (--state) ----------------------------------------
 
     def _resume_states(self) -> dict[str, tuple[str, ResumeState]]:
@@ -478,27 +437,21 @@ class Engine:
         await trio.sleep(seconds)
         self._stop(f"--for {seconds:g} s elapsed")
 
-    async def _watch_signals(self) -> None:
-        wanted = [signal.SIGINT, signal.SIGTERM, signal.SIGUSR1]
+    def _signals(self) -> list[signal.Signals]:
+        wanted = [*super()._signals(), signal.SIGUSR1]
         if self.load_config is not None:
             wanted.append(signal.SIGHUP)
-        with trio.open_signal_receiver(*wanted) as signals:
-            async for signum in signals:
-                name = signal.Signals(signum).name
-                if signum == signal.SIGHUP:
-                    _log.info("reload: SIGHUP")
-                    self._spawn(self._changes.reload)
-                    continue
-                if signum == signal.SIGUSR1:
-                    self._spawn(self._changes.restart, None)
-                    continue
-                if self._stop_reason is None:
-                    self._stop(name)
-                    continue
-                # A second signal while shutting down: the user wants out now.
-                print(f"mux: {name} again, exiting without waiting", file=sys.stderr, flush=True)
-                self._restore_terminal()  # a sink may have changed it (see _tty)
-                os._exit(130)
+        return wanted
+
+    def _on_signal(self, signum: int) -> bool:
+        if signum == signal.SIGHUP:
+            _log.info("reload: SIGHUP")
+            self._spawn(self._changes.reload)
+            return True
+        if signum == signal.SIGUSR1:  # restart every source that gave up
+            self._spawn(self._changes.restart, None)
+            return True
+        return False
 
     async def _report_drops(self) -> None:
         reported: dict[str, int] = {}
@@ -541,13 +494,13 @@ class Engine:
                     runner.channel.overflow.value,
                 )
         if self._sink_failed:
-            code = EXIT_SINK_FAILED
+            code = ExitCode.SINK_FAILED
         elif any(s in (State.FAILED, State.MAX_RETRIES_EXCEEDED) for s in states.values()):
-            code = EXIT_SOURCE_FAILED
+            code = ExitCode.SOURCE_FAILED
         elif self.failing_alerts:
-            code = EXIT_ALERT
+            code = ExitCode.ALERT
         else:
-            code = EXIT_OK
+            code = ExitCode.OK
         reason = self._stop_reason or "every source reached a terminal state"
         return RunResult(code, states, reason, dropped, self._quality.final)
 

@@ -22,8 +22,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import signal
-import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -41,22 +39,17 @@ from ..records import (
 )
 from ..sink import Overflow, SinkContext, SourceInfo
 from .channel import SinkChannel
+from .host import ExitCode, RunHost
 from .sink_set import (
     SinkRunner,
-    SinkSet,
     StartBackground,
     new_sink_runner,
 )
-from .tty import no_restore as _no_tty
-from .tty import terminal_restorer
 
 __all__ = ["Replay", "ReplayResult", "default_view", "replay_files"]
 
 _log = logging.getLogger("mux.replay")
 
-EXIT_OK = 0
-EXIT_SINK_FAILED = 1
-EXIT_USAGE = 2
 
 #: Records per batch handed to the sinks when replaying as fast as possible.
 _BATCH = 1024
@@ -134,13 +127,15 @@ def _numeric_fields(path: Path) -> list[str]:
     return []
 
 
-class Replay:
+class Replay(RunHost):
     """Replays recorded files through sinks; runs like an :class:`~mux_core._run.engine.Engine`.
 
     ``await replay.run()`` (or a plugin's ``mux_main_loop``, which only
     needs ``config.sinks``, ``run`` and ``request_stop``) returns a
     :class:`ReplayResult`, also kept in :attr:`result`.
     """
+
+    noun = "replay"
 
     def __init__(
         self,
@@ -158,21 +153,14 @@ class Replay:
         self.config = _ReplayConfig(name, tuple(sinks), tuple(sources))
         self.plugins = plugins
         self.speed = speed
-        self.install_signal_handlers = install_signal_handlers
-        # The terminal as the run found it, put back if a second signal ends
-        # mux at once (mux_core._run.tty): taken now, before any sink opens.
-        self._restore_terminal = terminal_restorer() if install_signal_handlers else _no_tty
+        super().__init__(install_signal_handlers=install_signal_handlers)
         #: Keep the sinks open after the last record until a stop is requested
         #: (default: when there is a window to look at, a ``qt`` sink).
         self.hold_open = any(s.type == "qt" for s in sinks) if hold_open is None else hold_open
         self.result: ReplayResult | None = None
         self.records = 0
         self.bad_lines = 0
-        self._stop_reason: str | None = None
         self._stopped = trio.Event()
-        self._token: trio.lowlevel.TrioToken | None = None
-        self._sink_failed = False
-        self._sinks = SinkSet(self._on_sink_failure)
         self._check_outputs()
 
     def _check_outputs(self) -> None:
@@ -187,21 +175,8 @@ class Replay:
 
     # -- control -------------------------------------------------------------
 
-    def request_stop(self, reason: str = "stop requested") -> None:
-        """Stop cleanly: no more lines are read; the sinks get what they have. Thread-safe."""
-        token = self._token
-        if token is None:
-            self._stop_reason = self._stop_reason or reason
-            return
-        try:
-            token.run_sync_soon(self._stop, reason)
-        except trio.RunFinishedError:
-            pass
-
     def _stop(self, reason: str) -> None:
-        if self._stop_reason is None:
-            self._stop_reason = reason
-            _log.info("stopping: %s", reason)
+        super()._stop(reason)
         self._stopped.set()
 
     # -- the run ---------------------------------------------------------------
@@ -233,7 +208,7 @@ class Replay:
                         await self._stopped.wait()
                 self._sinks.close_all()
             system.cancel_scope.cancel()
-        code = EXIT_SINK_FAILED if self._sink_failed else EXIT_OK
+        code = ExitCode.SINK_FAILED if self._sink_failed else ExitCode.OK
         reason = self._stop_reason or "the recording is done"
         self.result = ReplayResult(code, self.records, self.bad_lines, reason)
         return self.result
@@ -258,16 +233,6 @@ class Replay:
             )
 
         return new_sink_runner(cls, cfg, channel, context)
-
-    def _on_sink_failure(self, runner: SinkRunner, exc: BaseException, started: bool) -> None:
-        where = "writing" if started else "opening"
-        message = f"sink {runner.config.name!r} ({runner.config.type}) failed while {where}: {exc}"
-        if runner.config.on_error == "stop":
-            _log.error('%s; stopping the replay (on_error = "stop")', message)
-            self._sink_failed = True
-            self._stop(f"sink {runner.config.name!r} failed")
-        else:
-            _log.error('%s; dropping this sink (on_error = "drop")', message)
 
     async def _feed(self) -> None:
         batch: list[Record] = []
@@ -324,14 +289,3 @@ class Replay:
             _log.warning("%s:%d: skipped: %s", path, number, exc)
         elif self.bad_lines == _REPORT_BAD + 1:
             _log.warning("more bad lines: skipping them without a word each (counted at the end)")
-
-    async def _watch_signals(self) -> None:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async for signum in signals:
-                name = signal.Signals(signum).name
-                if self._stop_reason is None:
-                    self._stop(name)
-                    continue
-                print(f"mux: {name} again, exiting without waiting", file=sys.stderr, flush=True)
-                self._restore_terminal()  # a sink may have changed it (see _tty)
-                os._exit(130)
