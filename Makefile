@@ -24,6 +24,7 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict mux_core
+	$(BIN)/mypy --strict plugins/mux_* tests
 	$(BIN)/mypy --strict examples/mux-jsonl-tail/mux_jsonl_tail
 	for dir in $(TYPED_EXAMPLES); do (cd $$dir && env -u MYPYPATH $(CURDIR)/$(BIN)/mypy --strict . ) || exit 1; done
 

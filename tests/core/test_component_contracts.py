@@ -117,7 +117,7 @@ async def test_a_sink_with_or_without_the_base_class_gets_the_same_records(
             type = "full"
             """
         ),
-        path=tmp_path / "c.toml",
+        path=str(tmp_path / "c.toml"),
         plugins=plugins,
     )
     result = await Engine(config, plugins).run()
@@ -145,7 +145,7 @@ def test_check_on_the_component_class_is_a_plugin_bug_not_silently_skipped(
     with pytest.raises(ConfigError, match=r"_CheckOnClass.check is never called; define it on"):
         parse_config(
             '[[sources]]\nname = "s"\ntransport = "x"\n\n[[sinks]]\ntype = "misplaced"\n',
-            path=tmp_path / "c.toml",
+            path=str(tmp_path / "c.toml"),
             plugins=plugins,
         )
 
@@ -266,7 +266,7 @@ async def test_the_core_lets_a_woken_sink_run_before_a_transport_goes_on(tmp_pat
     plugins.register(_GreedyPlugin(), name="greedy")
     config = parse_config(
         '[[sources]]\nname = "g"\ntransport = "greedy"\n\n[[sinks]]\ntype = "recording"\n',
-        path=tmp_path / "c.toml",
+        path=str(tmp_path / "c.toml"),
         plugins=plugins,
     )
     result = await Engine(config, plugins).run()

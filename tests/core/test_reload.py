@@ -17,6 +17,7 @@ from pathlib import Path
 import trio
 
 from mux_core import State, parse_config
+from mux_core.testing import serve_sse
 from tests.helpers.e2e import (
     FAST_RETRY,
     MUX,
@@ -125,7 +126,7 @@ async def test_reload_adds_and_removes_sources_and_leaves_the_rest_alone(tmp_pat
 
 async def test_a_changed_source_restarts_from_its_resume_state(tmp_path: Path) -> None:
     out = tmp_path / "events.jsonl"
-    async with serve("sse") as server:
+    async with serve_sse() as server:
         before = FAST_RETRY + source_toml("s", "sse", server.url) + file_sink_toml(out)
         config = write_config(tmp_path / "m.toml", before)
         async with trio.open_nursery() as nursery:
@@ -208,7 +209,7 @@ async def test_watch_reloads_when_the_file_changes_and_adds_a_sink(tmp_path: Pat
 
 async def test_sigusr1_restarts_a_source_that_gave_up(tmp_path: Path) -> None:
     out = tmp_path / "events.jsonl"
-    async with serve("sse") as flaky, serve("sse") as steady:
+    async with serve_sse() as flaky, serve_sse() as steady:
         config = write_config(
             tmp_path / "m.toml",
             FAST_RETRY

@@ -280,7 +280,7 @@ def test_replay_into_the_qt_panel_keeps_every_point_and_waits_for_the_window(
     deadline.timeout.connect(lambda: replay.request_stop("test deadline"))
     deadline.start(20_000)
     try:
-        assert manager.main_loop(replay) is True  # type: ignore[arg-type]
+        assert manager.main_loop(replay) is True
     finally:
         watcher.stop()
         deadline.stop()

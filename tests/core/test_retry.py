@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -82,5 +83,6 @@ def test_gives_up_exactly_at_max_attempts(max_attempts: int, failures: int) -> N
     ],
 )
 def test_bad_values_are_rejected(field: str, value: float) -> None:
+    options: dict[str, Any] = {field: value}
     with pytest.raises(ValueError, match="must be"):
-        RetryPolicy(**{field: value})
+        RetryPolicy(**options)

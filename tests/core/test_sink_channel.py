@@ -131,8 +131,9 @@ async def test_block_with_many_producers_loses_nothing_and_keeps_each_order() ->
             for source in "abcd":
                 producers.start_soon(produce, source)
         channel.close()
+    assert len(got) == 4 * 50
     for source in "abcd":
-        assert [r.seq for r in got if r.source == source] == list(range(50))
+        assert [r.seq for r in got if type(r) is Event and r.source == source] == list(range(50))
     assert channel.dropped == 0
 
 

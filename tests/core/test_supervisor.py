@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import random
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 import trio
@@ -27,7 +28,8 @@ class _Run:
         self.records: list[Record] = []
         self.times: list[float] = []
         self.transport = ScriptedTransport(ScriptedOptions(script=script, then=then))
-        self.policy = RetryPolicy(**{"jitter": 0.0, **policy})  # type: ignore[arg-type]
+        options: dict[str, Any] = {"jitter": 0.0, **policy}
+        self.policy = RetryPolicy(**options)
 
     async def send(self, batch: Sequence[Record]) -> None:
         for record in batch:
@@ -39,7 +41,9 @@ class _Run:
         supervisor = Supervisor(
             source="s",
             transport_name="scripted",
-            transport=self.transport,
+            # The test kit's ScriptedTransport does not inherit Transport (optional for a
+            # transport), while Supervisor's parameter is annotated with the base class.
+            transport=self.transport,  # type: ignore[arg-type]
             policy=self.policy,
             send=self.send,
             shared=shared,

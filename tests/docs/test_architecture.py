@@ -47,7 +47,7 @@ def _section(title: str) -> str:
 
 
 def _repository_files(suffixes: tuple[str, ...]) -> list[Path]:
-    found = []
+    found: list[Path] = []
     for directory, dirs, files in os.walk(ROOT):
         dirs[:] = [
             d

@@ -1,6 +1,7 @@
 """A scripted transport whose sessions follow a script of uptimes and refusals.
 
-Shared by the connection-quality tests (test_quality.py, test_prometheus_sink.py):
+Shared by the connection-quality tests (tests/core/test_quality.py and
+tests/plugins/prometheus/test_sink.py):
 on trio's MockClock each outage lasts exactly as scripted.
 """
 

@@ -20,6 +20,7 @@ import pytest
 import trio
 
 from mux_core import ConfigError, State, read_source_document
+from mux_core.testing import serve_sse
 from mux_discovery.http import http_sd_tables
 from tests.helpers.e2e import (
     FAST_RETRY,
@@ -32,7 +33,6 @@ from tests.helpers.e2e import (
     publish_range,
     read_jsonl_strict,
     running_engine,
-    serve,
     source_toml,
     states,
     stderr_of,
@@ -87,7 +87,7 @@ async def test_files_appear_change_break_and_disappear(tmp_path: Path) -> None:
     out = tmp_path / "events.jsonl"
     runs = tmp_path / "runs"
     runs.mkdir()
-    async with serve("sse") as fixed, serve("sse") as one, serve("sse") as two:
+    async with serve_sse() as fixed, serve_sse() as one, serve_sse() as two:
         config = write_config(
             tmp_path / "m.toml",
             FAST_RETRY
@@ -201,7 +201,12 @@ class _ListServer:
         assert self._scope is not None
         self._scope.cancel()
 
-    async def _serve(self, scope: trio.CancelScope, *, task_status: trio.TaskStatus) -> None:
+    async def _serve(
+        self,
+        scope: trio.CancelScope,
+        *,
+        task_status: trio.TaskStatus[list[trio.SocketListener]],
+    ) -> None:
         with scope:
             await trio.serve_tcp(self._answer, self.port, host="127.0.0.1", task_status=task_status)
 

@@ -183,7 +183,7 @@ def test_sample_every_nth_per_source_statuses_always_pass() -> None:
 async def test_sample_at_most_n_per_second(autojump_clock: trio.testing.MockClock) -> None:
     stream = _Stream()
     proc = SampleProcessor(SampleOptions(per_second=2.0), CTX)
-    passed = []
+    passed: list[Record] = []
     for _ in range(40):  # 10 events per second for 4 seconds
         passed += proc.process([stream.event({"loss": 1.0})])
         await trio.sleep(0.1)
