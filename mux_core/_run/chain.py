@@ -111,7 +111,10 @@ class ProcessorChain:
         """The earliest deadline of the timed processors (trio clock; inf = none)."""
         earliest = math.inf
         for entry in self._timed:
-            deadline = entry.processor.next_deadline()
+            # A processor that does not inherit Processor may define tick alone:
+            # then Processor's default (nothing due) applies.
+            next_deadline = getattr(entry.processor, "next_deadline", None)
+            deadline = None if next_deadline is None else next_deadline()
             if deadline is not None and deadline < earliest:
                 earliest = deadline
         return earliest
