@@ -46,7 +46,7 @@ from ..records import (
     Status,
 )
 from ..sink import SinkContext
-from ..transport import ResumeState, Session, SharedResources
+from ..transport import ResumeState, Session, SharedResources, Transport
 from ._hostile import (
     Bomb,
     Flood,
@@ -168,7 +168,7 @@ class ScriptedOptions:
 
 
 @attrs.define
-class ScriptedTransport:
+class ScriptedTransport(Transport):
     """A transport whose sessions follow a script: the supervisor's test double.
 
     Event ids continue from the resume state's last id, so a test can see

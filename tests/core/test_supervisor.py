@@ -43,7 +43,7 @@ class _Run:
             transport_name="scripted",
             # The test kit's ScriptedTransport does not inherit Transport (optional for a
             # transport), while Supervisor's parameter is annotated with the base class.
-            transport=self.transport,  # type: ignore[arg-type]
+            transport=self.transport,
             policy=self.policy,
             send=self.send,
             shared=shared,
