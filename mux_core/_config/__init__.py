@@ -19,8 +19,8 @@ config or its values are shown -- values taken from the environment, every
 (``http://user:pass@host``). :func:`render_config` applies them.
 
 Where it lives: the records in :mod:`mux_core._config.records`, the walk over
-the tables in :mod:`mux_core._config.loader`, the checks of single keys and
-plugin options in :mod:`mux_core._config.keys`, rendering and masking in
+the tables and the checks of single keys and plugin options in
+:mod:`mux_core._config.loader`, rendering and masking in
 :mod:`mux_core._config.render`; this module is the entry point.
 """
 
