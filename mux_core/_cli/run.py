@@ -10,16 +10,18 @@ from typing import TYPE_CHECKING
 
 from .._plugins import Command
 from .._run.exit_codes import ExitCode
-from .._run.shard import Shard, parse_shard, select_shard
 from . import BUILTIN, _positive_seconds, setup_logging
 
 if TYPE_CHECKING:
     from .._config import Config
+    from .._config.shard import Shard
 
 __all__ = ["COMMAND"]
 
 
 def _shard_arg(text: str) -> Shard:
+    from .._config.shard import parse_shard
+
     try:
         return parse_shard(text)
     except ValueError as exc:
@@ -123,6 +125,8 @@ def _run(args: argparse.Namespace) -> int:
 def _select_shard(config: Config, shard: Shard | None) -> Config:
     if shard is None:
         return config
+    from .._config.shard import select_shard
+
     selected = select_shard(config, shard)
     logging.getLogger("mux").info(
         "shard %s: %d of the %d sources: %s",

@@ -20,7 +20,6 @@ import attrs
 from cattrs.errors import ForbiddenExtraKeysError
 
 from .._plugins import PluginManager, Provided
-from .._run.shard import Shard, parse_shard
 from ..errors import ConfigError
 from ..options import Bound, at_least_one
 from ..retry import RetryPolicy
@@ -52,6 +51,7 @@ from .render import (
     _strings,
     _url_password,
 )
+from .shard import Shard, parse_shard
 
 __all__ = ["Loader"]
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import attrs
 
-from .._run.shard import Shard
 from ..retry import RetryPolicy
 from ..sink import DEFAULT_BUFFER_BYTES, Overflow
+from .shard import Shard
 
 __all__ = ["Config", "DiscoveryConfig", "ProcessorConfig", "SinkConfig", "SourceConfig"]
 
@@ -99,7 +99,7 @@ class Config:
     secrets: frozenset[str]
     #: The ``[[processors]]`` tables, in file order.
     processors: tuple[ProcessorConfig, ...] = ()
-    #: ``shard = "I/N"``: run only the sources of shard I of N (see mux_core._run.shard);
+    #: ``shard = "I/N"``: run only the sources of shard I of N (see mux_core._config.shard);
     #: ``mux run --shard`` overrides it.
     shard: Shard | None = None
     #: ``state_dir``: where each source's resume state is kept across runs

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 
 from mux_core._config import parse_config, render_config
-from mux_core._plugins import PluginManager
-from mux_core._run.shard import (
+from mux_core._config.shard import (
     Shard,
     parse_shard,
     select_shard,
     shard_of,
 )
+from mux_core._plugins import PluginManager
 from mux_core.errors import ConfigError
 
 NAMES = [f"trainer-{n:05d}" for n in range(10_000)] + ["ünïcode-run", "", "a b", "x" * 300]
@@ -44,7 +44,7 @@ def test_assignment_is_crc32_of_the_utf8_name_and_stable_across_processes() -> N
     assert pinned == {"train-sse": 1, "train-ws": 2, "train-rest": 3}
     # Another interpreter (with another string-hash salt) agrees.
     code = (
-        "from mux_core._run.shard import shard_of; "
+        "from mux_core._config.shard import shard_of; "
         "print([shard_of(f'trainer-{n}', 3) for n in range(50)])"
     )
     out = subprocess.run(

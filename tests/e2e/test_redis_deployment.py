@@ -14,7 +14,7 @@ from pathlib import Path
 
 import trio
 
-from mux_core._run.shard import shard_of
+from mux_core._config.shard import shard_of
 from mux_core.records import Event, decode_jsonl
 from tests.helpers.e2e import MUX
 from tests.helpers.redis import (

@@ -17,9 +17,12 @@ from __future__ import annotations
 import re
 import zlib
 from collections.abc import Iterable
-from typing import Any, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING
 
 import attrs
+
+if TYPE_CHECKING:  # records.py imports Shard from here
+    from .records import Config
 
 __all__ = ["Shard", "parse_shard", "select_shard", "shard_of"]
 
@@ -65,22 +68,9 @@ def parse_shard(text: str) -> Shard:
     return Shard(index, count)
 
 
-class _Sharded(Protocol):
-    """A config, as far as sharding looks at it (no import of the config module,
-    which imports this one)."""
-
-    @property
-    def sources(self) -> tuple[Any, ...]: ...
-
-
-_C = TypeVar("_C", bound=_Sharded)
-
-
-def select_shard(config: _C, shard: Shard | None) -> _C:
-    """``config`` (a :class:`~mux_core.Config`) with only the sources of ``shard``
-    (all of them for None)."""
+def select_shard(config: Config, shard: Shard | None) -> Config:
+    """``config`` with only the sources of ``shard`` (all of them for None)."""
     if shard is None:
         return config
     sources = tuple(source for source in config.sources if shard.includes(source.name))
-    selected: Any = attrs.evolve(cast(Any, config), sources=sources, shard=shard)
-    return cast(_C, selected)
+    return attrs.evolve(config, sources=sources, shard=shard)
