@@ -7,7 +7,9 @@ The first rows measure mux inside this process with a null sink (what mux
 itself costs); the "E2E" rows at the end (``bench_e2e.py``, issue 9) run
 ``mux run CONFIG`` as a subprocess writing the real ``file`` sink, 1,000,000
 events per transport, next to the script a user would write instead (in
-the "bare" column).
+the "bare" column). The "start-up" rows (``bench_startup.py``) time ``mux
+--help``, ``mux plugins`` and ``mux check`` as new processes, next to
+``python -c pass``.
 
 ``--quick`` runs fewer events (E2E: 200,000), one repeat each and 1,000
 sources instead of 10,000 (about a minute and a half). ``--markdown FILE``
@@ -33,6 +35,7 @@ import bench_rest_throughput
 import bench_sse_latency
 import bench_sse_scale
 import bench_sse_throughput
+import bench_startup
 import bench_ws_throughput
 
 BENCHMARKS = [
@@ -43,6 +46,7 @@ BENCHMARKS = [
     ("SSE scale", bench_sse_scale.run),
     ("E2E mux run -> file vs user's script", bench_e2e.run),
     ("Processors", bench_processors.run),
+    ("Start-up", bench_startup.run),
 ]
 
 

@@ -16,42 +16,46 @@ underscore is the machinery and may change without notice.
 
 from __future__ import annotations
 
-import importlib.metadata
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
-from ._config import Config, load_config, parse_config
-from ._plugins import PluginManager
-from ._run.engine import Engine, RunResult
-from .discovery import Discoverer, DiscoveryContext, SourceDocument, read_source_document
-from .errors import (
-    ConfigError,
-    Disconnected,
-    Ended,
-    Failed,
-    MuxError,
-    PluginError,
-    ServerUnavailable,
-    SessionError,
-    describe_connection_error,
-)
-from .hookspecs import Register, hookimpl
-from .processor import FieldReader, Processor, ProcessorContext
-from .records import (
-    Alert,
-    Batch,
-    Event,
-    Quality,
-    Record,
-    RecordDecodeError,
-    Severity,
-    State,
-    Status,
-    decode_jsonl,
-    encode_jsonl,
-    record_to_dict,
-)
-from .retry import RetryPolicy
-from .sink import Overflow, Sink, SinkContext, SourceInfo
-from .transport import RawEvent, ResumeState, Session, SharedResources, Transport
+if TYPE_CHECKING:
+    from ._config import Config, load_config, parse_config
+    from ._plugins import PluginManager
+    from ._run.engine import Engine, RunResult
+    from .discovery import Discoverer, DiscoveryContext, SourceDocument, read_source_document
+    from .errors import (
+        ConfigError,
+        Disconnected,
+        Ended,
+        Failed,
+        MuxError,
+        PluginError,
+        ServerUnavailable,
+        SessionError,
+        describe_connection_error,
+    )
+    from .hookspecs import Register, hookimpl
+    from .processor import FieldReader, Processor, ProcessorContext
+    from .records import (
+        Alert,
+        Batch,
+        Event,
+        Quality,
+        Record,
+        RecordDecodeError,
+        Severity,
+        State,
+        Status,
+        decode_jsonl,
+        encode_jsonl,
+        record_to_dict,
+    )
+    from .retry import RetryPolicy
+    from .sink import Overflow, Sink, SinkContext, SourceInfo
+    from .transport import RawEvent, ResumeState, Session, SharedResources, Transport
+
+    __version__: str
 
 __all__ = [
     "Alert",
@@ -104,10 +108,70 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> str:
+#: Where each public name lives: ``import mux_core`` imports none of them, so a
+#: plugin's ``from mux_core import hookimpl`` (and ``mux --help``) pays only
+#: for the modules it names, not for the engine, trio or httpx.
+_HOMES = {
+    "._config": ("Config", "load_config", "parse_config"),
+    "._plugins": ("PluginManager",),
+    "._run.engine": ("Engine", "RunResult"),
+    ".discovery": ("Discoverer", "DiscoveryContext", "SourceDocument", "read_source_document"),
+    ".errors": (
+        "ConfigError",
+        "Disconnected",
+        "Ended",
+        "Failed",
+        "MuxError",
+        "PluginError",
+        "ServerUnavailable",
+        "SessionError",
+        "describe_connection_error",
+    ),
+    ".hookspecs": ("Register", "hookimpl"),
+    ".processor": ("FieldReader", "Processor", "ProcessorContext"),
+    ".records": (
+        "Alert",
+        "Batch",
+        "Event",
+        "Quality",
+        "Record",
+        "RecordDecodeError",
+        "Severity",
+        "State",
+        "Status",
+        "decode_jsonl",
+        "encode_jsonl",
+        "record_to_dict",
+    ),
+    ".retry": ("RetryPolicy",),
+    ".sink": ("Overflow", "Sink", "SinkContext", "SourceInfo"),
+    ".transport": ("RawEvent", "ResumeState", "Session", "SharedResources", "Transport"),
+}
+_HOME = {name: module for module, names in _HOMES.items() for name in names}
+
+
+def _resolve(name: str) -> Any:
+    """A public name, imported from its module on first use (then a plain attribute)."""
     if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
         try:
-            return importlib.metadata.version("mux")
-        except importlib.metadata.PackageNotFoundError:
+            return version("mux")
+        except PackageNotFoundError:
             return "0+unknown"
-    raise AttributeError(f"module 'mux_core' has no attribute {name!r}")
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mux_core' has no attribute {name!r}")
+    value = getattr(import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+if not TYPE_CHECKING:
+    # Hidden from mypy, which sees the names in the TYPE_CHECKING block above
+    # (a module __getattr__ would make it accept any name).
+    __getattr__ = _resolve

@@ -42,13 +42,15 @@ import logging
 import re
 import tomllib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
 
-from ._config.positions import KeyPath, key_lines
 from .errors import ConfigError
 from .retry import RetryPolicy
+
+if TYPE_CHECKING:  # the config loader is imported when a document is read, not by mux --help
+    from ._config.positions import KeyPath
 
 __all__ = ["Discoverer", "DiscoveryContext", "SourceDocument", "read_source_document"]
 
@@ -161,6 +163,8 @@ def _toml_document(text: str, origin: str) -> SourceDocument:
         if match:
             reason = reason[: match.start()] + f" at column {match.group(2)}"
         raise ConfigError(f"invalid TOML: {reason}", file=origin, line=line) from None
+    from ._config.positions import key_lines
+
     lines = key_lines(text)
     if "sources" in data:
         tables = data["sources"]

@@ -12,6 +12,8 @@ from __future__ import annotations
 import ast
 import inspect
 import json
+import linecache
+import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -60,11 +62,9 @@ def field_comments(cls: type[Any]) -> dict[str, tuple[str, str]]:
     cannot be read (built at run time, a zipped install) has none.
     """
     try:
-        source = textwrap.dedent(inspect.getsource(cls))
+        tree, lines = _parse_class(cls)
     except (OSError, TypeError):
         return {}
-    lines = source.splitlines()
-    tree = ast.parse(source)
     class_def = tree.body[0]
     if not isinstance(class_def, ast.ClassDef):
         return {}
@@ -79,6 +79,45 @@ def field_comments(cls: type[Any]) -> dict[str, tuple[str, str]]:
             index -= 1
         found[node.target.id] = (ast.unparse(node.annotation), " ".join(comment))
     return found
+
+
+def _parse_class(cls: type[Any]) -> tuple[ast.Module, list[str]]:
+    """The source of ``cls`` parsed, and its lines; raises as inspect.getsource does."""
+    source = _class_lines(cls)
+    if source is not None:
+        try:
+            return ast.parse(source), source.splitlines()
+        except SyntaxError:
+            pass  # cut in the wrong place (a header over several lines): ask inspect
+    source = textwrap.dedent(inspect.getsource(cls))
+    return ast.parse(source), source.splitlines()
+
+
+def _class_lines(cls: type[Any]) -> str | None:
+    """A module-level class's lines, read from its module without parsing it: from
+    the one line ``class NAME(`` or ``class NAME:`` to the next line that starts
+    in column 0. None leaves it to inspect.getsource (a nested class, a name
+    defined twice).
+
+    inspect.getsource parses the whole module to find a class, for each class,
+    and tokenizes the class to find its end: most of ``mux check``'s time once.
+    """
+    filename = getattr(sys.modules.get(cls.__module__), "__file__", None)
+    if not isinstance(filename, str) or cls.__qualname__ != cls.__name__:
+        return None
+    lines = linecache.getlines(filename)
+    header = f"class {cls.__name__}"
+    starts = [
+        index
+        for index, line in enumerate(lines)
+        if line.startswith(header) and line[len(header) : len(header) + 1] in ("(", ":")
+    ]
+    if len(starts) != 1:
+        return None
+    end = starts[0] + 1
+    while end < len(lines) and (not lines[end].strip() or lines[end][0] in " \t#"):
+        end += 1
+    return "".join(lines[starts[0] : end])
 
 
 def options_fields(cls: type[Any]) -> list[Field]:

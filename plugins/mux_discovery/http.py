@@ -30,15 +30,18 @@ from __future__ import annotations
 import json
 import ssl
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
-import httpx
 import trio
 
 from mux_core import DiscoveryContext, SourceDocument, describe_connection_error
-from mux_core.http import HttpClient, ProtocolError, ResponseTimeout, url_problem
 from mux_core.options import positive
+
+# httpx, and mux_core.http which imports it, are imported where they are used:
+# loading the plugin (every mux command does) does not pay for them.
+if TYPE_CHECKING:
+    from mux_core.http import HttpClient
 
 __all__ = ["HttpDiscovery", "HttpOptions", "http_sd_tables"]
 
@@ -47,6 +50,8 @@ _MAX_BODY = 16 * 1024 * 1024
 
 
 def _url(_instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    from mux_core.http import url_problem
+
     problem = url_problem(value)
     if problem:
         raise ValueError(f"{attribute.name}: {problem}")
@@ -77,6 +82,8 @@ class HttpDiscovery:
         self._problem: str | None = None
 
     async def run(self) -> None:
+        from mux_core.http import HttpClient
+
         client = HttpClient(tls_context=self._tls_context)
         last: bytes | None = None
         failures = 0
@@ -101,6 +108,10 @@ class HttpDiscovery:
 
     async def poll(self, client: HttpClient) -> tuple[bytes, SourceDocument]:
         """One GET; the raw body and its sources, or _PollFailed saying why."""
+        import httpx
+
+        from mux_core.http import ProtocolError, ResponseTimeout
+
         headers = [("Accept", "application/json"), *self.options.headers.items()]
         try:
             response = await client.get(

@@ -39,35 +39,25 @@ import functools
 import json
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from itertools import repeat
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
-import httpx
 import orjson
 import trio
 
 from mux_core import __version__
 from mux_core.errors import Failed, ServerUnavailable, describe_connection_error
-from mux_core.http import (
-    BodyTooLarge,
-    HttpClient,
-    HttpResponse,
-    ProtocolError,
-    ResponseTimeout,
-    clean_headers,
-    header_value,
-    headers_problem,
-    parse_retry_after,
-    proxy_for,
-    session_error,
-    shared_client,
-    shared_tls_context,
-    url_problem,
-)
 from mux_core.options import positive
 from mux_core.transport import RawEvent, Session
 
 from ._page import Delivered, PageReader
+
+# httpx, and mux_core.http which imports it, are imported where they are used:
+# loading the plugin (every mux command does) does not pay for them.
+if TYPE_CHECKING:
+    import httpx
+
+    from mux_core.http import HttpClient, HttpResponse
 
 __all__ = ["RestOptions", "RestTransport"]
 
@@ -109,6 +99,8 @@ class RestOptions:
     @classmethod
     def check(cls, options: RestOptions) -> None:
         """Reject what no poll could fix: a bad URL, header or items path."""
+        from mux_core.http import headers_problem, url_problem
+
         problem = url_problem(options.url) or headers_problem(options.headers)
         if problem:
             raise ValueError(problem)
@@ -122,6 +114,10 @@ class RestTransport:
     Options = RestOptions
 
     def __init__(self, options: RestOptions) -> None:
+        import httpx
+
+        from mux_core.http import clean_headers, proxy_for, url_problem
+
         self.options = options
         headers = clean_headers(options.headers)
         self._headers = {"Accept": "application/json", **headers}
@@ -144,6 +140,8 @@ class RestTransport:
         self._last_modified: str | None = None
 
     async def run_session(self, session: Session) -> None:
+        from mux_core.http import HttpClient, shared_client, shared_tls_context
+
         if self._url is None:
             raise Failed(self._problem)
         if self._proxy is not None:
@@ -212,6 +210,8 @@ class RestTransport:
         self, client: HttpClient, url: httpx.URL, conditions: list[tuple[str, bytes]]
     ) -> HttpResponse:
         """GET through mux's own HTTP/1.1 client; errors become session errors."""
+        from mux_core.http import BodyTooLarge, ProtocolError, ResponseTimeout
+
         opts = self.options
         try:
             return await client.get(
@@ -234,6 +234,10 @@ class RestTransport:
         self, client: httpx.AsyncClient, url: httpx.URL, conditions: list[tuple[str, bytes]]
     ) -> HttpResponse:
         """GET through the shared httpx client (which speaks to proxies)."""
+        import httpx
+
+        from mux_core.http import BodyTooLarge, HttpResponse, header_value, session_error
+
         pairs: list[tuple[str, str | bytes]] = [*self._headers.items(), *conditions]
         headers = [(name.encode("ascii"), header_value(value)) for name, value in pairs]
         limit = self.options.max_page_bytes
@@ -351,8 +355,9 @@ def _extract_items(body: Any, path: str) -> list[Any]:
     return node if isinstance(node, list) else [node]
 
 
-#: One GET of a poll: (url, conditional headers) -> the response, or a SessionError.
-_Fetch = Callable[[httpx.URL, list[tuple[str, bytes]]], Awaitable[HttpResponse]]
+if TYPE_CHECKING:
+    #: One GET of a poll: (url, conditional headers) -> the response, or a SessionError.
+    _Fetch = Callable[[httpx.URL, list[tuple[str, bytes]]], Awaitable[HttpResponse]]
 
 
 def _raw(value: str) -> bytes:
@@ -376,6 +381,8 @@ def _check_status(response: HttpResponse) -> None:
         return
     detail = f"HTTP {status} {response.reason}".rstrip()
     if status in (408, 429) or status >= 500:
+        from mux_core.http import parse_retry_after
+
         retry_after = parse_retry_after(response.headers.get("retry-after"))
         raise ServerUnavailable(detail, retry_after=retry_after)
     raise Failed(detail)

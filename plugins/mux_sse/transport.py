@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import attrs
-import httpx
 import trio
 
 from mux_core import __version__
@@ -33,27 +32,17 @@ from mux_core.errors import (
     ServerUnavailable,
     describe_connection_error,
 )
-from mux_core.http import (
-    MAX_REDIRECTS,
-    REDIRECT_STATUSES,
-    Http11Stream,
-    ProtocolError,
-    clean_headers,
-    header_value,
-    headers_problem,
-    parse_retry_after,
-    proxy_for,
-    redirected,
-    request_timeout,
-    session_error,
-    shared_client,
-    shared_tls_context,
-    url_problem,
-)
 from mux_core.options import positive
 from mux_core.transport import Session
 
 from ._parser import DEFAULT_MAX_EVENT_BYTES, SseParser
+
+# httpx, and mux_core.http which imports it, are imported where they are used:
+# loading the plugin (every mux command does) does not pay for them.
+if TYPE_CHECKING:
+    import httpx
+
+    from mux_core.http import Http11Stream
 
 __all__ = ["SseOptions", "SseTransport"]
 
@@ -82,6 +71,8 @@ class SseOptions:
     @classmethod
     def check(cls, options: SseOptions) -> None:
         """Reject what no connection attempt could fix: a bad URL or header."""
+        from mux_core.http import headers_problem, url_problem
+
         problem = url_problem(options.url) or headers_problem(options.headers)
         if problem:
             raise ValueError(problem)
@@ -99,6 +90,10 @@ class SseTransport:
     Options = SseOptions
 
     def __init__(self, options: SseOptions) -> None:
+        import httpx
+
+        from mux_core.http import clean_headers, proxy_for, url_problem
+
         self.options = options
         headers = clean_headers(options.headers)
         self._headers = {
@@ -117,6 +112,8 @@ class SseTransport:
         self._proxy = proxy_for(self._url) if self._url is not None else None
 
     async def run_session(self, session: Session) -> None:
+        from mux_core.http import ProtocolError
+
         opts = self.options
         if self._url is None:
             raise Failed(self._problem)
@@ -150,6 +147,15 @@ class SseTransport:
 
     async def _open(self, session: Session, url: httpx.URL) -> Http11Stream:
         """Connect with _http11, following redirects, up to an accepted stream's head."""
+        from mux_core.http import (
+            MAX_REDIRECTS,
+            REDIRECT_STATUSES,
+            Http11Stream,
+            ProtocolError,
+            redirected,
+            shared_tls_context,
+        )
+
         headers = list(self._direct_headers)
         if session.resume.last_id:
             headers.append(("Last-Event-ID", session.resume.last_id))
@@ -189,6 +195,10 @@ class SseTransport:
         self, session: Session, parser: SseParser, scope: trio.CancelScope
     ) -> None:
         """The same session through the shared httpx client (which speaks to proxies)."""
+        import httpx
+
+        from mux_core.http import header_value, request_timeout, session_error, shared_client
+
         opts = self.options
         client = await shared_client(session, verify=opts.verify)
         headers = [(name.encode("ascii"), header_value(v)) for name, v in self._headers.items()]
@@ -289,6 +299,8 @@ def _lost(session: Session, detail: str) -> Disconnected | ServerUnavailable:
 
 def _check_response(status: int, reason: str, headers: Mapping[str, str]) -> None:
     """Raise unless the response opens an event stream."""
+    from mux_core.http import parse_retry_after
+
     if status == 200:
         content_type = headers.get("content-type", "")
         essence = content_type.partition(";")[0].strip()

@@ -7,17 +7,20 @@ read the text back.
 from __future__ import annotations
 
 from collections.abc import Iterable
-
-from rich import box
-from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
-from rich.measure import Measurement
-from rich.table import Table
-from rich.text import Text
+from typing import TYPE_CHECKING
 
 from mux_core.records import Severity, State, Status
 from mux_core.views import format_age, format_rate, format_value
 
 from ._model import SourceRow, TuiModel
+
+# rich is imported where a view is drawn: loading the plugin (every mux
+# command does) does not pay for it.
+if TYPE_CHECKING:
+    from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
+    from rich.measure import Measurement
+    from rich.table import Table
+    from rich.text import Text
 
 __all__ = [
     "CAPTION",
@@ -83,6 +86,8 @@ def sparkline(values: Iterable[float]) -> str:
 
 def state_text(status: Status | None, now: float) -> Text:
     """The coloured state cell: the state, then what happens next or why it stopped."""
+    from rich.text import Text
+
     if status is None:
         return Text("waiting", style=_GREY)
     state = status.state
@@ -116,10 +121,14 @@ class _SparkCell:
         self.latest = latest
 
     def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        from rich.measure import Measurement
+
         full = len(self.latest) + 1 + len(self.values)
         return Measurement(min(len(self.values), 4), full).clamp(max_width=options.max_width)
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        from rich.text import Text
+
         width = options.max_width
         label = " " + self.latest
         # the newest points first, then the value, then older points as room allows
@@ -150,6 +159,8 @@ def _state_cell(row: SourceRow, now: float) -> Text:
 
 
 def _row_cells(row: SourceRow, plot: tuple[str, ...], now: float) -> list[RenderableType]:
+    from rich.text import Text
+
     age = None if row.last_event_at is None else now - row.last_event_at
     cells: list[RenderableType] = [
         Text(row.name, style="bold"),
@@ -186,6 +197,9 @@ def render_table(
     on what the cells hold right now: the table does not grow as sparklines
     fill or as a state's detail gets longer (it is cut with an ellipsis).
     """
+    from rich import box
+    from rich.table import Table
+
     table = Table(
         title=title,
         caption=caption,
@@ -211,6 +225,10 @@ def render_table(
 
 def render_plot_table(model: TuiModel, *, caption: str | None = CAPTION) -> Table:
     """The sparklines on their own, one row per source and field: for narrow terminals."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(caption=caption, caption_justify="left", box=box.SIMPLE_HEAD, expand=False)
     rows = model.rows.values()
     table.add_column("source", width=_text_width((r.name for r in rows), 6), no_wrap=True)
@@ -252,6 +270,8 @@ class TuiView:
         self.caption = caption
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        from rich.measure import Measurement
+
         model, now, title, caption = self.model, self.now, self.title, self.caption
         count = len(model.plot)
         if not count:

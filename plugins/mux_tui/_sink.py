@@ -20,12 +20,10 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
 import trio
-from rich.console import Console
-from rich.live import Live
 
 from mux_core.options import positive
 from mux_core.records import Batch
@@ -36,6 +34,12 @@ from ._keys import RestartKey
 from ._model import TuiModel
 from ._render import CAPTION, DEMO_CAPTION, TuiView
 from ._terminal import KeySource, TerminalMode, TtyKeys, keyboard_fd
+
+# rich is imported when a view is made: loading the plugin (every mux command
+# does) does not pay for it.
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.live import Live
 
 __all__ = ["TuiOptions", "TuiSink"]
 
@@ -84,6 +88,8 @@ class TuiSink:
         clock: Callable[[], float] = time.time,
         keys: KeySource | None = None,
     ) -> None:
+        from rich.console import Console
+
         self.options = options
         self.context = context
         #: Where the view is drawn; tests pass ``Console(record=True, ...)``.
@@ -117,6 +123,8 @@ class TuiSink:
         return TuiView(self.model, when, title=title, caption=caption)
 
     async def open(self) -> None:
+        from rich.live import Live
+
         terminal = self.console.is_terminal
         # On a terminal the live region is erased when the view stops and the
         # final table printed once below whatever is there: a Ctrl-C that

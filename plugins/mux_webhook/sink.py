@@ -28,10 +28,9 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import attrs
-import httpx
 import orjson
 import trio
 
@@ -48,6 +47,11 @@ from mux_core.records import (
 from mux_core.retry import RetryPolicy
 from mux_core.sink import SinkContext
 
+# httpx is imported where it is used: loading the plugin (every mux command
+# does) does not pay for it.
+if TYPE_CHECKING:
+    import httpx
+
 __all__ = ["WebhookOptions", "WebhookSink", "slack_line"]
 
 _log = logging.getLogger("mux.sink.webhook")
@@ -58,6 +62,8 @@ _MAX_DATA_CHARS = 300
 
 
 def _http_url(_instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+    import httpx
+
     try:
         url = httpx.URL(value)
     except Exception as exc:
@@ -141,6 +147,8 @@ class WebhookSink:
         self.request_failed = trio.Event()
 
     async def open(self) -> None:
+        import httpx
+
         self._client = httpx.AsyncClient(timeout=self.options.timeout)
         self.context.start_background(self._sender)
 
@@ -236,6 +244,8 @@ class WebhookSink:
 
     async def _post(self, body: bytes) -> tuple[str, float | None]:
         """One request: ("sent", None), ("refused", None) or (a reason to retry, Retry-After)."""
+        import httpx
+
         assert self._client is not None
         headers = {"Content-Type": "application/json", **self.options.headers}
         try:

@@ -39,7 +39,6 @@ from websockets.uri import WebSocketURI, parse_uri
 
 from mux_core import __version__
 from mux_core.errors import Failed, ServerUnavailable, SessionError, describe_connection_error
-from mux_core.http import headers_problem, parse_retry_after
 
 __all__ = [
     "MAX_HEAD_BYTES",
@@ -119,6 +118,10 @@ def _cause(exc: BaseException) -> str:
 
 def options_problem(url: str, headers: Mapping[str, str]) -> str:
     """Why these options cannot work, or "": for ``check()`` and each session."""
+    # Here, not at the top: mux_core.http imports httpx, which loading the
+    # plugin (every mux command does) need not pay for.
+    from mux_core.http import headers_problem
+
     problem = url_problem(url) or headers_problem(headers)
     if problem:
         return problem
@@ -277,6 +280,8 @@ def _read_head(head: bytes) -> tuple[int, dict[str, str]]:
 def _rejected(status: int, headers: Mapping[str, str]) -> SessionError:
     detail = f"handshake rejected: HTTP {status}"
     if status >= 500 or status in _RETRY_STATUSES:
+        from mux_core.http import parse_retry_after
+
         return ServerUnavailable(detail, retry_after=parse_retry_after(headers.get("retry-after")))
     if 300 <= status < 400:
         location = preview(headers.get("location", "").encode("latin-1"), 200)

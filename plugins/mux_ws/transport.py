@@ -54,7 +54,6 @@ from mux_core.errors import (
     SessionError,
     describe_connection_error,
 )
-from mux_core.http import clean_headers, shared_tls_context
 from mux_core.options import non_negative, positive
 from mux_core.payload import JsonFields, is_json
 from mux_core.transport import RawEvent, Session
@@ -116,6 +115,10 @@ class WsOptions:
     @classmethod
     def check(cls, options: WsOptions) -> None:
         """Reject what no connection attempt could fix (a bad URL or header) before any I/O."""
+        # mux_core.http is imported where it is used: it imports httpx, which
+        # loading the plugin (every mux command does) need not pay for.
+        from mux_core.http import clean_headers
+
         problem = options_problem(options.url, clean_headers(options.headers))
         if problem:
             raise ValueError(problem)
@@ -212,6 +215,8 @@ class WsTransport:
     Options = WsOptions
 
     def __init__(self, options: WsOptions) -> None:
+        from mux_core.http import clean_headers
+
         self.options = options
         self._headers = clean_headers(options.headers)
         self._problem = options_problem(options.url, self._headers)
@@ -220,6 +225,8 @@ class WsTransport:
         self._fields = JsonFields(names) if names and options.decode != "text" else None
 
     async def run_session(self, session: Session) -> None:
+        from mux_core.http import shared_tls_context
+
         opts = self.options
         if self._problem:
             raise Failed(self._problem)

@@ -362,3 +362,42 @@ def test_a_reader_that_goes_away_is_not_a_traceback(tmp_path: Path) -> None:
     proc.wait(timeout=30)
     assert "Traceback" not in stderr
     assert "BrokenPipeError" not in stderr
+
+
+#: What the start-up of every command (its plugins loaded, its parser built)
+#: must not import: the run machinery, the config loader, httpx and the HTTP
+#: helpers, rich. Each is imported where it is used (lazily: start-up time is
+#: measured by benchmarks/bench_startup.py, not here).
+_NOT_AT_START_UP = ("mux_core._run.engine", "mux_core._config", "mux_core.http", "httpx", "rich")
+
+
+def _modules_after(code: str) -> list[str]:
+    """The modules of ``_NOT_AT_START_UP`` that ``code`` imported, in a fresh process."""
+    script = f"import json, sys\n{code}\nprint(json.dumps(sorted(sys.modules)))"
+    env = {**os.environ, "MUX_LOAD_PLUGINS": "", "MUX_PLUGIN_MODULES": ""}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    loaded = set(json.loads(done.stdout.strip().splitlines()[-1]))
+    return sorted(name for name in _NOT_AT_START_UP if name in loaded)
+
+
+def test_import_mux_core_loads_no_machinery() -> None:
+    """`from mux_core import hookimpl` (every plugin) imports the names it asks for only;
+    the others resolve on first use."""
+    assert _modules_after("import mux_core") == []
+    assert _modules_after("from mux_core import hookimpl, Event, Session") == []
+    assert "mux_core._run.engine" in _modules_after("from mux_core import Engine")
+
+
+def test_start_up_with_the_built_in_plugins_imports_only_what_it_needs() -> None:
+    """mux --help, mux plugins: the built-in plugins loaded and the parser built, without
+    the machinery, httpx or rich (a transport imports httpx when it connects)."""
+    code = (
+        "from mux_core._cli import build_parser, load_plugins\n"
+        "plugins = load_plugins()\n"
+        "build_parser(plugins).format_help()\n"
+        "plugins.infos()\n"
+    )
+    assert _modules_after(code) == []
