@@ -28,8 +28,11 @@ class Runnable(Protocol):
     engine, which imports the plugin machinery.
     """
 
-    #: The loaded config (``config.sinks`` tells a plugin whether its sink is in the run).
-    config: Any
+    @property
+    def config(self) -> Any:
+        """The config in effect (``config.sinks`` tells a plugin whether its sink is in the run)."""
+        ...
+
     #: Set once ``run()`` has returned (a ``RunResult``).
     result: Any
 

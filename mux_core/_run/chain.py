@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import trio
@@ -21,6 +21,7 @@ from ..records import (
     Severity,
     Status,
 )
+from . import Send
 
 __all__ = ["ProcessorChain"]
 
@@ -28,8 +29,6 @@ _log = logging.getLogger("mux.processors")
 
 #: The rule of the alert a failing processor raises.
 PROCESSOR_ERROR_RULE = "processor_error"
-
-Send = Callable[[Sequence[Record]], Awaitable[Any]]
 
 
 class _Entry:

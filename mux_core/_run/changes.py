@@ -5,30 +5,27 @@ change -- a reload (SIGHUP, ``--watch``, ``Engine.request_reload``), a
 discoverer's new set, a restart -- takes one lock, computes a plan
 (:mod:`mux_core._run.plan`) and asks the :class:`~mux_core._run.source_set.SourceSet`
 and :class:`~mux_core._run.sink_set.SinkSet` to start, stop, replace or restart
-exactly what the plan names. What it needs from the engine (building
-sources, sinks and chains; the config) comes through :class:`RunHost`, a
-protocol, so this module does not import the engine.
+exactly what the plan names. It holds the config in effect
+(:attr:`RunChanges.config`, which ``Engine.config`` reads) and runs the
+discoverers; it builds sources, sinks and chains with the engine's builders.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from .._config import (
     Config,
-    DiscoveryConfig,
     ProcessorConfig,
-    SinkConfig,
     SourceConfig,
 )
 from ..errors import ConfigError, PluginError
 from ..records import State
 from ..transport import ResumeState
-from .chain import ProcessorChain
 from .discovery import DiscoveryRunner
 from .plan import (
     FileWatch,
@@ -37,25 +34,15 @@ from .plan import (
     plan_sinks,
     plan_sources,
 )
-from .sink_set import SinkRunner, SinkSet
-from .source_set import SourceRunner, SourceSet
+from .sink_set import SinkSet
+from .source_set import SourceSet
 
-__all__ = ["RunChanges", "RunHost"]
+if TYPE_CHECKING:  # the engine builds this; this calls the engine's builders
+    from .engine import Engine
+
+__all__ = ["RunChanges"]
 
 _log = logging.getLogger("mux.engine")
-
-
-class RunHost(Protocol):
-    """What :class:`RunChanges` uses of the engine."""
-
-    config: Config
-    load_config: Callable[[], Config] | None
-
-    def make_source(self, cfg: SourceConfig) -> SourceRunner: ...
-
-    def make_sink(self, cfg: SinkConfig) -> SinkRunner: ...
-
-    def make_chain(self, cfg: SourceConfig) -> ProcessorChain | None: ...
 
 
 class RunChanges:
@@ -63,17 +50,19 @@ class RunChanges:
 
     def __init__(
         self,
-        host: RunHost,
+        run: Engine,
+        config: Config,
         sources: SourceSet,
         sinks: SinkSet,
-        discovery: DiscoveryRunner,
         *,
         changed: Callable[[], None],
     ) -> None:
-        self._host = host
+        self._run = run
+        #: The config in effect: the one the run started with, then each applied one.
+        self.config = config
         self._sources = sources
         self._sinks = sinks
-        self._discovery = discovery
+        self._discovery = DiscoveryRunner(run.plugins, self.rediscovered)
         self._changed = changed
         self._lock = trio.Lock()
         #: Where discoverers run (the engine's control nursery, once the run is up).
@@ -86,13 +75,13 @@ class RunChanges:
         """A change is under way (the run must not end half-way through one)."""
         return self._lock.locked()
 
-    def start_discovery(self, configs: Sequence[DiscoveryConfig]) -> None:
-        """Run the ``[[discovery]]`` discoverers (in :attr:`nursery`)."""
-        self._discovery.apply(self.nursery, configs)
+    def start_discovery(self) -> None:
+        """Run the ``[[discovery]]`` discoverers of the config in effect (in :attr:`nursery`)."""
+        self._discovery.apply(self.nursery, self.config)
 
     async def reload(self) -> bool:
         """Load the config file again and apply it; False if it was rejected (logged)."""
-        load = self._host.load_config
+        load = self._run.load_config
         if load is None:
             _log.warning("reload: this run has no config file to reload")
             return False
@@ -107,12 +96,12 @@ class RunChanges:
     async def apply_config(self, config: Config) -> None:
         """Make the run match ``config``: only what differs is touched; one summary line."""
         async with self._lock:
-            old = self._host.config
+            old = self.config
             if config.state_dir != old.state_dir:
                 _log.warning("reload: state_dir changes take effect when mux is restarted")
-            self._host.config = config
+            self.config = config
             sinks = await self._apply_sinks(plan_sinks(self._sinks.configs, config.sinks))
-            self._discovery.apply(self.nursery, config.discovery)
+            self._discovery.apply(self.nursery, config)
             sources = await self._apply_sources(old.processors, reason="removed by a reload")
             _log.info("reload: %s, %s", sources.summary(), sinks.summary())
         self._changed()
@@ -120,7 +109,7 @@ class RunChanges:
     async def rediscovered(self) -> None:
         """A discoverer's set changed: start, stop and restart what differs."""
         async with self._lock:
-            processors = self._host.config.processors
+            processors = self.config.processors
             plan = await self._apply_sources(processors, reason="no longer discovered")
             if plan:
                 _log.info("discovery: %s", plan.summary())
@@ -138,7 +127,7 @@ class RunChanges:
             for each in names:
                 runner = self._sources.get(each)
                 fresh = (
-                    None if runner is None else self._build(self._host.make_source, runner.config)
+                    None if runner is None else self._build(self._run.make_source, runner.config)
                 )
                 if fresh is not None and self._sources.restart(each, fresh):
                     _log.info("restart: source %r starts again", each)
@@ -149,16 +138,16 @@ class RunChanges:
 
     async def watch_file(self, interval: float) -> None:
         """``--watch``: reload whenever the config file's content changed."""
-        watch = FileWatch(self._host.config.path)
+        watch = FileWatch(self.config.path)
         while True:
             await trio.sleep(interval)
             if await trio.to_thread.run_sync(watch.changed):
-                _log.info("reload: %s changed", self._host.config.path)
+                _log.info("reload: %s changed", self.config.path)
                 await self.reload()
 
     def _wanted_sources(self) -> list[SourceConfig]:
         """The config's sources, then the discovered ones (colliding names left out)."""
-        wanted = list(self._host.config.sources)
+        wanted = list(self.config.sources)
         wanted += self._discovery.sources({source.name for source in wanted})
         return wanted
 
@@ -169,36 +158,36 @@ class RunChanges:
             self._sources.configs,
             self._wanted_sources(),
             old_processors=old_processors,
-            new_processors=self._host.config.processors,
+            new_processors=self.config.processors,
         )
         for name in plan.removed:
             stopped = await self._sources.stop(name, reason)
             self.retired[name] = (stopped.config.transport, stopped.live_resume or ResumeState())
         for cfg in plan.changed:
-            fresh = self._build(self._host.make_source, cfg)
+            fresh = self._build(self._run.make_source, cfg)
             if fresh is not None:
                 running = self._sources.get(cfg.name)
                 keep = running is not None and running.config.transport == cfg.transport
                 await self._sources.replace(fresh, "config changed; restarting", keep_resume=keep)
         for cfg in plan.added:
-            fresh = self._build(self._host.make_source, cfg)
+            fresh = self._build(self._run.make_source, cfg)
             if fresh is not None:
                 self._sources.start(fresh)
         for name in plan.rechained:
             runner = self._sources.get(name)
             if runner is not None:
-                self._sources.set_chain(name, self._build(self._host.make_chain, runner.config))
+                self._sources.set_chain(name, self._build(self._run.make_chain, runner.config))
         return plan
 
     async def _apply_sinks(self, plan: SinkPlan) -> SinkPlan:
         for name in plan.removed:
             await self._sinks.stop(name)
         for cfg in plan.changed:
-            fresh = self._build(self._host.make_sink, cfg)
+            fresh = self._build(self._run.make_sink, cfg)
             if fresh is not None:
                 await self._sinks.replace(fresh)
         for cfg in plan.added:
-            fresh = self._build(self._host.make_sink, cfg)
+            fresh = self._build(self._run.make_sink, cfg)
             if fresh is not None:
                 await self._sinks.start(fresh)
         return plan

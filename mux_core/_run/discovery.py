@@ -28,6 +28,7 @@ from .._config import (
 )
 from .._plugins import PluginManager
 from ..discovery import DiscoveryContext, SourceDocument
+from ..retry import RetryPolicy
 
 __all__ = ["DiscoveryRunner"]
 
@@ -48,46 +49,46 @@ class _Running:
 class DiscoveryRunner:
     """The running discoverers of one engine and the sources they found.
 
-    ``config()`` is the run's config as it is now; ``changed()`` is awaited
-    after every update (the engine applies the new set).
+    ``changed()`` is awaited after every update (the run's changes apply the
+    new set).
     """
 
-    def __init__(
-        self,
-        plugins: PluginManager,
-        config: Callable[[], Config],
-        changed: Callable[[], Awaitable[None]],
-    ) -> None:
+    def __init__(self, plugins: PluginManager, changed: Callable[[], Awaitable[None]]) -> None:
         self._plugins = plugins
-        self._config = config
         self._changed = changed
         self._running: dict[str, _Running] = {}
         self._collisions: set[str] = set()
+        # The config in effect (set by apply): discovered tables get its retry
+        # policy, and only its shard's sources run.
+        self._retry = RetryPolicy()
+        self._in_effect: Config | None = None
 
-    def apply(self, nursery: trio.Nursery | None, configs: Sequence[DiscoveryConfig]) -> None:
-        """Start, stop and restart discoverers to match ``configs`` (by name).
+    def apply(self, nursery: trio.Nursery | None, config: Config) -> None:
+        """Start, stop and restart discoverers to match ``config.discovery`` (by name);
+        discovered tables get ``config``'s retry policy and shard from now on.
 
         A restarted discoverer's sources stay until its first update.
         """
+        self._retry, self._in_effect = config.retry, config
         if nursery is None:
             return
-        wanted = {config.name: config for config in configs}
+        wanted = {entry.name: entry for entry in config.discovery}
         for name in list(self._running):
             if name not in wanted:
                 self._running.pop(name).scope.cancel()
-        for name, config in wanted.items():
+        for name, table in wanted.items():
             old = self._running.get(name)
-            if old is not None and _same(old.config, config):
+            if old is not None and _same(old.config, table):
                 continue
             if old is not None:
                 old.scope.cancel()
-            entry = self._start(nursery, config)
+            entry = self._start(nursery, table)
             if entry is not None and old is not None:
                 entry.sources = old.sources
 
     def sources(self, taken: set[str]) -> list[SourceConfig]:
         """Every discovered source whose name is free, in discoverer order."""
-        shard = self._config().shard
+        shard = None if self._in_effect is None else self._in_effect.shard
         found = []
         for entry in self._running.values():
             for source in entry.sources:
@@ -113,7 +114,7 @@ class DiscoveryRunner:
         cls = self._plugins.discoverers()[config.type].cls
         context = DiscoveryContext(
             name=config.name,
-            retry=self._config().retry,
+            retry=self._retry,
             update=functools.partial(self._update, config.name),
         )
         try:
@@ -139,7 +140,7 @@ class DiscoveryRunner:
         entry = self._running.get(name)
         if entry is None:
             return
-        retry = self._config().retry
+        retry = self._retry
         found: list[SourceConfig] = []
         seen: dict[str, str] = {}
         problems: set[str] = set()

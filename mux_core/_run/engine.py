@@ -49,14 +49,14 @@ from .._config import Config, SinkConfig, SourceConfig
 from .._plugins import PluginManager
 from ..errors import PluginError
 from ..processor import ProcessorContext
-from ..records import RECORD_OVERHEAD, Alert, Quality, Record, Severity, State, batch_bytes
+from ..records import Quality, Severity, State
 from ..sink import Overflow, SinkContext, SourceInfo
 from ..transport import ResumeState, SharedResources, Transport
 from .chain import ProcessorChain
 from .changes import RunChanges
 from .channel import SinkChannel
 from .checkpoints import Checkpoints
-from .discovery import DiscoveryRunner
+from .fan_out import FanOut
 from .host import ExitCode, RunHost
 from .quality_feed import QualityFeed
 from .sink_set import (
@@ -71,9 +71,6 @@ __all__ = ["Engine", "RunResult"]
 
 _log = logging.getLogger("mux.engine")
 
-#: Exit codes (docs/user-guide.md, Exit codes; 2 = usage / config error is the CLI's).
-
-_SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
 
 _DROP_REPORT_INTERVAL = 5.0
 
@@ -124,13 +121,9 @@ class Engine(RunHost):
         load_config: Callable[[], Config] | None = None,
         watch: float | None = None,
     ) -> None:
-        self.config = config
         directory = state_dir if state_dir is not None else config.state_dir
         #: Where resume states are kept across runs (``--state`` / ``state_dir``), or None.
         self.state_store = StateStore(directory) if directory is not None else None
-        self.fail_on = fail_on
-        #: Alerts at or above ``fail_on`` seen so far.
-        self.failing_alerts = 0
         self.plugins = plugins
         self.duration = duration
         super().__init__(install_signal_handlers=install_signal_handlers)
@@ -138,20 +131,27 @@ class Engine(RunHost):
         self.watch = watch
         self.result: RunResult | None = None
         self._done = trio.Event()
-        self._sources = SourceSet(
-            sender=self._sender,
-            deliver=self._deliver,
-            delivered=self._delivered,
-            on_finished=lambda _runner: self._check_done(),
-        )
-        discovery = DiscoveryRunner(plugins, lambda: self.config, self._rediscovered)
+        # The parts of the run, each given what it uses (docs/architecture.md, The run):
+        # sinks (the host's), quality, the fan-out, sources, and the changes, which
+        # hold the config in effect and run the discoverers.
+        self._quality = QualityFeed(self._sinks, interval=config.quality_interval)
+        self._fan_out = FanOut(self._sinks, self._quality, fail_on)
+        self._sources = SourceSet(self._fan_out, on_finished=lambda _runner: self._check_done())
+        self._quality.sources = self._sources
         self._changes = RunChanges(
-            self, self._sources, self._sinks, discovery, changed=self._check_done
+            self, config, self._sources, self._sinks, changed=self._check_done
         )
         self._control: trio.Nursery | None = None
-        self._quality = QualityFeed(
-            lambda: self.config, self._sources, self._dropped, self._fan_out
-        )
+
+    @property
+    def config(self) -> Config:
+        """The config in effect: the one the run started with, or the last one applied."""
+        return self._changes.config
+
+    @property
+    def failing_alerts(self) -> int:
+        """Alerts at or above ``fail_on`` seen so far."""
+        return self._fan_out.failing_alerts
 
     # -- control (safe from any thread) ---------------------------------------
 
@@ -223,7 +223,7 @@ class Engine(RunHost):
                         )
                         system.start_soon(checkpoints.run_periodically)
                     quality = trio.CancelScope()
-                    sink_nursery.start_soon(self._quality.report, quality)
+                    sink_nursery.start_soon(self._quality.report, quality, self._fan_out.send)
                     async with trio.open_nursery() as source_nursery:
                         self._sources.attach(source_nursery, shared)
                         for source in sources:
@@ -250,7 +250,7 @@ class Engine(RunHost):
             self._control = self._changes.nursery = control
             if self.watch is not None and self.load_config is not None:
                 control.start_soon(self._changes.watch_file, self.watch)
-            self._changes.start_discovery(self.config.discovery)
+            self._changes.start_discovery()
             if self._stop_reason is not None:
                 self._stop(self._stop_reason)
             self._check_done()
@@ -296,7 +296,7 @@ class Engine(RunHost):
             resume = retired[1]
         elif self.state_store is not None:
             resume = self.state_store.resume_for(cfg.name, cfg.transport)
-        self._quality.track(cfg)
+        self._quality.track(cfg, window=self.config.quality_window)
         return SourceRunner(cfg, transport, chain=self.make_chain(cfg), resume=resume)
 
     def make_chain(self, cfg: SourceConfig) -> ProcessorChain | None:
@@ -329,97 +329,6 @@ class Engine(RunHost):
     async def apply_config(self, config: Config) -> None:
         """Make the run match ``config``: only what differs is touched; one summary line."""
         await self._changes.apply_config(config)
-
-    async def _rediscovered(self) -> None:
-        await self._changes.rediscovered()
-
-    # -- records -----------------------------------------------------------------
-
-    def _sender(self, runner: SourceRunner) -> Callable[[Sequence[Record]], Awaitable[bool]]:
-        """What a source's records go through: its quality tracker (which sees
-        them as they came), its processors (as they are at each batch: a
-        reload may change them), then the fan-out. The source's last Quality
-        goes right before its terminal Status, which stays the source's last
-        record (docs/architecture.md, Guarantees the code relies on)."""
-        fan_out = self._fan_out
-        quality = self._quality.tracker(runner.name)
-
-        async def send(batch: Sequence[Record]) -> bool:
-            if quality is not None:
-                quality.observe(batch)
-            chain = runner.chain
-            if chain is not None:
-                batch = chain.run(batch)
-                if not batch:
-                    return False
-            if self.fail_on is not None:
-                self._watch_alerts(batch)
-            if quality is not None and quality.ended_at is not None and not quality.reported_end:
-                batch = self._quality.with_last(quality, batch)
-            return await fan_out(batch)
-
-        return send
-
-    async def _deliver(self, batch: Sequence[Record]) -> bool:
-        """The fan-out of what a processor's timer produced (already through the chain)."""
-        if self.fail_on is not None:
-            self._watch_alerts(batch)
-        return await self._fan_out(batch)
-
-    def _watch_alerts(self, batch: Sequence[Record]) -> None:
-        assert self.fail_on is not None
-        threshold = _SEVERITY_RANK[self.fail_on]
-        for record in batch:
-            if type(record) is Alert and _SEVERITY_RANK[record.severity] >= threshold:
-                self.failing_alerts += 1
-
-    async def _fan_out(self, batch: Sequence[Record]) -> bool:
-        """Hand one batch to every live sink, in the emitting source's task.
-
-        Without waiting when every sink has room (the common case: no
-        checkpoint, no cancel scope on a record's path); otherwise
-        :meth:`_fan_out_waiting` takes over from the first sink that is full.
-        Returns whether the batch woke a sink that was waiting for records
-        (what ``Session.emit`` tells its transport); a small batch that did
-        lets that sink run before the source's task goes on
-        (:func:`let_woken_sinks_run`): the scheduling is the core's, for
-        every transport.
-        """
-        sinks = self._sinks.live
-        woke = False
-        for index, runner in enumerate(sinks):
-            channel = runner.channel
-            waiting = channel.reader_waiting
-            if not channel.offer(batch):
-                await self._fan_out_waiting(batch, sinks[index:])
-                return woke
-            woke = woke or waiting
-        if woke and batch_bytes(batch) < SMALL_BATCH_BYTES + RECORD_OVERHEAD * len(batch):
-            await let_woken_sinks_run()
-        return woke
-
-    async def _fan_out_waiting(self, batch: Sequence[Record], sinks: Sequence[SinkRunner]) -> None:
-        """The rest of a fan-out, waiting for room where a ``block`` sink is full.
-
-        Shielded: once received, a batch reaches every sink even when the
-        source is being stopped while a ``block`` sink makes it wait (a
-        second Ctrl-C is the way out of a sink that never drains).
-        """
-        with trio.CancelScope(shield=True):
-            for runner in sinks:
-                try:
-                    await runner.channel.put(batch)
-                except trio.ClosedResourceError:  # the sink failed, was dropped or removed
-                    self._sinks.drop(runner)
-
-    async def _delivered(self) -> bool:
-        """Wait until every live sink has written every record put so far
-        (``Session.delivered``); False if a sink failed or left meanwhile."""
-        marks = [(runner.channel, runner.channel.entered) for runner in self._sinks.live]
-        reached = True
-        for channel, mark in marks:
-            reached = await channel.wait_finished(mark) and reached
-        return reached
 
     # -- durable resume (--state) ----------------------------------------
 
@@ -473,17 +382,9 @@ class Engine(RunHost):
                 )
                 reported[name] = dropped
 
-    def _dropped(self) -> dict[str, int]:
-        """Records dropped per sink name over the run (a replaced sink's too)."""
-        dropped: dict[str, int] = {}
-        for runner in self._sinks.history:
-            name = runner.config.name
-            dropped[name] = dropped.get(name, 0) + runner.channel.dropped
-        return dropped
-
     def _result(self) -> RunResult:
         states = {r.name: r.state or State.STOPPED for r in self._sources}
-        dropped = self._dropped()
+        dropped = self._sinks.dropped()
         for runner in self._sinks.history:
             if runner.channel.dropped:
                 _log.log(
@@ -508,29 +409,3 @@ class Engine(RunHost):
 def _drop_log_level(overflow: Overflow) -> int:
     """``latest`` drops by design (a UI shows "now"); the others drop only when behind."""
     return logging.DEBUG if overflow is Overflow.LATEST else logging.WARNING
-
-
-#: A batch with fewer payload bytes than this means records trickle in and
-#: latency matters more than CPU: when it woke a sink, that sink runs before
-#: the source's task goes back to its socket. Big batches (high rates) never
-#: pay for it, and of many sources read in one round of trio's loop only the
-#: first, which woke the sink, does.
-SMALL_BATCH_BYTES = 1024
-
-
-async def let_woken_sinks_run() -> None:
-    """Yield twice, so every sink task woken by the last batch runs before this one.
-
-    trio runs each batch of ready tasks in random order: one yield puts this
-    task in the same batch as the sinks it woke (half the time ahead of them),
-    the second in the batch after. Without this the sinks run only after the
-    transport has re-armed its socket (a failed recv, an epoll update) and trio
-    has gone round its loop once more. Measured at 1,000 events/s through SSE
-    (benchmarks/RESULTS.md): latency added p50 ~70 -> ~55 us, p99 ~130 -> ~80 us.
-    Only when a sink was woken: with 200 sources at 50 events/s each, yielding
-    after every small batch cost ~10 us of CPU per event (+17%); gated, the CPU
-    is that of no yield at all. Shielded: a stop is seen at the transport's next
-    checkpoint, not in the middle of a hand-over.
-    """
-    await trio.lowlevel.cancel_shielded_checkpoint()
-    await trio.lowlevel.cancel_shielded_checkpoint()

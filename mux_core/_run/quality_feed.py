@@ -10,15 +10,16 @@ the source's last record.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import trio
 
-from .._config import Config, SourceConfig
+from .._config import SourceConfig
 from ..records import Quality, Record
 from .quality import QualityTracker
-from .source_set import SourceSet
+from .sink_set import SinkSet
+from .source_set import SourceRunner
 
 __all__ = ["QualityFeed"]
 
@@ -26,26 +27,21 @@ __all__ = ["QualityFeed"]
 class QualityFeed:
     """The quality trackers of a run's sources and the records they make."""
 
-    def __init__(
-        self,
-        config: Callable[[], Config],
-        sources: SourceSet,
-        dropped: Callable[[], dict[str, int]],
-        fan_out: Callable[[Sequence[Record]], Awaitable[Any]],
-    ) -> None:
-        self._config = config
-        self._sources = sources
-        self._dropped = dropped
-        self._fan_out = fan_out
+    def __init__(self, sinks: SinkSet, *, interval: float) -> None:
+        self._sinks = sinks
+        #: The run's sources, whose trackers report (set once the set exists).
+        self.sources: Iterable[SourceRunner] = ()
+        #: Seconds between two reports (``quality_interval``, fixed for the run); 0 = off.
+        self.interval = interval
         #: Each source's tracker, by name (a restarted source gets a new one).
         self._trackers: dict[str, QualityTracker] = {}
         #: Each source's last Quality, taken at its terminal state.
         self.final: dict[str, Quality] = {}
 
-    def track(self, cfg: SourceConfig) -> None:
-        """A new tracker for a source about to start."""
+    def track(self, cfg: SourceConfig, *, window: float) -> None:
+        """A new tracker for a source about to start (``window``: ``quality_window``)."""
         self._trackers[cfg.name] = QualityTracker(
-            cfg.name, cfg.transport, window=self._config().quality_window, lag_field=cfg.lag_field
+            cfg.name, cfg.transport, window=window, lag_field=cfg.lag_field
         )
 
     def tracker(self, name: str) -> QualityTracker | None:
@@ -54,14 +50,14 @@ class QualityFeed:
     def with_last(self, tracker: QualityTracker, batch: Sequence[Record]) -> list[Record]:
         """The batch with the terminal Status, after the source's last Quality."""
         tracker.reported_end = True
-        last = self.final[tracker.source] = tracker.snapshot(self._dropped())
-        if self._config().quality_interval <= 0:
+        last = self.final[tracker.source] = tracker.snapshot(self._sinks.dropped())
+        if self.interval <= 0:
             return list(batch)
         return [last, *batch]
 
-    async def report(self, scope: trio.CancelScope) -> None:
-        """Every ``quality_interval`` seconds, each source's Quality through the fan-out."""
-        interval = self._config().quality_interval
+    async def report(self, scope: trio.CancelScope, send: Callable[[list[Quality]], Any]) -> None:
+        """Every ``quality_interval`` seconds, each source's Quality through ``send``."""
+        interval = self.interval
         if interval <= 0:
             return
         with scope:
@@ -69,13 +65,13 @@ class QualityFeed:
                 await trio.sleep(interval)
                 records = self._records()
                 if records:
-                    await self._fan_out(records)
+                    await send(records)
 
     def keep_final(self) -> None:
         """Every source's last Quality for the result (taken at its terminal state)."""
-        dropped = self._dropped()
+        dropped = self._sinks.dropped()
         final = {}
-        for runner in self._sources:
+        for runner in self.sources:
             name = runner.name
             tracker = self._trackers.get(name)
             if name in self.final:
@@ -86,6 +82,6 @@ class QualityFeed:
 
     def _records(self) -> list[Quality]:
         """A Quality record per source still running (an ended one sent its last)."""
-        dropped = self._dropped()
-        trackers = [self._trackers.get(runner.name) for runner in self._sources]
+        dropped = self._sinks.dropped()
+        trackers = [self._trackers.get(runner.name) for runner in self.sources]
         return [t.snapshot(dropped) for t in trackers if t is not None and t.ended_at is None]

@@ -92,6 +92,14 @@ class SinkSet:
     def configs(self) -> dict[str, SinkConfig]:
         return {name: runner.config for name, runner in self._runners.items()}
 
+    def dropped(self) -> dict[str, int]:
+        """Records dropped per sink name over the run (a replaced sink's too)."""
+        dropped: dict[str, int] = {}
+        for runner in self.history:
+            name = runner.config.name
+            dropped[name] = dropped.get(name, 0) + runner.channel.dropped
+        return dropped
+
     def attach(self, nursery: trio.Nursery) -> None:
         self._nursery = nursery
 

@@ -16,21 +16,23 @@ with timers gets its own timer task (cancelled with the chain it ticks).
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import attrs
 import trio
 
 from .._config import SourceConfig
-from ..records import Record, State, Status
+from ..records import State, Status
 from ..transport import ResumeState, SharedResources, Transport
 from .chain import ProcessorChain
 from .supervisor import Supervisor
 
+if TYPE_CHECKING:  # the fan-out hands records on from sources it does not own
+    from .fan_out import FanOut
+
 __all__ = ["SourceRunner", "SourceSet"]
 
-Send = Callable[[Sequence[Record]], Awaitable[Any]]
 
 #: States a source can be restarted from (``restart_source``).
 RESTARTABLE = frozenset({State.MAX_RETRIES_EXCEEDED, State.FAILED, State.ENDED})
@@ -70,22 +72,14 @@ class SourceRunner:
 class SourceSet:
     """Starts, stops, replaces and restarts sources; knows their states.
 
-    ``sender(runner)`` makes the function a source's records go through
-    (processors, then the fan-out); ``deliver`` takes what a chain's timer
-    produced; ``on_finished(runner)`` is called whenever a source's task ends.
+    Each source's records go through ``fan_out.sender(runner)`` (its quality
+    tracker, its processors, then the sinks); what a chain's timer produced
+    goes through ``fan_out.send``; ``on_finished(runner)`` is called whenever
+    a source's task ends.
     """
 
-    def __init__(
-        self,
-        *,
-        sender: Callable[[SourceRunner], Send],
-        deliver: Send,
-        delivered: Callable[[], Awaitable[bool]],
-        on_finished: Callable[[SourceRunner], None],
-    ) -> None:
-        self._sender = sender
-        self._deliver = deliver
-        self._delivered = delivered
+    def __init__(self, fan_out: FanOut, *, on_finished: Callable[[SourceRunner], None]) -> None:
+        self._fan_out = fan_out
         self._on_finished = on_finished
         self._runners: dict[str, SourceRunner] = {}
         self._nursery: trio.Nursery | None = None
@@ -175,7 +169,7 @@ class SourceSet:
     async def _run(self, runner: SourceRunner) -> None:
         assert self._shared is not None
         cfg = runner.config
-        send = self._sender(runner)
+        send = self._fan_out.sender(runner)
         supervisor = runner.supervisor = Supervisor(
             source=cfg.name,
             transport_name=cfg.transport,
@@ -183,7 +177,7 @@ class SourceSet:
             policy=cfg.retry,
             send=send,
             shared=self._shared,
-            delivered=self._delivered,
+            delivered=self._fan_out.delivered,
             resume=runner.resume,
         )
         try:
@@ -221,4 +215,4 @@ class SourceSet:
             return
         with trio.CancelScope() as scope:
             runner.timer_scope = scope
-            await chain.run_timers(self._deliver)
+            await chain.run_timers(self._fan_out.send)

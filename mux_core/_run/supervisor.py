@@ -20,7 +20,6 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
 
 import trio
 
@@ -33,13 +32,12 @@ from ..transport import (
     SharedResources,
     Transport,
 )
+from . import Send
 from .attempt import attempt_session, outcome_state
 
 __all__ = ["Supervisor"]
 
 _log = logging.getLogger("mux.supervisor")
-
-Send = Callable[[Sequence[Record]], Awaitable[Any]]
 
 
 class Supervisor:

@@ -10,24 +10,18 @@ thinly maintained, so this is the twenty lines we need.)
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any
 
 import outcome
 import trio
 from PySide6.QtCore import QCoreApplication, QEvent, QObject
 
+from mux_core.hookspecs import Runnable
+
 from .panel import ensure_application
 
 __all__ = ["run_as_guest"]
-
-
-class _Engine(Protocol):
-    """The parts of :class:`mux_core._run.engine.Engine` this module uses."""
-
-    def run(self) -> Awaitable[Any]: ...
-
-    def request_stop(self, reason: str) -> None: ...
 
 
 _CALL = QEvent.Type(QEvent.registerEventType())
@@ -52,7 +46,7 @@ class _Reenter(QObject):
         return super().event(event)
 
 
-def run_as_guest(engine: _Engine) -> bool:
+def run_as_guest(engine: Runnable) -> bool:
     """Run ``engine.run()`` as a trio guest of the Qt event loop, until it ends.
 
     Returns True once the engine has finished (it has set ``engine.result``);
