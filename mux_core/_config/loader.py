@@ -33,7 +33,7 @@ from .convert import (
     make_converter,
     unknown_key_message,
 )
-from .positions import KeyPath, key_lines, line_of
+from .positions import KeyPath, key_lines, line_of, toml_error_position
 from .records import (
     QUALITY_INTERVAL,
     QUALITY_WINDOW,
@@ -76,7 +76,6 @@ _NO_SOURCES = "no sources; add a [[sources]] table with a name, a transport and 
 _NO_SINKS = 'no [[sinks]]: add one, e.g. [[sinks]] type = "log"'
 
 _REFERENCE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}|\$\{")
-_TOML_POSITION = re.compile(r"\s*\(at (?:line (\d+), column (\d+)|end of document)\)")
 _CONVERTER = make_converter()
 #: Counts the loader reads itself; the message follows the key's path.
 _AT_LEAST_ONE = at_least_one(named=False)
@@ -198,16 +197,9 @@ class Loader:
         try:
             return tomllib.loads(self._text)
         except tomllib.TOMLDecodeError as exc:
-            reason = str(exc)
-            match = _TOML_POSITION.search(reason)
-            line = self._text.count("\n") + 1
-            if match:
-                reason = reason[: match.start()]
-                if match.group(1):
-                    line = int(match.group(1))
-                    reason += f" at column {match.group(2)}"
-                else:
-                    reason += " at the end of the file"
+            reason, line = toml_error_position(str(exc))
+            if line is None:  # at the end of the file, or nowhere said: the last line
+                line = self._text.count("\n") + 1
             raise ConfigError(f"invalid TOML: {reason}", file=self._path, line=line) from None
 
     def _substitute(self, value: Any, path: KeyPath) -> Any:

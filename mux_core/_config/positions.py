@@ -9,19 +9,25 @@ missing entry just makes the caller fall back to the enclosing table).
 
 A path is a tuple of keys and array indices, e.g. ``("sources", 1, "url")``
 for the ``url`` key of the second ``[[sources]]`` table.
+
+Where a document ``tomllib`` refused is wrong, :func:`toml_error_position`
+reads from its message (the config loader and discovered documents alike).
 """
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Mapping
 
-__all__ = ["KeyPath", "key_lines", "line_of"]
+__all__ = ["KeyPath", "key_lines", "line_of", "toml_error_position"]
 
 KeyPath = tuple[str | int, ...]
 
 _BARE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 _SCALAR_END = frozenset(",]}#\n")
+#: How tomllib ends the message of a TOMLDecodeError.
+_TOML_POSITION = re.compile(r"\s*\(at (?:line (\d+), column (\d+)|end of document)\)")
 
 
 def key_lines(text: str) -> dict[KeyPath, int]:
@@ -46,6 +52,22 @@ def line_of(lines: Mapping[KeyPath, int], path: KeyPath) -> int | None:
         if line is not None:
             return line
     return None
+
+
+def toml_error_position(message: str) -> tuple[str, int | None]:
+    """A ``tomllib.TOMLDecodeError`` message -> (why, in words; the line it names).
+
+    ``"... (at line 4, column 9)"`` gives ``("... at column 9", 4)``;
+    ``"... (at end of document)"`` gives ``("... at the end of the file", None)``;
+    a message without a position is returned as it is, with None.
+    """
+    match = _TOML_POSITION.search(message)
+    if match is None:
+        return message, None
+    reason = message[: match.start()]
+    if match.group(1) is None:
+        return reason + " at the end of the file", None
+    return reason + f" at column {match.group(2)}", int(match.group(1))
 
 
 class _Scanner:
