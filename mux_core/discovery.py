@@ -57,7 +57,6 @@ __all__ = ["Discoverer", "DiscoveryContext", "SourceDocument", "read_source_docu
 _log = logging.getLogger("mux.discovery")
 
 _LOOKS_JSON = re.compile(r"\s*(\{|\[\s*[{\]])")
-_TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)")
 
 
 @attrs.frozen
@@ -154,17 +153,13 @@ def read_source_document(data: bytes, origin: str) -> SourceDocument:
 
 
 def _toml_document(text: str, origin: str) -> SourceDocument:
+    from ._config.positions import key_lines, toml_error_position
+
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        reason = str(exc)
-        match = _TOML_POSITION.search(reason)
-        line = int(match.group(1)) if match else None
-        if match:
-            reason = reason[: match.start()] + f" at column {match.group(2)}"
+        reason, line = toml_error_position(str(exc))
         raise ConfigError(f"invalid TOML: {reason}", file=origin, line=line) from None
-    from ._config.positions import key_lines
-
     lines = key_lines(text)
     if "sources" in data:
         tables = data["sources"]

@@ -10,6 +10,7 @@ import pytest
 from mux_core._config import parse_config
 from mux_core._config.positions import toml_error_position
 from mux_core._plugins import PluginManager
+from mux_core.discovery import read_source_document
 from mux_core.errors import ConfigError
 
 
@@ -41,3 +42,16 @@ def test_the_loader_puts_an_error_at_the_end_on_the_last_line() -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config("a = 1\nb = [1,\n\n", path="mon.toml", plugins=PluginManager())
     assert str(caught.value) == "mon.toml:4: invalid TOML: Invalid value at the end of the file"
+
+
+def test_a_discovered_document_reads_its_position_the_same_way() -> None:
+    with pytest.raises(ConfigError) as caught:
+        read_source_document(b'[[sources]]\nname = "a\n', "http://h/s.toml")
+    assert (caught.value.line, caught.value.message) == (
+        2,
+        "invalid TOML: Illegal character '\\n' at column 10",
+    )
+    with pytest.raises(ConfigError) as caught:
+        read_source_document(b"[[sources]]\nname = [1,", "http://h/s.toml")
+    assert caught.value.line is None
+    assert caught.value.message == "invalid TOML: Invalid value at the end of the file"
