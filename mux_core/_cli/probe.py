@@ -12,8 +12,8 @@ is opened. The verdicts say what a user should do next:
   retrying cannot help, fix the config.
 
 A probe says what ``mux run`` would do, so it classifies as the supervisor
-does -- through the same functions (:func:`mux_core._run.attempt.attempt_session`
-and :func:`~mux_core._run.attempt.outcome_state`): an attempt ending in a
+does -- through the same functions (:func:`mux_core._run.supervisor.attempt_session`
+and :func:`~mux_core._run.supervisor.outcome_state`): an attempt ending in a
 retried state (``server_unavailable``, ``disconnected``) is "not up yet",
 ``failed`` is a "config problem", ``connected`` (or ``ended``: the server
 answered that the stream is over) is "reachable". That includes DNS failures
@@ -35,7 +35,7 @@ import trio
 
 from .._config import Config, SourceConfig
 from .._plugins import PluginManager
-from .._run.attempt import attempt_session, outcome_state
+from .._run.supervisor import attempt_session, outcome_state
 from .._run.exit_codes import ExitCode
 from ..records import Record, State
 from ..transport import ResumeState, Session, SharedResources

@@ -22,7 +22,7 @@ sources (each in its own cancel scope inside one long-lived nursery),
 *what* should run -- the config's ``[[sources]]`` plus what the
 discoverers found -- and every change (a reload on SIGHUP or ``--watch``,
 a discoverer's update, a restart) goes through one lock, one change at a
-time, as a plan computed by :mod:`mux_core._run.plan`: only what differs is
+time, as a plan computed by :mod:`mux_core._run.changes`: only what differs is
 started, stopped or restarted.
 
 Shutdown -- on :meth:`Engine.request_stop` (signals, ``--for``, a closed
@@ -55,7 +55,6 @@ from ..transport import ResumeState, SharedResources, Transport
 from .chain import ProcessorChain
 from .changes import RunChanges
 from .channel import SinkChannel
-from .checkpoints import Checkpoints
 from .fan_out import FanOut
 from .host import ExitCode, RunHost
 from .quality_feed import QualityFeed
@@ -65,7 +64,7 @@ from .sink_set import (
     new_sink_runner,
 )
 from .source_set import SourceRunner, SourceSet
-from .state import StateStore
+from .state import Checkpoints, StateStore
 
 __all__ = ["Engine", "RunResult"]
 

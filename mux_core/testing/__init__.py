@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 import attrs
 import trio
 
-from .._run.attempt import attempt_session
+from .._run.supervisor import attempt_session
 from ..errors import (
     Disconnected,
     Ended,
