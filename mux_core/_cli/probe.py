@@ -35,8 +35,8 @@ import trio
 
 from .._config import Config, SourceConfig
 from .._plugins import PluginManager
-from .._run.supervisor import attempt_session, outcome_state
 from .._run.exit_codes import ExitCode
+from .._run.supervisor import attempt_session, outcome_state
 from ..records import Record, State
 from ..transport import ResumeState, Session, SharedResources
 
