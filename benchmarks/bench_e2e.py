@@ -325,7 +325,7 @@ def script_url(transport: str, port: int) -> str:
 def mux_command() -> list[str]:
     """``mux`` as the user runs it: the console script of this Python's environment."""
     script = Path(sys.executable).parent / "mux"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "mux_core._cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "mux_core"]
 
 
 def measure(transport: str, side: str, port: int, events: int, work: Path) -> Outcome:
