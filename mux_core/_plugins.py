@@ -38,7 +38,7 @@ _OWN_DISTRIBUTION = "mux"
 
 @attrs.frozen
 class Provided:
-    """One transport or sink class and the plugin that registered it."""
+    """One component class (transport, sink, processor, discoverer) and its plugin."""
 
     kind: str  # "transport" | "sink" | "processor" | "discovery"
     name: str
