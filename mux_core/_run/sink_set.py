@@ -72,8 +72,9 @@ def new_sink_runner(
 class SinkSet:
     """Starts, stops and replaces sinks; knows which take records now.
 
-    ``on_failure(runner, message)`` is called when a sink fails; the set has
-    already taken it out of :attr:`live`.
+    ``on_failure(runner, exc, started)`` is called when a sink fails (``started``:
+    it had opened, so it failed while writing); the set has already taken it
+    out of :attr:`live`.
     """
 
     def __init__(self, on_failure: Callable[[SinkRunner, BaseException, bool], None]) -> None:
