@@ -21,11 +21,6 @@ logged.
 
 from __future__ import annotations
 
-import socket
-import ssl
-
-import trio
-
 __all__ = [
     "ConfigError",
     "Disconnected",
@@ -117,6 +112,13 @@ def describe_connection_error(exc: BaseException) -> str | None:
     again; the causes and group members are searched for a kind a user
     recognises. Transports use it for the ``detail`` of ServerUnavailable.
     """
+    # Here, not at the top: every plugin imports this module when it loads
+    # (mux --help, mux check), and trio alone takes longer than the rest of it.
+    import socket
+    import ssl
+
+    import trio
+
     seen: list[BaseException] = []
     pending: list[BaseException] = [exc]
     while pending and len(seen) < 32:

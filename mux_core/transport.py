@@ -33,7 +33,6 @@ from typing import Any, ClassVar, TypeAlias, TypeVar, cast
 
 import attrs
 import msgspec
-import trio
 
 from .payload import keep_raw
 from .records import (
@@ -44,6 +43,10 @@ from .records import (
     State,
     Status,
 )
+
+# trio is imported by the methods that run during a run, not here: every
+# transport plugin imports this module when it loads (mux --help, mux check),
+# and trio would be most of that cost.
 
 __all__ = [
     "RawEvent",
@@ -125,6 +128,8 @@ class SharedResources:
 
     def __init__(self) -> None:
         self._stack = AsyncExitStack()
+        import trio
+
         self._objects: dict[str, Any] = {}
         self._lock = trio.Lock()
 
@@ -135,6 +140,8 @@ class SharedResources:
             return cast(T, self._objects[key])
 
     async def aclose(self) -> None:
+        import trio
+
         with trio.CancelScope(shield=True):
             await self._stack.aclose()
         self._objects.clear()
@@ -203,6 +210,8 @@ class Session:
 
     async def connected(self, detail: str = "") -> None:
         """Report that the stream is open and delivering; emits ``connected``."""
+        import trio
+
         if self.is_connected:
             return
         self.is_connected = True
@@ -284,6 +293,8 @@ class Session:
         Without an engine (a session built by hand) it returns True at once.
         """
         if self._delivered is None:
+            import trio
+
             await trio.lowlevel.checkpoint()
             return True
         return await self._delivered()

@@ -27,20 +27,24 @@ per read and per connection. A transport that polls (REST) has
 connection across polls, half httpx's CPU per polled page. Both speak to
 servers directly, so check :func:`proxy_for` first and use the httpx client
 when a proxy applies.
+
+Importing this package is cheap: a plugin's option checks (:func:`url_problem`,
+:func:`headers_problem`) run in ``mux check``, which should not wait for httpx,
+h11 and trio. httpx is imported by the helpers that use it, and the names of
+the private modules (:class:`HttpClient`, :class:`Http11Stream`, ...) are
+imported on first use.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime
-import email.utils
 import functools
-import ssl
+import re
 import time
 import zlib
 from collections.abc import Mapping
-
-import httpx
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
 from ..errors import (
     Disconnected,
@@ -49,29 +53,34 @@ from ..errors import (
     SessionError,
     describe_connection_error,
 )
-from ..transport import Session
 from ._body import ProtocolError, size_text
-from ._client import (
-    BodyTooLarge,
-    HttpClient,
-    HttpResponse,
-    ResponseTimeout,
-)
-from ._http11 import (
-    CROSS_ORIGIN_HEADERS,
-    MAX_DECODED_READ,
-    MAX_HEAD_BYTES,
-    MAX_REDIRECTS,
-    REDIRECT_STATUSES,
-    Http11Stream,
-    ResponseHead,
-    _is_https_upgrade,
-    describe_protocol_error,
-    header_value,
-    origin,
-    proxy_for,
-    redirected,
-)
+
+if TYPE_CHECKING:
+    import ssl
+
+    import httpx
+
+    from ..transport import Session
+    from ._client import (
+        BodyTooLarge,
+        HttpClient,
+        HttpResponse,
+        ResponseTimeout,
+    )
+    from ._http11 import (
+        CROSS_ORIGIN_HEADERS,
+        MAX_DECODED_READ,
+        MAX_HEAD_BYTES,
+        MAX_REDIRECTS,
+        REDIRECT_STATUSES,
+        Http11Stream,
+        ResponseHead,
+        describe_protocol_error,
+        header_value,
+        origin,
+        proxy_for,
+        redirected,
+    )
 
 __all__ = [
     "CLIENT_SHARDS",
@@ -106,6 +115,47 @@ __all__ = [
 ]
 
 
+#: Where each name of a private module lives: imported (with httpx, h11 and
+#: trio) when it is first asked for, then a plain attribute of this package.
+_HOMES = {
+    "._client": ("BodyTooLarge", "HttpClient", "HttpResponse", "ResponseTimeout"),
+    "._http11": (
+        "CROSS_ORIGIN_HEADERS",
+        "MAX_DECODED_READ",
+        "MAX_HEAD_BYTES",
+        "MAX_REDIRECTS",
+        "REDIRECT_STATUSES",
+        "Http11Stream",
+        "ResponseHead",
+        "describe_protocol_error",
+        "header_value",
+        "origin",
+        "proxy_for",
+        "redirected",
+    ),
+}
+_HOME = {name: module for module, names in _HOMES.items() for name in names}
+
+
+def _resolve(name: str) -> Any:
+    """A name of a private module, imported on first use."""
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+if not TYPE_CHECKING:
+    # Hidden from mypy, which sees the names in the TYPE_CHECKING block above.
+    __getattr__ = _resolve
+
+
 def client_key(verify: bool = True) -> str:
     """The SharedResources key of the client with this ``verify`` setting."""
     return "httpx" if verify else "httpx-noverify"
@@ -115,39 +165,13 @@ def client_key(verify: bool = True) -> str:
 CLIENT_SHARDS = 1024
 
 
-class _RedirectSafeClient(httpx.AsyncClient):
-    """httpx following redirects by mux's rules (those of :func:`redirected`).
-
-    httpx drops only ``Authorization`` and ``Cookie`` on the way to another
-    origin and follows https -> http; mux sends on nothing but
-    :data:`CROSS_ORIGIN_HEADERS` and refuses the downgrade. These are
-    httpx's own redirect hooks (private, stable since 0.18); the proxied
-    redirect tests in tests/core/test_http_hostile.py fail should they change.
-    """
-
-    def _redirect_url(self, request: httpx.Request, response: httpx.Response) -> httpx.URL:
-        url = super()._redirect_url(request, response)
-        if request.url.scheme == "https" and url.scheme == "http":
-            raise httpx.UnsupportedProtocol(
-                f"refused a redirect from https to plain http ({str(url)[:200]}): "
-                "it would send the request unencrypted",
-                request=request,
-            )
-        return url
-
-    def _redirect_headers(
-        self, request: httpx.Request, url: httpx.URL, method: str
-    ) -> httpx.Headers:
-        headers = super()._redirect_headers(request, url, method)
-        if origin(url) == origin(request.url) or _is_https_upgrade(request.url, url):
-            return headers
-        kept = [(k, v) for k, v in headers.raw if k.lower().decode() in CROSS_ORIGIN_HEADERS]
-        return httpx.Headers([(b"Host", url.netloc), *kept])
-
-
 def make_client(*, verify: bool | ssl.SSLContext = True) -> httpx.AsyncClient:
     """A client for many long-lived streams; an async context manager."""
-    return _RedirectSafeClient(
+    import httpx
+
+    from ._httpx import RedirectSafeClient
+
+    return RedirectSafeClient(
         verify=verify,
         limits=httpx.Limits(
             max_connections=None, max_keepalive_connections=100, keepalive_expiry=30.0
@@ -177,16 +201,53 @@ async def shared_tls_context(session: Session, *, verify: bool = True) -> ssl.SS
 def _tls_context(verify: bool) -> contextlib.nullcontext[ssl.SSLContext]:
     # Made once per run: building a context loads the CA bundle (milliseconds).
     # HTTP/1.1 only, which is all httpx (http2 off) and mux_sse speak.
+    import httpx
+
     context = httpx.create_ssl_context(verify=verify)
     context.set_alpn_protocols(["http/1.1"])
     return contextlib.nullcontext(context)
+
+
+#: A URL :func:`url_problem` passes without httpx: http(s), a host of ASCII
+#: letters, digits and ``-._~`` (no user info, no ``[IPv6]``), an optional
+#: port of digits, then printable ASCII from the path on. httpx accepts every
+#: such URL, except a dotted IPv4 address that is not one (``999.1.1.1``) and
+#: an ``xn--`` host that is not valid IDNA: those two are looked at again.
+_PLAIN_URL = re.compile(r"(?i:https?)://([A-Za-z0-9._~-]+)(?::[0-9]*)?(?:[/?#][ -~]*)?")
+_IPV4_STYLE = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+")
 
 
 def url_problem(url: str) -> str:
     """Why ``url`` cannot be requested over HTTP, or "" when it can.
 
     For an Options ``check()``: these are config mistakes no retry can fix.
+    What httpx would make of the URL decides; a plain URL (nearly every
+    config's) is recognised without importing httpx, any other is parsed by
+    httpx, so the verdict and its wording are httpx's either way.
     """
+    if isinstance(url, str) and _is_plain_url(url):
+        return ""
+    return _httpx_url_problem(url)
+
+
+def _is_plain_url(url: str) -> bool:
+    """True when httpx parses ``url`` to an http(s) URL with a host (see _PLAIN_URL)."""
+    match = _PLAIN_URL.fullmatch(url)
+    if match is None or len(url) > 65536:  # httpx's limit
+        return False
+    host = match.group(1)
+    if _IPV4_STYLE.fullmatch(host):
+        # What ipaddress.IPv4Address (httpx's check) accepts: 0-255, no leading zero.
+        return all(
+            len(octet) <= 3 and int(octet) <= 255 and (octet == "0" or octet[0] != "0")
+            for octet in host.split(".")
+        )
+    return not host.lower().startswith("xn--")
+
+
+def _httpx_url_problem(url: str) -> str:
+    import httpx
+
     try:
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, TypeError) as exc:
@@ -217,6 +278,8 @@ def clean_headers(headers: Mapping[str, str]) -> dict[str, str]:
 
 def request_timeout(connect_timeout: float) -> httpx.Timeout:
     """Per-request timeouts: connect as configured, no read timeout (timed by the caller)."""
+    import httpx
+
     return httpx.Timeout(
         connect=connect_timeout, read=None, write=connect_timeout, pool=connect_timeout
     )
@@ -229,6 +292,9 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     value = value.strip()
     if value.isascii() and value.isdigit():
         return float(value)
+    import datetime
+    import email.utils
+
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
@@ -246,6 +312,10 @@ def session_error(exc: httpx.HTTPError, *, connected: bool = False) -> SessionEr
     is worth retrying: ``Disconnected`` once the stream was open, else
     ``ServerUnavailable``.
     """
+    import httpx
+
+    from ._http11 import describe_protocol_error
+
     if isinstance(exc, httpx.UnsupportedProtocol | httpx.TooManyRedirects):
         return Failed(str(exc) or type(exc).__name__)
     if isinstance(exc, httpx.LocalProtocolError):

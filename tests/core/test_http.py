@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable
+
+import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mux_core.errors import Disconnected
-from mux_core.http import CLIENT_SHARDS, clean_headers, shared_client
+from mux_core.http import CLIENT_SHARDS, clean_headers, shared_client, url_problem
 from mux_core.records import State, Status
 from mux_core.testing import Drop, run_one_session, serve_sse
 from mux_core.transport import ResumeState, Session, SharedResources
@@ -66,3 +72,76 @@ async def test_a_source_always_gets_the_same_client_and_sources_spread_out() -> 
         assert await shared_client(_session(shared, "a"), verify=False) is not first
     finally:
         await shared.aclose()
+
+
+def _httpx_url_problem(url: str) -> str:
+    """url_problem as it was before it learned to skip httpx: the reference."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError) as exc:
+        return f"url: invalid URL {url!r}: {exc}"
+    if parsed.scheme not in ("http", "https"):
+        return f"url: {url!r} must start with http:// or https://"
+    if not parsed.host:
+        return f"url: {url!r} has no host"
+    return ""
+
+
+def _outcome(check: Callable[[str], str], url: str) -> object:
+    """The verdict, or the exception raised (httpx's ``URL.host`` raises on a bad xn-- host)."""
+    try:
+        return check(url)
+    except Exception as exc:
+        return (type(exc), str(exc))
+
+
+def _agrees(url: str) -> bool:
+    return _outcome(url_problem, url) == _outcome(_httpx_url_problem, url)
+
+
+_SCHEMES = ("http://", "https://", "HtTpS://", "ftp://", "ws://", "http:", "http:/", "", "//")
+_USERS = ("", "user:pw@", "@")
+_HOSTS = (
+    "example.com",
+    "EXAMPLE.com",
+    "127.0.0.1",
+    "0.0.0.0",
+    "255.255.255.255",
+    "256.1.1.1",
+    "999.1.1.1",
+    "01.2.3.4",
+    "0001.2.3.4",
+    "1.2.3",
+    "1.2.3.4.5",
+    "[::1]",
+    "[zz]",
+    "xn--bcher-kva.de",
+    "XN--bcher-kva.de",
+    "xn--zz",
+    "bücher.de",
+    "h_o~st-1",
+    "a b",
+    "",
+)
+_PORTS = ("", ":", ":8080", ":080", ":99999", ":-1", ":+1", ":x", ": 1", ":\u0663")
+_RESTS = ("", "/", "/a b?c=d#e", "?q", "#f", "/%zz", "/ü", "/a\tb", "/\x7f", "path")
+
+
+def test_url_problem_says_what_httpx_says_of_every_url() -> None:
+    """A plain URL passes without httpx; every verdict is still httpx's, word for word."""
+    for parts in itertools.product(_SCHEMES, _USERS, _HOSTS, _PORTS, _RESTS):
+        url = "".join(parts)
+        assert _agrees(url), url
+    assert _agrees("http://" + "a" * 70000)
+
+
+@given(st.text(alphabet="htps:/[]@.%x-01239_~ \t?#ü", max_size=40))
+def test_url_problem_agrees_with_httpx_on_any_text(url: str) -> None:
+    assert _agrees(url)
+
+
+@given(
+    st.from_regex(r"(?i:https?)://[a-z0-9.-]{1,20}(:[0-9]{0,6})?(/[ -~]{0,20})?", fullmatch=True)
+)
+def test_url_problem_agrees_with_httpx_on_plain_urls(url: str) -> None:
+    assert _agrees(url)
