@@ -18,6 +18,7 @@ and tried again at the next interval; the run goes on.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -25,18 +26,9 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
-import trio
-from prometheus_client import CollectorRegistry, write_to_textfile
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    InfoMetricFamily,
-    Metric,
-)
-from prometheus_client.registry import Collector
 
 from mux_core.options import positive
 from mux_core.records import (
@@ -47,6 +39,12 @@ from mux_core.records import (
     Status,
 )
 from mux_core.sink import SinkContext
+
+# trio and prometheus_client are imported where a run uses them: loading the
+# plugin (every mux command does) and checking its options pay for neither.
+if TYPE_CHECKING:
+    from prometheus_client.core import Metric
+    from prometheus_client.registry import Collector
 
 __all__ = ["PrometheusOptions", "PrometheusSink"]
 
@@ -133,6 +131,8 @@ class PrometheusSink:
         self._failing: str | None = None
         # One write at a time, the last one at aclose: a background write
         # finishing late must not put older figures over the final ones.
+        import trio
+
         self._writing = trio.Lock()
         self._closed = False
 
@@ -159,6 +159,8 @@ class PrometheusSink:
                     self._figures(record.source, record.transport)
 
     async def aclose(self) -> None:
+        import trio
+
         with trio.CancelScope(shield=True):
             await self.write_file()
             self._closed = True
@@ -170,6 +172,8 @@ class PrometheusSink:
         return figures
 
     async def _write_forever(self) -> None:
+        import trio
+
         while True:
             await self.write_file()
             await trio.sleep(self.options.interval)
@@ -181,8 +185,11 @@ class PrometheusSink:
                 await self._write_snapshot()
 
     async def _write_snapshot(self) -> None:
+        import trio
+        from prometheus_client import CollectorRegistry, write_to_textfile
+
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(_Snapshot(list(self.metrics())))
+        registry.register(_snapshot_class()(list(self.metrics())))
         try:
             await trio.to_thread.run_sync(write_to_textfile, str(self.path), registry)
         except OSError as exc:
@@ -200,6 +207,8 @@ class PrometheusSink:
 
     def metrics(self) -> Iterator[Metric]:
         """Every metric family, from the figures as they are now."""
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+
         extra = self.options.labels
         names = list(extra)
         values = [extra[name] for name in names]
@@ -241,6 +250,8 @@ class PrometheusSink:
         yield from self._source_metrics(family, values)
 
     def _source_metrics(self, family: Any, values: list[str]) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
         labels = ["source", "transport"]
         up = family(GaugeMetricFamily, "mux_source_up", "1 while the source is connected.", labels)
         state = family(
@@ -324,14 +335,23 @@ _GAUGE_VALUES: dict[str, Callable[[Quality], float | None]] = {
 }
 
 
-class _Snapshot(Collector):
-    """Metric families taken in trio's thread, handed to the writer thread as they are."""
+@functools.cache
+def _snapshot_class() -> Callable[[list[Metric]], Collector]:
+    """The collector class of a snapshot, defined on the first write: subclassing
+    prometheus_client's Collector at import would import prometheus_client with
+    the plugin."""
+    from prometheus_client.registry import Collector
 
-    def __init__(self, families: list[Metric]) -> None:
-        self._families = families
+    class _Snapshot(Collector):
+        """Metric families taken in trio's thread, handed to the writer thread as they are."""
 
-    def collect(self) -> Iterable[Metric]:
-        return self._families
+        def __init__(self, families: list[Metric]) -> None:
+            self._families = families
+
+        def collect(self) -> Iterable[Metric]:
+            return self._families
+
+    return _Snapshot
 
 
 def _resolve(path: str) -> Path:
