@@ -24,10 +24,12 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 import attrs
-import trio
 
 from mux_core import ConfigError, DiscoveryContext, SourceDocument, read_source_document
 from mux_core.options import positive
+
+# trio is imported by the methods that use it: loading the plugin (every mux
+# command does) does not pay for it.
 
 __all__ = ["FilesDiscovery", "FilesOptions"]
 
@@ -64,6 +66,8 @@ class FilesDiscovery:
         self._problems: dict[str, str] = {}
 
     async def run(self) -> None:
+        import trio
+
         last: list[SourceDocument] | None = None
         while True:
             documents = await trio.to_thread.run_sync(self.scan)

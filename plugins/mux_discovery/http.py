@@ -28,19 +28,19 @@ never giving up, and at ``interval`` again once a poll succeeds.
 from __future__ import annotations
 
 import json
-import ssl
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
-import trio
 
 from mux_core import DiscoveryContext, SourceDocument, describe_connection_error
 from mux_core.options import positive
 
-# httpx, and mux_core.http which imports it, are imported where they are used:
+# trio, ssl and mux_core.http's client are imported where they are used:
 # loading the plugin (every mux command does) does not pay for them.
 if TYPE_CHECKING:
+    import ssl
+
     from mux_core.http import HttpClient
 
 __all__ = ["HttpDiscovery", "HttpOptions", "http_sd_tables"]
@@ -82,6 +82,8 @@ class HttpDiscovery:
         self._problem: str | None = None
 
     async def run(self) -> None:
+        import trio
+
         from mux_core.http import HttpClient
 
         client = HttpClient(tls_context=self._tls_context)
@@ -108,6 +110,8 @@ class HttpDiscovery:
 
     async def poll(self, client: HttpClient) -> tuple[bytes, SourceDocument]:
         """One GET; the raw body and its sources, or _PollFailed saying why."""
+        import ssl
+
         import httpx
 
         from mux_core.http import ProtocolError, ResponseTimeout
@@ -148,6 +152,8 @@ class HttpDiscovery:
             self.context.report(problem)
 
     async def _tls_context(self) -> ssl.SSLContext:
+        import ssl
+
         context = ssl.create_default_context()
         if not self.options.verify:
             context.check_hostname = False

@@ -25,11 +25,13 @@ from typing import Any, ClassVar
 
 import attrs
 import msgspec
-import trio
 
 from mux_core.options import non_negative, positive
 from mux_core.records import Batch, Event, encode_jsonl
 from mux_core.sink import SinkContext
+
+# trio is imported by the methods that use it: loading the plugin (every mux
+# command does) does not pay for it.
 
 __all__ = ["FileOptions", "FileSink"]
 
@@ -254,6 +256,8 @@ class FileSink:
     default_on_error: ClassVar[str] = "stop"
 
     def __init__(self, options: FileOptions, context: SinkContext) -> None:
+        import trio
+
         self.options = options
         self.context = context
         self.path = _resolve(options.path)
@@ -269,6 +273,8 @@ class FileSink:
         self._closed = False
 
     async def open(self) -> None:
+        import trio
+
         await self._run_io(self._file.open)
         self._opened = True
         if self.context.resumed:
@@ -281,6 +287,8 @@ class FileSink:
         self.context.start_background(self._flush_periodically)
 
     async def write(self, batch: Batch) -> None:
+        import trio
+
         if self._closed:
             raise trio.ClosedResourceError(f"file sink {self.context.name} is closed")
         if self._skip:
@@ -332,6 +340,8 @@ class FileSink:
 
     async def aclose(self) -> None:
         """Write everything buffered, fsync, close. Not interrupted by cancellation."""
+        import trio
+
         with trio.CancelScope(shield=True):
             async with self._io_lock:
                 if self._closed:
@@ -349,6 +359,8 @@ class FileSink:
                 await self._run_io(self._file.close, locked=True)
 
     async def _flush_periodically(self) -> None:
+        import trio
+
         interval = self.options.flush_interval
         while not self._closed:
             await trio.sleep(interval)
@@ -370,6 +382,8 @@ class FileSink:
         reach the file, and ``to_thread`` may otherwise be cancelled before
         the thread starts.
         """
+        import trio
+
         if not locked:
             async with self._io_lock:
                 await self._run_io(fn, *args, locked=True)

@@ -24,11 +24,13 @@ import math
 from typing import Any, ClassVar, Literal
 
 import attrs
-import trio
 
 from mux_core import Alert, Batch, Event, FieldReader, ProcessorContext, Record, State, Status
 from mux_core.options import at_least_one, fraction, non_negative, positive
 from mux_core.processor import event_types, joined_raw
+
+# trio is imported by the methods that use it: loading the plugin (every mux
+# command does) does not pay for it.
 
 __all__ = [
     "DivergeOptions",
@@ -107,6 +109,8 @@ class StallProcessor:
         self._stalled_seq: int | None = None
 
     def process(self, batch: Batch) -> Batch:
+        import trio
+
         if self._fields is None and not self._types and event_types(batch) is not None:
             # Only events, any of which is progress: no loop over the batch.
             last = batch[-1]
@@ -130,6 +134,8 @@ class StallProcessor:
         return self._progressed(batch, last_seq) if progressed else batch
 
     def _progressed(self, batch: Batch, seq: int | None) -> Batch:
+        import trio
+
         now = trio.current_time()
         quiet = now - self._since
         self._since = now
@@ -501,6 +507,8 @@ class ThroughputProcessor:
         return batch if out is None else out
 
     def _on_status(self, status: Status) -> None:
+        import trio
+
         if self._fields is not None:
             return
         if status.state is State.CONNECTED:

@@ -11,13 +11,15 @@ from typing import Any, ClassVar, Literal
 
 import attrs
 import msgspec
-import trio
 
 from mux_core import Batch, Event, FieldReader, ProcessorContext, Record
 from mux_core.options import at_least_one, non_negative
 from mux_core.processor import event_types
 
 from ._condition import Condition, parse_condition
+
+# trio is imported by the methods that use it: loading the plugin (every mux
+# command does) does not pay for it.
 
 __all__ = [
     "FilterOptions",
@@ -138,6 +140,8 @@ class SampleProcessor:
         self._filled: float | None = None
 
     def process(self, batch: Batch) -> Batch:
+        import trio
+
         every, rate, types = self._every, self._rate, self._types
         if rate:
             self._refill(trio.current_time())

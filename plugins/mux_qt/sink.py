@@ -20,8 +20,6 @@ import sys
 import time
 from typing import TYPE_CHECKING, ClassVar
 
-import trio
-
 from mux_core.records import Batch
 from mux_core.sink import SinkContext
 from mux_core.views import ViewClock
@@ -31,6 +29,9 @@ from .options import QtOptions, cannot_start, require_qt
 if TYPE_CHECKING:
     from .model import PanelModel
     from .panel import QtPanel
+
+# trio is imported by the methods that use it: loading the plugin (every mux
+# command does) does not pay for it.
 
 __all__ = ["QtSink"]
 
@@ -75,6 +76,8 @@ class QtSink:
         self.panel: QtPanel | None = None
 
     async def open(self) -> None:
+        import trio
+
         require_qt()
         widgets = sys.modules.get("PySide6.QtWidgets")
         if widgets is None or widgets.QApplication.instance() is None:

@@ -20,12 +20,17 @@ from __future__ import annotations
 
 import importlib.util
 import re
-import ssl
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 import attrs
-import trio
+
+# trio and ssl are imported where a run uses them: loading the plugin (every
+# mux command does) does not pay for them.
+if TYPE_CHECKING:
+    import ssl
+
+    import trio
 
 __all__ = [
     "INSTALL_HINT",
@@ -35,6 +40,7 @@ __all__ = [
     "describe_error",
     "make_client",
     "missing_coredis",
+    "new_event",
     "parse_url",
     "queue",
     "require_coredis",
@@ -51,6 +57,13 @@ _SCHEMES = {
     "redis+cluster": (False, True),
     "rediss+cluster": (True, True),
 }
+
+
+def new_event() -> trio.Event:
+    """A new ``trio.Event``: the factory of an attrs field, made when a run needs one."""
+    import trio
+
+    return trio.Event()
 
 
 def missing_coredis() -> str | None:
@@ -111,6 +124,8 @@ def parse_url(url: str, *, cluster: bool = False) -> RedisTarget:
 
 
 def _tls_context(ca_file: str | None, verify: bool) -> ssl.SSLContext:
+    import ssl
+
     context = ssl.create_default_context(cafile=ca_file)
     if not verify:
         context.check_hostname = False
@@ -207,6 +222,7 @@ def retryable(exc: BaseException) -> bool:
     Authentication failures, wrong key types and script errors are not.
     """
     import coredis.exceptions as errors
+    import trio
 
     if any(isinstance(leaf, trio.TooSlowError) for leaf in _leaves(exc)):
         return True
@@ -224,6 +240,8 @@ def retryable(exc: BaseException) -> bool:
 
 def describe_error(exc: BaseException) -> str:
     """A few words for a Redis failure ("connection refused", "NOAUTH ...")."""
+    import trio
+
     from mux_core.errors import describe_connection_error
 
     if any(isinstance(leaf, trio.TooSlowError) for leaf in _leaves(exc)):

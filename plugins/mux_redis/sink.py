@@ -34,10 +34,9 @@ from __future__ import annotations
 import logging
 import operator
 import string
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
-import trio
 
 from mux_core.options import non_negative, positive
 from mux_core.records import Batch, encode_jsonl
@@ -48,10 +47,16 @@ from ._client import (
     command,
     describe_error,
     make_client,
+    new_event,
     parse_url,
     queue,
     retryable,
 )
+
+# trio is imported by the methods that use it: loading the plugin (every mux
+# command does) does not pay for it.
+if TYPE_CHECKING:
+    import trio
 
 __all__ = ["RedisStreamSink", "RedisStreamSinkOptions"]
 
@@ -125,7 +130,7 @@ class _Append:
     """One batch, grouped by stream key, waiting for Redis."""
 
     groups: dict[str, list[bytes]]
-    done: trio.Event = attrs.field(factory=trio.Event)
+    done: trio.Event = attrs.field(factory=new_event)
     error: BaseException | None = None
 
 
@@ -137,6 +142,8 @@ class RedisStreamSink:
     default_on_error: ClassVar[str] = "stop"
 
     def __init__(self, options: RedisStreamSinkOptions, context: SinkContext) -> None:
+        import trio
+
         self.options = options
         self.context = context
         self._target: RedisTarget = parse_url(options.url, cluster=options.cluster)
@@ -182,6 +189,8 @@ class RedisStreamSink:
         return key
 
     async def aclose(self) -> None:
+        import trio
+
         await self._send.aclose()
         with trio.CancelScope(shield=True):
             await self._worker_done.wait()
@@ -189,6 +198,8 @@ class RedisStreamSink:
     # -- the worker: owns the client, retries ------------------------------
 
     async def _serve(self) -> None:
+        import trio
+
         job: _Append | None = None
         failures = 0
         policy = self.context.retry
@@ -262,6 +273,7 @@ class RedisStreamSink:
         return f"{self._target.host}:{self._target.port}"
 
     async def _append(self, client: Any, groups: dict[str, list[bytes]]) -> None:
+        import trio
         from coredis.typing import Key
 
         maxlen = self.options.maxlen

@@ -52,10 +52,9 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
-import trio
 
 from mux_core.errors import Disconnected, Failed, ServerUnavailable, SessionError
 from mux_core.options import positive
@@ -67,10 +66,16 @@ from ._client import (
     command,
     describe_error,
     make_client,
+    new_event,
     parse_url,
     queue,
     retryable,
 )
+
+# trio is imported by the methods that use it: loading the plugin (every mux
+# command does) does not pay for it.
+if TYPE_CHECKING:
+    import trio
 
 __all__ = ["RedisStreamOptions", "RedisStreamTransport"]
 
@@ -140,7 +145,7 @@ class _Acks:
     """Entry ids relayed but not yet acknowledged, by stream key."""
 
     pending: dict[bytes, list[bytes]] = attrs.field(factory=dict)
-    wake: trio.Event = attrs.field(factory=trio.Event)
+    wake: trio.Event = attrs.field(factory=new_event)
 
     def add(self, key: bytes, ids: list[bytes]) -> None:
         if ids:
@@ -223,6 +228,8 @@ class _Reader:
         self.next_claim = -math.inf
 
     async def run(self) -> None:
+        import trio
+
         await self._rescan()
         await self.session.connected(f"{len(self.keys)} streams")
         group = self.options.group
@@ -242,10 +249,14 @@ class _Reader:
     # -- finding streams --------------------------------------------------
 
     async def _rescan_when_due(self) -> None:
+        import trio
+
         if trio.current_time() >= self.next_scan:
             await self._rescan()
 
     async def _rescan(self) -> None:
+        import trio
+
         self.next_scan = trio.current_time() + self.options.scan_interval
         found = {key.encode() for key in self.transport._literal}
         for pattern in self.transport._patterns:
@@ -327,6 +338,7 @@ class _Reader:
         return max(1, int(self.options.block * 1000))
 
     async def _read_plain(self) -> None:
+        import trio
         from coredis.typing import Key
 
         if not self.keys:
@@ -364,6 +376,8 @@ class _Reader:
         cluster with streams in several slots); else a pipelined round of
         non-blocking reads, one per slot, and a wait after an empty round.
         """
+        import trio
+
         slots = self.slots
         if len(slots) == 1:
             reply = await command(
@@ -386,6 +400,7 @@ class _Reader:
         return streams
 
     async def _read_group(self) -> None:
+        import trio
         from coredis.typing import Key
 
         if not self.keys:
@@ -455,6 +470,8 @@ class _Reader:
                 await self._relay_group(streams)
 
     async def _claim_when_due(self) -> None:
+        import trio
+
         if trio.current_time() < self.next_claim:
             return
         self.next_claim = trio.current_time() + self.options.claim_idle / 2
@@ -500,6 +517,7 @@ class _Reader:
 
     async def _acknowledge(self) -> None:
         """XACK what every sink has written, in the background of the reads."""
+        import trio
         from coredis.typing import Key
 
         acks = self.acks

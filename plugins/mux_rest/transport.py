@@ -43,7 +43,6 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 import orjson
-import trio
 
 from mux_core import __version__
 from mux_core.errors import Failed, ServerUnavailable, describe_connection_error
@@ -52,8 +51,8 @@ from mux_core.transport import RawEvent, Session
 
 from ._page import Delivered, PageReader
 
-# httpx, and mux_core.http which imports it, are imported where they are used:
-# loading the plugin (every mux command does) does not pay for them.
+# trio and httpx (and mux_core.http's client modules) are imported where they
+# are used: loading the plugin (every mux command does) does not pay for them.
 if TYPE_CHECKING:
     import httpx
 
@@ -157,6 +156,8 @@ class RestTransport:
             await direct.aclose()
 
     async def _poll_forever(self, session: Session, fetch: _Fetch) -> None:
+        import trio
+
         interval = self.options.interval
         next_poll = trio.current_time()
         while True:
@@ -210,6 +211,8 @@ class RestTransport:
         self, client: HttpClient, url: httpx.URL, conditions: list[tuple[str, bytes]]
     ) -> HttpResponse:
         """GET through mux's own HTTP/1.1 client; errors become session errors."""
+        import trio
+
         from mux_core.http import BodyTooLarge, ProtocolError, ResponseTimeout
 
         opts = self.options

@@ -22,7 +22,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Literal
 
 import attrs
-import trio
 
 from mux_core import __version__
 from mux_core.errors import (
@@ -37,10 +36,11 @@ from mux_core.transport import Session
 
 from ._parser import DEFAULT_MAX_EVENT_BYTES, SseParser
 
-# httpx, and mux_core.http which imports it, are imported where they are used:
-# loading the plugin (every mux command does) does not pay for them.
+# trio and httpx (and mux_core.http's client modules) are imported where they
+# are used: loading the plugin (every mux command does) does not pay for them.
 if TYPE_CHECKING:
     import httpx
+    import trio
 
     from mux_core.http import Http11Stream
 
@@ -112,6 +112,8 @@ class SseTransport:
         self._proxy = proxy_for(self._url) if self._url is not None else None
 
     async def run_session(self, session: Session) -> None:
+        import trio
+
         from mux_core.http import ProtocolError
 
         opts = self.options
@@ -147,6 +149,8 @@ class SseTransport:
 
     async def _open(self, session: Session, url: httpx.URL) -> Http11Stream:
         """Connect with _http11, following redirects, up to an accepted stream's head."""
+        import trio
+
         from mux_core.http import (
             MAX_REDIRECTS,
             REDIRECT_STATUSES,
@@ -246,6 +250,8 @@ class SseTransport:
         deadline passed during such a wait, the scope is left and a fresh
         one started instead of ending the stream.
         """
+        import trio
+
         read_timeout = self.options.read_timeout
         slack = min(read_timeout / 16, 1.0)
         resume = session.resume

@@ -23,7 +23,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
-import trio
 
 from mux_core.options import positive
 from mux_core.records import Batch
@@ -35,8 +34,8 @@ from ._model import TuiModel
 from ._render import CAPTION, DEMO_CAPTION, TuiView
 from ._terminal import KeySource, TerminalMode, TtyKeys, keyboard_fd
 
-# rich is imported when a view is made: loading the plugin (every mux command
-# does) does not pay for it.
+# rich is imported when a view is made, trio where it is used: loading the
+# plugin (every mux command does) pays for neither.
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.live import Live
@@ -178,6 +177,8 @@ class TuiSink:
     async def _read_keys(self, keys: KeySource | None) -> None:
         """Hand typed keys to :meth:`press` until the view closes; restore the
         terminal however this ends (closed, failed, cancelled)."""
+        import trio
+
         try:
             if keys is None:
                 await trio.sleep_forever()  # only the ^C echo to undo, at the end
@@ -197,6 +198,8 @@ class TuiSink:
             terminal.restore()
 
     async def _refresh_forever(self) -> None:
+        import trio
+
         period = 1.0 / self.options.refresh_per_second
         while self._live is not None:
             self._live.update(self.render(), refresh=True)

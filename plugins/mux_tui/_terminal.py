@@ -22,13 +22,13 @@ from __future__ import annotations
 import os
 from typing import IO, Any, Protocol
 
-import trio
-import trio.lowlevel
-
 try:
     import termios
 except ImportError:  # Windows: no cbreak, no keys
     termios = None  # type: ignore[assignment]
+
+# trio is imported by the methods that use it: loading the plugin (every mux
+# command does) does not pay for it.
 
 __all__ = ["KeySource", "TerminalMode", "TtyKeys", "keyboard_fd"]
 
@@ -113,6 +113,8 @@ class TtyKeys:
         self.fd = fd
 
     async def read(self) -> bytes:
+        import trio
+
         while True:
             await trio.lowlevel.wait_readable(self.fd)
             try:

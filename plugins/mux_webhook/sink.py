@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import attrs
 import orjson
-import trio
 
 from mux_core.options import positive
 from mux_core.records import (
@@ -47,8 +46,8 @@ from mux_core.records import (
 from mux_core.retry import RetryPolicy
 from mux_core.sink import SinkContext
 
-# httpx is imported where it is used: loading the plugin (every mux command
-# does) does not pay for it.
+# trio and httpx are imported where they are used: loading the plugin (every
+# mux command does) does not pay for them.
 if TYPE_CHECKING:
     import httpx
 
@@ -126,6 +125,8 @@ class WebhookSink:
     default_on_error: ClassVar[str] = "drop"
 
     def __init__(self, options: WebhookOptions, context: SinkContext) -> None:
+        import trio
+
         self.options = options
         self.context = context
         self.policy: RetryPolicy = context.retry
@@ -153,6 +154,8 @@ class WebhookSink:
         self.context.start_background(self._sender)
 
     async def write(self, batch: Batch) -> None:
+        import trio
+
         options = self.options
         queue = self._queue
         added = False
@@ -179,6 +182,8 @@ class WebhookSink:
 
     async def aclose(self) -> None:
         """Send what is queued (within ``flush_timeout``), then close the client."""
+        import trio
+
         with trio.move_on_after(self.options.flush_timeout):
             await self._idle.wait()
         unsent = len(self._queue) + self._in_flight
@@ -197,6 +202,8 @@ class WebhookSink:
     # -- sending -------------------------------------------------------------
 
     async def _sender(self) -> None:
+        import trio
+
         while True:
             if not self._queue:
                 self._idle.set()
@@ -213,6 +220,8 @@ class WebhookSink:
 
     async def _deliver(self, records: list[Record]) -> bool:
         """POST ``records`` until accepted (True) or given up (False), backing off between."""
+        import trio
+
         body = self._body(records)
         failures = 0
         while True:

@@ -19,26 +19,25 @@ sentence a person reads -- never a library's class name or wording::
 
 from __future__ import annotations
 
-import ssl
+import re
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import attrs
-import trio
-from websockets.client import ClientProtocol
-from websockets.exceptions import (
-    InvalidHeader,
-    InvalidHeaderValue,
-    InvalidMessage,
-    InvalidUpgrade,
-    NegotiationError,
-)
-from websockets.protocol import OPEN
-from websockets.typing import Subprotocol
-from websockets.uri import WebSocketURI, parse_uri
 
 from mux_core import __version__
 from mux_core.errors import Failed, ServerUnavailable, SessionError, describe_connection_error
+
+# trio, ssl and websockets are imported where a connection needs them: loading
+# the plugin (every mux command does) and checking its options (mux check) pay
+# for none of them.
+if TYPE_CHECKING:
+    import ssl
+
+    import trio
+    from websockets.client import ClientProtocol
+    from websockets.uri import WebSocketURI
 
 __all__ = [
     "MAX_HEAD_BYTES",
@@ -92,6 +91,13 @@ class Target:
         return self.uri.secure
 
 
+#: A URL :func:`url_problem` passes without websockets: ws(s), a host of
+#: letters, digits and ``-._~`` (no user info, no ``[IPv6]``), an optional port
+#: of digits (at most 65535, checked apart), then anything but a fragment (all
+#: ASCII). websockets' ``parse_uri`` accepts every such URL; it parses the others.
+_PLAIN_URL = re.compile(r"(?i:wss?)://[A-Za-z0-9._~-]+(?::([0-9]*))?(?:[/?][^#]*)?")
+
+
 def url_problem(url: str) -> str:
     """Why ``url`` cannot be connected to, or "" when it can (no I/O)."""
     bad = [c for c in url if ord(c) < 0x21 or ord(c) == 0x7F]
@@ -100,6 +106,11 @@ def url_problem(url: str) -> str:
         return f"url: {url!r} contains {what}; percent-encode it (a space is %20)"
     if not url.lower().startswith(("ws://", "wss://")):
         return f"url: {url!r} must start with ws:// or wss://"
+    plain = _PLAIN_URL.fullmatch(url) if url.isascii() else None
+    if plain is not None and int(plain.group(1) or 0) <= 65535:
+        return ""
+    from websockets.uri import parse_uri
+
     try:
         if not urlsplit(url).hostname:
             return f"url: {url!r} has no host"
@@ -118,8 +129,6 @@ def _cause(exc: BaseException) -> str:
 
 def options_problem(url: str, headers: Mapping[str, str]) -> str:
     """Why these options cannot work, or "": for ``check()`` and each session."""
-    # Here, not at the top: mux_core.http imports httpx, which loading the
-    # plugin (every mux command does) need not pay for.
     from mux_core.http import headers_problem
 
     problem = url_problem(url) or headers_problem(headers)
@@ -133,6 +142,8 @@ def options_problem(url: str, headers: Mapping[str, str]) -> str:
 
 def parse_target(url: str) -> Target:
     """The :class:`Target` of a URL that passed :func:`url_problem`."""
+    from websockets.uri import parse_uri
+
     problem = url_problem(url)
     if problem:
         raise ValueError(problem)
@@ -146,6 +157,9 @@ def new_protocol(target: Target, headers: Mapping[str, str], max_size: int) -> C
     small frame that inflates to gigabytes. A ``Sec-WebSocket-Protocol``
     header becomes the subprotocols offered, so the server may pick one.
     """
+    from websockets.client import ClientProtocol
+    from websockets.typing import Subprotocol
+
     offered: list[Subprotocol] | None = None
     for name, value in headers.items():
         if name.lower() == "sec-websocket-protocol":
@@ -171,6 +185,8 @@ async def open_stream(target: Target, tls: ssl.SSLContext | None) -> trio.abc.St
 
     Raises ServerUnavailable; the caller bounds the time.
     """
+    import trio
+
     try:
         stream: trio.abc.Stream = await trio.open_tcp_stream(target.host, target.port)
     except OSError as exc:
@@ -191,6 +207,8 @@ async def open_stream(target: Target, tls: ssl.SSLContext | None) -> trio.abc.St
 
 
 def _tls_detail(exc: BaseException) -> str:
+    import ssl
+
     cause: BaseException | None = exc
     while cause is not None:
         if isinstance(cause, ssl.SSLCertVerificationError):
@@ -217,6 +235,9 @@ async def handshake(
     start of the first frames, not yet given to the protocol. Raises a
     SessionError for anything but a valid 101.
     """
+    import trio
+    from websockets.protocol import OPEN
+
     try:
         await stream.send_all(b"".join(protocol.data_to_send()))
         progress.request_sent = True
@@ -299,6 +320,14 @@ def _rejected(status: int, headers: Mapping[str, str]) -> SessionError:
 
 
 def _bad_upgrade(exc: BaseException | None) -> str:
+    from websockets.exceptions import (
+        InvalidHeader,
+        InvalidHeaderValue,
+        InvalidMessage,
+        InvalidUpgrade,
+        NegotiationError,
+    )
+
     why = "it did not complete"
     if isinstance(exc, InvalidHeaderValue) and exc.name == "Sec-WebSocket-Accept":
         why = "its Sec-WebSocket-Accept does not match the key mux sent"

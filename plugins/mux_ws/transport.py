@@ -32,19 +32,13 @@ than failing the connection, so one bad byte cannot loop a resuming stream.
 from __future__ import annotations
 
 import math
-import ssl
 from collections.abc import Sequence
 from itertools import repeat
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import attrs
 import msgspec
-import trio
-from websockets.client import ClientProtocol
-from websockets.exceptions import PayloadTooBig, ProtocolError
-from websockets.frames import BINARY, CONT, PONG, TEXT
-from websockets.protocol import OPEN
 
 from mux_core.errors import (
     Disconnected,
@@ -58,7 +52,6 @@ from mux_core.options import non_negative, positive
 from mux_core.payload import JsonFields, is_json
 from mux_core.transport import RawEvent, Session
 
-from ._frames import FrameSplitter
 from ._handshake import (
     READ_SIZE,
     HandshakeProgress,
@@ -70,6 +63,15 @@ from ._handshake import (
     parse_target,
     preview,
 )
+
+# trio, ssl and websockets (and _frames, which imports it) are imported where a
+# connection uses them: loading the plugin (every mux command does) and
+# checking its options (mux check) pay for none of them.
+if TYPE_CHECKING:
+    import ssl
+
+    import trio
+    from websockets.client import ClientProtocol
 
 __all__ = ["WsOptions", "WsTransport"]
 
@@ -115,8 +117,6 @@ class WsOptions:
     @classmethod
     def check(cls, options: WsOptions) -> None:
         """Reject what no connection attempt could fix (a bad URL or header) before any I/O."""
-        # mux_core.http is imported where it is used: it imports httpx, which
-        # loading the plugin (every mux command does) need not pay for.
         from mux_core.http import clean_headers
 
         problem = options_problem(options.url, clean_headers(options.headers))
@@ -143,6 +143,8 @@ class _Connection:
         A server that stops reading makes this block: after ``write_timeout``
         the connection is given up.
         """
+        import trio
+
         data = b"".join(self.protocol.data_to_send())  # SEND_EOF is b"": nothing to join
         if not data:
             return
@@ -161,6 +163,9 @@ class _Connection:
     async def finish(self) -> None:
         """Say goodbye (close 1000 if still open), without waiting for the reply, and
         close the socket. Runs shielded: it is what a cancelled session does last."""
+        import trio
+        from websockets.protocol import OPEN
+
         with trio.CancelScope(shield=True):
             if self.polite:
                 protocol = self.protocol
@@ -180,6 +185,8 @@ class _Heartbeat:
     """Ping deadlines, checked by the receive loop around its reads."""
 
     def __init__(self, interval: float, timeout: float) -> None:
+        import trio
+
         self.interval = interval
         self.timeout = timeout
         self.next_ping = trio.current_time() + interval
@@ -204,6 +211,8 @@ class _Heartbeat:
             self.next_ping = math.inf
 
     def pong(self, data: bytes | bytearray) -> None:
+        import trio
+
         if data == self.payload and self.pong_due != math.inf:
             self.pong_due = math.inf
             self.next_ping = trio.current_time() + self.interval
@@ -261,6 +270,8 @@ class WsTransport:
         The deadline is a hair earlier than the supervisor's own, so that this
         session says what it was waiting for instead of "no connection".
         """
+        import trio
+
         timeout = session.connect_timeout
         deadline = trio.current_time() + timeout - min(0.01 * timeout, 0.1)
         progress = HandshakeProgress()
@@ -283,6 +294,8 @@ class WsTransport:
         )
 
     async def _subscribe(self, conn: _Connection, session: Session) -> None:
+        from websockets.protocol import OPEN
+
         if self.options.subscribe is None:
             return
         text = self.options.subscribe.replace("{last_id}", session.resume.last_id or "")
@@ -292,6 +305,11 @@ class WsTransport:
 
     async def _receive(self, conn: _Connection, session: Session, first: bytes) -> None:
         """Read, parse, emit one batch per read, answer; until the connection ends."""
+        import trio
+        from websockets.protocol import OPEN
+
+        from ._frames import FrameSplitter
+
         opts = self.options
         protocol = conn.protocol
         receive_some = conn.stream.receive_some
@@ -337,6 +355,8 @@ class WsTransport:
     ) -> list[bytes]:
         """The complete messages among ``events`` (messages the splitter cut out,
         frames from the protocol), as bytes, in order."""
+        from websockets.frames import BINARY, CONT, PONG, TEXT
+
         payloads: list[bytes] = []
         append = payloads.append
         for frame in events:
@@ -369,6 +389,8 @@ class WsTransport:
         While a pong is awaited, the time spent here (a slow sink holding the
         batch) is added to its deadline: that wait is mux's, not the server's.
         """
+        import trio
+
         waiting = heartbeat is not None and heartbeat.pong_due != math.inf
         started = trio.current_time() if waiting else 0.0
         notices: list[str] = []
@@ -428,6 +450,8 @@ class WsTransport:
 
     async def _outcome(self, protocol: ClientProtocol, session: Session) -> SessionError:
         """Why the connection is no longer open, as the session's outcome."""
+        from websockets.exceptions import PayloadTooBig, ProtocolError
+
         rcvd = protocol.close_rcvd
         exc = protocol.parser_exc
         if rcvd is not None:

@@ -365,22 +365,29 @@ def test_a_reader_that_goes_away_is_not_a_traceback(tmp_path: Path) -> None:
 
 
 #: What the start-up of every command (its plugins loaded, its parser built)
-#: must not import: the run machinery, the config loader, httpx and the HTTP
-#: helpers, rich. Each is imported where it is used (lazily: start-up time is
-#: measured by benchmarks/bench_startup.py, not here).
-_NOT_AT_START_UP = ("mux_core._run.engine", "mux_core._config", "mux_core.http", "httpx", "rich")
+#: must not import: the run machinery, the config loader, the HTTP helpers and
+#: the libraries a run uses (trio, httpx, h11, websockets, prometheus_client,
+#: rich). Each is imported where it is used (lazily: start-up time is measured
+#: by benchmarks/bench_startup.py, not here).
+_RUN_LIBRARIES = ("trio", "httpx", "h11", "websockets", "prometheus_client", "rich")
+_NOT_AT_START_UP = ("mux_core._run.engine", "mux_core._config", "mux_core.http", *_RUN_LIBRARIES)
 
 
-def _modules_after(code: str) -> list[str]:
-    """The modules of ``_NOT_AT_START_UP`` that ``code`` imported, in a fresh process."""
+def _modules_after(code: str, unwanted: tuple[str, ...] = _NOT_AT_START_UP) -> list[str]:
+    """The modules of ``unwanted`` that ``code`` imported, in a fresh process (in ROOT)."""
     script = f"import json, sys\n{code}\nprint(json.dumps(sorted(sys.modules)))"
     env = {**os.environ, "MUX_LOAD_PLUGINS": "", "MUX_PLUGIN_MODULES": ""}
     done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        cwd=ROOT,
     )
     assert done.returncode == 0, done.stderr
     loaded = set(json.loads(done.stdout.strip().splitlines()[-1]))
-    return sorted(name for name in _NOT_AT_START_UP if name in loaded)
+    return sorted(name for name in unwanted if name in loaded)
 
 
 def test_import_mux_core_loads_no_machinery() -> None:
@@ -393,7 +400,8 @@ def test_import_mux_core_loads_no_machinery() -> None:
 
 def test_start_up_with_the_built_in_plugins_imports_only_what_it_needs() -> None:
     """mux --help, mux plugins: the built-in plugins loaded and the parser built, without
-    the machinery, httpx or rich (a transport imports httpx when it connects)."""
+    the machinery, trio, httpx, websockets, prometheus_client or rich (a transport
+    imports what it connects with when it connects)."""
     code = (
         "from mux_core._cli import build_parser, load_plugins\n"
         "plugins = load_plugins()\n"
@@ -401,3 +409,31 @@ def test_start_up_with_the_built_in_plugins_imports_only_what_it_needs() -> None
         "plugins.infos()\n"
     )
     assert _modules_after(code) == []
+
+
+def test_check_imports_none_of_the_libraries_a_run_uses() -> None:
+    """mux check of the example config (sse, ws and rest sources, a tui and a file sink,
+    five processors) validates every URL and header without trio, httpx, h11,
+    websockets, prometheus_client or rich, and without the engine."""
+    code = (
+        "from mux_core._cli import main\n"
+        "assert main(['check', '--quiet', 'examples/monitor.toml']) == 0\n"
+    )
+    unwanted = ("mux_core._run.engine", *_RUN_LIBRARIES)
+    assert _modules_after(code, unwanted) == []
+    # What makes it so for the URLs: a plain one is passed without its library, and the
+    # library still decides any other (the messages are compared in the transports' tests).
+    code = (
+        "from mux_core.http import url_problem\n"
+        "from mux_ws._handshake import url_problem as ws_url_problem\n"
+        "assert url_problem('http://127.0.0.1:8888/events?a=b') == ''\n"
+        "assert ws_url_problem('wss://example.com:8889/ws') == ''\n"
+    )
+    assert _modules_after(code, unwanted) == []
+    code = (
+        "from mux_core.http import url_problem\n"
+        "from mux_ws._handshake import url_problem as ws_url_problem\n"
+        "assert url_problem('http://[::1]:8888/') == ''\n"
+        "assert ws_url_problem('ws://user:pw@h/') == ''\n"
+    )
+    assert {"httpx", "websockets"} <= set(_modules_after(code, unwanted))

@@ -22,16 +22,21 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+import itertools
 import socket
 import ssl
 import struct
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 import attrs
 import pytest
 import trio
+from hypothesis import given
+from hypothesis import strategies as st
+from websockets.uri import parse_uri
 
 import mux_core.testing
 import mux_ws
@@ -50,6 +55,7 @@ from mux_core.testing import (
     http_head,
 )
 from mux_ws import WsOptions, WsTransport
+from mux_ws._handshake import url_problem
 from tests.helpers.hostile import (
     PeakRss,
     assert_readable,
@@ -552,6 +558,54 @@ def test_check_reports_what_would_crash_at_run_time(line: str, where: str, messa
         parse_config(text, path="mon.toml", plugins=plugins)
     assert str(info.value).startswith(f"mon.toml:{where}")
     assert message in str(info.value)
+
+
+def _parse_uri_url_problem(url: str) -> str:
+    """url_problem as it was before it learned to skip websockets: the reference."""
+    bad = [c for c in url if ord(c) < 0x21 or ord(c) == 0x7F]
+    if bad:
+        what = "a space" if bad[0] == " " else f"the control character {bad[0]!r}"
+        return f"url: {url!r} contains {what}; percent-encode it (a space is %20)"
+    if not url.lower().startswith(("ws://", "wss://")):
+        return f"url: {url!r} must start with ws:// or wss://"
+    try:
+        if not urlsplit(url).hostname:
+            return f"url: {url!r} has no host"
+        uri = parse_uri(url)
+    except Exception as exc:
+        msg = getattr(exc, "msg", None)
+        return f"url: invalid URL {url!r}: {msg if isinstance(msg, str) else exc}"
+    if not uri.host:
+        return f"url: {url!r} has no host"
+    return ""
+
+
+_WS_URL_PARTS = (
+    ("ws://", "wss://", "WsS://", "http://", "ws:/"),
+    ("", "u:p@", "u@", "@"),
+    ("example.com", "127.0.0.1", "999.1.1.1", "h_o~st", "[::1]", "[zz", "bücher.de", ""),
+    ("", ":", ":8080", ":65535", ":65536", ":0", ":99999999", ":x", ":-1", ":\u0663"),
+    ("", "/", "/a?b=c", "?q", "#f", "/a#f", "/ü", "/a%20b", "/[x]", "/a@b"),
+)
+
+
+def test_url_problem_says_what_parse_uri_says_of_every_url() -> None:
+    """A plain URL passes without importing websockets; every verdict is still the old one."""
+    for parts in itertools.product(*_WS_URL_PARTS):
+        url = "".join(parts)
+        assert url_problem(url) == _parse_uri_url_problem(url), url
+
+
+@given(st.text(alphabet="wsWS:/[]@.%#?x-019_~ü\u0663", max_size=30))
+def test_url_problem_agrees_with_parse_uri_on_any_text(url: str) -> None:
+    assert url_problem(url) == _parse_uri_url_problem(url)
+
+
+@given(
+    st.from_regex(r"(?i:wss?)://[a-z0-9.@-]{1,12}(:[0-9]{0,7})?([/?][ -~]{0,20})?", fullmatch=True)
+)
+def test_url_problem_agrees_with_parse_uri_on_plain_urls(url: str) -> None:
+    assert url_problem(url) == _parse_uri_url_problem(url)
 
 
 # -- TLS: the same CA bundle as https, and a verify option --------------------------------
