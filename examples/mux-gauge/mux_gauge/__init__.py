@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import attrs
-import httpx
-import trio
 
 from mux_core import Failed, ServerUnavailable, Session, describe_connection_error, hookimpl
 from mux_core.hookspecs import Register
@@ -34,6 +32,10 @@ class GaugeTransport:
         self.options = options
 
     async def run_session(self, session: Session) -> None:
+        # Imported here, not at the top: every mux command imports every plugin.
+        import httpx
+        import trio
+
         client = await shared_client(session)
         timeout = request_timeout(session.connect_timeout)
         while True:

@@ -25,10 +25,12 @@ from typing import Any, ClassVar
 
 import attrs
 import orjson
-import trio
 
 from mux_core import Batch, Event, Record, SinkContext, Status
 from mux_core.options import positive
+
+# trio is imported by the methods that use it: every mux command imports every
+# installed plugin, so what a plugin imports at the top, each command waits for.
 
 __all__ = ["CsvOptions", "CsvSink"]
 
@@ -140,6 +142,8 @@ class CsvSink:
     default_on_error: ClassVar[str] = "stop"
 
     def __init__(self, options: CsvOptions, context: SinkContext) -> None:
+        import trio
+
         self.options = options
         self.context = context
         self.path = os.path.abspath(os.path.expanduser(options.path))
@@ -153,12 +157,16 @@ class CsvSink:
         self._opened = self._closed = False
 
     async def open(self) -> None:
+        import trio
+
         async with self._lock:
             await trio.to_thread.run_sync(self._file.open)
             self._opened = True
         self.context.start_background(self._flush_periodically)
 
     async def write(self, batch: Batch) -> None:
+        import trio
+
         if self._closed:
             raise trio.ClosedResourceError(f"csv sink {self.context.name} is closed")
         rows = [row for record in batch if (row := self._row(record)) is not None]
@@ -173,6 +181,8 @@ class CsvSink:
 
     async def aclose(self) -> None:
         """Write the buffered rows and close; not interrupted by cancellation."""
+        import trio
+
         with trio.CancelScope(shield=True):
             async with self._lock:
                 if self._closed:
@@ -186,6 +196,8 @@ class CsvSink:
                     await trio.to_thread.run_sync(self._file.close)
 
     async def _write_pending(self) -> None:
+        import trio
+
         if not self._pending:
             return
         text = "".join(self._pending)
@@ -194,6 +206,8 @@ class CsvSink:
             await trio.to_thread.run_sync(self._file.write, text)
 
     async def _flush_periodically(self) -> None:
+        import trio
+
         while not self._closed:
             await trio.sleep(self.options.flush_interval)
             await self.flush()

@@ -45,10 +45,12 @@ from typing import Any, ClassVar
 
 import attrs
 import orjson
-import trio
 
 from mux_core import Disconnected, Failed, RawEvent, ServerUnavailable, Session
 from mux_core.options import positive
+
+# trio is imported by the methods that use it: every mux command imports every
+# installed plugin, so what a plugin imports at the top, each command waits for.
 
 __all__ = ["TailCursor", "TailOptions", "TailTransport"]
 
@@ -249,6 +251,8 @@ class TailTransport:
         self.path = os.path.abspath(os.path.expanduser(options.path))
 
     async def run_session(self, session: Session) -> None:
+        import trio
+
         reader = _Reader(self.path, self.options)
         cursor = session.resume.cursor if isinstance(session.resume.cursor, TailCursor) else None
         try:
@@ -267,6 +271,8 @@ class TailTransport:
                 await trio.to_thread.run_sync(reader.close)
 
     async def _follow(self, session: Session, reader: _Reader) -> None:
+        import trio
+
         while True:
             try:
                 poll = await trio.to_thread.run_sync(reader.poll)

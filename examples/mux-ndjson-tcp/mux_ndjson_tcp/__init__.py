@@ -2,11 +2,9 @@
 
 import attrs
 import orjson
-import trio
 
-from mux_core import Disconnected, RawEvent, ServerUnavailable, Session, hookimpl
+from mux_core import Disconnected, RawEvent, Register, ServerUnavailable, Session, hookimpl
 from mux_core import describe_connection_error as describe
-from mux_core.hookspecs import Register
 
 
 @attrs.frozen(kw_only=True)
@@ -27,6 +25,8 @@ class NdjsonTcpTransport:
     options: NdjsonTcpOptions
 
     async def run_session(self, session: Session) -> None:
+        import trio
+
         hello = orjson.dumps({"resume_after": (last := session.resume.last_id) and int(last)})
         try:
             async with await trio.open_tcp_stream(self.options.host, self.options.port) as stream:
