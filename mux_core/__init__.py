@@ -156,9 +156,11 @@ def _resolve(name: str) -> Any:
         from importlib.metadata import PackageNotFoundError, version
 
         try:
-            return version("mux")
+            found = version("mux")  # reads the installed metadata: once, then kept
         except PackageNotFoundError:
-            return "0+unknown"
+            found = "0+unknown"
+        globals()[name] = found
+        return found
     module = _HOME.get(name)
     if module is None:
         raise AttributeError(f"module 'mux_core' has no attribute {name!r}")

@@ -111,9 +111,16 @@ class PluginManager:
         """
         if only is None:
             only = _names_from_env()
+        # A distribution's name and version, read once for all its entry points:
+        # each read of Distribution.name or .version parses its METADATA again.
+        about: dict[importlib.metadata.Distribution, tuple[str, str]] = {}
         for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-            dist = ep.dist.name if ep.dist is not None else None
-            version = ep.dist.version if ep.dist is not None else None
+            dist = version = None
+            if ep.dist is not None:
+                if ep.dist not in about:
+                    metadata = ep.dist.metadata
+                    about[ep.dist] = (metadata["Name"], metadata["Version"])
+                dist, version = about[ep.dist]
             builtin = dist == _OWN_DISTRIBUTION
             if not builtin and only is not None and ep.name not in only:
                 continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import subprocess
@@ -157,3 +158,18 @@ def test_a_plugin_whose_extra_is_missing_is_silent_until_a_config_uses_it(
         assert used.returncode == 2
         assert f"{uses_qt}:8: sinks[1].type: " in used.stderr and "mux[qt]" in used.stderr
         assert "Traceback" not in used.stderr
+
+
+def test_each_plugin_is_listed_with_its_own_distribution_and_version() -> None:
+    """The name and version of a distribution are read once for all its entry points
+    (each read parses its METADATA): every plugin still gets its own."""
+    expected = {
+        ep.name: (ep.dist.name, ep.dist.version)
+        for ep in importlib.metadata.entry_points(group="mux")
+        if ep.dist is not None
+    }
+    plugins = PluginManager()
+    plugins.load_entry_points(only=set(expected))
+    listed = {info.name: (info.distribution, info.version) for info in plugins.infos()}
+    assert {name: listed[name] for name in expected} == expected
+    assert expected["sse"] == ("mux", importlib.metadata.version("mux"))
