@@ -61,6 +61,13 @@ _MAX_DATA_CHARS = 300
 
 
 def _http_url(_instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+    from mux_core.http import url_problem
+
+    # url_problem passes exactly the http(s) URLs with a host that httpx parses,
+    # and a plain one without importing httpx (mux check need not); the message
+    # of any other is this sink's own.
+    if not url_problem(value):
+        return
     import httpx
 
     try:

@@ -437,3 +437,43 @@ def test_check_imports_none_of_the_libraries_a_run_uses() -> None:
         "assert ws_url_problem('ws://user:pw@h/') == ''\n"
     )
     assert {"httpx", "websockets"} <= set(_modules_after(code, unwanted))
+
+
+def test_check_of_every_other_built_in_imports_none_of_the_libraries_a_run_uses(
+    tmp_path: Path,
+) -> None:
+    """The same for the built-ins monitor.toml leaves out: webhook, prometheus, log,
+    redis-stream (both ways) and http discovery."""
+    config = tmp_path / "all.toml"
+    config.write_text(
+        textwrap.dedent(
+            f"""\
+            [[sources]]
+            name = "r"
+            transport = "redis-stream"
+            url = "redis://127.0.0.1:6379/0"
+            streams = ["mux:x"]
+
+            [[sinks]]
+            type = "webhook"
+            url = "https://hooks.example.com/x"
+
+            [[sinks]]
+            type = "redis-stream"
+            url = "rediss://127.0.0.1:6380/0"
+
+            [[sinks]]
+            type = "prometheus"
+            path = "{tmp_path}/mux.prom"
+
+            [[sinks]]
+            type = "log"
+
+            [[discovery]]
+            type = "http"
+            url = "http://127.0.0.1:9000/sd"
+            """
+        )
+    )
+    code = f"from mux_core._cli import main\nassert main(['check', '-q', {str(config)!r}]) == 0\n"
+    assert _modules_after(code, ("mux_core._run.engine", "coredis", *_RUN_LIBRARIES)) == []

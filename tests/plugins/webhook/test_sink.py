@@ -15,6 +15,7 @@ from functools import partial
 from typing import Any
 
 import h11
+import httpx
 import orjson
 import pytest
 import trio
@@ -231,3 +232,43 @@ async def test_close_gives_up_after_flush_timeout_and_counts_the_rest() -> None:
 def test_options_reject_a_url_that_is_not_http() -> None:
     with pytest.raises(ValueError, match="must be an http:// or https:// URL"):
         WebhookOptions(url="ftp://example.org/hook")
+
+
+def _old_url_verdict(value: str) -> str:
+    """The url check as it was (httpx parses every URL): its message, or ""."""
+    try:
+        url = httpx.URL(value)
+    except Exception as exc:
+        return f"url: not a URL ({exc})"
+    if url.scheme not in ("http", "https") or not url.host:
+        return f"url must be an http:// or https:// URL, got {value!r}"
+    return ""
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://hooks.example.com/services/T0/B0/x?a=b",
+        "http://127.0.0.1:8080/hook",
+        "HTTP://Example.COM",
+        "http://999.1.1.1/",
+        "http://[::1]:80/",
+        "http://user:pw@h/",
+        "http://h:x/",
+        "http:///nohost",
+        "ftp://example.org/hook",
+        "example.org/hook",
+        "http://bücher.de/",
+        "http://h/\x00",
+        "",
+    ],
+)
+def test_options_check_the_url_as_httpx_parses_it(url: str) -> None:
+    """A plain URL passes without httpx; any other gets the message it always got."""
+    expected = _old_url_verdict(url)
+    if not expected:
+        assert WebhookOptions(url=url).url == url
+        return
+    with pytest.raises(ValueError) as caught:
+        WebhookOptions(url=url)
+    assert str(caught.value) == expected
