@@ -10,9 +10,10 @@ median and the minimum wall time of the ``N`` runs; the target is a median
 under 0.25 s.
 
 Each command is measured twice: with every plugin the environment has (in the
-dev venv that includes the example plugins of examples/, installed by ``make``,
-whose modules import trio and httpx when loaded) and with
-``MUX_LOAD_PLUGINS=""``: mux and its built-in plugins only.
+dev venv that includes the example plugins of examples/, installed by ``make``)
+and with ``MUX_LOAD_PLUGINS=""``: mux and its built-in plugins only. Which
+modules start-up may not import (trio, httpx, websockets, prometheus_client,
+...) is tested in tests/core/test_cli.py; how long it takes is measured here.
 
 Run: ``.venv/bin/python benchmarks/bench_startup.py [--quick] [--runs N]``
 (default 11 runs, ``--quick`` 5). Prints a table; asserts nothing.
