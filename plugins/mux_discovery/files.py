@@ -25,7 +25,7 @@ from typing import ClassVar
 
 import attrs
 
-from mux_core import ConfigError, DiscoveryContext, SourceDocument, read_source_document
+from mux_core import ConfigError, Discoverer, DiscoveryContext, SourceDocument, read_source_document
 from mux_core.options import positive
 
 # trio is imported by the methods that use it: loading the plugin (every mux
@@ -54,7 +54,7 @@ class _Seen:
     document: SourceDocument | None
 
 
-class FilesDiscovery:
+class FilesDiscovery(Discoverer):
     """Reports the source tables of every file the globs match."""
 
     Options: ClassVar[type[FilesOptions]] = FilesOptions

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
 
-from mux_core import DiscoveryContext, SourceDocument, describe_connection_error
+from mux_core import Discoverer, DiscoveryContext, SourceDocument, describe_connection_error
 from mux_core.options import positive
 
 # trio, ssl and mux_core.http's client are imported where they are used:
@@ -71,7 +71,7 @@ class HttpOptions:
     verify: bool = True
 
 
-class HttpDiscovery:
+class HttpDiscovery(Discoverer):
     """Polls ``url`` and reports the sources it lists."""
 
     Options: ClassVar[type[HttpOptions]] = HttpOptions

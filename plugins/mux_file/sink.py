@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 import attrs
 import msgspec
 
+from mux_core import Sink
 from mux_core.options import non_negative, positive
 from mux_core.records import Batch, Event, encode_jsonl
 from mux_core.sink import SinkContext
@@ -248,7 +249,7 @@ def _fsync(fd: int) -> None:
             raise
 
 
-class FileSink:
+class FileSink(Sink):
     """Append every record to a JSON Lines file."""
 
     Options = FileOptions

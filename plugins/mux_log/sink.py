@@ -33,6 +33,7 @@ from typing import Any, ClassVar, Literal
 import attrs
 import orjson
 
+from mux_core import Sink
 from mux_core.options import at_least_one
 from mux_core.records import (
     Alert,
@@ -182,7 +183,7 @@ def format_event(event: Event) -> str:
     return f"{event.source}: {event.event}{id_part} seq={event.seq} {shown}"
 
 
-class LogSink:
+class LogSink(Sink):
     """Log each record as one line on ``mux.sink.<name>``."""
 
     Options = LogOptions

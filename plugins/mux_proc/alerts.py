@@ -25,7 +25,17 @@ from typing import Any, ClassVar, Literal
 
 import attrs
 
-from mux_core import Alert, Batch, Event, FieldReader, ProcessorContext, Record, State, Status
+from mux_core import (
+    Alert,
+    Batch,
+    Event,
+    FieldReader,
+    Processor,
+    ProcessorContext,
+    Record,
+    State,
+    Status,
+)
 from mux_core.options import at_least_one, fraction, non_negative, positive
 from mux_core.processor import event_types, joined_raw
 
@@ -89,7 +99,7 @@ class StallOptions:
     severity: Literal["info", "warning", "critical"] = "warning"
 
 
-class StallProcessor:
+class StallProcessor(Processor):
     """Connected, but no new event (or no increase of ``field``) for ``seconds``."""
 
     Options: ClassVar[type[StallOptions]] = StallOptions
@@ -192,7 +202,7 @@ class NonfiniteOptions:
     severity: Literal["info", "warning", "critical"] = "critical"
 
 
-class NonfiniteProcessor:
+class NonfiniteProcessor(Processor):
     """NaN or +/-Infinity in chosen fields (``loss`` by default)."""
 
     Options: ClassVar[type[NonfiniteOptions]] = NonfiniteOptions
@@ -284,7 +294,7 @@ class DivergeOptions:
     severity: Literal["info", "warning", "critical"] = "warning"
 
 
-class DivergeProcessor:
+class DivergeProcessor(Processor):
     """A field above ``factor`` x its running minimum, or its moving average rising ``rising``
     values in a row."""
 
@@ -375,7 +385,7 @@ class RestartOptions:
     severity: Literal["info", "warning", "critical"] = "warning"
 
 
-class RestartProcessor:
+class RestartProcessor(Processor):
     """The stream started over: ``field`` (or the event id) went backwards.
 
     The alert comes just before the first event of the new run segment, so
@@ -454,7 +464,12 @@ class ThroughputOptions:
 
 
 class ThroughputProcessor:
-    """A rate field (or the event rate) below ``below`` x its running median."""
+    """A rate field (or the event rate) below ``below`` x its running median.
+
+    Not a :class:`~mux_core.Processor` subclass: only its event-rate mode has a
+    timer, so it sets ``next_deadline`` / ``tick`` per instance, which a base
+    class's methods would shadow for the type checker (inheriting is optional).
+    """
 
     Options: ClassVar[type[ThroughputOptions]] = ThroughputOptions
 

@@ -12,7 +12,7 @@ from typing import Any, ClassVar, Literal
 import attrs
 import msgspec
 
-from mux_core import Batch, Event, FieldReader, ProcessorContext, Record
+from mux_core import Batch, Event, FieldReader, Processor, ProcessorContext, Record
 from mux_core.options import at_least_one, non_negative
 from mux_core.processor import event_types
 
@@ -54,7 +54,7 @@ class FilterOptions:
     action: Literal["keep", "drop"] = "keep"
 
 
-class FilterProcessor:
+class FilterProcessor(Processor):
     """Keep or drop events by their type and by a condition on their data fields."""
 
     Options: ClassVar[type[FilterOptions]] = FilterOptions
@@ -124,7 +124,7 @@ class SampleOptions:
     events: list[str] = attrs.field(factory=list)
 
 
-class SampleProcessor:
+class SampleProcessor(Processor):
     """Thin out events: every Nth and/or at most N per second per source; statuses always pass."""
 
     Options: ClassVar[type[SampleOptions]] = SampleOptions
@@ -185,7 +185,7 @@ class SelectOptions:
     events: list[str] = attrs.field(factory=list)
 
 
-class SelectProcessor:
+class SelectProcessor(Processor):
     """Keep, drop or rename data fields of JSON object payloads; other payloads pass as they are."""
 
     Options: ClassVar[type[SelectOptions]] = SelectOptions

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
 
+from mux_core import Sink
 from mux_core.options import positive
 from mux_core.records import (
     Alert,
@@ -107,7 +108,7 @@ class _SourceFigures:
     quality: Quality | None = None
 
 
-class PrometheusSink:
+class PrometheusSink(Sink):
     """Writes mux's and every source's metrics to a ``.prom`` file every ``interval``."""
 
     Options: ClassVar[type[PrometheusOptions]] = PrometheusOptions

@@ -20,6 +20,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, ClassVar
 
+from mux_core import Sink
 from mux_core.records import Batch
 from mux_core.sink import SinkContext
 from mux_core.views import ViewClock
@@ -38,7 +39,7 @@ __all__ = ["QtSink"]
 _PUMP_INTERVAL = 0.05
 
 
-class QtSink:
+class QtSink(Sink):
     """Shows every source's state and live plots in a Qt window.
 
     Closing the window asks the run to stop ("window closed"): sources stop,

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
 
+from mux_core import Sink
 from mux_core.options import non_negative, positive
 from mux_core.records import Batch, encode_jsonl
 from mux_core.sink import SinkContext
@@ -134,7 +135,7 @@ class _Append:
     error: BaseException | None = None
 
 
-class RedisStreamSink:
+class RedisStreamSink(Sink):
     """Append every record to a Redis stream (see the module docstring)."""
 
     Options = RedisStreamSinkOptions

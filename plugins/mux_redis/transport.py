@@ -56,6 +56,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from mux_core import Transport
 from mux_core.errors import Disconnected, Failed, ServerUnavailable, SessionError
 from mux_core.options import positive
 from mux_core.records import Record, RecordDecodeError, decode_jsonl
@@ -153,7 +154,7 @@ class _Acks:
             self.wake.set()
 
 
-class RedisStreamTransport:
+class RedisStreamTransport(Transport):
     """Reads Redis streams written by ``redis-stream`` sinks; see the module docstring."""
 
     Options = RedisStreamOptions

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import orjson
 
-from mux_core import __version__
+from mux_core import Transport, __version__
 from mux_core.errors import Failed, ServerUnavailable, describe_connection_error
 from mux_core.options import positive
 from mux_core.transport import RawEvent, Session
@@ -107,7 +107,7 @@ class RestOptions:
             raise ValueError(f"items: {options.items!r} has an empty key; write e.g. 'data.items'")
 
 
-class RestTransport:
+class RestTransport(Transport):
     """Polls one JSON endpoint per session; see the module docstring for outcomes."""
 
     Options = RestOptions

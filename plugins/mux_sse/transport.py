@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Literal
 
 import attrs
 
-from mux_core import __version__
+from mux_core import Transport, __version__
 from mux_core.errors import (
     Disconnected,
     Ended,
@@ -78,7 +78,7 @@ class SseOptions:
             raise ValueError(problem)
 
 
-class SseTransport:
+class SseTransport(Transport):
     """Reads one event stream per session; see the module docstring for outcomes.
 
     Connections are opened by :class:`mux_core.http.Http11Stream` (h11 straight over a

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
 
+from mux_core import Sink
 from mux_core.options import positive
 from mux_core.records import Batch
 from mux_core.sink import SinkContext
@@ -68,7 +69,7 @@ class TuiOptions:
     refresh_per_second: float = attrs.field(default=4.0, validator=positive())
 
 
-class TuiSink:
+class TuiSink(Sink):
     """Shows every source's state, rate, last-event age and sparklines, live."""
 
     Options: ClassVar[type[TuiOptions]] = TuiOptions

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import attrs
 import orjson
 
+from mux_core import Sink
 from mux_core.options import positive
 from mux_core.records import (
     Alert,
@@ -124,7 +125,7 @@ def slack_line(record: Record) -> str:
     return f"*{record.source}* {record.event} {shown}"
 
 
-class WebhookSink:
+class WebhookSink(Sink):
     """POST alerts (optionally events and statuses) as JSON to a URL, with retries."""
 
     Options = WebhookOptions

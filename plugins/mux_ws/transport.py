@@ -40,6 +40,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import attrs
 import msgspec
 
+from mux_core import Transport
 from mux_core.errors import (
     Disconnected,
     Ended,
@@ -218,7 +219,7 @@ class _Heartbeat:
             self.next_ping = trio.current_time() + self.interval
 
 
-class WsTransport:
+class WsTransport(Transport):
     """Receive WebSocket messages as events; see the module docstring for the states."""
 
     Options = WsOptions
