@@ -9,8 +9,9 @@ the component contracts (:class:`Transport` and its :class:`Session`,
 :class:`PluginManager` and :class:`Engine`. The public submodules add detail
 for the few who need it: :mod:`mux_core.http` (the HTTP/1.1 client the
 built-in transports share), :mod:`mux_core.payload`, :mod:`mux_core.views`
-(value, age and rate formatting for views) and :mod:`mux_core.testing` (fake
-servers and one-session runs for plugin tests). Everything under a leading
+(value, age and rate formatting for views), :mod:`mux_core.options`
+(validators for plugin options) and :mod:`mux_core.testing` (fake servers and
+one-session runs for plugin tests). Everything under a leading
 underscore is the machinery and may change without notice.
 """
 
