@@ -21,13 +21,11 @@ from mux_core import (
     Batch,
     ConfigError,
     Discoverer,
-    Ended,
     Engine,
     Event,
     PluginManager,
     Processor,
     ProcessorContext,
-    Session,
     Sink,
     SinkContext,
     State,
@@ -38,6 +36,7 @@ from mux_core import (
 from mux_core.hookspecs import Register
 from mux_core.processor import is_timed
 from mux_core.sink import sink_member
+from tests.helpers.sinks import sink_context
 
 
 @attrs.frozen
@@ -84,11 +83,11 @@ def test_optional_sink_members_default_to_the_base_class() -> None:
 
 
 async def test_the_base_class_methods_are_no_ops_and_write_is_required() -> None:
-    sink = _BareSink(_NoOptions(), _context())
+    sink = _BareSink(_NoOptions(), sink_context())
     for name in ("open", "sync", "aclose"):
         assert await sink_member(sink, name)() is None
     with pytest.raises(NotImplementedError, match="must define write"):
-        await Sink(_NoOptions(), _context()).write([])
+        await Sink(_NoOptions(), sink_context()).write([])
 
 
 async def test_a_sink_with_or_without_the_base_class_gets_the_same_records(
@@ -212,63 +211,3 @@ def test_register_hooks_go_through_pluggy_and_know_their_plugin() -> None:
         "bare": "contracts",
         "full": "contracts",
     }
-
-
-def _context() -> SinkContext:
-    return SinkContext(
-        name="t",
-        config_name="c",
-        sources=(),
-        request_stop=lambda _reason: None,
-        start_background=lambda _fn: None,
-    )
-
-
-class _Greedy(Transport):
-    """Emits small batches back to back and never yields by itself (a naive third party)."""
-
-    Options = _NoOptions
-    seen_by_sink: ClassVar[list[int]] = []
-
-    async def run_session(self, session: Session) -> None:
-        await session.connected()
-        for n in range(1, 6):
-            await session.emit([("tick", str(n), b"{}")])
-            # What the sink had when the transport got control back.
-            _Greedy.seen_by_sink.append(len(_Recording.events))
-        raise Ended("done")
-
-
-class _Recording(Sink):
-    Options = _NoOptions
-    events: ClassVar[list[Event]] = []
-
-    async def write(self, batch: Batch) -> None:
-        _Recording.events.extend(r for r in batch if type(r) is Event)
-
-
-class _GreedyPlugin:
-    @hookimpl
-    def mux_register_transports(self, register: Register) -> None:
-        register("greedy", _Greedy)
-
-    @hookimpl
-    def mux_register_sinks(self, register: Register) -> None:
-        register("recording", _Recording)
-
-
-async def test_the_core_lets_a_woken_sink_run_before_a_transport_goes_on(tmp_path: Path) -> None:
-    """Scheduling is the core's: a transport that calls no helper still has each small
-    batch written before its emit returns (latency), without yielding in it."""
-    _Greedy.seen_by_sink.clear()
-    _Recording.events.clear()
-    plugins = PluginManager()
-    plugins.register(_GreedyPlugin(), name="greedy")
-    config = parse_config(
-        '[[sources]]\nname = "g"\ntransport = "greedy"\n\n[[sinks]]\ntype = "recording"\n',
-        path=str(tmp_path / "c.toml"),
-        plugins=plugins,
-    )
-    result = await Engine(config, plugins).run()
-    assert result.final_states == {"g": State.ENDED}
-    assert _Greedy.seen_by_sink == [1, 2, 3, 4, 5], _Greedy.seen_by_sink

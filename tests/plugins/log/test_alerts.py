@@ -3,48 +3,18 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 import orjson
 import pytest
 
-from mux_core import Alert, Event, Severity, SinkContext
+from mux_core import Alert, Event, Severity
 from mux_log import LogOptions, LogSink
-
-NAN_ALERT = Alert(
-    "train-sse",
-    "sse",
-    "nonfinite",
-    Severity.CRITICAL,
-    "loss is NaN at step 4100",
-    4101,
-    1764250002.0,
-)
-ALERT_LINE = (
-    b'{"type":"alert","source":"train-sse","transport":"sse","rule":"nonfinite",'
-    b'"severity":"critical","message":"loss is NaN at step 4100","seq":4101,'
-    b'"at":1764250002.0}\n'
-)
-
-
-def _context(name: str, start_background: Callable[[Callable[[], Awaitable[Any]]], None]) -> Any:
-    return SinkContext(
-        name=name,
-        config_name="t",
-        sources=(),
-        request_stop=lambda reason: None,
-        start_background=start_background,
-    )
-
-
-def _no_background(fn: Callable[[], Awaitable[Any]]) -> None:
-    raise AssertionError("not expected")
+from tests.helpers.sinks import ALERT_LINE, NAN_ALERT, sink_context
 
 
 async def test_the_log_sink_logs_alerts_by_severity(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
-    sink = LogSink(LogOptions(level="info"), _context("log", _no_background))
+    sink = LogSink(LogOptions(level="info"), sink_context("log"))
     stall = Alert("train-ws", "ws", "stall", Severity.WARNING, "stalled", None, 1.0)
     cleared = Alert("train-ws", "ws", "stall", Severity.INFO, "events again", 7, 2.0)
     event = Event("train-sse", "sse", "metric", "1", {"loss": 1.0}, 1.0, 1)
@@ -64,7 +34,7 @@ async def test_the_log_sink_json_format_writes_the_alert_object(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO)
-    sink = LogSink(LogOptions(format="json", level="warning"), _context("log", _no_background))
+    sink = LogSink(LogOptions(format="json", level="warning"), sink_context("log"))
     await sink.write([NAN_ALERT, Alert("s", "t", "stall", Severity.INFO, "ok", None, 1.0)])
     (record,) = [r for r in caplog.records if r.name == "mux.sink.log"]
     assert orjson.loads(record.getMessage()) == orjson.loads(ALERT_LINE)
