@@ -21,11 +21,13 @@ from mux_core import (
     Batch,
     ConfigError,
     Discoverer,
+    Ended,
     Engine,
     Event,
     PluginManager,
     Processor,
     ProcessorContext,
+    Session,
     Sink,
     SinkContext,
     State,
@@ -211,3 +213,53 @@ def test_register_hooks_go_through_pluggy_and_know_their_plugin() -> None:
         "bare": "contracts",
         "full": "contracts",
     }
+
+
+class _Greedy(Transport):
+    """Emits small batches back to back and never yields by itself (a naive third party)."""
+
+    Options = _NoOptions
+    seen_by_sink: ClassVar[list[int]] = []
+
+    async def run_session(self, session: Session) -> None:
+        await session.connected()
+        for n in range(1, 6):
+            await session.emit([("tick", str(n), b"{}")])
+            # What the sink had when the transport got control back.
+            _Greedy.seen_by_sink.append(len(_Recording.events))
+        raise Ended("done")
+
+
+class _Recording(Sink):
+    Options = _NoOptions
+    events: ClassVar[list[Event]] = []
+
+    async def write(self, batch: Batch) -> None:
+        _Recording.events.extend(r for r in batch if type(r) is Event)
+
+
+class _GreedyPlugin:
+    @hookimpl
+    def mux_register_transports(self, register: Register) -> None:
+        register("greedy", _Greedy)
+
+    @hookimpl
+    def mux_register_sinks(self, register: Register) -> None:
+        register("recording", _Recording)
+
+
+async def test_the_core_lets_a_woken_sink_run_before_a_transport_goes_on(tmp_path: Path) -> None:
+    """Scheduling is the core's: a transport that calls no helper still has each small
+    batch written before its emit returns (latency), without yielding in it."""
+    _Greedy.seen_by_sink.clear()
+    _Recording.events.clear()
+    plugins = PluginManager()
+    plugins.register(_GreedyPlugin(), name="greedy")
+    config = parse_config(
+        '[[sources]]\nname = "g"\ntransport = "greedy"\n\n[[sinks]]\ntype = "recording"\n',
+        path=str(tmp_path / "c.toml"),
+        plugins=plugins,
+    )
+    result = await Engine(config, plugins).run()
+    assert result.final_states == {"g": State.ENDED}
+    assert _Greedy.seen_by_sink == [1, 2, 3, 4, 5], _Greedy.seen_by_sink
