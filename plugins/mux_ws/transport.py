@@ -390,10 +390,12 @@ class WsTransport(Transport):
         While a pong is awaited, the time spent here (a slow sink holding the
         batch) is added to its deadline: that wait is mux's, not the server's.
         """
-        import trio
-
         waiting = heartbeat is not None and heartbeat.pong_due != math.inf
-        started = trio.current_time() if waiting else 0.0
+        started = 0.0
+        if waiting:  # only then is the clock read; a read pays no import otherwise
+            import trio
+
+            started = trio.current_time()
         notices: list[str] = []
         opts = self.options
         items: Any
