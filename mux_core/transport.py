@@ -235,7 +235,7 @@ class Session:
         resume = self.resume
         seq = resume.seq
         source, transport = self.source, self.transport
-        batch = SizedBatch()
+        batch: SizedBatch[Event] = SizedBatch()
         append = batch.append
         size = 0
         raw_type = msgspec.Raw

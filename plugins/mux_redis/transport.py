@@ -59,7 +59,13 @@ import attrs
 from mux_core import Transport
 from mux_core.errors import Disconnected, Failed, ServerUnavailable, SessionError
 from mux_core.options import positive
-from mux_core.records import Record, RecordDecodeError, decode_jsonl
+from mux_core.records import (
+    RECORD_OVERHEAD,
+    Record,
+    RecordDecodeError,
+    SizedBatch,
+    decode_jsonl,
+)
 from mux_core.transport import Session
 
 from ._client import (
@@ -82,8 +88,6 @@ __all__ = ["RedisStreamOptions", "RedisStreamTransport"]
 
 _log = logging.getLogger("mux.redis")
 _GLOB = frozenset("*?[")
-#: Bytes a record costs besides its line, as :func:`mux_core.records.batch_bytes` counts.
-_RECORD_OVERHEAD = 160
 
 
 def _streams(_instance: Any, attribute: attrs.Attribute[Any], value: list[str]) -> None:
@@ -361,7 +365,7 @@ class _Reader:
         streams = await self._read(read)
         if not streams:
             return
-        records = _Relayed()
+        records = SizedBatch[Record]()
         moved: list[tuple[bytes, bytes]] = []
         for key, entries in streams:
             if entries:
@@ -506,7 +510,7 @@ class _Reader:
                     break
 
     async def _relay_group(self, streams: list[tuple[bytes, list[Any]]]) -> None:
-        records = _Relayed()
+        records = SizedBatch[Record]()
         ids: list[tuple[bytes, list[bytes]]] = []
         for key, entries in streams:
             if entries:
@@ -539,7 +543,7 @@ class _Reader:
                     for key, ids in taken.items():
                         queue(pipeline, b"XACK", Key(key), group, *ids)
 
-    def _decode(self, key: bytes, entries: list[Any], out: _Relayed) -> None:
+    def _decode(self, key: bytes, entries: list[Any], out: SizedBatch[Record]) -> None:
         append = out.append
         bad = 0
         size = 0
@@ -552,7 +556,7 @@ class _Reader:
                 bad += 1
                 continue
             size += len(line)
-        out.nbytes += size + _RECORD_OVERHEAD * (len(entries) - bad)
+        out.nbytes += size + RECORD_OVERHEAD * (len(entries) - bad)
         if bad:
             _log.warning(
                 "source %r: %d entries of %s are not mux records (no valid 'record' field); "
@@ -561,18 +565,6 @@ class _Reader:
                 bad,
                 key.decode(errors="replace"),
             )
-
-
-class _Relayed(list[Record]):
-    """Records decoded from one read, with the estimate of their size sink
-    channels bound memory by (:func:`mux_core.records.batch_bytes`), counted
-    while decoding: measuring it again costs about 1 µs a record."""
-
-    __slots__ = ("nbytes",)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.nbytes = 0
 
 
 def _record_field(fields: list[Any]) -> Any:
