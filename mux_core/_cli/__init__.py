@@ -30,7 +30,6 @@ from typing import NoReturn
 from .._plugins import Command, PluginManager
 from .._run.exit_codes import ExitCode
 from ..errors import ConfigError, PluginError
-from ..options import positive_seconds
 
 __all__ = ["BUILTIN", "build_parser", "builtin_commands", "load_plugins", "main", "setup_logging"]
 
@@ -43,10 +42,6 @@ def _version() -> str:
         return importlib.metadata.version("mux")
     except importlib.metadata.PackageNotFoundError:
         return "unknown"
-
-
-#: The argparse type of ``run --for`` and ``replay --speed`` (defined in mux_core.options).
-_positive_seconds = positive_seconds
 
 
 class _Parser(argparse.ArgumentParser):

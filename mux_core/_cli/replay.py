@@ -8,7 +8,8 @@ from pathlib import Path
 
 from .._plugins import Command
 from .._run.exit_codes import ExitCode
-from . import BUILTIN, _positive_seconds, setup_logging
+from ..options import positive_seconds
+from . import BUILTIN, setup_logging
 
 __all__ = ["COMMAND"]
 
@@ -22,7 +23,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", metavar="FILE.jsonl", help="a file the file sink wrote")
     parser.add_argument(
         "--speed",
-        type=_positive_seconds,
+        type=positive_seconds,
         metavar="N",
         help="replay at N times the recorded pace (default: as fast as the sinks take it)",
     )

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 
 from .._plugins import Command
 from .._run.exit_codes import ExitCode
-from . import BUILTIN, _positive_seconds, setup_logging
+from ..options import positive_seconds
+from . import BUILTIN, setup_logging
 
 if TYPE_CHECKING:
     from .._config import Config
@@ -42,7 +43,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--for",
         dest="duration",
-        type=_positive_seconds,
+        type=positive_seconds,
         metavar="SECONDS",
         help="stop cleanly after this many seconds",
     )
