@@ -49,6 +49,7 @@ __all__ = [
     "Status",
     "batch_bytes",
     "decode_jsonl",
+    "encode_data",
     "encode_jsonl",
     "record_to_dict",
 ]
@@ -314,6 +315,8 @@ def _enc_hook(obj: Any) -> Any:
 
 
 _encoder = msgspec.json.Encoder(enc_hook=_enc_hook)
+#: What encoding a payload the encoder cannot write raises.
+_UNENCODABLE = (TypeError, ValueError, RecursionError, msgspec.EncodeError)
 
 
 def encode_jsonl(records: Iterable[Record]) -> bytes:
@@ -329,22 +332,44 @@ def encode_jsonl(records: Iterable[Record]) -> bytes:
         records = list(records)
     try:
         return _encoder.encode_lines(records)
-    except (TypeError, ValueError, RecursionError, msgspec.EncodeError):
+    except _UNENCODABLE:
         return b"".join([_encode_one(record) for record in records])
 
 
 def _encode_one(record: Record) -> bytes:
     try:
         return _encoder.encode(record) + b"\n"
-    except (TypeError, ValueError, RecursionError, msgspec.EncodeError):
+    except _UNENCODABLE:
         assert type(record) is Event
-        text = _safe_repr(record.data)
-        _log.warning(
-            "event %s/%s: payload written as text (it cannot be encoded as JSON)",
-            record.source,
-            record.seq,
-        )
+        text = _as_text(record)
         return _encoder.encode(msgspec.structs.replace(record, _payload=text)) + b"\n"
+
+
+def encode_data(event: Event) -> bytes:
+    """An event's payload as the JSON :func:`encode_jsonl` writes for its ``data``.
+
+    For a sink that shows or sends the payload on its own (a log line, a chat
+    message): the bytes as received while the payload is still raw JSON, else
+    the value encoded; a value that cannot be encoded becomes its text (a JSON
+    string, with a warning), as in the file, so one odd payload never fails a
+    sink.
+    """
+    payload = event._payload
+    if type(payload) is msgspec.Raw:
+        return bytes(payload)
+    try:
+        return _encoder.encode(payload)
+    except _UNENCODABLE:
+        return _encoder.encode(_as_text(event))
+
+
+def _as_text(event: Event) -> str:
+    _log.warning(
+        "event %s/%s: payload written as text (it cannot be encoded as JSON)",
+        event.source,
+        event.seq,
+    )
+    return _safe_repr(event.data)
 
 
 def _safe_repr(value: Any) -> str:

@@ -15,6 +15,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import orjson
+
 import mux_core
 from tests.helpers import ROOT
 
@@ -152,3 +154,21 @@ async def test_describe_connection_error_names_a_refused_port() -> None:
     else:  # pragma: no cover
         raise AssertionError("connected to a closed port")
     assert describe_connection_error(ValueError("x")) is None
+
+
+def test_sinks_encode_a_payload_as_the_file_does() -> None:
+    """``encode_data`` is public: a sink that shows a payload on its own (log,
+    webhook) writes what the file holds, and survives what the file survives."""
+    import mux_core.records
+    from mux_core.records import Event, encode_data, encode_jsonl
+
+    assert "encode_data" in mux_core.records.__all__
+    deep: object = []
+    for _ in range(2000):  # deeper than the encoder goes
+        deep = [deep]
+    for data in ({"loss": 0.5}, "a\nb", deep):
+        event = Event("s", "sse", "message", None, data, 1.0, 1)
+        line = orjson.loads(encode_jsonl([event]))
+        assert orjson.loads(encode_data(event)) == line["data"]
+    raw = Event.from_bytes("s", "sse", "message", None, b'{"a": 1.10}', 1.0, 1)
+    assert encode_data(raw) == b'{"a": 1.10}'  # the bytes as received
