@@ -116,6 +116,12 @@ class ResumeState:
     retry_hint: float | None = None
     #: Events delivered so far on this source (the last ``seq`` assigned).
     seq: int = 0
+    #: Kept by the core, never by a transport: with durable state
+    #: (``--state``), the highest ``seq`` already reserved in the state file.
+    #: A batch that would pass it waits until a higher one is saved, so a run
+    #: restarted after a crash never hands out a ``seq`` used before
+    #: (``docs/architecture.md``, Durability). None: no state file, no limit.
+    seq_reserved: int | None = None
 
 
 class SharedResources:
@@ -157,6 +163,7 @@ class Session:
     __slots__ = (
         "_delivered",
         "_on_connected",
+        "_reserve",
         "_send",
         "_send_events",
         "attempt",
@@ -183,6 +190,7 @@ class Session:
         on_connected: Callable[[], None] = lambda: None,
         send_events: Callable[[Sequence[Record]], Any] | None = None,
         delivered: Callable[[], Awaitable[bool]] | None = None,
+        reserve: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
         #: The source's name from the config.
         self.source = source
@@ -201,6 +209,7 @@ class Session:
         self._send_events = send if send_events is None else send_events
         self._on_connected = on_connected
         self._delivered = delivered
+        self._reserve = reserve
         #: True once ``connected()`` was called.
         self.is_connected = False
         #: trio.current_time() at ``connected()``.
@@ -251,6 +260,11 @@ class Session:
             return False
         batch.nbytes = size + RECORD_OVERHEAD * len(batch)
         self.events += len(batch)
+        reserved = resume.seq_reserved
+        if reserved is not None and seq > reserved and self._reserve is not None:
+            # Durable state: no seq reaches a sink before the state file
+            # says it was handed out (one save per block of seq values).
+            await self._reserve(seq)
         try:
             return bool(await self._send_events(batch))
         finally:
@@ -282,15 +296,18 @@ class Session:
         return bool(await self._send_events(records))
 
     async def delivered(self) -> bool:
-        """Wait until every sink has written every record handed over so far.
+        """Wait until every sink holds every record handed over so far, durably.
 
-        "Written" means the sink's ``write`` returned for it (a redis-stream
-        sink has appended it to Redis; the file sink has it in its buffer,
-        on disk within ``flush_interval``), or its overflow policy dropped it.
-        Returns False when a sink failed or was dropped before writing them
-        all. A transport that acknowledges to its server (XACK) waits here
-        first, so an acknowledged record is never only in mux's memory.
-        Without an engine (a session built by hand) it returns True at once.
+        When it returns True, each sink's ``write`` returned for those records
+        and then its ``sync()`` (if it has one) returned: the file sink has
+        flushed them to the operating system (and fsynced with ``fsync =
+        true``), a redis-stream sink has them in Redis. A record a sink's
+        overflow policy dropped counts as handed over. False when a sink
+        failed or was dropped before that. A transport that acknowledges to
+        its server (XACK, a JetStream ack) awaits this first and acks only on
+        True, so an acknowledged record survives a kill -9 of mux
+        (``docs/architecture.md``, Durability). Without an engine (a session
+        built by hand) it returns True at once.
         """
         if self._delivered is None:
             import trio

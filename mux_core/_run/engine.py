@@ -135,7 +135,11 @@ class Engine(RunHost):
         # hold the config in effect and run the discoverers.
         self._quality = QualityFeed(self._sinks, interval=config.quality_interval)
         self._fan_out = FanOut(self._sinks, self._quality, fail_on)
-        self._sources = SourceSet(self._fan_out, on_finished=lambda _runner: self._check_done())
+        self._sources = SourceSet(
+            self._fan_out,
+            on_finished=lambda _runner: self._check_done(),
+            reserve=self.state_store.reserve if self.state_store is not None else None,
+        )
         self._quality.sources = self._sources
         self._changes = RunChanges(
             self, config, self._sources, self._sinks, changed=self._check_done
@@ -236,8 +240,8 @@ class Engine(RunHost):
             if self.state_store is not None and not self._sink_failed:
                 # Every sink has written and closed (the file sink fsynced):
                 # everything each source received is where it should be.
-                snapshot = self.state_store.snapshot(self._resume_states())
-                await trio.to_thread.run_sync(self.state_store.save, snapshot)
+                snapshot = self.state_store.snapshot(self._resume_states(), final=True)
+                await self.state_store.save(snapshot, final=True)
         finally:
             await shared.aclose()
         self.result = self._result()
@@ -275,11 +279,20 @@ class Engine(RunHost):
                 start_background=start_background,
                 dropped=lambda: channel.dropped,
                 retry=self.config.retry,
-                resumed={r.name: r.resume.seq for r in running if r.resume is not None},
+                resumed=self._resumed(running),
                 restart_source=self.restart_source,
             )
 
         return new_sink_runner(cls, cfg, channel, context)
+
+    def _resumed(self, running: Sequence[SourceRunner]) -> dict[str, int]:
+        """For a sink's context: each source whose records after a seq may
+        come again (a crash after that seq was saved), with that seq."""
+        store = self.state_store
+        if store is None:
+            return {}
+        covered = {r.name: store.covered_seq(r.name) for r in running}
+        return {name: seq for name, seq in covered.items() if seq is not None}
 
     def make_source(self, cfg: SourceConfig) -> SourceRunner:
         cls = self.plugins.transports()[cfg.transport].cls

@@ -122,13 +122,9 @@ class FanOut:
                     self._sinks.drop(runner)
 
     async def delivered(self) -> bool:
-        """Wait until every live sink has written every record put so far
+        """Wait until every live sink holds durably every record put so far
         (``Session.delivered``); False if a sink failed or left meanwhile."""
-        marks = [(runner.channel, runner.channel.entered) for runner in self._sinks.live]
-        reached = True
-        for channel, mark in marks:
-            reached = await channel.wait_finished(mark) and reached
-        return reached
+        return await self._sinks.settle()
 
     def _count_alerts(self, batch: Sequence[Record]) -> None:
         threshold = self._threshold

@@ -19,7 +19,7 @@ import trio
 
 from .._config import SinkConfig
 from ..errors import PluginError
-from ..sink import SinkContext, sink_member
+from ..sink import Overflow, SinkContext, sink_member
 from .channel import SinkChannel
 
 __all__ = ["SinkRunner", "SinkSet", "new_sink_runner"]
@@ -100,6 +100,35 @@ class SinkSet:
             name = runner.config.name
             dropped[name] = dropped.get(name, 0) + runner.channel.dropped
         return dropped
+
+    async def settle(self, *, blocking_only: bool = False) -> bool:
+        """Wait until the sinks hold durably what had entered their channels.
+
+        Each sink is waited for until it has written what was in its channel
+        when this was called, then its ``sync()`` is awaited (the file sink
+        flushes, and fsyncs with ``fsync = true``). ``blocking_only``: only
+        the ``block`` sinks (a checkpoint: the others may drop records
+        anyway). False when a sink failed or left meanwhile; its own task
+        reports why. Both ``Session.delivered()`` and the ``--state``
+        checkpoints stand on this (``docs/architecture.md``, Durability).
+        """
+        marks = [
+            (runner, runner.channel.entered)
+            for runner in self.live
+            if not blocking_only or runner.channel.overflow is Overflow.BLOCK
+        ]
+        reached = True
+        for runner, mark in marks:
+            reached = await runner.channel.wait_finished(mark) and reached
+        for runner, _ in marks:
+            if runner.failed is not None:
+                reached = False
+                continue
+            try:
+                await sink_member(runner.sink, "sync")()
+            except Exception:
+                reached = False  # the sink's own task reports its failure
+        return reached
 
     def attach(self, nursery: trio.Nursery) -> None:
         self._nursery = nursery

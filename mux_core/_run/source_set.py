@@ -16,8 +16,8 @@ with timers gets its own timer task (cancelled with the chain it ticks).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, TypeAlias
 
 import attrs
 import trio
@@ -35,6 +35,9 @@ __all__ = ["SourceRunner", "SourceSet"]
 
 
 #: States a source can be restarted from (``restart_source``).
+#: Saves a reservation of seq values: (source, transport, resume state, up to).
+Reserve: TypeAlias = Callable[[str, str, ResumeState, int], Awaitable[None]]
+
 RESTARTABLE = frozenset({State.MAX_RETRIES_EXCEEDED, State.FAILED, State.ENDED})
 
 
@@ -78,8 +81,15 @@ class SourceSet:
     a source's task ends.
     """
 
-    def __init__(self, fan_out: FanOut, *, on_finished: Callable[[SourceRunner], None]) -> None:
+    def __init__(
+        self,
+        fan_out: FanOut,
+        *,
+        on_finished: Callable[[SourceRunner], None],
+        reserve: Reserve | None = None,
+    ) -> None:
         self._fan_out = fan_out
+        self._reserve = reserve
         self._on_finished = on_finished
         self._runners: dict[str, SourceRunner] = {}
         self._nursery: trio.Nursery | None = None
@@ -170,6 +180,14 @@ class SourceSet:
         assert self._shared is not None
         cfg = runner.config
         send = self._fan_out.sender(runner)
+        reserve = None
+        if self._reserve is not None:
+            store_reserve = self._reserve
+
+            async def reserve(upto: int) -> None:
+                assert runner.supervisor is not None
+                await store_reserve(cfg.name, cfg.transport, runner.supervisor.resume, upto)
+
         supervisor = runner.supervisor = Supervisor(
             source=cfg.name,
             transport_name=cfg.transport,
@@ -178,6 +196,7 @@ class SourceSet:
             send=send,
             shared=self._shared,
             delivered=self._fan_out.delivered,
+            reserve=reserve,
             resume=runner.resume,
         )
         try:

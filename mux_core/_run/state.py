@@ -7,13 +7,23 @@ the trainer's whole history again. With ``state_dir`` (config) or
 written atomically (a temporary file, fsync, rename, fsync of the
 directory), and loads it when the run starts.
 
-The guarantee comes from *when* a state is saved: only once every record
-it covers has reached every ``block`` sink -- the sink's ``write`` returned
-and, for a sink with a ``sync()`` method (the file sink: flushed to the OS,
-and fsynced when ``fsync = true``), ``sync()`` returned. The engine takes a
-checkpoint every :data:`CHECKPOINT_INTERVAL` seconds and a final one after
-a clean shutdown. A source whose saved transport differs from its config
-starts afresh (with a warning): its ids mean something else.
+Two promises rest on it (``docs/architecture.md``, Durability):
+
+* **Resume positions are never ahead of the sinks.** A source's position
+  is saved only once every record it covers has reached every ``block``
+  sink: the sink's ``write`` returned and then its ``sync()`` did. The
+  engine takes a checkpoint every :data:`CHECKPOINT_INTERVAL` seconds and a
+  final one after a clean shutdown.
+* **A seq is never handed out twice.** Each source also has a *reserved*
+  seq: no event with a higher seq reaches a sink before a higher
+  reservation is saved (:meth:`StateStore.reserve`, one save per block of
+  seq values). A run restarted after a crash continues after the
+  reservation, so ``(source, seq)`` names one event for the life of the
+  directory, whether or not the source can resume. After a crash the
+  numbers may jump; after a clean shutdown they continue exactly.
+
+A source whose saved transport differs from its config starts afresh (with
+a warning): its ids mean something else.
 """
 
 from __future__ import annotations
@@ -27,7 +37,6 @@ from typing import Any
 import msgspec
 import trio
 
-from ..sink import Overflow, sink_member
 from ..transport import ResumeState
 from .sink_set import SinkSet
 
@@ -38,6 +47,14 @@ _log = logging.getLogger("mux.state")
 #: Seconds between two checkpoints of every source's resume state.
 CHECKPOINT_INTERVAL = 1.0
 
+#: The first block of seq values reserved per source; a source that uses up
+#: its block within :data:`_RESERVE_FAST` seconds gets a block twice as big
+#: (up to :data:`_RESERVE_MAX`), so a fast source saves a few times a second
+#: at most, and a crash skips at most one block of numbers.
+_RESERVE_MIN = 1_000
+_RESERVE_MAX = 10_000_000
+_RESERVE_FAST = 5.0
+
 _FILE_NAME = "mux-state.json"
 _VERSION = 1
 
@@ -47,11 +64,21 @@ class _SavedSource(msgspec.Struct, forbid_unknown_fields=False):
     seq: int = 0
     last_id: str | None = None
     cursor: Any = None
+    #: The highest seq that may have been handed out (reserved before use).
+    reserved: int = 0
 
 
 class _SavedRun(msgspec.Struct, forbid_unknown_fields=False):
     version: int
     sources: dict[str, _SavedSource]
+
+
+class _Reservation:
+    __slots__ = ("at", "block")
+
+    def __init__(self) -> None:
+        self.block = _RESERVE_MIN
+        self.at = -float("inf")
 
 
 class StateStore:
@@ -62,6 +89,8 @@ class StateStore:
         self.path = os.path.join(self.directory, _FILE_NAME)
         self._saved: dict[str, _SavedSource] = {}
         self._last_written: bytes | None = None
+        self._lock = trio.Lock()
+        self._reservations: dict[str, _Reservation] = {}
 
     def load(self) -> None:
         """Read the saved states (none yet is fine; an unreadable file is
@@ -80,11 +109,16 @@ class StateStore:
         self._saved = dict(run.sources)
         self._last_written = data
 
-    def resume_for(self, source: str, transport: str) -> ResumeState | None:
-        """The saved resume state of ``source``, or None (start afresh)."""
+    def resume_for(self, source: str, transport: str) -> ResumeState:
+        """The saved resume state of ``source`` (a fresh one when there is none).
+
+        Its ``seq`` continues after the highest seq ever reserved, and its
+        ``seq_reserved`` makes the first event wait for a new reservation.
+        """
         saved = self._saved.get(source)
         if saved is None:
-            return None
+            return ResumeState(seq_reserved=0)
+        high = max(saved.seq, saved.reserved)
         if saved.transport != transport:
             _log.warning(
                 "source %r: saved state is for transport %r, not %r; starting afresh",
@@ -92,26 +126,81 @@ class StateStore:
                 saved.transport,
                 transport,
             )
-            return None
-        return ResumeState(last_id=saved.last_id, cursor=saved.cursor, seq=saved.seq)
+            # Positions mean nothing to the new transport; seq still goes on.
+            return ResumeState(seq=high, seq_reserved=high)
+        return ResumeState(last_id=saved.last_id, cursor=saved.cursor, seq=high, seq_reserved=high)
+
+    def covered_seq(self, source: str) -> int | None:
+        """The seq up to which ``source``'s saved position covers its records
+        (records after it may come again after a crash), or None."""
+        saved = self._saved.get(source)
+        return None if saved is None else saved.seq
 
     @staticmethod
-    def snapshot(states: Mapping[str, tuple[str, ResumeState]]) -> dict[str, _SavedSource]:
-        """Copy the live states now (a later save writes exactly these)."""
+    def snapshot(
+        states: Mapping[str, tuple[str, ResumeState]], *, final: bool = False
+    ) -> dict[str, _SavedSource]:
+        """Copy the live states now (a later save writes exactly these).
+
+        ``final``: taken after every source stopped and every sink closed, so
+        no seq past ``resume.seq`` was handed out: the reservation shrinks to
+        it, and the next run's numbers continue without a jump.
+        """
         return {
-            name: _SavedSource(transport, resume.seq, resume.last_id, _jsonable(resume.cursor))
+            name: _SavedSource(
+                transport,
+                resume.seq,
+                resume.last_id,
+                _jsonable(resume.cursor),
+                resume.seq if final else max(resume.seq, resume.seq_reserved or 0),
+            )
             for name, (transport, resume) in states.items()
         }
 
-    def save(self, snapshot: dict[str, _SavedSource]) -> None:
-        """Write a snapshot atomically (blocking: call it from a worker thread).
+    async def save(self, snapshot: dict[str, _SavedSource], *, final: bool = False) -> None:
+        """Write a snapshot (in a worker thread), after any save in progress."""
+        async with self._lock:
+            merged = dict(self._saved)
+            for name, source in snapshot.items():
+                old = merged.get(name)
+                if not final and old is not None and old.transport == source.transport:
+                    # A reservation saved meanwhile stays.
+                    source.reserved = max(source.reserved, old.reserved)
+                merged[name] = source
+            await trio.to_thread.run_sync(self._write, merged)
 
-        Sources of the old file that are not in the snapshot are kept, so a
-        source left out of one run (a shard, a config edit) keeps its place.
+    async def reserve(self, source: str, transport: str, resume: ResumeState, upto: int) -> None:
+        """Save a reservation of seq values past ``upto`` for ``source``.
+
+        Returns once it is on disk; then ``resume.seq_reserved`` says how far
+        the source may number its events.
         """
-        merged = {**self._saved, **snapshot}
+        reservation = self._reservations.setdefault(source, _Reservation())
+        now = trio.current_time()
+        if now - reservation.at < _RESERVE_FAST:
+            reservation.block = min(reservation.block * 2, _RESERVE_MAX)
+        reservation.at = now
+        limit = upto + reservation.block
+        async with self._lock:
+            merged = dict(self._saved)
+            old = merged.get(source)
+            if old is not None and old.transport == transport:
+                merged[source] = msgspec.structs.replace(old, reserved=max(old.reserved, limit))
+            else:
+                # Nothing saved yet for it: the position is the start.
+                merged[source] = _SavedSource(transport, 0, None, None, limit)
+            await trio.to_thread.run_sync(self._write, merged)
+        resume.seq_reserved = max(resume.seq_reserved or 0, limit)
+
+    def _write(self, merged: dict[str, _SavedSource]) -> None:
+        """Write ``merged`` atomically (blocking: runs in a worker thread).
+
+        Sources of the old file that are not in it are kept, so a source
+        left out of one run (a shard, a config edit) keeps its place.
+        """
         data = msgspec.json.encode(_SavedRun(_VERSION, merged))
         if data == self._last_written:
+            self._saved = merged
             return
         fd, tmp = tempfile.mkstemp(prefix=".mux-state-", dir=self.directory)
         try:
@@ -185,20 +274,8 @@ class Checkpoints:
         ``fsync = true``); only then is the copy saved. False when a sink
         failed meanwhile: no more checkpoints (the final save is skipped too).
         """
-        store = self._store
-        snapshot = store.snapshot(self._states())
-        marks = [
-            (runner, runner.channel.entered)
-            for runner in self._sinks.live
-            if runner.channel.overflow is Overflow.BLOCK
-        ]
-        for runner, mark in marks:
-            if not await runner.channel.wait_finished(mark):
-                return False
-        for runner, _ in marks:
-            try:
-                await sink_member(runner.sink, "sync")()
-            except Exception:
-                return False  # the sink's own task reports its failure
-        await trio.to_thread.run_sync(store.save, snapshot)
+        snapshot = self._store.snapshot(self._states())
+        if not await self._sinks.settle(blocking_only=True):
+            return False
+        await self._store.save(snapshot)
         return True

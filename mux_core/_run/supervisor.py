@@ -126,6 +126,7 @@ class Supervisor:
     # Slots: one of these per source, and 10,000 idle sources should stay small.
     __slots__ = (
         "_delivered",
+        "_reserve",
         "_rng",
         "_send",
         "_shared",
@@ -150,6 +151,7 @@ class Supervisor:
         resume: ResumeState | None = None,
         rng: random.Random | None = None,
         delivered: Callable[[], Awaitable[bool]] | None = None,
+        reserve: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
         self.source = source
         self.transport_name = transport_name
@@ -160,6 +162,7 @@ class Supervisor:
         self._shared = shared
         self._rng = rng
         self._delivered = delivered
+        self._reserve = reserve
         #: The last state sent (None before the first attempt).
         self.state: State | None = None
         #: The attempt number of the last Status sent.
@@ -180,6 +183,7 @@ class Supervisor:
                 send=self._send_from_session,
                 send_events=self._send,
                 delivered=self._delivered,
+                reserve=self._reserve,
                 attempt=attempt,
             )
             outcome = await attempt_session(

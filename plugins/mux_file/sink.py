@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import Any, ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar, TypeAlias
 
 import attrs
 import msgspec
@@ -197,31 +198,44 @@ class _RotatingFile:
                 pass
 
 
-class _SeqLine(msgspec.Struct, forbid_unknown_fields=False):
+class _HeldLine(msgspec.Struct, forbid_unknown_fields=False):
     type: str = ""
     source: str = ""
     seq: int | None = None
+    id: str | None = None
+    event: str = ""
+    data: msgspec.Raw = msgspec.Raw(b"null")
 
 
-_read_seq_line = msgspec.json.Decoder(_SeqLine).decode
+_read_held_line = msgspec.json.Decoder(_HeldLine).decode
 
-#: The tail read when looking for the last seq of resumed sources (bounded:
-#: what was written after the last checkpoint is a second or so of events).
+#: The tail read when looking for what resumed sources may send again
+#: (bounded: what was written after the last checkpoint is a second or so).
 _TAIL_LIMIT = 256 * 1024 * 1024
 
+#: Per source: the events (id, event type) -> payloads written after its last
+#: checkpoint, which a resumed server may send again.
+Held: TypeAlias = dict[str, dict[tuple[str, str], list[Any]]]
 
-def _last_seqs(path: str, sources: set[str]) -> dict[str, int]:
-    """The highest event seq of each of ``sources`` near the end of ``path``."""
-    found: dict[str, int] = {}
+
+def _held_after(path: str, covered: Mapping[str, int]) -> Held:
+    """The events of each source in ``covered`` that ``path`` holds past its
+    covered seq and that carry an id: the only ones a server can send again.
+
+    Read backwards from the end, until every source's covered seq is passed
+    (or :data:`_TAIL_LIMIT` bytes).
+    """
+    held: Held = {}
+    passed: set[str] = set()
     try:
         size = os.path.getsize(path)
     except OSError:
-        return found
+        return held
     chunk = 1 << 20
     end = size
     carry = b""
     with open(path, "rb") as file:
-        while end > 0 and size - end < _TAIL_LIMIT and len(found) < len(sources):
+        while end > 0 and size - end < _TAIL_LIMIT and len(passed) < len(covered):
             start = max(0, end - chunk)
             file.seek(start)
             data = file.read(end - start) + carry
@@ -231,13 +245,22 @@ def _last_seqs(path: str, sources: set[str]) -> dict[str, int]:
                 if b'"event"' not in line:
                     continue
                 try:
-                    record = _read_seq_line(line)
+                    record = _read_held_line(line)
                 except (msgspec.DecodeError, msgspec.ValidationError):
                     continue
-                if record.type == "event" and record.source in sources and record.seq:
-                    found[record.source] = max(found.get(record.source, 0), record.seq)
+                if record.type != "event" or record.source not in covered or not record.seq:
+                    continue
+                if record.seq <= covered[record.source]:
+                    passed.add(record.source)
+                elif record.id is not None and record.source not in passed:
+                    try:
+                        payload = msgspec.json.decode(record.data)
+                    except msgspec.DecodeError:
+                        continue
+                    events = held.setdefault(record.source, {})
+                    events.setdefault((record.id, record.event), []).append(payload)
             end = start
-    return found
+    return held
 
 
 def _fsync(fd: int) -> None:
@@ -265,8 +288,9 @@ class FileSink(Sink):
         self._file = _RotatingFile(self.path, rotate_bytes=options.rotate_bytes, keep=options.keep)
         self._pending: list[bytes] = []
         self._pending_bytes = 0
-        #: Per resumed source: the last seq this file holds (skip up to it).
-        self._skip: dict[str, int] = {}
+        #: Per resumed source: what this file holds that its server may send
+        #: again after a crash (skipped once each when it comes).
+        self._skip: Held = {}
         #: Written to the OS since the last fsync.
         self._dirty = False
         self._io_lock = trio.Lock()
@@ -279,12 +303,7 @@ class FileSink(Sink):
         await self._run_io(self._file.open)
         self._opened = True
         if self.context.resumed:
-            held = await trio.to_thread.run_sync(_last_seqs, self.path, set(self.context.resumed))
-            self._skip = {
-                source: seq
-                for source, seq in held.items()
-                if seq > self.context.resumed.get(source, seq)
-            }
+            self._skip = await trio.to_thread.run_sync(_held_after, self.path, self.context.resumed)
         self.context.start_background(self._flush_periodically)
 
     async def write(self, batch: Batch) -> None:
@@ -311,18 +330,26 @@ class FileSink(Sink):
     def _without_held(self, batch: Batch) -> Batch:
         """Drop the events this file already holds from before a crash.
 
-        A source resumed from a saved state gets again what arrived after
-        that state was saved; the events it already wrote then have the same
-        ``seq``. Once a source passes its last seq in the file, it is no
-        longer checked.
+        A source resumed from a saved state may get again what arrived after
+        that state was saved. A new run numbers events after every seq it
+        ever handed out, so a repeat is known by what it is: the same id,
+        event type and payload as an event written after the checkpoint.
+        Each held event is skipped once; events without an id are never
+        skipped (no server can send them again by position).
         """
         skip = self._skip
         kept = []
         for record in batch:
-            if type(record) is Event and record.source in skip:
-                if record.seq <= skip[record.source]:
+            if type(record) is Event and record.id is not None and record.source in skip:
+                events = skip[record.source]
+                payloads = events.get((record.id, record.event))
+                if payloads is not None and record.data in payloads:
+                    payloads.remove(record.data)
+                    if not payloads:
+                        del events[(record.id, record.event)]
+                        if not events:
+                            del skip[record.source]
                     continue
-                del skip[record.source]
             kept.append(record)
         return kept
 
