@@ -31,7 +31,6 @@ import logging
 from typing import Any, ClassVar, Literal
 
 import attrs
-import orjson
 
 from mux_core import Sink
 from mux_core.options import at_least_one
@@ -43,7 +42,8 @@ from mux_core.records import (
     Severity,
     State,
     Status,
-    record_to_dict,
+    encode_data,
+    encode_jsonl,
 )
 from mux_core.sink import SinkContext
 from mux_core.views import format_duration
@@ -175,12 +175,24 @@ def _seconds(value: float) -> str:
 
 def format_event(event: Event) -> str:
     """``train-sse: metric id=42 seq=17 {"step":42,"loss":0.31}`` (payload shortened)."""
-    data = event.data
-    shown = data if isinstance(data, str) else orjson.dumps(data, default=repr).decode()
+    shown = payload_text(event)
     if len(shown) > _MAX_DATA_CHARS:
         shown = shown[: _MAX_DATA_CHARS - 1] + "\u2026"
     id_part = f" id={event.id}" if event.id is not None else ""
     return f"{event.source}: {event.event}{id_part} seq={event.seq} {shown}"
+
+
+def payload_text(event: Event) -> str:
+    """The payload as shown: text as it is, JSON as the file holds it (the bytes
+    received, or the value encoded by the core; a value no encoder can write
+    becomes its text, with a warning, rather than failing the sink)."""
+    raw = event.raw
+    if raw is None:
+        data = event.data
+        if isinstance(data, str):
+            return data
+        raw = encode_data(event)
+    return raw.decode("utf-8", "replace")
 
 
 class LogSink(Sink):
@@ -236,7 +248,7 @@ class LogSink(Sink):
 
     def _render(self, record: Event | Status | Alert | Quality, level: int) -> str:
         if self._json:
-            return orjson.dumps(record_to_dict(record), default=repr).decode()
+            return encode_jsonl([record])[:-1].decode("utf-8", "replace")
         if type(record) is Event:
             return format_event(record)
         if type(record) is Alert:

@@ -42,7 +42,8 @@ from mux_core.records import (
     Record,
     Severity,
     Status,
-    record_to_dict,
+    encode_data,
+    encode_jsonl,
 )
 from mux_core.retry import RetryPolicy
 from mux_core.sink import SinkContext
@@ -119,7 +120,7 @@ def slack_line(record: Record) -> str:
         return f"*{record.source}* {record.state.value}{detail}"
     assert type(record) is Event
     data = record.data
-    shown = data if isinstance(data, str) else orjson.dumps(data, default=repr).decode()
+    shown = data if isinstance(data, str) else encode_data(record).decode("utf-8", "replace")
     if len(shown) > _MAX_DATA_CHARS:
         shown = shown[: _MAX_DATA_CHARS - 1] + "\u2026"
     return f"*{record.source}* {record.event} {shown}"
@@ -289,11 +290,9 @@ class WebhookSink(Sink):
         if self.options.format == "slack":
             text = "\n".join(slack_line(record) for record in records)
             return orjson.dumps({"text": text})
-        return orjson.dumps(
-            [record_to_dict(record) for record in records],
-            default=repr,
-            option=orjson.OPT_SERIALIZE_NUMPY,
-        )
+        # The file's lines (the core's encoder: a payload it cannot write is
+        # sent as text, never fails the batch) joined into one JSON array.
+        return b"[" + encode_jsonl(records)[:-1].replace(b"\n", b",") + b"]"
 
     def _drop(self, count: int, why: str) -> None:
         self.dropped += count

@@ -147,6 +147,37 @@ async def test_json_format_is_the_jsonl_object(caplog: pytest.LogCaptureFixture)
     assert orjson.loads(messages[1])["state"] == "server_unavailable"
 
 
+def _nested(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+@pytest.mark.parametrize("format", ["text", "json"])
+async def test_payloads_too_deep_to_encode_are_logged_as_text(
+    format: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """300 deep (beyond orjson) is logged as JSON; 5000 deep (beyond any encoder) as
+    its text with a warning; the events after them are logged too."""
+    caplog.set_level(logging.DEBUG, logger="mux")
+    raw = Event.from_bytes("train-sse", "sse", "metric", "1", b"[" * 300 + b"]" * 300, 1.0, 1)
+    sink = _sink(events=True, format=format)
+    await sink.write([raw, _event(2, _nested(300)), _event(3, _nested(5000)), _event(4)])
+    lines = [msg for _, msg in _lines(caplog)]
+    assert (len(lines) == 4 and "seq=4" in lines[3]) or '"seq":4' in lines[3]
+    if format == "json":
+        data = [orjson.loads(line)["data"] for line in lines]
+        assert data[2] == "<dict nested too deep to show>"
+        assert data[3] == {"step": 4, "loss": 0.31}
+    else:
+        assert lines[0].startswith("train-sse: metric id=1 seq=1 [[[[")
+        assert lines[1].startswith('train-sse: metric id=2 seq=2 {"a":{"a":')
+        assert lines[2] == 'train-sse: metric id=3 seq=3 "<dict nested too deep to show>"'
+    warnings = [r.getMessage() for r in caplog.records if r.name == "mux.events"]
+    assert warnings == ["event train-sse/3: payload written as text (it cannot be encoded as JSON)"]
+
+
 def test_defaults_do_not_slow_sources() -> None:
     assert LogSink.default_overflow == "drop_oldest"
     assert LogSink.default_on_error == "drop"

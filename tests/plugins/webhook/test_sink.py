@@ -8,13 +8,10 @@ connection is refused) on which the server then starts.
 from __future__ import annotations
 
 import socket
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from functools import partial
 from typing import Any
 
-import h11
 import httpx
 import orjson
 import pytest
@@ -23,67 +20,13 @@ import trio
 from mux_core import Alert, Event, RetryPolicy, Severity, SinkContext, State, Status
 from mux_webhook import WebhookOptions, WebhookSink
 
+from .receiver import Receiver, serving
+
 FAST = RetryPolicy(initial_delay=0.05, max_delay=0.2, min_delay=0.05, jitter=0.0)
 
 
 def _alert(n: int, severity: Severity = Severity.CRITICAL, rule: str = "nonfinite") -> Alert:
     return Alert("train-sse", "sse", rule, severity, f"loss is NaN at step {n}", n, 1.5)
-
-
-class _Receiver:
-    """Answers each POST with the next scripted (status, headers), else 200; keeps bodies."""
-
-    def __init__(self) -> None:
-        self.script: deque[tuple[int, list[tuple[str, str]]]] = deque()
-        self.requests: list[tuple[int, dict[str, str], bytes]] = []
-        self.changed = trio.Event()
-
-    async def wait_for(self, count: int, timeout: float = 10.0) -> None:
-        with trio.fail_after(timeout):
-            while len(self.requests) < count:
-                await self.changed.wait()
-
-    def accepted(self) -> list[Any]:
-        return [orjson.loads(body) for status, _, body in self.requests if status == 200]
-
-    async def handle(self, stream: trio.SocketStream) -> None:
-        conn = h11.Connection(h11.SERVER)
-        headers: dict[str, str] = {}
-        body = b""
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                data = await stream.receive_some(65536)
-                if not data:
-                    return
-                conn.receive_data(data)
-            elif isinstance(event, h11.Request):
-                headers = {k.decode(): v.decode() for k, v in event.headers}
-                body = b""
-            elif isinstance(event, h11.Data):
-                body += event.data
-            elif isinstance(event, h11.EndOfMessage):
-                status, extra = self.script.popleft() if self.script else (200, [])
-                response = h11.Response(
-                    status_code=status, headers=[("content-length", "0"), *extra]
-                )
-                await stream.send_all(conn.send(response) + conn.send(h11.EndOfMessage()))
-                self.requests.append((status, headers, body))
-                self.changed.set()
-                self.changed = trio.Event()
-                conn.start_next_cycle()
-            else:
-                return
-
-
-@asynccontextmanager
-async def _serving(receiver: _Receiver, port: int = 0) -> AsyncIterator[int]:
-    async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(
-            partial(trio.serve_tcp, receiver.handle, port, host="127.0.0.1")
-        )
-        yield listeners[0].socket.getsockname()[1]
-        nursery.cancel_scope.cancel()
 
 
 @asynccontextmanager
@@ -110,8 +53,8 @@ async def _sink(port: int, **options: Any) -> AsyncIterator[WebhookSink]:
 
 
 async def test_alerts_are_posted_as_json_records_by_severity() -> None:
-    receiver = _Receiver()
-    async with _serving(receiver) as port, _sink(port, headers={"X-Token": "t0k"}) as sink:
+    receiver = Receiver()
+    async with serving(receiver) as port, _sink(port, headers={"X-Token": "t0k"}) as sink:
         event = Event("train-sse", "sse", "metric", "1", {"loss": 0.3}, 1.0, 1)
         status = Status("train-sse", "sse", State.CONNECTED, 1, None, "", 1.0)
         info = _alert(2, Severity.INFO)
@@ -140,15 +83,15 @@ async def test_alerts_are_posted_as_json_records_by_severity() -> None:
             "at": 1.5,
         },
     ]
-    _, headers, _ = receiver.requests[0]
+    headers = receiver.requests[0].headers
     assert headers["content-type"] == "application/json" and headers["x-token"] == "t0k"
     assert sink.sent == 2 and sink.dropped == 0
 
 
 async def test_events_and_statuses_when_asked_and_the_slack_payload() -> None:
-    receiver = _Receiver()
+    receiver = Receiver()
     async with (
-        _serving(receiver) as port,
+        serving(receiver) as port,
         _sink(port, format="slack", events=True, statuses=True, min_severity="info") as sink,
     ):
         event = Event("train-sse", "sse", "metric", "1", {"loss": 0.3}, 1.0, 1)
@@ -165,7 +108,7 @@ async def test_events_and_statuses_when_asked_and_the_slack_payload() -> None:
 
 
 async def test_server_down_then_up_delivers_everything_after_retries() -> None:
-    receiver = _Receiver()
+    receiver = Receiver()
     with socket.socket() as placeholder:  # bound, not listening: connections are refused
         placeholder.bind(("127.0.0.1", 0))
         port = placeholder.getsockname()[1]
@@ -175,7 +118,7 @@ async def test_server_down_then_up_delivers_everything_after_retries() -> None:
                 for _ in range(2):  # refused, backing off, refused again
                     await sink.request_failed.wait()
             placeholder.close()
-            async with _serving(receiver, port):  # the receiver comes up on that port
+            async with serving(receiver, port):  # the receiver comes up on that port
                 await sink.write([_alert(3)])
                 await receiver.wait_for(1)
                 if sum(len(b) for b in receiver.accepted()) < 3:
@@ -188,21 +131,21 @@ async def test_server_down_then_up_delivers_everything_after_retries() -> None:
 async def test_retry_after_5xx_and_a_client_error_drops_only_its_batch(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    receiver = _Receiver()
+    receiver = Receiver()
     receiver.script.extend([(503, [("retry-after", "0")]), (400, [])])
-    async with _serving(receiver) as port, _sink(port, batch=1) as sink:
+    async with serving(receiver) as port, _sink(port, batch=1) as sink:
         await sink.write([_alert(1), _alert(2)])
         await receiver.wait_for(3)
-    statuses = [status for status, _, _ in receiver.requests]
+    statuses = [r.status for r in receiver.requests]
     assert statuses == [503, 400, 200]
-    seqs = [orjson.loads(body)[0]["seq"] for _, _, body in receiver.requests]
+    seqs = [orjson.loads(r.body)[0]["seq"] for r in receiver.requests]
     assert seqs == [1, 1, 2]  # alert 1 retried after the 503, then refused (400): dropped
     assert sink.dropped == 1 and sink.sent == 1
     assert any("HTTP 400" in r.getMessage() and r.levelname == "ERROR" for r in caplog.records)
 
 
 async def test_a_full_queue_drops_the_oldest_and_counts() -> None:
-    receiver = _Receiver()
+    receiver = Receiver()
     with socket.socket() as placeholder:
         placeholder.bind(("127.0.0.1", 0))
         port = placeholder.getsockname()[1]
@@ -213,7 +156,7 @@ async def test_a_full_queue_drops_the_oldest_and_counts() -> None:
             await sink.write([_alert(n) for n in range(2, 8)])  # 6 more: 3 fit
             assert sink.dropped == 3
             placeholder.close()
-            async with _serving(receiver, port):
+            async with serving(receiver, port):
                 await receiver.wait_for(2)
     delivered = [record["seq"] for body in receiver.accepted() for record in body]
     assert delivered == [1, 5, 6, 7]

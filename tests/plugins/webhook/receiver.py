@@ -1,0 +1,108 @@
+"""A webhook receiver for the tests: a small h11 server on 127.0.0.1.
+
+It answers each POST with the next scripted answer (a status and headers),
+else 200, and keeps every request (status answered, path, headers, body).
+Waits are on its ``changed`` event with a deadline.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any
+
+import attrs
+import h11
+import orjson
+import trio
+
+
+@attrs.frozen
+class Request:
+    """One request the receiver answered."""
+
+    status: int
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+class Receiver:
+    """Answers each POST with the next scripted (status, headers), else 200; keeps requests."""
+
+    def __init__(self) -> None:
+        self.script: deque[tuple[int, list[tuple[str, str]]]] = deque()
+        self.requests: list[Request] = []
+        self.changed = trio.Event()
+        self.port = 0
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def wait_for(self, count: int, timeout: float = 10.0) -> None:
+        """Until ``count`` requests were answered."""
+        with trio.fail_after(timeout):
+            while len(self.requests) < count:
+                await self.changed.wait()
+
+    async def wait_until(self, predicate: Any, timeout: float = 10.0) -> None:
+        """Until ``predicate(self)`` holds."""
+        with trio.fail_after(timeout):
+            while not predicate(self):
+                await self.changed.wait()
+
+    def accepted(self) -> list[Any]:
+        """The bodies answered with 200, decoded."""
+        return [orjson.loads(r.body) for r in self.requests if r.status == 200]
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every record of the accepted ``format = "json"`` bodies, in order."""
+        return [record for body in self.accepted() for record in body]
+
+    async def handle(self, stream: trio.SocketStream) -> None:
+        conn = h11.Connection(h11.SERVER)
+        request: h11.Request | None = None
+        body = b""
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                try:
+                    data = await stream.receive_some(65536)
+                except trio.BrokenResourceError:
+                    return
+                if not data:
+                    return
+                conn.receive_data(data)
+            elif isinstance(event, h11.Request):
+                request, body = event, b""
+            elif isinstance(event, h11.Data):
+                body += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                assert request is not None
+                status, extra = self.script.popleft() if self.script else (200, [])
+                response = h11.Response(
+                    status_code=status, headers=[("content-length", "0"), *extra]
+                )
+                await stream.send_all(conn.send(response) + conn.send(h11.EndOfMessage()))
+                headers = {k.decode(): v.decode() for k, v in request.headers}
+                self.requests.append(Request(status, request.target.decode(), headers, body))
+                self.changed.set()
+                self.changed = trio.Event()
+                conn.start_next_cycle()
+            else:
+                return
+
+
+@asynccontextmanager
+async def serving(receiver: Receiver, port: int = 0) -> AsyncIterator[int]:
+    """Run ``receiver`` on 127.0.0.1 (``port`` 0: a free one) for the block; yield the port."""
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(
+            partial(trio.serve_tcp, receiver.handle, port, host="127.0.0.1")
+        )
+        receiver.port = listeners[0].socket.getsockname()[1]
+        yield receiver.port
+        nursery.cancel_scope.cancel()
