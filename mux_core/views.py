@@ -1,6 +1,7 @@
 """Helpers for sinks that show records to a person: the Qt panel, the terminal view.
 
-Both views use these, so they show the same numbers for the same records.
+Both views use these, so they show the same numbers for the same records;
+:func:`escape_controls` is for any text shown on a line (the log too).
 """
 
 from __future__ import annotations
@@ -12,11 +13,46 @@ from collections.abc import Callable, Sequence
 __all__ = [
     "RateMeter",
     "ViewClock",
+    "escape_controls",
     "format_age",
     "format_duration",
     "format_rate",
     "format_value",
 ]
+
+
+def _control_escapes() -> dict[int, str]:
+    codes = [
+        *range(0x20),  # C0: line breaks, ESC (ANSI sequences), backspace, ...
+        *range(0x7F, 0xA0),  # DEL and C1 (NEL, CSI)
+        0x2028,  # line and paragraph separators
+        0x2029,
+        0x061C,  # marks and overrides that reorder what a reader sees
+        0x200E,
+        0x200F,
+        *range(0x202A, 0x202F),
+        *range(0x2066, 0x206A),
+    ]
+    return {code: chr(code).encode("unicode_escape").decode("ascii") for code in codes}
+
+
+_CONTROL_ESCAPES = _control_escapes()
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with its control characters written as escapes (``\\n``, ``\\x1b``,
+    ``\\u2028``), for showing text that came from a server or a config on one line.
+
+    A line break in a source name or a server's message would otherwise
+    start what looks like a log line of mux's own (``... ERROR mux.engine:
+    FORGED``), and an ANSI sequence would move the cursor or recolour a
+    terminal. Escaped are the C0 and C1 controls, DEL, the Unicode line and
+    paragraph separators and the bidirectional marks and overrides; all
+    other text (accents, CJK, emoji) is shown as it is.
+    """
+    if text.isprintable():
+        return text
+    return text.translate(_CONTROL_ESCAPES)
 
 
 class ViewClock:

@@ -30,8 +30,17 @@ from typing import NoReturn
 from .._plugins import Command, PluginManager
 from .._run.exit_codes import ExitCode
 from ..errors import ConfigError, PluginError
+from ..views import escape_controls
 
-__all__ = ["BUILTIN", "build_parser", "builtin_commands", "load_plugins", "main", "setup_logging"]
+__all__ = [
+    "BUILTIN",
+    "OneLineFormatter",
+    "build_parser",
+    "builtin_commands",
+    "load_plugins",
+    "main",
+    "setup_logging",
+]
 
 #: The ``plugin`` of the built-in commands' :class:`Command`.
 BUILTIN = "mux"
@@ -115,11 +124,18 @@ def load_plugins() -> PluginManager:
     return plugins
 
 
+class OneLineFormatter(logging.Formatter):
+    """Each record on one line, its control characters escaped (``\\n``, ``\\x1b``):
+    a source name or a server's text cannot forge a line of mux's own or
+    drive the terminal. A traceback follows on lines of its own, as ever."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return escape_controls(super().formatMessage(record))
+
+
 def setup_logging(*, quiet: bool = False) -> None:
-    logging.basicConfig(
-        level=logging.WARNING if quiet else logging.INFO,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, handlers=[handler])
     # httpx logs every request at INFO: one line per REST poll is noise here.
     logging.getLogger("httpx").setLevel(logging.WARNING)
