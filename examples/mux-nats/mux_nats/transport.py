@@ -1,0 +1,201 @@
+"""The ``nats`` transport: its options, and one session in core or JetStream mode.
+
+core: a plain subscription. Messages arrive while mux is connected and
+only then: what is published while mux is away is gone (at most once), and
+events have no id.
+
+jetstream: a durable pull consumer. Each message is emitted with its
+stream sequence as the id and its subject as the event type, and
+acknowledged only once ``session.delivered()`` says every sink has it; what
+was not acknowledged (mux killed, a connection cut) the server sends again
+after ``ack_wait`` (at least once). A message sent again that this
+transport already acknowledged -- the server lost the ack in a crash -- is
+acknowledged again and not emitted twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+from urllib.parse import urlsplit
+
+import attrs
+
+from mux_core import Session, Transport
+from mux_core.options import at_least_one, positive
+
+from .client import Credentials, NatsConnection
+from .jetstream import JsMessage, PullConsumer
+from .protocol import sub
+
+__all__ = ["NatsOptions", "NatsTransport"]
+
+_MODES = ("core", "jetstream")
+_DEFAULT_PORT = 4222
+
+
+def _token(*, dots: bool) -> Callable[[Any, attrs.Attribute[str], str], None]:
+    """A validator for a subject (``dots``: wildcards and dots allowed) or a name."""
+    banned = " \t\r\n" if dots else " \t\r\n.*>"
+
+    def check(_instance: Any, attribute: attrs.Attribute[str], value: str) -> None:
+        if any(c in banned for c in value):
+            what = "spaces" if dots else "spaces, '.', '*' or '>'"
+            raise ValueError(f"{attribute.name} must not contain {what}, got {value!r}")
+
+    return check
+
+
+@attrs.frozen(kw_only=True)
+class NatsOptions:
+    #: The server as ``nats://host:port``; instead of ``host`` and ``port``.
+    url: str = ""
+    #: The server's host name or address (when ``url`` is not given).
+    host: str = "127.0.0.1"
+    #: The server's port (when ``url`` is not given).
+    port: int = _DEFAULT_PORT
+    #: The subject to receive, wildcards allowed (``metrics.>``). jetstream: a
+    #: filter within the stream (empty: the whole stream).
+    subject: str = attrs.field(default="", validator=_token(dots=True))
+    #: "core" (a subscription; at most once) or "jetstream" (a durable consumer; at least once).
+    mode: str = "core"
+    #: jetstream: the stream to read; it must exist.
+    stream: str = attrs.field(default="", validator=_token(dots=False))
+    #: jetstream: the durable consumer's name; the server keeps its position.
+    durable: str = attrs.field(default="mux", validator=_token(dots=False))
+    #: jetstream: messages asked for per pull request.
+    batch: int = attrs.field(default=100, validator=at_least_one())
+    #: jetstream: seconds the server waits for an ack before it sends a message again.
+    ack_wait: float = attrs.field(default=30.0, validator=positive("seconds"))
+    #: The user name, with ``password``.
+    user: str = ""
+    #: The password of ``user``.
+    password: str = attrs.field(default="", repr=False)
+    #: A token, instead of ``user`` and ``password``.
+    token: str = attrs.field(default="", repr=False)
+    #: The largest message accepted, in bytes; the server's own max_payload lowers it.
+    max_payload: int = attrs.field(default=8 << 20, validator=at_least_one())
+    #: Seconds of silence before a PING; after two unanswered the connection is dropped.
+    ping_interval: float = attrs.field(default=10.0, validator=positive("seconds"))
+
+    @classmethod
+    def check(cls, options: NatsOptions) -> None:
+        """Problems visible without connecting, reported at the table's line."""
+        if options.mode not in _MODES:
+            raise ValueError(f"mode must be one of {', '.join(_MODES)}, got {options.mode!r}")
+        if options.mode == "core" and not options.subject:
+            raise ValueError('mode = "core" needs a subject to subscribe to')
+        if options.mode == "jetstream" and not options.stream:
+            raise ValueError('mode = "jetstream" needs the stream to read')
+        if options.url:
+            if options.host != "127.0.0.1" or options.port != _DEFAULT_PORT:
+                raise ValueError("give url, or host and port, not both")
+            _split_url(options.url)
+        if options.password and not options.user:
+            raise ValueError("password needs a user")
+        if options.token and options.user:
+            raise ValueError("give user and password, or token, not both")
+
+    def address(self) -> tuple[str, int]:
+        return _split_url(self.url) if self.url else (self.host, self.port)
+
+
+def _split_url(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    if parts.scheme != "nats" or not parts.hostname:
+        raise ValueError(f"url must look like nats://host:4222, got {url!r}")
+    if parts.username or parts.password:
+        raise ValueError("put credentials in user and password (or token), not in the url")
+    if parts.path not in ("", "/") or parts.query:
+        raise ValueError(f"url must be nats://host:port and nothing more, got {url!r}")
+    try:
+        return parts.hostname, parts.port or _DEFAULT_PORT
+    except ValueError:
+        raise ValueError(f"url has a bad port: {url!r}") from None
+
+
+class _Recent:
+    """The last ``limit`` keys added, for membership tests (oldest forgotten first)."""
+
+    def __init__(self, limit: int) -> None:
+        self._keys: dict[tuple[int, int], None] = {}
+        self._limit = limit
+
+    def __contains__(self, key: tuple[int, int]) -> bool:
+        return key in self._keys
+
+    def add_all(self, keys: Iterable[tuple[int, int]]) -> None:
+        self._keys.update(dict.fromkeys(keys))
+        while len(self._keys) > self._limit:
+            del self._keys[next(iter(self._keys))]
+
+
+def _key(message: JsMessage) -> tuple[int, int]:
+    return message.stream_seq, message.timestamp
+
+
+class NatsTransport(Transport):
+    """NATS subscriptions (core) and durable pull consumers (jetstream), by hand over trio."""
+
+    Options = NatsOptions
+    options: NatsOptions
+
+    def __init__(self, options: NatsOptions) -> None:
+        super().__init__(options)
+        # Kept across sessions: what the server may send again after a restart.
+        self._acked = _Recent(100_000)
+
+    async def run_session(self, session: Session) -> None:
+        options = self.options
+        host, port = options.address()
+        credentials = Credentials(user=options.user, password=options.password, token=options.token)
+        connection = await NatsConnection.open(
+            host,
+            port,
+            credentials=credentials,
+            max_payload=options.max_payload,
+            ping_interval=options.ping_interval,
+            name=f"mux {session.source}",
+        )
+        async with connection:
+            if options.mode == "jetstream":
+                await self._consume(connection, session)
+            else:
+                await self._subscribe(connection, session)
+
+    async def _subscribe(self, connection: NatsConnection, session: Session) -> None:
+        sid = connection.new_sid()
+        await connection.send(sub(self.options.subject, sid))
+        await connection.flush()  # a refused SUB's -ERR comes before the PONG
+        await session.connected()
+        while True:
+            messages = await connection.receive()
+            await session.emit([(m.subject, None, m.payload) for m in messages if m.sid == sid])
+
+    async def _consume(self, connection: NatsConnection, session: Session) -> None:
+        options = self.options
+        consumer = PullConsumer(
+            connection,
+            stream=options.stream,
+            durable=options.durable,
+            subject=options.subject,
+            batch=options.batch,
+            ack_wait=options.ack_wait,
+            timeout=session.connect_timeout,
+        )
+        await consumer.prepare()
+        await session.connected()
+        acked = self._acked
+        while True:
+            messages = await consumer.next_messages()
+            fresh = [m for m in messages if _key(m) not in acked]
+            if fresh:
+                await session.emit([(m.subject, str(m.stream_seq), m.payload) for m in fresh])
+                if not await session.delivered():  # a sink failed: ack only the repeats
+                    await session.notice(
+                        f"a sink failed: {len(fresh)} messages left unacknowledged"
+                        " (the server sends them again after ack_wait)"
+                    )
+                    messages = [m for m in messages if _key(m) in acked]
+            await consumer.ack(messages)
+            acked.add_all(_key(m) for m in messages)
