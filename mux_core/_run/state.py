@@ -23,7 +23,11 @@ Two promises rest on it (``docs/architecture.md``, Durability):
   numbers may jump; after a clean shutdown they continue exactly.
 
 A source whose saved transport differs from its config starts afresh (with
-a warning): its ids mean something else.
+a warning): its ids mean something else. A source that no longer runs
+keeps its saved place (a config edit, a shard, a discovered source that
+comes back) for :data:`FORGET_AFTER` seconds, and at most
+:data:`MAX_DEPARTED` such places are kept, the most recently departed: the
+file stays bounded however many sources discovery brings and takes away.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -55,6 +60,11 @@ _RESERVE_MIN = 1_000
 _RESERVE_MAX = 10_000_000
 _RESERVE_FAST = 5.0
 
+#: Seconds a source that no longer runs keeps its saved place (one day).
+FORGET_AFTER = 24 * 3600.0
+#: The most places of sources that no longer run kept in the file.
+MAX_DEPARTED = 1_000
+
 _FILE_NAME = "mux-state.json"
 _VERSION = 1
 
@@ -66,6 +76,8 @@ class _SavedSource(msgspec.Struct, forbid_unknown_fields=False):
     cursor: Any = None
     #: The highest seq that may have been handed out (reserved before use).
     reserved: int = 0
+    #: When (wall-clock) a checkpoint first found the source no longer running.
+    left_at: float | None = None
 
 
 class _SavedRun(msgspec.Struct, forbid_unknown_fields=False):
@@ -84,7 +96,17 @@ class _Reservation:
 class StateStore:
     """The resume states of one run's sources, kept in ``directory``."""
 
-    def __init__(self, directory: str) -> None:
+    def __init__(
+        self,
+        directory: str,
+        *,
+        forget_after: float = FORGET_AFTER,
+        max_departed: int = MAX_DEPARTED,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._forget_after = forget_after
+        self._max_departed = max_departed
+        self._clock = clock
         self.directory = os.path.abspath(os.path.expanduser(directory))
         self.path = os.path.join(self.directory, _FILE_NAME)
         self._saved: dict[str, _SavedSource] = {}
@@ -118,6 +140,8 @@ class StateStore:
         saved = self._saved.get(source)
         if saved is None:
             return ResumeState(seq_reserved=0)
+        if saved.left_at is not None:
+            self._saved[source] = msgspec.structs.replace(saved, left_at=None)
         high = max(saved.seq, saved.reserved)
         if saved.transport != transport:
             _log.warning(
@@ -167,7 +191,27 @@ class StateStore:
                     # A reservation saved meanwhile stays.
                     source.reserved = max(source.reserved, old.reserved)
                 merged[name] = source
+            self._forget_departed(merged, running=snapshot.keys())
             await trio.to_thread.run_sync(self._write, merged)
+
+    def _forget_departed(self, merged: dict[str, _SavedSource], running: Any) -> None:
+        """Mark the sources that no longer run, and forget the long gone."""
+        now = self._clock()
+        departed = []
+        for name, source in list(merged.items()):
+            if name in running:
+                continue
+            if source.left_at is None:
+                merged[name] = source = msgspec.structs.replace(source, left_at=now)
+            assert source.left_at is not None
+            if now - source.left_at > self._forget_after:
+                del merged[name]
+            else:
+                departed.append((source.left_at, name))
+        if len(departed) > self._max_departed:
+            departed.sort()
+            for _, name in departed[: len(departed) - self._max_departed]:
+                del merged[name]
 
     async def reserve(self, source: str, transport: str, resume: ResumeState, upto: int) -> None:
         """Save a reservation of seq values past ``upto`` for ``source``.

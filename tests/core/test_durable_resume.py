@@ -241,3 +241,32 @@ async def test_a_source_that_cannot_resume_loses_no_new_event_to_a_seq_collision
     assert second_run <= set(kept)
     assert len(kept) == len(set(kept))  # and nothing twice
     assert len(seqs) == len(set(seqs))  # (source, seq) names one event
+
+
+async def test_sources_that_no_longer_run_are_forgotten_after_a_grace_or_a_cap(
+    tmp_path: Path,
+) -> None:
+    """Discovery churn (8 generations of 1,000 sources) keeps the state file
+    bounded: at most MAX_DEPARTED places of departed sources, none older
+    than FORGET_AFTER; a source back within the grace resumes."""
+    now = [1_000_000.0]
+    store = StateStore(str(tmp_path), max_departed=1_500, clock=lambda: now[0])
+    store.load()
+    for generation in range(8):
+        live = {
+            f"g{generation}-{i}": ("sse", ResumeState(last_id="7", seq=7)) for i in range(1_000)
+        }
+        await store.save(store.snapshot(live))
+        now[0] += 60
+    saved = json.loads((tmp_path / "mux-state.json").read_text())["sources"]
+    assert len(saved) == 1_000 + 1_500  # the live generation and the newest departed
+    assert "g7-0" in saved and "g6-0" in saved and "g0-0" not in saved
+    # Back within the grace: its place is there.
+    assert store.resume_for("g6-5", "sse").last_id == "7"
+    # A day later every departed source is forgotten.
+    now[0] += 24 * 3600 + 1
+    await store.save(store.snapshot({"g7-0": ("sse", ResumeState(seq=8))}))
+    saved = json.loads((tmp_path / "mux-state.json").read_text())["sources"]
+    # Left: g7 (departed only now) and g6-5 (resumed above, so it ran again).
+    assert len(saved) == 1_001 and "g6-5" in saved
+    assert not [name for name in saved if name.startswith(("g5", "g6-0"))]
