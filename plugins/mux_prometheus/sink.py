@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import attrs
 
 from mux_core import Sink
-from mux_core.options import positive
+from mux_core.options import non_negative, positive
 from mux_core.records import (
     Alert,
     Batch,
@@ -87,6 +87,10 @@ class PrometheusOptions:
     interval: float = attrs.field(default=15.0, validator=positive("seconds"))
     #: Constant labels added to every metric, e.g. ``{ run = "exp42" }``.
     labels: dict[str, str] = attrs.field(factory=dict, validator=_label_names)
+    #: Seconds a source that was stopped (removed by a reload or by discovery)
+    #: stays in the file with ``mux_source_up 0`` before it is left out; at
+    #: most :data:`MAX_STOPPED` stopped sources are kept meanwhile.
+    forget_after: float = attrs.field(default=300.0, validator=non_negative("seconds"))
 
     @classmethod
     def check(cls, options: PrometheusOptions) -> None:
@@ -101,11 +105,18 @@ class PrometheusOptions:
             raise ValueError(f"path {options.path!r}: directory {str(directory)!r} is not writable")
 
 
+#: The most stopped sources kept in the file (the most recently stopped):
+#: discovery churn must not grow it without bound.
+MAX_STOPPED = 1_000
+
+
 @attrs.define
 class _SourceFigures:
     transport: str
     state: State | None = None
     quality: Quality | None = None
+    #: trio.current_time() of the ``stopped`` status, while it is the last one.
+    stopped_at: float | None = None
 
 
 class PrometheusSink(Sink):
@@ -146,7 +157,9 @@ class PrometheusSink(Sink):
         sources = self.sources
         for record in batch:
             if type(record) is Status:
-                self._figures(record.source, record.transport).state = record.state
+                figures = self._figures(record.source, record.transport)
+                figures.state = record.state
+                figures.stopped_at = _now() if record.state is State.STOPPED else None
             elif type(record) is Quality:
                 figures = self._figures(record.source, record.transport)
                 figures.quality = record
@@ -185,10 +198,29 @@ class PrometheusSink(Sink):
             if not self._closed:
                 await self._write_snapshot()
 
+    def _forget_stopped(self) -> None:
+        """Leave out the sources stopped for longer than ``forget_after``
+        (and all but the newest :data:`MAX_STOPPED` stopped ones)."""
+        now = _now()
+        stopped = sorted(
+            (figures.stopped_at, name)
+            for name, figures in self.sources.items()
+            if figures.stopped_at is not None
+        )
+        gone = {name for at, name in stopped if now - at > self.options.forget_after}
+        gone.update(name for _, name in stopped[: max(0, len(stopped) - MAX_STOPPED)])
+        if not gone:
+            return
+        for name in gone:
+            del self.sources[name]
+        for key in [key for key in self.alerts if key[0] in gone]:
+            del self.alerts[key]
+
     async def _write_snapshot(self) -> None:
         import trio
         from prometheus_client import CollectorRegistry, write_to_textfile
 
+        self._forget_stopped()
         registry = CollectorRegistry(auto_describe=False)
         registry.register(_snapshot_class()(list(self.metrics())))
         try:
@@ -363,3 +395,9 @@ def _version() -> str:
     from mux_core import __version__
 
     return str(__version__)
+
+
+def _now() -> float:
+    import trio
+
+    return trio.current_time()

@@ -271,3 +271,40 @@ async def test_the_last_write_is_the_one_at_close(tmp_path: Path) -> None:
     assert sink.writes == 4
     stopped = {"source": "train-sse", "transport": "sse", "state": "stopped"}
     assert _value(_samples(path), "mux_source_state", **stopped) == 1.0
+
+
+async def test_stopped_sources_are_left_out_after_forget_after_and_beyond_a_cap(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Discovery churn: 8 generations of 1,000 sources, each stopped when the
+    next arrives; the file keeps the live ones plus at most MAX_STOPPED
+    stopped ones, and none stopped longer ago than forget_after."""
+    path = tmp_path / "mux.prom"
+    sink = PrometheusSink(PrometheusOptions(path=str(path), forget_after=60.0), _context())
+    alert = Alert("g0-1", "sse", "stall", Severity.WARNING, "no event for 120 s", None, 1.0)
+    await sink.write([alert])
+    for generation in range(8):
+        connected = [
+            Status(f"g{generation}-{i}", "sse", State.CONNECTED, 1, None, "", 1.0)
+            for i in range(1_000)
+        ]
+        stopped = [
+            Status(f"g{generation - 1}-{i}", "sse", State.STOPPED, 1, None, "removed", 1.0)
+            for i in range(1_000)
+            if generation
+        ]
+        await sink.write([*stopped, *connected])
+        await sink.write_file()
+        await trio.sleep(10)
+    up = {
+        dict(labels)["source"]
+        for (name, labels) in _samples(path)
+        if name == "mux_source_up" and dict(labels)["source"].startswith("g")
+    }
+    assert len(up) == 2_000  # g7 live, g6 the newest stopped (the cap)
+    assert {"g7-0", "g6-0"} <= up and "g5-0" not in up
+    assert not [key for key in _samples(path) if key[0] == "mux_alerts_total"]
+    await trio.sleep(61)
+    await sink.write_file()
+    sources = {dict(labels).get("source") for (name, labels) in _samples(path)}
+    assert "g6-0" not in sources and "g7-0" in sources
