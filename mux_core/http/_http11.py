@@ -161,9 +161,8 @@ def _is_https_upgrade(url: httpx.URL, target: httpx.URL) -> bool:
     )
 
 
-#: Bytes a header value cannot carry as they are: control characters (HTAB
-#: aside) anywhere, and whitespace at either end (which a server strips).
-_UNSENDABLE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]|^[ \t]+|[ \t]+$")
+#: Bytes a header value cannot carry: control characters (HTAB aside).
+_UNSENDABLE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 def _escape(match: re.Match[bytes]) -> bytes:
@@ -174,13 +173,17 @@ def header_value(value: HeaderValue) -> bytes:
     """``value`` as the bytes of a request header, whatever it holds.
 
     A ``str`` is sent as UTF-8, as a browser sends a ``Last-Event-ID``;
-    ``bytes`` (a validator echoed back: an ``ETag``) as they are. The few
-    bytes HTTP cannot carry -- control characters, and spaces or tabs at
-    either end -- are sent as ``%XX`` (``"7 "`` -> ``7%20``); everything else,
-    ``%`` included, is sent unchanged. So an id or ETag chosen by a server
-    can never make the request unsendable.
+    ``bytes`` (a validator echoed back: an ``ETag``) as they are. Spaces
+    and tabs at either end are left out: they are not part of a header
+    value (RFC 9110 5.5), so a server reads ``42`` whether ``42 `` was sent
+    or not -- what it reads from a browser, and what it can resume from.
+    The few bytes HTTP cannot carry at all -- CR, LF, NUL and the other
+    control characters -- are sent as ``%XX`` (``"a\\nb"`` -> ``a%0Ab``);
+    everything else, ``%`` and non-ASCII included, is sent unchanged. So an
+    id or ETag chosen by a server can never make the request unsendable.
     """
     data = value.encode("utf-8", "replace") if isinstance(value, str) else value
+    data = data.strip(b" \t")
     if _UNSENDABLE.search(data) is None:
         return data
     return _UNSENDABLE.sub(_escape, data)

@@ -22,6 +22,15 @@ writes the same JSON back.
 Memory is bounded by ``max_event_bytes``: an event, or a line that never
 ends, larger than that is dropped whole; :attr:`SseParser.skipped` counts
 them and parsing resumes at the next blank line.
+
+Two fields are bounded further, because what they hold outlives one event.
+An ``id:`` longer than ``max_id_bytes`` is ignored, as the spec ignores an
+id holding NUL (the last good id stays in effect; :attr:`SseParser.long_ids`
+counts them): every later event carries the id in effect, so one 1 MiB id
+followed by tiny events would make every record a megabyte. A ``retry:``
+of more than :data:`MAX_RETRY_DIGITS` digits (leading zeros aside) is
+ignored as the spec ignores one that is not all digits: it would be weeks
+at the least, and Python refuses to read an integer of 4,300 digits.
 """
 
 from __future__ import annotations
@@ -30,10 +39,21 @@ from typing import Any, TypeAlias
 
 from mux_core.payload import is_json
 
-__all__ = ["DEFAULT_MAX_EVENT_BYTES", "SseEvent", "SseParser"]
+__all__ = [
+    "DEFAULT_MAX_EVENT_BYTES",
+    "DEFAULT_MAX_ID_BYTES",
+    "MAX_RETRY_DIGITS",
+    "SseEvent",
+    "SseParser",
+]
 
 #: Events larger than this (bytes of their lines) are skipped by default.
 DEFAULT_MAX_EVENT_BYTES = 8 * 1024 * 1024
+#: Ids longer than this (bytes) are ignored by default.
+DEFAULT_MAX_ID_BYTES = 1024
+#: A ``retry:`` value with more digits than this (leading zeros aside: 999,999,999
+#: ms is 11.6 days) is ignored, as one that is not all digits is.
+MAX_RETRY_DIGITS = 9
 
 #: One dispatched event: (event type, last event id in effect or "", data).
 #: With ``empty_id=None`` / ``json_data=True`` the id may be None / the data any JSON value.
@@ -70,11 +90,13 @@ class SseParser:
         "_id_buf",
         "_json",
         "_last_id_raw",
+        "_max_id",
         "_size",
         "_tail",
         "_tail_len",
         "_type",
         "last_event_id",
+        "long_ids",
         "max_event_bytes",
         "not_json",
         "retry",
@@ -86,12 +108,15 @@ class SseParser:
         *,
         last_event_id: str = "",
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        max_id_bytes: int = DEFAULT_MAX_ID_BYTES,
         empty_id: str | None = "",
         json_data: bool = False,
         check_json: bool = False,
     ) -> None:
         if max_event_bytes <= 0:
             raise ValueError(f"max_event_bytes must be positive, got {max_event_bytes}")
+        if max_id_bytes <= 0:
+            raise ValueError(f"max_id_bytes must be positive, got {max_id_bytes}")
         #: The spec's "last event ID string": updated at each blank line from
         #: the id buffer, whether or not an event is dispatched.
         self.last_event_id = last_event_id
@@ -99,7 +124,10 @@ class SseParser:
         self.retry: float | None = None
         #: How many oversized events were dropped so far.
         self.skipped = 0
+        #: How many ``id:`` fields were ignored for being longer than max_id_bytes.
+        self.long_ids = 0
         self.max_event_bytes = max_event_bytes
+        self._max_id = max_id_bytes
         #: Events whose data is not JSON (counted with check_json only).
         self.not_json = 0
         self._empty_id = empty_id
@@ -172,6 +200,7 @@ class SseParser:
         """
         append = out.append
         limit = self.max_event_bytes
+        max_id = self._max_id
         as_raw = self._json and not self._check_json
         last_id = self.last_event_id
         shown_id = last_id or self._empty_id
@@ -205,13 +234,17 @@ class SseParser:
                 if name == b"data":
                     data.append(value)
                 elif name == b"id":
-                    if b"\0" not in value and value != self._last_id_raw:
+                    if value == self._last_id_raw:
+                        pass
+                    elif len(value) <= max_id and b"\0" not in value:  # inline: the hot path
                         self._last_id_raw = self._id_buf = value
                         last_id = self.last_event_id = value.decode("utf-8", "replace")
                         shown_id = last_id or self._empty_id
+                    else:
+                        self._good_id(value)  # counts it when too long
                 elif name == b"event":
                     kind = value
-                elif name == b"retry" and value.isdigit():
+                elif name == b"retry":
                     self._set_retry(value)
             if data:
                 append(
@@ -243,9 +276,9 @@ class SseParser:
             elif name == b"event":
                 self._type = value
             elif name == b"id":
-                if b"\0" not in value:
+                if self._good_id(value):
                     self._id_buf = value
-            elif name == b"retry" and value.isdigit():
+            elif name == b"retry":
                 self._set_retry(value)
 
     def _decode_data(self, raw: bytes) -> Any:
@@ -256,11 +289,20 @@ class SseParser:
             return raw
         return raw.decode("utf-8", "replace")
 
+    def _good_id(self, value: bytes) -> bool:
+        """Whether an ``id:`` value is taken: no NUL (the spec), not too long (mux)."""
+        if len(value) > self._max_id:
+            self.long_ids += 1
+            return False
+        return b"\0" not in value
+
     def _set_retry(self, value: bytes) -> None:
-        try:
-            self.retry = int(value) / 1000
-        except OverflowError:  # more digits than a float holds: "wait forever", capped later
-            self.retry = float("inf")
+        """Take a ``retry:`` value of ASCII digits; ignore anything else (the spec)
+        and absurd digit counts (see MAX_RETRY_DIGITS)."""
+        if value.isdigit():
+            digits = value.lstrip(b"0")
+            if len(digits) <= MAX_RETRY_DIGITS:
+                self.retry = int(digits or b"0") / 1000
 
     def _dispatch(self, out: list[SseEvent]) -> None:
         """The spec's "dispatch the event" step, at a blank line."""

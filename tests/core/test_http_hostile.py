@@ -39,9 +39,11 @@ from mux_sse import SseOptions, SseTransport
 from tests.helpers.hostile import (
     GOOD_REST,
     GOOD_SSE,
+    HUGE_ID,
     JSON,
     REST_CASES,
     SSE_CASES,
+    SSE_FIELD_CASES,
     PeakRss,
     assert_readable,
     assert_still_retrying,
@@ -133,22 +135,79 @@ async def test_sse_a_gzip_bomb_with_events_after_it_on_the_same_stream() -> None
     ("id_line", "sent"),
     [
         ("café 🚀".encode(), "café 🚀".encode()),  # UTF-8, as a browser sends it
-        (b"7 ", b"7%20"),  # a trailing space: escaped, not stripped
-        (b"  spaced", b"%20%20spaced"),
+        (b"7 ", b"7"),  # what a server reads from a browser: no space to escape
+        (b"  spaced\t", b"spaced"),
+        (b"a b", b"a b"),
         (b"a\x01b\x7fc", b"a%01b%7Fc"),  # control characters
         (b"100%", b"100%"),  # nothing else is touched
-        (b"x" * 10000, b"x" * 10000),
+        (b"x" * 1024, b"x" * 1024),  # as long as max_id_bytes allows
     ],
-    ids=["utf-8", "trailing space", "leading spaces", "controls", "percent", "long"],
+    ids=["utf-8", "trailing space", "spaces around", "inner space", "controls", "percent", "long"],
 )
 async def test_sse_any_id_comes_back_as_last_event_id(id_line: bytes, sent: bytes) -> None:
     first: Plan = [Send(sse_head()), Send(b"id: " + id_line + b"\ndata: 1\n\n"), Hangup()]
     async with serve_hostile(first, GOOD_SSE) as server:
         records = await watch(sse(server.url("/events")), event_data("after"))
-    assert server.requests[1].headers[b"last-event-id"] == sent
+    assert b"\r\nLast-Event-ID: " + sent + b"\r\n" in server.requests[1].raw + b"\r\n"
     assert b"last-event-id" not in server.requests[0].headers
     assert_still_retrying(records)
     assert events(records)[0].id == id_line.decode()
+
+
+# -- sse: fields that outlive their event (issue 21) ---------------------------------
+
+
+def _datas(records: list[Any]) -> list[Any]:
+    return [e.data for e in events(records)]
+
+
+async def test_sse_a_huge_id_is_ignored_and_the_events_keep_the_last_good_one() -> None:
+    case = SSE_FIELD_CASES["1 MiB id then tiny events"]
+    async with serve_hostile(case, GOOD_SSE) as server:
+        records = await watch(sse(server.url("/events")), event_data("after"))
+    got = events(records)
+    assert [e.data for e in got[:2]] == ["first", "tiny"] and "last" in _datas(records)
+    assert len(got) == 5000 + 3
+    assert {e.id for e in got if e.data != "after"} == {"1"}  # the last good id, not 1 MiB
+    assert b"last-event-id: 1" in server.requests[1].raw.lower()
+    assert len(server.requests[1].raw) < 4096
+    notices = [s.detail for s in statuses(records) if "max_id_bytes" in s.detail]
+    assert notices == [
+        "ignored an id longer than 1024 bytes (max_id_bytes): events keep the last id"
+    ]
+    assert_still_retrying(records)
+
+
+async def test_sse_max_id_bytes_sets_the_bound() -> None:
+    plan: Plan = [Send(sse_head()), Send(b"id: 12345\ndata: a\n\nid: 123456\ndata: b\n\n")]
+    async with serve_hostile(plan) as server:
+        records = await watch(sse(server.url("/events"), max_id_bytes=5), event_data("b"))
+    assert [(e.id, e.data) for e in events(records)] == [("12345", "a"), ("12345", "b")]
+    assert any("longer than 5 bytes" in s.detail for s in statuses(records))
+
+
+async def test_sse_a_retry_of_5000_digits_is_ignored_not_fatal() -> None:
+    case = SSE_FIELD_CASES["retry with 5000 digits"]
+    async with serve_hostile(case, GOOD_SSE) as server:
+        records = await watch(sse(server.url("/events")), event_data("after"))
+    assert _datas(records)[:2] == ["first", "last"]
+    assert_still_retrying(records)
+    lost = next(s for s in statuses(records) if s.state is State.DISCONNECTED)
+    assert lost.retry_in == 0.01  # the policy's delay: the server's hint was ignored
+    assert server.connections >= 2
+
+
+async def test_sse_an_id_with_a_trailing_space_is_resumed_as_a_browser_would() -> None:
+    case = SSE_FIELD_CASES["id with a trailing space"]
+    async with serve_hostile(case, GOOD_SSE) as server:
+        records = await watch(sse(server.url("/events")), event_data("after"))
+    assert [e.id for e in events(records)][:2] == ["42 ", "42 "]  # the data as sent
+    assert b"\r\nLast-Event-ID: 42\r\n" in server.requests[1].raw + b"\r\n"
+    assert_still_retrying(records)
+
+
+def test_the_huge_id_case_is_bigger_than_the_default_bound() -> None:
+    assert len(HUGE_ID) > SseOptions(url="http://x").max_id_bytes
 
 
 # -- sse: zero retry hints -------------------------------------------------------------
@@ -305,7 +364,7 @@ async def test_through_a_proxy_ids_are_sent_and_redirects_keep_secrets(
         records = await watch(transport, event_data("after"))
     resumed, redirected = proxy.requests[1], proxy.requests[2]
     assert resumed.line == "GET http://trainer.invalid:8888/events HTTP/1.1"
-    assert resumed.headers[b"last-event-id"] == "café%20".encode()
+    assert b"\r\nLast-Event-ID: " + "café".encode() + b"\r\n" in resumed.raw + b"\r\n"
     assert resumed.headers[b"x-api-key"] == b"secret"
     assert redirected.line == "GET http://elsewhere.invalid/x HTTP/1.1"
     assert b"x-api-key" not in redirected.headers

@@ -2,7 +2,8 @@
 
 One real `mux run` process watches an sse and a rest source whose servers
 play every bad plan of tests/core/test_http_hostile.py in turn, compression bombs
-included, then behave. The process must print no traceback, keep both
+and hostile fields (a 1 MiB id before thousands of events, a 5,000-digit
+retry) included, then behave. The process must print no traceback, keep both
 sources retrying (never terminal), write only readable details, deliver the
 events after the bad parts, stay under ~300 MB of RSS, and exit 0 on SIGTERM.
 """
@@ -24,7 +25,14 @@ from tests.helpers.e2e import (
     wait_for_file,
     write_config,
 )
-from tests.helpers.hostile import GOOD_REST, GOOD_SSE, LIBRARY_WORDING, REST_CASES, SSE_CASES
+from tests.helpers.hostile import (
+    GOOD_REST,
+    GOOD_SSE,
+    LIBRARY_WORDING,
+    REST_CASES,
+    SSE_CASES,
+    SSE_FIELD_CASES,
+)
 
 #: The bound the issue sets for any hostile case.
 RSS_LIMIT = 300 * 1024 * 1024
@@ -38,7 +46,7 @@ def _peak_rss(pid: int) -> int:
 
 
 async def test_mux_run_survives_every_hostile_server(tmp_path: Path) -> None:
-    sse_plans = [plan for plan, _ in SSE_CASES.values()] + [GOOD_SSE]
+    sse_plans = [plan for plan, _ in SSE_CASES.values()] + [*SSE_FIELD_CASES.values(), GOOD_SSE]
     rest_plans = [plan for plan, _, _ in REST_CASES.values()] + [GOOD_REST]
     async with (
         serve_hostile(*sse_plans) as sse,

@@ -1,8 +1,8 @@
 """What the hostile-server tests share: the bad plans, and the checks of memory, details, states.
 
-The plans (``SSE_CASES``, ``REST_CASES``) are played one connection each by the
-in-process tests (tests/core/test_http_hostile.py) and all in turn by one
-``mux run`` process (tests/e2e/test_hostile_servers.py).
+The plans (``SSE_CASES``, ``SSE_FIELD_CASES``, ``REST_CASES``) are played one
+connection each by the in-process tests (tests/core/test_http_hostile.py) and
+all in turn by one ``mux run`` process (tests/e2e/test_hostile_servers.py).
 """
 
 from __future__ import annotations
@@ -257,6 +257,35 @@ SSE_CASES: dict[str, tuple[Plan, str]] = {
         ],
         "server closed the stream",
     ),
+}
+
+#: A stream that stays up but sets fields no client should take as they are
+#: (issue 21): the events must still arrive, the fields are bounded or ignored.
+#: Each plan delivers "first" before the hostile field and "last" after it.
+HUGE_ID = b"i" * (1024 * 1024)
+RETRY_DIGITS = b"9" * 5000
+SSE_FIELD_CASES: dict[str, Plan] = {
+    # Every later event carries the id in effect: a megabyte each, unless bounded.
+    "1 MiB id then tiny events": [
+        Send(sse_head()),
+        Send(b"id: 1\ndata: first\n\n"),
+        Send(b"id: " + HUGE_ID + b"\n\n"),
+        Flood(b"data: tiny\n\n" * 100, times=50),
+        Send(b"data: last\n\n"),
+        Hangup(),
+    ],
+    # int() of 5,000 digits raises ValueError (Python's 4,300-digit limit).
+    "retry with 5000 digits": [
+        Send(sse_head()),
+        Send(b"data: first\n\nretry: " + RETRY_DIGITS + b"\n\ndata: last\n\n"),
+        Hangup(),
+    ],
+    # Resumed from as "42" by a server that reads the header as a browser sends it.
+    "id with a trailing space": [
+        Send(sse_head()),
+        Send(b"id: 42 \ndata: first\n\ndata: last\n\n"),
+        Hangup(),
+    ],
 }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -208,9 +209,40 @@ def test_retry_bogus_values_are_ignored() -> None:
     assert parser.retry is None
 
 
-def test_retry_with_many_digits_does_not_crash() -> None:
-    _, parser = parse(b"retry: " + b"9" * 400 + b"\n")
-    assert parser.retry == float("inf")
+def test_retry_with_absurd_digit_counts_is_ignored_like_a_non_number() -> None:
+    for digits in (10, 400, 4300, 5000, 100_000):  # int() refuses more than 4,300 digits
+        _, parser = parse(b"retry: 2000\n\nretry: " + b"9" * digits + b"\n\n")
+        assert parser.retry == 2.0, digits
+
+
+def test_retry_of_nine_digits_counts_and_leading_zeros_do_not() -> None:
+    _, parser = parse(b"retry: 999999999\n")
+    assert parser.retry == 999999.999
+    _, parser = parse(b"retry: " + b"0" * 5000 + b"1500\n")
+    assert parser.retry == 1.5
+
+
+# -- id length ----------------------------------------------------------------
+
+
+def test_an_id_longer_than_max_id_bytes_is_ignored_and_counted() -> None:
+    stream = b"id: 1\ndata: a\n\nid: " + b"x" * 11 + b"\ndata: b\n\ndata: c\n\n"
+    for reads in ([stream], [bytes([b]) for b in stream]):  # the fast path and the slow one
+        events, parser = parse(reads, max_id_bytes=10)
+        assert events == [("message", "1", "a"), ("message", "1", "b"), ("message", "1", "c")]
+        assert parser.long_ids == 1
+        assert parser.last_event_id == "1"
+
+
+def test_an_id_of_exactly_max_id_bytes_is_taken() -> None:
+    events, parser = parse("id: ü23\ndata: a\n\n".encode(), max_id_bytes=4)  # 4 bytes
+    assert events == [("message", "ü23", "a")]
+    assert parser.long_ids == 0
+
+
+def test_max_id_bytes_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="max_id_bytes must be positive"):
+        SseParser(max_id_bytes=0)
 
 
 # -- UTF-8 --------------------------------------------------------------------
@@ -314,7 +346,12 @@ def reference(
         elif name == "id":
             if "\x00" not in value:
                 id_buffer = value
-        elif name == "retry" and value and all(c in "0123456789" for c in value):
+        elif (
+            name == "retry"
+            and value
+            and all(c in "0123456789" for c in value)
+            and len(value.lstrip("0")) <= 9  # mux: more digits are ignored (MAX_RETRY_DIGITS)
+        ):
             retry = int(value) / 1000
     return events, last_id, retry
 
@@ -385,6 +422,19 @@ def test_size_limit_is_independent_of_read_boundaries(
     assert pieces == whole
     assert piece_parser.last_event_id == whole_parser.last_event_id
     assert piece_parser.skipped == whole_parser.skipped
+
+
+@settings(max_examples=300, deadline=None)
+@given(case=split_streams(), limit=st.integers(min_value=1, max_value=8))
+def test_id_limit_is_independent_of_read_boundaries(
+    case: tuple[bytes, list[bytes]], limit: int
+) -> None:
+    stream, reads = case
+    whole, whole_parser = parse(stream, max_id_bytes=limit)
+    pieces, piece_parser = parse(reads, max_id_bytes=limit)
+    assert pieces == whole
+    assert piece_parser.last_event_id == whole_parser.last_event_id
+    assert piece_parser.long_ids == whole_parser.long_ids
 
 
 @settings(max_examples=200, deadline=None)
