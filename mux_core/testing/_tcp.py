@@ -29,6 +29,18 @@ Each NEW connection pops the next scripted action; none queued: normal.
 * :class:`Garbage` ``(data)`` -- send ``data`` first, then stream normally:
   malformed input the transport must survive.
 
+* :class:`Conversation` ``(*steps)`` -- a server that speaks first: send,
+  expect what the client sends, send again, end with one of the faults above
+  or stream normally (``mux_core/testing/_script.py``). A client that does not
+  send what an :class:`Expect` waits for gets its connection closed, and the
+  failure is kept in ``server.mismatches``.
+
+``serve_tcp(conversation=...)`` plays a conversation on every connection
+(the greeting of a protocol), unless the connection's scripted action is a
+conversation of its own; a scripted fault then comes after it (:class:`Close`
+still closes at once). With both ``conversation`` and ``hello``, the hello
+line is the first line after what the conversation consumed.
+
 :func:`refusing_port` gives a port where connections are refused.
 """
 
@@ -36,6 +48,7 @@ from __future__ import annotations
 
 import collections
 import socket
+import struct
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, TypeAlias
@@ -43,6 +56,7 @@ from typing import Any, TypeAlias
 import orjson
 import trio
 
+from ._hostile import Reset
 from ._http import (
     Close,
     Drop,
@@ -50,13 +64,15 @@ from ._http import (
     Stall,
 )
 from ._listen import serve_loopback
+from ._script import Conversation, Ending, Inbox, Mismatch, Unmet, log_mismatch, play
 from ._ws import Garbage
 
 __all__ = ["FakeTcpServer", "Hello", "TcpAction", "refusing_port", "serve_tcp"]
 
 #: What :meth:`FakeTcpServer.script` accepts: the HTTP fakes' Stall, Drop, Raw
-#: and Close, and the WebSocket fake's Garbage, with the meanings above.
-TcpAction: TypeAlias = Stall | Drop | Raw | Close | Garbage
+#: and Close, the WebSocket fake's Garbage, and a Conversation, with the
+#: meanings above.
+TcpAction: TypeAlias = Stall | Drop | Raw | Close | Garbage | Conversation
 
 #: The id a client resumes after, read from its first line: a JSON key, or a function.
 Hello: TypeAlias = str | Callable[[bytes], object]
@@ -70,7 +86,13 @@ class FakeTcpServer:
     """A running fake line server; use :func:`serve_tcp` to get one."""
 
     def __init__(
-        self, nursery: trio.Nursery, *, port: int, hello: Hello | None, max_history: int
+        self,
+        nursery: trio.Nursery,
+        *,
+        port: int,
+        hello: Hello | None,
+        max_history: int,
+        conversation: Conversation | None = None,
     ) -> None:
         if max_history < 1:
             raise ValueError(f"max_history must be >= 1, got {max_history}")
@@ -83,8 +105,12 @@ class FakeTcpServer:
         self.history: list[bytes] = []
         #: The id of each line of ``history`` (None for a line without one).
         self.history_ids: list[str | None] = []
+        #: The conversation every connection has (unless scripted otherwise); None: none.
+        self.conversation = conversation
         #: The lines clients sent, in arrival order, without their ``\\n``.
         self.received: list[bytes] = []
+        #: The :class:`Expect` steps clients did not meet (their connections were closed).
+        self.mismatches: list[Mismatch] = []
         self._max_history = max_history
         self._base = 0  # lines trimmed off the front of history
         self._counter = 0
@@ -144,9 +170,10 @@ class FakeTcpServer:
     def script(self, *actions: TcpAction) -> None:
         """Queue faults: each NEW connection pops the next; none queued -> normal."""
         for action in actions:
-            if not isinstance(action, Stall | Drop | Raw | Close | Garbage):
+            if not isinstance(action, Stall | Drop | Raw | Close | Garbage | Conversation):
                 raise TypeError(
-                    f"{action!r} is not a TCP fault; use Stall, Drop, Raw, Close, Garbage"
+                    f"{action!r} is not a TCP fault; use Stall, Drop, Raw, Close, Garbage "
+                    "or a Conversation"
                 )
         self._actions.extend(actions)
 
@@ -162,6 +189,12 @@ class FakeTcpServer:
         while len(self.received) < n:
             await self._changed.wait()
         return self.received
+
+    async def wait_for_mismatches(self, n: int) -> list[Mismatch]:
+        """Return ``mismatches`` once ``n`` expectations have gone unmet in total."""
+        while len(self.mismatches) < n:
+            await self._changed.wait()
+        return self.mismatches
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -198,52 +231,80 @@ class FakeTcpServer:
 
     async def _handle(self, stream: trio.SocketStream) -> None:
         self._accepted += 1
+        number = self._accepted
         self._changed_now()
         action = self._actions.popleft() if self._actions else None
         try:
             async with stream:
                 if not isinstance(action, Close):
-                    await self._converse(stream, action)
+                    await self._converse(stream, action, number)
         except* (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the client went away: its business, not the server's
 
-    async def _converse(self, stream: trio.SocketStream, action: TcpAction | None) -> None:
-        first_line = trio.Event()
-        first: list[bytes] = []
-
-        async def read_lines() -> None:
-            buffer = b""
-            while data := await stream.receive_some(_READ_SIZE):
-                *lines, buffer = (buffer + data).split(b"\n")
-                for line in lines:
-                    self.received.append(line.removesuffix(b"\r"))
-                    if not first_line.is_set():
-                        first.append(line)
-                        first_line.set()
-                    self._changed_now()
-                if len(buffer) > _MAX_LINE:
-                    return
-            first_line.set()  # the client closed its side: stream anyway
-
+    async def _converse(
+        self, stream: trio.SocketStream, action: TcpAction | None, number: int
+    ) -> None:
+        inbox = Inbox()
+        fault: Ending | None
+        conversation: Conversation | None
+        if isinstance(action, Conversation):
+            conversation, fault = action, None
+        else:
+            conversation, fault = self.conversation, action
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(read_lines)
-            if isinstance(action, Stall):
-                await trio.sleep_forever()
-            start = self._base
-            if self.hello is not None:
-                await first_line.wait()
-                start = self._after(self._resume_id(first[0]) if first else None)
-            if isinstance(action, Raw):
-                await stream.send_all(action.data)
-                if not action.close:
-                    await trio.sleep_forever()
-            else:
-                if isinstance(action, Garbage):
-                    await stream.send_all(action.data)
-                await self._stream(
-                    stream, start, action.after if isinstance(action, Drop) else None
-                )
+            nursery.start_soon(self._read, stream, inbox)
+            if conversation is not None:
+                try:
+                    ending = await play(stream, conversation, inbox)
+                except Unmet as unmet:
+                    mismatch = unmet.mismatch(number)
+                    self.mismatches.append(mismatch)
+                    log_mismatch(mismatch)
+                    self._changed_now()
+                    nursery.cancel_scope.cancel()
+                    return
+                fault = fault if fault is not None else ending
+            await self._after_conversation(stream, fault, inbox)
             nursery.cancel_scope.cancel()
+
+    async def _after_conversation(
+        self, stream: trio.SocketStream, fault: Ending | None, inbox: Inbox
+    ) -> None:
+        if isinstance(fault, Close):
+            return
+        if isinstance(fault, Reset):  # closing with a zero linger time sends RST, not FIN
+            stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            return
+        if isinstance(fault, Stall):
+            inbox.stop()
+            await trio.sleep_forever()
+        start = self._base
+        if self.hello is not None:
+            line = await inbox.line()
+            start = self._after(self._resume_id(line) if line is not None else None)
+        inbox.stop()
+        if isinstance(fault, Raw):
+            await stream.send_all(fault.data)
+            if not fault.close:
+                await trio.sleep_forever()
+            return
+        if isinstance(fault, Garbage):
+            await stream.send_all(fault.data)
+        await self._stream(stream, start, fault.after if isinstance(fault, Drop) else None)
+
+    async def _read(self, stream: trio.SocketStream, inbox: Inbox) -> None:
+        """Keep every line the client sends in ``received``; feed ``inbox`` meanwhile."""
+        buffer = b""
+        while data := await stream.receive_some(_READ_SIZE):
+            inbox.feed(data)
+            *lines, buffer = (buffer + data).split(b"\n")
+            for line in lines:
+                self.received.append(line.removesuffix(b"\r"))
+            if lines:
+                self._changed_now()
+            if len(buffer) > _MAX_LINE:
+                break
+        inbox.close()  # the client closed its side: stream anyway
 
     async def _stream(self, stream: trio.SocketStream, position: int, limit: int | None) -> None:
         sent = 0
@@ -283,15 +344,26 @@ class FakeTcpServer:
 
 @asynccontextmanager
 async def serve_tcp(
-    *, port: int = 0, hello: Hello | None = None, max_history: int = 100_000
+    *,
+    port: int = 0,
+    hello: Hello | None = None,
+    conversation: Conversation | None = None,
+    max_history: int = 100_000,
 ) -> AsyncIterator[FakeTcpServer]:
     """Run a :class:`FakeTcpServer` on 127.0.0.1 for the duration of the block.
 
-    ``port=0`` lets the kernel choose (read ``server.port``). ``hello``: see
-    the module docstring. On exit the server and every connection are closed.
+    ``port=0`` lets the kernel choose (read ``server.port``). ``hello`` and
+    ``conversation``: see the module docstring. On exit the server and
+    every connection are closed.
     """
     async with trio.open_nursery() as nursery:
-        server = FakeTcpServer(nursery, port=port, hello=hello, max_history=max_history)
+        server = FakeTcpServer(
+            nursery,
+            port=port,
+            hello=hello,
+            max_history=max_history,
+            conversation=conversation,
+        )
         await server.start()
         try:
             yield server
