@@ -14,6 +14,10 @@ Levels follow how much a human should care:
   healthy connection's count starts over at ``connecting (attempt 1)``);
 * ERROR -- ``failed``, ``max_retries_exceeded``.
 
+Every line is one line: control characters in a source name, a server's
+message or a payload's text are escaped (``\\n``, ``\\x1b``), so nothing a
+server sends can forge a log line or drive the terminal.
+
 Alerts (from processors) are always logged: a ``critical`` one at ERROR, a
 ``warning`` at WARNING, an ``info`` (an alert cleared) at INFO.
 
@@ -27,6 +31,7 @@ false`` turns them off)::
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any, ClassVar, Literal
 
@@ -46,7 +51,7 @@ from mux_core.records import (
     encode_jsonl,
 )
 from mux_core.sink import SinkContext
-from mux_core.views import format_duration
+from mux_core.views import escape_controls, format_duration
 
 __all__ = ["LogOptions", "LogSink"]
 
@@ -227,7 +232,8 @@ class LogSink(Sink):
                 previous = self._states.get(record.source)
                 self._states[record.source] = record.state
                 if level >= self._min_level and logger.isEnabledFor(level) and not self._json:
-                    logger.log(level, "%s", format_status(record, level, previous=previous))
+                    text = format_status(record, level, previous=previous)
+                    logger.log(level, "%s", escape_controls(text))
                     continue
             elif type(record) is Quality:
                 if not self.options.quality:
@@ -247,13 +253,27 @@ class LogSink(Sink):
         return seen % self._every == 0
 
     def _render(self, record: Event | Status | Alert | Quality, level: int) -> str:
+        """The record's line: text, or its JSON object; never a line break or an
+        escape sequence, whatever a server sent (see the module docstring)."""
         if self._json:
-            return encode_jsonl([record])[:-1].decode("utf-8", "replace")
+            return json_line(record)
         if type(record) is Event:
-            return format_event(record)
-        if type(record) is Alert:
-            return format_alert(record)
-        if type(record) is Quality:
-            return format_quality(record)
-        assert isinstance(record, Status)
-        return format_status(record, level)
+            text = format_event(record)
+        elif type(record) is Alert:
+            text = format_alert(record)
+        elif type(record) is Quality:
+            text = format_quality(record)
+        else:
+            assert isinstance(record, Status)
+            text = format_status(record, level)
+        return escape_controls(text)
+
+
+def json_line(record: Event | Status | Alert | Quality) -> str:
+    """The record's JSON Lines object on one line, as the file holds it, with the
+    characters JSON may carry raw but a reader would take as a line break or a
+    control (C1, DEL, U+2028, bidirectional overrides) written as ``\\uXXXX``."""
+    line = encode_jsonl([record])[:-1].decode("utf-8", "replace")
+    if line.isprintable():
+        return line
+    return "".join(c if c.isprintable() else json.dumps(c)[1:-1] for c in line)

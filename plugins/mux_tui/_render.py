@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from mux_core.records import Severity, State, Status
-from mux_core.views import format_age, format_rate, format_value
+from mux_core.views import escape_controls, format_age, format_rate, format_value
 
 from ._model import SourceRow, TuiModel
 
@@ -100,11 +100,11 @@ def state_text(status: Status | None, now: float) -> Text:
         else:
             text.append(f"\nattempt {status.attempt}")
         if status.detail:
-            text.append(f"\n{status.detail}", style=_GREY)
+            text.append(f"\n{escape_controls(status.detail)}", style=_GREY)
     elif state is State.CONNECTING and status.attempt > 1:
         text.append(f"\nattempt {status.attempt}")
     elif state in (State.MAX_RETRIES_EXCEEDED, State.FAILED) and status.detail:
-        text.append(f"\n{status.detail}", style="red")
+        text.append(f"\n{escape_controls(status.detail)}", style="red")
     return text
 
 
@@ -146,7 +146,7 @@ def _state_cell(row: SourceRow, now: float) -> Text:
     alert = row.alert
     if alert is not None:
         style = "bold red" if alert.severity is Severity.CRITICAL else _AMBER
-        text.append(f"\n⚠ {alert.rule}: {alert.message}", style=style)
+        text.append(f"\n⚠ {escape_controls(f'{alert.rule}: {alert.message}')}", style=style)
     quality = row.quality
     if quality is not None:
         reconnects = quality.reconnects
@@ -163,7 +163,7 @@ def _row_cells(row: SourceRow, plot: tuple[str, ...], now: float) -> list[Render
 
     age = None if row.last_event_at is None else now - row.last_event_at
     cells: list[RenderableType] = [
-        Text(row.name, style="bold"),
+        Text(escape_controls(row.name), style="bold"),
         row.transport,
         _state_cell(row, now),
         format_rate(row.rate(now)) + "/s",
@@ -180,6 +180,11 @@ def _row_cells(row: SourceRow, plot: tuple[str, ...], now: float) -> list[Render
 
 def _text_width(values: Iterable[str], minimum: int) -> int:
     return max([minimum, *(len(v) for v in values)])
+
+
+def _name_width(rows: Iterable[SourceRow]) -> int:
+    """The source column: names as shown (control characters escaped)."""
+    return _text_width((escape_controls(r.name) for r in rows), 6)
 
 
 def render_table(
@@ -208,7 +213,7 @@ def render_table(
         expand=False,
     )
     rows = model.rows.values()
-    table.add_column("source", width=_text_width((r.name for r in rows), 6), no_wrap=True)
+    table.add_column("source", width=_name_width(rows), no_wrap=True)
     transports = (r.transport for r in rows)
     table.add_column("transport", width=_text_width(transports, 9), no_wrap=True)
     table.add_column("state", width=STATE_WIDTH, no_wrap=True, overflow="ellipsis")
@@ -231,7 +236,7 @@ def render_plot_table(model: TuiModel, *, caption: str | None = CAPTION) -> Tabl
 
     table = Table(caption=caption, caption_justify="left", box=box.SIMPLE_HEAD, expand=False)
     rows = model.rows.values()
-    table.add_column("source", width=_text_width((r.name for r in rows), 6), no_wrap=True)
+    table.add_column("source", width=_name_width(rows), no_wrap=True)
     table.add_column("field", width=_text_width(model.plot, 5), no_wrap=True)
     table.add_column("trend", width=model.width + 1 + VALUE_WIDTH, no_wrap=True, overflow="crop")
     for row in rows:
@@ -242,7 +247,7 @@ def render_plot_table(model: TuiModel, *, caption: str | None = CAPTION) -> Tabl
                 if series
                 else Text("—", style=_GREY)
             )
-            table.add_row(Text(row.name, style="bold"), key, trend)
+            table.add_row(Text(escape_controls(row.name), style="bold"), key, trend)
     return table
 
 

@@ -410,3 +410,32 @@ def test_alerts_and_quality_show_on_the_row_and_unknown_records_are_skipped() ->
         transport = "sse"
 
     model.ingest([Unknown()])  # type: ignore[list-item]
+
+
+def test_control_characters_from_names_and_servers_are_shown_escaped() -> None:
+    """A line break or an ANSI sequence in a name, a status detail or an alert
+    cannot add rows or drive the terminal: the view shows them as escapes."""
+    from mux_core.records import Alert, Severity
+    from mux_tui._model import TuiModel
+    from mux_tui._render import render_plot_table, render_table
+
+    name = "evil\n\x1b[2J"
+    model = TuiModel(plot=("loss",), width=10)
+    model.ingest(
+        [
+            Status(name, "sse", State.FAILED, 1, None, "HTTP 404\n\x1b[31mFORGED", 1.0),
+            Alert(name, "sse", "stall", Severity.WARNING, "no step\r\x1b]0;title\x07", 1, 2.0),
+            Event(name, "sse", "metric", "1", {"loss": 0.5}, 1.0, 1),
+        ]
+    )
+    for table in (render_table(model, 4.0, caption=None), render_plot_table(model, caption=None)):
+        out = io.StringIO()
+        Console(width=200, file=out, force_terminal=True, color_system=None).print(table)
+        shown = out.getvalue()
+        assert "\x1b" not in shown and "\r" not in shown
+        assert "evil\\n\\x1b[2J" in shown
+    out = io.StringIO()
+    Console(width=200, file=out, color_system=None).print(render_table(model, 4.0, caption=None))
+    shown = out.getvalue()
+    assert "HTTP 404\\n\\x1b[31mFORGED" in shown
+    assert "⚠ stall: no step\\r\\x1b]0;ti…" in shown  # cut to the column's width

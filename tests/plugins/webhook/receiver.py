@@ -11,12 +11,16 @@ from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Any
+from typing import Any, TypeAlias
 
 import attrs
 import h11
 import orjson
 import trio
+
+Headers: TypeAlias = list[tuple[str, str]]
+#: A scripted answer: a status and headers, and optionally a body.
+Answer: TypeAlias = tuple[int, Headers] | tuple[int, Headers, bytes]
 
 
 @attrs.frozen
@@ -30,10 +34,10 @@ class Request:
 
 
 class Receiver:
-    """Answers each POST with the next scripted (status, headers), else 200; keeps requests."""
+    """Answers each POST with the next scripted answer, else 200; keeps requests."""
 
     def __init__(self) -> None:
-        self.script: deque[tuple[int, list[tuple[str, str]]]] = deque()
+        self.script: deque[Answer] = deque()
         self.requests: list[Request] = []
         self.changed = trio.Event()
         self.port = 0
@@ -82,11 +86,12 @@ class Receiver:
                 body += event.data
             elif isinstance(event, h11.EndOfMessage):
                 assert request is not None
-                status, extra = self.script.popleft() if self.script else (200, [])
-                response = h11.Response(
-                    status_code=status, headers=[("content-length", "0"), *extra]
-                )
-                await stream.send_all(conn.send(response) + conn.send(h11.EndOfMessage()))
+                status, extra, *rest = self.script.popleft() if self.script else (200, [])
+                content = rest[0] if rest else b""
+                length = ("content-length", str(len(content)))
+                response = h11.Response(status_code=status, headers=[length, *extra])
+                data = conn.send(response) + conn.send(h11.Data(data=content))
+                await stream.send_all(data + conn.send(h11.EndOfMessage()))
                 headers = {k.decode(): v.decode() for k, v in request.headers}
                 self.requests.append(Request(status, request.target.decode(), headers, body))
                 self.changed.set()
