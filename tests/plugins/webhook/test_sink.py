@@ -17,6 +17,7 @@ import orjson
 import pytest
 import trio
 
+import mux_core.testing
 from mux_core import Alert, Event, RetryPolicy, Severity, SinkContext, State, Status
 from mux_webhook import WebhookOptions, WebhookSink
 
@@ -215,3 +216,42 @@ def test_options_check_the_url_as_httpx_parses_it(url: str) -> None:
     with pytest.raises(ValueError) as caught:
         WebhookOptions(url=url)
     assert str(caught.value) == expected
+
+
+@pytest.mark.parametrize(
+    ("headers", "message"),
+    [
+        ('{ X-Token = "caf\\u00e9" }', "sinks[0].headers.X-Token: the value must be printable"),
+        ('{ X-Token = "a\\r\\nInjected: 1" }', "sinks[0].headers.X-Token: the value must be"),
+        ('{ X-Token = "a\\nb" }', "sinks[0].headers.X-Token: the value must be printable ASCII"),
+        ('{ "X Token" = "t0k" }', "sinks[0].headers: 'X Token' is not a valid HTTP header name"),
+    ],
+    ids=["non-ASCII", "CR/LF", "LF", "bad name"],
+)
+def test_mux_check_rejects_a_header_no_request_could_carry(headers: str, message: str) -> None:
+    """A config error at the key's line (not a UnicodeEncodeError on every POST);
+    the value itself, a credential, is not shown."""
+    import mux_webhook
+    from mux_core import ConfigError, parse_config
+    from mux_core._plugins import PluginManager
+
+    plugins = PluginManager()
+    plugins.register(mux_webhook, name="webhook")
+    plugins.register(mux_core.testing, name="testing")
+    text = (
+        '[[sources]]\nname = "s"\ntransport = "scripted"\n\n[[sinks]]\ntype = "webhook"\n'
+        f'url = "https://hooks.example.com/x"\nheaders = {headers}\n'
+    )
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, path="mon.toml", plugins=plugins)
+    assert str(info.value).startswith(f"mon.toml:8: {message}")
+    assert "caf" not in str(info.value) and "Injected" not in str(info.value)
+
+
+async def test_header_values_are_sent_without_surrounding_whitespace() -> None:
+    """``"Bearer ${TOKEN:-}"`` with the variable unset sends ``Bearer``, not a failed POST."""
+    receiver = Receiver()
+    async with serving(receiver) as port, _sink(port, headers={"X-Token": " t0k "}) as sink:
+        await sink.write([_alert(1)])
+        await receiver.wait_for(1)
+    assert receiver.requests[0].headers["x-token"] == "t0k"
