@@ -96,6 +96,7 @@ __all__ = [
     "ProtocolError",
     "ResponseHead",
     "ResponseTimeout",
+    "basic_authorization",
     "clean_headers",
     "client_key",
     "describe_protocol_error",
@@ -267,6 +268,23 @@ def headers_problem(headers: Mapping[str, str]) -> str:
         if not (value.isascii() and value.isprintable()):
             return f"headers.{name}: the value must be printable ASCII"
     return ""
+
+
+def basic_authorization(url: httpx.URL) -> str | None:
+    """The ``Authorization`` value for credentials in ``url``
+    (``http://alice:pw@host/`` -> ``Basic YWxpY2U6cHc=``), or None when it has none.
+
+    What httpx and curl send for such a URL: the user name and password
+    percent-decoded, joined by ``:``, UTF-8, base64. Send it only to the
+    URL's own origin: :func:`redirected` leaves it behind on the way to
+    another (it is not one of :data:`CROSS_ORIGIN_HEADERS`).
+    """
+    if not url.userinfo:
+        return None
+    import base64
+
+    pair = f"{url.username}:{url.password}".encode()
+    return "Basic " + base64.b64encode(pair).decode("ascii")
 
 
 def clean_headers(headers: Mapping[str, str]) -> dict[str, str]:

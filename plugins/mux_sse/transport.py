@@ -95,7 +95,7 @@ class SseTransport(Transport):
     def __init__(self, options: SseOptions) -> None:
         import httpx
 
-        from mux_core.http import clean_headers, proxy_for, url_problem
+        from mux_core.http import basic_authorization, clean_headers, proxy_for, url_problem
 
         self.options = options
         headers = clean_headers(options.headers)
@@ -104,14 +104,18 @@ class SseTransport(Transport):
             "Cache-Control": "no-store",
             **headers,
         }
-        # What _http11 sends besides Host; httpx adds the last two itself.
+        self._problem = url_problem(options.url)
+        self._url = httpx.URL(options.url) if not self._problem else None
+        # What _http11 sends besides Host; httpx adds the defaults and the URL's
+        # credentials (as Basic auth, unless an Authorization header is set) itself.
         names = {name.lower() for name in headers}
         self._direct_headers = [
             *self._headers.items(),
             *[(k, v) for k, v in _DIRECT_DEFAULTS if k.lower() not in names],
         ]
-        self._problem = url_problem(options.url)
-        self._url = httpx.URL(options.url) if not self._problem else None
+        credentials = basic_authorization(self._url) if self._url is not None else None
+        if credentials is not None and "authorization" not in names:
+            self._direct_headers.append(("Authorization", credentials))
         self._proxy = proxy_for(self._url) if self._url is not None else None
         # One notice per source for ids over max_id_bytes, not one per connection.
         self._long_id_noticed = False
