@@ -87,6 +87,8 @@ async def test_the_event_that_met_until_is_acknowledged_and_the_next_is_not_take
         for n in (1, 2, 3):  # all three reach the client in one read
             await server.publish(f"MSG {n} payload-{n}")
         result = await _session(server, until=2)
+        with trio.fail_after(DEADLINE):
+            await server.wait_for_received(4)
     assert result.until_met and result.error is None
     assert [e.id for e in result.events] == ["1", "2"]
     # delivered() was awaited after each event's batch (the first batch: "connected").
@@ -105,8 +107,10 @@ async def test_a_live_event_that_met_until_is_acknowledged_before_the_session_en
             results.append(await _session(server, until=1))
 
         nursery.start_soon(run)
-        await server.wait_for_received(2)  # CONNECT and SUB: subscribed
-        await server.publish("MSG 7 live")
+        with trio.fail_after(DEADLINE):
+            await server.wait_for_received(2)  # CONNECT and SUB: subscribed
+            await server.publish("MSG 7 live")
+            await server.wait_for_received(3)
     assert results[0].until_met and [e.id for e in results[0].events] == ["7"]
     assert server.received[-1] == b"+ACK 7"
 
