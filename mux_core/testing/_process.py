@@ -29,7 +29,7 @@ import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import IO
+from typing import IO, Self
 
 import trio
 
@@ -246,7 +246,7 @@ class ServerProcess:
         await self.kill()
         await self.start()
 
-    async def __aenter__(self) -> ServerProcess:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 
