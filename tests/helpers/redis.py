@@ -12,12 +12,14 @@ import shutil
 import socket
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import trio
+
+from mux_core.testing import ServerProcess
 
 SHARED_URL = "redis://127.0.0.1:6379/0"
 NO_REDIS = (
@@ -81,51 +83,35 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class OwnRedis:
-    """A redis-server a test starts, stops and starts again on the same port and dir."""
+class OwnRedis(ServerProcess):
+    """A redis-server a test starts, kills and starts again on the same port and dir.
 
-    def __init__(self, directory: Path, *, extra: Sequence[str] = (), tls_port: bool = False):
+    ``async with OwnRedis(directory) as redis`` starts it (``start()`` returns
+    once it accepts connections) and stops it on exit; ``await redis.kill()``
+    and ``await redis.start()`` in between.
+    """
+
+    def __init__(
+        self, directory: Path, *, extra: Sequence[str] = (), tls_port: bool = False
+    ) -> None:
         if shutil.which("redis-server") is None:
             import pytest
 
             pytest.fail(NO_REDIS, pytrace=False)
         self.dir = directory
-        self.port = free_port()
-        self.extra = list(extra)
         self.tls = tls_port
-        self.process: subprocess.Popen[bytes] | None = None
+        ports = ["--port", "0", "--tls-port", "{port}"] if tls_port else ["--port", "{port}"]
+        super().__init__(
+            ["redis-server", *ports, "--dir", str(directory), "--bind", "{host}", *extra]
+        )
 
     @property
     def url(self) -> str:
-        return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        ports = (
-            ["--port", "0", "--tls-port", str(self.port)]
-            if self.tls
-            else ["--port", str(self.port)]
-        )
-        self.process = subprocess.Popen(
-            ["redis-server", *ports, "--dir", str(self.dir), "--bind", "127.0.0.1", *self.extra],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-
-    async def wait_ready(self, timeout: float = 10.0) -> None:
-        with trio.fail_after(timeout):
-            while True:
-                if self.tls:
-                    if _accepts(self.port):
-                        return
-                elif ping(self.port, timeout=0.2):
-                    return
-                assert self.process is not None and self.process.poll() is None, "redis died"
-                await trio.sleep(0.02)
+        return f"{'rediss' if self.tls else 'redis'}://{self.host}:{self.port}/0"
 
     def tls_len(self, key: str, ca_file: Path) -> int:
         """XLEN over TLS (redis-cli --tls)."""
-        cli = ["redis-cli", "--tls", "--cacert", str(ca_file), "-h", "127.0.0.1"]
+        cli = ["redis-cli", "--tls", "--cacert", str(ca_file), "-h", self.host]
         out = subprocess.run(
             [*cli, "-p", str(self.port), "XLEN", key],
             capture_output=True,
@@ -133,29 +119,6 @@ class OwnRedis:
             check=True,
         )
         return int(out.stdout.strip() or 0)
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        self.process = None
-
-
-def _accepts(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
-
-
-@contextmanager
-def own_redis(directory: Path, **kwargs: object) -> Iterator[OwnRedis]:
-    server = OwnRedis(directory, **kwargs)  # type: ignore[arg-type]
-    try:
-        yield server
-    finally:
-        server.kill()
 
 
 def env_without_mux() -> dict[str, str]:
@@ -176,48 +139,31 @@ class OwnCluster:
 
             pytest.fail(NO_REDIS, pytrace=False)
         self.dir = directory
-        self.ports = _free_ports(size)
-        self.processes: list[subprocess.Popen[bytes]] = []
+        node = [
+            "redis-server",
+            "--port", "{port}",
+            "--bind", "{host}",
+            "--dir", str(directory),
+            "--cluster-enabled", "yes",
+            "--cluster-config-file", "nodes-{port}.conf",
+            "--save", "",
+            "--appendonly", "no",
+        ]  # fmt: skip
+        self.nodes = [ServerProcess(node, port=port) for port in _free_ports(size)]
+
+    @property
+    def ports(self) -> list[int]:
+        return [node.port for node in self.nodes]
 
     @property
     def url(self) -> str:
         """``redis+cluster://`` with the first node as the seed."""
         return f"redis+cluster://127.0.0.1:{self.ports[0]}"
 
-    def _spawn(self) -> None:
-        for port in self.ports:
-            self.processes.append(
-                subprocess.Popen(
-                    [
-                        "redis-server",
-                        "--port",
-                        str(port),
-                        "--bind",
-                        "127.0.0.1",
-                        "--dir",
-                        str(self.dir),
-                        "--cluster-enabled",
-                        "yes",
-                        "--cluster-config-file",
-                        f"nodes-{port}.conf",
-                        "--save",
-                        "",
-                        "--appendonly",
-                        "no",
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    start_new_session=True,
-                )
-            )
-
     async def start(self, timeout: float = 30.0) -> None:
-        self._spawn()
         with trio.fail_after(timeout):
-            for port in self.ports:
-                while not ping(port, timeout=0.2):
-                    self._check_alive()
-                    await trio.sleep(0.02)
+            for node in self.nodes:
+                await node.start()  # returns once it accepts connections
             nodes = [f"127.0.0.1:{port}" for port in self.ports]
             await trio.run_process(
                 [
@@ -245,18 +191,15 @@ class OwnCluster:
         return done.stdout.decode(errors="replace")
 
     def _check_alive(self) -> None:
-        for process in self.processes:
-            assert process.poll() is None, f"a cluster node exited with {process.returncode}"
+        for node in self.nodes:
+            assert node.running, f"a cluster node exited with {node.returncode}:\n{node.output()}"
 
     def slot_of(self, key: str) -> int:
         return int(redis_cli(self.ports[0], "CLUSTER", "KEYSLOT", key).strip())
 
-    def stop(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-        self.processes.clear()
+    async def stop(self) -> None:
+        for node in self.nodes:
+            await node.kill()
 
 
 def _free_ports(count: int) -> list[int]:
@@ -282,7 +225,7 @@ async def own_cluster(directory: Path, *, size: int = 3) -> AsyncIterator[OwnClu
         await cluster.start()
         yield cluster
     finally:
-        cluster.stop()
+        await cluster.stop()
 
 
 async def wait_for(condition: Any, timeout: float = 30.0, what: str = "condition") -> None:

@@ -31,7 +31,7 @@ from mux_core.records import (
     Status,
     decode_jsonl,
 )
-from mux_core.testing import CollectingSink, serve_sse
+from mux_core.testing import CollectingSink, Collectors, serve_sse
 from mux_redis._client import client_name, command, make_client, parse_url
 from mux_redis.sink import _APPEND
 from tests.helpers.e2e import (
@@ -47,11 +47,11 @@ from tests.helpers.e2e import (
 )
 from tests.helpers.redis import (
     SHARED_URL,
+    OwnRedis,
     delete_prefix,
     env_without_mux,
     kill_clients,
     own_cluster,
-    own_redis,
     redis_cli,
     require_shared_redis,
     unique_prefix,
@@ -68,7 +68,15 @@ def prefix() -> Iterator[str]:
 
 
 @pytest.fixture
-def redis_plugins(plugins: PluginManager) -> PluginManager:
+def collectors() -> Collectors:
+    """This test's collect sinks: ``await collectors.sink()`` once an engine made one."""
+    return Collectors()
+
+
+@pytest.fixture
+def redis_plugins(collectors: Collectors) -> PluginManager:
+    plugins = PluginManager()
+    plugins.register(collectors, name="collectors")
     plugins.register_module("mux_redis")
     plugins.register_module("mux_sse")
     plugins.register_module("mux_file")
@@ -192,7 +200,11 @@ async def test_the_sink_trims_approximately_to_maxlen(
 
 
 async def test_the_transport_reads_back_equal_records(
-    redis_plugins: PluginManager, prefix: str, sse_server: Any, tmp_path: Path
+    redis_plugins: PluginManager,
+    collectors: Collectors,
+    prefix: str,
+    sse_server: Any,
+    tmp_path: Path,
 ) -> None:
     publish(sse_server, 2000)
     out = tmp_path / "events.jsonl"
@@ -219,7 +231,6 @@ async def test_the_transport_reads_back_equal_records(
         )
         collector.request_stop("collected")
     expected = [decode_jsonl(line) for line in file_lines(out)]
-    CollectingSink.instances.clear()
     consumer = engine(
         redis_plugins,
         f"""
@@ -234,7 +245,7 @@ async def test_the_transport_reads_back_equal_records(
     )
     async with trio.open_nursery() as nursery:
         nursery.start_soon(consumer.run)
-        sink = await _sink(consumer)
+        sink = await collectors.sink(timeout=30)
         await wait_for(
             lambda: len([r for r in sink.records if r.source == "train"]) >= len(expected),
             what="every record relayed",
@@ -247,13 +258,8 @@ async def test_the_transport_reads_back_equal_records(
     assert own[-1].state is State.STOPPED
 
 
-async def _sink(run: Engine) -> CollectingSink:
-    await wait_for(lambda: CollectingSink.instances, what="the collecting sink")
-    return next(iter(CollectingSink.instances.values()))
-
-
 async def test_plain_mode_resumes_from_the_last_entry_id_and_finds_new_streams(
-    redis_plugins: PluginManager, prefix: str
+    redis_plugins: PluginManager, collectors: Collectors, prefix: str
 ) -> None:
     def add(key: str, source: str, seqs: range) -> None:
         for seq in seqs:
@@ -262,7 +268,6 @@ async def test_plain_mode_resumes_from_the_last_entry_id_and_finds_new_streams(
             redis_cli(6379, "XADD", f"{prefix}{key}", "*", "record", line)
 
     add("a", "a", range(1, 51))
-    CollectingSink.instances.clear()
     relay = f"relay-{prefix.split(':')[1]}"  # its connections are named mux:{relay}
     consumer = engine(
         redis_plugins,
@@ -280,7 +285,7 @@ async def test_plain_mode_resumes_from_the_last_entry_id_and_finds_new_streams(
     )
     async with trio.open_nursery() as nursery:
         nursery.start_soon(consumer.run)
-        sink = await _sink(consumer)
+        sink = await collectors.sink(timeout=30)
         await wait_for(lambda: len(sink.events) == 50, what="the first 50")
         # The connection breaks: the next session goes on after the last entry read.
         # (Only this consumer's: other tests and benchmarks share this Redis.)
@@ -363,7 +368,6 @@ async def test_a_killed_consumers_pending_entries_are_taken_over_and_nothing_is_
     pending_a = _pending_of(source_key, "archivers", "a")
     assert written_by_a < total + 10, "consumer a finished before it was killed: raise total"
     # consumer b takes over: the rest of the stream, and a's pending entries after claim_idle.
-    CollectingSink.instances.clear()
     b = engine(redis_plugins, consumer_config("b", tmp_path / "b.toml").read_text())
 
     async def everything_arrived() -> bool:
@@ -402,17 +406,19 @@ def _pending_total(key: str, group: str) -> int:
 
 
 async def test_redis_restarted_under_a_running_collector_loses_nothing_acknowledged(
-    redis_plugins: PluginManager, sse_server: Any, tmp_path: Path, caplog: Any
+    redis_plugins: PluginManager,
+    collectors: Collectors,
+    sse_server: Any,
+    tmp_path: Path,
+    caplog: Any,
 ) -> None:
     caplog.set_level(logging.INFO, logger="mux")
     data = tmp_path / "redis"
     data.mkdir()
     # Durable on acknowledge: every append is fsynced before Redis answers.
-    with own_redis(
+    async with OwnRedis(
         data, extra=["--save", "", "--appendonly", "yes", "--appendfsync", "always"]
     ) as redis:
-        redis.start()
-        await redis.wait_ready()
         out = tmp_path / "collected.jsonl"
         collector = engine(
             redis_plugins,
@@ -433,7 +439,6 @@ async def test_redis_restarted_under_a_running_collector_loses_nothing_acknowled
             stream = "col:{{source}}"
             """,
         )
-        CollectingSink.instances.clear()
         consumer = engine(
             redis_plugins,
             f"""
@@ -454,15 +459,14 @@ async def test_redis_restarted_under_a_running_collector_loses_nothing_acknowled
         async with trio.open_nursery() as nursery:
             nursery.start_soon(collector.run)
             nursery.start_soon(consumer.run)
-            sink = await _sink(consumer)
+            sink = await collectors.sink(timeout=30)
             publish(sse_server, 500)
             await wait_for(lambda: len(sink.events) >= 500, what="the first 500 relayed")
-            redis.kill()  # SIGKILL: only what was fsynced survives
+            await redis.kill()  # SIGKILL: only what was fsynced survives
             publish(sse_server, 500, start=501)  # arrives while Redis is down
             # What a user sees: one line per failed attempt, then one when Redis is back.
             await wait_for(lambda: _sink_says(caplog, "unavailable"), what="the sink to notice")
-            redis.start()
-            await redis.wait_ready()
+            await redis.restart()  # the same port; returns once it accepts connections
             publish(sse_server, 500, start=1001)
             await wait_for(lambda: len({e.seq for e in sink.events}) >= 1500, what="all 1500")
             await wait_for(lambda: _sink_says(caplog, "Redis is back"), what="the sink's all-clear")
@@ -561,7 +565,7 @@ scan_interval = 0.1
 
 
 async def test_a_redis_cluster_takes_sources_in_many_slots_and_gives_them_all_back(
-    redis_plugins: PluginManager, sse_server: Any, tmp_path: Path
+    redis_plugins: PluginManager, collectors: Collectors, sse_server: Any, tmp_path: Path
 ) -> None:
     sources = [f"train-{n}" for n in range(8)]
     publish(sse_server, 400)
@@ -602,7 +606,6 @@ async def test_a_redis_cluster_takes_sources_in_many_slots_and_gives_them_all_ba
         expected = [decode_jsonl(line) for line in file_lines(out)]
         assert len([r for r in expected if type(r) is Event]) == 400 * len(sources)
 
-        CollectingSink.instances.clear()
         consumers = [
             engine(
                 redis_plugins,
@@ -638,9 +641,8 @@ async def test_a_redis_cluster_takes_sources_in_many_slots_and_gives_them_all_ba
         async with trio.open_nursery() as nursery:
             for consumer in consumers:
                 nursery.start_soon(consumer.run)
-            await wait_for(lambda: len(CollectingSink.instances) == 3, what="the sinks")
-            sinks = [CollectingSink.instances["plain"], CollectingSink.instances["grouped"]]
-            one_slot = CollectingSink.instances["one-slot"]
+            sinks = [await collectors.sink("plain"), await collectors.sink("grouped")]
+            one_slot = await collectors.sink("one-slot")
             train_5 = [r for r in expected if r.source == "train-5"]
 
             def relayed(sink: CollectingSink) -> list[Any]:
@@ -683,7 +685,11 @@ async def test_a_redis_cluster_takes_sources_in_many_slots_and_gives_them_all_ba
 
 
 async def test_rediss_with_a_private_ca(
-    redis_plugins: PluginManager, sse_server: Any, tmp_path: Path, ca: trustme.CA
+    redis_plugins: PluginManager,
+    collectors: Collectors,
+    sse_server: Any,
+    tmp_path: Path,
+    ca: trustme.CA,
 ) -> None:
     cert = ca.issue_cert("127.0.0.1", "localhost")
     cert_file, key_file, ca_file = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "ca.pem"
@@ -697,9 +703,7 @@ async def test_rediss_with_a_private_ca(
         "--tls-auth-clients", "no",
         "--save", "", "--appendonly", "no",
     ]  # fmt: skip
-    with own_redis(tmp_path, extra=tls, tls_port=True) as redis:
-        redis.start()
-        await redis.wait_ready()
+    async with OwnRedis(tmp_path, extra=tls, tls_port=True) as redis:
         publish(sse_server, 100)
         collector = engine(
             redis_plugins,
@@ -721,7 +725,6 @@ async def test_rediss_with_a_private_ca(
                 lambda: redis.tls_len("tls:train", ca_file) >= 102, what="100 events over TLS"
             )
             collector.request_stop("done")
-        CollectingSink.instances.clear()
         consumer = engine(
             redis_plugins,
             f"""
@@ -737,14 +740,13 @@ async def test_rediss_with_a_private_ca(
         )
         async with trio.open_nursery() as nursery:
             nursery.start_soon(consumer.run)
-            sink = await _sink(consumer)
+            sink = await collectors.sink(timeout=30)
             await wait_for(lambda: len(sink.events) >= 100, what="100 events relayed over TLS")
             consumer.request_stop("done")
         assert [e.seq for e in sink.events] == list(range(1, 101))
         values = await stream_values(redis.url, "tls:train", ca_file=str(ca_file))
         assert len([v for v in values if b'"type":"event"' in v]) == 100
         # Without the CA the certificate is refused.
-        CollectingSink.instances.clear()
         strict = engine(
             redis_plugins,
             f"""
@@ -759,7 +761,7 @@ async def test_rediss_with_a_private_ca(
             """,
         )
         result = await strict.run()
-        refused = [r for r in CollectingSink.instances["collect"].records if type(r) is Status]
+        refused = [r for r in collectors.sinks["collect"].records if type(r) is Status]
         assert result.final_states["relay"] is State.MAX_RETRIES_EXCEEDED
         assert any("certificate" in s.detail.lower() for s in refused), refused
 
