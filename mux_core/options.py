@@ -1,4 +1,4 @@
-"""Checks for a plugin's options: attrs validators for numbers, and an argparse type.
+"""A plugin's options: validators for numbers, secret options, and an argparse type.
 
 Every built-in plugin checks its numeric keys with these, so a bad value
 reads the same whichever plugin it belongs to::
@@ -17,12 +17,15 @@ reads the same whichever plugin it belongs to::
 got 0")``; in a config file the loader shows the same text after the file,
 line and key (``mon.toml:7: sources[0].interval: interval must be > 0
 seconds, got 0``). NaN passes none of the checks.
+
+An option holding a credential is marked with :func:`secret` (``metadata=
+secret()``): its value never reaches any output.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -31,10 +34,17 @@ __all__ = [
     "Bound",
     "at_least_one",
     "fraction",
+    "is_secret",
     "non_negative",
     "positive",
     "positive_seconds",
+    "secret",
 ]
+
+#: The key of attrs field metadata that :func:`secret` sets.
+SECRET_KEY = "mux.secret"
+#: Words in an option's name that make it secret when it is not marked either way.
+_SECRET_WORDS = ("password", "passwd", "secret", "token", "api_key", "apikey", "credential")
 
 
 class Bound:
@@ -118,3 +128,36 @@ def positive_seconds(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
     return value
+
+
+def secret(secret: bool = True) -> Mapping[str, bool]:
+    """attrs field metadata marking an option secret: ``metadata=secret()``.
+
+    ::
+
+        @attrs.frozen(kw_only=True)
+        class FeedOptions:
+            #: The API token, e.g. "${FEED_TOKEN}".
+            token: str = attrs.field(default="", metadata=secret())
+
+    The value of a secret option -- each item of an array, each value of a
+    table -- never reaches output: ``mux check`` shows it as ``"***"``, and
+    wherever it occurs in a config error (a validator's or ``check()``'s
+    message included), a status detail or the log of a run it is replaced by
+    ``***``. Without the mark, options whose name says secret (``password``,
+    ``token``, ``secret``, ``api_key``, ``credential``; ``headers``) are
+    masked anyway, and the password of any URL is; ``secret(False)`` says an
+    option is not secret although its name does (``max_tokens``).
+    """
+    return {SECRET_KEY: secret}
+
+
+def is_secret(field: attrs.Attribute[Any]) -> bool:
+    """Whether an option's value is a secret: as :func:`secret` marked it, else by
+    its name (``password``, ``token``, ``secret``, ``api_key``, ``credential``
+    in it, or ``headers``)."""
+    marked = field.metadata.get(SECRET_KEY)
+    if marked is not None:
+        return bool(marked)
+    lowered = field.name.lower()
+    return lowered == "headers" or any(word in lowered for word in _SECRET_WORDS)

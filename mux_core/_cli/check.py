@@ -45,10 +45,13 @@ def _check(args: argparse.Namespace) -> int:
     config = load_config(path, args.plugins)
     code: int = ExitCode.OK
     if args.probe:
+        from .._config.render import MaskSecrets
         from .probe import probe_config
 
-        # The verdicts first: they are what a probe is run for.
-        code = probe_config(config, args.plugins, as_json=args.json)
+        # The verdicts first: they are what a probe is run for. What a
+        # transport logs meanwhile may quote an option: masked like a run's log.
+        with MaskSecrets(lambda: config.secrets).installed():
+            code = probe_config(config, args.plugins, as_json=args.json)
     if not (args.quiet or args.json):
         print(("\n" if args.probe else "") + render_config(config))
     print(

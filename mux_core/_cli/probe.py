@@ -34,6 +34,7 @@ import attrs
 import trio
 
 from .._config import Config, SourceConfig
+from .._config.render import mask
 from .._plugins import PluginManager
 from .._run.exit_codes import ExitCode
 from .._run.supervisor import attempt_session, outcome_state
@@ -107,7 +108,7 @@ async def _probe_one(
     if outcome is None:
         return ProbeResult(cfg.name, REACHABLE, "connected", State.CONNECTED, cfg.transport)
     state = outcome_state(outcome)
-    detail = outcome.detail
+    detail = mask(outcome.detail, cfg.secrets)
     if state is State.ENDED:
         detail = f"the server says the stream is over ({detail})"
     elif state is State.SERVER_UNAVAILABLE and any(h in detail.lower() for h in _DNS_HINTS):

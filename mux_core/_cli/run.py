@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from .._plugins import Command
 from .._run.exit_codes import ExitCode
+from ..errors import PluginError
 from ..options import positive_seconds
 from . import BUILTIN, setup_logging
 
@@ -81,6 +82,7 @@ def _run(args: argparse.Namespace) -> int:
     import trio
 
     from .._config import load_config
+    from .._config.render import MaskSecrets, mask
     from .._run.engine import WATCH_INTERVAL, Engine
     from ..records import Severity
 
@@ -104,8 +106,13 @@ def _run(args: argparse.Namespace) -> int:
         load_config=load,
         watch=WATCH_INTERVAL if args.watch else None,
     )
-    if not plugins.main_loop(engine):
-        trio.run(engine.run)
+    # Secrets never reach the log: a plugin's line or a traceback may quote an option.
+    with MaskSecrets(lambda: engine.config.secrets).installed():
+        try:
+            if not plugins.main_loop(engine):
+                trio.run(engine.run)
+        except PluginError as exc:  # a source or sink could not be created
+            raise PluginError(mask(str(exc), engine.config.secrets)) from None
     result = engine.result
     if result is None:
         print("mux: error: the run did not finish", file=sys.stderr)

@@ -21,7 +21,7 @@ from cattrs.errors import ForbiddenExtraKeysError
 
 from .._plugins import PluginManager, Provided
 from ..errors import ConfigError
-from ..options import Bound, at_least_one
+from ..options import Bound, at_least_one, is_secret
 from ..retry import RetryPolicy
 from ..sink import DEFAULT_BUFFER_BYTES, Overflow, Sink, sink_member
 from .convert import (
@@ -45,11 +45,11 @@ from .records import (
 )
 from .render import (
     _format_key,
-    _is_secret_field,
-    _mask,
     _shown,
     _strings,
     _url_password,
+    mask,
+    secret_texts,
 )
 from .shard import Shard, parse_shard
 
@@ -105,6 +105,11 @@ class Loader:
         self._lines: dict[KeyPath, int] = {}
         self._errors: list[ConfigError] = []
         self._secrets: set[str] = set()
+        #: Each secret with the key it was found under, for a source's own secrets.
+        self._secrets_at: list[tuple[KeyPath, str]] = []
+        #: The values of secret options by key: an error about one of these keys
+        #: is masked with them whatever their length.
+        self._secret_keys: dict[KeyPath, tuple[str, ...]] = {}
         #: Keys holding an unset ``${VAR}``: their value is made up, so errors
         #: about it (an empty URL, ...) would point away from the real one.
         self._unset: set[KeyPath] = set()
@@ -156,7 +161,7 @@ class Loader:
         sources = self._sources(data, retry_raw) if tables else []
         errors = sorted(self._errors, key=lambda e: (e.line is None, e.line or 0))
         masked = [
-            ConfigError(_mask(e.message, self._secrets), file=e.file, line=e.line, key=e.key)
+            ConfigError(mask(e.message, self._secrets), file=e.file, line=e.line, key=e.key)
             for e in errors
         ]
         return sources, masked
@@ -235,7 +240,7 @@ class Loader:
                 self._unset.add(path)
                 return ""
             if value:
-                self._secrets.add(value)
+                self._add_secret(path, value)
             return value
 
         return _REFERENCE.sub(replace, text)
@@ -269,8 +274,9 @@ class Loader:
             ):
                 continue
             lag_field = self._lag_field(table, path)
+            secrets = frozenset(text for at, text in self._secrets_at if at[:2] == path)
             sources.append(
-                SourceConfig(name, transport, options, retry, self._line(path), lag_field)
+                SourceConfig(name, transport, options, retry, self._line(path), lag_field, secrets)
             )
         return sources
 
@@ -546,6 +552,9 @@ class Loader:
                 "class (a bug in the plugin)",
             )
             return FAILED
+        # Known before any message about them is built: a validator or check()
+        # quoting a secret value is masked like everything else.
+        self._note_secrets(options_cls, raw, path)
         options = self._structure(options_cls, raw, path, reserved)
         if isinstance(options, Failed):
             return options
@@ -558,7 +567,7 @@ class Loader:
             except ValueError as exc:
                 self._fail_check(options_cls, path, str(exc))
                 return FAILED
-        self._collect_secrets(options)
+        self._collect_secrets(options, path)
         return options
 
     # -- structuring -----------------------------------------------------------
@@ -607,16 +616,36 @@ class Loader:
         else:
             self._fail(leaf_path, f"{type(error).__name__}: {error}")
 
-    def _collect_secrets(self, options: Any) -> None:
-        for field in attrs.fields(type(options)):
-            value = getattr(options, field.name)
-            secret = _is_secret_field(field.name)
+    def _note_secrets(self, options_cls: type[Any], raw: dict[str, Any], path: KeyPath) -> None:
+        """The secrets of a table as written, before it is structured and checked."""
+        for field in attrs.fields(options_cls):
+            if field.name not in raw:
+                continue
+            value = raw[field.name]
+            if is_secret(field):
+                texts = tuple(secret_texts(value))
+                self._secret_keys[(*path, field.name)] = texts
+                for text in texts:
+                    self._add_secret(path, text)
             for text in _strings(value):
-                if secret and text:
-                    self._secrets.add(text)
                 password = _url_password(text)
                 if password:
-                    self._secrets.add(password)
+                    self._add_secret(path, password)
+
+    def _collect_secrets(self, options: Any, path: KeyPath) -> None:
+        for field in attrs.fields(type(options)):
+            value = getattr(options, field.name)
+            secret = is_secret(field)
+            for text in _strings(value):
+                if secret and text:
+                    self._add_secret(path, text)
+                password = _url_password(text)
+                if password:
+                    self._add_secret(path, password)
+
+    def _add_secret(self, path: KeyPath, text: str) -> None:
+        self._secrets.add(text)
+        self._secrets_at.append((path, text))
 
     # -- errors ----------------------------------------------------------------
 
@@ -638,6 +667,9 @@ class Loader:
         self._record(path, message)
 
     def _record(self, path: KeyPath, message: str) -> None:
+        for key, texts in self._secret_keys.items():
+            if path[: len(key)] == key:
+                message = mask(message, (), words=texts)
         self._errors.append(
             ConfigError(message, file=self._path, line=self._line(path), key=_format_key(path))
         )
@@ -647,8 +679,8 @@ class Loader:
             return
         errors = sorted(self._errors, key=lambda e: (e.line is None, e.line or 0))
         first, rest = errors[0], errors[1:]
-        message = _mask(first.message, self._secrets)
-        message += "".join("\n" + _mask(str(error), self._secrets) for error in rest)
+        message = mask(first.message, self._secrets)
+        message += "".join("\n" + mask(str(error), self._secrets) for error in rest)
         raise ConfigError(message, file=self._path, line=first.line, key=first.key)
 
 

@@ -33,6 +33,10 @@ class SourceConfig:
     #: ``lag_field``: the payload field holding the time an event was made, for
     #: the lag figures of its ``quality`` records (see mux_core._run.quality); None = no lag.
     lag_field: str | None = None
+    #: The secrets of this table (its secret options' values, URL passwords,
+    #: ``${VAR}`` values): masked in what the source reports (status details).
+    #: Not compared: they follow from the options, which are.
+    secrets: frozenset[str] = attrs.field(default=frozenset(), eq=False, repr=False)
 
 
 @attrs.frozen

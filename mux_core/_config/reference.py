@@ -22,6 +22,7 @@ from typing import Any
 import attrs
 
 from .._plugins import PluginManager, Provided
+from ..options import is_secret
 from ..sink import Sink, sink_member
 
 __all__ = [
@@ -126,6 +127,8 @@ def options_fields(cls: type[Any]) -> list[Field]:
     fields = []
     for field in attrs.fields(cls):
         annotation, description = comments.get(field.name, ("", ""))
+        if is_secret(field):
+            description = f"{description} Secret: shown as `***`.".lstrip()
         fields.append(Field(field.name, _type_text(annotation), _default_text(field), description))
     return fields
 

@@ -1,25 +1,36 @@
-"""The resolved config as TOML with secrets masked (``mux check``), and the masking itself."""
+"""The resolved config as TOML with secrets masked (``mux check``), and the masking itself.
+
+:func:`mask` is the one function that hides secrets in text: the config
+errors (:mod:`mux_core._config.loader`), ``mux check``'s resolved config and
+probe verdicts, the status details of a run (``_run/fan_out.py``) and its log
+lines (:class:`MaskSecrets`) all go through it. Which options are secret:
+:func:`mux_core.options.is_secret` (marked with ``secret()``, else the name).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import re
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import attrs
 
+from ..options import is_secret
 from .convert import describe_value
 from .positions import KeyPath
 from .records import QUALITY_INTERVAL, QUALITY_WINDOW, Config
 from .reference import field_comments
 
-__all__ = ["render_config"]
+__all__ = ["MaskSecrets", "mask", "render_config", "secret_texts"]
 
-_SECRET_WORDS = ("password", "passwd", "secret", "token", "api_key", "apikey", "credential")
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+#: How much of a long string a config error shows (``describe_value``).
+_SHOWN_CHARS = 60
 
 
 def render_config(config: Config) -> str:
@@ -80,14 +91,14 @@ def _render_fields(instance: Any, secrets: frozenset[str]) -> list[str]:
         if value is None:
             lines.append(f"# {key} is not set")
         else:
-            secret = _is_secret_field(field.name)
+            secret = is_secret(field)
             lines.append(f"{key} = {_render_value(value, secrets, secret=secret)}")
     return lines
 
 
 def _render_value(value: Any, secrets: frozenset[str], *, secret: bool = False) -> str:
     if isinstance(value, str):
-        return _toml_string("***" if secret and value else _mask(value, secrets))
+        return _toml_string("***" if secret and value else mask(value, secrets))
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
@@ -102,23 +113,79 @@ def _render_value(value: Any, secrets: frozenset[str], *, secret: bool = False) 
             for k, v in value.items()
         )
         return "{ " + ", ".join(items) + " }"
-    return _toml_string(_mask(str(value), secrets))
+    return _toml_string(mask(str(value), secrets))
 
 
-def _mask(text: str, secrets: frozenset[str] | set[str]) -> str:
-    """``text`` with secrets replaced by ``***``.
+def mask(text: str, secrets: Collection[str], *, words: Collection[str] = ()) -> str:
+    """``text`` with secrets replaced by ``***``: the one masking function.
 
-    A value that is a secret is masked whole; inside a longer text only
-    secrets of 4+ characters are, so a variable holding ``1`` does not turn
-    every digit 1 into stars.
+    A value that is a secret is masked whole; inside a longer text secrets of
+    4+ characters are (and the start of a long one, as an error message cuts
+    it: ``"abc..."``), shorter ones only quoted (``'ab'``, ``"ab"``), so a
+    variable holding ``1`` does not turn every digit 1 into stars. The
+    password of a URL in the text is masked too. ``words``: more secrets,
+    whose short ones are masked as whole words too (the values of the key an
+    error message is about: ``got an integer 1``).
     """
-    if text in secrets:
+    if text in secrets or text in words:
         return "***"
     text = _mask_url_password(text)
-    for secret in sorted(secrets, key=len, reverse=True):
+    for secret in sorted(words, key=len, reverse=True):
+        if 0 < len(secret) < 4:
+            text = re.sub(rf"(?<!\w){re.escape(secret)}(?!\w)", "***", text)
+    for secret in sorted({*secrets, *words}, key=len, reverse=True):
         if len(secret) >= 4:
             text = text.replace(secret, "***")
+            if len(secret) > _SHOWN_CHARS:
+                text = text.replace(secret[: _SHOWN_CHARS - 3] + "...", "***")
+        elif secret and secret in text:
+            for quoted in (repr(secret), json.dumps(secret, ensure_ascii=False)):
+                text = text.replace(quoted, quoted[0] + "***" + quoted[-1])
     return text
+
+
+class MaskSecrets(logging.Filter):
+    """A handler's filter that masks a run's secrets in every line it writes.
+
+    ``secrets`` is asked at each record (a reload may bring new ones). The
+    message is formatted and masked once (``args`` cleared), and so is the
+    traceback of a record with ``exc_info``: an exception's text may quote
+    an option. :meth:`installed` puts it on the root logger's handlers --
+    where every ``mux.*`` line, a plugin's own logger's too, ends up.
+    """
+
+    def __init__(self, secrets: Callable[[], Collection[str]]) -> None:
+        super().__init__("mux.secrets")
+        self._secrets = secrets
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        secrets = self._secrets()
+        if not secrets:
+            return True
+        record.msg = mask(record.getMessage(), secrets)
+        record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = mask(record.exc_text, secrets)
+        if record.stack_info:
+            record.stack_info = mask(record.stack_info, secrets)
+        return True
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        """On every handler of the root logger while the block runs (without
+        any, on the one Python prints warnings with then)."""
+        handlers: list[logging.Handler] = list(logging.getLogger().handlers)
+        if not handlers and logging.lastResort is not None:
+            handlers.append(logging.lastResort)
+        for handler in handlers:
+            handler.addFilter(self)
+        try:
+            yield
+        finally:
+            for handler in handlers:
+                handler.removeFilter(self)
 
 
 def _mask_url_password(text: str) -> str:
@@ -144,11 +211,6 @@ def _url_password(text: str) -> str | None:
         return None
 
 
-def _is_secret_field(name: str) -> bool:
-    lowered = name.lower()
-    return lowered == "headers" or any(word in lowered for word in _SECRET_WORDS)
-
-
 def _strings(value: Any) -> Iterator[str]:
     if isinstance(value, str):
         yield value
@@ -158,6 +220,26 @@ def _strings(value: Any) -> Iterator[str]:
     elif isinstance(value, dict):
         for item in value.values():
             yield from _strings(item)
+
+
+def secret_texts(value: Any) -> Iterator[str]:
+    """The texts of a secret option's value as they may be shown: each string,
+    and each other scalar as written (a number in the wrong place is still a
+    secret's value); the keys of a table are not secret."""
+    if isinstance(value, list | tuple):
+        for item in value:
+            yield from secret_texts(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from secret_texts(item)
+    elif isinstance(value, str):
+        if value:
+            yield value
+    elif isinstance(value, bool):
+        return
+    elif isinstance(value, int | float):
+        yield repr(value)
+        yield str(value)
 
 
 def _format_key(path: KeyPath) -> str:

@@ -22,9 +22,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
+import msgspec
 import trio
 
-from ..records import RECORD_OVERHEAD, Alert, Record, Severity, batch_bytes
+from .._config.render import mask
+from ..records import RECORD_OVERHEAD, Alert, Record, Severity, Status, batch_bytes
 from .quality_feed import QualityFeed
 from .sink_set import SinkRunner, SinkSet
 
@@ -64,11 +66,15 @@ class FanOut:
         """What a source's records go through: its quality tracker, its processors,
         then the sinks. The source's last Quality goes right before its terminal
         Status, which stays the source's last record (docs/architecture.md,
-        Guarantees the code relies on)."""
+        Guarantees the code relies on). A status detail is masked with the
+        source's secrets first: a transport's error may quote an option."""
         quality = self._quality.tracker(runner.name)
         send = self.send
+        secrets = runner.config.secrets
 
         async def from_source(batch: Sequence[Record]) -> bool:
+            if secrets and batch and type(batch[0]) is Status:
+                batch = [_masked(record, secrets) for record in batch]
             if quality is not None:
                 quality.observe(batch)
             chain = runner.chain
@@ -132,6 +138,12 @@ class FanOut:
         for record in batch:
             if type(record) is Alert and _SEVERITY_RANK[record.severity] >= threshold:
                 self.failing_alerts += 1
+
+
+def _masked(record: Record, secrets: frozenset[str]) -> Record:
+    if type(record) is Status and record.detail:
+        return msgspec.structs.replace(record, detail=mask(record.detail, secrets))
+    return record
 
 
 async def let_woken_sinks_run() -> None:

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import attrs
 
 from mux_core import Discoverer, DiscoveryContext, SourceDocument, describe_connection_error
-from mux_core.options import positive
+from mux_core.options import positive, secret
 
 # trio, ssl and mux_core.http's client are imported where they are used:
 # loading the plugin (every mux command does) does not pay for them.
@@ -64,7 +64,7 @@ class HttpOptions:
     #: Seconds between two polls that succeed.
     interval: float = attrs.field(default=30.0, validator=positive("seconds"))
     #: Headers sent with each poll (an Authorization token, ...).
-    headers: dict[str, str] = attrs.field(factory=dict)
+    headers: dict[str, str] = attrs.field(factory=dict, metadata=secret())
     #: Seconds a poll may take, connecting included.
     timeout: float = attrs.field(default=10.0, validator=positive("seconds"))
     #: Check the server's TLS certificate (https).

@@ -34,6 +34,7 @@ instead, since only httpx speaks to proxies.
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -45,7 +46,7 @@ import orjson
 
 from mux_core import Transport, __version__
 from mux_core.errors import Failed, ServerUnavailable, describe_connection_error
-from mux_core.options import positive
+from mux_core.options import positive, secret
 from mux_core.transport import RawEvent, Session
 
 from ._page import Delivered, PageReader
@@ -67,7 +68,7 @@ class RestOptions:
     #: The endpoint's URL, ``http://`` or ``https://`` (it may carry a query).
     url: str
     #: Extra request headers (e.g. ``Authorization``); ASCII only.
-    headers: dict[str, str] = attrs.field(factory=dict)
+    headers: dict[str, str] = attrs.field(factory=dict, metadata=secret())
     #: Seconds from the start of one poll to the start of the next.
     interval: float = attrs.field(default=1.0, validator=positive())
     #: Dotted path to the list of items in the JSON body ("data.items"); empty:
@@ -114,7 +115,7 @@ class RestTransport(Transport):
     def __init__(self, options: RestOptions) -> None:
         import httpx
 
-        from mux_core.http import basic_authorization, clean_headers, proxy_for, url_problem
+        from mux_core.http import clean_headers, proxy_for, url_problem
 
         self.options = options
         headers = clean_headers(options.headers)
@@ -128,9 +129,8 @@ class RestTransport(Transport):
         self._direct_headers = list(self._headers.items())
         if "user-agent" not in names:
             self._direct_headers.append(("User-Agent", f"mux/{__version__}"))
-        credentials = basic_authorization(self._url) if self._url is not None else None
-        if credentials is not None and "authorization" not in names:
-            self._direct_headers.append(("Authorization", credentials))
+        if self._url is not None and self._url.userinfo and "authorization" not in names:
+            self._direct_headers.append(("Authorization", _basic_auth(self._url)))
         self._reader = PageReader(options.items, options.id_field, options.event_field)
         # What was delivered in this run segment, by id; kept across sessions.
         self._delivered = Delivered(max_items=options.dedupe_items, max_bytes=options.dedupe_bytes)
@@ -369,6 +369,12 @@ def _raw(value: str) -> bytes:
         return value.encode("latin-1")  # how response headers were decoded
     except UnicodeEncodeError:  # httpx decoded it as UTF-8
         return value.encode("utf-8")
+
+
+def _basic_auth(url: httpx.URL) -> str:
+    """``Authorization`` for credentials in the URL (``http://user:pass@host``), as httpx sends."""
+    pair = f"{url.username}:{url.password}".encode()
+    return "Basic " + base64.b64encode(pair).decode("ascii")
 
 
 def _check_status(response: HttpResponse) -> None:

@@ -49,7 +49,7 @@ from mux_core.errors import (
     SessionError,
     describe_connection_error,
 )
-from mux_core.options import non_negative, positive
+from mux_core.options import non_negative, positive, secret
 from mux_core.payload import JsonFields, is_json
 from mux_core.transport import RawEvent, Session
 
@@ -87,7 +87,7 @@ class WsOptions:
     #: The endpoint, ``ws://`` or ``wss://``.
     url: str
     #: Extra HTTP headers of the handshake request (Authorization, ...); printable ASCII.
-    headers: dict[str, str] = attrs.field(factory=dict)
+    headers: dict[str, str] = attrs.field(factory=dict, metadata=secret())
     #: Text sent once connected; ``{last_id}`` is replaced by the last id seen ("" if none).
     subscribe: str | None = None
     #: Query parameter added to the URL on connect, carrying the last id seen (when there is one).
