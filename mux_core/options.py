@@ -1,4 +1,4 @@
-"""A plugin's options: validators for numbers, secret options, and an argparse type.
+"""A plugin's options: validators for numbers, secret options, several problems at once.
 
 Every built-in plugin checks its numeric keys with these, so a bad value
 reads the same whichever plugin it belongs to::
@@ -19,13 +19,14 @@ line and key (``mon.toml:7: sources[0].interval: interval must be > 0
 seconds, got 0``). NaN passes none of the checks.
 
 An option holding a credential is marked with :func:`secret` (``metadata=
-secret()``): its value never reaches any output.
+secret()``): its value never reaches any output. An ``Options.check`` that
+finds several problems reports them together with :func:`raise_problems`.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -38,6 +39,7 @@ __all__ = [
     "non_negative",
     "positive",
     "positive_seconds",
+    "raise_problems",
     "secret",
 ]
 
@@ -161,3 +163,24 @@ def is_secret(field: attrs.Attribute[Any]) -> bool:
         return bool(marked)
     lowered = field.name.lower()
     return lowered == "headers" or any(word in lowered for word in _SECRET_WORDS)
+
+
+def raise_problems(problems: Iterable[str | None]) -> None:
+    """Raise what an ``Options.check`` found, all at once; nothing when every item is empty.
+
+    ::
+
+        @classmethod
+        def check(cls, options: FeedOptions) -> None:
+            raise_problems([url_problem(options.url), headers_problem(options.headers)])
+
+    One problem is raised as a ``ValueError``, several as an
+    ``ExceptionGroup`` of them, which ``mux check`` shows one per line, each
+    at its key's line when the message starts with the key (``url: ...``).
+    Empty strings and None (no problem) are left out.
+    """
+    found = [ValueError(problem) for problem in problems if problem]
+    if len(found) == 1:
+        raise found[0]
+    if found:
+        raise ExceptionGroup(f"{len(found)} problems", found)

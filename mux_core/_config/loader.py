@@ -567,6 +567,13 @@ class Loader:
             except ValueError as exc:
                 self._fail_check(options_cls, path, str(exc))
                 return FAILED
+            except ExceptionGroup as group:
+                problems, others = group.split(ValueError)
+                if others is not None or problems is None:
+                    raise  # not a problem with the options: a bug of the plugin's
+                for problem in _leaves(problems):
+                    self._fail_check(options_cls, path, str(problem))
+                return FAILED
         self._collect_secrets(options, path)
         return options
 
@@ -682,6 +689,17 @@ class Loader:
         message = mask(first.message, self._secrets)
         message += "".join("\n" + mask(str(error), self._secrets) for error in rest)
         raise ConfigError(message, file=self._path, line=first.line, key=first.key)
+
+
+def _leaves(group: BaseExceptionGroup[ValueError]) -> list[ValueError]:
+    """The problems of a ``check()``'s exception group, nested groups flattened."""
+    found: list[ValueError] = []
+    for member in group.exceptions:
+        if isinstance(member, BaseExceptionGroup):
+            found += _leaves(member)
+        else:
+            found.append(member)
+    return found
 
 
 def _validators_alone(cls: type[Any], raw: dict[str, Any], skip: set[str]) -> list[tuple[str, str]]:
