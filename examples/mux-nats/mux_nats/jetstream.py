@@ -201,9 +201,7 @@ def _api_error(error: Any, what: str, stream: str) -> SessionError:
     code = error.get("code")
     description = str(error.get("description", "no description"))
     if error.get("err_code") == 10059:  # stream not found
-        return Failed(
-            f"stream {stream!r} not found on the server -- create it first (nats stream add)"
-        )
+        return Failed(f"stream {stream!r} not found -- create it first (nats stream add)")
     if isinstance(code, int) and code >= 500:
         return ServerUnavailable(f"JetStream is unavailable: {shown(description)}")
     return Failed(f"JetStream refused {what}: {shown(description, 120)}")

@@ -142,8 +142,9 @@ class NatsTransport(Transport):
 
     def __init__(self, options: NatsOptions) -> None:
         super().__init__(options)
-        # Kept across sessions: what the server may send again after a restart.
-        self._acked = _Recent(100_000)
+        # Kept across sessions: what every sink has, which the server sends again
+        # when an ack was lost (a connection cut, a server killed).
+        self._delivered = _Recent(100_000)
 
     async def run_session(self, session: Session) -> None:
         options = self.options
@@ -185,17 +186,18 @@ class NatsTransport(Transport):
         )
         await consumer.prepare()
         await session.connected()
-        acked = self._acked
+        delivered = self._delivered
         while True:
             messages = await consumer.next_messages()
-            fresh = [m for m in messages if _key(m) not in acked]
+            fresh = [m for m in messages if _key(m) not in delivered]
             if fresh:
                 await session.emit([(m.subject, str(m.stream_seq), m.payload) for m in fresh])
-                if not await session.delivered():  # a sink failed: ack only the repeats
+                if await session.delivered():
+                    delivered.add_all(_key(m) for m in fresh)  # before the ack can be lost
+                else:  # a sink failed: ack only the repeats
                     await session.notice(
                         f"a sink failed: {len(fresh)} messages left unacknowledged"
                         " (the server sends them again after ack_wait)"
                     )
-                    messages = [m for m in messages if _key(m) in acked]
+                    messages = [m for m in messages if _key(m) in delivered]
             await consumer.ack(messages)
-            acked.add_all(_key(m) for m in messages)

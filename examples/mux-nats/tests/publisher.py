@@ -56,8 +56,7 @@ class Publisher:
         while (line := await self._line()) != b"PONG":
             assert not line.startswith(b"-ERR"), line
 
-    async def request(self, subject: str, body: bytes = b"", headers: bytes = b"") -> bytes:
-        """Publish with a reply subject and return the reply's payload (b"" for a 503)."""
+    async def _send_request(self, subject: str, body: bytes, headers: bytes = b"") -> bytes:
         self._requests += 1
         reply = f"_INBOX.test.{self._requests}".encode()
         if headers:
@@ -67,7 +66,12 @@ class Publisher:
         else:
             command = b"PUB %s %s %d\r\n" % (subject.encode(), reply, len(body))
             await self._stream.send_all(command + body + b"\r\n")
-        while True:
+        return reply
+
+    async def _replies(self, wanted: set[bytes]) -> dict[bytes, bytes]:
+        """The payloads of the replies on ``wanted`` subjects (b"" for a 503)."""
+        found: dict[bytes, bytes] = {}
+        while len(found) < len(wanted):
             line = await self._line()
             if line == b"PING":
                 await self._stream.send_all(b"PONG\r\n")
@@ -77,26 +81,35 @@ class Publisher:
                 continue
             parts = line.split()
             data = (await self._exactly(int(parts[-1]) + 2))[:-2]
-            if parts[1] != reply:
+            if parts[1] not in wanted:
                 continue
             if line.startswith(b"HMSG "):
-                if data.startswith(b"NATS/1.0 503"):
-                    return b""
-                data = data[int(parts[-2]) :]
-            return data
+                data = b"" if data.startswith(b"NATS/1.0 503") else data[int(parts[-2]) :]
+            found[parts[1]] = data
+        return found
+
+    async def request(self, subject: str, body: bytes = b"") -> bytes:
+        """Publish with a reply subject and return the reply's payload (b"" for a 503)."""
+        reply = await self._send_request(subject, body)
+        return (await self._replies({reply}))[reply]
 
     async def api(self, call: str, request: dict[str, Any] | None = None) -> dict[str, Any]:
         body = json.dumps(request).encode() if request is not None else b""
         answer: dict[str, Any] = json.loads(await self.request(f"$JS.API.{call}", body) or b"{}")
         return answer
 
-    async def js_publish(self, subject: str, payload: bytes, msg_id: str) -> int:
-        """Publish into a stream; the stream sequence of its ack. ``msg_id`` makes a
-        repeat after a lost ack a duplicate the stream drops (same sequence back)."""
-        headers = f"NATS/1.0\r\nNats-Msg-Id: {msg_id}\r\n\r\n".encode()
-        ack = json.loads(await self.request(subject, payload, headers) or b"{}")
-        assert "seq" in ack, ack
-        return int(ack["seq"])
+    async def js_publish(self, messages: list[tuple[str, bytes, str]]) -> list[int]:
+        """Publish (subject, payload, msg id) into a stream, all sent before any ack is
+        read; the stream sequence of each ack. The msg id makes a message sent again
+        after a lost ack a duplicate the stream drops (its sequence comes back)."""
+        replies = []
+        for subject, payload, msg_id in messages:
+            headers = f"NATS/1.0\r\nNats-Msg-Id: {msg_id}\r\n\r\n".encode()
+            replies.append(await self._send_request(subject, payload, headers))
+        answers = await self._replies(set(replies))
+        acks = [json.loads(answers[reply] or b"{}") for reply in replies]
+        assert all("seq" in ack for ack in acks), acks
+        return [int(ack["seq"]) for ack in acks]
 
 
 @asynccontextmanager
@@ -109,6 +122,7 @@ async def connect(port: int, user: str = "", password: str = "") -> AsyncIterato
         hello: dict[str, Any] = {"verbose": False, "pedantic": False, "headers": True}
         hello.update({"user": user, "pass": password} if user else {})
         await stream.send_all(b"CONNECT " + json.dumps(hello).encode() + b"\r\n")
+        await stream.send_all(b"SUB _INBOX.test.* 1\r\n")  # where replies come
         await publisher.flush()
         yield publisher
 
