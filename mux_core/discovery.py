@@ -29,10 +29,14 @@ restart (resume state kept when the transport is the same), unchanged ones
 are not touched. A discoverer never starts or stops anything itself
 (Prometheus's file_sd and http_sd work the same way).
 
-A discovered source named like a ``[[sources]]`` table, or like a source of
-another document, is an error reported once (the first one keeps the name),
-not a crash. :func:`read_source_document` reads the TOML or JSON a trainer
-writes next to its checkpoints.
+A discovered table is data, not config: no ``${VAR}`` is expanded in it,
+and the ``[[discovery]]`` table says what it may be -- its transports,
+hosts and options, how many sources, how fast they retry (see
+docs/security.md). A table outside that is left out with a warning (one
+line per update, counting them), as is one named like a ``[[sources]]``
+table or like a source of another document (the first one keeps the name).
+:func:`read_source_document` reads the TOML or JSON a trainer writes next to
+its checkpoints.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ __all__ = ["Discoverer", "DiscoveryContext", "SourceDocument", "read_source_docu
 _log = logging.getLogger("mux.discovery")
 
 _LOOKS_JSON = re.compile(r"\s*(\{|\[\s*[{\]])")
+_TOO_DEEP = "arrays or tables nested too deeply"
 
 
 @attrs.frozen
@@ -108,12 +113,16 @@ class DiscoveryContext:
         name: str,
         retry: RetryPolicy,
         update: Callable[[Sequence[SourceDocument]], Awaitable[None]],
+        mask: Callable[[str], str] | None = None,
     ) -> None:
         #: The ``name`` of the ``[[discovery]]`` table (its type by default).
         self.name = name
         #: The run's ``[retry]`` policy, for a discoverer that polls a server.
         self.retry = retry
         self._update = update
+        # The run's secrets masking (a URL's password, ${VAR} values): a
+        # problem often quotes the discoverer's URL.
+        self._mask = mask or str
         self._reported: set[str] = set()
 
     async def update(self, documents: Sequence[SourceDocument]) -> None:
@@ -121,10 +130,14 @@ class DiscoveryContext:
         await self._update(documents)
 
     def report(self, problem: str) -> None:
-        """Log a problem once (until :meth:`forget`); a discoverer calls it on every poll."""
+        """Log a problem once (until :meth:`forget`); a discoverer calls it on every poll.
+
+        Secrets in it (a URL's password, the config's ``${VAR}`` values) are
+        shown as ``***``: quote your URL freely.
+        """
         if problem not in self._reported:
             self._reported.add(problem)
-            _log.error("discovery %r: %s", self.name, problem)
+            _log.error("discovery %r: %s", self.name, self._mask(problem))
 
     def forget(self, problem: str) -> None:
         """The problem went away: report it again if it comes back."""
@@ -138,7 +151,9 @@ def read_source_document(data: bytes, origin: str) -> SourceDocument:
     JSON (``origin`` ends in ``.json``; else when the text starts with ``{``,
     ``[{`` or ``[]``): an object with a ``sources`` array, an array of source tables,
     or one source's object. Raises :class:`ConfigError` naming ``origin``
-    and the line for a document that does not parse.
+    and the line for a document that does not parse -- nested too deeply
+    or holding a number of thousands of digits included: the text is
+    someone else's, nothing in it may escape as another exception.
     """
     try:
         text = data.decode("utf-8-sig")
@@ -160,6 +175,10 @@ def _toml_document(text: str, origin: str) -> SourceDocument:
     except tomllib.TOMLDecodeError as exc:
         reason, line = toml_error_position(str(exc))
         raise ConfigError(f"invalid TOML: {reason}", file=origin, line=line) from None
+    except RecursionError:
+        raise ConfigError(f"invalid TOML: {_TOO_DEEP}", file=origin) from None
+    except ValueError as exc:  # an integer of thousands of digits
+        raise ConfigError(f"invalid TOML: {_plain(exc)}", file=origin) from None
     lines = key_lines(text)
     if "sources" in data:
         tables = data["sources"]
@@ -179,6 +198,10 @@ def _json_document(text: str, origin: str) -> SourceDocument:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"invalid JSON: {exc.msg}", file=origin, line=exc.lineno) from None
+    except RecursionError:
+        raise ConfigError(f"invalid JSON: {_TOO_DEEP}", file=origin) from None
+    except ValueError as exc:  # an integer of thousands of digits
+        raise ConfigError(f"invalid JSON: {_plain(exc)}", file=origin) from None
     if isinstance(data, dict) and "sources" in data:
         data = data["sources"]
     elif isinstance(data, dict):
@@ -189,3 +212,9 @@ def _json_document(text: str, origin: str) -> SourceDocument:
             file=origin,
         )
     return SourceDocument(origin, tuple(data))
+
+
+def _plain(exc: ValueError) -> str:
+    """Python's words for an over-long integer, shorter (its limit is an implementation's)."""
+    text = str(exc)
+    return "a number with too many digits" if "digits" in text else text[:200]

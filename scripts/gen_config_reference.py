@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import attrs
+
 from mux_core._config import records as _config_records
 from mux_core._config.reference import (
     Field,
@@ -152,15 +154,21 @@ _PROCESSOR_KEYS = [
 ]
 
 
-_DISCOVERY_KEYS = [
-    Field("type", "string", "required", "The discoverer type: a section below, or a plugin's."),
-    Field(
-        "name",
-        "string",
-        "the type",
-        "Tells two discoverers apart in the log; unique among `[[discovery]]` tables.",
-    ),
-]
+def _discovery_keys() -> list[Field]:
+    policy = [
+        attrs.evolve(field, type="table") if field.type.startswith("dict[") else field
+        for field in options_fields(_config_records.DiscoveryPolicy)
+    ]
+    return [
+        Field("type", "string", "required", "The discoverer type: a section below, or a plugin's."),
+        Field(
+            "name",
+            "string",
+            "the type",
+            "Tells two discoverers apart in the log; unique among `[[discovery]]` tables.",
+        ),
+        *policy,
+    ]
 
 
 def _plugin_section(kind: str, provided: Provided) -> list[str]:
@@ -218,10 +226,12 @@ def generate(plugins: PluginManager | None = None) -> str:
     lines += [
         "## `[[discovery]]`: keys of every discoverer",
         "",
-        "Discoverers find sources while mux runs; each table they find is checked like a "
-        "`[[sources]]` table (see the user guide's *Discovering sources*).",
+        "Discoverers find sources while mux runs. What they find is data, not config: no "
+        "`${VAR}` is expanded in it, and each table is held to what its `[[discovery]]` "
+        "table allows below, then checked like a `[[sources]]` table (see the user guide's "
+        "*Discovering sources* and [Security](security.md#discovery)).",
         "",
-        *_table(_DISCOVERY_KEYS),
+        *_table(_discovery_keys()),
         "",
         "The other keys of a discoverer belong to its type.",
         "",

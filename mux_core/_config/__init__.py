@@ -7,7 +7,8 @@ Every problem is a :class:`~mux_core.errors.ConfigError` whose ``str()`` is
 reported at once, sorted by line, one per line of the message.
 
 Environment variables: ``${NAME}`` is replaced by the variable's value in
-every string value (also inside arrays and inline tables); an unset variable
+every string value of the file (also inside arrays and inline tables) --
+never in what a discoverer finds, which is data; an unset variable
 is an error at that key. ``${NAME:-default}`` uses ``default`` when the
 variable is unset or empty (the shell's meaning; the default cannot contain
 ``}``). ``$${`` writes a literal ``${``; a lone ``$`` needs no escape.
@@ -20,25 +21,29 @@ config or its values are shown -- values taken from the environment, every
 
 Where it lives: the records in :mod:`mux_core._config.records`, the walk over
 the tables and the checks of single keys and plugin options in
-:mod:`mux_core._config.loader`, rendering and masking in
-:mod:`mux_core._config.render`; this module is the entry point.
+:mod:`mux_core._config.loader`, the tables discoverers find (held to what
+their ``[[discovery]]`` table allows) in :mod:`mux_core._config.discovered`,
+rendering and masking in :mod:`mux_core._config.render`; this module is the
+entry point.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
 from .._plugins import PluginManager
 from ..errors import ConfigError
 from ..retry import RetryPolicy
+from .discovered import Discovered, Problem, load_discovered
 from .loader import Loader
 from .positions import KeyPath
 from .records import (
     Config,
     DiscoveryConfig,
+    DiscoveryPolicy,
     ProcessorConfig,
     SinkConfig,
     SourceConfig,
@@ -47,7 +52,10 @@ from .render import render_config
 
 __all__ = [
     "Config",
+    "Discovered",
     "DiscoveryConfig",
+    "DiscoveryPolicy",
+    "Problem",
     "ProcessorConfig",
     "SinkConfig",
     "SourceConfig",
@@ -100,14 +108,29 @@ def parse_source_tables(
     retry: RetryPolicy,
     plugins: PluginManager,
     lines: Mapping[KeyPath, int] | None = None,
-    environ: Mapping[str, str] | None = None,
-) -> tuple[list[SourceConfig], list[ConfigError]]:
+    policy: DiscoveryPolicy | None = None,
+    limit: int | None = None,
+    secrets: Collection[str] = (),
+) -> Discovered:
     """Validate source tables found while running (a discoverer's) as ``[[sources]]``.
 
     ``tables`` are the ``sources`` of one document at ``origin`` (a file, a
     URL), ``lines`` where their keys are (paths ``("sources", i, key)``),
-    ``retry`` the run's ``[retry]``. Returns the tables that are valid and
-    one :class:`ConfigError` per problem (``ORIGIN:LINE: sources[i].key: why``).
+    ``retry`` the run's ``[retry]``, ``policy`` what their ``[[discovery]]``
+    table allows. They are data: nothing is substituted (see
+    :mod:`mux_core._config.discovered`). At most ``limit`` sources are kept
+    (default: the policy's ``max_sources``); each table left out is one
+    :class:`~mux_core._config.discovered.Problem`, its error reading
+    ``ORIGIN:LINE: sources[i].key: why`` with ``secrets`` masked.
     """
-    loader = Loader("", origin, plugins, os.environ if environ is None else environ)
-    return loader.load_tables(tables, retry, lines or {})
+    policy = DiscoveryPolicy() if policy is None else policy
+    return load_discovered(
+        tables,
+        origin=origin,
+        policy=policy,
+        retry=retry,
+        plugins=plugins,
+        lines=lines or {},
+        limit=policy.max_sources if limit is None else limit,
+        secrets=secrets,
+    )

@@ -39,9 +39,11 @@ from .records import (
     QUALITY_WINDOW,
     Config,
     DiscoveryConfig,
+    DiscoveryPolicy,
     ProcessorConfig,
     SinkConfig,
     SourceConfig,
+    name_problem,
 )
 from .render import (
     _format_key,
@@ -69,7 +71,8 @@ _TOP_KEYS = (
 _SOURCE_KEYS = ("name", "transport", "retry", "lag_field")
 _SINK_KEYS = ("type", "name", "overflow", "buffer", "buffer_bytes", "on_error")
 _PROCESSOR_KEYS = ("type", "sources")
-_DISCOVERY_KEYS = ("type", "name")
+_POLICY_KEYS = tuple(field.name for field in attrs.fields(DiscoveryPolicy))
+_DISCOVERY_KEYS = ("type", "name", *_POLICY_KEYS)
 _GLOB_CHARS = frozenset("*?[")
 _ON_ERROR = ("stop", "drop")
 _NO_SOURCES = "no sources; add a [[sources]] table with a name, a transport and its options"
@@ -93,7 +96,7 @@ FAILED = Failed()
 
 
 class Loader:
-    """Reads one document (``load``) or a discoverer's tables (``load_tables``)."""
+    """Reads one document (``load``) or one table a discoverer found (``load_table``)."""
 
     def __init__(
         self, text: str, path: str, plugins: PluginManager, environ: Mapping[str, str]
@@ -127,7 +130,7 @@ class Loader:
             retry, retry_raw = RetryPolicy(), {}
         sources = self._sources(data, retry_raw)
         sinks = self._sinks(data)
-        discovery = self._discovery(data)
+        discovery = self._discovery(data, retry_raw)
         # Discovered sources are not known yet: a processor may name one.
         known = None if "discovery" in data else [source.name for source in sources]
         processors = self._processors(data, known)
@@ -151,18 +154,16 @@ class Loader:
             discovery=tuple(discovery),
         )
 
-    def load_tables(
-        self, tables: list[dict[str, Any]], retry: RetryPolicy, lines: Mapping[KeyPath, int]
+    def load_table(
+        self, table: dict[str, Any], lines: Mapping[KeyPath, int], retry_raw: dict[str, Any]
     ) -> tuple[list[SourceConfig], list[ConfigError]]:
-        """Validate discovered source tables as ``[[sources]]`` (see parse_source_tables)."""
+        """Validate one discovered table as ``sources[0]``, taken as it is: it is data,
+        so no ``${VAR}`` is expanded (mux_core._config.discovered screens it first)."""
         self._lines = dict(lines)
-        retry_raw = attrs.asdict(retry, recurse=False)
-        data = self._substitute({"sources": tables}, ())
-        sources = self._sources(data, retry_raw) if tables else []
-        errors = sorted(self._errors, key=lambda e: (e.line is None, e.line or 0))
+        sources = self._sources({"sources": [table]}, retry_raw)
         masked = [
             ConfigError(mask(e.message, self._secrets), file=e.file, line=e.line, key=e.key)
-            for e in errors
+            for e in self._errors
         ]
         return sources, masked
 
@@ -320,7 +321,9 @@ class Loader:
             )
         return sinks
 
-    def _discovery(self, data: dict[str, Any]) -> list[DiscoveryConfig]:
+    def _discovery(self, data: dict[str, Any], retry_raw: dict[str, Any]) -> list[DiscoveryConfig]:
+        from .discovered import url_secrets  # (it imports this module)
+
         tables = self._array_of_tables(data, "discovery") or []
         available = self._plugins.discoverers() if tables else {}
         seen: dict[str, int | None] = {}
@@ -332,13 +335,41 @@ class Loader:
                 continue
             provided = self._provider("discovery type", type_, available, path)
             name = self._name(table, path, "name", seen, "discovery", default=type_)
+            policy = self._discovery_policy(table, path, retry_raw)
             if provided is None or name is None:
                 continue
             rest = {k: v for k, v in table.items() if k not in _DISCOVERY_KEYS}
             options = self._options(provided, rest, path, _DISCOVERY_KEYS)
-            if not isinstance(options, Failed):
-                found.append(DiscoveryConfig(name, type_, options, self._line(path)))
+            if not isinstance(options, Failed) and policy is not None:
+                for text in url_secrets(options):
+                    self._add_secret(path, text)
+                found.append(DiscoveryConfig(name, type_, options, self._line(path), policy))
         return found
+
+    def _discovery_policy(
+        self, table: dict[str, Any], path: KeyPath, retry_raw: dict[str, Any]
+    ) -> DiscoveryPolicy | None:
+        """The keys every ``[[discovery]]`` table has: what its sources may be."""
+        from .discovered import policy_problems, policy_secrets  # (it imports this module)
+
+        raw = {key: table[key] for key in _POLICY_KEYS if key in table}
+        policy = self._structure(DiscoveryPolicy, raw, path)
+        if isinstance(policy, Failed):
+            return None
+        failed = False
+        for key, message in policy_problems(policy, raw, self._plugins.transports()):
+            self._fail((*path, *key), message)
+            failed = True
+        retry = policy.defaults.get("retry")
+        if isinstance(retry, dict):
+            merged = {**retry_raw, **retry}
+            failed |= isinstance(
+                self._structure(RetryPolicy, merged, (*path, "defaults", "retry")), Failed
+            )
+        # The defaults are the config's: their secrets are masked like any option's.
+        for text in policy_secrets(policy, self._plugins.transports()):
+            self._add_secret(path, text)
+        return None if failed else policy
 
     def _processors(
         self, data: dict[str, Any], source_names: list[str] | None
@@ -448,6 +479,10 @@ class Loader:
         if name is None:
             return None
         line = self._line((*path, key))
+        problem = name_problem(name)
+        if problem is not None:
+            self._fail((*path, key), f"the {kind} name {name[:60]!r} {problem}")
+            return None
         if name in seen:
             first = seen[name]
             where = f"line {first}" if first is not None else "another table"

@@ -7,15 +7,48 @@ from typing import Any
 
 import attrs
 
+from ..options import at_least_one
 from ..retry import RetryPolicy
 from ..sink import DEFAULT_BUFFER_BYTES, Overflow
 from .shard import Shard
 
-__all__ = ["Config", "DiscoveryConfig", "ProcessorConfig", "SinkConfig", "SourceConfig"]
+__all__ = [
+    "Config",
+    "DiscoveryConfig",
+    "DiscoveryPolicy",
+    "ProcessorConfig",
+    "SinkConfig",
+    "SourceConfig",
+    "name_problem",
+]
 
 #: ``quality_interval`` / ``quality_window`` when not written.
 QUALITY_INTERVAL = 60.0
 QUALITY_WINDOW = 3600.0
+_AT_LEAST_ONE = at_least_one(named=False)
+#: The longest name of a source (or sink, or discoverer): it is in every record and log line.
+MAX_NAME_LENGTH = 200
+#: ``max_sources`` by default: the most sources one ``[[discovery]]`` table may add.
+MAX_DISCOVERED_SOURCES = 1000
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a source (or a sink, a discoverer), or None.
+
+    A name is in every record and every log line: it must be printable --
+    no control characters (a newline would forge a log line, an ANSI
+    escape repaint the terminal), no invisible format characters (a
+    right-to-left override) -- and at most :data:`MAX_NAME_LENGTH` characters.
+    """
+    if len(name) > MAX_NAME_LENGTH:
+        return f"is {len(name)} characters long; at most {MAX_NAME_LENGTH} are allowed"
+    if not name.isprintable():
+        bad = next(char for char in name if not char.isprintable())
+        return (
+            f"holds the unprintable character U+{ord(bad):04X}; use letters, digits, "
+            "spaces and punctuation"
+        )
+    return None
 
 
 @attrs.frozen
@@ -76,6 +109,39 @@ class ProcessorConfig:
         return any(fnmatch.fnmatchcase(source, pattern) for pattern in self.sources)
 
 
+def _default_transports() -> list[str]:
+    return ["sse", "ws", "rest"]
+
+
+def _default_hosts() -> list[str]:
+    return ["127.0.0.1", "localhost", "::1"]
+
+
+def _default_options() -> list[str]:
+    return ["url", "lag_field", "decode", "items", "id_field", "event_field"]
+
+
+@attrs.frozen(kw_only=True)
+class DiscoveryPolicy:
+    """What the sources a ``[[discovery]]`` table finds may be: the keys every
+    discoverer's table has (see mux_core._config.discovered, docs/security.md)."""
+
+    #: Transports a discovered source may use; others are left out with a warning.
+    allow_transports: list[str] = attrs.field(factory=_default_transports)
+    #: Globs of the hosts a discovered source's URLs may name (`"*.internal"`, `"10.0.*"`);
+    #: `["*"]` allows any host.
+    allow_hosts: list[str] = attrs.field(factory=_default_hosts)
+    #: Options a discovered source may set, besides `name`, `transport` and `retry`.
+    allow_options: list[str] = attrs.field(factory=_default_options)
+    #: Keys every discovered source gets, as if written in its table (headers, credentials,
+    #: `retry`, ...): the config's, so `${VAR}` works here and nowhere in what is discovered.
+    defaults: dict[str, Any] = attrs.field(factory=dict)
+    #: The most sources this discoverer may add; the rest are left out, reported once.
+    max_sources: int = attrs.field(default=MAX_DISCOVERED_SOURCES, validator=_AT_LEAST_ONE)
+    #: Whether a discovered source may set `verify = false` (not check TLS certificates).
+    allow_insecure: bool = False
+
+
 @attrs.frozen
 class DiscoveryConfig:
     """One ``[[discovery]]`` table, validated."""
@@ -86,6 +152,8 @@ class DiscoveryConfig:
     #: An instance of the discoverer class's ``Options``.
     options: Any
     line: int | None
+    #: What the sources it finds may be.
+    policy: DiscoveryPolicy = attrs.field(factory=DiscoveryPolicy)
 
 
 @attrs.frozen

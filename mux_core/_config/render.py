@@ -69,6 +69,7 @@ def render_config(config: Config) -> str:
         lines += ["", "[[discovery]]", f"type = {_toml_string(discovery.type)}"]
         lines.append(f"name = {_toml_string(discovery.name)}")
         lines += _render_fields(discovery.options, secrets)
+        lines += _render_fields(discovery.policy, secrets)
     return "\n".join(lines) + "\n"
 
 

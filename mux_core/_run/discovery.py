@@ -2,12 +2,19 @@
 
 Each discoverer runs in its own cancel scope in the engine's control
 nursery. Every :meth:`~mux_core.discovery.DiscoveryContext.update` is
-validated here, document by document (a bad table is reported with its
-document and line, once, and left out; the rest are kept), stored as that
-discoverer's sources, and handed to the engine, which compares the whole
-wanted set with what runs. Names: a ``[[sources]]`` table wins over a
-discovered source, an earlier discoverer or document over a later one; each
-collision is reported once.
+validated here, document by document, as data held to the ``[[discovery]]``
+table's policy (:mod:`mux_core._config.discovered`: no ``${VAR}``, allowed
+transports, hosts and options only, retry clamped, at most ``max_sources``),
+stored as that discoverer's sources, and handed to the engine, which
+compares the whole wanted set with what runs.
+
+What is left out is told in one warning line per update -- how many tables
+and why, with the first of each kind -- and only when that changed since
+the last update, so neither 5,000 bad tables nor a poll every second floods
+the log; reaching ``max_sources`` is told once, when it happens. Names: a
+``[[sources]]`` table wins over a discovered source, an earlier discoverer
+or document over a later one; each collision is reported once. Every line
+is masked with the run's secrets.
 """
 
 from __future__ import annotations
@@ -23,11 +30,14 @@ import trio
 from .._config import (
     Config,
     DiscoveryConfig,
+    Problem,
     SourceConfig,
     parse_source_tables,
 )
+from .._config.render import mask
 from .._plugins import PluginManager
 from ..discovery import DiscoveryContext, SourceDocument
+from ..errors import ConfigError
 from ..retry import RetryPolicy
 
 __all__ = ["DiscoveryRunner"]
@@ -42,8 +52,10 @@ class _Running:
     scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
     #: What it found last, validated, in document order.
     sources: list[SourceConfig] = attrs.field(factory=list)
-    #: The problems of its documents reported so far (each once while it lasts).
-    reported: set[str] = attrs.field(factory=set)
+    #: The problems of its last update that were told (told again only when they change).
+    reported: frozenset[str] = frozenset()
+    #: Whether its last update reached max_sources (told once, when it is reached).
+    capped: bool = False
 
 
 class DiscoveryRunner:
@@ -116,6 +128,7 @@ class DiscoveryRunner:
             name=config.name,
             retry=self._retry,
             update=functools.partial(self._update, config.name),
+            mask=self._mask,
         )
         try:
             discoverer = cls(config.options, context)
@@ -131,42 +144,109 @@ class DiscoveryRunner:
         with entry.scope:
             try:
                 await discoverer.run()
-            except Exception:
-                _log.exception(
-                    "discovery %r crashed; the sources it found keep running", entry.config.name
+            except Exception as exc:
+                _log.error(
+                    "discovery %r stopped on an error (a bug in its plugin): %s; "
+                    "the sources it found keep running",
+                    entry.config.name,
+                    self._mask(f"{type(exc).__name__}: {exc}"),
+                    exc_info=exc,
                 )
 
     async def _update(self, name: str, documents: Sequence[SourceDocument]) -> None:
         entry = self._running.get(name)
         if entry is None:
             return
-        retry = self._retry
+        policy = entry.config.policy
+        secrets = self._secrets()
         found: list[SourceConfig] = []
         seen: dict[str, str] = {}
-        problems: set[str] = set()
+        problems: list[Problem] = []
+        total = unread = 0
         for document in documents:
-            sources, errors = parse_source_tables(
-                [dict(table) for table in document.tables],
+            total += len(document.tables)
+            if len(found) >= policy.max_sources:
+                unread += len(document.tables)
+                continue
+            discovered = parse_source_tables(
+                list(document.tables),
                 origin=document.origin,
-                retry=retry,
+                retry=self._retry,
                 plugins=self._plugins,
                 lines=document.lines,
+                policy=policy,
+                limit=policy.max_sources - len(found),
+                secrets=secrets,
             )
-            problems.update(str(error) for error in errors)
-            for source in sources:
+            problems += discovered.problems
+            unread += discovered.unread
+            for source in discovered.sources:
                 if source.name in seen:
-                    problems.add(
-                        f"{document.origin}: source name {source.name!r} is already used "
-                        f"by {seen[source.name]}; this one is left out"
+                    message = (
+                        f"source name {source.name!r} is already used by {seen[source.name]}; "
+                        "this one is left out"
+                    )
+                    problems.append(
+                        Problem("duplicate", ConfigError(message, file=document.origin))
                     )
                     continue
                 seen[source.name] = document.origin
                 found.append(source)
-        for problem in sorted(problems - entry.reported):
-            _log.error("discovery %r: %s", name, problem)
-        entry.reported = problems
+        self._tell(entry, problems, total, unread)
         entry.sources = found
         await self._changed()
+
+    def _tell(self, entry: _Running, problems: list[Problem], total: int, unread: int) -> None:
+        """One warning for what this update left out, when that changed; one when capped."""
+        name = entry.config.name
+        capped = unread > 0
+        if capped and not entry.capped:
+            _log.warning(
+                "discovery %r: more sources than max_sources = %d: the first %d are kept, "
+                "the other %d discovered tables are ignored; raise max_sources in the "
+                "[[discovery]] table to keep more",
+                name,
+                entry.config.policy.max_sources,
+                entry.config.policy.max_sources,
+                unread,
+            )
+        entry.capped = capped
+        reported = frozenset(str(problem.error) for problem in problems)
+        if reported and reported != entry.reported:
+            _log.warning("discovery %r: %s", name, self._mask(_summary(problems, total)))
+        entry.reported = reported
+
+    def _secrets(self) -> frozenset[str]:
+        return frozenset() if self._in_effect is None else self._in_effect.secrets
+
+    def _mask(self, text: str) -> str:
+        return mask(text, self._secrets())
+
+
+#: How the summary line calls each kind of problem.
+_KINDS = {
+    "name": "with a name that is unprintable or too long",
+    "option": "setting an option outside allow_options",
+    "transport": "with a transport outside allow_transports",
+    "host": "naming a host outside allow_hosts",
+    "credentials": "with credentials in a URL",
+    "insecure": "asking for verify = false",
+    "invalid": "invalid",
+    "duplicate": "named like a source of another document",
+}
+
+
+def _summary(problems: list[Problem], total: int) -> str:
+    """``3 of 12 discovered tables left out: 2 naming a host outside allow_hosts
+    (the first: ORIGIN:LINE: sources[4].url: ...); 1 invalid (...)``."""
+    by_kind: dict[str, list[Problem]] = {}
+    for problem in problems:
+        by_kind.setdefault(problem.kind, []).append(problem)
+    parts = [
+        f"{len(found)} {_KINDS.get(kind, kind)} (the first: {found[0].error})"
+        for kind, found in by_kind.items()
+    ]
+    return f"{len(problems)} of {total} discovered tables left out: " + "; ".join(parts)
 
 
 def _same(old: DiscoveryConfig, new: DiscoveryConfig) -> bool:

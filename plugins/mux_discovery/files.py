@@ -14,12 +14,19 @@ source's keys, in TOML or JSON. A file that does not parse is reported once
 with its path and line; its previous good content is kept (a trainer caught
 half-way through writing it must not lose its source), and a file that
 never parsed adds nothing. The other files are unaffected.
+
+Whoever writes endpoint files is not trusted (docs/security.md): only a
+regular file is read -- a symlink is followed and its target must be one;
+a directory, a FIFO, a device (``/dev/zero``) or a socket is refused
+without being read -- and never more than ``max_file_bytes`` + 1 bytes of
+it: a larger file is refused.
 """
 
 from __future__ import annotations
 
 import glob
 import os
+import stat
 from collections.abc import Sequence
 from typing import ClassVar
 
@@ -31,7 +38,10 @@ from mux_core.options import positive
 # trio is imported by the methods that use it: loading the plugin (every mux
 # command does) does not pay for it.
 
-__all__ = ["FilesDiscovery", "FilesOptions"]
+__all__ = ["MAX_FILE_BYTES", "FilesDiscovery", "FilesOptions"]
+
+#: ``max_file_bytes`` by default: an endpoint file lists a few sources.
+MAX_FILE_BYTES = 1024 * 1024
 
 
 def _globs(_instance: object, attribute: attrs.Attribute[list[str]], value: Sequence[str]) -> None:
@@ -46,12 +56,18 @@ class FilesOptions:
     paths: list[str] = attrs.field(validator=_globs)
     #: Seconds between two looks at the files.
     interval: float = attrs.field(default=2.0, validator=positive("seconds"))
+    #: The largest endpoint file read, in bytes; a larger one is refused (never read whole).
+    max_file_bytes: int = attrs.field(default=MAX_FILE_BYTES, validator=positive())
 
 
 @attrs.define
 class _Seen:
-    stamp: tuple[int, int]
+    stamp: tuple[int, ...]
     document: SourceDocument | None
+
+
+class _Refused(Exception):
+    """A file that is not read (why, for the log)."""
 
 
 class FilesDiscovery(Discoverer):
@@ -93,18 +109,22 @@ class FilesDiscovery(Discoverer):
 
     def _look(self, path: str) -> _Seen | None:
         try:
-            stat = os.stat(path)
+            info = os.stat(path)  # the target of a symlink
         except OSError:
             return self._seen.get(path)
-        stamp = (stat.st_mtime_ns, stat.st_size)
+        stamp = (info.st_dev, info.st_ino, info.st_mode, info.st_mtime_ns, info.st_size)
         seen = self._seen.get(path)
         if seen is not None and seen.stamp == stamp:
             return seen
         try:
-            with open(path, "rb") as file:
-                data = file.read()
-        except (IsADirectoryError, PermissionError, FileNotFoundError) as exc:
-            self._problem(path, f"{path}: cannot read: {exc.strerror or exc}")
+            data = _read_bounded(path, self.options.max_file_bytes)
+        except FileNotFoundError:
+            return seen  # gone since the glob: the next look drops it
+        except _Refused as exc:
+            kept = " (its last good content is kept)" if seen and seen.document else ""
+            self._problem(path, f"{path}: {exc}{kept}")
+            # Not looked at again until it changes.
+            seen = self._seen[path] = _Seen(stamp, seen.document if seen else None)
             return seen
         try:
             document = read_source_document(data, path)
@@ -119,6 +139,8 @@ class FilesDiscovery(Discoverer):
         return seen
 
     def _problem(self, path: str, problem: str) -> None:
+        if self._problems.get(path) == problem:
+            return
         self._forget(path)
         self._problems[path] = problem
         self.context.report(problem)
@@ -127,3 +149,82 @@ class FilesDiscovery(Discoverer):
         problem = self._problems.pop(path, None)
         if problem is not None:
             self.context.forget(problem)
+
+
+def _read_bounded(path: str, limit: int) -> bytes:
+    """The bytes of the regular file at ``path`` (a symlink followed), at most ``limit``.
+
+    Raises :class:`_Refused` saying why for anything else -- not a regular
+    file (checked before opening, and again on the open file, so a file
+    swapped meanwhile is caught), unreadable, larger than ``limit`` -- and
+    ``FileNotFoundError`` when it went away. Opening never blocks (a FIFO
+    swapped in) and never reads more than ``limit`` + 1 bytes.
+    """
+    try:
+        kind = _kind(os.stat(path).st_mode)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise _Refused(f"cannot read: {exc.strerror or exc}") from None
+    if kind is not None:
+        raise _Refused(_not_regular(path, kind))
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise _Refused(f"cannot read: {exc.strerror or exc}") from None
+    try:
+        info = os.fstat(fd)
+        kind = _kind(info.st_mode)
+        if kind is not None:
+            raise _Refused(_not_regular(path, kind))
+        if info.st_size > limit:
+            raise _Refused(_too_large(limit))
+        chunks: list[bytes] = []
+        size = 0
+        while size <= limit:
+            chunk = os.read(fd, min(65536, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > limit:  # it grew since fstat
+            raise _Refused(_too_large(limit))
+        return b"".join(chunks)
+    except OSError as exc:
+        raise _Refused(f"cannot read: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+
+
+def _kind(mode: int) -> str | None:
+    """What a file that is not regular is, in words; None for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a file of an unknown kind"
+
+
+def _not_regular(path: str, kind: str) -> str:
+    what = kind
+    if os.path.islink(path):
+        what = f"a symlink to {os.path.realpath(path)!r}, which is {kind}"
+    return f"refused: {what}, not a regular file; an endpoint file must be a plain file"
+
+
+def _too_large(limit: int) -> str:
+    return (
+        f"refused: larger than {limit} bytes (max_file_bytes); an endpoint file lists "
+        "a few sources -- raise max_file_bytes if this one really is that large"
+    )

@@ -19,15 +19,22 @@ there is no ``name``), with the ``transport`` label and every other label
 as a transport option (labels starting ``__`` are Prometheus's and are
 ignored). An object with a ``sources`` array is accepted too.
 
-A poll that fails (refused, timed out, not 200, not JSON) is reported once
-and keeps the last good list; the next poll comes after the run's
-``[retry]`` backoff (growing from ``initial_delay`` to ``max_delay``),
-never giving up, and at ``interval`` again once a poll succeeds.
+A poll that fails -- refused, reset, a TLS failure, timed out, not 200,
+not HTTP, not JSON, nested too deeply, larger than ``max_answer_bytes`` --
+is reported once, in words, and keeps the last good list; the next poll
+comes after the run's ``[retry]`` backoff (growing from ``initial_delay``
+to ``max_delay``), never giving up, and at ``interval`` again once a poll
+succeeds. Nothing a server does ends the discoverer.
+
+The answer is data, not config (docs/security.md): its tables are checked
+against what the ``[[discovery]]`` table allows, and the URL is shown with
+its password and secrets masked wherever it is logged.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -43,10 +50,13 @@ if TYPE_CHECKING:
 
     from mux_core.http import HttpClient
 
-__all__ = ["HttpDiscovery", "HttpOptions", "http_sd_tables"]
+__all__ = ["MAX_ANSWER_BYTES", "HttpDiscovery", "HttpOptions", "http_sd_tables"]
 
-#: An answer larger than this is refused (a list of sources is small).
-_MAX_BODY = 16 * 1024 * 1024
+_log = logging.getLogger("mux.discovery")
+
+#: ``max_answer_bytes`` by default: a list of sources is small (1,000 sources
+#: take about 100 KiB), and a larger answer is refused, never parsed.
+MAX_ANSWER_BYTES = 4 * 1024 * 1024
 
 
 def _url(_instance: object, attribute: attrs.Attribute[str], value: str) -> None:
@@ -69,6 +79,8 @@ class HttpOptions:
     timeout: float = attrs.field(default=10.0, validator=positive("seconds"))
     #: Check the server's TLS certificate (https).
     verify: bool = True
+    #: The largest answer read, in bytes (as sent and decompressed); a larger one is a failed poll.
+    max_answer_bytes: int = attrs.field(default=MAX_ANSWER_BYTES, validator=positive())
 
 
 class HttpDiscovery(Discoverer):
@@ -93,9 +105,10 @@ class HttpDiscovery(Discoverer):
             while True:
                 try:
                     body, document = await self.poll(client)
-                except _PollFailed as exc:
+                except Exception as exc:  # whatever a server did: a failed poll, never the end
                     failures += 1
-                    self._report(f"{self.options.url}: {exc}; the last good list is kept")
+                    why = str(exc) if isinstance(exc, _PollFailed) else _unexpected(exc)
+                    self._report(f"{self.options.url}: {why}; the last good list is kept")
                     await trio.sleep(self.context.retry.delay(failures))
                     continue
                 failures = 0
@@ -110,32 +123,43 @@ class HttpDiscovery(Discoverer):
 
     async def poll(self, client: HttpClient) -> tuple[bytes, SourceDocument]:
         """One GET; the raw body and its sources, or _PollFailed saying why."""
-        import ssl
-
         import httpx
+        import trio
 
-        from mux_core.http import ProtocolError, ResponseTimeout
+        from mux_core.http import BodyTooLarge, ProtocolError, ResponseTimeout
 
         headers = [("Accept", "application/json"), *self.options.headers.items()]
+        limit = self.options.max_answer_bytes
         try:
             response = await client.get(
                 httpx.URL(self.options.url),
                 headers,
                 timeout=self.options.timeout,
-                max_body_bytes=_MAX_BODY,
+                max_body_bytes=limit,
             )
         except ResponseTimeout:
             raise _PollFailed(f"no answer within {self.options.timeout:g} s") from None
-        except OSError as exc:
-            raise _PollFailed(describe_connection_error(exc) or str(exc)) from None
-        except (ProtocolError, ssl.SSLError) as exc:
+        except BodyTooLarge:
+            too_large = f"the answer is larger than {limit} bytes (max_answer_bytes)"
+            raise _PollFailed(too_large) from None
+        except ProtocolError as exc:
+            raise _PollFailed(str(exc)) from None
+        except (OSError, trio.BrokenResourceError) as exc:  # refused, reset, TLS (ssl.SSLError)
+            raise _PollFailed(describe_connection_error(exc) or "connection lost") from None
+        except ValueError as exc:  # a redirect that cannot be followed
             raise _PollFailed(str(exc)) from None
         if response.status != 200:
-            raise _PollFailed(f"HTTP {response.status} {response.reason}")
+            raise _PollFailed(f"HTTP {response.status} {_printable(response.reason)}")
         try:
             data = json.loads(response.content)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except RecursionError:
+            raise _PollFailed("the answer is not JSON: nested too deeply") from None
+        except UnicodeDecodeError:
+            raise _PollFailed("the answer is not JSON: not UTF-8 text") from None
+        except json.JSONDecodeError as exc:
             raise _PollFailed(f"the answer is not JSON: {exc}") from None
+        except ValueError:  # an integer of thousands of digits
+            raise _PollFailed("the answer is not JSON mux reads: a number too long") from None
         if isinstance(data, dict) and isinstance(data.get("sources"), list):
             data = data["sources"]
         if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
@@ -163,6 +187,19 @@ class HttpDiscovery(Discoverer):
 
 class _PollFailed(Exception):
     """A poll that brought no list (why, for the log)."""
+
+
+def _unexpected(exc: Exception) -> str:
+    """Words for an error no branch of :meth:`HttpDiscovery.poll` expected: still a
+    failed poll (the traceback goes to the debug log, for a bug report)."""
+    _log.debug("discovery poll failed", exc_info=exc)
+    return describe_connection_error(exc) or _printable(f"{type(exc).__name__}: {exc}")
+
+
+def _printable(text: str) -> str:
+    """A server's words, shown: control characters escaped, 200 characters at most."""
+    shown = text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+    return shown if len(shown) <= 200 else shown[:200] + "..."
 
 
 def http_sd_tables(items: list[Mapping[str, Any]]) -> tuple[dict[str, Any], ...]:

@@ -256,6 +256,8 @@ async def test_mux_register_discovery_makes_the_name_a_discovery_type(
         [[discovery]]
         type = "found"
         count = 3
+        allow_transports = ["scripted"]
+        allow_options = ["script", "then"]
 
         [[sinks]]
         type = "collect"

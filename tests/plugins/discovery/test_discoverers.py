@@ -123,11 +123,8 @@ async def test_files_appear_change_break_and_disappear(tmp_path: Path) -> None:
             _write(runs / "run-4" / "mux.toml", _endpoint("fixed", two.url))
             await _wait_for_log(config, "source name 'fixed' is already taken")
 
-            # Change: run-1 gets a header -> restarts from where it was.
-            _write(
-                runs / "run-1" / "mux.toml",
-                _endpoint("run-1", one.url, 'headers = { X-Run = "2" }\n'),
-            )
+            # Change: run-1 gets a lag field -> restarts from where it was.
+            _write(runs / "run-1" / "mux.toml", _endpoint("run-1", one.url, 'lag_field = "t"\n'))
             await one.wait_for_connections(2)
             await publish_range(one, 11, 20)
             # Disappear: run-2's file goes -> run-2 stops.
@@ -226,6 +223,10 @@ class _ListServer:
             )
 
 
+#: What a [[discovery]] table must allow for the test kit's scripted sources.
+SCRIPTED_ALLOWED = 'allow_transports = ["scripted"]\nallow_options = ["script", "then"]\n'
+
+
 def _scripted(name: str) -> dict[str, object]:
     return {"name": name, "transport": "scripted", "script": ["events:3"], "then": "hang"}
 
@@ -240,7 +241,7 @@ async def test_http_discovery_keeps_the_last_list_while_the_server_is_down(
         await lister.start(servers)
         toml = FAST_RETRY + (
             f'\n[[discovery]]\ntype = "http"\nurl = "http://127.0.0.1:{lister.port}/sd"\n'
-            "interval = 0.05\n"
+            "interval = 0.05\n" + SCRIPTED_ALLOWED
         )
         async with running_engine(toml) as (_engine, sink):
             await sink.wait_for(lambda s: len([e for e in s.events if e.source == "a"]) == 3)
