@@ -15,14 +15,14 @@ acknowledged again and not emitted twice.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
 import attrs
 
 from mux_core import Session, Transport
-from mux_core.options import at_least_one, positive
+from mux_core.options import at_least_one, positive, raise_problems, secret
 
 from .client import Credentials, NatsConnection
 from .jetstream import JsMessage, PullConsumer
@@ -70,9 +70,9 @@ class NatsOptions:
     #: The user name, with ``password``.
     user: str = ""
     #: The password of ``user``.
-    password: str = attrs.field(default="", repr=False)
+    password: str = attrs.field(default="", repr=False, metadata=secret())
     #: A token, instead of ``user`` and ``password``.
-    token: str = attrs.field(default="", repr=False)
+    token: str = attrs.field(default="", repr=False, metadata=secret())
     #: The largest message accepted, in bytes; the server's own max_payload lowers it.
     max_payload: int = attrs.field(default=8 << 20, validator=at_least_one())
     #: Seconds of silence before a PING; after two unanswered the connection is dropped.
@@ -80,38 +80,45 @@ class NatsOptions:
 
     @classmethod
     def check(cls, options: NatsOptions) -> None:
-        """Problems visible without connecting, reported at the table's line."""
-        if options.mode not in _MODES:
-            raise ValueError(f"mode must be one of {', '.join(_MODES)}, got {options.mode!r}")
-        if options.mode == "core" and not options.subject:
-            raise ValueError('mode = "core" needs a subject to subscribe to')
-        if options.mode == "jetstream" and not options.stream:
-            raise ValueError('mode = "jetstream" needs the stream to read')
-        if options.url:
-            if options.host != "127.0.0.1" or options.port != _DEFAULT_PORT:
-                raise ValueError("give url, or host and port, not both")
-            _split_url(options.url)
-        if options.password and not options.user:
-            raise ValueError("password needs a user")
-        if options.token and options.user:
-            raise ValueError("give user and password, or token, not both")
+        """Problems visible without connecting, each reported at its key's line."""
+        raise_problems(_problems(options))
 
     def address(self) -> tuple[str, int]:
         return _split_url(self.url) if self.url else (self.host, self.port)
 
 
+def _problems(options: NatsOptions) -> Iterator[str]:
+    if options.mode not in _MODES:
+        yield f"mode: must be one of {', '.join(_MODES)}, got {options.mode!r}"
+    if options.mode == "core" and not options.subject:
+        yield 'subject: mode = "core" needs a subject to subscribe to'
+    if options.mode == "jetstream" and not options.stream:
+        yield 'stream: mode = "jetstream" needs the stream to read'
+    if options.url:
+        if options.host != "127.0.0.1" or options.port != _DEFAULT_PORT:
+            yield "url: give url, or host and port, not both"
+        try:
+            _split_url(options.url)
+        except ValueError as exc:
+            yield f"url: {exc}"
+    if options.password and not options.user:
+        yield "password: needs a user"
+    if options.token and options.user:
+        yield "token: give user and password, or token, not both"
+
+
 def _split_url(url: str) -> tuple[str, int]:
     parts = urlsplit(url)
-    if parts.scheme != "nats" or not parts.hostname:
-        raise ValueError(f"url must look like nats://host:4222, got {url!r}")
-    if parts.username or parts.password:
+    if parts.username or parts.password:  # checked first: the url is not shown then
         raise ValueError("put credentials in user and password (or token), not in the url")
+    if parts.scheme != "nats" or not parts.hostname:
+        raise ValueError(f"must look like nats://host:4222, got {url!r}")
     if parts.path not in ("", "/") or parts.query:
-        raise ValueError(f"url must be nats://host:port and nothing more, got {url!r}")
+        raise ValueError(f"must be nats://host:port and nothing more, got {url!r}")
     try:
         return parts.hostname, parts.port or _DEFAULT_PORT
     except ValueError:
-        raise ValueError(f"url has a bad port: {url!r}") from None
+        raise ValueError(f"has a bad port: {url!r}") from None
 
 
 class _Recent:

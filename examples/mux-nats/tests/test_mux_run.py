@@ -1,5 +1,8 @@
 """``mux run`` with the nats transport and the file sink, through real faults.
 
+Refused credentials end the source ``failed`` (terminal, the password shown
+nowhere); a server speaking garbage is retried with a detail that says so.
+
 JetStream: 2,000 messages published while mux consumes them; nats-server is
 killed with SIGKILL mid-way and restarted on the same port (its store kept),
 then mux itself is killed with SIGKILL and started again with the same
@@ -16,6 +19,8 @@ import trio
 from muxrun import event_ids, records, start_mux, stderr_of, terminate, wait_exit, wait_for_events
 from publisher import connect, create_stream, nats_server
 
+from mux_core.testing import Hangup, Plan, Send, serve_hostile
+
 TOTAL = 2000
 #: How far the publisher may run ahead of what the file holds: mux is always mid-way.
 AHEAD = 300
@@ -23,12 +28,13 @@ AHEAD = 300
 BURST = 100
 
 
-def _config(path: Path, port: int, out: Path, source: str) -> Path:
+def _config(path: Path, port: int, out: Path, source: str, retry: str = "") -> Path:
     path.write_text(
         f"""
 [retry]
 initial_delay = 0.05
 max_delay = 0.5
+{retry}
 
 [[sources]]
 name = "bus"
@@ -129,3 +135,46 @@ async def test_jetstream_nothing_lost_nothing_twice_through_kill_9s(tmp_path: Pa
     events = [r for r in records(out) if r["type"] == "event"]
     assert sorted(e["data"]["n"] for e in events) == list(range(1, TOTAL + 1))
     assert {e["event"] for e in events[:3]} == {"ev.1", "ev.2", "ev.3"}
+
+
+def _statuses(out: Path) -> list[tuple[str, str]]:
+    return [(r["state"], r["detail"]) for r in records(out) if r["type"] == "status"]
+
+
+async def test_refused_credentials_end_the_source_failed(tmp_path: Path) -> None:
+    out = tmp_path / "events.jsonl"
+    async with nats_server("--user", "mux", "--pass", "right-horse") as server:
+        source = 'subject = "a"\nuser = "mux"\npassword = "wrong-battery-staple"'
+        config = _config(tmp_path / "mux.toml", server.port, out, source)
+        async with trio.open_nursery() as nursery:
+            code = await wait_exit(await start_mux(nursery, config))
+    assert code == 3  # a source ended failed
+    assert _statuses(out) == [
+        ("connecting", ""),
+        (
+            "failed",
+            "authorization violation: the server refused the credentials"
+            " -- check user and password, or token",
+        ),
+    ]
+    assert "wrong-battery-staple" not in out.read_text() + stderr_of(config)
+
+
+async def test_a_server_speaking_garbage_is_retried_with_a_readable_detail(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "events.jsonl"
+    http: Plan = [Send(b"HTTP/1.1 400 Bad Request\r\n\r\n"), Hangup()]
+    async with serve_hostile(http, read_request=False) as hostile:
+        config = _config(
+            tmp_path / "m.toml", hostile.port, out, 'subject = "a"', "max_attempts = 3"
+        )
+        async with trio.open_nursery() as nursery:
+            code = await wait_exit(await start_mux(nursery, config))
+    detail = "not the NATS protocol: b'HTTP/1.1 400 Bad Request'"
+    assert code == 3
+    assert _statuses(out) == [
+        *[("connecting", ""), ("disconnected", detail)] * 2,
+        ("connecting", ""),
+        ("max_retries_exceeded", f"3 attempts in a row failed; last: {detail}"),
+    ]
