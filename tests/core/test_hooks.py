@@ -32,7 +32,7 @@ from mux_core import (
     parse_config,
 )
 from mux_core.hookspecs import Register
-from mux_core.testing import CollectingSink
+from mux_core.testing import CollectingSink, Collectors
 
 
 @attrs.frozen(kw_only=True)
@@ -244,10 +244,10 @@ class _FoundPlugin:
         register("found", _FoundDiscovery)
 
 
-async def test_mux_register_discovery_makes_the_name_a_discovery_type(
-    plugins: PluginManager,
-) -> None:
+async def test_mux_register_discovery_makes_the_name_a_discovery_type() -> None:
     """A [[discovery]] table of the registered type: its sources run, with no [[sources]]."""
+    plugins, collectors = PluginManager(), Collectors()
+    plugins.register(collectors, name="collectors")
     plugins.register(_FoundPlugin(), name="found-plugin")
     assert plugins.discoverers()["found"].plugin == "found-plugin"
     engine = _engine(
@@ -265,10 +265,7 @@ async def test_mux_register_discovery_makes_the_name_a_discovery_type(
     )
     async with trio.open_nursery() as nursery:
         nursery.start_soon(engine.run)
-        with trio.fail_after(10):
-            while "collect" not in CollectingSink.instances:  # made when the run starts
-                await trio.lowlevel.checkpoint()
-        sink = CollectingSink.instances["collect"]
+        sink = await collectors.sink("collect", timeout=10)  # made when the run starts
         await sink.wait_for(
             lambda s: sum(st.state is State.ENDED for st in s.statuses) == 3, timeout=10
         )

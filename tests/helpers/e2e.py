@@ -26,13 +26,13 @@ import orjson
 import trio
 import trio.lowlevel
 
-import mux_core.testing
 from mux_core._config import parse_config
 from mux_core._plugins import PluginManager
 from mux_core._run.engine import Engine
 from mux_core.records import Event, State, Status
 from mux_core.testing import (
     CollectingSink,
+    Collectors,
     FakeRestServer,
     FakeSseServer,
     FakeWsServer,
@@ -114,29 +114,25 @@ def closed_port() -> Iterator[int]:
 # -- in-process monitor ------------------------------------------------------
 
 
-def builtin_plugins() -> PluginManager:
+def builtin_plugins(collectors: Collectors) -> PluginManager:
     """The installed plugins (entry points) plus the test kit's collecting sink."""
     plugins = PluginManager()
     plugins.load_entry_points()
-    plugins.register(mux_core.testing, name="testing")
+    plugins.register(collectors, name="collectors")
     return plugins
 
 
 @asynccontextmanager
 async def running_engine(toml: str) -> AsyncIterator[tuple[Engine, CollectingSink]]:
     """Run an engine on ``toml`` plus a ``collect`` sink; stop it cleanly on exit."""
-    plugins = builtin_plugins()
+    collectors = Collectors()
+    plugins = builtin_plugins(collectors)
     text = toml + '\n[[sinks]]\ntype = "collect"\nname = "collect"\n'
     config = parse_config(text, path="e2e.toml", plugins=plugins)
-    CollectingSink.instances.clear()
     engine = Engine(config, plugins)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(engine.run)
-        with trio.fail_after(5):
-            # The engine creates its sinks before its first checkpoint.
-            while "collect" not in CollectingSink.instances:
-                await trio.lowlevel.checkpoint()
-        yield engine, CollectingSink.instances["collect"]
+        yield engine, await collectors.sink("collect", timeout=5)
         engine.request_stop("test over")
 
 
