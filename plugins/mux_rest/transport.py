@@ -34,7 +34,6 @@ instead, since only httpx speaks to proxies.
 
 from __future__ import annotations
 
-import base64
 import functools
 import json
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -115,7 +114,7 @@ class RestTransport(Transport):
     def __init__(self, options: RestOptions) -> None:
         import httpx
 
-        from mux_core.http import clean_headers, proxy_for, url_problem
+        from mux_core.http import basic_authorization, clean_headers, proxy_for, url_problem
 
         self.options = options
         headers = clean_headers(options.headers)
@@ -129,8 +128,9 @@ class RestTransport(Transport):
         self._direct_headers = list(self._headers.items())
         if "user-agent" not in names:
             self._direct_headers.append(("User-Agent", f"mux/{__version__}"))
-        if self._url is not None and self._url.userinfo and "authorization" not in names:
-            self._direct_headers.append(("Authorization", _basic_auth(self._url)))
+        credentials = basic_authorization(self._url) if self._url is not None else None
+        if credentials is not None and "authorization" not in names:
+            self._direct_headers.append(("Authorization", credentials))
         self._reader = PageReader(options.items, options.id_field, options.event_field)
         # What was delivered in this run segment, by id; kept across sessions.
         self._delivered = Delivered(max_items=options.dedupe_items, max_bytes=options.dedupe_bytes)
@@ -369,12 +369,6 @@ def _raw(value: str) -> bytes:
         return value.encode("latin-1")  # how response headers were decoded
     except UnicodeEncodeError:  # httpx decoded it as UTF-8
         return value.encode("utf-8")
-
-
-def _basic_auth(url: httpx.URL) -> str:
-    """``Authorization`` for credentials in the URL (``http://user:pass@host``), as httpx sends."""
-    pair = f"{url.username}:{url.password}".encode()
-    return "Basic " + base64.b64encode(pair).decode("ascii")
 
 
 def _check_status(response: HttpResponse) -> None:

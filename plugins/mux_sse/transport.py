@@ -34,7 +34,7 @@ from mux_core.errors import (
 from mux_core.options import positive, secret
 from mux_core.transport import Session
 
-from ._parser import DEFAULT_MAX_EVENT_BYTES, SseParser
+from ._parser import DEFAULT_MAX_EVENT_BYTES, DEFAULT_MAX_ID_BYTES, SseParser
 
 # trio and httpx (and mux_core.http's client modules) are imported where they
 # are used: loading the plugin (every mux command does) does not pay for them.
@@ -65,6 +65,9 @@ class SseOptions:
     read_timeout: float = attrs.field(default=45.0, validator=positive())
     #: Events larger than this many bytes are skipped (with a notice), bounding memory.
     max_event_bytes: int = attrs.field(default=DEFAULT_MAX_EVENT_BYTES, validator=positive())
+    #: Ids longer than this many bytes are ignored (the last id stays in effect,
+    #: with one notice): every later event carries the id, so it must stay small.
+    max_id_bytes: int = attrs.field(default=DEFAULT_MAX_ID_BYTES, validator=positive())
     #: Check the server's TLS certificate (https).
     verify: bool = True
 
@@ -92,7 +95,7 @@ class SseTransport(Transport):
     def __init__(self, options: SseOptions) -> None:
         import httpx
 
-        from mux_core.http import clean_headers, proxy_for, url_problem
+        from mux_core.http import basic_authorization, clean_headers, proxy_for, url_problem
 
         self.options = options
         headers = clean_headers(options.headers)
@@ -101,15 +104,21 @@ class SseTransport(Transport):
             "Cache-Control": "no-store",
             **headers,
         }
-        # What _http11 sends besides Host; httpx adds the last two itself.
+        self._problem = url_problem(options.url)
+        self._url = httpx.URL(options.url) if not self._problem else None
+        # What _http11 sends besides Host; httpx adds the defaults and the URL's
+        # credentials (as Basic auth, unless an Authorization header is set) itself.
         names = {name.lower() for name in headers}
         self._direct_headers = [
             *self._headers.items(),
             *[(k, v) for k, v in _DIRECT_DEFAULTS if k.lower() not in names],
         ]
-        self._problem = url_problem(options.url)
-        self._url = httpx.URL(options.url) if not self._problem else None
+        credentials = basic_authorization(self._url) if self._url is not None else None
+        if credentials is not None and "authorization" not in names:
+            self._direct_headers.append(("Authorization", credentials))
         self._proxy = proxy_for(self._url) if self._url is not None else None
+        # One notice per source for ids over max_id_bytes, not one per connection.
+        self._long_id_noticed = False
 
     async def run_session(self, session: Session) -> None:
         import trio
@@ -122,6 +131,7 @@ class SseTransport(Transport):
         parser = SseParser(
             last_event_id=session.resume.last_id or "",
             max_event_bytes=opts.max_event_bytes,
+            max_id_bytes=opts.max_id_bytes,
             empty_id=None,
             json_data=opts.decode != "text",
             check_json=opts.decode == "json",
@@ -256,6 +266,7 @@ class SseTransport(Transport):
         slack = min(read_timeout / 16, 1.0)
         resume = session.resume
         notice_limit = f"skipped an event larger than {parser.max_event_bytes} bytes"
+        parser_id_limit = self.options.max_id_bytes
         skipped = 0
         retry: float | None = None
         bad_json_noticed = self.options.decode != "json"
@@ -279,6 +290,12 @@ class SseTransport(Transport):
                     while skipped < parser.skipped:
                         skipped += 1
                         await session.notice(notice_limit)
+                    if parser.long_ids and not self._long_id_noticed:
+                        self._long_id_noticed = True
+                        await session.notice(
+                            f"ignored an id longer than {parser_id_limit} bytes (max_id_bytes):"
+                            " events keep the last id"
+                        )
                     if silence.cancel_called:  # it expired while a sink made us wait
                         break
                 else:
