@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 EXTRA_PACKAGES := $(wildcard examples/mux-jsonl-tail/pyproject.toml)
 # Example plugins built like a third party's; type-checked against the *installed*
 # mux (from inside their folder, no MYPYPATH): what a plugin author's mypy sees.
-TYPED_EXAMPLES := examples/mux-gauge examples/mux-ndjson-tcp
+TYPED_EXAMPLES := examples/mux-gauge examples/mux-ndjson-tcp examples/mux-nats
 
 .PHONY: test lint typecheck pytest demo bench docs clean
 
