@@ -107,6 +107,16 @@ class WebhookOptions:
     #: Seconds the end of a run waits for what is still queued to be sent.
     flush_timeout: float = attrs.field(default=5.0, validator=positive())
 
+    @classmethod
+    def check(cls, options: WebhookOptions) -> None:
+        """Reject a header no request could carry (non-ASCII, a line break) before the run,
+        with the key's line, rather than failing every POST."""
+        from mux_core.http import clean_headers, headers_problem
+
+        problem = headers_problem(clean_headers(options.headers))
+        if problem:
+            raise ValueError(problem)
+
 
 def slack_line(record: Record) -> str:
     """One human line for a chat message."""
@@ -265,8 +275,10 @@ class WebhookSink(Sink):
         """One request: ("sent", None), ("refused", None) or (a reason to retry, Retry-After)."""
         import httpx
 
+        from mux_core.http import clean_headers
+
         assert self._client is not None
-        headers = {"Content-Type": "application/json", **self.options.headers}
+        headers = {"Content-Type": "application/json", **clean_headers(self.options.headers)}
         try:
             response = await self._client.post(self.options.url, content=body, headers=headers)
         except httpx.TimeoutException:
