@@ -72,6 +72,7 @@ PUBLIC_API = [
 
 #: Modules a plugin may import besides ``mux_core`` itself.
 PUBLIC_SUBMODULES = [
+    "mux_core.aio",
     "mux_core.discovery",
     "mux_core.errors",
     "mux_core.hookspecs",
