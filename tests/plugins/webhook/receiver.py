@@ -1,4 +1,4 @@
-"""A webhook receiver for the tests: a small h11 server on 127.0.0.1.
+"""What the webhook tests share: a receiver (a small h11 server on 127.0.0.1) and an open sink.
 
 It answers each POST with the next scripted answer (a status and headers),
 else 200, and keeps every request (status answered, path, headers, body).
@@ -7,8 +7,9 @@ Waits are on its ``changed`` event with a deadline.
 
 from __future__ import annotations
 
+import ssl
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, TypeAlias
@@ -17,6 +18,9 @@ import attrs
 import h11
 import orjson
 import trio
+
+from mux_core import RetryPolicy, SinkContext
+from mux_webhook import WebhookOptions, WebhookSink
 
 Headers: TypeAlias = list[tuple[str, str]]
 #: A scripted answer: a status and headers, and optionally a body.
@@ -66,7 +70,7 @@ class Receiver:
         """Every record of the accepted ``format = "json"`` bodies, in order."""
         return [record for body in self.accepted() for record in body]
 
-    async def handle(self, stream: trio.SocketStream) -> None:
+    async def handle(self, stream: trio.abc.Stream) -> None:
         conn = h11.Connection(h11.SERVER)
         request: h11.Request | None = None
         body = b""
@@ -79,7 +83,7 @@ class Receiver:
                     return
                 if not data:
                     return
-                conn.receive_data(data)
+                conn.receive_data(bytes(data))
             elif isinstance(event, h11.Request):
                 request, body = event, b""
             elif isinstance(event, h11.Data):
@@ -102,12 +106,51 @@ class Receiver:
 
 
 @asynccontextmanager
-async def serving(receiver: Receiver, port: int = 0) -> AsyncIterator[int]:
-    """Run ``receiver`` on 127.0.0.1 (``port`` 0: a free one) for the block; yield the port."""
+async def serving(
+    receiver: Receiver, port: int = 0, *, tls: ssl.SSLContext | None = None
+) -> AsyncIterator[int]:
+    """Run ``receiver`` on 127.0.0.1 (``port`` 0: a free one; ``tls``: over TLS)
+    for the block; yield the port."""
     async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(
-            partial(trio.serve_tcp, receiver.handle, port, host="127.0.0.1")
-        )
-        receiver.port = listeners[0].socket.getsockname()[1]
+        if tls is None:
+            listeners = await nursery.start(
+                partial(trio.serve_tcp, receiver.handle, port, host="127.0.0.1")
+            )
+        else:
+            listeners = await nursery.start(
+                partial(trio.serve_ssl_over_tcp, receiver.handle, port, tls, host="127.0.0.1")
+            )
+        listener = listeners[0]
+        sockets = listener.transport_listener if tls is not None else listener
+        receiver.port = sockets.socket.getsockname()[1]
         yield receiver.port
+        nursery.cancel_scope.cancel()
+
+
+#: Fast, jitter-free retries: the tests' outages last milliseconds.
+FAST = RetryPolicy(initial_delay=0.05, max_delay=0.2, min_delay=0.05, jitter=0.0)
+
+
+@asynccontextmanager
+async def webhook_sink(
+    url: str, *, retry: RetryPolicy = FAST, **options: Any
+) -> AsyncIterator[WebhookSink]:
+    """An open webhook sink POSTing to ``url``, its background tasks running; closed on exit."""
+    async with trio.open_nursery() as nursery:
+
+        def start_background(fn: Callable[[], Awaitable[Any]]) -> None:
+            nursery.start_soon(fn)
+
+        context = SinkContext(
+            name="hook",
+            config_name="t",
+            sources=(),
+            request_stop=lambda reason: None,
+            start_background=start_background,
+            retry=retry,
+        )
+        sink = WebhookSink(WebhookOptions(url=url, **options), context)
+        await sink.open()
+        yield sink
+        await sink.aclose()
         nursery.cancel_scope.cancel()

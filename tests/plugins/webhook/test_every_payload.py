@@ -13,8 +13,6 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -22,11 +20,10 @@ from typing import Any
 import pytest
 import trio
 
-from mux_core import Event, RetryPolicy, SinkContext
+from mux_core import Event
 from mux_core.testing import serve_sse
-from mux_webhook import WebhookOptions, WebhookSink
 
-from .receiver import Receiver, serving
+from .receiver import Receiver, serving, webhook_sink
 
 DEEP = "[" * 300 + "]" * 300
 HAS_QT = all(importlib.util.find_spec(name) for name in ("PySide6", "pyqtgraph"))
@@ -134,28 +131,6 @@ async def test_a_300_deep_event_stops_no_sink_of_a_real_run(tmp_path: Path) -> N
     assert "train" in _read(stdout)  # the TUI drew its last table
 
 
-@asynccontextmanager
-async def _sink(port: int, **options: Any) -> AsyncIterator[WebhookSink]:
-    async with trio.open_nursery() as nursery:
-
-        def start_background(fn: Callable[[], Awaitable[Any]]) -> None:
-            nursery.start_soon(fn)
-
-        context = SinkContext(
-            name="hook",
-            config_name="t",
-            sources=(),
-            request_stop=lambda reason: None,
-            start_background=start_background,
-            retry=RetryPolicy(initial_delay=0.05, max_delay=0.2, min_delay=0.05, jitter=0.0),
-        )
-        sink = WebhookSink(WebhookOptions(url=f"http://127.0.0.1:{port}/hook", **options), context)
-        await sink.open()
-        yield sink
-        await sink.aclose()
-        nursery.cancel_scope.cancel()
-
-
 def _too_deep() -> dict[str, Any]:
     value: dict[str, Any] = {}
     for _ in range(5000):  # deeper than any encoder goes
@@ -173,7 +148,10 @@ async def test_payloads_no_encoder_can_write_are_sent_as_text(
         Event("train", "sse", "metric", "2", [_too_deep()], 1.0, 2),
         Event("train", "sse", "metric", "3", {"loss": 0.5}, 1.0, 3),
     ]
-    async with serving(receiver) as port, _sink(port, events=True, format=format) as sink:
+    async with (
+        serving(receiver),
+        webhook_sink(receiver.origin + "/hook", events=True, format=format) as sink,
+    ):
         await sink.write(odd)
         await receiver.wait_for(1)
     (body,) = receiver.accepted()

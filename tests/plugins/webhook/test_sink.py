@@ -8,8 +8,7 @@ connection is refused) on which the server then starts.
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import httpx
@@ -18,39 +17,20 @@ import pytest
 import trio
 
 import mux_core.testing
-from mux_core import Alert, Event, RetryPolicy, Severity, SinkContext, State, Status
+from mux_core import Alert, Event, Severity, State, Status
 from mux_webhook import WebhookOptions, WebhookSink
 
-from .receiver import Receiver, serving
-
-FAST = RetryPolicy(initial_delay=0.05, max_delay=0.2, min_delay=0.05, jitter=0.0)
+from .receiver import Receiver, serving, webhook_sink
 
 
 def _alert(n: int, severity: Severity = Severity.CRITICAL, rule: str = "nonfinite") -> Alert:
     return Alert("train-sse", "sse", rule, severity, f"loss is NaN at step {n}", n, 1.5)
 
 
-@asynccontextmanager
-async def _sink(port: int, **options: Any) -> AsyncIterator[WebhookSink]:
-    async with trio.open_nursery() as nursery:
-
-        def start_background(fn: Callable[[], Awaitable[Any]]) -> None:
-            nursery.start_soon(fn)
-
-        context = SinkContext(
-            name="hook",
-            config_name="t",
-            sources=(),
-            request_stop=lambda reason: None,
-            start_background=start_background,
-            retry=FAST,
-        )
-        options.setdefault("url", f"http://127.0.0.1:{port}/hook")
-        sink = WebhookSink(WebhookOptions(**options), context)
-        await sink.open()
-        yield sink
-        await sink.aclose()
-        nursery.cancel_scope.cancel()
+def _sink(port: int, **options: Any) -> AbstractAsyncContextManager[WebhookSink]:
+    url = options.pop("url", f"http://127.0.0.1:{port}/hook")
+    options.setdefault("group_interval", 0)  # grouping has tests of its own
+    return webhook_sink(url, **options)
 
 
 async def test_alerts_are_posted_as_json_records_by_severity() -> None:
