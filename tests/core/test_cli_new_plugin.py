@@ -1,13 +1,16 @@
-"""``mux new-plugin NAME``: the skeleton installs, is listed, passes its own tests and mypy.
+"""``mux new-plugin NAME``: the skeleton installs, is listed, passes its own tests, mypy, ruff.
 
 The full check builds the skeleton into a private target directory (never
 into the shared virtualenv, whose plugin list other tests read) and runs
-``mux plugins``, the skeleton's pytest and ``mypy --strict`` against it.
+``mux plugins``, the skeleton's pytest, ``mypy --strict`` and ruff against
+it -- for the default skeleton (a transport and a sink) and for each of
+``--transport-only``, ``--sink-only`` and ``--processor-only``.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -109,9 +112,62 @@ def _run(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Complete
     return result
 
 
-def test_the_skeleton_installs_is_listed_and_passes_its_own_tests(tmp_path: Path) -> None:
+#: ``mux new-plugin`` flags -> what ``mux plugins`` lists, the tests that pass, a key
+#: of the config reference.
+SKELETONS = {
+    "": ("transport acme, sink acme", 3, "| `read_timeout` | number | `30.0` | Seconds without"),
+    "--transport-only": ("transport acme", 2, "| `port` | integer | required | The server's TCP"),
+    "--sink-only": ("sink acme", 1, "| `path` | string | required | The JSON file written"),
+    "--processor-only": ("processor acme", 2, "| `above` | number | required | A warning when"),
+}
+
+
+@pytest.mark.parametrize(
+    ("flag", "kinds"),
+    [
+        ("--transport-only", ["transport"]),
+        ("--sink-only", ["sink"]),
+        ("--processor-only", ["processor"]),
+    ],
+)
+def test_an_only_flag_writes_that_component_alone(
+    flag: str, kinds: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "mux-acme"
+    assert main(["new-plugin", "acme", "--dir", str(target), flag]) == 0
+    written = sorted(str(p.relative_to(target)) for p in target.rglob("*") if p.is_file())
+    assert written == sorted(skeleton_files("acme", kinds))
+    modules = [p for p in written if p.startswith("mux_acme/") and p.endswith(".py")]
+    assert modules == sorted(["mux_acme/__init__.py", *(f"mux_acme/{k}.py" for k in kinds)])
+    assert [p for p in written if p.startswith("tests/")] == [f"tests/test_{kinds[0]}.py"]
+    init = (target / "mux_acme" / "__init__.py").read_text()
+    hooks = {"transport": "transports", "sink": "sinks", "processor": "processors"}
+    for kind, hook in hooks.items():
+        assert (f"def mux_register_{hook}(" in init) == (kind in kinds)
+    pyproject = (target / "pyproject.toml").read_text()
+    assert f'description = "A mux plugin: the acme {kinds[0]}."' in pyproject
+    assert ("orjson" in pyproject) == (kinds == ["transport"])  # only the transport parses JSON
+
+
+def test_the_only_flags_exclude_each_other(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(
+            ["new-plugin", "acme", "--dir", str(tmp_path / "x"), "--sink-only", "--transport-only"]
+        )
+    assert exited.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("flag", list(SKELETONS))
+def test_the_skeleton_installs_is_listed_and_passes_its_own_tests(
+    flag: str, tmp_path: Path
+) -> None:
+    listed_as, passed, reference_row = SKELETONS[flag]
     project = tmp_path / "mux-acme"
-    assert main(["new-plugin", "acme", "--dir", str(project)]) == 0
+    assert main(["new-plugin", "acme", "--dir", str(project), *filter(None, [flag])]) == 0
     site = tmp_path / "site"
     env = {k: v for k, v in os.environ.items() if k not in ("MYPYPATH", "MUX_LOAD_PLUGINS")}
     # A real build (hatchling, from pyproject.toml) installed into a private directory.
@@ -122,23 +178,21 @@ def test_the_skeleton_installs_is_listed_and_passes_its_own_tests(tmp_path: Path
     )
     env["PYTHONPATH"] = str(site)
     listed = _run([sys.executable, "-m", "mux_core", "plugins"], tmp_path, env).stdout
-    assert any(
-        line.split()[:2] == ["acme", "0.1.0"]
-        and "transport acme, sink acme" in line
-        and line.endswith("ok")
-        for line in listed.splitlines()
-    ), listed
+    rows = [re.split(r"\s{2,}", line.strip()) for line in listed.splitlines()]
+    assert ["acme", "0.1.0", listed_as, "ok"] in rows, listed
     tests = _run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], project, env)
-    assert "3 passed" in tests.stdout
+    assert f"{passed} passed" in tests.stdout and "failed" not in tests.stdout
     # The installed copy was tested, not the source folder beside the tests.
     assert (site / "mux_acme" / "py.typed").exists()
     cache = ROOT / ".mypy_cache" / "new-plugin"  # mux_core's part
     mypy = [str(BIN / "mypy"), "--cache-dir", str(cache), "."]
     _run(mypy, project, {k: v for k, v in env.items() if k != "PYTHONPATH"})
+    # Its own ruff settings (pyproject.toml): lint and format, as generated.
+    _run([str(BIN / "ruff"), "check", "--no-cache", "."], project, env)
+    _run([str(BIN / "ruff"), "format", "--no-cache", "--check", "."], project, env)
     reference = _run(
         [sys.executable, "-m", "mux_core", "plugins", "--config-reference", "acme"],
         tmp_path,
         env,
     ).stdout
-    assert "| `read_timeout` | number | `30.0` | Seconds without a byte" in reference
-    assert '### `type = "acme"`' in reference
+    assert reference_row in reference
