@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import attrs
 
@@ -87,8 +87,6 @@ class NatsConnection:
         self._ping_interval = ping_interval
         self._pings_out = 0
         self._backlog: list[Frame] = []
-        #: The server's INFO fields.
-        self.info: dict[str, Any] = {}
         #: A prefix for this connection's reply subjects, unique per connection.
         self.inbox = f"_INBOX.{os.urandom(11).hex()}"
         self._sids = itertools.count(1)
@@ -137,7 +135,6 @@ class NatsConnection:
         first = frames[0]
         if not isinstance(first, Info):
             raise Disconnected(f"not a NATS server: it began with {type(first).__name__.upper()}")
-        self.info = first.fields
         if first.fields.get("tls_required"):
             raise Failed("the server requires TLS, which this transport does not speak")
         limit = first.fields.get("max_payload")
@@ -158,15 +155,19 @@ class NatsConnection:
         await self._until_pong(frames[1:])
 
     async def _until_pong(self, frames: Sequence[Frame]) -> None:
+        """Read up to the PONG; messages before it are kept for :meth:`receive`."""
+        kept: list[Frame] = []
         while True:
             for index, frame in enumerate(frames):
                 if type(frame) is Err:
                     raise server_error(frame.message)
                 if type(frame) is Ping:
                     await self.send(PONG)
-                if type(frame) is Pong:
-                    self._backlog = list(frames[index + 1 :])
+                elif type(frame) is Pong:
+                    self._backlog = [*kept, *frames[index + 1 :]]
                     return
+                elif type(frame) is Msg:
+                    kept.append(frame)
             frames = await self._read()
 
     async def flush(self) -> None:

@@ -164,8 +164,8 @@ class PullConsumer:
         """One JetStream API request; its error, if any, as the session's end."""
         import trio
 
-        reply = f"{self._connection.inbox}.api{self._requests}"
         self._requests += 1
+        reply = f"{self._connection.inbox}.api{self._requests}"
         body = json.dumps(request).encode()
         await self._connection.send(pub(f"$JS.API.{call}", body, reply))
         with trio.move_on_after(self._timeout):

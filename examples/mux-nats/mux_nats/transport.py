@@ -15,6 +15,7 @@ acknowledged again and not emitted twice.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,6 +33,10 @@ __all__ = ["NatsOptions", "NatsTransport"]
 
 _MODES = ("core", "jetstream")
 _DEFAULT_PORT = 4222
+#: Delivered messages remembered per source, to recognise one the server sends again
+#: after an ack was lost (a few MiB at most; the unacknowledged are at most
+#: the consumer's max_ack_pending, 1,000 by default).
+_REMEMBERED = 65_536
 
 
 def _token(*, dots: bool) -> Callable[[Any, attrs.Attribute[str], str], None]:
@@ -121,24 +126,26 @@ def _split_url(url: str) -> tuple[str, int]:
         raise ValueError(f"has a bad port: {url!r}") from None
 
 
-class _Recent:
-    """The last ``limit`` keys added, for membership tests (oldest forgotten first)."""
+class _Delivered:
+    """The messages that every sink has, the last ``limit`` of them, by stream sequence.
+
+    The timestamp tells a repeat from a new message that got a sequence again
+    (a stream that lost its tail in a crash).
+    """
 
     def __init__(self, limit: int) -> None:
-        self._keys: dict[tuple[int, int], None] = {}
+        self._stored_at: OrderedDict[int, int] = OrderedDict()
         self._limit = limit
 
-    def __contains__(self, key: tuple[int, int]) -> bool:
-        return key in self._keys
+    def __contains__(self, message: JsMessage) -> bool:
+        return self._stored_at.get(message.stream_seq) == message.timestamp
 
-    def add_all(self, keys: Iterable[tuple[int, int]]) -> None:
-        self._keys.update(dict.fromkeys(keys))
-        while len(self._keys) > self._limit:
-            del self._keys[next(iter(self._keys))]
-
-
-def _key(message: JsMessage) -> tuple[int, int]:
-    return message.stream_seq, message.timestamp
+    def add_all(self, messages: Iterable[JsMessage]) -> None:
+        stored_at = self._stored_at
+        for message in messages:
+            stored_at[message.stream_seq] = message.timestamp
+        while len(stored_at) > self._limit:
+            stored_at.popitem(last=False)
 
 
 class NatsTransport(Transport):
@@ -151,7 +158,7 @@ class NatsTransport(Transport):
         super().__init__(options)
         # Kept across sessions: what every sink has, which the server sends again
         # when an ack was lost (a connection cut, a server killed).
-        self._delivered = _Recent(100_000)
+        self._delivered = _Delivered(_REMEMBERED)
 
     async def run_session(self, session: Session) -> None:
         options = self.options
@@ -196,15 +203,15 @@ class NatsTransport(Transport):
         delivered = self._delivered
         while True:
             messages = await consumer.next_messages()
-            fresh = [m for m in messages if _key(m) not in delivered]
+            fresh = [m for m in messages if m not in delivered]
             if fresh:
                 await session.emit([(m.subject, str(m.stream_seq), m.payload) for m in fresh])
                 if await session.delivered():
-                    delivered.add_all(_key(m) for m in fresh)  # before the ack can be lost
+                    delivered.add_all(fresh)  # before the ack can be lost
                 else:  # a sink failed: ack only the repeats
                     await session.notice(
                         f"a sink failed: {len(fresh)} messages left unacknowledged"
                         " (the server sends them again after ack_wait)"
                     )
-                    messages = [m for m in messages if _key(m) in delivered]
+                    messages = [m for m in messages if m in delivered]
             await consumer.ack(messages)

@@ -38,3 +38,12 @@ async def test_hostile_servers(plan: Plan, kind: type[SessionError], detail: str
     assert result.error.detail.startswith(detail)
     assert len(result.error.detail) < 200  # what a server floods is not copied whole
     assert not result.events
+
+
+async def test_a_message_before_the_subscriptions_pong_is_kept() -> None:
+    early: Plan = [INFO, PONG, Send(b"MSG a 1 5\r\nearly\r\nPONG\r\nMSG a 1 4\r\nlate\r\n")]
+    async with serve_hostile(early, read_request=False) as server:
+        transport = NatsTransport(NatsOptions(port=server.port, subject="a"))
+        with trio.fail_after(10):
+            result = await run_one_session(transport, until=2)
+    assert [e.data for e in result.events] == ["early", "late"]
