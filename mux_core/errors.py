@@ -111,6 +111,14 @@ def describe_connection_error(exc: BaseException) -> str | None:
     error of each address tried, and HTTP and WebSocket libraries wrap that
     again; the causes and group members are searched for a kind a user
     recognises. Transports use it for the ``detail`` of ServerUnavailable.
+
+    A failed TLS handshake is told in words, the same for every client
+    (docs/architecture.md, Trust): ``TLS certificate verify failed: unknown
+    issuer (self-signed or an untrusted CA; trust it with ca_file)``, ``...:
+    the certificate has expired``, ``...: hostname mismatch: the certificate
+    is not valid for 10.0.0.5``; a server that answers TLS with plain HTTP
+    is ``the server does not speak TLS on this port (http:// instead of
+    https://?)``.
     """
     # Here, not at the top: every plugin imports this module when it loads
     # (mux --help, mux check), and trio alone takes longer than the rest of it.
@@ -139,7 +147,7 @@ def describe_connection_error(exc: BaseException) -> str | None:
         if isinstance(error, socket.gaierror):
             return f"DNS lookup failed: {error.strerror or error}"
         if isinstance(error, ssl.SSLError):
-            return f"TLS error: {error.reason or error}"
+            return _tls_words(error)
         if isinstance(error, TimeoutError):
             return "connect timed out"
     for error in seen:
@@ -148,3 +156,49 @@ def describe_connection_error(exc: BaseException) -> str | None:
         if isinstance(error, trio.BrokenResourceError):
             return "connection lost"
     return None
+
+
+#: OpenSSL's verify codes (X509_V_ERR_*) and what they mean to a person.
+_UNKNOWN_ISSUER = "unknown issuer (self-signed or an untrusted CA; trust it with ca_file)"
+_VERIFY_WORDS = {
+    2: _UNKNOWN_ISSUER,  # unable to get issuer certificate
+    18: _UNKNOWN_ISSUER,  # self-signed certificate
+    19: _UNKNOWN_ISSUER,  # self-signed certificate in the chain
+    20: _UNKNOWN_ISSUER,  # unable to get local issuer certificate
+    21: _UNKNOWN_ISSUER,  # unable to verify the first certificate
+    9: "the certificate is not valid yet (is this machine's clock right?)",
+    10: "the certificate has expired",
+    23: "the certificate has been revoked",
+    26: "the certificate is not meant for a server (wrong purpose)",
+}
+#: OpenSSL's reasons for handshakes that fail before any certificate is judged.
+_REASON_WORDS = {
+    "WRONG_VERSION_NUMBER": "the server does not speak TLS on this port (http:// instead of https://?)",
+    "HTTP_REQUEST": "the server does not speak TLS on this port (http:// instead of https://?)",
+    "RECORD_LAYER_FAILURE": "the server does not speak TLS on this port",
+    "PACKET_LENGTH_TOO_LONG": "the server does not speak TLS on this port",
+    "UNSUPPORTED_PROTOCOL": "the server offers only a TLS version mux does not accept",
+    "TLSV1_ALERT_PROTOCOL_VERSION": "the server accepts no TLS version mux offers",
+    "SSLV3_ALERT_HANDSHAKE_FAILURE": "the TLS handshake failed: no cipher or version in common",
+    "TLSV13_ALERT_CERTIFICATE_REQUIRED": "the server requires a client certificate",
+}
+
+
+def _tls_words(error: BaseException) -> str:
+    """A failed TLS handshake in a person's words (see describe_connection_error)."""
+    import re
+    import ssl
+
+    if isinstance(error, ssl.SSLCertVerificationError):
+        code = error.verify_code
+        message = str(error.verify_message or "")
+        if code in (62, 64):  # hostname / IP address mismatch
+            name = re.search(r"not valid for '(.*)'", message)
+            why = f"the certificate is not valid for {name.group(1)}" if name else message
+            return f"TLS certificate verify failed: hostname mismatch: {why}"
+        words = _VERIFY_WORDS.get(code) or message.rstrip(".") or "rejected"
+        return f"TLS certificate verify failed: {words}"
+    reason = getattr(error, "reason", None)
+    if reason in _REASON_WORDS:
+        return _REASON_WORDS[reason]
+    return f"TLS error: {reason or error}"

@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .._plugins import Command
 from .._run.exit_codes import ExitCode
 from . import BUILTIN
+
+if TYPE_CHECKING:
+    from .._config.records import Config
 
 __all__ = ["COMMAND"]
 
@@ -43,6 +47,8 @@ def _check(args: argparse.Namespace) -> int:
 
     path = Path(args.config)
     config = load_config(path, args.plugins)
+    for warning in _unverified(config):
+        print(f"mux: warning: {warning}", file=sys.stderr)
     code: int = ExitCode.OK
     if args.probe:
         from .._config.render import MaskSecrets
@@ -60,6 +66,23 @@ def _check(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return code
+
+
+def _unverified(config: Config) -> list[str]:
+    """A line for each table that turns TLS verification off (``verify = false``):
+    mux accepts it, and says so here and when the run starts it."""
+    from ..http import unverified_warning
+
+    tables = [
+        *(("source", c.name, c.options) for c in config.sources),
+        *(("sink", c.name, c.options) for c in config.sinks),
+        *(("discovery", c.name, c.options) for c in config.discovery),
+    ]
+    return [
+        unverified_warning(f"{kind} {name!r}")
+        for kind, name, options in tables
+        if getattr(options, "verify", True) is False
+    ]
 
 
 COMMAND = Command(

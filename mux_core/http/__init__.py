@@ -9,15 +9,22 @@ connection cap, and no read timeout: each transport times silence itself
 Every HTTP transport (the built-in sse and rest, and third parties') gets
 its client with::
 
-    client = await shared_client(session, verify=options.verify)
+    client = await shared_client(session, verify=options.verify, ca_file=options.ca_file)
 
 One pool per run, split into shards: httpcore's connection pool scans its
 connections on every request, so one client holding 10,000 streams makes
 connecting O(n^2) -- minutes instead of seconds (benchmarks/bench_sse_scale.py).
 A source always gets the same shard (a hash of its name); shards are created
 on first use and share one TLS context, so a handful of sources still costs
-a handful of clients. ``verify`` is a client-wide setting in httpx, hence
-separate shards for the sources that turn certificate checks off.
+a handful of clients. ``verify`` and ``ca_file`` are client-wide settings
+in httpx, hence separate shards for each TLS setting.
+
+Every TLS client follows one policy (:func:`tls_context`, in ``_tls.py``):
+verification on, the operating system's trust store (certifi's bundle only
+where Python sees none), ``ca_file`` to trust a private CA instead, and
+``verify = false`` accepted with a warning (:func:`warn_unverified`).
+Options checks use :func:`tls_problem`; a failed handshake is told in
+words by :func:`mux_core.errors.describe_connection_error`.
 
 A transport that holds one long response open per source (SSE) can skip
 httpx: :class:`Http11Stream` is h11 straight over a trio socket, with the
@@ -29,7 +36,7 @@ servers directly, so check :func:`proxy_for` first and use the httpx client
 when a proxy applies.
 
 Importing this package is cheap: a plugin's option checks (:func:`url_problem`,
-:func:`headers_problem`) run in ``mux check``, which should not wait for httpx,
+:func:`headers_problem`, :func:`tls_problem`) run in ``mux check``, which should not wait for httpx,
 h11 and trio. httpx is imported by the helpers that use it, and the names of
 the private modules (:class:`HttpClient`, :class:`Http11Stream`, ...) are
 imported on first use.
@@ -54,6 +61,7 @@ from ..errors import (
     describe_connection_error,
 )
 from ._body import ProtocolError, size_text
+from ._tls import tls_context, tls_problem, unverified_warning, warn_unverified
 
 if TYPE_CHECKING:
     import ssl
@@ -112,7 +120,11 @@ __all__ = [
     "shared_client",
     "shared_tls_context",
     "size_text",
+    "tls_context",
+    "tls_problem",
+    "unverified_warning",
     "url_problem",
+    "warn_unverified",
 ]
 
 
@@ -157,9 +169,10 @@ if not TYPE_CHECKING:
     __getattr__ = _resolve
 
 
-def client_key(verify: bool = True) -> str:
-    """The SharedResources key of the client with this ``verify`` setting."""
-    return "httpx" if verify else "httpx-noverify"
+def client_key(verify: bool = True, ca_file: str | None = None) -> str:
+    """The SharedResources key of the client with these TLS settings."""
+    key = "httpx" if verify else "httpx-noverify"
+    return key if ca_file is None else f"{key}-ca:{ca_file}"
 
 
 #: How many clients one run's pool is split into (see the module docstring).
@@ -167,11 +180,17 @@ CLIENT_SHARDS = 1024
 
 
 def make_client(*, verify: bool | ssl.SSLContext = True) -> httpx.AsyncClient:
-    """A client for many long-lived streams; an async context manager."""
+    """A client for many long-lived streams; an async context manager.
+
+    ``verify``: a context from :func:`tls_context` (``True`` builds the
+    default one, ``False`` one that checks nothing).
+    """
     import httpx
 
     from ._httpx import RedirectSafeClient
 
+    if isinstance(verify, bool):
+        verify = _http_context(tls_context(verify=verify))
     return RedirectSafeClient(
         verify=verify,
         limits=httpx.Limits(
@@ -182,31 +201,46 @@ def make_client(*, verify: bool | ssl.SSLContext = True) -> httpx.AsyncClient:
     )
 
 
-async def shared_client(session: Session, *, verify: bool = True) -> httpx.AsyncClient:
-    """This source's client from the run's shared pool, created on first use."""
-    context = await shared_tls_context(session, verify=verify)
+async def shared_client(
+    session: Session, *, verify: bool = True, ca_file: str | None = None
+) -> httpx.AsyncClient:
+    """This source's client from the run's shared pool, created on first use.
+
+    Raises ``Failed`` when ``ca_file`` cannot be used (see :func:`shared_tls_context`).
+    """
+    context = await shared_tls_context(session, verify=verify, ca_file=ca_file)
     shard = zlib.crc32(session.source.encode()) % CLIENT_SHARDS
     return await session.shared.get(
-        f"{client_key(verify)}-{shard}", functools.partial(make_client, verify=context)
+        f"{client_key(verify, ca_file)}-{shard}", functools.partial(make_client, verify=context)
     )
 
 
-async def shared_tls_context(session: Session, *, verify: bool = True) -> ssl.SSLContext:
-    """The run's one TLS client context with this ``verify`` setting (system CAs
-    via httpx's defaults), for transports that open their own TLS connections."""
-    return await session.shared.get(
-        f"{client_key(verify)}-tls", functools.partial(_tls_context, verify)
-    )
+async def shared_tls_context(
+    session: Session, *, verify: bool = True, ca_file: str | None = None
+) -> ssl.SSLContext:
+    """The run's one TLS client context with these settings (:func:`tls_context`,
+    HTTP/1.1 by ALPN), for transports that open their own TLS connections.
+
+    Made once per run and setting: building one reads the CA bundle. A
+    ``ca_file`` that cannot be read or holds no certificate is ``Failed``
+    with the reason (a config mistake: no retry can fix it).
+    """
+    try:
+        return await session.shared.get(
+            f"{client_key(verify, ca_file)}-tls", functools.partial(_tls_context, verify, ca_file)
+        )
+    except ValueError as exc:  # tls_context's words for a bad ca_file
+        raise Failed(str(exc)) from None
 
 
-def _tls_context(verify: bool) -> contextlib.nullcontext[ssl.SSLContext]:
-    # Made once per run: building a context loads the CA bundle (milliseconds).
-    # HTTP/1.1 only, which is all httpx (http2 off) and mux_sse speak.
-    import httpx
+def _tls_context(verify: bool, ca_file: str | None) -> contextlib.nullcontext[ssl.SSLContext]:
+    return contextlib.nullcontext(_http_context(tls_context(verify=verify, ca_file=ca_file)))
 
-    context = httpx.create_ssl_context(verify=verify)
+
+def _http_context(context: ssl.SSLContext) -> ssl.SSLContext:
+    # HTTP/1.1 only, which is all httpx (http2 off), _http11 and the ws handshake speak.
     context.set_alpn_protocols(["http/1.1"])
-    return contextlib.nullcontext(context)
+    return context
 
 
 #: A URL :func:`url_problem` passes without httpx: http(s), a host of ASCII

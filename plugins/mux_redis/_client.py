@@ -6,7 +6,7 @@ the missing extra instead of failing); :func:`make_client` imports it.
 URLs::
 
     redis://[[user]:password@]host[:port][/db]      plain TCP (port 6379, db 0)
-    rediss://...                                     TLS (verified; ``ca_file`` for a private CA)
+    rediss://...                                     TLS (verified as every TLS client; ``ca_file``)
     redis+cluster://host:port  (or ``cluster = true``) a Redis Cluster, any node as the seed
     rediss+cluster://...                             a Redis Cluster over TLS
 
@@ -25,11 +25,9 @@ from urllib.parse import unquote, urlsplit
 
 import attrs
 
-# trio and ssl are imported where a run uses them: loading the plugin (every
-# mux command does) does not pay for them.
+# trio is imported where a run uses it: loading the plugin (every mux command
+# does) does not pay for it.
 if TYPE_CHECKING:
-    import ssl
-
     import trio
 
 __all__ = [
@@ -123,16 +121,6 @@ def parse_url(url: str, *, cluster: bool = False) -> RedisTarget:
     )
 
 
-def _tls_context(ca_file: str | None, verify: bool) -> ssl.SSLContext:
-    import ssl
-
-    context = ssl.create_default_context(cafile=ca_file)
-    if not verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
-
-
 def make_client(
     target: RedisTarget,
     *,
@@ -142,6 +130,11 @@ def make_client(
     name: str | None = None,
 ) -> Any:
     """A coredis client for ``target`` (enter it with ``async with``; it connects lazily).
+
+    ``rediss://`` follows mux's one TLS policy (:func:`mux_core.http.tls_context`:
+    the system's trust store, or ``ca_file``; ``verify = false`` checks
+    nothing); a ``ca_file`` that holds no certificate raises ``ValueError``
+    with the reason.
 
     coredis's own retries are off: the sink and the supervisor retry with
     mux's one policy, and a retried command could run twice. ``name`` is
@@ -160,7 +153,9 @@ def make_client(
         "retry_policy": NoRetryPolicy(),
     }
     if target.tls:
-        common["ssl_context"] = _tls_context(ca_file, verify)
+        from mux_core.http import tls_context
+
+        common["ssl_context"] = tls_context(verify=verify, ca_file=ca_file)
     if target.cluster:
         return coredis.RedisCluster(startup_nodes=[TCPLocation(target.host, target.port)], **common)
     if name is not None:

@@ -113,17 +113,24 @@ class RedisStreamSinkOptions:
     maxlen: int = attrs.field(default=1_000_000, validator=non_negative(note="0 = keep all"))
     #: Treat the url as a Redis Cluster seed (as ``redis+cluster://`` does).
     cluster: bool = False
-    #: A CA bundle (PEM) to verify a ``rediss://`` server with, instead of the system's.
+    #: A PEM file of the CAs to trust for a ``rediss://`` server instead of the
+    #: system's trust store (a private CA, a self-signed server's certificate).
     ca_file: str | None = None
-    #: Check a ``rediss://`` server's certificate.
+    #: Check a ``rediss://`` server's certificate; false checks nothing (mux warns
+    #: at check and at start).
     verify: bool = True
     #: Seconds to connect, and to wait for Redis to answer one append.
     timeout: float = attrs.field(default=10.0, validator=positive("seconds"))
 
     @classmethod
     def check(cls, options: RedisStreamSinkOptions) -> None:
-        """A bad URL is found before any I/O."""
+        """A bad URL or CA file is found before any I/O."""
+        from mux_core.http import tls_problem
+
         parse_url(options.url, cluster=options.cluster)
+        problem = tls_problem(verify=options.verify, ca_file=options.ca_file)
+        if problem:
+            raise ValueError(problem)
 
 
 @attrs.define(eq=False)
@@ -156,6 +163,12 @@ class RedisStreamSink(Sink):
         self.failures = 0
 
     async def open(self) -> None:
+        from mux_core.http import tls_context, warn_unverified
+
+        if not self.options.verify:
+            warn_unverified(f"sink {self.context.name!r}")
+        if self._target.tls:  # a CA file that holds no certificate fails the sink here, in words
+            tls_context(verify=self.options.verify, ca_file=self.options.ca_file)
         self.context.start_background(self._serve)
 
     async def write(self, batch: Batch) -> None:

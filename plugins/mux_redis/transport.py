@@ -127,15 +127,22 @@ class RedisStreamOptions:
     scan_interval: float = attrs.field(default=5.0, validator=positive())
     #: Treat the url as a Redis Cluster seed (as ``redis+cluster://`` does).
     cluster: bool = False
-    #: A CA bundle (PEM) to verify a ``rediss://`` server with, instead of the system's.
+    #: A PEM file of the CAs to trust for a ``rediss://`` server instead of the
+    #: system's trust store (a private CA, a self-signed server's certificate).
     ca_file: str | None = None
-    #: Check a ``rediss://`` server's certificate.
+    #: Check a ``rediss://`` server's certificate; false checks nothing (mux warns
+    #: at check and at start).
     verify: bool = True
 
     @classmethod
     def check(cls, options: RedisStreamOptions) -> None:
-        """A bad URL, or a group without a consumer, is found before any I/O."""
+        """A bad URL or CA file, or a group without a consumer, is found before any I/O."""
+        from mux_core.http import tls_problem
+
         parse_url(options.url, cluster=options.cluster)
+        problem = tls_problem(verify=options.verify, ca_file=options.ca_file)
+        if problem:
+            raise ValueError(problem)
         if options.group is not None and not options.consumer:
             raise ValueError(
                 "consumer is required with group: a name unique to this process, "
@@ -173,17 +180,27 @@ class RedisStreamTransport(Transport):
             self._target, self._problem = None, str(exc)
         self._literal = [k for k in options.streams if not _GLOB & set(k)]
         self._patterns = [k for k in options.streams if _GLOB & set(k)]
+        # verify = false is said once, when the source starts.
+        self._unverified_warned = options.verify
 
     async def run_session(self, session: Session) -> None:
         if self._target is None:
             raise Failed(self._problem or "bad url")
-        client = make_client(
-            self._target,
-            ca_file=self.options.ca_file,
-            verify=self.options.verify,
-            timeout=session.connect_timeout,
-            name=f"mux:{session.source}",
-        )
+        if not self._unverified_warned:
+            from mux_core.http import warn_unverified
+
+            self._unverified_warned = True
+            warn_unverified(f"source {session.source!r}")
+        try:
+            client = make_client(
+                self._target,
+                ca_file=self.options.ca_file,
+                verify=self.options.verify,
+                timeout=session.connect_timeout,
+                name=f"mux:{session.source}",
+            )
+        except ValueError as exc:  # a ca_file without a certificate: a config mistake
+            raise Failed(str(exc)) from None
         try:
             async with client:
                 await _Reader(self, client, session).run()

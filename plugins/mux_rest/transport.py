@@ -83,8 +83,12 @@ class RestOptions:
     #: Seconds a poll may take (connect, send, wait, read) before the server counts
     #: as unavailable.
     timeout: float = attrs.field(default=10.0, validator=positive())
-    #: Check the server's TLS certificate (https).
+    #: Check the server's TLS certificate (https) against the system's trust store,
+    #: or ``ca_file``; false checks nothing (mux warns at check and at start).
     verify: bool = True
+    #: A PEM file of the CAs to trust instead of the system's (a private CA, a
+    #: self-signed server's certificate).
+    ca_file: str | None = None
     #: The largest page read, in bytes, as sent and once decompressed; a larger
     #: one is server_unavailable (retried), so a runaway server cannot exhaust memory.
     max_page_bytes: int = attrs.field(default=64 * 1024 * 1024, validator=positive())
@@ -96,10 +100,14 @@ class RestOptions:
 
     @classmethod
     def check(cls, options: RestOptions) -> None:
-        """Reject what no poll could fix: a bad URL, header or items path."""
-        from mux_core.http import headers_problem, url_problem
+        """Reject what no poll could fix: a bad URL, header, CA file or items path."""
+        from mux_core.http import headers_problem, tls_problem, url_problem
 
-        problem = url_problem(options.url) or headers_problem(options.headers)
+        problem = (
+            url_problem(options.url)
+            or headers_problem(options.headers)
+            or tls_problem(verify=options.verify, ca_file=options.ca_file)
+        )
         if problem:
             raise ValueError(problem)
         if options.items and "" in options.items.split("."):
@@ -134,6 +142,8 @@ class RestTransport(Transport):
         self._reader = PageReader(options.items, options.id_field, options.event_field)
         # What was delivered in this run segment, by id; kept across sessions.
         self._delivered = Delivered(max_items=options.dedupe_items, max_bytes=options.dedupe_bytes)
+        # verify = false is said once, when the source starts.
+        self._unverified_warned = options.verify
         # Validators from the last delivered response; kept across sessions.
         self._etag: str | None = None
         self._last_modified: str | None = None
@@ -143,12 +153,20 @@ class RestTransport(Transport):
 
         if self._url is None:
             raise Failed(self._problem)
+        opts = self.options
+        if not self._unverified_warned:
+            from mux_core.http import warn_unverified
+
+            self._unverified_warned = True
+            warn_unverified(f"source {session.source!r}")
         if self._proxy is not None:
-            client = await shared_client(session, verify=self.options.verify)
+            client = await shared_client(session, verify=opts.verify, ca_file=opts.ca_file)
             await self._poll_forever(session, functools.partial(self._fetch_httpx, client))
             return
         direct = HttpClient(
-            tls_context=functools.partial(shared_tls_context, session, verify=self.options.verify)
+            tls_context=functools.partial(
+                shared_tls_context, session, verify=opts.verify, ca_file=opts.ca_file
+            )
         )
         try:
             await self._poll_forever(session, functools.partial(self._fetch_direct, direct))

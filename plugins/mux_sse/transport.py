@@ -68,15 +68,23 @@ class SseOptions:
     #: Ids longer than this many bytes are ignored (the last id stays in effect,
     #: with one notice): every later event carries the id, so it must stay small.
     max_id_bytes: int = attrs.field(default=DEFAULT_MAX_ID_BYTES, validator=positive())
-    #: Check the server's TLS certificate (https).
+    #: Check the server's TLS certificate (https) against the system's trust store,
+    #: or ``ca_file``; false checks nothing (mux warns at check and at start).
     verify: bool = True
+    #: A PEM file of the CAs to trust instead of the system's (a private CA, a
+    #: self-signed server's certificate).
+    ca_file: str | None = None
 
     @classmethod
     def check(cls, options: SseOptions) -> None:
-        """Reject what no connection attempt could fix: a bad URL or header."""
-        from mux_core.http import headers_problem, url_problem
+        """Reject what no connection attempt could fix: a bad URL, header or CA file."""
+        from mux_core.http import headers_problem, tls_problem, url_problem
 
-        problem = url_problem(options.url) or headers_problem(options.headers)
+        problem = (
+            url_problem(options.url)
+            or headers_problem(options.headers)
+            or tls_problem(verify=options.verify, ca_file=options.ca_file)
+        )
         if problem:
             raise ValueError(problem)
 
@@ -119,6 +127,8 @@ class SseTransport(Transport):
         self._proxy = proxy_for(self._url) if self._url is not None else None
         # One notice per source for ids over max_id_bytes, not one per connection.
         self._long_id_noticed = False
+        # verify = false is said once, when the source starts.
+        self._unverified_warned = options.verify
 
     async def run_session(self, session: Session) -> None:
         import trio
@@ -128,6 +138,11 @@ class SseTransport(Transport):
         opts = self.options
         if self._url is None:
             raise Failed(self._problem)
+        if not self._unverified_warned:
+            from mux_core.http import warn_unverified
+
+            self._unverified_warned = True
+            warn_unverified(f"source {session.source!r}")
         parser = SseParser(
             last_event_id=session.resume.last_id or "",
             max_event_bytes=opts.max_event_bytes,
@@ -176,7 +191,9 @@ class SseTransport(Transport):
         for _ in range(MAX_REDIRECTS + 1):
             tls = None
             if url.scheme == "https":
-                tls = await shared_tls_context(session, verify=self.options.verify)
+                tls = await shared_tls_context(
+                    session, verify=self.options.verify, ca_file=self.options.ca_file
+                )
             try:
                 stream = await Http11Stream.connect(url, tls)
             except (OSError, trio.BrokenResourceError) as exc:
@@ -214,7 +231,7 @@ class SseTransport(Transport):
         from mux_core.http import header_value, request_timeout, session_error, shared_client
 
         opts = self.options
-        client = await shared_client(session, verify=opts.verify)
+        client = await shared_client(session, verify=opts.verify, ca_file=opts.ca_file)
         headers = [(name.encode("ascii"), header_value(v)) for name, v in self._headers.items()]
         if session.resume.last_id:  # any id, sent as _http11 sends it
             headers.append((b"Last-Event-ID", header_value(session.resume.last_id)))

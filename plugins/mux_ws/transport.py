@@ -112,15 +112,22 @@ class WsOptions:
     #: Treat a close with code 1000 as the end of the stream (state "ended") instead of a
     #: disconnection to retry.
     end_on_close: bool = False
-    #: Check the server's TLS certificate (wss://), against the same CA bundle as https.
+    #: Check the server's TLS certificate (wss://) against the system's trust store,
+    #: or ``ca_file``; false checks nothing (mux warns at check and at start).
     verify: bool = True
+    #: A PEM file of the CAs to trust instead of the system's (a private CA, a
+    #: self-signed server's certificate).
+    ca_file: str | None = None
 
     @classmethod
     def check(cls, options: WsOptions) -> None:
-        """Reject what no connection attempt could fix (a bad URL or header) before any I/O."""
-        from mux_core.http import clean_headers
+        """Reject what no connection attempt could fix (a bad URL, header or CA file)
+        before any I/O."""
+        from mux_core.http import clean_headers, tls_problem
 
-        problem = options_problem(options.url, clean_headers(options.headers))
+        problem = options_problem(options.url, clean_headers(options.headers)) or tls_problem(
+            verify=options.verify, ca_file=options.ca_file
+        )
         if problem:
             raise ValueError(problem)
 
@@ -233,13 +240,18 @@ class WsTransport(Transport):
         # One key may be both the id and the type: read it once.
         names = list(dict.fromkeys(n for n in (options.id_field, options.event_field) if n))
         self._fields = JsonFields(names) if names and options.decode != "text" else None
+        # verify = false is said once, when the source starts.
+        self._unverified_warned = options.verify
 
     async def run_session(self, session: Session) -> None:
-        from mux_core.http import shared_tls_context
+        from mux_core.http import shared_tls_context, warn_unverified
 
         opts = self.options
         if self._problem:
             raise Failed(self._problem)
+        if not self._unverified_warned:
+            self._unverified_warned = True
+            warn_unverified(f"source {session.source!r}")
         url = opts.url
         last_id = session.resume.last_id
         if opts.resume_param and last_id is not None:
@@ -249,7 +261,9 @@ class WsTransport(Transport):
         except ValueError as exc:
             raise Failed(str(exc)) from None
         protocol = new_protocol(target, self._headers, opts.max_message_bytes)
-        tls = await shared_tls_context(session, verify=opts.verify) if target.tls else None
+        tls = None
+        if target.tls:
+            tls = await shared_tls_context(session, verify=opts.verify, ca_file=opts.ca_file)
         stream, first = await self._open(session, target, protocol, tls)
         conn = _Connection(stream, protocol, opts.ping_timeout)
         try:

@@ -33,7 +33,8 @@ from mux_core.records import (
 )
 from mux_core.testing import CollectingSink, Collectors, serve_sse
 from mux_redis._client import client_name, command, make_client, parse_url
-from mux_redis.sink import _APPEND
+from mux_redis.sink import _APPEND, RedisStreamSinkOptions
+from mux_redis.transport import RedisStreamOptions
 from tests.helpers.e2e import (
     FAST_RETRY,
     MUX,
@@ -690,6 +691,7 @@ async def test_rediss_with_a_private_ca(
     sse_server: Any,
     tmp_path: Path,
     ca: trustme.CA,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     cert = ca.issue_cert("127.0.0.1", "localhost")
     cert_file, key_file, ca_file = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "ca.pem"
@@ -763,7 +765,58 @@ async def test_rediss_with_a_private_ca(
         result = await strict.run()
         refused = [r for r in collectors.sinks["collect"].records if type(r) is Status]
         assert result.final_states["relay"] is State.MAX_RETRIES_EXCEEDED
-        assert any("certificate" in s.detail.lower() for s in refused), refused
+        words = "TLS certificate verify failed: unknown issuer (self-signed or an untrusted CA"
+        assert (
+            refused[-1].detail
+            == f"1 attempts in a row failed; last: {words}; trust it with ca_file)"
+        )
+        # verify = false connects to the untrusted server, and says so once.
+        caplog.set_level(logging.WARNING, logger="mux.tls")
+        trusting = engine(
+            redis_plugins,
+            f"""
+            [[sources]]
+            name = "unchecked"
+            transport = "redis-stream"
+            url = "{redis.url}"
+            verify = false
+            streams = ["tls:train"]
+            [[sinks]]
+            type = "collect"
+            name = "unchecked"
+            """,
+        )
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trusting.run)
+            unchecked = await collectors.sink("unchecked", timeout=30)
+            await wait_for(
+                lambda: len(unchecked.events) >= 100, what="100 events relayed, unverified"
+            )
+            trusting.request_stop("done")
+        warnings = [r.getMessage() for r in caplog.records if r.name == "mux.tls"]
+        assert len(warnings) == 1
+        assert warnings[0].startswith("source 'unchecked': verify = false: TLS certificates")
+
+
+def _check_problem(options: RedisStreamOptions | RedisStreamSinkOptions) -> str:
+    with pytest.raises(ValueError) as raised:
+        if isinstance(options, RedisStreamOptions):
+            RedisStreamOptions.check(options)
+        else:
+            RedisStreamSinkOptions.check(options)
+    return str(raised.value)
+
+
+def test_a_rediss_ca_file_is_checked_like_every_ca_file(tmp_path: Path) -> None:
+    missing = str(tmp_path / "x.pem")
+    url = "rediss://127.0.0.1:6380/0"
+    for kind in (RedisStreamOptions, RedisStreamSinkOptions):
+        assert _check_problem(kind(url=url, ca_file=missing)) == (
+            f"ca_file: no such file {missing!r}"
+        )
+        assert _check_problem(kind(url=url, ca_file=__file__, verify=False)).startswith(
+            "ca_file: has no effect with verify = false"
+        )
 
 
 # -- mux check, mux plugins -------------------------------------------------

@@ -411,7 +411,7 @@ async def test_https_with_an_unknown_ca_is_a_tls_error(
     result = await poll(server.base + "/metrics")
     assert ids(result) == []
     assert isinstance(result.error, ServerUnavailable)
-    assert result.error.detail.startswith("TLS error")
+    assert result.error.detail.startswith("TLS certificate verify failed: unknown issuer")
 
 
 async def test_https_without_verification(

@@ -328,7 +328,7 @@ async def test_https_with_an_unknown_ca_is_a_tls_error(
     error, data = await session(server.base + "/events")
     assert data == []
     assert isinstance(error, ServerUnavailable)
-    assert error.detail.startswith("TLS error")
+    assert error.detail.startswith("TLS certificate verify failed: unknown issuer")
 
 
 async def test_https_without_verification(

@@ -23,17 +23,20 @@ import base64
 import functools
 import hashlib
 import itertools
+import logging
 import socket
 import ssl
 import struct
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import attrs
 import pytest
 import trio
+import trustme
 from hypothesis import given
 from hypothesis import strategies as st
 from websockets.uri import parse_uri
@@ -67,6 +70,7 @@ from tests.helpers.hostile import (
     statuses,
     watch,
 )
+from tests.helpers.tls import expired_context, server_context, write_ca
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 AFTER = {"after": 1}
@@ -621,13 +625,49 @@ async def test_wss_rejects_an_unknown_ca_and_keeps_retrying(
     tls_server_context: ssl.SSLContext,
 ) -> None:
     async with serve_raw_ws(GOOD, tls=tls_server_context) as server:
-        records = await watch(ws(server.url()), retried_with("TLS certificate rejected"))
+        records = await watch(
+            ws(server.url()),
+            retried_with(
+                "TLS certificate verify failed: unknown issuer (self-signed or an untrusted CA;"
+                " trust it with ca_file)"
+            ),
+        )
     assert_still_retrying(records)
 
 
-async def test_wss_verify_false_accepts_any_certificate(
-    tls_server_context: ssl.SSLContext,
+async def test_wss_ca_file_trusts_a_private_ca(ca: trustme.CA, tmp_path: Path) -> None:
+    async with serve_raw_ws(GOOD, tls=server_context(ca)) as server:
+        records = await watch(ws(server.url(), ca_file=write_ca(ca, tmp_path)), event_data(AFTER))
+    assert events(records)[0].data == AFTER
+
+
+async def test_wss_expired_and_mismatched_certificates_are_told_apart(
+    ca: trustme.CA, tmp_path: Path
 ) -> None:
+    ca_file = write_ca(ca, tmp_path)
+    async with serve_raw_ws(GOOD, tls=expired_context(ca)) as server:
+        await watch(ws(server.url(), ca_file=ca_file), retried_with("the certificate has expired"))
+    async with serve_raw_ws(GOOD, tls=server_context(ca, "trainer.example")) as server:
+        records = await watch(
+            ws(server.url(), ca_file=ca_file),
+            retried_with("hostname mismatch: the certificate is not valid for 127.0.0.1"),
+        )
+    assert_still_retrying(records)
+
+
+async def test_wss_verify_false_accepts_any_certificate_with_one_warning(
+    tls_server_context: ssl.SSLContext, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="mux.tls")
     async with serve_raw_ws(GOOD, tls=tls_server_context) as server:
         records = await watch(ws(server.url(), verify=False), event_data(AFTER))
     assert events(records)[0].data == AFTER
+    warnings = [r.getMessage() for r in caplog.records if r.name == "mux.tls"]
+    assert len(warnings) == 1
+    assert warnings[0].startswith("source 'hostile': verify = false: TLS certificates are not")
+
+
+def test_wss_check_rejects_a_ca_file_that_is_not_a_file(tmp_path: Path) -> None:
+    with pytest.raises(ValueError) as raised:
+        WsOptions.check(WsOptions(url="wss://trainer.example/ws", ca_file=str(tmp_path)))
+    assert str(raised.value).startswith(f"ca_file: {str(tmp_path)!r} is a directory")
