@@ -248,8 +248,9 @@ class Quality(msgspec.Struct, frozen=True, gc=False, tag_field="type", tag="qual
     blind_max: float | None
     #: Events received in the window.
     events: int
-    #: Numeric ids missing in the window (ids that skipped ahead); 0 without numeric ids.
-    gaps: int
+    #: Numeric ids missing in the window (ids that skipped ahead); None while
+    #: the source's events carried no numeric id: a gap cannot be seen then.
+    gaps: int | None
     #: 99th percentile of the lag (``received_at`` minus the ``lag_field``
     #: timestamp), in the window; None without ``lag_field``.
     lag_p99: float | None
@@ -273,8 +274,8 @@ class Quality(msgspec.Struct, frozen=True, gc=False, tag_field="type", tag="qual
     blind_total: float = 0.0
     #: Events since the run started.
     events_total: int = 0
-    #: Missing ids since the run started.
-    gaps_total: int = 0
+    #: Missing ids since the run started; None while no numeric id was seen.
+    gaps_total: int | None = 0
     #: Records each sink's channel dropped so far (all sources: a sink has one channel).
     dropped: dict[str, int] = msgspec.field(default_factory=dict)
 

@@ -4,8 +4,11 @@ A :class:`QualityTracker` watches one source's batches in the source's own
 task, before its processors: the Status records tell it when the source was
 connected (so uptime, reconnects and time blind per outage), the events how
 many arrived, whether numeric ids skipped ahead (gaps) and, with a
-``lag_field``, how late they arrived. :meth:`QualityTracker.snapshot` sums it
-up as a :class:`~mux_core.records.Quality` record, which the engine sends
+``lag_field``, how late they arrived. Gaps are counted only once an event
+carried a numeric id: until then (a stream without ids, ids that are not
+numbers) they are unknown -- None in the record, "n/a" where shown -- not 0.
+:meth:`QualityTracker.snapshot` sums it up as a
+:class:`~mux_core.records.Quality` record, which the engine sends
 through the sinks every ``quality_interval`` seconds and once more when the
 run stops (``mux run`` prints those last ones as a table:
 :func:`format_quality_table`).
@@ -45,7 +48,7 @@ from ..records import (
 )
 from ..views import format_duration
 
-__all__ = ["QualityTracker", "format_quality_table"]
+__all__ = ["QualityTracker", "format_gaps", "format_quality_table"]
 
 #: The window the windowed figures cover unless configured (``quality_window``).
 DEFAULT_WINDOW = 3600.0
@@ -77,6 +80,7 @@ class QualityTracker:
         "_blind_closed",
         "_clock",
         "_down_since",
+        "_ids_seen",
         "_lag_reader",
         "_lags",
         "_last_id",
@@ -143,6 +147,8 @@ class QualityTracker:
         #: ``received_at`` of the newest event, or None.
         self.last_received_at: float | None = None
         self._last_id: int | None = None
+        #: Whether an event carried a numeric id: gaps are known from then on.
+        self._ids_seen = False
         self._numeric_ids = True
         self._odd_ids = 0
         self._lag_reader = JsonFields([lag_field]) if lag_field else None
@@ -225,6 +231,7 @@ class QualityTracker:
         if previous is not None and low > previous + 1:
             self.gaps_total += low - previous - 1
         self._last_id = high
+        self._ids_seen = True
 
     def _count_gaps_slowly(self, batch: Sequence[Record]) -> None:
         """Ids that skip, repeat (SSE carries the last id over), go back (a
@@ -247,6 +254,7 @@ class QualityTracker:
             if previous is not None and number > previous + 1:
                 gaps += number - previous - 1
             previous = number
+            self._ids_seen = True
         self.gaps_total += gaps
         self._last_id = previous
 
@@ -307,6 +315,7 @@ class QualityTracker:
         lag_values = sorted(lag for _, lag in lags)
 
         events = self.events_total - events_before
+        known = self._ids_seen
         staleness = None
         if self.last_received_at is not None:
             staleness = _ms(max(wall - self.last_received_at, 0.0))
@@ -318,7 +327,7 @@ class QualityTracker:
             len(self._reconnects),
             _ms(max(blinds)) if blinds else None,
             events,
-            self.gaps_total - gaps_before,
+            self.gaps_total - gaps_before if known else None,
             _ms(_percentile(lag_values, 0.99)) if lag_values else None,
             wall,
             state=self.state,
@@ -330,7 +339,7 @@ class QualityTracker:
             reconnects_total=self.reconnects_total,
             blind_total=_ms(self._blind_closed + ongoing),
             events_total=self.events_total,
-            gaps_total=self.gaps_total,
+            gaps_total=self.gaps_total if known else None,
             dropped=dict(dropped or {}),
         )
 
@@ -409,7 +418,7 @@ def format_quality_table(records: Iterable[Quality]) -> str:
                 _pair(quality.blind_p50, quality.blind_max),
                 str(quality.events),
                 f"{quality.events_per_s:.1f}",
-                str(quality.gaps),
+                format_gaps(quality.gaps),
                 _pair(quality.lag_p50, quality.lag_p99),
                 format_duration(quality.staleness),
             )
@@ -423,6 +432,11 @@ def format_quality_table(records: Iterable[Quality]) -> str:
         ]
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines) + "\n"
+
+
+def format_gaps(gaps: int | None) -> str:
+    """A gap count as the table shows it: "n/a" when it cannot be known (no ids)."""
+    return "n/a" if gaps is None else str(gaps)
 
 
 def _pair(low: float | None, high: float | None) -> str:

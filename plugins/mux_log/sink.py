@@ -150,8 +150,8 @@ def format_alert(alert: Alert) -> str:
 def format_quality(quality: Quality) -> str:
     """``train-sse: quality over 1h00m: up 99.2%, 2 reconnects, 2 outages (blind p50
     1.2s, max 4.1s), 35960 events (10.0/s), 0 gaps, lag p50 120ms p99 400ms, last event
-    100ms ago`` (outages only when there were some, lag only with ``lag_field``, the
-    state when the source is not connected)."""
+    100ms ago`` (outages only when there were some, ``gaps n/a`` for events without
+    ids, lag only with ``lag_field``, the state when the source is not connected)."""
     parts = [f"up {quality.uptime * 100:.1f}%"]
     parts.append(f"{quality.reconnects} reconnect{'' if quality.reconnects == 1 else 's'}")
     if quality.outages and quality.blind_max is not None:
@@ -160,7 +160,8 @@ def format_quality(quality: Quality) -> str:
         blind = f"blind p50 {format_duration(median)}, max {format_duration(quality.blind_max)}"
         parts.append(f"{outages} ({blind})")
     parts.append(f"{quality.events} events ({quality.events_per_s:.1f}/s)")
-    parts.append(f"{quality.gaps} gap{'' if quality.gaps == 1 else 's'}")
+    gaps = quality.gaps  # None: the events carry no ids, a gap cannot be seen
+    parts.append("gaps n/a" if gaps is None else f"{gaps} gap{'' if gaps == 1 else 's'}")
     if quality.lag_p50 is not None and quality.lag_p99 is not None:
         parts.append(
             f"lag p50 {format_duration(quality.lag_p50)} p99 {format_duration(quality.lag_p99)}"

@@ -313,7 +313,10 @@ class PrometheusSink(Sink):
                 state.add_metric([*key, each.value, *values], current)
             quality = figures.quality
             for name, read in _COUNTER_VALUES.items():
-                counters[name].add_metric([*key, *values], read(quality) if quality else 0)
+                # Gaps are unknown before the first Quality record too.
+                count = read(quality) if quality else (None if name in _GAPS else 0)
+                if count is not None:  # gaps of events without ids: no sample
+                    counters[name].add_metric([*key, *values], count)
             if quality is None:
                 continue
             for name, read_gauge in _GAUGE_VALUES.items():
@@ -336,7 +339,10 @@ _COUNTERS = {
     "mux_source_blind_seconds_total": "Seconds without a connection after a first one.",
     "mux_source_gaps_total": "Numeric event ids that never arrived.",
 }
-_COUNTER_VALUES: dict[str, Callable[[Quality], float]] = {
+#: The figures without a sample while a source's events carry no numeric id.
+_GAPS = frozenset({"mux_source_gaps_total", "mux_source_gaps"})
+#: None (no sample for the source): gaps while its events carry no numeric id.
+_COUNTER_VALUES: dict[str, Callable[[Quality], float | None]] = {
     "mux_events_total": lambda q: q.events_total,
     "mux_source_reconnects_total": lambda q: q.reconnects_total,
     "mux_source_blind_seconds_total": lambda q: q.blind_total,

@@ -356,12 +356,15 @@ class PanelModel:
 
 
 def quality_text(quality: Quality | None) -> str:
-    """A source's connection quality in a few words: "up 99.2% · 1 reconnect · lag p99 0.3 s"."""
+    """A source's connection quality in a few words: "up 99.2% · 1 reconnect · 0 gaps ·
+    lag p99 0.3 s" ("gaps n/a" when its events carry no ids: a gap cannot be seen)."""
     if quality is None:
         return "—"
     reconnects = quality.reconnects
     text = f"up {quality.uptime * 100:.1f}% · {reconnects} reconnect"
     text += "" if reconnects == 1 else "s"
+    gaps = quality.gaps
+    text += " · gaps n/a" if gaps is None else f" · {gaps} gap{'' if gaps == 1 else 's'}"
     if quality.lag_p99 is not None:
         text += f" · lag p99 {quality.lag_p99:.3g} s"
     return text

@@ -152,6 +152,9 @@ def _state_cell(row: SourceRow, now: float) -> Text:
         reconnects = quality.reconnects
         line = f"\nup {quality.uptime * 100:.1f}% · {reconnects} reconnect"
         line += "" if reconnects == 1 else "s"
+        # A line of its own: the column is STATE_WIDTH wide.
+        gaps = quality.gaps  # None: events without ids, a gap cannot be seen
+        line += "\ngaps n/a" if gaps is None else f"\n{gaps} gap{'' if gaps == 1 else 's'}"
         if quality.lag_p99 is not None:
             line += f" · lag p99 {format_value(quality.lag_p99)} s"
         text.append(line, style=_GREY)

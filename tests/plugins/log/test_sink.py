@@ -236,7 +236,8 @@ async def test_quality_is_one_summary_line_per_source_at_info(
     stopped = _quality(
         state=State.STOPPED, window=42.5, staleness=None, reconnects=0, outages=1, blind_p50=4.1
     )
-    await sink.write([_quality(), quiet, stopped])
+    no_ids = _quality(reconnects=1, outages=0, lag_p50=None, lag_p99=None, gaps=None)
+    await sink.write([_quality(), quiet, stopped, no_ids])
     assert _lines(caplog) == [
         (
             logging.INFO,
@@ -253,6 +254,11 @@ async def test_quality_is_one_summary_line_per_source_at_info(
             logging.INFO,
             "train-sse: quality over 42.5s: up 99.2%, 0 reconnects, 1 outage (blind p50 4.1s, "
             "max 4.1s), 35960 events (10.0/s), 0 gaps, lag p50 120ms p99 400ms, now stopped",
+        ),
+        (
+            logging.INFO,  # events without ids: a gap cannot be seen, so none is claimed
+            "train-sse: quality over 1h00m: up 99.2%, 1 reconnect, 35960 events (10.0/s), "
+            "gaps n/a, last event 100ms ago",
         ),
     ]
 

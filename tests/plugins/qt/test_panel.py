@@ -496,7 +496,12 @@ async def test_the_quality_column_shows_uptime_and_reconnects() -> None:
         await sink.write([quality])
         sink.panel.refresh()
         shown = sink.panel.cell_text("train-sse", "Quality")
-        assert shown == "up 99.2% · 1 reconnect · lag p99 0.25 s"
+        assert shown == "up 99.2% · 1 reconnect · 0 gaps · lag p99 0.25 s"
+        # Events without ids: gaps cannot be seen, and the column says so.
+        unknown = Quality("train-sse", "sse", 3600.0, 1.0, 2, None, 10, None, None, 2.0)
+        await sink.write([unknown])
+        sink.panel.refresh()
+        assert sink.panel.cell_text("train-sse", "Quality") == "up 100.0% · 2 reconnects · gaps n/a"
 
 
 async def test_the_restart_button_starts_a_source_that_gave_up_once_its_server_is_up() -> None:

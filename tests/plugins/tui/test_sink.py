@@ -400,6 +400,11 @@ def test_alerts_and_quality_show_on_the_row_and_unknown_records_are_skipped() ->
     shown = console.export_text()
     assert "⚠ nonfinite: loss is NaN" in shown  # cut to the column's fixed width
     assert "up 75.0% · 2 reconnects" in shown
+    assert "0 gaps" in shown  # on a line of its own: the column is narrow
+    model.ingest([Quality("s", "sse", 60.0, 0.75, 2, 5.0, 100, None, 0.25, 3.5)])  # no ids
+    console = Console(width=200, record=True, file=io.StringIO())
+    console.print(render_table(model, 4.0, caption=None))
+    assert "gaps n/a · lag p99 0.25 s" in console.export_text()
     model.ingest([Alert("s", "sse", "nonfinite", Severity.INFO, "loss finite again", 9, 5.0)])
     console = Console(width=200, record=True, file=io.StringIO())
     console.print(render_table(model, 6.0, caption=None))
