@@ -354,9 +354,11 @@ class Loader:
 
         raw = {key: table[key] for key in _POLICY_KEYS if key in table}
         policy = self._structure(DiscoveryPolicy, raw, path)
+        failed = isinstance(policy, Failed)
         if isinstance(policy, Failed):
-            return None
-        failed = False
+            # Its other keys are still checked: every mistake is reported at once.
+            raw = {key: value for key, value in raw.items() if _builds(DiscoveryPolicy, key, value)}
+            policy = _CONVERTER.structure(raw, DiscoveryPolicy)
         for key, message in policy_problems(policy, raw, self._plugins.transports()):
             self._fail((*path, *key), message)
             failed = True
@@ -735,6 +737,15 @@ def _leaves(group: BaseExceptionGroup[ValueError]) -> list[ValueError]:
         else:
             found.append(member)
     return found
+
+
+def _builds(cls: type[Any], key: str, value: Any) -> bool:
+    """Whether ``cls`` builds from ``{key: value}`` alone (every other key defaulted)."""
+    try:
+        _CONVERTER.structure({key: value}, cls)
+    except Exception:
+        return False
+    return True
 
 
 def _validators_alone(cls: type[Any], raw: dict[str, Any], skip: set[str]) -> list[tuple[str, str]]:

@@ -40,6 +40,7 @@ from tests.helpers.e2e import (
     wait_for_file,
     write_config,
 )
+from tests.plugins.discovery.lister import SCRIPTED_ALLOWED, ListServer
 
 
 async def _start_mux(nursery: trio.Nursery, config: Path) -> trio.Process:
@@ -180,53 +181,6 @@ def test_http_sd_target_groups_become_source_tables() -> None:
     )
 
 
-class _ListServer:
-    """A tiny real HTTP server answering every GET with ``body`` (then closing)."""
-
-    def __init__(self) -> None:
-        self.body = b"[]"
-        self.port = 0
-        self.polls = 0
-        self._scope: trio.CancelScope | None = None
-
-    async def start(self, nursery: trio.Nursery) -> None:
-        self._scope = trio.CancelScope()
-        listeners = await nursery.start(self._serve, self._scope)
-        self.port = listeners[0].socket.getsockname()[1]
-
-    def stop(self) -> None:
-        assert self._scope is not None
-        self._scope.cancel()
-
-    async def _serve(
-        self,
-        scope: trio.CancelScope,
-        *,
-        task_status: trio.TaskStatus[list[trio.SocketListener]],
-    ) -> None:
-        with scope:
-            await trio.serve_tcp(self._answer, self.port, host="127.0.0.1", task_status=task_status)
-
-    async def _answer(self, stream: trio.SocketStream) -> None:
-        async with stream:
-            head = b""
-            while b"\r\n\r\n" not in head:
-                chunk = await stream.receive_some(4096)
-                if not chunk:
-                    return
-                head += chunk
-            self.polls += 1
-            await stream.send_all(
-                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                + f"Content-Length: {len(self.body)}\r\nConnection: close\r\n\r\n".encode()
-                + self.body
-            )
-
-
-#: What a [[discovery]] table must allow for the test kit's scripted sources.
-SCRIPTED_ALLOWED = 'allow_transports = ["scripted"]\nallow_options = ["script", "then"]\n'
-
-
 def _scripted(name: str) -> dict[str, object]:
     return {"name": name, "transport": "scripted", "script": ["events:3"], "then": "hang"}
 
@@ -235,7 +189,7 @@ async def test_http_discovery_keeps_the_last_list_while_the_server_is_down(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO)
-    lister = _ListServer()
+    lister = ListServer()
     lister.body = json.dumps([_scripted("a")]).encode()
     async with trio.open_nursery() as servers:
         await lister.start(servers)
