@@ -193,8 +193,14 @@ def _tls_words(error: BaseException) -> str:
         code = error.verify_code
         message = str(error.verify_message or "")
         if code in (62, 64):  # hostname / IP address mismatch
-            name = re.search(r"not valid for '(.*)'", message)
-            why = f"the certificate is not valid for {name.group(1)}" if name else message
+            match = re.search(r"not valid for '(.*)'", message)
+            host = match.group(1) if match else ""
+            # What it is for, when mux_core.http.start_tls could find out.
+            names = ", ".join(getattr(error, "certificate_names", ()))
+            if names and host:
+                why = f"the certificate is for {names}, not {host}"
+            else:
+                why = f"the certificate is not valid for {host}" if host else message
             return f"TLS certificate verify failed: hostname mismatch: {why}"
         words = _VERIFY_WORDS.get(code) or message.rstrip(".") or "rejected"
         return f"TLS certificate verify failed: {words}"

@@ -61,7 +61,14 @@ from ..errors import (
     describe_connection_error,
 )
 from ._body import ProtocolError, size_text
-from ._tls import tls_context, tls_problem, unverified_warning, warn_unverified
+from ._tls import (
+    certificate_names,
+    start_tls,
+    tls_context,
+    tls_problem,
+    unverified_warning,
+    warn_unverified,
+)
 
 if TYPE_CHECKING:
     import ssl
@@ -105,6 +112,7 @@ __all__ = [
     "ResponseHead",
     "ResponseTimeout",
     "basic_authorization",
+    "certificate_names",
     "clean_headers",
     "client_key",
     "describe_protocol_error",
@@ -120,6 +128,7 @@ __all__ = [
     "shared_client",
     "shared_tls_context",
     "size_text",
+    "start_tls",
     "tls_context",
     "tls_problem",
     "unverified_warning",

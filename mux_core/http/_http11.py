@@ -47,6 +47,7 @@ from ._body import (
     body_reader,
     size_text,
 )
+from ._tls import start_tls
 
 __all__ = [
     "MAX_DECODED_READ",
@@ -265,13 +266,7 @@ async def open_connection(url: httpx.URL, tls: ssl.SSLContext | None) -> trio.ab
     stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
     if https:
         assert tls is not None, "https needs a TLS context"
-        tls_stream = trio.SSLStream(stream, tls, server_hostname=host, https_compatible=True)
-        try:
-            await tls_stream.do_handshake()
-        except BaseException:
-            await trio.aclose_forcefully(stream)
-            raise
-        stream = tls_stream
+        stream = await start_tls(stream, tls, host, port)
     return stream
 
 

@@ -21,7 +21,8 @@
 Failures are told in words by :func:`mux_core.errors.describe_connection_error`
 ("certificate verify failed: unknown issuer (self-signed or an untrusted
 CA)", "... the certificate has expired", "... hostname mismatch: ..."),
-for every client alike.
+for every client alike. A client that runs its own handshake with
+:func:`start_tls` also learns which names a mismatched certificate is for.
 
 Importing this module is cheap: ssl and certifi are imported by the
 functions that build a context.
@@ -36,7 +37,21 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import ssl
 
-__all__ = ["tls_context", "tls_problem", "unverified_warning", "warn_unverified"]
+    import trio
+
+__all__ = [
+    "certificate_names",
+    "start_tls",
+    "tls_context",
+    "tls_problem",
+    "unverified_warning",
+    "warn_unverified",
+]
+
+#: Seconds the second look at a certificate for another host may take.
+_NAMES_TIMEOUT = 2.0
+#: OpenSSL's verify codes for a certificate that names another host (or IP address).
+_NAME_MISMATCH = (62, 64)
 
 _log = logging.getLogger("mux.tls")
 
@@ -137,3 +152,82 @@ def warn_unverified(what: str) -> None:
     connection; ``mux check`` prints the same line for every such table.
     """
     _log.warning("%s", unverified_warning(what))
+
+
+async def start_tls(
+    stream: trio.abc.Stream, context: ssl.SSLContext, host: str, port: int
+) -> trio.SSLStream[trio.abc.Stream]:
+    """TLS over a connected ``stream`` to ``host``:``port``, its handshake done.
+
+    On failure ``stream`` is closed and trio's error raised (the ``ssl``
+    error is its cause), so :func:`mux_core.errors.describe_connection_error`
+    tells it in words. When the certificate names another host, the names
+    it is for are attached first (see :func:`certificate_names`): the detail
+    then reads "hostname mismatch: the certificate is for trainer.example,
+    not 10.0.0.5" rather than only what it is not for.
+    """
+    import trio
+
+    tls_stream = trio.SSLStream(stream, context, server_hostname=host, https_compatible=True)
+    try:
+        await tls_stream.do_handshake()
+    except BaseException as exc:
+        await trio.aclose_forcefully(stream)
+        mismatch = _name_mismatch(exc)
+        if mismatch is not None:
+            names = await certificate_names(host, port, context)
+            if names:
+                mismatch.certificate_names = names  # type: ignore[attr-defined]
+        raise
+    return tls_stream
+
+
+def _name_mismatch(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    import ssl
+
+    error: BaseException | None = exc
+    for _ in range(8):
+        if error is None:
+            return None
+        if isinstance(error, ssl.SSLCertVerificationError):
+            return error if error.verify_code in _NAME_MISMATCH else None
+        error = error.__cause__ or error.__context__
+    return None
+
+
+async def certificate_names(host: str, port: int, context: ssl.SSLContext) -> tuple[str, ...]:
+    """The names (DNS names, IP addresses) the certificate of ``host``:``port`` is for.
+
+    Read over a second connection whose handshake checks the chain against
+    the CAs ``context`` holds but not the name -- Python decodes a peer's
+    certificate only once it is verified -- within two seconds. Empty when
+    that fails (the CAs come from a directory read on demand, the server is
+    gone): the detail then names only the host that did not match.
+    """
+    import ssl
+
+    import trio
+
+    cas = context.get_ca_certs(binary_form=True)
+    if not cas:
+        return ()
+    check = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    check.check_hostname = False
+    check.verify_mode = ssl.CERT_REQUIRED
+    check.load_verify_locations(cadata=b"".join(cas))
+    with trio.move_on_after(_NAMES_TIMEOUT):
+        try:
+            tcp = await trio.open_tcp_stream(host, port)
+        except OSError:
+            return ()
+        tls_stream = trio.SSLStream(tcp, check, server_hostname=host)
+        try:
+            await tls_stream.do_handshake()
+            peer = tls_stream.getpeercert()
+        except (trio.BrokenResourceError, OSError):
+            return ()
+        finally:
+            await trio.aclose_forcefully(tls_stream)
+        names = [value for _kind, value in (peer or {}).get("subjectAltName", ())]
+        return tuple(dict.fromkeys(str(name) for name in names))[:8]
+    return ()

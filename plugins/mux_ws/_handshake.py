@@ -194,16 +194,12 @@ async def open_stream(target: Target, tls: ssl.SSLContext | None) -> trio.abc.St
     if not target.tls:
         return stream
     assert tls is not None, "wss:// needs a TLS context"
-    tls_stream = trio.SSLStream(stream, tls, server_hostname=target.host, https_compatible=True)
+    from mux_core.http import start_tls
+
     try:
-        await tls_stream.do_handshake()
-    except (trio.BrokenResourceError, OSError) as exc:
-        await trio.aclose_forcefully(stream)
+        return await start_tls(stream, tls, target.host, target.port)
+    except (trio.BrokenResourceError, OSError) as exc:  # start_tls closed the stream
         raise ServerUnavailable(_tls_detail(exc)) from None
-    except BaseException:
-        await trio.aclose_forcefully(stream)
-        raise
-    return tls_stream
 
 
 def _tls_detail(exc: BaseException) -> str:

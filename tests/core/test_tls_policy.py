@@ -142,6 +142,31 @@ def test_a_certificate_failure_is_told_in_words(code: int, message: str, words: 
     assert "[SSL" not in detail and "_ssl.c" not in detail
 
 
+def test_a_mismatch_names_what_the_certificate_is_for_when_that_is_known() -> None:
+    error = _verify_error(62, "Hostname mismatch, certificate is not valid for '10.0.0.5'.")
+    error.certificate_names = ("trainer.example", "10.0.0.6")  # type: ignore[attr-defined]
+    assert describe_connection_error(error) == (
+        "TLS certificate verify failed: hostname mismatch: the certificate is for"
+        " trainer.example, 10.0.0.6, not 10.0.0.5"
+    )
+
+
+async def test_certificate_names_reads_the_names_over_a_second_connection(
+    ca: trustme.CA, tmp_path: Path
+) -> None:
+    from mux_core.http import certificate_names
+    from mux_core.testing import Hangup, serve_hostile
+    from tests.helpers.tls import server_context
+
+    trusting = tls_context(ca_file=write_ca(ca, tmp_path))
+    context = server_context(ca, "trainer.example", "10.1.2.3")
+    async with serve_hostile([Hangup()], tls=context) as server:  # it reads: it shakes hands
+        names = await certificate_names("127.0.0.1", server.port, trusting)
+        untrusted = await certificate_names("127.0.0.1", server.port, tls_context(verify=False))
+    assert names == ("trainer.example", "10.1.2.3")
+    assert untrusted == ()  # no CA to check the chain with: nothing is read unverified
+
+
 def test_plain_http_where_tls_was_expected_is_told_so() -> None:
     error = ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number")
     error.reason = "WRONG_VERSION_NUMBER"

@@ -64,6 +64,20 @@ async def test_an_expired_certificate_is_told_so(ca: trustme.CA, tmp_path: Path)
     assert_still_retrying(records)
 
 
+async def test_a_certificate_for_another_host_is_a_hostname_mismatch_naming_both(
+    ca: trustme.CA, tmp_path: Path
+) -> None:
+    async with serve_hostile(GOOD_REST, tls=server_context(ca, "trainer.example")) as server:
+        records = await watch(
+            rest(server.url("/m"), ca_file=write_ca(ca, tmp_path)),
+            retried_with(
+                "TLS certificate verify failed: hostname mismatch:"
+                " the certificate is for trainer.example, not 127.0.0.1"
+            ),
+        )
+    assert_still_retrying(records)
+
+
 async def test_verify_false_connects_with_one_warning_naming_the_source(
     ca: trustme.CA, caplog: pytest.LogCaptureFixture
 ) -> None:

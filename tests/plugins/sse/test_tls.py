@@ -79,16 +79,18 @@ async def test_an_expired_certificate_is_told_so(ca: trustme.CA, tmp_path: Path)
     assert_still_retrying(records)
 
 
-async def test_a_certificate_for_another_host_is_a_hostname_mismatch(
+async def test_a_certificate_for_another_host_is_a_hostname_mismatch_naming_both(
     ca: trustme.CA, tmp_path: Path
 ) -> None:
+    """The names the certificate is for come from a second look that checks the
+    chain but not the name: what a person needs to fix the URL or the certificate."""
     context = server_context(ca, "trainer.example")
     async with serve_hostile(GOOD_SSE, tls=context) as server:
         records = await watch(
             sse(server.url("/events"), ca_file=write_ca(ca, tmp_path)),
             retried_with(
                 "TLS certificate verify failed: hostname mismatch:"
-                " the certificate is not valid for 127.0.0.1"
+                " the certificate is for trainer.example, not 127.0.0.1"
             ),
         )
     assert_still_retrying(records)
