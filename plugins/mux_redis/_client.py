@@ -89,6 +89,15 @@ class RedisTarget:
     cluster: bool
 
 
+def url_problem(url: str, *, cluster: bool = False) -> str | None:
+    """Why :func:`parse_url` refuses ``url``, or None (for ``check()``)."""
+    try:
+        parse_url(url, cluster=cluster)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def parse_url(url: str, *, cluster: bool = False) -> RedisTarget:
     """Parse a ``redis://`` / ``rediss://`` / ``redis+cluster://`` URL; ValueError says why not."""
     try:

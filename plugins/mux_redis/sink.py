@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import attrs
 
 from mux_core import Sink
-from mux_core.options import non_negative, positive
+from mux_core.options import non_negative, positive, raise_problems
 from mux_core.records import Batch, encode_jsonl
 from mux_core.sink import SinkContext
 
@@ -52,6 +52,7 @@ from ._client import (
     parse_url,
     queue,
     retryable,
+    url_problem,
 )
 
 # trio is imported by the methods that use it: loading the plugin (every mux
@@ -127,10 +128,12 @@ class RedisStreamSinkOptions:
         """A bad URL or CA file is found before any I/O."""
         from mux_core.http import tls_problem
 
-        parse_url(options.url, cluster=options.cluster)
-        problem = tls_problem(verify=options.verify, ca_file=options.ca_file)
-        if problem:
-            raise ValueError(problem)
+        raise_problems(
+            [
+                url_problem(options.url, cluster=options.cluster),
+                tls_problem(verify=options.verify, ca_file=options.ca_file),
+            ]
+        )
 
 
 @attrs.define(eq=False)

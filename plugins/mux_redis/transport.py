@@ -58,7 +58,7 @@ import attrs
 
 from mux_core import Transport
 from mux_core.errors import Disconnected, Failed, ServerUnavailable, SessionError
-from mux_core.options import positive
+from mux_core.options import positive, raise_problems
 from mux_core.records import (
     RECORD_OVERHEAD,
     Record,
@@ -77,6 +77,7 @@ from ._client import (
     parse_url,
     queue,
     retryable,
+    url_problem,
 )
 
 # trio is imported by the methods that use it: loading the plugin (every mux
@@ -139,17 +140,19 @@ class RedisStreamOptions:
         """A bad URL or CA file, or a group without a consumer, is found before any I/O."""
         from mux_core.http import tls_problem
 
-        parse_url(options.url, cluster=options.cluster)
-        problem = tls_problem(verify=options.verify, ca_file=options.ca_file)
-        if problem:
-            raise ValueError(problem)
-        if options.group is not None and not options.consumer:
-            raise ValueError(
+        raise_problems(
+            [
+                url_problem(options.url, cluster=options.cluster),
+                tls_problem(verify=options.verify, ca_file=options.ca_file),
                 "consumer is required with group: a name unique to this process, "
                 'e.g. consumer = "${HOSTNAME:-mux}"'
-            )
-        if options.consumer is not None and options.group is None:
-            raise ValueError("consumer is set but group is not: name the consumer group too")
+                if options.group is not None and not options.consumer
+                else None,
+                "consumer is set but group is not: name the consumer group too"
+                if options.consumer is not None and options.group is None
+                else None,
+            ]
+        )
 
 
 @attrs.define(eq=False)

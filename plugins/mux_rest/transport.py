@@ -45,7 +45,7 @@ import orjson
 
 from mux_core import Transport, __version__
 from mux_core.errors import Failed, ServerUnavailable, describe_connection_error
-from mux_core.options import positive, secret
+from mux_core.options import positive, raise_problems, secret
 from mux_core.transport import RawEvent, Session
 
 from ._page import Delivered, PageReader
@@ -103,15 +103,17 @@ class RestOptions:
         """Reject what no poll could fix: a bad URL, header, CA file or items path."""
         from mux_core.http import headers_problem, tls_problem, url_problem
 
-        problem = (
-            url_problem(options.url)
-            or headers_problem(options.headers)
-            or tls_problem(verify=options.verify, ca_file=options.ca_file)
+        empty_key = bool(options.items) and "" in options.items.split(".")
+        raise_problems(
+            [
+                url_problem(options.url),
+                headers_problem(options.headers),
+                tls_problem(verify=options.verify, ca_file=options.ca_file),
+                f"items: {options.items!r} has an empty key; write e.g. 'data.items'"
+                if empty_key
+                else None,
+            ]
         )
-        if problem:
-            raise ValueError(problem)
-        if options.items and "" in options.items.split("."):
-            raise ValueError(f"items: {options.items!r} has an empty key; write e.g. 'data.items'")
 
 
 class RestTransport(Transport):

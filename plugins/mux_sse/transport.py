@@ -31,7 +31,7 @@ from mux_core.errors import (
     ServerUnavailable,
     describe_connection_error,
 )
-from mux_core.options import positive, secret
+from mux_core.options import positive, raise_problems, secret
 from mux_core.transport import Session
 
 from ._parser import DEFAULT_MAX_EVENT_BYTES, DEFAULT_MAX_ID_BYTES, SseParser
@@ -80,13 +80,13 @@ class SseOptions:
         """Reject what no connection attempt could fix: a bad URL, header or CA file."""
         from mux_core.http import headers_problem, tls_problem, url_problem
 
-        problem = (
-            url_problem(options.url)
-            or headers_problem(options.headers)
-            or tls_problem(verify=options.verify, ca_file=options.ca_file)
+        raise_problems(
+            [
+                url_problem(options.url),
+                headers_problem(options.headers),
+                tls_problem(verify=options.verify, ca_file=options.ca_file),
+            ]
         )
-        if problem:
-            raise ValueError(problem)
 
 
 class SseTransport(Transport):

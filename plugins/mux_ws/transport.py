@@ -49,7 +49,7 @@ from mux_core.errors import (
     SessionError,
     describe_connection_error,
 )
-from mux_core.options import non_negative, positive, secret
+from mux_core.options import non_negative, positive, raise_problems, secret
 from mux_core.payload import JsonFields, is_json
 from mux_core.transport import RawEvent, Session
 
@@ -125,11 +125,12 @@ class WsOptions:
         before any I/O."""
         from mux_core.http import clean_headers, tls_problem
 
-        problem = options_problem(options.url, clean_headers(options.headers)) or tls_problem(
-            verify=options.verify, ca_file=options.ca_file
+        raise_problems(
+            [
+                options_problem(options.url, clean_headers(options.headers)),
+                tls_problem(verify=options.verify, ca_file=options.ca_file),
+            ]
         )
-        if problem:
-            raise ValueError(problem)
 
 
 class _Connection:

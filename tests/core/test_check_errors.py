@@ -190,3 +190,35 @@ def test_a_group_holding_something_else_is_a_bug_of_the_plugin(plugins: PluginMa
     with pytest.raises(ExceptionGroup) as caught:
         parse_config(text, path="feed.toml", plugins=plugins)
     assert [type(e) for e in caught.value.exceptions] == [ValueError, TypeError]
+
+
+def test_a_built_in_transport_reports_all_its_problems(tmp_path: Path) -> None:
+    """sse's check() finds the URL, a header name and the CA file wrong at once."""
+    missing = tmp_path / "no-such-ca.pem"
+    config = tmp_path / "sse.toml"
+    config.write_text(
+        "[[sources]]\n"
+        'name = "train"\n'
+        'transport = "sse"\n'
+        'url = "ftp://trainer/events"\n'
+        'headers = { "X Token" = "t0k3n-secret" }\n'
+        f'ca_file = "{missing}"\n'
+        "\n[[sinks]]\n"
+        'type = "log"\n'
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "mux_core", "check", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.removeprefix("mux: error: ").splitlines()
+    assert [line.split(": ")[0:2] for line in lines] == [
+        [f"{config}:4", "sources[0].url"],
+        [f"{config}:5", "sources[0].headers"],
+        [f"{config}:6", "sources[0].ca_file"],
+    ]
+    assert "must start with http:// or https://" in lines[0]
+    assert "'X Token' is not a valid HTTP header name" in lines[1]
+    assert "t0k3n-secret" not in result.stderr
