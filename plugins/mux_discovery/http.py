@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import attrs
 
 from mux_core import Discoverer, DiscoveryContext, SourceDocument, describe_connection_error
-from mux_core.options import positive, secret
+from mux_core.options import positive, raise_problems, secret
 
 # trio, ssl and mux_core.http's client are imported where they are used:
 # loading the plugin (every mux command does) does not pay for them.
@@ -77,10 +77,26 @@ class HttpOptions:
     headers: dict[str, str] = attrs.field(factory=dict, metadata=secret())
     #: Seconds a poll may take, connecting included.
     timeout: float = attrs.field(default=10.0, validator=positive("seconds"))
-    #: Check the server's TLS certificate (https).
+    #: Check the server's TLS certificate (https) against the system's trust store, or
+    #: ``ca_file``; false checks nothing (mux warns at check and at start).
     verify: bool = True
+    #: A PEM file of the CAs to trust instead of the system's (a private CA, a self-signed
+    #: server's certificate).
+    ca_file: str | None = None
     #: The largest answer read, in bytes (as sent and decompressed); a larger one is a failed poll.
     max_answer_bytes: int = attrs.field(default=MAX_ANSWER_BYTES, validator=positive())
+
+    @classmethod
+    def check(cls, options: HttpOptions) -> None:
+        """Reject what no poll could fix: a header no request can carry, a bad CA file."""
+        from mux_core.http import headers_problem, tls_problem
+
+        raise_problems(
+            [
+                headers_problem(options.headers),
+                tls_problem(verify=options.verify, ca_file=options.ca_file),
+            ]
+        )
 
 
 class HttpDiscovery(Discoverer):
@@ -92,12 +108,15 @@ class HttpDiscovery(Discoverer):
         self.options = options
         self.context = context
         self._problem: str | None = None
+        self._tls: ssl.SSLContext | None = None
 
     async def run(self) -> None:
         import trio
 
-        from mux_core.http import HttpClient
+        from mux_core.http import HttpClient, warn_unverified
 
+        if not self.options.verify:
+            warn_unverified(f"discovery {self.context.name!r}")
         client = HttpClient(tls_context=self._tls_context)
         last: bytes | None = None
         failures = 0
@@ -176,13 +195,13 @@ class HttpDiscovery(Discoverer):
             self.context.report(problem)
 
     async def _tls_context(self) -> ssl.SSLContext:
-        import ssl
+        """mux's one TLS policy (``mux_core.http.tls_context``), built once; a CA file
+        that holds no certificate raises ``ValueError``: a failed poll, told in words."""
+        if self._tls is None:
+            from mux_core.http import tls_context
 
-        context = ssl.create_default_context()
-        if not self.options.verify:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        return context
+            self._tls = tls_context(verify=self.options.verify, ca_file=self.options.ca_file)
+        return self._tls
 
 
 class _PollFailed(Exception):

@@ -326,3 +326,21 @@ def test_the_defaults_retry_raises_the_floor() -> None:
         policy=DiscoveryPolicy(defaults={"retry": {"initial_delay": 3.0}}),
     )
     assert found.sources[0].retry.initial_delay == 3.0
+
+
+def test_the_http_discoverers_headers_and_ca_file_are_checked_at_load(tmp_path: Path) -> None:
+    """A header no request can carry, a CA file that is not there: config errors at
+    their lines, not a failure of every poll."""
+    message = _error(
+        f"""\
+        [[discovery]]
+        type = "http"
+        url = "https://sd.internal/x"
+        headers = {{ X-Token = "a\\nb" }}
+        ca_file = "{tmp_path / "missing.pem"}"
+        """
+        + SINK,
+        builtin_plugins(),
+    )
+    assert "m.toml:4: discovery[0].headers" in message
+    assert f"m.toml:5: discovery[0].ca_file: no such file '{tmp_path / 'missing.pem'}'" in message

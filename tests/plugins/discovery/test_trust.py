@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trustme
 
 from mux_core import State
 from mux_core.testing import Hangup, Plan, Reset, Send, http_head, serve_hostile, serve_sse
@@ -282,6 +283,39 @@ async def test_the_http_discoverer_survives_tls_failures(
     assert len(failures) == 1, failures  # told once, however many polls fail alike
     assert "TLS" in failures[0] or "certificate" in failures[0], failures[0]
     assert "stopped on an error" not in caplog.text and "Traceback" not in caplog.text
+
+
+async def test_the_http_discoverer_follows_the_one_tls_policy(
+    caplog: pytest.LogCaptureFixture,
+    ca: trustme.CA,
+    tls_server_context: ssl.SSLContext,
+    tmp_path: Path,
+) -> None:
+    """ca_file trusts a private CA; verify = false connects to it too, with one warning."""
+    caplog.set_level(logging.INFO)
+    bundle = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    answers = [_json_answer(json.dumps([_scripted("trusted")]).encode()), Hangup()]
+    other = [_json_answer(json.dumps([_scripted("unchecked")]).encode()), Hangup()]
+    async with (
+        serve_hostile(answers, tls=tls_server_context) as trusted,
+        serve_hostile(other, tls=tls_server_context) as unchecked,
+    ):
+        toml = FAST_RETRY + (
+            f'\n[[discovery]]\ntype = "http"\nurl = "{trusted.url("/sd")}"\ninterval = 30\n'
+            f'ca_file = "{bundle}"\n{SCRIPTED_ALLOWED}'
+            f'\n[[discovery]]\ntype = "http"\nname = "insecure"\nurl = "{unchecked.url("/sd")}"\n'
+            f"interval = 30\nverify = false\n{SCRIPTED_ALLOWED}"
+        )
+        async with running_engine(toml) as (_engine, sink):
+            await sink.wait_for(lambda s: {e.source for e in s.events} == {"trusted", "unchecked"})
+    assert "last good list" not in caplog.text
+    warnings = [
+        r.getMessage()
+        for r in caplog.records
+        if "TLS certificates are not checked" in r.getMessage()
+    ]
+    assert len(warnings) == 1 and warnings[0].startswith("discovery 'insecure': verify = false")
 
 
 async def test_max_sources_keeps_exactly_the_cap_and_says_so_once(
