@@ -55,8 +55,9 @@ __all__ = ["MAX_ANSWER_BYTES", "HttpDiscovery", "HttpOptions", "http_sd_tables"]
 _log = logging.getLogger("mux.discovery")
 
 #: ``max_answer_bytes`` by default: a list of sources is small (1,000 sources
-#: take about 100 KiB), and a larger answer is refused, never parsed.
-MAX_ANSWER_BYTES = 4 * 1024 * 1024
+#: take about 100 KiB), and a larger answer is refused, never parsed -- an
+#: ``http_sd`` target list of 1 MiB expands to ~70,000 tables (~30 MiB) at most.
+MAX_ANSWER_BYTES = 1024 * 1024
 
 
 def _url(_instance: object, attribute: attrs.Attribute[str], value: str) -> None:

@@ -254,7 +254,7 @@ async def test_the_http_discoverer_survives_garbage_and_oversize_answers(
     ) as sd:
         toml = FAST_RETRY + (
             f'\n[[discovery]]\ntype = "http"\nurl = "{sd.url("/sd")}"\ninterval = 30\n'
-            "max_answer_bytes = 4194304\n" + SCRIPTED_ALLOWED
+            + SCRIPTED_ALLOWED
         )
         async with running_engine(toml) as (_engine, sink):
             await sink.wait_for(lambda s: len(s.events) == 2)
@@ -262,7 +262,7 @@ async def test_the_http_discoverer_survives_garbage_and_oversize_answers(
     assert len(failures) == 4, failures
     assert "nested too deeply" in failures[0]
     assert "a number too long" in failures[1]
-    assert "larger than 4194304 bytes (max_answer_bytes)" in failures[2]
+    assert "larger than 1048576 bytes (max_answer_bytes)" in failures[2]
     assert "not HTTP" in failures[3]
     assert "stopped on an error" not in caplog.text and "Traceback" not in caplog.text
 
