@@ -295,8 +295,8 @@ async def test_the_http_discoverer_follows_the_one_tls_policy(
     caplog.set_level(logging.INFO)
     bundle = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(bundle))
-    answers = [_json_answer(json.dumps([_scripted("trusted")]).encode()), Hangup()]
-    other = [_json_answer(json.dumps([_scripted("unchecked")]).encode()), Hangup()]
+    answers: Plan = [_json_answer(json.dumps([_scripted("trusted")]).encode()), Hangup()]
+    other: Plan = [_json_answer(json.dumps([_scripted("unchecked")]).encode()), Hangup()]
     async with (
         serve_hostile(answers, tls=tls_server_context) as trusted,
         serve_hostile(other, tls=tls_server_context) as unchecked,
