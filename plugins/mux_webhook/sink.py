@@ -140,16 +140,27 @@ class WebhookOptions:
     timeout: float = attrs.field(default=10.0, validator=positive())
     #: Seconds the end of a run waits for what is still queued to be sent.
     flush_timeout: float = attrs.field(default=5.0, validator=positive())
+    #: Check the receiver's TLS certificate (https) against the system's trust
+    #: store, or ``ca_file``; false checks nothing (mux warns at check and at start).
+    verify: bool = True
+    #: A PEM file of the CAs to trust instead of the system's (a private CA, a
+    #: self-signed receiver's certificate).
+    ca_file: str | None = None
 
     @classmethod
     def check(cls, options: WebhookOptions) -> None:
-        """Reject a header no request could carry (non-ASCII, a line break) before the run,
-        with the key's line, rather than failing every POST."""
-        from mux_core.http import clean_headers, headers_problem
+        """Reject a header no request could carry (non-ASCII, a line break) and a
+        CA file that is not there before the run, each at its key's line,
+        rather than failing every POST."""
+        from mux_core.http import clean_headers, headers_problem, tls_problem
+        from mux_core.options import raise_problems
 
-        problem = headers_problem(clean_headers(options.headers))
-        if problem:
-            raise ValueError(problem)
+        raise_problems(
+            [
+                headers_problem(clean_headers(options.headers)),
+                tls_problem(verify=options.verify, ca_file=options.ca_file),
+            ]
+        )
 
 
 def slack_line(record: Record) -> str:
@@ -261,7 +272,16 @@ class WebhookSink(Sink):
     async def open(self) -> None:
         import httpx
 
-        self._client = httpx.AsyncClient(timeout=self.options.timeout)
+        from mux_core.http import tls_context, warn_unverified
+
+        options = self.options
+        if not options.verify:
+            warn_unverified(f"sink {self.context.name!r}")
+        # The one TLS policy of mux (docs/security.md, TLS); a ca_file without
+        # a certificate is a ValueError naming it: the sink fails to open.
+        context = tls_context(verify=options.verify, ca_file=options.ca_file)
+        context.set_alpn_protocols(["http/1.1"])
+        self._client = httpx.AsyncClient(timeout=options.timeout, verify=context)
         self.context.start_background(self._sender)
         self.context.start_background(self._timer)
 

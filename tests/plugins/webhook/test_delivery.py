@@ -98,6 +98,46 @@ async def test_a_tls_failure_is_said_in_words_and_retried(
     assert receiver.requests == []
 
 
+async def test_a_private_ca_is_trusted_through_ca_file_and_verify_false_is_warned(
+    ca: trustme.CA, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The one TLS policy: ca_file trusts a private CA; verify = false
+    delivers too, with the one warning line naming the sink."""
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    receiver = Receiver()
+    async with serving(receiver, tls=server) as port:
+        url = f"https://127.0.0.1:{port}/services/{TOKEN}"
+        async with webhook_sink(url, ca_file=str(ca_file)) as sink:
+            await sink.write([_alert(1)])
+            await receiver.wait_for(1)
+        async with webhook_sink(url, verify=False) as sink:
+            await sink.write([_alert(2)])
+            await receiver.wait_for(2)
+    assert [r["seq"] for r in receiver.records()] == [1, 2]
+    warnings = [r.getMessage() for r in caplog.records if "verify = false" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].startswith("sink 'hook': verify = false")
+
+
+def test_a_missing_ca_file_is_a_config_error_at_its_line(tmp_path: Path) -> None:
+    from mux_core._config import parse_config
+    from mux_core._plugins import PluginManager
+    from mux_core.errors import ConfigError
+
+    plugins = PluginManager()
+    plugins.load_entry_points()
+
+    text = (
+        '[[sinks]]\ntype = "webhook"\nurl = "https://hooks.example/x"\n'
+        f'ca_file = "{tmp_path / "absent.pem"}"\n'
+    )
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, path="m.toml", plugins=plugins)
+    assert "m.toml:4" in str(caught.value) and "ca_file" in str(caught.value)
+
+
 # -- grouping -----------------------------------------------------------------
 
 
