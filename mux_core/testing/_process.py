@@ -39,6 +39,8 @@ __all__ = ["ServerProcess"]
 _POLL = 0.02
 #: How much of the server's output an error shows.
 _TAIL_LINES = 20
+#: Seconds kill() waits for the rest of a killed process group to exit.
+_GROUP_EXIT = 5.0
 
 
 def _free_port(host: str) -> int:
@@ -46,6 +48,41 @@ def _free_port(host: str) -> int:
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def _group_alive(pgid: int) -> bool:
+    """True while a process of group ``pgid`` has not exited (a zombie has)."""
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    if not os.path.isdir("/proc/self/task"):
+        return True  # no /proc: a zombie counts as alive until it is reaped
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit() and _stat(entry.path)[1] == pgid and _running(entry.path):
+            return True
+    return False
+
+
+def _stat(path: str) -> tuple[bytes, int]:
+    """The state and the process group in ``path/stat`` (``b"", -1`` if it is gone)."""
+    try:
+        with open(os.path.join(path, "stat"), "rb") as stat:
+            line = stat.read()
+    except OSError:
+        return b"", -1
+    # "pid (comm) state ppid pgrp ...": comm may hold anything, so split after its ")".
+    state, _ppid, pgrp = line[line.rindex(b")") + 2 :].split()[:3]
+    return state, int(pgrp)
+
+
+def _running(path: str) -> bool:
+    """True while a thread of the process runs (its sockets close with the last one)."""
+    try:
+        tasks = os.listdir(os.path.join(path, "task"))
+    except OSError:
+        return False
+    return any(_stat(os.path.join(path, "task", tid))[0] not in (b"", b"Z", b"X") for tid in tasks)
 
 
 def _printable(line: str) -> str:
@@ -202,7 +239,12 @@ class ServerProcess:
         return f"; the last lines it wrote:\n{shown}"
 
     async def kill(self) -> None:
-        """SIGKILL the process (its whole group) and reap it. No-op when not running."""
+        """SIGKILL the process and its whole group; return once they have exited.
+
+        The process is reaped; what it started (a wrapper script's server) is
+        gone too, its ports closed, so a :meth:`start` can bind them again.
+        No-op when not running.
+        """
         process = self._process
         if process is None:
             return
@@ -210,7 +252,12 @@ class ServerProcess:
             self._signal(signal.SIGKILL)
         with trio.CancelScope(shield=True):
             await process.wait()
-        self._signal(signal.SIGKILL)  # whatever it left behind in its group
+            # Whatever it started is killed too, and gone -- ports closed -- before
+            # this returns: a restart must find its port free.
+            self._signal(signal.SIGKILL)
+            with trio.move_on_after(_GROUP_EXIT):
+                while _group_alive(process.pid):  # noqa: ASYNC110 (no event for a grandchild)
+                    await trio.sleep(_POLL / 4)
         self.paused = False
 
     async def stop(self, timeout: float = 5.0) -> None:
