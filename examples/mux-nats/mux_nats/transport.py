@@ -8,15 +8,15 @@ jetstream: a durable pull consumer. Each message is emitted with its
 stream sequence as the id and its subject as the event type, and
 acknowledged only once ``session.delivered()`` says every sink has it; what
 was not acknowledged (mux killed, a connection cut) the server sends again
-after ``ack_wait`` (at least once). A message sent again that this
-transport already acknowledged -- the server lost the ack in a crash -- is
-acknowledged again and not emitted twice.
+after ``ack_wait`` (at least once). A message sent again that every sink
+already has -- its ack lost in a crash of the server, or never sent in one
+of mux run with ``--state`` -- is acknowledged again and not emitted twice
+(``delivered.py``).
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -26,17 +26,14 @@ from mux_core import Session, Transport
 from mux_core.options import at_least_one, positive, raise_problems, secret
 
 from .client import Credentials, NatsConnection
-from .jetstream import JsMessage, PullConsumer
+from .delivered import Delivered
+from .jetstream import PullConsumer
 from .protocol import sub
 
 __all__ = ["NatsOptions", "NatsTransport"]
 
 _MODES = ("core", "jetstream")
 _DEFAULT_PORT = 4222
-#: Delivered messages remembered per source, to recognise one the server sends again
-#: after an ack was lost (a few MiB at most; the unacknowledged are at most
-#: the consumer's max_ack_pending, 1,000 by default).
-_REMEMBERED = 65_536
 
 
 def _token(*, dots: bool) -> Callable[[Any, attrs.Attribute[str], str], None]:
@@ -126,39 +123,11 @@ def _split_url(url: str) -> tuple[str, int]:
         raise ValueError(f"has a bad port: {url!r}") from None
 
 
-class _Delivered:
-    """The messages that every sink has, the last ``limit`` of them, by stream sequence.
-
-    The timestamp tells a repeat from a new message that got a sequence again
-    (a stream that lost its tail in a crash).
-    """
-
-    def __init__(self, limit: int) -> None:
-        self._stored_at: OrderedDict[int, int] = OrderedDict()
-        self._limit = limit
-
-    def __contains__(self, message: JsMessage) -> bool:
-        return self._stored_at.get(message.stream_seq) == message.timestamp
-
-    def add_all(self, messages: Iterable[JsMessage]) -> None:
-        stored_at = self._stored_at
-        for message in messages:
-            stored_at[message.stream_seq] = message.timestamp
-        while len(stored_at) > self._limit:
-            stored_at.popitem(last=False)
-
-
 class NatsTransport(Transport):
     """NATS subscriptions (core) and durable pull consumers (jetstream), by hand over trio."""
 
     Options = NatsOptions
     options: NatsOptions
-
-    def __init__(self, options: NatsOptions) -> None:
-        super().__init__(options)
-        # Kept across sessions: what every sink has, which the server sends again
-        # when an ack was lost (a connection cut, a server killed).
-        self._delivered = _Delivered(_REMEMBERED)
 
     async def run_session(self, session: Session) -> None:
         options = self.options
@@ -200,18 +169,24 @@ class NatsTransport(Transport):
         )
         await consumer.prepare()
         await session.connected()
-        delivered = self._delivered
+        delivered = Delivered.of(
+            session.resume.cursor,
+            stream=options.stream,
+            durable=options.durable,
+            subject=options.subject,
+        )
         while True:
             messages = await consumer.next_messages()
             fresh = [m for m in messages if m not in delivered]
             if fresh:
                 await session.emit([(m.subject, str(m.stream_seq), m.payload) for m in fresh])
-                if await session.delivered():
-                    delivered.add_all(fresh)  # before the ack can be lost
-                else:  # a sink failed: ack only the repeats
+                if not await session.delivered():  # a sink failed: ack only the repeats
                     await session.notice(
                         f"a sink failed: {len(fresh)} messages left unacknowledged"
                         " (the server sends them again after ack_wait)"
                     )
-                    messages = [m for m in messages if m in delivered]
+                    await consumer.ack([m for m in messages if m in delivered])
+                    continue
+                delivered = delivered.adding(fresh)  # before the ack, which may be lost
+                session.resume.cursor = delivered.cursor()
             await consumer.ack(messages)

@@ -6,6 +6,7 @@ from typing import Any
 import trio
 from mux_nats import NatsOptions, NatsTransport
 from publisher import connect, create_stream, nats_server
+from sessions import running
 
 from mux_core import Failed, ServerUnavailable
 from mux_core.testing import run_one_session
@@ -59,3 +60,37 @@ async def test_a_missing_stream_fails_and_no_jetstream_is_retried(tmp_path: Path
     assert off.error.detail == (
         "JetStream did not answer (no responders): is it enabled (nats-server -js)?"
     )
+
+
+async def test_what_the_sinks_have_is_not_emitted_again_even_when_its_acks_were_lost(
+    tmp_path: Path,
+) -> None:
+    async with nats_server("-js", "-sd", str(tmp_path)) as server:
+        await create_stream(server.port, "EVENTS", ["ev.>"])
+        async with connect(server.port) as nats:
+            await nats.js_publish([("ev.a", b"%d" % n, str(n)) for n in range(1, 101)])
+        options = NatsOptions(port=server.port, mode="jetstream", stream="EVENTS", ack_wait=0.3)
+        first = await run_one_session(NatsTransport(options), until=100)
+        await server.kill()  # at once: nats-server 2.9 loses the acks of its last ~0.1 s
+        await server.restart()
+        lost = (await _consumer(server.port, "EVENTS", "mux"))["num_ack_pending"]
+        # A new mux (a new transport) resumed from the first one's state, as --state does:
+        # the server sends again what it lost the acks of, the transport only acks it.
+        resumed = NatsTransport(options)
+        async with running(resumed, resume=first.resume, until=lambda r: bool(r.events)) as second:
+            with trio.fail_after(10):
+                while await _ack_floor(server.port) < 100:  # noqa: ASYNC110 -- the server's state
+                    await trio.sleep(0.02)
+            async with connect(server.port) as nats:
+                await nats.js_publish([("ev.a", b"101", "101")])
+        assert second.result is not None
+        # The stream made again: its sequences start over, stored later, so they are new.
+        async with connect(server.port) as nats:
+            await nats.api("STREAM.DELETE.EVENTS")
+        await create_stream(server.port, "EVENTS", ["ev.>"])
+        async with connect(server.port) as nats:
+            await nats.js_publish([("ev.a", b"1 again", "again")])
+        third = await run_one_session(NatsTransport(options), resume=second.result.resume, until=1)
+    assert [e.id for e in first.events] == [str(n) for n in range(1, 101)]
+    assert [e.id for e in second.result.events] == ["101"], f"{lost} acks were lost"
+    assert [(e.id, e.data) for e in third.events] == [("1", "1 again")]
