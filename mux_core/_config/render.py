@@ -124,13 +124,13 @@ def mask(text: str, secrets: Collection[str], *, words: Collection[str] = ()) ->
     4+ characters are (and the start of a long one, as an error message cuts
     it: ``"abc..."``), shorter ones only quoted (``'ab'``, ``"ab"``), so a
     variable holding ``1`` does not turn every digit 1 into stars. The
-    password of a URL in the text is masked too. ``words``: more secrets,
+    password and the query values of a URL in the text are masked too. ``words``: more secrets,
     whose short ones are masked as whole words too (the values of the key an
     error message is about: ``got an integer 1``).
     """
     if text in secrets or text in words:
         return "***"
-    text = _mask_url_password(text)
+    text = _mask_urls(text)
     for secret in sorted(words, key=len, reverse=True):
         if 0 < len(secret) < 4:
             text = re.sub(rf"(?<!\w){re.escape(secret)}(?!\w)", "***", text)
@@ -189,18 +189,45 @@ class MaskSecrets(logging.Filter):
                 handler.removeFilter(self)
 
 
-def _mask_url_password(text: str) -> str:
-    if "://" not in text or "@" not in text:
+#: A URL inside a longer text (a log line, an error): a scheme, ``://``, then
+#: everything up to white space or a quote.
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>`]+")
+
+
+def _mask_urls(text: str) -> str:
+    """Every URL in ``text`` with its password and its query values masked:
+    ``http://bob:***@host/sd?token=***&after=***``. A query is where
+    credentials go when there is no header (``?token=``, ``?api_key=``), so
+    its values are never shown; the keys are, to say which was set."""
+    if "://" not in text:
         return text
+    return _URL_IN_TEXT.sub(_mask_url_match, text)
+
+
+def _mask_url_match(match: re.Match[str]) -> str:
+    # Punctuation that ends a sentence ends the URL too ("...?k=v: refused").
+    url = match.group(0)
+    stripped = url.rstrip(".,:;!?)]}")
+    return _mask_url(stripped) + url[len(stripped) :]
+
+
+def _mask_url(url: str) -> str:
     try:
-        parts = urlsplit(text)
-        if parts.password is None:
-            return text
+        parts = urlsplit(url)
+        password = parts.password
     except ValueError:
-        return text
-    userinfo, _, hostport = parts.netloc.rpartition("@")
-    user = userinfo.partition(":")[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{hostport}"))
+        return url
+    if password is not None:
+        userinfo, _, hostport = parts.netloc.rpartition("@")
+        user = userinfo.partition(":")[0]
+        parts = parts._replace(netloc=f"{user}:***@{hostport}")
+    if parts.query:
+        masked = "&".join(
+            f"{key}=***" if sep else key
+            for key, sep, _value in (item.partition("=") for item in parts.query.split("&"))
+        )
+        parts = parts._replace(query=masked)
+    return urlunsplit(parts)
 
 
 def _url_password(text: str) -> str | None:
