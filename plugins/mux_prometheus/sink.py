@@ -147,6 +147,7 @@ class PrometheusSink(Sink):
 
         self._writing = trio.Lock()
         self._closed = False
+        self._final = False
 
     async def open(self) -> None:
         # The first file is written by the background task, at once: the
@@ -176,6 +177,8 @@ class PrometheusSink(Sink):
         import trio
 
         with trio.CancelScope(shield=True):
+            # The run's last figures: every source it had, stopped ones too.
+            self._final = True
             await self.write_file()
             self._closed = True
 
@@ -220,7 +223,8 @@ class PrometheusSink(Sink):
         import trio
         from prometheus_client import CollectorRegistry, write_to_textfile
 
-        self._forget_stopped()
+        if not self._final:
+            self._forget_stopped()
         registry = CollectorRegistry(auto_describe=False)
         registry.register(_snapshot_class()(list(self.metrics())))
         try:
