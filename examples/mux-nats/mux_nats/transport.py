@@ -9,9 +9,9 @@ stream sequence as the id and its subject as the event type, and
 acknowledged only once ``session.delivered()`` says every sink has it; what
 was not acknowledged (mux killed, a connection cut) the server sends again
 after ``ack_wait`` (at least once). A message sent again that every sink
-already has -- its ack lost in a crash of the server, or never sent in one
-of mux run with ``--state`` -- is acknowledged again and not emitted twice
-(``delivered.py``).
+already has -- its ack lost when nats-server was killed, or never sent when
+mux was (and restarted with ``--state``) -- is acknowledged again, not
+emitted twice (``delivered.py``).
 """
 
 from __future__ import annotations
