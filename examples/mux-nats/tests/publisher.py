@@ -21,6 +21,10 @@ def nats_server(*args: str, port: int | None = None) -> ServerProcess:
     return ServerProcess(["nats-server", "-a", "{host}", "-p", "{port}", *args], port=port)
 
 
+class NoJetStream(Exception):
+    """JetStream did not answer: a server just started, or one without -js."""
+
+
 class Publisher:
     def __init__(self, stream: trio.SocketStream) -> None:
         self._stream = stream
@@ -107,7 +111,9 @@ class Publisher:
             headers = f"NATS/1.0\r\nNats-Msg-Id: {msg_id}\r\n\r\n".encode()
             replies.append(await self._send_request(subject, payload, headers))
         answers = await self._replies(set(replies))
-        acks = [json.loads(answers[reply] or b"{}") for reply in replies]
+        if not all(answers.values()):
+            raise NoJetStream("no responders: JetStream is not running (yet)")
+        acks = [json.loads(answers[reply]) for reply in replies]
         assert all("seq" in ack for ack in acks), acks
         return [int(ack["seq"]) for ack in acks]
 
