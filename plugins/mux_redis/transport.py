@@ -255,6 +255,9 @@ class _Reader:
     async def run(self) -> None:
         import trio
 
+        # A round trip first: literal streams in plain mode need no command
+        # before the first read, and "connected" must mean Redis answered.
+        await command(self.client, b"PING")
         await self._rescan()
         await self.session.connected(f"{len(self.keys)} streams")
         group = self.options.group

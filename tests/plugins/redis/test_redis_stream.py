@@ -38,6 +38,7 @@ from mux_redis.transport import RedisStreamOptions
 from tests.helpers.e2e import (
     FAST_RETRY,
     MUX,
+    closed_port,
     file_sink_toml,
     read_jsonl,
     start_mux,
@@ -903,3 +904,21 @@ def test_connections_are_named_after_the_source_or_sink_as_redis_allows() -> Non
     # the connection): source names may have them.
     assert client_name("mux:train run 3\n") == "mux:train_run_3_"
     assert client_name("mux-sink:redis-stream") == "mux-sink:redis-stream"
+
+
+async def test_a_source_never_reads_connected_before_redis_answered() -> None:
+    """Plain mode on a literal stream needs no command before its first read;
+    against a closed port the session must still end server_unavailable
+    (refused), never connected-then-disconnected."""
+    from mux_core.errors import ServerUnavailable
+    from mux_core.testing import run_one_session
+    from mux_redis.transport import RedisStreamTransport
+
+    with closed_port() as port:
+        transport = RedisStreamTransport(
+            RedisStreamOptions(url=f"redis://127.0.0.1:{port}/0", streams=["mux:x"])
+        )
+        result = await run_one_session(transport, timeout=10)
+    assert isinstance(result.error, ServerUnavailable)
+    assert "refused" in result.error.detail
+    assert [s.state for s in result.records if type(s) is Status] == []
