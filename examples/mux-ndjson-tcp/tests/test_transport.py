@@ -5,9 +5,8 @@ import textwrap
 import trio
 from mux_ndjson_tcp import NdjsonTcpOptions, NdjsonTcpTransport
 
-import mux_core.testing
 from mux_core import Engine, PluginManager, State, parse_config
-from mux_core.testing import CollectingSink, Drop, run_one_session, serve_tcp
+from mux_core.testing import Collectors, Drop, run_one_session, serve_tcp
 
 
 async def test_each_line_is_one_event_with_its_id_as_a_string() -> None:
@@ -27,7 +26,8 @@ async def test_each_line_is_one_event_with_its_id_as_a_string() -> None:
 
 async def test_a_run_survives_a_cut_connection_without_duplicates_or_gaps() -> None:
     plugins = PluginManager()
-    plugins.register(mux_core.testing, name="testing")  # the "collect" sink
+    collectors = Collectors()  # the "collect" sink, found by this test alone
+    plugins.register(collectors, name="collectors")
     plugins.load_entry_points(only={"ndjson-tcp"})  # this package, installed
     async with serve_tcp(hello="resume_after") as server:
         for n in range(1, 6):
@@ -51,11 +51,8 @@ async def test_a_run_survives_a_cut_connection_without_duplicates_or_gaps() -> N
         engine = Engine(config, plugins)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(engine.run)
-            with trio.fail_after(10):
-                while "ndjson-run" not in CollectingSink.instances:
-                    await trio.lowlevel.checkpoint()
-                sink = CollectingSink.instances["ndjson-run"]
-                await sink.wait_for(lambda s: len(s.events) >= 5)
+            sink = await collectors.sink("ndjson-run", timeout=10)
+            await sink.wait_for(lambda s: len(s.events) >= 5)
             engine.request_stop("test over")
     assert [e.id for e in sink.events] == ["1", "2", "3", "4", "5"]
     states = [s.state for s in sink.statuses]
