@@ -154,6 +154,10 @@ class SourceInfo:
 
     name: str
     transport: str
+    #: The source's ``stale_after`` key: seconds without an event after which a
+    #: connected source is stale; None: learned from its own rhythm
+    #: (:class:`mux_core.views.StaleWatch`).
+    stale_after: float | None = None
 
 
 @attrs.define

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 __all__ = [
     "RateMeter",
+    "StaleWatch",
     "ViewClock",
     "escape_controls",
     "format_age",
@@ -108,15 +109,15 @@ def format_value(value: float | None) -> str:
 
     Fixed notation from 0.001 up to 10,000, scientific with 3 decimals
     outside it: ``7.98``, ``1.596e-04``, ``4.860e-05`` -- never
-    ``0.0001596`` next to ``4.86e-05``. NaN is "NaN", infinities "inf" and
-    "-inf", no value "—".
+    ``0.0001596`` next to ``4.86e-05``. NaN is "NaN", infinities "Inf" and
+    "-Inf" (a value, never hidden behind the last finite one), no value "—".
     """
     if value is None:
         return "—"
     if value != value:
         return "NaN"
     if math.isinf(value):
-        return "inf" if value > 0 else "-inf"
+        return "Inf" if value > 0 else "-Inf"
     if value == 0 or 1e-3 <= abs(value) < 1e4:
         return f"{value:.4g}"
     return f"{value:.3e}"
@@ -222,3 +223,89 @@ class RateMeter:
         samples = self._samples
         while len(samples) > 2 and samples[0][0] < start:
             samples.popleft()
+
+
+class StaleWatch:
+    """Whether a connected source has gone quiet for longer than it usually does.
+
+    A hung trainer (stopped, deadlocked, stuck in a long step) keeps its
+    connection open and sends nothing: the connection state says
+    ``connected`` and only silence tells. One watch per source, fed the time
+    of each event (:meth:`saw`) and asked with "now" (:meth:`is_stale`),
+    both on one clock: a view's :class:`ViewClock`, the trio clock in the
+    core's quality tracker.
+
+    The threshold is ``stale_after`` when the config sets it (the source's
+    ``stale_after`` key, :attr:`~mux_core.sink.SourceInfo.stale_after`);
+    else it is learned from the source's own rhythm: :attr:`FACTOR` times
+    the median of the last :attr:`GAPS` intervals between events, never
+    below ``floor`` -- a source at 10 events/s goes stale after ``floor``
+    seconds of silence, one every 2 s after 20 s. With no interval yet (one
+    event so far) it is ``floor``. Events stamped with the same time (one
+    batch) make no interval, so feeding every event or one per batch
+    measures the same; a time earlier than the last one (a replay starting
+    over) starts measuring again from it.
+
+    Only the silence is judged, not the connection: the caller asks only
+    while the source is connected. Costs a few list operations per
+    :meth:`saw`; one watch holds at most 32 floats.
+    """
+
+    #: How many of the newest intervals between events the learned threshold reads.
+    GAPS = 32
+    #: The learned threshold is this many times the median interval.
+    FACTOR = 10.0
+
+    __slots__ = ("_gaps", "_last", "_next", "_threshold", "floor", "stale_after")
+
+    def __init__(self, *, stale_after: float | None = None, floor: float = 5.0) -> None:
+        if stale_after is not None and not stale_after > 0:
+            raise ValueError(f"stale_after must be > 0 seconds, got {stale_after!r}")
+        if not floor >= 0 or math.isinf(floor):
+            raise ValueError(f"floor must be a finite number of seconds >= 0, got {floor!r}")
+        #: The config's threshold in seconds, or None: learned.
+        self.stale_after = stale_after
+        #: The lowest learned threshold, in seconds.
+        self.floor = floor
+        self._last: float | None = None
+        # A ring of the newest intervals (a list: 56 bytes empty, where a
+        # deque costs ~600, and the core keeps one watch per source).
+        self._gaps: list[float] = []
+        self._next = 0
+        self._threshold: float | None = None
+
+    def saw(self, at: float) -> None:
+        """An event arrived at time ``at`` (seconds, on the watch's clock)."""
+        last = self._last
+        self._last = at
+        if last is None or at <= last or self.stale_after is not None:
+            return
+        gaps = self._gaps
+        if len(gaps) < self.GAPS:
+            gaps.append(at - last)
+        else:
+            gaps[self._next] = at - last
+            self._next = (self._next + 1) % self.GAPS
+        self._threshold = None
+
+    def threshold(self) -> float:
+        """Seconds of silence that make the source stale now."""
+        if self.stale_after is not None:
+            return self.stale_after
+        threshold = self._threshold
+        if threshold is None:
+            gaps = self._gaps
+            median = sorted(gaps)[len(gaps) // 2] if gaps else 0.0
+            threshold = self._threshold = max(self.floor, self.FACTOR * median)
+        return threshold
+
+    def is_stale(self, now: float) -> bool:
+        """Whether the last event is more than :meth:`threshold` seconds before
+        ``now``; False before the first event."""
+        last = self._last
+        return last is not None and now - last > self.threshold()
+
+    def quiet_for(self, now: float) -> float | None:
+        """Seconds since the last event (never negative), or None before the first."""
+        last = self._last
+        return None if last is None else max(now - last, 0.0)

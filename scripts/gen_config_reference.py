@@ -83,6 +83,14 @@ _SOURCE_KEYS = [
         " its `quality` records then report the lag, see"
         " [connection quality](user-guide.md#connection-quality).",
     ),
+    Field(
+        "stale_after",
+        "number",
+        "learned",
+        "Seconds without an event after which the connected source is shown as stale;"
+        " by default 10 times its median interval between events, at least 5 s, see"
+        " [stale sources](user-guide.md#stale-sources).",
+    ),
 ]
 
 _TOP_KEYS = [

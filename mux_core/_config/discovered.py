@@ -56,7 +56,7 @@ __all__ = [
 #: ``retry`` clamped to the config's).
 ALWAYS_ALLOWED = ("name", "transport", "retry")
 #: Keys of a source table that are not a transport's options.
-_SOURCE_KEYS = ("name", "transport", "retry", "lag_field")
+_SOURCE_KEYS = ("name", "transport", "retry", "lag_field", "stale_after")
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 #: A host as mux accepts it from a discovered URL: a DNS name or an IPv4 address,
 #: or an IPv6 address (urlsplit has taken its brackets off). Anything else --
@@ -352,8 +352,9 @@ def _fields(provided: Provided) -> tuple[attrs.Attribute[Any], ...]:
 
 
 def _options_of(policy: DiscoveryPolicy, transports: Mapping[str, Provided]) -> set[str]:
-    """The keys a source of an allowed transport may have (``lag_field`` too)."""
-    found = {"lag_field"}
+    """The keys a source of an allowed transport may have (``lag_field`` and
+    ``stale_after`` too)."""
+    found = {"lag_field", "stale_after"}
     for name in policy.allow_transports:
         if name in transports:
             found.update(field.name for field in _fields(transports[name]))

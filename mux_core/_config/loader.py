@@ -68,7 +68,7 @@ _TOP_KEYS = (
     "quality_window",
     "discovery",
 )
-_SOURCE_KEYS = ("name", "transport", "retry", "lag_field")
+_SOURCE_KEYS = ("name", "transport", "retry", "lag_field", "stale_after")
 _SINK_KEYS = ("type", "name", "overflow", "buffer", "buffer_bytes", "on_error")
 _PROCESSOR_KEYS = ("type", "sources")
 _POLICY_KEYS = tuple(field.name for field in attrs.fields(DiscoveryPolicy))
@@ -275,9 +275,19 @@ class Loader:
             ):
                 continue
             lag_field = self._lag_field(table, path)
+            stale_after = self._stale_after(table, path)
             secrets = frozenset(text for at, text in self._secrets_at if at[:2] == path)
             sources.append(
-                SourceConfig(name, transport, options, retry, self._line(path), lag_field, secrets)
+                SourceConfig(
+                    name,
+                    transport,
+                    options,
+                    retry,
+                    self._line(path),
+                    lag_field,
+                    stale_after,
+                    secrets,
+                )
             )
         return sources
 
@@ -451,6 +461,25 @@ class Loader:
             )
             return None
         return value
+
+    def _stale_after(self, table: dict[str, Any], path: KeyPath) -> float | None:
+        if "stale_after" not in table:
+            return None
+        value = table["stale_after"]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self._fail(
+                (*path, "stale_after"),
+                f"expected a number of seconds, got {describe_value(value)}",
+            )
+            return None
+        if not value > 0 or value == float("inf"):
+            self._fail(
+                (*path, "stale_after"),
+                f"must be a finite number of seconds > 0, got {value!r}; leave it out to "
+                "learn it from the source's own rhythm",
+            )
+            return None
+        return float(value)
 
     def _required_str(self, table: dict[str, Any], path: KeyPath, key: str) -> str | None:
         if key not in table:

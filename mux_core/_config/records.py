@@ -66,6 +66,9 @@ class SourceConfig:
     #: ``lag_field``: the payload field holding the time an event was made, for
     #: the lag figures of its ``quality`` records (see mux_core._run.quality); None = no lag.
     lag_field: str | None = None
+    #: ``stale_after``: seconds without an event after which the connected source
+    #: is stale (mux_core.views.StaleWatch); None = learned from its own rhythm.
+    stale_after: float | None = None
     #: The secrets of this table (its secret options' values, URL passwords,
     #: ``${VAR}`` values): masked in what the source reports (status details).
     #: Not compared: they follow from the options, which are.

@@ -51,6 +51,8 @@ def render_config(config: Config) -> str:
         lines.append(f"transport = {_toml_string(source.transport)}")
         if source.lag_field is not None:
             lines.append(f"lag_field = {_toml_string(source.lag_field)}")
+        if source.stale_after is not None:
+            lines.append(f"stale_after = {source.stale_after!r}")
         lines += _render_fields(source.options, secrets)
         lines += ["", "[sources.retry]", *_render_fields(source.retry, secrets)]
     for sink in config.sinks:

@@ -274,7 +274,9 @@ class Engine(RunHost):
             return SinkContext(
                 name=cfg.name,
                 config_name=self.config.name,
-                sources=tuple(SourceInfo(r.name, r.config.transport) for r in running),
+                sources=tuple(
+                    SourceInfo(r.name, r.config.transport, r.config.stale_after) for r in running
+                ),
                 request_stop=self.request_stop,
                 start_background=start_background,
                 dropped=lambda: channel.dropped,

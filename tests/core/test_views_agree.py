@@ -50,8 +50,8 @@ def _event(seq: int, at: float, data: Any, source: str = "train-sse") -> Event:
         (0, "0"),
         (0.0, "0"),
         (math.nan, "NaN"),
-        (math.inf, "inf"),
-        (-math.inf, "-inf"),
+        (math.inf, "Inf"),
+        (-math.inf, "-Inf"),
         (None, "—"),
     ],
 )
