@@ -53,7 +53,7 @@ if TYPE_CHECKING:
         record_to_dict,
     )
     from .retry import RetryPolicy
-    from .sink import Overflow, Sink, SinkContext, SourceInfo
+    from .sink import Overflow, ReplayControl, Sink, SinkContext, SourceInfo
     from .transport import RawEvent, ResumeState, Session, SharedResources, Transport
 
     __version__: str
@@ -82,6 +82,7 @@ __all__ = [
     "Record",
     "RecordDecodeError",
     "Register",
+    "ReplayControl",
     "ResumeState",
     "RetryPolicy",
     "RunResult",
@@ -145,7 +146,7 @@ _HOMES = {
         "record_to_dict",
     ),
     ".retry": ("RetryPolicy",),
-    ".sink": ("Overflow", "Sink", "SinkContext", "SourceInfo"),
+    ".sink": ("Overflow", "ReplayControl", "Sink", "SinkContext", "SourceInfo"),
     ".transport": ("RawEvent", "ResumeState", "Session", "SharedResources", "Transport"),
 }
 _HOME = {name: module for module, names in _HOMES.items() for name in names}

@@ -38,6 +38,8 @@ core looks each member up on the plugin's class and falls back to
 from __future__ import annotations
 
 import enum
+import math
+import threading
 import types
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ClassVar
@@ -47,7 +49,15 @@ import attrs
 from .records import Batch
 from .retry import RetryPolicy
 
-__all__ = ["DEFAULT_BUFFER_BYTES", "Overflow", "Sink", "SinkContext", "SourceInfo", "sink_member"]
+__all__ = [
+    "DEFAULT_BUFFER_BYTES",
+    "Overflow",
+    "ReplayControl",
+    "Sink",
+    "SinkContext",
+    "SourceInfo",
+    "sink_member",
+]
 
 
 class Overflow(enum.StrEnum):
@@ -93,6 +103,11 @@ class Sink:
     #: What a failure does when the table does not set ``on_error``: ``stop``
     #: the run, or ``drop`` this sink and go on.
     default_on_error: ClassVar[str] = "stop"
+    #: The pace ``mux replay`` feeds this sink at when ``--speed`` is not given,
+    #: in times the recorded pace: ``math.inf`` as fast as the sink takes it (a
+    #: file, a database), ``1.0`` the recorded pace (a view someone watches).
+    #: With several sinks the slowest wins.
+    default_replay_speed: ClassVar[float] = math.inf
 
     def __init__(self, options: Any, context: SinkContext) -> None:
         #: The validated ``Options`` instance.
@@ -158,6 +173,12 @@ class SourceInfo:
     #: connected source is stale; None: learned from its own rhythm
     #: (:class:`mux_core.views.StaleWatch`).
     stale_after: float | None = None
+    #: The recording this source's records come from (``mux replay``, a sink's
+    #: ``history``): its label, the file's stem (``"a"`` for ``runs/a.jsonl``);
+    #: None for a live source. When several recordings are fed to one sink,
+    #: each source's name is ``"<source>@<label>"`` (``"train@a"``, also in the
+    #: records the sink receives), so runs of the same source stay apart.
+    recording: str | None = None
 
 
 @attrs.define
@@ -188,6 +209,103 @@ class SinkContext:
     #: ``failed`` or ``ended``, from its resume state: a UI's "Restart" button.
     #: Safe from any thread; does nothing for a live source, or in a replay.
     restart_source: Callable[[str], None] = lambda _name: None
+    #: The pace of the replay feeding this sink (``mux replay``), for a view's
+    #: pause / faster / slower keys; None in a live run (``history`` included).
+    replay: ReplayControl | None = None
+    #: The labels of the recordings fed to this sink, in order (``mux replay
+    #: a.jsonl b.jsonl``: ``("a", "b")``; a sink's ``history``); empty for a
+    #: live sink without history. With two or more, source names carry
+    #: ``"@<label>"`` (:attr:`SourceInfo.recording`).
+    recordings: tuple[str, ...] = ()
+
+
+class ReplayControl:
+    """The pace of ``mux replay``: what a view's pause / faster / slower keys change.
+
+    Every sink of a replay holds the same one (:attr:`SinkContext.replay`).
+    :attr:`speed` is in times the recorded pace (from each record's
+    ``received_at`` / ``at``): ``1.0`` as recorded, ``math.inf`` as fast as
+    the sinks take them. :meth:`faster` and :meth:`slower` double and halve
+    it between :attr:`MIN_SPEED` and :attr:`MAX_SPEED`; past the maximum
+    comes ``inf``, and slower from ``inf`` comes back to the maximum. While
+    :attr:`paused`, no record is fed; :meth:`resume` goes on from where the
+    replay stood, at the same speed. Safe from any thread (a Qt button, a
+    terminal's key task).
+    """
+
+    #: The slowest pace :meth:`slower` goes to.
+    MIN_SPEED: ClassVar[float] = 1 / 64
+    #: The fastest finite pace :meth:`faster` goes to (then ``inf``).
+    MAX_SPEED: ClassVar[float] = 1024.0
+
+    def __init__(self, speed: float = math.inf, *, paused: bool = False) -> None:
+        self._lock = threading.Lock()
+        self._speed = self._checked(speed)
+        self._paused = paused
+        self._watchers: list[Callable[[], None]] = []
+
+    def __repr__(self) -> str:
+        return f"ReplayControl(speed={self._speed!r}, paused={self._paused!r})"
+
+    @property
+    def speed(self) -> float:
+        """Times the recorded pace; ``math.inf``: as fast as the sinks take records."""
+        return self._speed
+
+    @speed.setter
+    def speed(self, speed: float) -> None:
+        """Set the pace; ``0`` or ``inf`` mean as fast as possible."""
+        self._change(speed=self._checked(speed))
+
+    @property
+    def paused(self) -> bool:
+        """Whether the replay is holding records back (:meth:`pause`)."""
+        return self._paused
+
+    def pause(self) -> None:
+        """Hold the next record back until :meth:`resume`; what sinks hold stays."""
+        self._change(paused=True)
+
+    def resume(self) -> None:
+        """Go on from where the replay stood, at :attr:`speed`."""
+        self._change(paused=False)
+
+    def faster(self) -> None:
+        """Double the pace: up to :attr:`MAX_SPEED`, then as fast as possible."""
+        speed = self._speed * 2
+        self._change(speed=math.inf if speed > self.MAX_SPEED else speed)
+
+    def slower(self) -> None:
+        """Halve the pace, down to :attr:`MIN_SPEED` (from ``inf``: :attr:`MAX_SPEED`)."""
+        speed = self.MAX_SPEED if math.isinf(self._speed) else self._speed / 2
+        self._change(speed=max(speed, self.MIN_SPEED))
+
+    def watch(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` after every change, in the thread that made it.
+
+        The replay wakes its pacing with it; a view may redraw its "paused"
+        or "x4" mark. A callback must not block or raise.
+        """
+        with self._lock:
+            self._watchers.append(callback)
+
+    def _change(self, *, speed: float | None = None, paused: bool | None = None) -> None:
+        with self._lock:
+            if speed is not None:
+                self._speed = speed
+            if paused is not None:
+                self._paused = paused
+            watchers = list(self._watchers)
+        for callback in watchers:
+            callback()
+
+    @staticmethod
+    def _checked(speed: float) -> float:
+        if not speed >= 0:  # NaN too
+            raise ValueError(
+                f"a replay speed is a number > 0 (0 or inf: as fast as possible), got {speed!r}"
+            )
+        return math.inf if speed == 0 else float(speed)
 
 
 #: A sink channel's default bound in bytes (``buffer_bytes``): big events and a

@@ -44,6 +44,7 @@ PUBLIC_API = [
     "Record",
     "RecordDecodeError",
     "Register",
+    "ReplayControl",
     "ResumeState",
     "RetryPolicy",
     "RunResult",
