@@ -42,7 +42,7 @@ from ..records import State
 from ..transport import ResumeState
 from .discovery import DiscoveryRunner
 from .sink_set import SinkSet
-from .source_set import SourceSet
+from .source_set import RESTARTABLE, SourceSet
 
 if TYPE_CHECKING:  # the engine builds this; this calls the engine's builders
     from .engine import Engine
@@ -278,13 +278,15 @@ class RunChanges:
                 names = [name]
             for each in names:
                 runner = self._sources.get(each)
-                fresh = (
-                    None if runner is None else self._build(self._run.make_source, runner.config)
-                )
+                if runner is None:
+                    _log.warning("restart: no source named %r", each)
+                    continue
+                # Nothing is built for a live source: building one gives it a
+                # new quality tracker, which would read the live session as down.
+                live = not runner.finished.is_set() or runner.state not in RESTARTABLE
+                fresh = None if live else self._build(self._run.make_source, runner.config)
                 if fresh is not None and self._sources.restart(each, fresh):
                     _log.info("restart: source %r starts again", each)
-                elif runner is None:
-                    _log.warning("restart: no source named %r", each)
                 else:
                     _log.info("restart: source %r is live; nothing to restart", each)
 
