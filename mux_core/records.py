@@ -278,6 +278,11 @@ class Quality(msgspec.Struct, frozen=True, gc=False, tag_field="type", tag="qual
     gaps_total: int | None = 0
     #: Records each sink's channel dropped so far (all sources: a sink has one channel).
     dropped: dict[str, int] = msgspec.field(default_factory=dict)
+    #: Whether the source was stale at ``at``: connected, and quiet for longer
+    #: than it usually is or than its ``stale_after`` (:class:`mux_core.views.StaleWatch`);
+    #: None when it was not connected (and in records written before mux knew it).
+    #: A source's last record (its terminal state) says whether it was stale then.
+    stale: bool | None = None
 
 
 Record: TypeAlias = Event | Status | Alert | Quality

@@ -16,15 +16,18 @@ run stops (``mux run`` prints those last ones as a table:
 Cost on the hot path: per batch, not per event, whenever it can be -- an
 event batch is counted with ``len``, its ids are checked from the first and
 the last (``int`` of two strings: ids that count up by one need nothing
-else), and the lag is sampled from the first (oldest) event of each batch.
+else), the lag is sampled from the first (oldest) event of each batch, and
+the batch's arrival is noted once for staleness (a clock read and a
+:class:`~mux_core.views.StaleWatch` step, ~0.3 µs a batch).
 Only a batch whose ids do not count up by one (a gap, repeated SSE ids) is
 walked record by record. (So a gap is missed only when, in one batch,
 repeated ids make up for it exactly: ``8, 8, 10`` spans three ids like
 ``8, 9, 10``.) Measured: ``benchmarks/bench_quality.py``.
 
-Times: state changes are timed with the trio clock (``trio.current_time``,
-so tests script outages with ``MockClock``); ``at``, staleness and lag use
-the wall clock, like ``received_at``.
+Times: state changes and arrivals (for ``stale``) are timed with the trio
+clock (``trio.current_time``, so tests script outages and hangs with
+``MockClock``); ``at``, ``staleness`` and lag use the wall clock, like
+``received_at``.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ from ..records import (
     State,
     Status,
 )
-from ..views import format_duration
+from ..views import StaleWatch, format_duration
 
 __all__ = ["QualityTracker", "format_gaps", "format_quality_table"]
 
@@ -80,6 +83,7 @@ class QualityTracker:
         "_blind_closed",
         "_clock",
         "_down_since",
+        "_ended_stale",
         "_ids_seen",
         "_lag_reader",
         "_lags",
@@ -89,6 +93,7 @@ class QualityTracker:
         "_odd_ids",
         "_outages",
         "_reconnects",
+        "_stale",
         "_up",
         "_up_since",
         "_wall",
@@ -113,6 +118,7 @@ class QualityTracker:
         *,
         window: float = DEFAULT_WINDOW,
         lag_field: str | None = None,
+        stale_after: float | None = None,
         clock: Callable[[], float] = trio.current_time,
         wall: Callable[[], float] = time.time,
     ) -> None:
@@ -158,6 +164,10 @@ class QualityTracker:
             self._lags = deque(maxlen=_LAG_SAMPLES)
         self._marks: list[tuple[float, int, int]] = []
         self._base: tuple[float, int, int] = (self.started, 0, 0)
+        #: When events arrived (trio clock), for whether the source is stale.
+        self._stale = StaleWatch(stale_after=stale_after)
+        #: Whether it was stale when it reached a terminal state while connected.
+        self._ended_stale: bool | None = None
 
     # -- feeding -------------------------------------------------------------
 
@@ -171,6 +181,7 @@ class QualityTracker:
             count = len(batch)
             self.events_total += count
             self.last_received_at = last.received_at
+            self._stale.saw(self._clock())
             if self._numeric_ids:
                 self._count_gaps(batch, first.id, last.id, count)
             if self._lag_reader is not None:
@@ -184,6 +195,7 @@ class QualityTracker:
             if type(record) is Event:
                 self.events_total += 1
                 self.last_received_at = record.received_at
+                self._stale.saw(self._clock())
             elif type(record) is Status and record.source == self.source:
                 self._on_status(record.state)
 
@@ -192,6 +204,8 @@ class QualityTracker:
         if self.ended_at is not None:
             return
         now = self._clock()
+        if state.terminal:
+            self._ended_stale = self.stale(now)
         if state is State.CONNECTED:
             if self._up_since is None:
                 self._up_since = now
@@ -278,6 +292,21 @@ class QualityTracker:
         """Whether the source is connected now."""
         return self._up_since is not None
 
+    def stale(self, now: float) -> bool | None:
+        """Whether the source is connected and quiet for longer than it usually
+        is (:class:`~mux_core.views.StaleWatch`) at trio-clock time ``now``;
+        None when it is not connected. A connection counts as an arrival: a
+        source is not stale the moment it reconnects after an outage.
+
+        A snapshot after the source's terminal state reports what this was
+        when it ended (a run stopped while a trainer hung: its last record,
+        and ``mux run``'s table, say stale)."""
+        up_since = self._up_since
+        if up_since is None:
+            return None
+        watch = self._stale
+        return watch.is_stale(now) and now - up_since > watch.threshold()
+
     def snapshot(self, dropped: Mapping[str, int] | None = None) -> Quality:
         """The source's quality now, as a record (also marks the window's next step)."""
         now = self._clock()
@@ -341,6 +370,7 @@ class QualityTracker:
             events_total=self.events_total,
             gaps_total=self.gaps_total if known else None,
             dropped=dict(dropped or {}),
+            stale=self.stale(now) if self.ended_at is None else self._ended_stale,
         )
 
 
@@ -420,7 +450,7 @@ def format_quality_table(records: Iterable[Quality]) -> str:
                 f"{quality.events_per_s:.1f}",
                 format_gaps(quality.gaps),
                 _pair(quality.lag_p50, quality.lag_p99),
-                format_duration(quality.staleness),
+                _stale(quality),
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
@@ -437,6 +467,13 @@ def format_quality_table(records: Iterable[Quality]) -> str:
 def format_gaps(gaps: int | None) -> str:
     """A gap count as the table shows it: "n/a" when it cannot be known (no ids)."""
     return "n/a" if gaps is None else str(gaps)
+
+
+def _stale(quality: Quality) -> str:
+    """The table's last column: seconds since the last event, and "STALE"
+    when the source was stale (connected, quiet for longer than usual)."""
+    age = format_duration(quality.staleness)
+    return f"STALE {age}" if quality.stale else age
 
 
 def _pair(low: float | None, high: float | None) -> str:

@@ -41,7 +41,11 @@ class QualityFeed:
     def track(self, cfg: SourceConfig, *, window: float) -> None:
         """A new tracker for a source about to start (``window``: ``quality_window``)."""
         self._trackers[cfg.name] = QualityTracker(
-            cfg.name, cfg.transport, window=window, lag_field=cfg.lag_field
+            cfg.name,
+            cfg.transport,
+            window=window,
+            lag_field=cfg.lag_field,
+            stale_after=cfg.stale_after,
         )
 
     def tracker(self, name: str) -> QualityTracker | None:

@@ -49,6 +49,7 @@ ALL_KEYS = [
     "events_total",
     "gaps_total",
     "dropped",
+    "stale",
 ]
 
 

@@ -6,17 +6,37 @@ ViewClock or the trio clock would give them: no sleeps.
 
 from __future__ import annotations
 
+import json
 import math
 import textwrap
+from collections.abc import Callable
+from typing import Any, ClassVar
 
+import attrs
+import msgspec
 import pytest
 import trio
+import trio.testing
 
 from mux_core._config import parse_config, render_config
 from mux_core._plugins import PluginManager
 from mux_core._run.engine import Engine
+from mux_core._run.quality import QualityTracker, format_quality_table
 from mux_core.errors import ConfigError
-from mux_core.testing import Collectors
+from mux_core.hookspecs import hookimpl
+from mux_core.records import (
+    Batch,
+    Event,
+    Quality,
+    Record,
+    State,
+    Status,
+    decode_jsonl,
+    encode_jsonl,
+)
+from mux_core.sink import SinkContext
+from mux_core.testing import CollectingSinkOptions, Collectors
+from mux_core.transport import Session
 from mux_core.views import StaleWatch
 
 
@@ -208,3 +228,203 @@ async def test_sinks_see_each_sources_stale_after() -> None:
         engine.request_stop("test done")
     by_name = {info.name: info.stale_after for info in sink.context.sources}
     assert by_name == {"slow": 120.0, "fast": None}
+
+
+# -- the quality tracker: the same rule, on the trio clock ---------------------------
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _tracked(clock: _Clock, **kwargs: Any) -> QualityTracker:
+    return QualityTracker("s", "sse", clock=clock, wall=lambda: 1_764_250_000.0, **kwargs)
+
+
+def _status(state: State) -> list[Record]:
+    return [Status("s", "sse", state, 1, None, "", 0.0)]
+
+
+def _tick(tracker: QualityTracker, clock: _Clock, seconds: float, every: float = 0.1) -> None:
+    """Events ``every`` seconds for ``seconds`` on ``clock``."""
+    end = clock.now + seconds
+    while clock.now < end:
+        tracker.observe([Event("s", "sse", "m", None, {}, 0.0, 1)])
+        clock.now += every
+
+
+def test_the_quality_record_says_whether_the_source_is_stale() -> None:
+    clock = _Clock()
+    tracker = _tracked(clock)
+    assert tracker.snapshot().stale is None  # no connection yet
+    tracker.observe(_status(State.CONNECTED))
+    assert tracker.snapshot().stale is False  # connected, no event yet
+    _tick(tracker, clock, 3.0)
+    assert tracker.snapshot().stale is False
+    clock.now += 4.0
+    assert tracker.snapshot().stale is False  # quiet for 4 s: under the 5 s floor
+    clock.now += 2.0
+    assert tracker.snapshot().stale is True
+    _tick(tracker, clock, 0.2)  # the trainer goes on
+    assert tracker.snapshot().stale is False
+    tracker.observe(_status(State.DISCONNECTED))
+    assert tracker.snapshot().stale is None
+    tracker.observe(_status(State.CONNECTED))
+    _tick(tracker, clock, 1.0)
+    clock.now += 10.0
+    tracker.observe(_status(State.STOPPED))  # stopped while hung
+    clock.now += 1.0
+    assert tracker.snapshot().stale is True
+
+
+def test_a_source_that_ends_while_fresh_or_down_is_not_called_stale() -> None:
+    clock = _Clock()
+    fresh = _tracked(clock)
+    down = _tracked(clock)
+    for tracker in (fresh, down):
+        tracker.observe(_status(State.CONNECTED))
+        _tick(tracker, clock, 1.0)
+    fresh.observe(_status(State.ENDED))  # the server said it is over, right after an event
+    down.observe(_status(State.DISCONNECTED))
+    clock.now += 10.0
+    down.observe(_status(State.MAX_RETRIES_EXCEEDED))
+    assert fresh.snapshot().stale is False  # 10 s later: it ended fresh
+    assert down.snapshot().stale is None  # it was not connected when it gave up
+
+
+def test_a_reconnected_source_is_not_stale_at_once() -> None:
+    clock = _Clock()
+    tracker = _tracked(clock)
+    tracker.observe(_status(State.CONNECTED))
+    _tick(tracker, clock, 2.0)
+    tracker.observe(_status(State.SERVER_UNAVAILABLE))
+    clock.now += 60.0
+    tracker.observe(_status(State.CONNECTED))
+    clock.now += 1.0
+    assert tracker.snapshot().stale is False  # the last event is 61 s old, the connection 1 s
+    clock.now += 5.0
+    assert tracker.snapshot().stale is True  # connected 6 s and nothing
+
+
+def test_the_tracker_uses_the_sources_stale_after() -> None:
+    clock = _Clock()
+    tracker = _tracked(clock, stale_after=30.0)
+    tracker.observe(_status(State.CONNECTED))
+    _tick(tracker, clock, 1.0)
+    clock.now += 29.0
+    assert tracker.snapshot().stale is False
+    clock.now += 2.0
+    assert tracker.snapshot().stale is True
+
+
+def test_records_written_before_the_flag_read_back_without_it() -> None:
+    old = (
+        b'{"type":"quality","source":"a","transport":"sse","window":60.0,"uptime":1.0,'
+        b'"reconnects":0,"blind_max":null,"events":5,"gaps":0,"lag_p99":null,"at":1.0}'
+    )
+    record = decode_jsonl(old)
+    assert isinstance(record, Quality) and record.stale is None
+    assert json.loads(encode_jsonl([msgspec.structs.replace(record, stale=True)]))["stale"]
+
+
+# -- a run: a hung trainer shows stale, and fresh again ---------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class _HangOptions:
+    #: Seconds of events (every 0.1 s), of silence, of events, then silence until stopped.
+    phases: list[float] = attrs.field(factory=list)
+
+
+class _HangTransport:
+    """A trainer that sends 10 events/s, hangs, goes on, and hangs again (trio clock)."""
+
+    Options: ClassVar[type[_HangOptions]] = _HangOptions
+
+    def __init__(self, options: _HangOptions) -> None:
+        self.options = options
+
+    async def run_session(self, session: Session) -> None:
+        await session.connected()
+        sending = True
+        n = 0
+        for seconds in self.options.phases:
+            end = trio.current_time() + seconds
+            while sending and trio.current_time() < end:
+                n += 1
+                await session.emit([("metric", str(n), b'{"loss": 0.5}')])
+                await trio.sleep(0.1)
+            if not sending:
+                await trio.sleep(seconds)
+            sending = not sending
+        await trio.sleep_forever()
+
+
+class _HangPlugin:
+    @hookimpl
+    def mux_register_transports(self, register: Callable[[str, type], None]) -> None:
+        register("hang", _HangTransport)
+
+
+class _TimedSink:
+    """Keeps each Quality record with the trio time it arrived."""
+
+    Options = CollectingSinkOptions
+    seen: ClassVar[list[tuple[float, Quality]]] = []
+
+    def __init__(self, options: CollectingSinkOptions, context: SinkContext) -> None:
+        self.options = options
+
+    async def write(self, batch: Batch) -> None:
+        now = trio.current_time()
+        _TimedSink.seen.extend((now, r) for r in batch if type(r) is Quality)
+
+
+class _TimedSinkPlugin:
+    @hookimpl
+    def mux_register_sinks(self, register: Callable[[str, type], None]) -> None:
+        register("timed", _TimedSink)
+
+
+async def test_a_hung_trainer_is_stale_within_seconds_and_fresh_when_it_goes_on(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    plugins = PluginManager()
+    plugins.register(_HangPlugin(), name="hang")
+    plugins.register(_TimedSinkPlugin(), name="timed")
+    toml = """
+        quality_interval = 0.5
+        [[sources]]
+        name = "train"
+        transport = "hang"
+        phases = [10.0, 18.0, 10.0]   # up to t = 10, hung 10-28, up 28-38, hung after
+        [[sinks]]
+        type = "timed"
+    """
+    config = parse_config(textwrap.dedent(toml), path="t.toml", plugins=plugins)
+    _TimedSink.seen.clear()
+    result = await Engine(config, plugins, duration=50.0).run()
+
+    stale_at = [at for at, quality in _TimedSink.seen if quality.stale]
+    live = [(at, q.stale) for at, q in _TimedSink.seen if q.state is State.CONNECTED]
+    # Stale from 5 s (the floor: 10 events/s) after the last event before each hang
+    # (t = 10 and 38) until the next event (t = 28), seen by the next record (every 0.5 s).
+    first_hang = [at for at in stale_at if at <= 28.0]
+    assert 15.0 <= min(first_hang) <= 15.5
+    assert 27.5 <= max(first_hang) <= 28.0
+    assert len(first_hang) == round((max(first_hang) - min(first_hang)) / 0.5) + 1
+    assert not [at for at in stale_at if 28.0 < at <= 43.0]  # going on: fresh again
+    second_hang = [stale for at, stale in live if at > 43.0]
+    assert len(second_hang) >= 13 and all(second_hang)
+    # Stopped while hung: its last record and `mux run`'s last table say so.
+    final = result.quality["train"]
+    assert final.state is State.STOPPED and final.stale is True
+    assert _TimedSink.seen[-1][1] == final
+    row = format_quality_table([final]).splitlines()[1]
+    assert row.split()[:2] == ["train", "stopped"]
+    assert row.split()[-2] == "STALE"
+    assert "STALE" not in format_quality_table([_TimedSink.seen[2][1]])
