@@ -11,12 +11,17 @@ clean. When stdout is not a terminal, rich prints nothing while running and
 the final table once at the end.
 
 On a real terminal (stdin is the terminal the view is drawn on) the view
-reads keys: ``r`` restarts the sources that gave up (``_keys.py``), read
-in cbreak mode without blocking trio (``_terminal.py``).
+reads keys (``_keys.py``): arrows and PgUp/PgDn scroll, ``/`` and ``s``
+filter, ``r`` restarts the sources that gave up, space and ``+``/``-`` pace
+a replay; read in cbreak mode without blocking trio (``_terminal.py``).
+While the view owns the terminal it fits the terminal's height, and mux's
+log lines bound for that terminal are shown below the table instead of
+tearing it (``_log.py``).
 """
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -28,11 +33,14 @@ from mux_core import Sink
 from mux_core.options import positive
 from mux_core.records import Batch
 from mux_core.sink import SinkContext
-from mux_core.views import ViewClock
+from mux_core.views import ViewClock, escape_controls
 
-from ._keys import RestartKey
+from ._browse import Browse
+from ._clock import ReplayClock
+from ._keys import RestartKey, ViewKeys
+from ._log import HeldLog
 from ._model import TuiModel
-from ._render import CAPTION, DEMO_CAPTION, TuiView
+from ._render import CAPTION, DEMO_CAPTION, LOG_LINES, TuiView
 from ._terminal import KeySource, TerminalMode, TtyKeys, keyboard_fd
 
 # rich is imported when a view is made, trio where it is used: loading the
@@ -78,6 +86,9 @@ class TuiSink(Sink):
     default_overflow: ClassVar[str] = "drop_oldest"
     default_buffer: ClassVar[int] = 100_000
     default_on_error: ClassVar[str] = "drop"
+    #: ``mux replay`` into the view plays at the recorded pace (``--speed``
+    #: and the ``+``/``-`` keys change it), so the run is seen as it went.
+    default_replay_speed: ClassVar[float] = 1.0
 
     def __init__(
         self,
@@ -94,17 +105,36 @@ class TuiSink(Sink):
         self.context = context
         #: Where the view is drawn; tests pass ``Console(record=True, ...)``.
         self.console = console if console is not None else Console()
-        #: Wall-clock time, comparable with ``Event.received_at`` / ``Status.at``
-        #: (the recording's time during a replay: see :class:`ViewClock`).
-        self.clock = ViewClock(clock)
+        #: Wall-clock time, comparable with ``Event.received_at`` / ``Status.at``;
+        #: during a replay the recording's time at the replay's pace (``_clock.py``).
+        self.replay = context.replay
+        self.clock: ViewClock | ReplayClock = (
+            ViewClock(clock) if self.replay is None else ReplayClock(clock, self.replay)
+        )
         self.model = TuiModel(plot=tuple(options.plot), width=options.width)
         for source in context.sources:
-            self.model.add_source(source.name, source.transport)
+            self.model.add_source(source.name, source.transport, stale_after=source.stale_after)
         #: Where keys come from; tests pass a fake. By default stdin, when it
-        #: is the terminal the view is drawn on and the run can restart sources.
+        #: is the terminal the view is drawn on.
         self.keys = keys
-        #: What ``r`` does (and the caption lines it adds while keys are read).
-        self.restart_key = RestartKey(self.model, context.restart_source)
+        #: The filters, the scroll position and the selected row.
+        self.browse = Browse()
+        #: What ``r`` does (and the caption lines it adds while keys are read);
+        #: None in a run that cannot restart (``mux replay``).
+        self.restart_key = (
+            RestartKey(self.model, context.restart_source)
+            if context.restart_source is not _NO_RESTART
+            else None
+        )
+        #: Every key, handed on.
+        self.view_keys = ViewKeys(
+            self.browse,
+            restart=self.restart_key,
+            replay=self.replay,
+            labels=lambda: list(self.model.counts(self.clock())),
+        )
+        #: mux's log lines bound for the view's terminal, while the view owns it.
+        self.held_log = HeldLog()
         self._reading_keys = False
         self._live: Live | None = None
         self._terminal: TerminalMode | None = None
@@ -118,9 +148,35 @@ class TuiSink(Sink):
         name = self.context.config_name
         title = f"mux · {name}" if name else "mux"
         caption = DEMO_CAPTION if name == DEMO_CONFIG_NAME else CAPTION
+        help_line = ""
         if self._reading_keys:
-            caption = "\n".join([caption, *self.restart_key.caption_lines()])
-        return TuiView(self.model, when, title=title, caption=caption)
+            help_line = self.view_keys.help_line()
+            if self.restart_key is not None:
+                caption = "\n".join([caption, *self.restart_key.caption_lines()])
+        live = self._live is not None and self.console.is_terminal
+        return TuiView(
+            self.model,
+            when,
+            title=title,
+            caption=caption,
+            browse=self.browse,
+            status=self._pace(),
+            help_line=help_line,
+            logs=self.held_log.newest(LOG_LINES) if live else (),
+            fit=live,
+        )
+
+    def _pace(self) -> str:
+        """A replay's pace for the summary line; "" in a live run."""
+        replay = self.replay
+        if replay is None:
+            return ""
+        if replay.paused:
+            return "replay paused (space: resume)"
+        speed = replay.speed
+        if speed <= 0 or math.isinf(speed):
+            return "replay as fast as it goes"
+        return f"replay at {speed:g}x"
 
     async def open(self) -> None:
         from rich.live import Live
@@ -134,12 +190,11 @@ class TuiSink(Sink):
         )
         keys = self.keys
         if terminal:
-            fd = None
-            if keys is None and self.context.restart_source is not _NO_RESTART:
-                fd = keyboard_fd(sys.stdin, self.console.file)
+            fd = keyboard_fd(sys.stdin, self.console.file) if keys is None else None
             self._terminal = TerminalMode.enter(sys.stdin, keys=fd is not None)
             if fd is not None and self._terminal is not None:
                 keys = TtyKeys(fd)
+            self.held_log.hold(self.console.file)
         try:
             self._live.start()
             self.context.start_background(self._refresh_forever)
@@ -147,6 +202,7 @@ class TuiSink(Sink):
                 self.context.start_background(lambda: self._read_keys(keys))
         except BaseException:
             self._restore_terminal()
+            self._release_log()
             raise
         self._reading_keys = keys is not None
 
@@ -159,19 +215,28 @@ class TuiSink(Sink):
         self._reading_keys = False  # the final table offers no key
         if live is None:
             self._restore_terminal()
+            self._release_log()
             return
         final = self.render()
         live.update(final, refresh=False)
         # A file or a pipe gets the final table once, from Live itself; a
-        # terminal's live region is erased, and the final table printed.
+        # terminal's live region is erased, the log lines held printed, then
+        # the final table.
         live.stop()
+        self._release_log()
         if live.transient:
             self.console.print(final)
         self._restore_terminal()
 
+    def _release_log(self) -> None:
+        from rich.text import Text
+
+        for line in self.held_log.release():
+            self.console.print(Text(escape_controls(line)), soft_wrap=True)
+
     def press(self, keys: str) -> None:
-        """Keys typed in the view: ``r`` restarts the sources that gave up."""
-        self.restart_key.press(keys)
+        """Keys typed in the view (see ``_keys.py``)."""
+        self.view_keys.press(keys)
         if self._live is not None:
             self._live.update(self.render(), refresh=True)
 
@@ -202,6 +267,9 @@ class TuiSink(Sink):
         import trio
 
         period = 1.0 / self.options.refresh_per_second
-        while self._live is not None:
-            self._live.update(self.render(), refresh=True)
-            await trio.sleep(period)
+        try:
+            while self._live is not None:
+                self._live.update(self.render(), refresh=True)
+                await trio.sleep(period)
+        finally:
+            self._release_log()  # a cancelled view gives the log back too

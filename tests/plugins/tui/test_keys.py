@@ -31,7 +31,8 @@ from mux_core.records import State, Status
 from mux_core.sink import SinkContext, SourceInfo
 from mux_core.testing import serve_sse
 from mux_tui import TuiOptions, TuiSink
-from mux_tui._keys import RESTART_HINT, RestartKey
+from mux_tui._browse import Browse
+from mux_tui._keys import RESTART_HINT, RestartKey, ViewKeys, split_keys
 from mux_tui._model import TuiModel
 from mux_tui._terminal import TerminalMode, TtyKeys, keyboard_fd
 from tests.helpers.e2e import (
@@ -78,28 +79,49 @@ def test_r_restarts_every_source_whose_last_state_is_restartable() -> None:
     restarted: list[str] = []
     now = [0.0]
     key = RestartKey(model, restarted.append, clock=lambda: now[0])
+    keys = ViewKeys(Browse(), restart=key)
     assert key.caption_lines() == [RESTART_HINT]
 
-    for ignored in ("x", "q", "\n", "\x1b[A", "\x1b[15~r"):  # arrows, F5: not a press of r
-        key.press(ignored)
+    # arrows, F5, F3 (ESC O R), Alt+r: escape sequences, never a press of r
+    for ignored in ("x", "q", "\n", "\x1b[A", "\x1b[15~", "\x1bOR", "\x1br", "\x1b[1;5R"):
+        keys.press(ignored)
     assert restarted == []
 
-    key.press("r")
+    keys.press("r")
     assert restarted == ["gave-up", "failed", "ended"]
     # asked for: no hint, and no second restart until a new status arrives
     assert key.caption_lines() == ["restarting gave-up, failed, ended"]
-    key.press("r")
+    keys.press("r")
     assert restarted == ["gave-up", "failed", "ended"]
-    assert key.caption_lines() == ["r: no source to restart"]
-
+    assert key.caption_lines() == [
+        "restarting gave-up, failed, ended",
+        "r: no source to restart",
+    ]
     now[0] += RestartKey.NOTE_SECONDS
-    assert key.caption_lines() == []  # the note was short-lived
+    assert key.caption_lines() == ["restarting gave-up, failed, ended"]  # the note was short
+
+    # the caption names a source until its state moves on, not for a while
+    model.ingest([_status("failed", State.CONNECTING, 101.0)])
+    assert key.caption_lines() == ["restarting gave-up, ended"]
+    model.ingest([_status("ended", State.CONNECTED, 101.0), _status("gave-up", State.CONNECTED)])
+    assert key.caption_lines() == []
 
     # it connected, then gave up again: restartable again
-    model.ingest([_status("gave-up", State.CONNECTED), _status("gave-up", State.FAILED, 101.0)])
+    model.ingest([_status("gave-up", State.FAILED, 102.0)])
     assert key.caption_lines() == [RESTART_HINT]
-    key.press("rr")  # typed twice before the view read: one restart
+    keys.press("\x1b[15~r")  # F5 then r in one read: the r counts
     assert restarted[3:] == ["gave-up"]
+    keys.press("rr")  # typed twice before the view read: one restart
+    assert restarted[3:] == ["gave-up"]
+
+
+def test_keys_are_split_into_characters_and_whole_escape_sequences() -> None:
+    assert split_keys("ab") == ["a", "b"]
+    assert split_keys("\x1b[A\x1b[6~r") == ["\x1b[A", "\x1b[6~", "r"]
+    assert split_keys("\x1bOR/") == ["\x1bOR", "/"]
+    assert split_keys("\x1b") == ["\x1b"]  # Esc alone
+    assert split_keys("\x1b\x1b[B") == ["\x1b", "\x1b[B"]
+    assert split_keys("\x1b[") == ["\x1b["]  # cut short: one key, never a "["
 
 
 def test_no_hint_when_nothing_gave_up() -> None:
@@ -324,16 +346,27 @@ async def test_a_cancelled_view_restores_its_terminal(monkeypatch: Any) -> None:
         assert termios.tcgetattr(other) == before
 
 
-async def test_a_replay_does_not_take_the_keyboard(monkeypatch: Any) -> None:
-    """``mux replay`` cannot restart: only the ^C echo is turned off, as before."""
-    with _view_on_a_pty(monkeypatch) as (_main, other, console):
+async def test_a_replay_reads_keys_but_offers_no_restart(monkeypatch: Any) -> None:
+    """``mux replay`` cannot restart: its view scrolls and filters, and has no ``r``."""
+    with _view_on_a_pty(monkeypatch) as (main, other, console):
+        before = termios.tcgetattr(other)
         backgrounds: list[Background] = []
         sink = TuiSink(TuiOptions(), _context(backgrounds), console=console)
         await sink.open()
-        assert termios.tcgetattr(other)[3] & termios.ICANON
+        assert not termios.tcgetattr(other)[3] & termios.ICANON  # keys are read
         await sink.write([_status("gave-up", State.MAX_RETRIES_EXCEEDED)])
-        assert RESTART_HINT not in _shown(sink)
-        await sink.aclose()
+        shown = _shown(sink)
+        assert RESTART_HINT not in shown and "r: restart" not in shown
+        assert "/: filter by name" in shown
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_drain, main)
+            for background in backgrounds:
+                nursery.start_soon(background)
+            os.write(main, b"/alive\r")
+            await _until(lambda: sink.browse.name_filter == "alive" and not sink.browse.editing)
+            await sink.aclose()
+            nursery.cancel_scope.cancel()
+        assert termios.tcgetattr(other) == before
 
 
 async def _drain(fd: int, screen: _Screen | None = None) -> None:

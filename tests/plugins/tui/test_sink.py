@@ -13,10 +13,11 @@ import trio.lowlevel
 from rich.console import Console
 
 import mux_tui
-from mux_core.records import Event, State, Status
+from mux_core.records import Alert, Event, Quality, Severity, State, Status
 from mux_core.sink import SinkContext, SourceInfo
 from mux_tui import TuiOptions, TuiSink, sparkline
-from mux_tui._render import CAPTION, state_text
+from mux_tui._model import TuiModel
+from mux_tui._render import CAPTION, TuiView, state_text
 
 Background = Callable[[], Awaitable[Any]]
 
@@ -36,16 +37,16 @@ def _console(**kwargs: Any) -> Console:
     return Console(record=True, width=120, file=io.StringIO(), **kwargs)
 
 
-def _text(sink: TuiSink, now: float) -> str:
-    console = _console()
+def _text(sink: TuiSink, now: float, width: int = 120) -> str:
+    console = Console(record=True, width=width, file=io.StringIO())
     console.print(sink.render(now))
     return console.export_text()
 
 
 def _cell_lines(sink: TuiSink, source: str, now: float) -> str:
-    """The state cell of one source's row, its lines joined with " | "."""
+    """The whole state text of one source's row (the cell shows its start)."""
     row = sink.model.rows[source]
-    return state_text(row.status, now).plain.replace("\n", " | ")
+    return state_text(row.status, now).plain
 
 
 def _status(
@@ -72,7 +73,8 @@ def test_sources_are_listed_before_any_record() -> None:
     text = _text(_sink(plot=["loss"]), now=100.0)
     assert "train-sse" in text and "train-ws" in text
     assert "sse" in text and "ws" in text
-    assert text.count("waiting") == 2
+    assert text.count("  waiting") == 2  # each row's state...
+    assert "2 sources: 2 waiting" in text  # ...and the summary line
     assert CAPTION in text
     assert "loss" in text
 
@@ -81,19 +83,19 @@ def test_sources_are_listed_before_any_record() -> None:
     ("status", "expected"),
     [
         (_status(State.CONNECTED), "connected"),
-        (_status(State.CONNECTING, attempt=2), "connecting | attempt 2"),
+        (_status(State.CONNECTING, attempt=2), "connecting · attempt 2"),
         (
             _status(State.SERVER_UNAVAILABLE, attempt=3, retry_in=2.4, detail="connection refused"),
-            "server_unavailable | retry in 2.4 s · attempt 3 | connection refused",
+            "server_unavailable · retry in 2.4 s · attempt 3 · connection refused",
         ),
         (
             _status(State.DISCONNECTED, attempt=1, retry_in=0.5, detail="stream closed"),
-            "disconnected | retry in 0.5 s · attempt 1 | stream closed",
+            "disconnected · retry in 0.5 s · attempt 1 · stream closed",
         ),
-        (_status(State.FAILED, detail="HTTP 404"), "failed | HTTP 404"),
+        (_status(State.FAILED, detail="HTTP 404"), "failed · HTTP 404"),
         (
             _status(State.MAX_RETRIES_EXCEEDED, attempt=3, detail="HTTP 503"),
-            "max_retries_exceeded | HTTP 503",
+            "max_retries_exceeded · HTTP 503",
         ),
         (_status(State.STOPPED), "stopped"),
         (_status(State.ENDED), "ended"),
@@ -103,8 +105,13 @@ async def test_state_text_per_status(status: Status, expected: str) -> None:
     sink = _sink()
     await sink.write([status])
     assert expected in _cell_lines(sink, "train-sse", now=100.0)
-    first_line = expected.split(" | ")[0]
-    assert first_line in _text(sink, now=100.0)
+    text = _text(sink, now=100.0)
+    row = next(line for line in text.splitlines() if "train-sse" in line)
+    assert status.state.value in row  # the state's name on the row, always
+    if expected != status.state.value:  # the whole of it on a detail line
+        assert f"▸ train-sse: {expected}" in text
+    else:
+        assert "▸ train-sse" not in text  # nothing more to say
 
 
 @pytest.mark.parametrize(
@@ -167,12 +174,31 @@ async def test_sparkline_of_loss_values() -> None:
 
 async def test_sparkline_keeps_width_points_and_ignores_non_numbers() -> None:
     sink = _sink(plot=["loss"], width=4)
-    values: list[Any] = [5.0, 4.0, "nan?", True, None, float("nan"), 3.0, 2.0, 1.0, 0.0]
+    values: list[Any] = [5.0, 4.0, "nan?", True, None, 3.0, 2.0, 1.0, 0.0]
     await sink.write([_event(i + 1, 100.0 + i, {"loss": v}) for i, v in enumerate(values)])
     await sink.write([_event(99, 111.0, "not a dict")])
-    series = list(sink.model.rows["train-sse"].series["loss"])
-    assert series == [3.0, 2.0, 1.0, 0.0]
-    assert "█▆▃▁ 0" in _text(sink, now=112.0)
+    stats = sink.model.rows["train-sse"].fields["loss"]
+    assert list(stats.series) == [3.0, 2.0, 1.0, 0.0]
+    assert (stats.low, stats.high) == (0.0, 5.0)  # the run's, not only the points drawn
+    assert "█▆▃▁ 0 ↓0 ↑5" in _text(sink, now=112.0)
+
+
+async def test_nan_is_shown_as_nan_never_as_the_last_finite_value() -> None:
+    sink = _sink(plot=["loss", "lr"], width=6)
+    finite = [_event(i + 1, 100.0 + i, {"loss": 9.407 - i, "lr": 0.1}) for i in range(3)]
+    await sink.write(finite)
+    await sink.write([_event(4, 103.0, {"loss": float("nan"), "lr": float("inf")})])
+    text = _text(sink, now=103.0, width=200)
+    row = next(line for line in text.splitlines() if "train-sse" in line)
+    assert "█▅▁! NaN ↓7.407 ↑9.407" in row  # a NaN point, then NaN as the value
+    assert " 7.407 " not in row.split("NaN")[0]  # the last finite value is not the value
+    assert "▄▄▄! Inf" in row
+    assert sparkline([1.0, float("nan"), 3.0, float("-inf")]) == "▁!█!"
+    assert sparkline([float("nan")]) == "!"
+    await sink.write([_event(5, 104.0, {"loss": 6.0, "lr": 0.1})])
+    text = _text(sink, now=104.0, width=200)
+    row = next(line for line in text.splitlines() if "train-sse" in line)
+    assert "! 6 ↓6 ↑9.407" not in row and "!▁ 6 ↓6 ↑9.407" in row  # NaN stays a point
 
 
 async def test_unconfigured_source_gets_a_row() -> None:
@@ -273,9 +299,10 @@ async def test_narrow_terminal_moves_sparklines_below_the_states() -> None:
     lines = console.export_text().splitlines()
     assert all(len(line) <= 80 for line in lines)
     trend = next(line for line in lines if "train-sse" in line and " loss " in line)
+    assert "↓1 ↑40" in trend  # the run's extremes
     assert sparkline(losses) + " 1" in trend  # all 40 points, in a row of its own
     assert any("train-sse" in line and " lr " in line and "0.5" in line for line in lines)
-    assert lines.index(trend) > next(i for i, line in enumerate(lines) if "train-ws" in line)
+    assert lines.index(trend) > next(i for i, line in enumerate(lines) if "  train-ws  " in line)
     assert CAPTION in lines[-1]
 
 
@@ -284,7 +311,7 @@ async def test_columns_keep_their_width_as_sparklines_fill_and_states_change() -
     await sink.write([_status(State.CONNECTED, at=100.0)])
     console = Console(record=True, width=200, file=io.StringIO())
     console.print(sink.render(100.0))
-    empty = [line for line in console.export_text().splitlines() if "source" in line]
+    empty = [line for line in console.export_text().splitlines() if "transport" in line]
     await sink.write(
         [_event(i + 1, 100.0 + i, {"loss": 1.0 / (i + 1), "lr": 3e-4}) for i in range(60)]
     )
@@ -302,10 +329,13 @@ async def test_columns_keep_their_width_as_sparklines_fill_and_states_change() -
     console = Console(record=True, width=200, file=io.StringIO())
     console.print(sink.render(160.0))
     text = console.export_text()
-    full = [line for line in text.splitlines() if "source" in line]
+    full = [line for line in text.splitlines() if "transport" in line]
     assert empty == full  # the header line, column for column: nothing grew
-    detail = next(line for line in text.splitlines() if "connection refused" in line)
-    assert "after a very long wait" not in detail and "…" in detail  # cut, not widened
+    row = next(line for line in text.splitlines() if line.startswith("   train-sse"))
+    assert "server_unavailable · retry" in row and "…" in row  # cut, not widened
+    assert "connection refused" not in row
+    detail = next(line for line in text.splitlines() if line.startswith("▸ train-sse"))
+    assert "connection refused by 127.0.0.1:8888 after a very long wait" in detail
 
 
 async def test_numbers_have_one_format() -> None:
@@ -373,42 +403,32 @@ def test_the_terminal_does_not_echo_ctrl_c_while_the_view_runs() -> None:
         os.close(other)
 
 
-def test_alerts_and_quality_show_on_the_row_and_unknown_records_are_skipped() -> None:
-    import io
+def _view_text(model: TuiModel, now: float, width: int = 200, **kwargs: Any) -> str:
+    console = Console(width=width, record=True, file=io.StringIO())
+    console.print(TuiView(model, now, title="mux", caption=None, **kwargs))
+    return console.export_text()
 
-    from rich.console import Console
 
-    from mux_core.records import (
-        Alert,
-        Quality,
-        Severity,
-        State,
-        Status,
+def test_alerts_show_in_full_and_quality_on_the_detail_line() -> None:
+    message = (
+        "loss is NaN at step 4123 (the last finite value was 9.407 at step 4122; "
+        "check the learning rate)"
     )
-    from mux_tui._model import TuiModel
-    from mux_tui._render import render_table
-
     model = TuiModel(plot=(), width=10)
     model.ingest([Status("s", "sse", State.CONNECTED, 1, None, "", 1.0)])
-    model.ingest(
-        [Alert("s", "sse", "nonfinite", Severity.CRITICAL, "loss is NaN at step 7", 7, 2.0)]
-    )
+    model.ingest([Alert("s", "sse", "nonfinite", Severity.CRITICAL, message, 7, 2.0)])
     quality = Quality("s", "sse", 60.0, 0.75, 2, 5.0, 100, 0, None, 3.0)
     model.ingest([quality])
-    console = Console(width=200, record=True, file=io.StringIO())
-    console.print(render_table(model, 4.0, caption=None))
-    shown = console.export_text()
-    assert "⚠ nonfinite: loss is NaN" in shown  # cut to the column's fixed width
-    assert "up 75.0% · 2 reconnects" in shown
-    assert "0 gaps" in shown  # on a line of its own: the column is narrow
+    shown = _view_text(model, 4.0)
+    assert f"⚠ s nonfinite: {message}" in shown  # the whole text, the step kept
+    row = next(line for line in shown.splitlines() if line.startswith("⚠  s "))
+    assert "connected" in row  # the row is marked; its state stays readable
+    assert "▸ s: connected · up 75.0% · 2 reconnects · 0 gaps" in shown
     model.ingest([Quality("s", "sse", 60.0, 0.75, 2, 5.0, 100, None, 0.25, 3.5)])  # no ids
-    console = Console(width=200, record=True, file=io.StringIO())
-    console.print(render_table(model, 4.0, caption=None))
-    assert "gaps n/a · lag p99 0.25 s" in console.export_text()
+    assert "gaps n/a · lag p99 0.25 s" in _view_text(model, 4.0)
     model.ingest([Alert("s", "sse", "nonfinite", Severity.INFO, "loss finite again", 9, 5.0)])
-    console = Console(width=200, record=True, file=io.StringIO())
-    console.print(render_table(model, 6.0, caption=None))
-    assert "loss is NaN" not in console.export_text()  # the episode was cleared
+    shown = _view_text(model, 6.0)
+    assert "loss is NaN" not in shown and "⚠" not in shown  # the episode was cleared
 
     class Unknown:  # a record type from a newer mux
         source = "s"
@@ -417,13 +437,41 @@ def test_alerts_and_quality_show_on_the_row_and_unknown_records_are_skipped() ->
     model.ingest([Unknown()])  # type: ignore[list-item]
 
 
+def test_alert_text_is_whole_at_200_columns_in_a_fitted_view() -> None:
+    """The live view on a terminal: the alert line is not cut to a column."""
+    message = "loss is NaN at step 4123 (the last finite value was 9.407 at step 4122)"
+    model = TuiModel(plot=("loss",), width=40)
+    for i in range(3):
+        model.add_source(f"train-{i}", "sse")
+    model.ingest([Alert("train-2", "sse", "nonfinite", Severity.CRITICAL, message, 7, 2.0)])
+    console = Console(width=200, height=40, record=True, file=io.StringIO())
+    console.print(TuiView(model, 4.0, title="mux", fit=True))
+    shown = console.export_text()
+    assert f"⚠ train-2 nonfinite: {message}" in shown
+    assert "1 alerting" in shown.splitlines()[0]
+
+
+def test_a_restart_clears_the_old_quality_figure() -> None:
+    model = TuiModel(plot=(), width=10)
+    model.ingest(
+        [
+            Status("s", "sse", State.CONNECTED, 1, None, "", 1.0),
+            Quality("s", "sse", 60.0, 0.25, 9, 5.0, 100, 0, None, 2.0),
+            Status("s", "sse", State.MAX_RETRIES_EXCEEDED, 5, None, "refused", 3.0),
+        ]
+    )
+    assert "up 25.0% · 9 reconnects" in _view_text(model, 4.0)  # the session that gave up
+    model.ingest([Status("s", "sse", State.CONNECTING, 1, None, "", 5.0)])  # restarted
+    assert "up 25.0%" not in _view_text(model, 6.0)
+    model.ingest([Quality("s", "sse", 1.0, 1.0, 0, None, 10, 0, None, 7.0)])
+    assert "up 100.0% · 0 reconnects" in _view_text(model, 7.0)  # the new session's
+    model.ingest([Status("s", "sse", State.DISCONNECTED, 1, 1.0, "", 8.0)])
+    assert "up 100.0%" in _view_text(model, 8.0)  # an outage is not a restart
+
+
 def test_control_characters_from_names_and_servers_are_shown_escaped() -> None:
     """A line break or an ANSI sequence in a name, a status detail or an alert
     cannot add rows or drive the terminal: the view shows them as escapes."""
-    from mux_core.records import Alert, Severity
-    from mux_tui._model import TuiModel
-    from mux_tui._render import render_plot_table, render_table
-
     name = "evil\n\x1b[2J"
     model = TuiModel(plot=("loss",), width=10)
     model.ingest(
@@ -433,14 +481,13 @@ def test_control_characters_from_names_and_servers_are_shown_escaped() -> None:
             Event(name, "sse", "metric", "1", {"loss": 0.5}, 1.0, 1),
         ]
     )
-    for table in (render_table(model, 4.0, caption=None), render_plot_table(model, caption=None)):
+    for width in (200, 80):  # the sparklines inline, then in a table of their own
         out = io.StringIO()
-        Console(width=200, file=out, force_terminal=True, color_system=None).print(table)
+        console = Console(width=width, file=out, force_terminal=True, color_system=None)
+        console.print(TuiView(model, 4.0, title="mux"))
         shown = out.getvalue()
         assert "\x1b" not in shown and "\r" not in shown
         assert "evil\\n\\x1b[2J" in shown
-    out = io.StringIO()
-    Console(width=200, file=out, color_system=None).print(render_table(model, 4.0, caption=None))
-    shown = out.getvalue()
+    shown = _view_text(model, 4.0)
     assert "HTTP 404\\n\\x1b[31mFORGED" in shown
-    assert "⚠ stall: no step\\r\\x1b]0;ti…" in shown  # cut to the column's width
+    assert "⚠ evil\\n\\x1b[2J stall: no step\\r\\x1b]0;title\\x07" in shown
