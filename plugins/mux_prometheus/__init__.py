@@ -2,8 +2,9 @@
 
 Every few seconds the sink writes mux's and every source's metrics
 (``mux_source_up``, ``mux_source_reconnects_total``, ``mux_events_total``,
-``mux_sink_dropped_total``, ...) in the Prometheus text format to a ``.prom``
-file, atomically, for node_exporter's textfile collector: mux stays a pure
+``mux_sink_dropped_total``, ...), and the payload fields named in its
+``metrics`` option (``mux_payload_loss``, ...), in the Prometheus text format
+to a ``.prom`` file, atomically, for node_exporter's textfile collector: mux stays a pure
 client and never opens a port. See docs/prometheus.md for the metrics and a
 ready Grafana panel.
 

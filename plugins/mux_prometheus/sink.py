@@ -8,9 +8,11 @@ temporary file beside the target, then renamed over it, so node_exporter
 never reads half a file. It never listens on a port.
 
 The metrics are collected in trio's thread (a snapshot of plain values);
-only the file write runs in a worker thread. Events themselves are not
-looked at: their counts come with the Quality records, so the sink costs the
-sources nothing but a channel hand-off.
+only the file write runs in a worker thread. Events are looked at only for
+the payload fields named in ``metrics`` (their counts come with the Quality
+records): the newest value of each field per source, in the source's current
+run segment -- a ``restart`` alert starts the next segment, and the previous
+segment's values are left out from the next write on.
 
 A failed write (a full disk, a directory removed) is logged as a warning
 and tried again at the next interval; the run goes on.
@@ -30,11 +32,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
 
-from mux_core import Sink
+from mux_core import FieldReader, Sink
 from mux_core.options import non_negative, positive
 from mux_core.records import (
     Alert,
     Batch,
+    Event,
     Quality,
     State,
     Status,
@@ -53,8 +56,23 @@ _log = logging.getLogger("mux.sink.prometheus")
 
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _RESERVED_LABELS = frozenset(
-    {"source", "transport", "state", "sink", "rule", "severity", "quantile", "version", "config"}
+    {
+        "source",
+        "transport",
+        "state",
+        "sink",
+        "rule",
+        "severity",
+        "quantile",
+        "version",
+        "config",
+        "segment",
+    }
 )
+#: What a payload field's metric name starts with.
+PAYLOAD_PREFIX = "mux_payload_"
+_METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+_NOT_IN_NAME = re.compile(r"[^a-zA-Z0-9_]")
 _STATES = tuple(State)
 
 
@@ -76,6 +94,28 @@ def _label_names(_instance: Any, attribute: attrs.Attribute[Any], value: dict[st
             raise ValueError(f"{attribute.name}: {name!r} is a label mux sets itself")
 
 
+def _field_paths(_instance: Any, attribute: attrs.Attribute[Any], value: list[str]) -> None:
+    for path in value:
+        if not isinstance(path, str) or not path or "" in path.split("."):
+            raise ValueError(
+                f"{attribute.name}: {path!r} is not a field path (a payload key, "
+                "or keys joined by dots for a nested one: 'optim.lr')"
+            )
+    repeated = sorted({path for path in value if value.count(path) > 1})
+    if repeated:
+        raise ValueError(f"{attribute.name}: {repeated[0]!r} is named twice")
+
+
+def payload_metric_name(path: str, names: dict[str, str] | None = None) -> str:
+    """The metric a payload field is exported as: ``mux_payload_`` and the
+    field's path with every character a metric name cannot hold as ``_``
+    (``optim.lr`` -> ``mux_payload_optim_lr``), or the name ``names`` gives it."""
+    given = (names or {}).get(path)
+    if given is not None:
+        return PAYLOAD_PREFIX + given
+    return PAYLOAD_PREFIX + _NOT_IN_NAME.sub("_", path)
+
+
 @attrs.frozen(kw_only=True)
 class PrometheusOptions:
     """The keys of a ``[[sinks]] type = "prometheus"`` table."""
@@ -91,10 +131,35 @@ class PrometheusOptions:
     #: stays in the file with ``mux_source_up 0`` before it is left out; at
     #: most :data:`MAX_STOPPED` stopped sources are kept meanwhile.
     forget_after: float = attrs.field(default=300.0, validator=non_negative("seconds"))
+    #: Numeric payload fields exported as gauges ``mux_payload_<field>`` -- the
+    #: newest value per source and run segment, e.g. ``["loss", "lr", "step"]``;
+    #: a dotted path reads a nested field (``"optim.lr"`` -> ``mux_payload_optim_lr``).
+    metrics: list[str] = attrs.field(factory=list, validator=_field_paths)
+    #: Another name for a field's metric (the part after ``mux_payload_``), e.g.
+    #: ``{ tokens_per_s = "tokens_per_second" }``.
+    metric_names: dict[str, str] = attrs.field(factory=dict)
 
     @classmethod
     def check(cls, options: PrometheusOptions) -> None:
-        """Refuse a path whose directory does not exist or cannot be written."""
+        """Refuse a path whose directory does not exist or cannot be written, and
+        payload metrics whose names are not valid or not distinct."""
+        for path, name in options.metric_names.items():
+            if path not in options.metrics:
+                raise ValueError(f"metric_names: {path!r} is not one of metrics")
+            if not _METRIC_NAME.fullmatch(name):
+                raise ValueError(
+                    f"metric_names: {name!r} is not a Prometheus metric name "
+                    "(letters, digits, '_' and ':', not starting with a digit)"
+                )
+        named: dict[str, str] = {}
+        for path in options.metrics:
+            name = payload_metric_name(path, options.metric_names)
+            if name in named:
+                raise ValueError(
+                    f"metrics: {named[name]!r} and {path!r} would both be {name}; "
+                    "give one another name in metric_names"
+                )
+            named[name] = path
         directory = _resolve(options.path).parent
         if not directory.is_dir():
             raise ValueError(
@@ -117,6 +182,10 @@ class _SourceFigures:
     quality: Quality | None = None
     #: trio.current_time() of the ``stopped`` status, while it is the last one.
     stopped_at: float | None = None
+    #: The run segment, from 1: each ``restart`` alert of the source starts the next.
+    segment: int = 1
+    #: The newest value of each payload metric in the current segment.
+    fields: dict[str, float] = attrs.Factory(dict)
 
 
 class PrometheusSink(Sink):
@@ -138,6 +207,7 @@ class PrometheusSink(Sink):
         }
         self.alerts: Counter[tuple[str, str, str, str]] = Counter()
         self.dropped: dict[str, int] = {}
+        self._payload = _PayloadReader(options.metrics, options.metric_names)
         #: Files written so far (for tests and curious users).
         self.writes = 0
         self._failing: str | None = None
@@ -156,8 +226,15 @@ class PrometheusSink(Sink):
 
     async def write(self, batch: Batch) -> None:
         sources = self.sources
+        payload = self._payload if self._payload.names else None
         for record in batch:
-            if type(record) is Status:
+            if type(record) is Event:
+                if payload is not None:
+                    figures = sources.get(record.source) or self._figures(
+                        record.source, record.transport
+                    )
+                    payload.read(record, figures.fields)
+            elif type(record) is Status:
                 figures = self._figures(record.source, record.transport)
                 figures.state = record.state
                 figures.stopped_at = _now() if record.state is State.STOPPED else None
@@ -170,8 +247,10 @@ class PrometheusSink(Sink):
             elif type(record) is Alert:
                 key = (record.source, record.transport, record.rule, record.severity.value)
                 self.alerts[key] += 1
-                if record.source not in sources:
-                    self._figures(record.source, record.transport)
+                figures = self._figures(record.source, record.transport)
+                if record.rule == "restart":
+                    figures.segment += 1
+                    figures.fields.clear()
 
     async def aclose(self) -> None:
         import trio
@@ -285,6 +364,26 @@ class PrometheusSink(Sink):
         yield alerts
 
         yield from self._source_metrics(family, values)
+        yield from self._payload_metrics(family, values)
+
+    def _payload_metrics(self, family: Any, values: list[str]) -> Iterator[Metric]:
+        """A gauge per payload metric: each source's newest value in its current segment."""
+        from prometheus_client.core import GaugeMetricFamily
+
+        payload = self._payload
+        for name, path in zip(payload.names, payload.paths, strict=True):
+            gauge = family(
+                GaugeMetricFamily,
+                name,
+                f"The payload field {path} (the newest value in the source's run segment).",
+                ["source", "transport", "segment"],
+            )
+            for source, figures in sorted(self.sources.items()):
+                value = figures.fields.get(name)
+                if value is not None:
+                    key = [source, figures.transport, str(figures.segment)]
+                    gauge.add_metric([*key, *values], value)
+            yield gauge
 
     def _source_metrics(self, family: Any, values: list[str]) -> Iterator[Metric]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -376,6 +475,47 @@ _GAUGE_VALUES: dict[str, Callable[[Quality], float | None]] = {
     ),
     "mux_source_quality_timestamp_seconds": lambda q: q.at,
 }
+
+
+class _PayloadReader:
+    """Reads the ``metrics`` fields of an event: each path's number, if it has one.
+
+    The top-level keys are read through :class:`~mux_core.FieldReader` (a
+    payload still held as bytes is not decoded: only these keys are read out of
+    it); a dotted path then walks into the objects. A key that itself holds a
+    dot (``"optim.lr"`` at the top) is read as it is first.
+    """
+
+    def __init__(self, paths: list[str], names: dict[str, str]) -> None:
+        self.paths = tuple(paths)
+        self.names = tuple(payload_metric_name(path, names) for path in paths)
+        keys = list(dict.fromkeys([*paths, *(path.split(".")[0] for path in paths)]))
+        self._reader = FieldReader(keys) if paths else None
+        index = {key: position for position, key in enumerate(keys)}
+        self._plan = [
+            (name, index[path], index[path.split(".")[0]], tuple(path.split(".")[1:]))
+            for name, path in zip(self.names, paths, strict=True)
+        ]
+
+    def read(self, event: Event, into: dict[str, float]) -> None:
+        """Put the event's value of each metric it has into ``into``."""
+        reader = self._reader
+        if reader is None:
+            return
+        values = reader.read(event)
+        if values is None:
+            return
+        for name, whole, first, rest in self._plan:
+            value = values[whole]
+            if value is None and rest:
+                value = values[first]
+                for key in rest:
+                    if type(value) is not dict:
+                        value = None
+                        break
+                    value = value.get(key)
+            if type(value) is float or type(value) is int or type(value) is bool:
+                into[name] = float(value)
 
 
 @functools.cache

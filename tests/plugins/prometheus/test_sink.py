@@ -21,6 +21,7 @@ from mux_core._plugins import PluginManager
 from mux_core.errors import ConfigError
 from mux_core.records import (
     Alert,
+    Event,
     Quality,
     Severity,
     State,
@@ -232,15 +233,25 @@ def test_without_prometheus_client_the_plugin_is_unavailable_with_the_hint(
 async def test_the_docs_and_the_grafana_dashboard_name_exactly_the_metrics_written(
     tmp_path: Path,
 ) -> None:
-    sink = PrometheusSink(PrometheusOptions(path=str(tmp_path / "mux.prom")), _context())
+    options = PrometheusOptions(path=str(tmp_path / "mux.prom"), metrics=["loss", "lr"])
+    sink = PrometheusSink(options, _context())
     alert = Alert("train-sse", "sse", "stall", Severity.WARNING, "no event for 60 s", None, 2.0)
-    await sink.write([_quality(), alert])
+    event = Event("train-sse", "sse", "metric", "1", {"loss": 2.5, "lr": 3e-4}, 1.0, 1)
+    await sink.write([_quality(), alert, event])
     await sink.write_file()
     written = {name for name, _ in _samples(tmp_path / "mux.prom")}
+    assert {"mux_payload_loss", "mux_payload_lr"} <= written
 
-    assert _documented_metrics() == written
+    # The table names the payload metrics by their prefix: mux_payload_<field>.
+    documented = _documented_metrics()
+    prefixes = {name for name in documented if name.endswith("_")}
+    assert prefixes == {"mux_payload_"}
+    assert documented - prefixes == {
+        name for name in written if not any(name.startswith(p) for p in prefixes)
+    }
     dashboard = _dashboard_metrics()
     assert dashboard and dashboard <= written
+    assert {"mux_payload_loss", "mux_payload_lr", "mux_alerts_total"} <= dashboard
 
 
 def _documented_metrics() -> set[str]:
@@ -250,9 +261,10 @@ def _documented_metrics() -> set[str]:
 
 
 def _dashboard_metrics() -> set[str]:
-    """The metrics the Grafana dashboard's queries use."""
+    """The metrics the Grafana dashboard's queries and annotations use."""
     dashboard = json.loads((ROOT / "docs" / "grafana" / "mux-quality.json").read_text())
     exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    exprs += [a["expr"] for a in dashboard["annotations"]["list"]]
     return {name for expr in exprs for name in re.findall(r"\bmux_[a-z_]+", expr)}
 
 
