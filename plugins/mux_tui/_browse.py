@@ -86,8 +86,9 @@ class Browse:
 
     # -- keys ----------------------------------------------------------------
 
-    def move(self, names: list[str], delta: int) -> None:
-        """Move the selection ``delta`` rows (negative: up), the window following."""
+    def move(self, names: list[str], delta: int, *, scroll: bool = False) -> None:
+        """Move the selection ``delta`` rows (negative: up), the window following;
+        with ``scroll`` (a page key) the window moves as far."""
         if not names:
             return
         if self.selected in names:
@@ -96,6 +97,8 @@ class Browse:
             cursor = self.top if self.selected else 0
         cursor = min(max(cursor + delta, 0), len(names) - 1)
         self.selected = names[cursor]
+        if scroll:
+            self.top += delta
         self.place(names, self.page)
 
     def cycle_state(self, labels: list[str]) -> None:

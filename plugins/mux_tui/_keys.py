@@ -179,9 +179,9 @@ class ViewKeys:
         elif key in DOWN:
             browse.move(names, 1)
         elif key in PAGE_UP:
-            browse.move(names, -browse.page)
+            browse.move(names, -browse.page, scroll=True)
         elif key in PAGE_DOWN:
-            browse.move(names, browse.page)
+            browse.move(names, browse.page, scroll=True)
         elif key in HOME:
             browse.move(names, -len(names))
         elif key in END:
