@@ -1,18 +1,29 @@
-"""What the panel shows, computed without Qt: badges, rates, ages, plot series.
+"""What the panel shows, computed without Qt: badges, rates, ages, plot series, marks.
 
 Keeping this free of Qt means the display rules (which colour a state gets,
-how the retry countdown runs, where a run segment starts and where an outage
-breaks a line) are plain functions of records and a clock, and the widgets in
-:mod:`mux_qt.panel` only paint. Events/s, ages and values are measured and
-written by :mod:`mux_core.views`, as the terminal view does.
+how the retry countdown runs, when a source is stale, where a run segment
+starts, where an outage breaks a line, where a mark goes) are plain
+functions of records and a clock, and the widgets in :mod:`mux_qt.panel`
+only paint. Events/s, ages, values and staleness are measured and written by
+:mod:`mux_core.views`, as the terminal view does.
 
 Every event is plotted: :meth:`PanelModel.apply` appends each event's values
 to per-source, per-field columns (:mod:`mux_qt.series`); the panel
-downsamples when it draws.
+downsamples when it draws. A value that is not finite (NaN, Infinity) is a
+point too: the line breaks there, the value cell says ``NaN``, and the plot
+marks the stretch (:class:`NonFinite`).
+
+Where a mark goes: every mark knows its x on each axis the panel can draw
+(receive time, step, payload time). An alert raised for an event (its
+``seq``) is placed at that event, also when the alert comes just before it
+(the ``restart`` processor sends its alert before the first event of the new
+run); a run's start is placed at the first event of the new run -- never at
+the old run's last step.
 """
 
 from __future__ import annotations
 
+import datetime
 import math
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -20,14 +31,15 @@ from typing import Any, NamedTuple, TypeAlias
 
 import attrs
 
-import mux_core.records
 from mux_core.records import (
+    Alert,
     Event,
     Quality,
     State,
     Status,
 )
-from mux_core.views import RateMeter
+from mux_core.sink import SourceInfo
+from mux_core.views import RateMeter, StaleWatch, escape_controls, format_age
 
 from .series import Segment
 
@@ -37,13 +49,19 @@ __all__ = [
     "GREEN",
     "GREY",
     "RED",
+    "RESTARTABLE",
+    "STALE",
     "AlertMark",
     "Badge",
     "Curve",
+    "NonFinite",
     "Outage",
     "PanelModel",
+    "RunStart",
     "SourceRow",
     "badge_for",
+    "parse_time",
+    "quality_text",
     "severity_colour",
 ]
 
@@ -52,47 +70,86 @@ AMBER = "#ef8f00"
 RED = "#c62828"
 GREY = "#757575"
 BLUE = "#1565c0"
-
-#: The record type processors raise, once mux_core has it (None before).
-_ALERT: type[Any] | None = getattr(mux_core.records, "Alert", None)
+#: A connected source that has gone quiet for longer than it usually does.
+STALE = "#7b1fa2"
 
 _WAITING = frozenset({State.CONNECTING, State.SERVER_UNAVAILABLE, State.DISCONNECTED})
 _BROKEN = frozenset({State.MAX_RETRIES_EXCEEDED, State.FAILED})
+#: States a source can be restarted from (``restart_source``): it gave up, failed or ended.
+RESTARTABLE = frozenset({State.MAX_RETRIES_EXCEEDED, State.FAILED, State.ENDED})
 
 
 class Badge(NamedTuple):
-    """The text and background colour of one state badge."""
+    """One state badge: the state's name (always shown whole), its detail, its colour."""
 
-    text: str
+    #: The state's name ("server unavailable", "stale · 18 s").
+    name: str
+    #: The countdown, the attempt, the server's words: shortened when room is short.
+    detail: str
     colour: str
 
+    @property
+    def text(self) -> str:
+        """Name and detail in one line (the badge's tooltip)."""
+        return f"{self.name} · {self.detail}" if self.detail else self.name
 
-def badge_for(status: Status | None, now: float) -> Badge:
+
+def _short_duration(seconds: float) -> str:
+    return format_age(seconds).removesuffix(" ago")
+
+
+def badge_for(
+    status: Status | None,
+    now: float,
+    *,
+    quiet: float | None = None,
+    threshold: float | None = None,
+) -> Badge:
     """The badge of a source whose latest Status is ``status``, at time ``now``.
 
-    The "retry in" countdown runs from ``status.retry_in`` by the wall-clock
-    time elapsed since ``status.at`` (the same clock the core stamps with),
-    so it keeps counting down between records.
+    The "retry in" countdown runs from ``status.retry_in`` by the time
+    elapsed since ``status.at`` (the same clock the core stamps with), so it
+    keeps counting down between records. ``quiet`` (seconds without an
+    event, past ``threshold``) makes a connected source's badge "stale".
+    The server's words are escaped (:func:`~mux_core.views.escape_controls`).
     """
     if status is None:
-        return Badge("waiting for first status", GREY)
+        return Badge("waiting", "no status yet", GREY)
     state = status.state
-    label = state.value.replace("_", " ")
+    name = state.value.replace("_", " ")
+    detail = escape_controls(status.detail) if status.detail else ""
     if state is State.CONNECTED:
-        return Badge(label, GREEN)
+        if quiet is not None:
+            quiet_text = _short_duration(quiet)
+            limit = "" if threshold is None else f" (stale after {threshold:.3g} s)"
+            return Badge(
+                f"stale · {quiet_text}", f"connected, no event for {quiet_text}{limit}", STALE
+            )
+        return Badge(name, "", GREEN)
     if state in _WAITING:
-        parts = [label]
+        parts = []
         if status.retry_in is not None:
             left = max(0.0, status.retry_in - max(0.0, now - status.at))
             parts.append(f"retry in {left:.1f} s")
         parts.append(f"attempt {status.attempt}")
-        text = " · ".join(parts)
-        if state is not State.CONNECTING and status.detail:
-            text += f" ({status.detail})"
-        return Badge(text, AMBER)
+        if state is not State.CONNECTING and detail:
+            parts.append(detail)
+        return Badge(name, " · ".join(parts), AMBER)
     if state in _BROKEN:
-        return Badge(f"{label}: {status.detail}" if status.detail else label, RED)
-    return Badge(label, GREY)
+        return Badge(name, detail, RED)
+    return Badge(name, detail, GREY)
+
+
+_NAN = math.nan
+
+
+@attrs.define(slots=True)
+class Place:
+    """Where something happened, on each x axis: receive time, step, payload time (NaN: unknown)."""
+
+    at: float = _NAN
+    step: float = _NAN
+    ptime: float = _NAN
 
 
 class Outage(NamedTuple):
@@ -105,21 +162,81 @@ class Outage(NamedTuple):
     #: The step of those two events (NaN without a step field).
     start_step: float
     end_step: float
+    #: Their payload times (NaN without a ``time_field``).
+    start_ptime: float = _NAN
+    end_ptime: float = _NAN
 
 
-class AlertMark(NamedTuple):
-    """An alert, placed where the panel draws its marker."""
+@attrs.define(slots=True, eq=False)
+class AlertMark:
+    """An alert, placed where the panel draws its marker.
 
-    at: float
-    #: The source's step when it arrived (NaN without a step field).
-    step: float
+    ``place`` is the event that raised it (its ``seq``), filled in when that
+    event arrives if the alert came first; an alert without a ``seq`` (a
+    timer raised it) is placed at its own time and the source's step then.
+    """
+
     rule: str
     severity: str
     message: str
+    #: Wall-clock time it was raised.
+    raised_at: float
+    seq: int | None
+    place: Place = attrs.field(factory=Place)
+    #: False while waiting for the event with ``seq``.
+    placed: bool = False
+
+    @property
+    def at(self) -> float:
+        return self.place.at
+
+    @property
+    def step(self) -> float:
+        return self.place.step
+
+
+@attrs.define(slots=True, eq=False)
+class RunStart:
+    """Where a source's run segment ``run`` (2, 3, ...) starts: its first event."""
+
+    run: int
+    #: Why a new run started ("step 1 after 4,000", or the restart alert's message).
+    reason: str
+    place: Place = attrs.field(factory=Place)
+    placed: bool = False
+
+
+@attrs.define(slots=True, eq=False)
+class NonFinite:
+    """A stretch of consecutive values of one field that were not finite numbers."""
+
+    field: str
+    run: int
+    first: Place
+    last: Place
+    #: The last finite value before the stretch (where the mark is drawn), or None.
+    y: float | None
+    #: What came: "NaN", "Inf", "-Inf", or several of them ("NaN/Inf").
+    text: str
+    count: int = 1
+    #: The segment row of the newest value in the stretch.
+    end_index: int = -1
+
+
+def _nonfinite_text(value: float) -> str:
+    if value != value:
+        return "NaN"
+    return "Inf" if value > 0 else "-Inf"
 
 
 _Target: TypeAlias = tuple[
-    str, Callable[[float], None], Callable[[float], None], Callable[[float], None]
+    "Curve",
+    Segment,
+    str,
+    Callable[[float], None],
+    Callable[[float], None],
+    Callable[[float], None] | None,
+    Callable[[float], None],
 ]
 
 _SEVERITY_COLOURS = {"critical": RED, "warning": AMBER, "info": BLUE}
@@ -127,6 +244,34 @@ _SEVERITY_COLOURS = {"critical": RED, "warning": AMBER, "info": BLUE}
 
 def severity_colour(severity: str) -> str:
     return _SEVERITY_COLOURS.get(severity, GREY)
+
+
+def parse_time(value: Any) -> float:
+    """A payload's time as seconds since the epoch, or NaN when it is none.
+
+    Numbers are epoch seconds (milliseconds, microseconds and nanoseconds
+    are told by their size: above 1e11, 1e14 and 1e17); text is ISO 8601
+    (``2026-12-07T13:02:48.5Z``; without an offset, local time).
+    """
+    kind = type(value)
+    if kind is float or kind is int:
+        number = float(value)
+        if number - number != 0.0:
+            return _NAN
+        size = abs(number)
+        if size >= 1e17:
+            return number / 1e9
+        if size >= 1e14:
+            return number / 1e6
+        if size >= 1e11:
+            return number / 1e3
+        return number
+    if kind is str:
+        try:
+            return datetime.datetime.fromisoformat(value).timestamp()
+        except (ValueError, OverflowError, OSError):
+            return _NAN
+    return _NAN
 
 
 @attrs.define
@@ -139,12 +284,21 @@ class SourceRow:
     last_event_at: float | None = None
     events_seen: int = 0
     meter: RateMeter = attrs.field(factory=RateMeter)
+    #: The config's ``stale_after`` (None: learned from the source's rhythm).
+    stale_after: float | None = None
+    watch: StaleWatch = attrs.field(init=False)
+    #: The recording the source's records come from (``mux replay``), or None: live.
+    recording: str | None = None
     #: The current run segment, from 1; a restart starts the next.
     run: int = 1
     #: The step field's value in the newest event (NaN before one / without it).
     last_step: float = math.nan
+    #: The payload time of the newest event (NaN without a ``time_field``).
+    last_ptime: float = math.nan
     #: The newest numeric event id, for "ids went back" (-1 before one).
     last_id: int = -1
+    #: The seq of the newest event (-1 before one).
+    last_seq: int = -1
     #: A status other than "connected" arrived since the last event.
     interrupted: bool = False
     #: The seq of the event that started the current run (0 = the first run).
@@ -152,27 +306,64 @@ class SourceRow:
     outages: deque[Outage] = attrs.field(factory=lambda: deque(maxlen=100))
     alerts: deque[AlertMark] = attrs.field(factory=lambda: deque(maxlen=200))
     alerts_seen: int = 0
+    #: Where each run after the first starts (restart markers), oldest first.
+    runs: deque[RunStart] = attrs.field(factory=lambda: deque(maxlen=100))
+    #: Marks waiting for their event (an alert that came before it, a new run's start).
+    pending: list[AlertMark | RunStart] = attrs.field(factory=list)
     #: Per plotted field: where the current run's points go (see PanelModel._targets).
     targets: list[_Target] | None = None
-    #: The source's latest connection-quality record (``quality_interval``).
+    #: The source's latest connection-quality record of its current session
+    #: (``quality_interval``); None again once the source is restarted.
     quality: Quality | None = None
+    #: When the source last became connected (``Status.at``), for staleness.
+    connected_at: float | None = None
+    #: How often the source was started again after it gave up, failed or ended.
+    restarts: int = 0
+
+    def __attrs_post_init__(self) -> None:
+        self.watch = StaleWatch(stale_after=self.stale_after)
+
+    @property
+    def gave_up(self) -> bool:
+        """Whether the source gave up, failed or ended: it can be restarted."""
+        return self.status is not None and self.status.state in RESTARTABLE
+
+    def quiet(self, now: float) -> float | None:
+        """Seconds a *connected* source has been silent past its threshold, else None.
+
+        Silence counts from the newest event, or from the moment it connected
+        when that is later (a source reconnected after an outage is not stale
+        before its first event could arrive).
+        """
+        status = self.status
+        last = self.last_event_at
+        if status is None or status.state is not State.CONNECTED or last is None:
+            return None
+        since = last if self.connected_at is None else max(last, self.connected_at)
+        quiet = now - since
+        return quiet if quiet > self.watch.threshold() else None
 
 
 class Curve:
     """One field of one source: its run segments, newest last (at most ``keep_runs``)."""
 
-    def __init__(self, field: str, source: str, limit: int, keep_runs: int) -> None:
+    def __init__(
+        self, field: str, source: str, limit: int, keep_runs: int, *, timed: bool = False
+    ) -> None:
         self.field = field
         self.source = source
         self.limit = limit
+        self.timed = timed
         self.segments: deque[Segment] = deque(maxlen=keep_runs)
         self.smoothing = 0.0
+        #: Stretches of values that were not finite, newest last.
+        self.nonfinite: deque[NonFinite] = deque(maxlen=200)
 
     def segment(self, run: int) -> Segment:
         """The segment of run ``run``, started when the newest is older."""
         segments = self.segments
         if not segments or segments[-1].run != run:
-            segments.append(Segment(run, self.limit, smoothing=self.smoothing))
+            segments.append(Segment(run, self.limit, smoothing=self.smoothing, timed=self.timed))
         return segments[-1]
 
     def set_smoothing(self, weight: float) -> None:
@@ -180,49 +371,65 @@ class Curve:
         for segment in self.segments:
             segment.set_smoothing(weight)
 
-
-_NAN = math.nan
+    def last_value(self) -> float | None:
+        """The newest value of the field (NaN and infinities as they came), or None."""
+        for segment in reversed(self.segments):
+            value = segment.last_value()
+            if value is not None:
+                return value
+        return None
 
 
 class PanelModel:
     """Every source's row and every curve, updated record by record.
 
     ``x`` is the default x axis: a numeric data field (the *step* field,
-    e.g. "step") or "received_at". Either way every point keeps both its
-    time and its step (the field named by ``x``, else "step"), so a plot can
-    switch between them. A source's *run* starts over when its step or its
-    numeric event id goes back, or when a ``restart`` alert arrives; each
-    run is a segment of its own on every curve.
+    e.g. "step"), "received_at", or the ``time_field`` (a payload field with
+    the time the event was made: epoch seconds or ISO 8601). Every point
+    keeps its receive time, its step (the field named by ``x`` when that is
+    not a time, else "step") and, with a ``time_field``, its payload time,
+    so a plot can switch between them. A source's *run* starts over when its
+    step or its numeric event id goes back, or when a ``restart`` alert
+    arrives; each run is a segment of its own on every curve.
     """
 
     def __init__(
         self,
-        sources: Iterable[tuple[str, str]],
+        sources: Iterable[SourceInfo | tuple[str, str]],
         *,
         fields: Sequence[str] = (),
         x: str = "received_at",
         history: int = 100_000,
         keep_runs: int = 4,
+        time_field: str | None = None,
     ) -> None:
-        self.rows: dict[str, SourceRow] = {
-            name: SourceRow(name, transport) for name, transport in sources
-        }
+        self.rows: dict[str, SourceRow] = {}
+        for source in sources:
+            self._add_row(source if isinstance(source, SourceInfo) else SourceInfo(*source))
         self.fields = tuple(fields)
         self.x = x
-        self.step_field = "step" if x == "received_at" else x
+        self.time_field = time_field
+        self.step_field = "step" if x in ("received_at", time_field) else x
         self.history = history
         self.keep_runs = keep_runs
         #: curves[field][source]
         self.curves: dict[str, dict[str, Curve]] = {field: {} for field in self.fields}
-        #: Bumped whenever an outage, a run or an alert is added (the panel redraws markers).
+        #: Bumped whenever an outage, a run, an alert or a non-finite stretch is added
+        #: or placed (the panel redraws its marks).
         self.marks_version = 0
         self._smoothing: dict[str, float] = {}
+
+    def _add_row(self, info: SourceInfo) -> SourceRow:
+        row = self.rows[info.name] = SourceRow(
+            info.name, info.transport, stale_after=info.stale_after, recording=info.recording
+        )
+        return row
 
     def row(self, source: str, transport: str) -> SourceRow:
         """The row of ``source``; a source missing from the config gets one appended."""
         row = self.rows.get(source)
         if row is None:
-            row = self.rows[source] = SourceRow(source, transport)
+            row = self._add_row(SourceInfo(source, transport))
         return row
 
     def curve(self, field: str, source: str) -> Curve | None:
@@ -245,6 +452,7 @@ class PanelModel:
         """
         rows = self.rows
         plotting = bool(self.fields)
+        watched: SourceRow | None = None
         for record in batch:
             kind = type(record)
             if kind is Event:
@@ -256,17 +464,40 @@ class PanelModel:
                 at = record.received_at
                 row.last_event_at = at
                 row.events_seen += 1
-                row.meter.add(at, record.seq)
+                seq = record.seq
+                row.meter.add(at, seq)
+                if row is not watched:
+                    if watched is not None and watched.last_event_at is not None:
+                        watched.watch.saw(watched.last_event_at)
+                    watched = row
+                if row.pending:
+                    self._place(row, seq, at)
+                row.last_seq = seq
             elif kind is Status:
-                row = self.row(record.source, record.transport)
-                row.status = record
-                if record.state is not State.CONNECTED and row.last_event_at is not None:
-                    row.interrupted = True
-            elif _ALERT is not None and kind is _ALERT:
+                self._status(self.row(record.source, record.transport), record)
+            elif kind is Alert:
                 self._alert(self.row(record.source, record.transport), record)
             elif kind is Quality:
                 self.row(record.source, record.transport).quality = record
             # other record types have nothing to draw yet
+        if watched is not None and watched.last_event_at is not None:
+            watched.watch.saw(watched.last_event_at)
+
+    def _status(self, row: SourceRow, status: Status) -> None:
+        previous = row.status
+        if previous is not None and previous.state.terminal and not status.state.terminal:
+            # Started again after it gave up: its quality counts from the new session.
+            row.quality = None
+            row.restarts += 1
+        row.status = status
+        if status.state is State.CONNECTED:
+            row.connected_at = status.at
+        elif row.last_event_at is not None:
+            row.interrupted = True
+
+    def _ptime(self, data: dict[str, Any]) -> float:
+        field = self.time_field
+        return _NAN if field is None else parse_time(data.get(field))
 
     def _plot(self, row: SourceRow, event: Event) -> None:
         data = event.data
@@ -276,83 +507,153 @@ class PanelModel:
         step = data.get(self.step_field, _NAN)
         if type(step) is not float:
             step = float(step) if type(step) is int else _NAN
+        ptime = self._ptime(data) if self.time_field is not None else _NAN
         ident = event.id
         number = int(ident) if ident is not None and ident.isascii() and ident.isdigit() else -1
         if step < row.last_step or 0 <= number < row.last_id or row.interrupted:
             restarted = step < row.last_step or 0 <= number < row.last_id
             if row.interrupted:
-                self._outage(row, at, step, break_line=not restarted)
+                self._outage(row, at, step, ptime, break_line=not restarted)
             if restarted:
-                self._new_run(row, event.seq)
+                what = (
+                    f"{self.step_field} {step:,.0f} after {row.last_step:,.0f}"
+                    if step < row.last_step
+                    else f"id {number} after {row.last_id}"
+                )
+                self._new_run(row, event.seq, f"the stream started over: {what}")
         if step == step:
             row.last_step = step
+        if ptime == ptime:
+            row.last_ptime = ptime
         if number >= 0:
             row.last_id = number
         targets = row.targets
         if targets is None:
             targets = self._targets(row)
-        for field, add_t, add_s, add_y in targets:
+        for curve, segment, field, add_t, add_s, add_p, add_y in targets:
             value: Any = data.get(field)
             kind = type(value)
             if kind is not float:
                 if kind is not int:
                     continue
                 value = float(value)
-            elif value - value != 0.0:  # NaN or infinite
-                continue
+            elif value - value != 0.0:  # NaN or infinite: a point of its own, marked
+                self._nonfinite(row, curve, segment, value, Place(at, step, ptime))
             add_t(at)
             add_s(step)
+            if add_p is not None:
+                add_p(ptime)
             add_y(value)
 
     def _targets(self, row: SourceRow) -> list[_Target]:
         """Where the current run's points of each field go (bound list appends: fastest)."""
-        targets = []
+        targets: list[_Target] = []
+        timed = self.time_field is not None
         for field in self.fields:
             curves = self.curves[field]
             curve = curves.get(row.name)
             if curve is None:
-                curve = curves[row.name] = Curve(field, row.name, self.history, self.keep_runs)
+                curve = curves[row.name] = Curve(
+                    field, row.name, self.history, self.keep_runs, timed=timed
+                )
                 curve.smoothing = self._smoothing.get(field, 0.0)
             segment = curve.segment(row.run)
-            add_t, add_s, add_y = (
-                segment.pending_t.append,
-                segment.pending_s.append,
-                segment.pending_y.append,
+            add_p = segment.pending_p.append if timed else None
+            targets.append(
+                (
+                    curve,
+                    segment,
+                    field,
+                    segment.pending_t.append,
+                    segment.pending_s.append,
+                    add_p,
+                    segment.pending_y.append,
+                )
             )
-            targets.append((field, add_t, add_s, add_y))
         row.targets = targets
         return targets
 
-    def _new_run(self, row: SourceRow, seq: int | None) -> None:
+    def _nonfinite(
+        self, row: SourceRow, curve: Curve, segment: Segment, value: float, place: Place
+    ) -> None:
+        index = segment.total
+        stretches = curve.nonfinite
+        text = _nonfinite_text(value)
+        if stretches:
+            last = stretches[-1]
+            if last.run == segment.run and last.end_index == index - 1:
+                last.last = place
+                last.count += 1
+                last.end_index = index
+                if text not in last.text.split("/"):
+                    last.text += f"/{text}"
+                return
+        stretches.append(
+            NonFinite(curve.field, segment.run, place, place, segment.last_finite(), text, 1, index)
+        )
+        self.marks_version += 1
+
+    def _new_run(self, row: SourceRow, seq: int | None, reason: str) -> None:
         row.run += 1
         row.targets = None
         row.run_started_by = seq if seq is not None else -1
         row.last_step = math.nan
         row.last_id = -1
         row.interrupted = False
+        start = RunStart(row.run, reason)
+        row.runs.append(start)
+        row.pending.append(start)
         self.marks_version += 1
 
-    def _outage(self, row: SourceRow, at: float, step: float, *, break_line: bool) -> None:
+    def _place(self, row: SourceRow, seq: int, at: float) -> None:
+        """Place the marks waiting for this event (its seq, or the first of a new run)."""
+        waiting: list[AlertMark | RunStart] = []
+        for mark in row.pending:
+            if isinstance(mark, AlertMark) and mark.seq is not None and mark.seq > seq:
+                waiting.append(mark)
+                continue
+            mark.place = Place(at, row.last_step, row.last_ptime)
+            mark.placed = True
+        row.pending = waiting
+        self.marks_version += 1
+
+    def _outage(
+        self, row: SourceRow, at: float, step: float, ptime: float, *, break_line: bool
+    ) -> None:
         row.interrupted = False
         for curves in self.curves.values() if break_line else ():
             curve = curves.get(row.name)
             if curve is not None and curve.segments and curve.segments[-1].run == row.run:
                 curve.segments[-1].gap()
         start = row.last_event_at if row.last_event_at is not None else at
-        row.outages.append(Outage(start, at, row.last_step, step))
+        row.outages.append(Outage(start, at, row.last_step, step, row.last_ptime, ptime))
         self.marks_version += 1
 
-    def _alert(self, row: SourceRow, alert: Any) -> None:
-        severity = getattr(alert.severity, "value", alert.severity)
-        row.alerts.append(
-            AlertMark(alert.at, row.last_step, alert.rule, str(severity), alert.message)
+    def _alert(self, row: SourceRow, alert: Alert) -> None:
+        severity = str(getattr(alert.severity, "value", alert.severity))
+        mark = AlertMark(
+            escape_controls(alert.rule),
+            severity,
+            escape_controls(alert.message),
+            alert.at,
+            alert.seq,
         )
+        row.alerts.append(mark)
         row.alerts_seen += 1
         self.marks_version += 1
-        if alert.rule == "restart" and not (
-            alert.seq is not None and alert.seq == row.run_started_by
-        ):
-            self._new_run(row, alert.seq)
+        if alert.seq is not None and alert.seq > row.last_seq:
+            row.pending.append(mark)  # its event comes next
+        else:
+            at = alert.at if alert.seq is None or row.last_event_at is None else row.last_event_at
+            mark.place = Place(at, row.last_step, row.last_ptime)
+            mark.placed = True
+        if alert.rule != "restart":
+            return
+        if alert.seq is not None and alert.seq == row.run_started_by:
+            if row.runs:  # the run already started at that event: say why
+                row.runs[-1].reason = mark.message
+            return
+        self._new_run(row, alert.seq, mark.message)
 
 
 def quality_text(quality: Quality | None) -> str:

@@ -42,6 +42,11 @@ def _non_empty(instance: Any, attribute: attrs.Attribute[Any], value: str) -> No
         raise ValueError(f'{attribute.name} must name a data field (e.g. "step") or "received_at"')
 
 
+def _optional_field(instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+    if not isinstance(value, str) or value in ("received_at",):
+        raise ValueError(f'{attribute.name} must name a data field (e.g. "ts"), got {value!r}')
+
+
 def _history(instance: Any, attribute: attrs.Attribute[Any], value: int) -> None:
     if value < 2:
         raise ValueError(f"{attribute.name} must be at least 2 points, got {value}")
@@ -65,10 +70,17 @@ class QtOptions:
     #: curve per source, e.g. ["loss", "lr"]. Events without the field are skipped.
     plot: list[str] = attrs.field(factory=list, validator=_fields)
     #: The x axis each plot starts with: the step field (a numeric data field
-    #: such as "step") or "received_at" (the time mux received the event, shown
-    #: as clock time). Each plot can switch between step and time; with
-    #: "received_at" the step field is "step".
+    #: such as "step"), "received_at" (the time mux received the event, shown
+    #: as clock time), or the time_field (the time in the event itself). Each
+    #: plot can switch between them; with "received_at" or the time_field the
+    #: step field is "step". Several recordings overlaid (mux replay a b)
+    #: start by step.
     x: str = attrs.field(default="received_at", validator=_non_empty)
+    #: A data field holding the time each event was made: epoch seconds (or
+    #: milliseconds, microseconds, nanoseconds) or ISO 8601 text, e.g. "ts".
+    #: Plots can then be drawn by it: a backlog received in one burst after a
+    #: reconnect is drawn when it happened. Empty: none.
+    time_field: str = attrs.field(default="", validator=_optional_field)
     #: Points kept per curve and run; older points scroll out. Every event is
     #: kept up to this many; drawing reduces them to what the pixels can show.
     history: int = attrs.field(default=100_000, validator=_history)

@@ -3,86 +3,91 @@
 Imports PySide6 and pyqtgraph at module level: only import this module once
 the Qt extra is known to be installed (:func:`mux_qt.options.require_qt`).
 The widgets only paint what :class:`mux_qt.model.PanelModel` holds; a QTimer
-repaints 12.5 times a second, so the retry countdown, events/s and "last
-event" keep moving between records, and a burst of records costs one
+repaints 12.5 times a second, so the retry countdown, events/s, "last event"
+and staleness keep moving between records, and a burst of records costs one
 repaint, not one per record.
+
+Every string that came from a server or a config (source names, states'
+details, alert messages) is shown as plain text: labels are
+``Qt.TextFormat.PlainText``, tooltips and legend labels (which Qt would read
+as HTML) are escaped. A ``<b>`` or an ``<img src=...>`` in an alert is shown
+as those characters, never rendered.
 
 Every point is handed to pyqtgraph; it draws what fits the pixels: clip to
 the visible x range, then per group of points the min and the max ("peak"
 downsampling), so a one-step spike survives at any zoom. Each run segment of
-a source is a curve of its own (older runs faded), an outage is a gap in the
-line (``connect="finite"``), and outages, restarts and alerts are marked.
+a source is a curve of its own (older runs faded, thinner), with one legend
+entry per source; an outage is a gap in the line (``connect="finite"``), and
+outages, restarts, alerts and values that were not finite are marked.
+Marker labels never overlap: labels at the same x with the same text merge
+into one with a count (three sources restarted at one step: "restart",
+the multiplication sign, "3"), the others are stacked in lanes by their
+width in pixels at the current zoom (:meth:`PlotView.layout_labels`).
 """
 
 from __future__ import annotations
 
 import datetime
+import html
 import math
 import os
 import sys
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 os.environ.setdefault("PYQTGRAPH_QT_LIB", "PySide6")
 
 import numpy as np
+import numpy.typing as npt
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, Qt, QTimer
-from PySide6.QtGui import QCloseEvent, QColor
+from PySide6.QtGui import QCloseEvent, QColor, QFont, QResizeEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QApplication,
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
+    QFrame,
     QHBoxLayout,
     QHeaderView,
     QLabel,
     QPushButton,
+    QSizePolicy,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
-from mux_core.records import State
 from mux_core.views import format_age, format_rate, format_value
 
 from .model import (
+    RED,
+    STALE,
     Badge,
     Curve,
+    NonFinite,
     PanelModel,
+    Place,
     SourceRow,
     badge_for,
     quality_text,
     severity_colour,
 )
-from .series import S, Segment, T
+from .series import P, S, Segment, T, Y
 
-__all__ = ["BANNER", "PlotView", "QtPanel", "ensure_application"]
+__all__ = ["BANNER", "ClockAxis", "PlotView", "QtPanel", "ensure_application", "plain_tooltip"]
 
 BANNER = (
     "Client only: mux watches streams that other programs serve. "
     "It never starts a server and never opens a listening port."
 )
-_COLUMNS = (
-    "Source",
-    "Transport",
-    "State",
-    "Events/s",
-    "Last event",
-    "Run",
-    "Alerts",
-    "Quality",
-    "",
-)
-_STATE_COLUMN = 2
-_ALERT_COLUMN = 6
-_QUALITY_COLUMN = 7
-_RESTART_COLUMN = 8
-#: States a source can be restarted from (Engine.restart_source).
-_RESTARTABLE = frozenset({State.MAX_RETRIES_EXCEEDED, State.FAILED, State.ENDED})
+_STATE = "State"
+_ALERTS = "Alerts"
+_QUALITY = "Quality"
+_RESTART = ""
 _CURVE_COLOURS = (
     "#1f77b4",
     "#d62728",
@@ -93,14 +98,26 @@ _CURVE_COLOURS = (
     "#8c564b",
     "#e377c2",
 )
+#: Line styles of a source's recordings in an overlay (``mux replay a.jsonl b.jsonl``).
+_RECORDING_STYLES = (
+    Qt.PenStyle.SolidLine,
+    Qt.PenStyle.DashLine,
+    Qt.PenStyle.DotLine,
+    Qt.PenStyle.DashDotLine,
+)
 #: Repaint period: 12.5 frames per second (at least 10 when the timer runs late).
 REFRESH_MS = 80
 #: Curves with more points than this are drawn with a 1-pixel pen.
 _THICK_POINTS = 5_000
-#: Markers drawn per source and kind (outages, alerts): the newest.
+#: Markers drawn per source and kind (outages, alerts, runs, non-finite stretches): the newest.
 _MAX_MARKS = 50
+#: A clicked Restart button is enabled again after this long without a new state.
+RESTART_PATIENCE = 5.0
+#: Between a merged marker's label and its count (the multiplication sign).
+TIMES = "\N{MULTIPLICATION SIGN}"
 _TIME = "time"
 _STEP = "step"
+_PTIME = "ptime"
 
 
 def ensure_application() -> QApplication:
@@ -113,32 +130,169 @@ def ensure_application() -> QApplication:
     return app
 
 
-class _BadgeLabel(QLabel):
-    """A rounded, coloured state badge."""
+def plain_tooltip(text: str) -> str:
+    """``text`` as a tooltip that shows exactly these characters.
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.badge = Badge("", "")
-        self.setAlignment(Qt.AlignmentFlag.AlignCenter)
+    Qt reads a tooltip that looks like HTML as HTML (``<img src=...>`` would
+    load a file); this one is HTML whose text is escaped.
+    """
+    return "<qt>" + html.escape(text).replace("\n", "<br>") + "</qt>"
 
-    def show_badge(self, badge: Badge) -> None:
-        if badge == self.badge:
-            return
-        self.badge = badge
-        self.setText(badge.text)
-        self.setToolTip(badge.text)
-        self.setStyleSheet(
-            f"QLabel {{ background: {badge.colour}; color: white; font-weight: bold;"
-            " border-radius: 8px; padding: 2px 10px; margin: 2px 4px; }"
-        )
+
+def _plain_label(text: str = "") -> QLabel:
+    label = QLabel(text)
+    label.setTextFormat(Qt.TextFormat.PlainText)
+    return label
 
 
 def _clock_text(at: float) -> str:
     return datetime.datetime.fromtimestamp(at).strftime("%H:%M:%S")
 
 
+class _ElidedLabel(QLabel):
+    """Plain text cut with "…" to the width it is given; the whole text stays readable."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setTextFormat(Qt.TextFormat.PlainText)
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.setMinimumWidth(0)
+        self._full = ""
+
+    def full_text(self) -> str:
+        return self._full
+
+    def set_full_text(self, text: str) -> None:
+        self._full = text
+        self._elide()
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self._elide()
+
+    def _elide(self) -> None:
+        shown = self.fontMetrics().elidedText(
+            self._full, Qt.TextElideMode.ElideRight, max(self.width(), 0)
+        )
+        if shown != self.text():
+            self.setText(shown)
+
+
+class _BadgeWidget(QFrame):
+    """A rounded, coloured state badge: the state's name whole, then its detail elided."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setObjectName("badge")
+        self.badge = Badge("", "", "")
+        layout = self._layout = QHBoxLayout(self)
+        layout.setContentsMargins(10, 1, 8, 1)
+        layout.setSpacing(6)
+        self.name = _plain_label()
+        font = QFont(self.name.font())
+        font.setBold(True)
+        self.name.setFont(font)
+        self.name.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Preferred)
+        self.detail = _ElidedLabel()
+        layout.addWidget(self.name)
+        layout.addWidget(self.detail, 1)
+
+    def show_badge(self, badge: Badge) -> None:
+        if badge == self.badge:
+            return
+        colour = self.badge.colour
+        self.badge = badge
+        if self.name.text() != badge.name:
+            self.name.setText(badge.name)
+            self.name.setFixedWidth(self.name.sizeHint().width())
+        self.detail.set_full_text(badge.detail)
+        self.detail.setVisible(bool(badge.detail))
+        self.setToolTip(plain_tooltip(badge.text))
+        if badge.colour != colour:
+            self.setStyleSheet(
+                f"#badge {{ background: {badge.colour}; border-radius: 8px; margin: 2px 4px; }}"
+                " QLabel { color: white; background: transparent; }"
+            )
+
+    def name_width(self) -> int:
+        """Pixels the badge needs to show its state's name whole."""
+        margins = self._layout.contentsMargins()
+        return self.name.sizeHint().width() + margins.left() + margins.right() + 12
+
+    def shown_text(self) -> str:
+        """What the badge shows: the name, then the detail as elided."""
+        detail = self.detail.text() if self.detail.isVisibleTo(self) else ""
+        return f"{self.name.text()} · {detail}" if detail else self.name.text()
+
+
+class _RestartCell(QWidget):
+    """Holds a row's Restart button.
+
+    The table shows every cell widget again whenever it lays its cells out
+    (a resize, a new row); the button inside keeps the visibility it was
+    given, so a hidden button stays hidden on a live row.
+    """
+
+    def __init__(self, source: str, on_click: Callable[[str], None]) -> None:
+        super().__init__()
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(2, 1, 2, 1)
+        self.button = QPushButton("Restart")
+        self.button.setToolTip(plain_tooltip(f"Start {source} again, from where it stopped"))
+        self.button.setVisible(False)
+        self.button.clicked.connect(lambda _checked=False: on_click(source))
+        layout.addWidget(self.button)
+        #: The status the button was clicked on, and when (None: not clicked).
+        self.clicked_on: Any = None
+        self.clicked_at = 0.0
+
+
+class ClockAxis(pg.DateAxisItem):  # type: ignore[misc]
+    """A time axis labelled with clock times: ``13:02:48``, ``13:02:48.5``, never ``48.500``."""
+
+    def tickStrings(self, values: Sequence[float], scale: float, spacing: float) -> list[str]:
+        return clock_labels(values, spacing)
+
+
+def clock_labels(values: Sequence[float], spacing: float) -> list[str]:
+    """Tick labels for times ``values`` that are ``spacing`` seconds apart (local time)."""
+    if spacing >= 86_400:
+        fmt, decimals = "%b %d", 0
+    elif spacing >= 60:
+        fmt, decimals = "%H:%M", 0
+    elif spacing >= 1:
+        fmt, decimals = "%H:%M:%S", 0
+    else:
+        fmt, decimals = "%H:%M:%S", min(max(math.ceil(-math.log10(spacing) - 1e-9), 1), 3)
+    labels = []
+    for value in values:
+        try:
+            when = datetime.datetime.fromtimestamp(value)
+        except (OverflowError, ValueError, OSError):
+            labels.append("")
+            continue
+        text = when.strftime(fmt)
+        if decimals:
+            fraction = f"{when.microsecond / 1e6:.{decimals}f}"
+            text += fraction[1:] if not fraction.startswith("1") else "." + "9" * decimals
+        labels.append(text)
+    return labels
+
+
+class _Mark(NamedTuple):
+    """A labelled marker before merging: one per alert or run start."""
+
+    x: float
+    label: str
+    colour: str
+    tip: str
+    #: Dashed (a run start) or solid (an alert).
+    dashed: bool
+
+
 class PlotView(QWidget):
-    """One field's plot: its controls (x by step or time, log y, EMA), the plot, a read-out.
+    """One field's plot: its controls (x by step, time or payload time, log y, EMA),
+    the plot, a read-out.
 
     Each run segment of each source is one pyqtgraph curve; only segments
     that got points since the last frame are handed over again.
@@ -150,41 +304,56 @@ class PlotView(QWidget):
         self.field = field
         self.x_mode = x_mode
         self._items: dict[tuple[str, int], pg.PlotDataItem] = {}
-        #: What each newest segment was last drawn with: (x, y), for the read-out.
-        self._drawn: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._points: dict[tuple[str, int], int] = {}
+        #: The run each source's newest segment had when last drawn.
+        self._newest: dict[str, int] = {}
+        #: What each newest segment was last drawn with: x, raw values, gap rows (the read-out).
+        self._drawn: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._legend_samples: dict[str, pg.PlotDataItem] = {}
         self._marks: list[Any] = []
+        #: Labelled lines: (line, label text, tooltip).
+        self._labelled: list[tuple[pg.InfiniteLine, str]] = []
+        self._nonfinite: dict[int, tuple[NonFinite, int, pg.PlotDataItem]] = {}
         self._marks_version = -1
+        self._labels_dirty = True
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(2)
         bar = QHBoxLayout()
-        title = QLabel(f"<b>{field}</b>")
+        title = _plain_label(field)
+        bold = QFont(title.font())
+        bold.setBold(True)
+        title.setFont(bold)
         bar.addWidget(title)
         bar.addSpacing(12)
-        bar.addWidget(QLabel("x:"))
+        bar.addWidget(_plain_label("x:"))
         self.x_choice = QComboBox()
-        step_name = panel.model.step_field
-        self.x_choice.addItem(f"by {step_name}", _STEP)
-        self.x_choice.addItem("by time", _TIME)
-        self.x_choice.setCurrentIndex(0 if x_mode == _STEP else 1)
+        model = panel.model
+        self._modes = [_STEP, _TIME]
+        self.x_choice.addItem(f"by {model.step_field}", _STEP)
+        self.x_choice.addItem("by time received", _TIME)
+        if model.time_field is not None:
+            self._modes.append(_PTIME)
+            self.x_choice.addItem(f"by {model.time_field} (payload time)", _PTIME)
+        self.x_choice.setCurrentIndex(self._modes.index(x_mode))
         self.x_choice.currentIndexChanged.connect(self._x_changed)
         bar.addWidget(self.x_choice)
         self.log_y = QCheckBox("log y")
         self.log_y.setChecked(log_y)
         self.log_y.toggled.connect(self._log_changed)
         bar.addWidget(self.log_y)
-        bar.addWidget(QLabel("smoothing:"))
+        bar.addWidget(_plain_label("smoothing:"))
         self.smoothing = QDoubleSpinBox()
         self.smoothing.setRange(0.0, 0.999)
         self.smoothing.setSingleStep(0.1)
         self.smoothing.setDecimals(3)
         self.smoothing.setToolTip("EMA weight of the past (0 = off, 0.9 = smooth)")
-        self.smoothing.setValue(panel.model.smoothing_of(field))
+        self.smoothing.setValue(model.smoothing_of(field))
         self.smoothing.valueChanged.connect(self._smoothing_changed)
         bar.addWidget(self.smoothing)
         bar.addStretch(1)
-        self.readout = QLabel("")
+        self.readout = _plain_label("")
         self.readout.setStyleSheet("QLabel { color: #333333; font-family: monospace; }")
         bar.addWidget(self.readout)
         layout.addLayout(bar)
@@ -194,8 +363,14 @@ class PlotView(QWidget):
         self.plot.showGrid(x=True, y=True, alpha=0.25)
         for side in ("left", "bottom"):
             self.plot.getAxis(side).setStyle(maxTickLevel=0)
-        self.plot.setLabel("left", field)
-        self.plot.addLegend(offset=(-10, 10))
+        self.plot.setLabel("left", html.escape(field))
+        # One entry per source, on a background: the curves under it stay readable.
+        self.legend: pg.LegendItem = self.plot.addLegend(
+            offset=(-10, 10),
+            brush=pg.mkBrush(255, 255, 255, 225),
+            pen=pg.mkPen("#b0b0b0"),
+            labelTextColor="#333333",
+        )
         self.plot.setLogMode(x=False, y=log_y)
         self.crosshair = pg.InfiniteLine(
             angle=90, pen=pg.mkPen("#999999", style=Qt.PenStyle.DotLine)
@@ -205,26 +380,31 @@ class PlotView(QWidget):
         self._axis()
         layout.addWidget(self.widget, stretch=1)
         self.widget.scene().sigMouseMoved.connect(self._mouse_moved)
+        self.plot.vb.sigXRangeChanged.connect(self._range_changed)
+        self.plot.vb.sigResized.connect(self._range_changed)
 
     # -- controls ----------------------------------------------------------
 
     def _axis(self) -> None:
-        if self.x_mode == _TIME:
-            self.plot.setAxisItems({"bottom": pg.DateAxisItem(orientation="bottom")})
-            self.plot.setLabel("bottom", "time")
-        else:
+        model = self.panel.model
+        if self.x_mode == _STEP:
             self.plot.setAxisItems({"bottom": pg.AxisItem(orientation="bottom")})
-            self.plot.setLabel("bottom", self.panel.model.step_field)
+            self.plot.setLabel("bottom", html.escape(model.step_field))
+        else:
+            self.plot.setAxisItems({"bottom": ClockAxis(orientation="bottom")})
+            what = "time received" if self.x_mode == _TIME else f"{model.time_field} (payload)"
+            self.plot.setLabel("bottom", html.escape(what))
         bottom = self.plot.getAxis("bottom")
         bottom.setStyle(maxTickLevel=0)
         bottom.setGrid(int(0.25 * 255))
 
     def set_x_mode(self, mode: str) -> None:
-        """Draw against the step field ("step") or the receive time ("time")."""
-        if mode == self.x_mode:
+        """Draw against the step field ("step"), the receive time ("time") or the
+        payload's time ("ptime", with a ``time_field``)."""
+        if mode == self.x_mode or mode not in self._modes:
             return
         self.x_mode = mode
-        self.x_choice.setCurrentIndex(0 if mode == _STEP else 1)
+        self.x_choice.setCurrentIndex(self._modes.index(mode))
         self._axis()
         self._redraw_all()
         self.plot.enableAutoRange()
@@ -246,121 +426,245 @@ class PlotView(QWidget):
         self._marks_version = -1
         self.refresh()
 
+    def _range_changed(self, *_args: Any) -> None:
+        self._labels_dirty = True
+
     # -- drawing -----------------------------------------------------------
 
-    def _xy(self, segment: Segment) -> tuple[np.ndarray, np.ndarray]:
+    def _x_row(self) -> int:
+        return {_STEP: S, _TIME: T, _PTIME: P}[self.x_mode]
+
+    def _xy(
+        self, segment: Segment
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, npt.NDArray[np.bool_]]:
+        """x, the drawn y, the raw values and the gap rows, in x order; points without x dropped."""
         y = segment.values()
-        x = segment.column(S if self.x_mode == _STEP else T)
-        if self.x_mode == _STEP:
+        raw = segment.column(Y)
+        gaps = segment.is_gap()
+        x = segment.column(self._x_row())
+        if self.x_mode != _TIME:
             finite = np.isfinite(x)
-            if not finite.all():  # events without the step field
-                x, y = x[finite], y[finite]
-        return x, y
+            if not finite.all():  # events without the step field / the payload time
+                x, y, raw, gaps = x[finite], y[finite], raw[finite], gaps[finite]
+            if self.x_mode == _PTIME and len(x) > 1 and (np.diff(x) < 0).any():
+                order = np.argsort(x, kind="stable")  # clip-to-view needs x sorted
+                x, y, raw, gaps = x[order], y[order], raw[order], gaps[order]
+        return x, y, raw, gaps
 
     def refresh(self) -> None:
-        """Hand new points to pyqtgraph; drop curves of runs no longer kept."""
+        """Hand new points to pyqtgraph; drop curves of runs no longer kept; marks."""
         curves = self.panel.model.curves[self.field]
         live: set[tuple[str, int]] = set()
         for source, curve in curves.items():
             newest = curve.segments[-1].run if curve.segments else 0
+            restyle = self._newest.get(source) != newest
+            self._newest[source] = newest
             for segment in curve.segments:
                 key = (source, segment.run)
                 live.add(key)
                 item = self._items.get(key)
+                fresh = item is None
                 if item is None:
                     if not len(segment):
                         continue
                     item = self._new_item(curve, segment)
-                elif not segment.dirty:
+                if segment.dirty or fresh:
+                    segment.dirty = False
+                    x, y, raw, gaps = self._xy(segment)
+                    item.setData(x, y, connect="finite")
+                    self._points[key] = len(x)
+                    if segment.run == newest:
+                        self._drawn[source] = (x, raw, gaps)
+                elif not restyle:
                     continue
-                segment.dirty = False
-                x, y = self._xy(segment)
-                item.setData(x, y, connect="finite")
-                if segment.run == newest:
-                    self._drawn[source] = (x, y)
-                self._style(item, source, current=segment.run == newest, points=len(x))
+                self._style(item, source, current=segment.run == newest, points=self._points[key])
         for key in [key for key in self._items if key not in live]:
             self.plot.removeItem(self._items.pop(key))
+            self._points.pop(key, None)
         if self._marks_version != self.panel.model.marks_version:
             self._draw_marks()
+        self._update_nonfinite(moved=self._labels_dirty)
+        if self._labels_dirty:
+            self.layout_labels()
 
     def _new_item(self, curve: Curve, segment: Segment) -> pg.PlotDataItem:
-        name = curve.source if segment.run == 1 else f"{curve.source} (run {segment.run})"
         # min and max of the points under each pixel column: spikes survive
-        item = self.plot.plot(name=name, autoDownsampleFactor=1.0, antialias=True)
+        item = self.plot.plot(autoDownsampleFactor=1.0, antialias=True)
         item.setDownsampling(auto=True, method="peak")
         item.setClipToView(True)
         self._items[curve.source, segment.run] = item
+        if curve.source not in self._legend_samples:
+            sample = pg.PlotDataItem()
+            sample.setPen(self._pen(curve.source, current=True, points=0))
+            self._legend_samples[curve.source] = sample
+            self.legend.addItem(sample, html.escape(curve.source))
         return item
 
-    def _style(self, item: pg.PlotDataItem, source: str, *, current: bool, points: int) -> None:
-        colour = QColor(self.panel.colour_of(source))
+    def _pen(self, source: str, *, current: bool, points: int) -> Any:
+        colour_text, style = self.panel.style_of(source)
+        colour = QColor(colour_text)
         if not current:
-            colour.setAlpha(90)
+            colour.setAlpha(80)
         # Qt strokes an antialiased path wider than 1 px ~40x slower (4 curves of
         # 100k points: 300 ms a frame at width 2, 7 ms at width 1).
         width = 2 if current and points <= _THICK_POINTS else 1
-        pen = pg.mkPen(colour, width=width)
+        return pg.mkPen(colour, width=width, style=style)
+
+    def _style(self, item: pg.PlotDataItem, source: str, *, current: bool, points: int) -> None:
+        pen = self._pen(source, current=current, points=points)
         if item.opts["pen"] != pen:
             item.setPen(pen)
+
+    def _place_x(self, place: Place) -> float:
+        return {_STEP: place.step, _TIME: place.at, _PTIME: place.ptime}[self.x_mode]
 
     def _draw_marks(self) -> None:
         for mark in self._marks:
             self.plot.removeItem(mark)
         self._marks = []
+        self._labelled = []
         self._marks_version = self.panel.model.marks_version
-        by_time = self.x_mode == _TIME
-        for index, row in enumerate(self.panel.model.rows.values()):
-            colour = QColor(self.panel.colour_of(row.name))
+        by_time = self.x_mode != _STEP
+        labelled: list[_Mark] = []
+        for row in self.panel.model.rows.values():
+            colour = QColor(self.panel.style_of(row.name)[0])
             for outage in list(row.outages)[-_MAX_MARKS:]:
-                if by_time:
+                start, end = {
+                    _STEP: (outage.start_step, outage.end_step),
+                    _TIME: (outage.start, outage.end),
+                    _PTIME: (outage.start_ptime, outage.end_ptime),
+                }[self.x_mode]
+                tip = plain_tooltip(f"{row.name}: not connected")
+                if by_time and math.isfinite(start) and math.isfinite(end):
                     fill = QColor(colour)
                     fill.setAlpha(40)
                     region = pg.LinearRegionItem(
-                        (outage.start, outage.end), movable=False, brush=fill, pen=pg.mkPen(None)
+                        (start, end), movable=False, brush=fill, pen=pg.mkPen(None)
                     )
-                    region.setToolTip(f"{row.name}: not connected")
+                    region.setToolTip(tip)
                     self._add_mark(region)
-                elif math.isfinite(outage.start_step):
+                elif not by_time and math.isfinite(start):
                     pen = pg.mkPen(colour, style=Qt.PenStyle.DotLine)
-                    self._add_mark(pg.InfiniteLine(outage.start_step, angle=90, pen=pen))
-            for alert in list(row.alerts)[-_MAX_MARKS:]:
-                pos = alert.at if by_time else alert.step
-                if not math.isfinite(pos):
-                    continue
-                pen = pg.mkPen(severity_colour(alert.severity), width=1.5)
-                line = pg.InfiniteLine(
-                    pos,
-                    angle=90,
-                    pen=pen,
-                    label=alert.rule,
-                    labelOpts={"position": 0.92, "color": severity_colour(alert.severity)},
-                )
-                line.setToolTip(f"{row.name}: {alert.message}")
-                self._add_mark(line)
-            if by_time:
-                self._mark_runs(row, colour, index)
-
-    def _mark_runs(self, row: SourceRow, colour: QColor, index: int) -> None:
-        for curves in self.panel.model.curves.values():
-            curve = curves.get(row.name)
-            if curve is None:
-                continue
-            for segment in list(curve.segments)[1:]:
-                start = segment.column(T)
-                if len(start):
-                    pen = pg.mkPen(colour, style=Qt.PenStyle.DashLine, width=1.5)
-                    label = f"{row.name}: run {segment.run}"
-                    line = pg.InfiniteLine(
-                        float(start[0]),
-                        angle=90,
-                        pen=pen,
-                        label=label,
-                        # one label height apart per source, so they do not overlap
-                        labelOpts={"position": 0.06 + 0.08 * (index % 8), "color": colour},
-                    )
+                    line = pg.InfiniteLine(start, angle=90, pen=pen)
+                    line.setToolTip(tip)
                     self._add_mark(line)
+            for start_of_run in list(row.runs)[-_MAX_MARKS:]:
+                x = self._run_x(row, start_of_run.run, start_of_run.place)
+                if start_of_run.placed and math.isfinite(x):
+                    tip = f"{row.name}: run {start_of_run.run} starts -- {start_of_run.reason}"
+                    labelled.append(_Mark(x, "restart", colour.name(), tip, True))
+            for alert in list(row.alerts)[-_MAX_MARKS:]:
+                x = self._place_x(alert.place)
+                if alert.rule == "restart" or not alert.placed or not math.isfinite(x):
+                    continue  # a restart is drawn where its run starts
+                tip = f"{row.name}: {alert.severity} {alert.rule}: {alert.message}"
+                labelled.append(_Mark(x, alert.rule, severity_colour(alert.severity), tip, False))
+        for x, label, colour_text, tips, dashed in _merge(labelled):
+            pen = pg.mkPen(
+                colour_text,
+                width=1.5,
+                style=Qt.PenStyle.DashLine if dashed else Qt.PenStyle.SolidLine,
+            )
+            line = pg.InfiniteLine(
+                x,
+                angle=90,
+                pen=pen,
+                label=label,
+                labelOpts={"position": 0.95, "color": colour_text, "fill": (255, 255, 255, 200)},
+            )
+            line.setToolTip(plain_tooltip(tips))
+            self._add_mark(line)
+            self._labelled.append((line, label))
+        for _stretch, _count, item in self._nonfinite.values():
+            self.plot.removeItem(item)
+        self._nonfinite = {}
+        self._labels_dirty = True
+
+    def _run_x(self, row: SourceRow, run: int, place: Place) -> float:
+        """Where run ``run`` starts on this axis: its first point as drawn, else its event."""
+        if self.x_mode == _TIME:
+            curve = self.panel.model.curve(self.field, row.name)
+            for segment in curve.segments if curve is not None else ():
+                if segment.run == run and len(segment):
+                    return float(segment.column(T)[0])
+        return self._place_x(place)
+
+    def _update_nonfinite(self, *, moved: bool) -> None:
+        """A red ✕ at each end of every stretch of values that were not finite, at
+        the last finite value before it, or at the bottom of the plot when there was
+        none (kept there as the view ``moved``)."""
+        curves = self.panel.model.curves[self.field]
+        for source, curve in curves.items():
+            for stretch in list(curve.nonfinite)[-_MAX_MARKS:]:
+                key = id(stretch)
+                drawn = self._nonfinite.get(key)
+                if (
+                    drawn is not None
+                    and drawn[1] == stretch.count
+                    and not (moved and stretch.y is None)
+                ):
+                    continue
+                first, last = self._place_x(stretch.first), self._place_x(stretch.last)
+                if not (math.isfinite(first) and math.isfinite(last)):
+                    continue
+                item = drawn[2] if drawn is not None else None
+                if item is None:
+                    item = pg.PlotDataItem(
+                        pen=pg.mkPen(RED, width=2),
+                        symbol="x",
+                        symbolSize=11,
+                        symbolPen=pg.mkPen(RED, width=2),
+                        symbolBrush=pg.mkBrush(RED),
+                    )
+                    self.plot.addItem(item, ignoreBounds=stretch.y is None)
+                y = stretch.y
+                if y is None:  # nothing finite before it: at the axis
+                    low, high = self.plot.vb.viewRange()[1]
+                    y = low + 0.03 * (high - low)
+                    y = 10**y if self.log_y.isChecked() else y
+                xs = [first] if first == last else [first, last]
+                item.setData(xs, [y] * len(xs))
+                where = self.panel.model.step_field if self.x_mode == _STEP else "time"
+                span = (
+                    f"at {where} {format_value(stretch.first.step)}"
+                    if stretch.count == 1
+                    else f"{stretch.count} values from {where} "
+                    f"{format_value(stretch.first.step)} to {format_value(stretch.last.step)}"
+                )
+                if self.x_mode != _STEP:
+                    span = (
+                        f"{stretch.count} value(s) from {_clock_text(first)} to {_clock_text(last)}"
+                    )
+                what = f"{source}: {stretch.field} {stretch.text} -- {span}"
+                item.setToolTip(plain_tooltip(what))
+                self._nonfinite[key] = (stretch, stretch.count, item)
+
+    def layout_labels(self) -> None:
+        """Stack the marker labels in lanes so that no two overlap at the current zoom."""
+        self._labels_dirty = False
+        vb = self.plot.vb
+        (x0, x1), _ = vb.viewRange()
+        width, height = vb.width(), vb.height()
+        if not self._labelled or width <= 0 or height <= 0 or x1 <= x0:
             return
+        sizes = [line.label.boundingRect() for line, _ in self._labelled]
+        lane_height = (max(size.height() for size in sizes) + 3) / height
+        lanes = max(1, int(0.75 / lane_height))
+        ends: list[float] = [-math.inf] * lanes
+        spans = []
+        for (line, _text), size in zip(self._labelled, sizes, strict=True):
+            px = (line.value() - x0) / (x1 - x0) * width
+            spans.append((px, size.width() / 2 + 4, line))
+        for px, half, line in sorted(spans, key=lambda span: span[0]):
+            label = line.label
+            for lane in range(lanes):
+                if ends[lane] <= px - half:
+                    ends[lane] = px + half
+                    label.setPosition(0.97 - lane * lane_height)
+                    label.setVisible(True)
+                    break
+            else:  # no room left at this zoom: the line and its tooltip stay
+                label.setVisible(False)
 
     def _add_mark(self, item: Any) -> None:
         self.plot.addItem(item, ignoreBounds=True)
@@ -376,24 +680,31 @@ class PlotView(QWidget):
         self.show_readout(x)
 
     def show_readout(self, x: float) -> str:
-        """Show (and return) the values of each source's newest run nearest to ``x``."""
+        """Show (and return) the values of each source's newest run nearest to ``x``
+        (NaN and infinities as such)."""
         self.crosshair.setPos(x)
         self.crosshair.setVisible(True)
         parts = []
-        for source, (xs, ys) in self._drawn.items():
+        for source, (xs, raw, gaps) in self._drawn.items():
             if not len(xs):
                 continue
             index = int(np.searchsorted(xs, x))
             if index >= len(xs) or (index > 0 and x - xs[index - 1] < xs[index] - x):
                 index -= 1
             index = max(index, 0)
-            value = float(ys[index])
-            if math.isfinite(value):
-                parts.append(f"{source} {format_value(value)}")
-        where = _clock_text(x) if self.x_mode == _TIME else f"{x:,.0f}"
-        text = f"{self.x_mode} {where}: " + " · ".join(parts) if parts else ""
+            if gaps[index] and index > 0:
+                index -= 1
+            if not gaps[index]:
+                parts.append(f"{source} {format_value(float(raw[index]))}")
+        if self.x_mode == _STEP:
+            where = f"{self.panel.model.step_field} {x:,.0f}"
+        else:
+            where = f"time {_clock_text(x)}"
+        text = f"{where}: " + " · ".join(parts) if parts else ""
         self.readout.setText(text)
         return text
+
+    # -- reading (tests, scripts) ----------------------------------------
 
     def item(self, source: str) -> pg.PlotDataItem | None:
         """The curve of ``source``'s newest run."""
@@ -407,6 +718,45 @@ class PlotView(QWidget):
     def marks(self) -> list[Any]:
         return list(self._marks)
 
+    def labels(self) -> list[tuple[float, str, str]]:
+        """The marker labels: (x, text, tooltip as plain text), by x."""
+        found = []
+        for line, text in self._labelled:
+            tip = html.unescape(line.toolTip().removeprefix("<qt>").removesuffix("</qt>"))
+            found.append((float(line.value()), text, tip.replace("<br>", "\n")))
+        return sorted(found)
+
+    def label_items(self) -> list[Any]:
+        """The labels' text items (for geometry checks)."""
+        return [line.label for line, _ in self._labelled]
+
+    def nonfinite_marks(self) -> list[tuple[list[float], list[float], str]]:
+        """The drawn marks of values that were not finite: (xs, ys, tooltip as plain text)."""
+        found = []
+        for _stretch, _count, item in self._nonfinite.values():
+            xs, ys = item.getData()
+            tip = html.unescape(item.toolTip().removeprefix("<qt>").removesuffix("</qt>"))
+            found.append(([float(v) for v in xs], [float(v) for v in ys], tip))
+        return found
+
+    def legend_entries(self) -> list[str]:
+        """The legend's labels, in order (as plain text)."""
+        return [html.unescape(label.text) for _sample, label in self.legend.items]
+
+
+def _merge(marks: list[_Mark]) -> list[tuple[float, str, str, str, bool]]:
+    """One marker per x and label ("restart" three times: ``restart`` TIMES ``3``), with
+    every tooltip line."""
+    groups: dict[tuple[float, str], list[_Mark]] = {}
+    for mark in marks:
+        groups.setdefault((mark.x, mark.label), []).append(mark)
+    merged = []
+    for (x, label), group in sorted(groups.items()):
+        text = label if len(group) == 1 else f"{label} {TIMES}{len(group)}"
+        tips = "\n".join(mark.tip for mark in group)
+        merged.append((x, text, group[0].colour, tips, group[0].dashed))
+    return merged
+
 
 class QtPanel(QWidget):
     """The mux panel: a status row per source and one plot per chosen field.
@@ -414,7 +764,7 @@ class QtPanel(QWidget):
     ``on_close`` runs when the user closes the window (the sink asks the run
     to stop); :meth:`close_quietly` closes it without that, when the run is
     already ending. ``on_restart(source)``, when given, is what a row's
-    "Restart" button calls; the button shows while the source is in
+    "Restart" button calls; the button shows only while the source is in
     ``max_retries_exceeded``, ``failed`` or ``ended``.
     """
 
@@ -429,6 +779,8 @@ class QtPanel(QWidget):
         log_y: tuple[str, ...] = (),
         subtitle: str = "",
         on_restart: Callable[[str], None] | None = None,
+        x_mode: str | None = None,
+        recordings: Sequence[str] = (),
     ) -> None:
         super().__init__()
         self.model = model
@@ -436,10 +788,24 @@ class QtPanel(QWidget):
         self._on_restart = on_restart
         self._dropped = dropped
         self._clock = clock
+        self._recordings = list(recordings)
         self._quiet = False
         self._closed = False
         self._row_of: dict[str, int] = {}
-        self._restart_seen: dict[int, Any] = {}
+        self._bases: list[str] = []
+        self.columns: tuple[str, ...] = (
+            "Source",
+            "Transport",
+            _STATE,
+            "Events/s",
+            "Last event",
+            *model.fields,
+            "Run",
+            _ALERTS,
+            _QUALITY,
+            _RESTART,
+        )
+        self._column = {name: index for index, name in enumerate(self.columns)}
         self.setWindowTitle(title)
         self.resize(1000, 760)
         # Deleted by Qt once closed, while the application still runs: left to
@@ -447,7 +813,7 @@ class QtPanel(QWidget):
         self.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
 
         layout = QVBoxLayout(self)
-        banner = QLabel(BANNER + (f" {subtitle}" if subtitle else ""))
+        banner = _plain_label(BANNER + (f" {subtitle}" if subtitle else ""))
         banner.setWordWrap(True)
         banner.setStyleSheet(
             "QLabel { background: #e3f2fd; color: #0d47a1; border: 1px solid #90caf9;"
@@ -456,38 +822,40 @@ class QtPanel(QWidget):
         self.banner = banner
         layout.addWidget(banner)
 
-        self.table = QTableWidget(0, len(_COLUMNS))
-        self.table.setHorizontalHeaderLabels(list(_COLUMNS))
+        self.table = QTableWidget(0, len(self.columns))
+        self.table.setHorizontalHeaderLabels(list(self.columns))
         self.table.verticalHeader().setVisible(False)
         self.table.verticalHeader().setDefaultSectionSize(30)
         self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
         self.table.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.table.setWordWrap(False)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(_STATE_COLUMN, QHeaderView.ResizeMode.Stretch)
-        header.setSectionResizeMode(_ALERT_COLUMN, QHeaderView.ResizeMode.Interactive)
-        header.resizeSection(_ALERT_COLUMN, 240)  # the full list is the cell's tooltip
+        header.setSectionResizeMode(self._column[_STATE], QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(self._column[_ALERTS], QHeaderView.ResizeMode.Interactive)
+        header.resizeSection(self._column[_ALERTS], 240)  # the full list is the cell's tooltip
         layout.addWidget(self.table)
 
         # Antialiasing for the curves only, and a grid at the major ticks only:
         # an antialiased alpha grid at every tick level cost more than all the
         # curves together (offscreen, 4 curves of 100k points: ~25 ms vs ~5 ms).
         pg.setConfigOptions(antialias=False, background="w", foreground="#333333")
-        default_x = _TIME if model.x == "received_at" else _STEP
+        if x_mode is None:
+            x_mode = {"received_at": _TIME, model.time_field: _PTIME}.get(model.x, _STEP)
         self.views: dict[str, PlotView] = {}
         for field in model.fields:
-            view = PlotView(self, field, x_mode=default_x, log_y=field in log_y)
+            view = PlotView(self, field, x_mode=x_mode, log_y=field in log_y)
             self.views[field] = view
             layout.addWidget(view, stretch=1)
         if not self.views:
-            hint = QLabel('No plots: list numeric fields with plot = ["loss", "lr"].')
+            hint = _plain_label('No plots: list numeric fields with plot = ["loss", "lr"].')
             hint.setStyleSheet("QLabel { color: #666666; }")
             layout.addWidget(hint)
             layout.addStretch(1)
 
-        self.footer = QLabel()
+        self.footer = _plain_label()
         self.footer.setStyleSheet("QLabel { color: #555555; }")
         layout.addWidget(self.footer)
 
@@ -514,28 +882,34 @@ class QtPanel(QWidget):
         self.table.insertRow(row)
         self._row_of[source] = row
         info = self.model.rows[source]
-        self.table.setItem(row, 0, QTableWidgetItem(info.name))
-        self.table.setItem(row, 1, QTableWidgetItem(info.transport))
-        self.table.setCellWidget(row, _STATE_COLUMN, _BadgeLabel())
-        for column in (3, 4, 5):
-            item = QTableWidgetItem()
-            item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        for column, text in ((0, info.name), (1, info.transport)):
+            item = QTableWidgetItem(text)
+            item.setToolTip(plain_tooltip(text))
             self.table.setItem(row, column, item)
-        self.table.setItem(row, _ALERT_COLUMN, QTableWidgetItem())
-        self.table.setItem(row, _QUALITY_COLUMN, QTableWidgetItem())
+        self.table.setCellWidget(row, self._column[_STATE], _BadgeWidget())
+        right = Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
+        for name in ("Events/s", "Last event", *self.model.fields, "Run"):
+            item = QTableWidgetItem()
+            item.setTextAlignment(right)
+            self.table.setItem(row, self._column[name], item)
+        self.table.setItem(row, self._column[_ALERTS], QTableWidgetItem())
+        self.table.setItem(row, self._column[_QUALITY], QTableWidgetItem())
         if self._on_restart is not None:
-            button = QPushButton("Restart")
-            button.setToolTip(f"Start {source} again, from where it stopped")
-            button.setVisible(False)
-            button.clicked.connect(lambda _checked=False, name=source: self._restart(name))
-            self.table.setCellWidget(row, _RESTART_COLUMN, button)
+            self.table.setCellWidget(
+                row, self._column[_RESTART], _RestartCell(source, self._restart)
+            )
         self._fit_table()
         return row
 
     def _restart(self, source: str) -> None:
-        button = self.restart_button(source)
-        if button is not None:
-            button.setEnabled(False)  # until a new status arrives
+        """A click on ``source``'s Restart button: only a source that gave up is restarted."""
+        info = self.model.rows.get(source)
+        cell = self._restart_cell(source)
+        if info is None or not info.gave_up or cell is None or not cell.button.isEnabled():
+            return  # live (or already asked): nothing to restart
+        cell.clicked_on = info.status
+        cell.clicked_at = time.monotonic()
+        cell.button.setEnabled(False)  # until the source's next state, or RESTART_PATIENCE
         if self._on_restart is not None:
             self._on_restart(source)
 
@@ -543,29 +917,60 @@ class QtPanel(QWidget):
         height = self.table.horizontalHeader().height() + 2 * self.table.frameWidth()
         for row in range(self.table.rowCount()):
             height += self.table.rowHeight(row)
+        if self.table.horizontalScrollBar().isVisible():
+            height += self.table.horizontalScrollBar().height()
         self.table.setFixedHeight(height + 4)
 
+    def style_of(self, source: str) -> tuple[str, Qt.PenStyle]:
+        """The colour and line style of ``source``'s curves: a colour per source; in an
+        overlay of recordings the same colour per source, a line style per recording."""
+        info = self.model.rows.get(source)
+        recording = None if info is None else info.recording
+        base = source
+        if recording is not None and source.endswith(f"@{recording}"):
+            base = source[: -len(recording) - 1]
+        if base not in self._bases:
+            self._bases.append(base)
+        colour = _CURVE_COLOURS[self._bases.index(base) % len(_CURVE_COLOURS)]
+        style = Qt.PenStyle.SolidLine
+        if recording is not None:
+            if recording not in self._recordings:
+                self._recordings.append(recording)
+            index = self._recordings.index(recording)
+            style = _RECORDING_STYLES[index % len(_RECORDING_STYLES)]
+        return colour, style
+
     def colour_of(self, source: str) -> str:
-        index = list(self.model.rows).index(source)
-        return _CURVE_COLOURS[index % len(_CURVE_COLOURS)]
+        return self.style_of(source)[0]
 
     # -- painting --------------------------------------------------------
 
     def refresh(self) -> None:
         """Repaint rows and curves from the model (the timer calls this)."""
         now = self._clock()
+        needed = 0
         for name, info in self.model.rows.items():
             row = self._ensure_row(name)
-            badge = self.table.cellWidget(row, _STATE_COLUMN)
-            assert isinstance(badge, _BadgeLabel)
-            badge.show_badge(badge_for(info.status, now))
-            self._set_text(row, 3, format_rate(info.meter.rate(now)))
+            badge = self.table.cellWidget(row, self._column[_STATE])
+            assert isinstance(badge, _BadgeWidget)
+            quiet = info.quiet(now)
+            badge.show_badge(
+                badge_for(info.status, now, quiet=quiet, threshold=info.watch.threshold())
+            )
+            needed = max(needed, badge.name_width())
+            self._set_text(row, "Events/s", format_rate(info.meter.rate(now)))
             age = None if info.last_event_at is None else now - info.last_event_at
-            self._set_text(row, 4, format_age(age))
-            self._set_text(row, 5, str(info.run))
+            self._set_text(row, "Last event", format_age(age), STALE if quiet else None)
+            for field in self.model.fields:
+                curve = self.model.curve(field, name)
+                value = None if curve is None else curve.last_value()
+                finite = value is None or value - value == 0.0
+                self._set_text(row, field, format_value(value), None if finite else RED)
+            self._set_text(row, "Run", str(info.run))
             self._show_alerts(row, info)
-            self._set_text(row, _QUALITY_COLUMN, quality_text(info.quality))
+            self._set_text(row, _QUALITY, quality_text(info.quality))
             self._show_restart(row, info)
+        self._keep_state_readable(needed)
         for view in self.views.values():
             view.refresh()
         dropped = self._dropped()
@@ -577,50 +982,99 @@ class QtPanel(QWidget):
         )
         self.frames += 1
 
+    def _keep_state_readable(self, needed: int) -> None:
+        """The window never gets so narrow that a state's name would be cut."""
+        header = self.table.horizontalHeader()
+        state = self._column[_STATE]
+        others = sum(header.sectionSize(i) for i in range(len(self.columns)) if i != state)
+        minimum = others + needed + 2 * self.table.frameWidth() + 4
+        if self.table.minimumWidth() < minimum:
+            self.table.setMinimumWidth(minimum)
+
     def _show_alerts(self, row: int, info: SourceRow) -> None:
-        item = self.table.item(row, _ALERT_COLUMN)
+        item = self.table.item(row, self._column[_ALERTS])
         if item is None or not info.alerts:
             return
         last = info.alerts[-1]
-        text = f"{info.alerts_seen} · {last.severity}: {last.message}"
+        text = f"{info.alerts_seen} · {last.severity} {last.rule}: {last.message}"
         if item.text() != text:
             item.setText(text)
-            item.setToolTip("\n".join(f"{a.severity}: {a.message}" for a in info.alerts))
+            lines = [
+                f"{_clock_text(a.raised_at)} {a.severity} {a.rule}: {a.message}"
+                for a in info.alerts
+            ]
+            if info.alerts_seen > len(lines):
+                lines.insert(0, f"(the newest {len(lines)} of {info.alerts_seen})")
+            item.setToolTip(plain_tooltip("\n".join(lines)))
             item.setForeground(QColor(severity_colour(last.severity)))
 
     def _show_restart(self, row: int, info: SourceRow) -> None:
-        button = self.table.cellWidget(row, _RESTART_COLUMN)
-        if not isinstance(button, QPushButton):
+        cell = self.table.cellWidget(row, self._column[_RESTART])
+        if not isinstance(cell, _RestartCell):
             return
-        status = info.status
-        if status is self._restart_seen.get(row):
-            return  # no new status: a clicked button stays disabled until one comes
-        self._restart_seen[row] = status
-        button.setVisible(status is not None and status.state in _RESTARTABLE)
-        button.setEnabled(True)
+        button = cell.button
+        show = info.gave_up
+        if button.isHidden() == show:
+            button.setVisible(show)
+        if not button.isEnabled() and (
+            info.status is not cell.clicked_on
+            or time.monotonic() - cell.clicked_at > RESTART_PATIENCE
+        ):
+            button.setEnabled(True)  # a new state came (or none for a while): ask again
+            cell.clicked_on = None
 
-    def _set_text(self, row: int, column: int, text: str) -> None:
-        item = self.table.item(row, column)
-        if item is not None and item.text() != text:
+    def _set_text(self, row: int, column: str, text: str, colour: str | None = None) -> None:
+        item = self.table.item(row, self._column[column])
+        if item is None:
+            return
+        if item.text() != text:
             item.setText(text)
+        brush = item.foreground()
+        wanted = QColor(colour) if colour is not None else None
+        if wanted is not None and brush.color() != wanted:
+            item.setForeground(wanted)
+        elif wanted is None and brush.style() != Qt.BrushStyle.NoBrush:
+            item.setData(Qt.ItemDataRole.ForegroundRole, None)
 
     # -- reading (tests, scripts) ----------------------------------------
 
+    def _restart_cell(self, source: str) -> _RestartCell | None:
+        row = self._row_of.get(source)
+        widget = None if row is None else self.table.cellWidget(row, self._column[_RESTART])
+        return widget if isinstance(widget, _RestartCell) else None
+
     def badge(self, source: str) -> Badge:
         """The badge currently shown for ``source``."""
-        widget = self.table.cellWidget(self._row_of[source], _STATE_COLUMN)
-        assert isinstance(widget, _BadgeLabel)
-        return Badge(widget.text(), widget.badge.colour)
+        widget = self.badge_widget(source)
+        return widget.badge
+
+    def badge_widget(self, source: str) -> _BadgeWidget:
+        widget = self.table.cellWidget(self._row_of[source], self._column[_STATE])
+        assert isinstance(widget, _BadgeWidget)
+        return widget
 
     def cell_text(self, source: str, column: str) -> str:
         """The text shown in ``column`` (a header, e.g. "Events/s") for ``source``."""
-        item = self.table.item(self._row_of[source], _COLUMNS.index(column))
+        item = self.table.item(self._row_of[source], self._column[column])
         return "" if item is None else item.text()
+
+    def cell_tooltip(self, source: str, column: str) -> str:
+        """The tooltip of ``column`` for ``source``, as plain text."""
+        item = self.table.item(self._row_of[source], self._column[column])
+        tip = "" if item is None else item.toolTip()
+        return html.unescape(tip.removeprefix("<qt>").removesuffix("</qt>").replace("<br>", "\n"))
+
+    def cell_colour(self, source: str, column: str) -> str | None:
+        """The text colour of ``column`` for ``source`` ("#rrggbb"), None: the default."""
+        item = self.table.item(self._row_of[source], self._column[column])
+        if item is None or item.foreground().style() == Qt.BrushStyle.NoBrush:
+            return None
+        return str(item.foreground().color().name())
 
     def restart_button(self, source: str) -> QPushButton | None:
         """The "Restart" button of ``source``'s row (None without ``on_restart``)."""
-        widget = self.table.cellWidget(self._row_of[source], _RESTART_COLUMN)
-        return widget if isinstance(widget, QPushButton) else None
+        cell = self._restart_cell(source)
+        return None if cell is None else cell.button
 
     def curve(self, field: str, source: str) -> pg.PlotDataItem | None:
         """The curve of ``field`` from ``source``'s newest run, once it has points."""

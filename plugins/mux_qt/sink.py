@@ -63,11 +63,12 @@ class QtSink(Sink):
         self.options = options
         self.context = context
         self.model: PanelModel = PanelModel(
-            ((s.name, s.transport) for s in context.sources),
+            context.sources,
             fields=options.plot,
             x=options.x,
             history=options.history,
             keep_runs=options.keep_runs,
+            time_field=options.time_field or None,
         )
         for field in options.plot:
             self.model.set_smoothing(field, options.smoothing)
@@ -90,6 +91,7 @@ class QtSink(Sink):
         from .panel import QtPanel, ensure_application
 
         app = ensure_application()
+        recordings: tuple[str, ...] = tuple(getattr(self.context, "recordings", ()))
         self.panel = QtPanel(
             self.model,
             title=f"mux — {self.context.config_name}",
@@ -98,6 +100,9 @@ class QtSink(Sink):
             log_y=tuple(self.options.log_y),
             clock=self.clock,
             on_restart=self.context.restart_source,
+            # Several recordings overlaid: their runs line up by step, not by time.
+            x_mode="step" if len(recordings) > 1 else None,
+            recordings=recordings,
         )
         self.panel.show()
         if QThread.currentThread().loopLevel() == 0:

@@ -128,7 +128,7 @@ def test_every_event_is_a_point() -> None:
     assert len(lr) == 20_000
 
 
-def test_values_that_are_not_finite_numbers_are_not_points() -> None:
+def test_values_that_are_not_numbers_are_not_points_and_nan_is_a_marked_point() -> None:
     m = model()
     m.apply(
         [
@@ -142,8 +142,14 @@ def test_values_that_are_not_finite_numbers_are_not_points() -> None:
         ]
     )
     (segment,) = columns(m)
-    assert segment.column(Y).tolist() == [1.0, 3.0]
-    assert segment.column(S).tolist() == [1.0, 7.0]
+    y = segment.column(Y).tolist()
+    assert y[0] == 1.0 and math.isnan(y[1]) and y[2] == math.inf and y[3] == 3.0
+    assert segment.column(S).tolist() == [1.0, 4.0, 5.0, 7.0]
+    drawn = segment.values().tolist()  # the line breaks at values that are not finite
+    assert drawn[0] == 1.0 and math.isnan(drawn[1]) and math.isnan(drawn[2]) and drawn[3] == 3.0
+    (stretch,) = m.curves["loss"]["train"].nonfinite  # NaN then Inf: one stretch, marked
+    assert (stretch.text, stretch.count, stretch.y) == ("NaN/Inf", 2, 1.0)
+    assert (stretch.first.step, stretch.last.step) == (4.0, 5.0)
 
 
 def test_the_plotting_sinks_take_every_record_by_default() -> None:
@@ -261,7 +267,9 @@ def test_alerts_are_kept_per_source_with_where_they_happened() -> None:
     m.apply([event(i, {"step": i * 10, "loss": 1.0}) for i in range(1, 4)])
     m.apply([alert("nonfinite", 3, 1003.2, severity="critical")])
     (mark,) = m.rows["train"].alerts
-    assert (mark.at, mark.step, mark.rule, mark.severity) == (1003.2, 30.0, "nonfinite", "critical")
+    # placed at the event that raised it (seq 3), not at the moment the alert was made
+    assert (mark.at, mark.step, mark.rule, mark.severity) == (1003.0, 30.0, "nonfinite", "critical")
+    assert mark.raised_at == 1003.2
     assert m.rows["train"].run == 1
 
 
@@ -370,7 +378,7 @@ async def test_x_by_step_or_time_log_y_and_smoothing_per_plot() -> None:
         loss.smoothing.setValue(0.0)
         assert sink.model.curves["loss"]["train"].segments[-1].values().tolist() == [1.0, 2.0, 3.0]
         loss.set_x_mode("time")
-        assert loss.x_choice.currentText() == "by time"
+        assert loss.x_choice.currentText() == "by time received"
         assert item.getData()[0].tolist() == [1001.0, 1002.0, 1003.0]
         assert panel.views["lr"].x_mode == "step"  # the other plot keeps its own axis
 
@@ -396,7 +404,7 @@ async def test_alerts_show_on_the_row_and_as_markers() -> None:
         await sink.write([event(i, {"step": i, "loss": 1.0}) for i in range(1, 6)])
         await sink.write([alert("nonfinite", 5, 1005.5, severity="critical")])
         await _settle(sink)
-        assert panel.cell_text("train", "Alerts") == "1 · critical: nonfinite at 5"
+        assert panel.cell_text("train", "Alerts") == "1 · critical nonfinite: nonfinite at 5"
         import pyqtgraph as pg
 
         lines = [m for m in panel.views["loss"].marks() if isinstance(m, pg.InfiniteLine)]
