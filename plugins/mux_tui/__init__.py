@@ -6,7 +6,12 @@ The same view as the Qt panel, for people who watch training over SSH::
     type = "tui"
     plot = ["loss", "lr"]
 
-On a terminal, the key ``r`` restarts the sources that gave up.
+One line per source, the state's name first (``stale 18 s`` for a connected
+source gone quiet), the selected row's whole state on a detail line,
+alerts in full below the table, fitted to the terminal's height with the
+sources that need a look first. On a terminal, keys scroll (arrows,
+PgUp/PgDn), filter (``/`` by name, ``s`` by state), restart the sources
+that gave up (``r``) and pace a replay (space, ``+``/``-``).
 """
 
 from __future__ import annotations
