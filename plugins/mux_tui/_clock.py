@@ -13,11 +13,14 @@ replay is paused.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
-from mux_core.sink import ReplayControl
+import msgspec
 
-__all__ = ["ReplayClock"]
+from mux_core.records import Alert, Event, Quality, Record, Status
+from mux_core.sink import ReplayControl, SourceInfo
+
+__all__ = ["ReplayClock", "Timeline"]
 
 
 class ReplayClock:
@@ -59,3 +62,52 @@ class ReplayClock:
         if self._at is None:
             return self.wall()
         return self._at + max(self.wall() - self._wall_at, 0.0) * self._rate
+
+
+class Timeline:
+    """Several recordings replayed side by side, on one time line.
+
+    ``mux replay a.jsonl b.jsonl`` feeds runs that may be days apart,
+    interleaved by the time since each one's first record. One "now" cannot
+    serve both: the older run's sources would read "3 days ago" and stale.
+    Each record's time is moved by its recording's offset instead, so every
+    recording starts where the first one seen did; what the view shows --
+    ages, rates, staleness, retry countdowns -- is then each run's own.
+    """
+
+    def __init__(self, sources: Iterable[SourceInfo]) -> None:
+        self._recording = {s.name: s.recording for s in sources if s.recording is not None}
+        #: Recording label -> seconds added to its records' times.
+        self._offsets: dict[str, float] = {}
+        self._start: float | None = None
+
+    def align(self, batch: Sequence[Record]) -> list[Record]:
+        """``batch`` with each record's time on the common time line."""
+        aligned: list[Record] = []
+        for record in batch:
+            label = self._recording.get(record.source)
+            at = _time_of(record)
+            if label is None or at is None:
+                aligned.append(record)
+                continue
+            offset = self._offsets.get(label)
+            if offset is None:
+                if self._start is None:
+                    self._start = at
+                offset = self._offsets[label] = self._start - at
+            aligned.append(_shifted(record, offset) if offset else record)
+        return aligned
+
+
+def _time_of(record: object) -> float | None:
+    if type(record) is Event:
+        return record.received_at
+    if type(record) in (Status, Alert, Quality):
+        return record.at  # type: ignore[attr-defined, no-any-return]
+    return None
+
+
+def _shifted(record: Record, offset: float) -> Record:
+    if type(record) is Event:
+        return msgspec.structs.replace(record, received_at=record.received_at + offset)
+    return msgspec.structs.replace(record, at=record.at + offset)  # type: ignore[union-attr]

@@ -36,7 +36,7 @@ from mux_core.sink import SinkContext
 from mux_core.views import ViewClock, escape_controls
 
 from ._browse import Browse
-from ._clock import ReplayClock
+from ._clock import ReplayClock, Timeline
 from ._keys import RestartKey, ViewKeys
 from ._log import HeldLog
 from ._model import TuiModel
@@ -111,6 +111,8 @@ class TuiSink(Sink):
         self.clock: ViewClock | ReplayClock = (
             ViewClock(clock) if self.replay is None else ReplayClock(clock, self.replay)
         )
+        #: Several recordings replayed side by side: each on its own time (``_clock.py``).
+        self.timeline = Timeline(context.sources) if len(context.recordings) > 1 else None
         self.model = TuiModel(plot=tuple(options.plot), width=options.width)
         for source in context.sources:
             self.model.add_source(source.name, source.transport, stale_after=source.stale_after)
@@ -207,6 +209,8 @@ class TuiSink(Sink):
         self._reading_keys = keys is not None
 
     async def write(self, batch: Batch) -> None:
+        if self.timeline is not None:
+            batch = self.timeline.align(batch)
         self.model.ingest(batch)
         self.clock.saw(batch)
 

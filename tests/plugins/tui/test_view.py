@@ -387,3 +387,29 @@ def test_the_replay_clock_stands_still_while_paused_and_runs_at_the_pace() -> No
     replay.speed = float("inf")
     wall[0] += 100.0
     assert clock() == 55.0  # as fast as it goes: the newest record's time
+
+
+async def test_two_recordings_days_apart_each_read_on_their_own_time() -> None:
+    """``mux replay a.jsonl b.jsonl``: run b was recorded three days after run
+    a; side by side, neither reads "3 days ago" nor stale."""
+    sources = (
+        SourceInfo("train@a", "sse", recording="a"),
+        SourceInfo("train@b", "sse", recording="b"),
+    )
+    context = _context(sources, replay=ReplayControl(float("inf")))
+    context.recordings = ("a", "b")
+    sink = TuiSink(TuiOptions(), context, console=_terminal())
+    days = 3 * 86400.0
+    for name, start in (("train@a", 1000.0), ("train@b", 1000.0 + days)):
+        await sink.write([_status(name, State.CONNECTED, start)])
+    for i in range(20):  # interleaved by the time since each run's first record
+        for name, start in (("train@a", 1000.0), ("train@b", 1000.0 + days)):
+            await sink.write([_event(name, i + 1, start + 0.5 + i / 10, {"step": i})])
+    frame = _frame(sink)
+    for name in ("train@a", "train@b"):
+        row = _row(frame, name)
+        assert "connected" in row and "0.0 s ago" in row and "10.0/s" in row, row
+    assert "2 connected" in frame.splitlines()[0]
+    # one recording alone keeps its times as they are
+    single = TuiSink(TuiOptions(), _context(sources[:1]), console=_terminal())
+    assert single.timeline is None
