@@ -17,7 +17,7 @@ TYPED_EXAMPLES := examples/mux-gauge examples/mux-ndjson-tcp examples/mux-nats
 $(STAMP): pyproject.toml $(EXTRA_PACKAGES) $(addsuffix /pyproject.toml,$(TYPED_EXAMPLES))
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,qt,docs,redis,prometheus]' $(if $(EXTRA_PACKAGES),-e examples/mux-jsonl-tail) $(addprefix -e ,$(TYPED_EXAMPLES))
+	$(BIN)/python -m pip install --quiet -e '.[dev,qt,docs,redis,prometheus,tensorboard,zstd]' $(if $(EXTRA_PACKAGES),-e examples/mux-jsonl-tail) $(addprefix -e ,$(TYPED_EXAMPLES))
 	@touch $@
 
 test: lint typecheck pytest
