@@ -13,6 +13,10 @@ batch. How it ends decides what the supervisor does next::
 
 Unlike a browser's EventSource, 5xx and refused connections are retried: a
 monitor keeps waiting for a restarting trainer.
+
+With ``relay = true`` the stream is another mux's ``web`` sink: each event's
+data is one of its records, handed on with :meth:`Session.relay` as the
+``redis-stream`` transport does, and ``Last-Event-ID`` resumes it.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from mux_core.errors import (
 from mux_core.options import positive, raise_problems, secret
 from mux_core.transport import Session
 
-from ._parser import DEFAULT_MAX_EVENT_BYTES, DEFAULT_MAX_ID_BYTES, SseParser
+from ._parser import DEFAULT_MAX_EVENT_BYTES, DEFAULT_MAX_ID_BYTES, SseEvent, SseParser
 
 # trio and httpx (and mux_core.http's client modules) are imported where they
 # are used: loading the plugin (every mux command does) does not pay for them.
@@ -74,6 +78,11 @@ class SseOptions:
     #: A PEM file of the CAs to trust instead of the system's (a private CA, a
     #: self-signed server's certificate).
     ca_file: str | None = None
+    #: The stream is another mux's ``web`` sink (``http://HOST:PORT/events``):
+    #: each event is one of its records, handed on as it is, so the sinks here
+    #: see the upstream's sources by their own names, seqs and times (this
+    #: source's own states keep its name). ``decode`` does not apply.
+    relay: bool = False
 
     @classmethod
     def check(cls, options: SseOptions) -> None:
@@ -127,6 +136,8 @@ class SseTransport(Transport):
         self._proxy = proxy_for(self._url) if self._url is not None else None
         # One notice per source for ids over max_id_bytes, not one per connection.
         self._long_id_noticed = False
+        # relay = true: one notice per source for events that are not mux records.
+        self._not_records_noticed = False
         # verify = false is said once, when the source starts.
         self._unverified_warned = options.verify
 
@@ -148,7 +159,7 @@ class SseTransport(Transport):
             max_event_bytes=opts.max_event_bytes,
             max_id_bytes=opts.max_id_bytes,
             empty_id=None,
-            json_data=opts.decode != "text",
+            json_data=opts.decode != "text" and not opts.relay,
             check_json=opts.decode == "json",
         )
         if self._proxy is not None:
@@ -287,6 +298,7 @@ class SseTransport(Transport):
         skipped = 0
         retry: float | None = None
         bad_json_noticed = self.options.decode != "json"
+        relay = self.options.relay
         current_time = trio.current_time
         while True:
             with trio.CancelScope(deadline=current_time() + read_timeout + slack) as silence:
@@ -296,7 +308,10 @@ class SseTransport(Transport):
                         silence.deadline = now + read_timeout + slack
                     events = parser.feed(chunk)
                     if events:
-                        await session.emit(events)
+                        if relay:
+                            await self._relay(session, events)
+                        else:
+                            await session.emit(events)
                         if parser.not_json and not bad_json_noticed:
                             bad_json_noticed = True
                             await session.notice("event data is not JSON; delivered as text")
@@ -319,6 +334,32 @@ class SseTransport(Transport):
                     raise Disconnected("server closed the stream")
             if silence.cancelled_caught:
                 raise Disconnected(f"no data for {read_timeout:g} s (read_timeout)")
+
+    async def _relay(self, session: Session, events: list[SseEvent]) -> None:
+        """``relay = true``: hand on the records a mux web sink sent, as they are.
+
+        Its ``hello`` and ``reset`` events carry no record and are skipped; an
+        event whose data is not a mux record is skipped with one notice.
+        """
+        from mux_core.records import Record, RecordDecodeError, decode_jsonl
+
+        records: list[Record] = []
+        bad = 0
+        for kind, _id, data in events:
+            if kind != "message":
+                continue
+            try:
+                records.append(decode_jsonl(data))
+            except RecordDecodeError:
+                bad += 1
+        if records:
+            await session.relay(records)
+        if bad and not self._not_records_noticed:
+            self._not_records_noticed = True
+            await session.notice(
+                f"skipped {bad} events that are not mux records: relay = true reads"
+                " another mux's web sink (http://HOST:PORT/events)"
+            )
 
 
 #: Sent by _http11 unless the config sets them: mux asks for the bytes as they
