@@ -1,65 +1,105 @@
-"""``mux replay FILE.jsonl``: feed a recorded run (what the file sink wrote) through sinks."""
+"""``mux replay FILE.jsonl [FILE ...]``: recorded runs (what file sinks wrote) through sinks."""
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .._plugins import Command
 from .._run.exit_codes import ExitCode
-from ..options import positive_seconds
 from . import BUILTIN, setup_logging
+from .alerts import add_fail_arguments, check_fail_fast, report_failing_alert
+
+if TYPE_CHECKING:
+    from .._config import ProcessorConfig
 
 __all__ = ["COMMAND"]
 
 
+def _speed(text: str) -> float:
+    """``--speed``: a number > 0, or ``max`` (as fast as the sinks take records)."""
+    if text.strip().lower() in ("max", "inf"):
+        return math.inf
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(
+            f"expected a number > 0 (times the recorded pace) or max, got {text!r}"
+        )
+    return value
+
+
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
-        "Feed a recorded JSON Lines file (rotated files FILE.N..FILE.1 first) through the sinks "
-        "of a config, or a terminal view. Exit codes: 0 done, 1 a sink failed, 2 usage or "
-        "config error."
+        "Feed recorded JSON Lines files (rotated files FILE.N..FILE.1 first) through the "
+        "processors and sinks of a config, or a terminal view. Several files are overlaid: "
+        "each source is named SOURCE@FILE-STEM, and the runs play side by side."
     )
-    parser.add_argument("file", metavar="FILE.jsonl", help="a file the file sink wrote")
+    parser.epilog = (
+        'exit codes: 0 done; 1 a sink failed (on_error = "stop"); 2 usage or config error; '
+        "4 --fail-on saw an alert of that severity or higher (the first one is named on stderr)"
+    )
+    parser.add_argument(
+        "files", nargs="+", metavar="FILE.jsonl", help="a file a file sink wrote (one or more)"
+    )
     parser.add_argument(
         "--speed",
-        type=positive_seconds,
+        type=_speed,
         metavar="N",
-        help="replay at N times the recorded pace (default: as fast as the sinks take it)",
+        help="replay at N times the recorded pace, or max: as fast as the sinks take it "
+        "(default: the recorded pace into a view, as fast as possible into other sinks)",
     )
     parser.add_argument(
         "--config",
         metavar="CONFIG",
-        help="use this config's sinks (default: a terminal view of the numeric fields)",
+        help="use this config's sinks and processors; it needs no [[sources]] "
+        "(default: a terminal view of the numeric fields)",
     )
+    parser.add_argument(
+        "--follow",
+        action="store_true",
+        help="once the files are read, keep feeding what is appended to them (tail -f, "
+        "across rotations) until Ctrl-C; as fast as possible unless --speed is given",
+    )
+    add_fail_arguments(parser, what="the replay goes on to the end")
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
 
 
 def _replay(args: argparse.Namespace) -> int:
     import trio
 
-    from .._run.replay import Replay, default_view, replay_files
+    from .._run.recordings import find_recordings
+    from .._run.replay import Replay, default_view
+    from ..records import Severity
 
     setup_logging(quiet=args.quiet)
+    check_fail_fast(args)
     plugins = args.plugins
-    files = replay_files(Path(args.file))
+    recordings = find_recordings(args.files, missing_ok=False)
+    processors: tuple[ProcessorConfig, ...] = ()
     if args.config is not None:
         from .._config import load_config
-        from ..sink import SourceInfo
 
-        config = load_config(Path(args.config), plugins)
-        sinks = list(config.sinks)
-        sources = [SourceInfo(s.name, s.transport) for s in config.sources]
+        config = load_config(Path(args.config), plugins, replay=True)
+        sinks, processors = list(config.sinks), config.processors
     else:
-        sinks, sources = [default_view(files[-1], plugins)], []
+        sinks = [default_view(recordings[0].path, plugins)]
     replay = Replay(
-        files,
+        recordings,
         sinks,
         plugins,
-        name=Path(args.file).name,
-        sources=sources,
+        name=", ".join(recording.path.name for recording in recordings),
         speed=args.speed,
         install_signal_handlers=True,
+        processors=processors,
+        fail_on=None if args.fail_on is None else Severity(args.fail_on),
+        fail_fast=args.fail_fast,
+        follow=args.follow,
     )
     # A Replay runs like an Engine (config.sinks, run, request_stop, result):
     # the Qt plugin's main loop hosts it the same way.
@@ -69,6 +109,7 @@ def _replay(args: argparse.Namespace) -> int:
     if result is None:
         print("mux: error: the replay did not finish", file=sys.stderr)
         return ExitCode.SINK_FAILED
+    report_failing_alert(result.exit_code, replay.fail_on)
     return result.exit_code
 
 
@@ -76,6 +117,6 @@ COMMAND = Command(
     "replay",
     _add_arguments,
     _replay,
-    "feed a recorded run (what the file sink wrote) through sinks",
+    "feed recorded runs (what file sinks wrote) through sinks, side by side",
     BUILTIN,
 )

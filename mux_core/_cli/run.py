@@ -13,6 +13,7 @@ from .._run.exit_codes import ExitCode
 from ..errors import PluginError
 from ..options import positive_seconds
 from . import BUILTIN, setup_logging
+from .alerts import add_fail_arguments, check_fail_fast, report_failing_alert
 
 if TYPE_CHECKING:
     from .._config import Config
@@ -38,7 +39,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = (
         'exit codes: 0 clean stop; 1 a sink failed (on_error = "stop"); 2 usage or config '
         "error; 3 a source ended in failed / max_retries_exceeded; 4 --fail-on saw an alert "
-        "of that severity or higher"
+        "of that severity or higher (the first one is named on stderr)"
     )
     parser.add_argument("config", metavar="CONFIG", help="a TOML config file")
     parser.add_argument(
@@ -69,13 +70,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         help="reload the config when the file changes (as on SIGHUP): only the sources and "
         "sinks that changed restart; an invalid config is logged and the running one stays",
     )
-    parser.add_argument(
-        "--fail-on",
-        choices=("info", "warning", "critical"),
-        metavar="SEVERITY",
-        help="exit with code 4 when a processor raised an alert of this severity or higher "
-        "(info, warning, critical); the run goes on until it stops as usual",
-    )
+    add_fail_arguments(parser, what="the run goes on until it stops as usual")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -87,6 +82,7 @@ def _run(args: argparse.Namespace) -> int:
     from ..records import Severity
 
     setup_logging(quiet=args.quiet)
+    check_fail_fast(args)
     plugins = args.plugins
     path = Path(args.config)
     shard: Shard | None = args.shard
@@ -102,6 +98,7 @@ def _run(args: argparse.Namespace) -> int:
         duration=args.duration,
         install_signal_handlers=True,
         fail_on=None if args.fail_on is None else Severity(args.fail_on),
+        fail_fast=args.fail_fast,
         state_dir=args.state,
         load_config=load,
         watch=WATCH_INTERVAL if args.watch else None,
@@ -127,6 +124,7 @@ def _run(args: argparse.Namespace) -> int:
 
         # Each source's connection quality, as its last quality record had it.
         print("\n" + format_quality_table(result.quality.values()), file=sys.stderr, end="")
+    report_failing_alert(result.exit_code, engine.fail_on)
     return result.exit_code
 
 

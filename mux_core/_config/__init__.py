@@ -71,8 +71,14 @@ def load_config(
     plugins: PluginManager,
     *,
     environ: Mapping[str, str] | None = None,
+    replay: bool = False,
 ) -> Config:
-    """Read and validate the config file at ``path``; raise ConfigError if wrong."""
+    """Read and validate the config file at ``path``; raise ConfigError if wrong.
+
+    ``replay``: a config for ``mux replay``, whose sources come from the
+    recording: it may have no ``[[sources]]``, and its processors may name
+    sources it does not list.
+    """
     shown = os.fspath(path)
     try:
         raw = Path(path).read_bytes()
@@ -87,7 +93,7 @@ def load_config(
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise ConfigError("not UTF-8 text", file=shown, line=line) from None
-    return parse_config(text, path=shown, plugins=plugins, environ=environ)
+    return parse_config(text, path=shown, plugins=plugins, environ=environ, replay=replay)
 
 
 def parse_config(
@@ -96,9 +102,12 @@ def parse_config(
     path: str,
     plugins: PluginManager,
     environ: Mapping[str, str] | None = None,
+    replay: bool = False,
 ) -> Config:
-    """Validate config ``text`` (``path`` is only used in messages and names)."""
-    return Loader(text, path, plugins, os.environ if environ is None else environ).load()
+    """Validate config ``text`` (``path`` is only used in messages and names;
+    ``replay`` as for :func:`load_config`)."""
+    environ = os.environ if environ is None else environ
+    return Loader(text, path, plugins, environ, replay=replay).load()
 
 
 def parse_source_tables(

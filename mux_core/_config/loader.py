@@ -69,7 +69,7 @@ _TOP_KEYS = (
     "discovery",
 )
 _SOURCE_KEYS = ("name", "transport", "retry", "lag_field", "stale_after")
-_SINK_KEYS = ("type", "name", "overflow", "buffer", "buffer_bytes", "on_error")
+_SINK_KEYS = ("type", "name", "overflow", "buffer", "buffer_bytes", "on_error", "history")
 _PROCESSOR_KEYS = ("type", "sources")
 _POLICY_KEYS = tuple(field.name for field in attrs.fields(DiscoveryPolicy))
 _DISCOVERY_KEYS = ("type", "name", *_POLICY_KEYS)
@@ -88,6 +88,18 @@ _RECORDS = at_least_one(note="records", named=False)
 _KEYED_MESSAGE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)((?:\.[^:\s]+)?): (.+)", re.DOTALL)
 
 
+def _own_history(cls: Any, table: dict[str, Any]) -> bool:
+    """Whether the table's ``history`` is the sink type's own option rather than the
+    recordings to feed first: a plugin whose Options has a ``history`` field keeps
+    a value that cannot be a path (a number) for itself."""
+    options = getattr(cls, "Options", None)
+    if options is None or not attrs.has(options) or "history" not in table:
+        return False
+    value = table["history"]
+    own = "history" in attrs.fields_dict(options)
+    return own and not isinstance(value, str | list)
+
+
 class Failed:
     """Marks a value that could not be built (its errors are already recorded)."""
 
@@ -99,8 +111,17 @@ class Loader:
     """Reads one document (``load``) or one table a discoverer found (``load_table``)."""
 
     def __init__(
-        self, text: str, path: str, plugins: PluginManager, environ: Mapping[str, str]
+        self,
+        text: str,
+        path: str,
+        plugins: PluginManager,
+        environ: Mapping[str, str],
+        *,
+        replay: bool = False,
     ) -> None:
+        #: A config for ``mux replay``: its sources come from the recording, so
+        #: ``[[sources]]`` may be left out and processors may name any source.
+        self._replay = replay
         self._text = text
         self._path = path
         self._plugins = plugins
@@ -131,8 +152,9 @@ class Loader:
         sources = self._sources(data, retry_raw)
         sinks = self._sinks(data)
         discovery = self._discovery(data, retry_raw)
-        # Discovered sources are not known yet: a processor may name one.
-        known = None if "discovery" in data else [source.name for source in sources]
+        # Discovered sources are not known yet: a processor may name one (and in a
+        # replay, those of the recording).
+        known = None if "discovery" in data or self._replay else [source.name for source in sources]
         processors = self._processors(data, known)
         shard = self._shard(data)
         state_dir = self._state_dir(data)
@@ -250,7 +272,7 @@ class Loader:
 
     def _sources(self, data: dict[str, Any], retry_raw: dict[str, Any]) -> list[SourceConfig]:
         tables = self._array_of_tables(data, "sources")
-        if tables is not None and not tables and "discovery" not in data:
+        if tables is not None and not tables and "discovery" not in data and not self._replay:
             self._fail(("sources",), _NO_SOURCES)
         transports = self._plugins.transports()
         seen: dict[str, int | None] = {}
@@ -317,19 +339,43 @@ class Loader:
             on_error = self._choice(
                 table, path, "on_error", _ON_ERROR, str(sink_member(cls, "default_on_error"))
             )
+            own = _own_history(cls, table)
+            history = () if own else self._history(table, path)
             if provided is None or name is None:
                 continue
-            rest = {k: v for k, v in table.items() if k not in _SINK_KEYS}
+            rest = {
+                k: v for k, v in table.items() if k not in _SINK_KEYS or (own and k == "history")
+            }
             options = self._options(provided, rest, path, _SINK_KEYS)
             if isinstance(options, Failed) or None in (overflow, buffer, buffer_bytes, on_error):
+                continue
+            if isinstance(history, Failed):
                 continue
             assert overflow is not None and buffer is not None and on_error is not None
             assert buffer_bytes is not None
             line = self._line(path)
             sinks.append(
-                SinkConfig(name, type_, options, overflow, buffer, on_error, line, buffer_bytes)
+                SinkConfig(
+                    name, type_, options, overflow, buffer, on_error, line, buffer_bytes, history
+                )
             )
         return sinks
+
+    def _history(self, table: dict[str, Any], path: KeyPath) -> tuple[str, ...] | Failed:
+        """A sink's ``history``: a path or glob, or an array of them (``()``: none)."""
+        value = table.get("history", ())
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list | tuple) or not all(
+            isinstance(item, str) and item.strip() for item in value
+        ):
+            self._fail(
+                (*path, "history"),
+                "expected a recording's path or glob, or an array of them "
+                f'(history = "runs/train.jsonl"), got {describe_value(value)}',
+            )
+            return FAILED
+        return tuple(value)
 
     def _discovery(self, data: dict[str, Any], retry_raw: dict[str, Any]) -> list[DiscoveryConfig]:
         from .discovered import url_secrets  # (it imports this module)
@@ -431,7 +477,7 @@ class Loader:
     def _array_of_tables(self, data: dict[str, Any], key: str) -> list[dict[str, Any]] | None:
         value = data.get(key)
         if value is None:
-            if key == "sources" and "discovery" not in data:
+            if key == "sources" and "discovery" not in data and not self._replay:
                 self._fail((key,), _NO_SOURCES)
             return None
         if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):

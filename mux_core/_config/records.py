@@ -92,6 +92,9 @@ class SinkConfig:
     line: int | None
     #: Capacity of the sink's channel in payload bytes (an estimate), besides records.
     buffer_bytes: int = DEFAULT_BUFFER_BYTES
+    #: ``history``: recordings (paths or globs, as written) fed to the sink before
+    #: any live record, so a view opened mid-run shows the whole run.
+    history: tuple[str, ...] = ()
 
 
 @attrs.frozen

@@ -61,6 +61,8 @@ def render_config(config: Config) -> str:
         lines.append(f"overflow = {_toml_string(sink.overflow.value)}")
         lines.append(f"buffer = {sink.buffer}")
         lines.append(f"on_error = {_toml_string(sink.on_error)}")
+        if sink.history:
+            lines.append(f"history = {_render_value(list(sink.history), secrets)}")
         lines += _render_fields(sink.options, secrets)
     for processor in config.processors:
         lines += ["", "[[processors]]", f"type = {_toml_string(processor.type)}"]

@@ -9,11 +9,12 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ..processor import is_timed
+from ..errors import PluginError
+from ..processor import ProcessorContext, is_timed
 from ..records import (
     Alert,
     Batch,
@@ -23,7 +24,11 @@ from ..records import (
 )
 from . import Send
 
-__all__ = ["ProcessorChain"]
+if TYPE_CHECKING:
+    from .._config import ProcessorConfig
+    from .._plugins import PluginManager
+
+__all__ = ["ProcessorChain", "build_chain"]
 
 _log = logging.getLogger("mux.processors")
 
@@ -177,3 +182,25 @@ class ProcessorChain:
             None,
             time.time(),
         )
+
+
+def build_chain(
+    processors: Sequence[ProcessorConfig], plugins: PluginManager, source: str, transport: str
+) -> ProcessorChain | None:
+    """One instance of each ``[[processors]]`` table that applies to ``source``, in
+    file order (None: none applies). A processor that cannot be built is a
+    PluginError naming it and the source."""
+    built = []
+    for proc in processors:
+        if not proc.applies_to(source):
+            continue
+        cls = plugins.processors()[proc.type].cls
+        context = ProcessorContext(source, transport, proc.type)
+        try:
+            built.append((proc.type, cls(proc.options, context)))
+        except Exception as exc:
+            raise PluginError(
+                f"processor {proc.type!r} (line {proc.line}) could not be created "
+                f"for source {source!r}: {exc}"
+            ) from exc
+    return ProcessorChain(source, transport, built) if built else None

@@ -48,16 +48,17 @@ import trio
 from .._config import Config, SinkConfig, SourceConfig
 from .._plugins import PluginManager
 from ..errors import PluginError
-from ..processor import ProcessorContext
 from ..records import Quality, Severity, State
 from ..sink import Overflow, SinkContext, SourceInfo
 from ..transport import ResumeState, SharedResources, Transport
-from .chain import ProcessorChain
+from .chain import ProcessorChain, build_chain
 from .changes import RunChanges
 from .channel import SinkChannel
+from .fail_on import FailingAlert, FailOn
 from .fan_out import FanOut
 from .host import ExitCode, RunHost
 from .quality_feed import QualityFeed
+from .recordings import history_of
 from .sink_set import (
     SinkRunner,
     StartBackground,
@@ -100,7 +101,8 @@ class Engine(RunHost):
     ``await engine.run()`` (or ``trio.run(engine.run)``, or a plugin's main
     loop via ``mux_main_loop``) returns a :class:`RunResult`, also kept in
     :attr:`result`. With ``fail_on``, an :class:`~mux_core.Alert` of that
-    severity or higher makes the exit code 4 (the run goes on).
+    severity or higher makes the exit code 4 (the run goes on; with
+    ``fail_fast`` it stops cleanly at the first one).
 
     ``load_config`` (a function returning the config file's current
     content, validated) makes the run reloadable: on SIGHUP (with
@@ -116,6 +118,7 @@ class Engine(RunHost):
         duration: float | None = None,
         install_signal_handlers: bool = False,
         fail_on: Severity | None = None,
+        fail_fast: bool = False,
         state_dir: str | None = None,
         load_config: Callable[[], Config] | None = None,
         watch: float | None = None,
@@ -134,7 +137,13 @@ class Engine(RunHost):
         # sinks (the host's), quality, the fan-out, sources, and the changes, which
         # hold the config in effect and run the discoverers.
         self._quality = QualityFeed(self._sinks, interval=config.quality_interval)
-        self._fan_out = FanOut(self._sinks, self._quality, fail_on)
+        #: ``--fail-on``: the alerts that make the exit code 4, the first of them.
+        self.fail_on = (
+            None
+            if fail_on is None
+            else FailOn(fail_on, fail_fast=fail_fast, on_first=self._fail_fast)
+        )
+        self._fan_out = FanOut(self._sinks, self._quality, self.fail_on)
         self._sources = SourceSet(
             self._fan_out,
             on_finished=lambda _runner: self._check_done(),
@@ -154,7 +163,11 @@ class Engine(RunHost):
     @property
     def failing_alerts(self) -> int:
         """Alerts at or above ``fail_on`` seen so far."""
-        return self._fan_out.failing_alerts
+        return 0 if self.fail_on is None else self.fail_on.count
+
+    def _fail_fast(self, found: FailingAlert) -> None:
+        """``--fail-fast``: the first alert at or above ``--fail-on`` stops the run cleanly."""
+        self._stop(f"--fail-fast: {found.describe()}")
 
     # -- control (safe from any thread) ---------------------------------------
 
@@ -269,6 +282,7 @@ class Engine(RunHost):
         cls = self.plugins.sinks()[cfg.type].cls
         channel = SinkChannel(cfg.buffer, Overflow(cfg.overflow), max_bytes=cfg.buffer_bytes)
         running = list(sources or self._sources)
+        history = history_of(cfg)
 
         def context(start_background: StartBackground) -> SinkContext:
             return SinkContext(
@@ -283,9 +297,12 @@ class Engine(RunHost):
                 retry=self.config.retry,
                 resumed=self._resumed(running),
                 restart_source=self.restart_source,
+                recordings=tuple(recording.label for recording in history),
             )
 
-        return new_sink_runner(cls, cfg, channel, context)
+        runner = new_sink_runner(cls, cfg, channel, context)
+        runner.history = tuple(history)
+        return runner
 
     def _resumed(self, running: Sequence[SourceRunner]) -> dict[str, int]:
         """For a sink's context: each source whose records after a seq may
@@ -315,20 +332,7 @@ class Engine(RunHost):
 
     def make_chain(self, cfg: SourceConfig) -> ProcessorChain | None:
         """One instance of each ``[[processors]]`` table that applies to the source."""
-        processors = []
-        for proc in self.config.processors:
-            if not proc.applies_to(cfg.name):
-                continue
-            cls = self.plugins.processors()[proc.type].cls
-            context = ProcessorContext(cfg.name, cfg.transport, proc.type)
-            try:
-                processors.append((proc.type, cls(proc.options, context)))
-            except Exception as exc:
-                raise PluginError(
-                    f"processor {proc.type!r} (line {proc.line}) could not be created "
-                    f"for source {cfg.name!r}: {exc}"
-                ) from exc
-        return ProcessorChain(cfg.name, cfg.transport, processors) if processors else None
+        return build_chain(self.config.processors, self.plugins, cfg.name, cfg.transport)
 
     # -- changing what runs (see mux_core._run.changes) ----------------------------
 

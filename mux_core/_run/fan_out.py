@@ -26,7 +26,8 @@ import msgspec
 import trio
 
 from .._config.render import mask
-from ..records import RECORD_OVERHEAD, Alert, Record, Severity, Status, batch_bytes
+from ..records import RECORD_OVERHEAD, Record, Status, batch_bytes
+from .fail_on import FailOn
 from .quality_feed import QualityFeed
 from .sink_set import SinkRunner, SinkSet
 
@@ -37,8 +38,6 @@ __all__ = ["FanOut", "SourceSend", "let_woken_sinks_run"]
 
 #: A source's records on their way to the sinks: a batch in, whether it woke a sink out.
 SourceSend = Callable[[Sequence[Record]], Awaitable[bool]]
-
-_SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
 
 #: A batch with fewer payload bytes than this means records trickle in and
 #: latency matters more than CPU: when it woke a sink, that sink runs before
@@ -51,16 +50,13 @@ SMALL_BATCH_BYTES = 1024
 class FanOut:
     """Hands every batch of every source to every live sink.
 
-    ``fail_on``: alerts at or above this severity are counted in
-    :attr:`failing_alerts` (``mux run --fail-on``).
+    ``fail_on`` (``mux run --fail-on``) sees every batch before the sinks do.
     """
 
-    def __init__(self, sinks: SinkSet, quality: QualityFeed, fail_on: Severity | None) -> None:
+    def __init__(self, sinks: SinkSet, quality: QualityFeed, fail_on: FailOn | None) -> None:
         self._sinks = sinks
         self._quality = quality
-        self._threshold = None if fail_on is None else _SEVERITY_RANK[fail_on]
-        #: Alerts at or above ``fail_on`` seen so far.
-        self.failing_alerts = 0
+        self._fail_on = fail_on
 
     def sender(self, runner: SourceRunner) -> SourceSend:
         """What a source's records go through: its quality tracker, its processors,
@@ -98,8 +94,8 @@ class FanOut:
         (what ``Session.emit`` tells its transport); a small batch that did
         lets that sink run before the caller goes on.
         """
-        if self._threshold is not None:
-            self._count_alerts(batch)
+        if self._fail_on is not None:
+            self._fail_on.see(batch)
         sinks = self._sinks.live
         woke = False
         for index, runner in enumerate(sinks):
@@ -131,13 +127,6 @@ class FanOut:
         """Wait until every live sink holds durably every record put so far
         (``Session.delivered``); False if a sink failed or left meanwhile."""
         return await self._sinks.settle()
-
-    def _count_alerts(self, batch: Sequence[Record]) -> None:
-        threshold = self._threshold
-        assert threshold is not None
-        for record in batch:
-            if type(record) is Alert and _SEVERITY_RANK[record.severity] >= threshold:
-                self.failing_alerts += 1
 
 
 def _masked(record: Record, secrets: frozenset[str]) -> Record:

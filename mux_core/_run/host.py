@@ -49,7 +49,7 @@ class RunHost:
         self._token: trio.lowlevel.TrioToken | None = None
         self._stop_reason: str | None = None
         self._sink_failed = False
-        self._sinks = SinkSet(self._on_sink_failure)
+        self._sinks = SinkSet(self._on_sink_failure, stopping=lambda: self._stop_reason is not None)
 
     def request_stop(self, reason: str = "stop requested") -> None:
         """Stop cleanly. Safe from any thread and from a host loop's callback."""

@@ -1,20 +1,43 @@
-"""``mux replay FILE.jsonl``: feed a recorded run through sinks, as if it were live.
+"""``mux replay FILE.jsonl [FILE ...]``: feed recorded runs through sinks, as if they were live.
 
-What the ``file`` sink wrote -- rotated files included, oldest first
-(``FILE.N`` ... ``FILE.1``, then ``FILE``) -- is decoded line by line and
-handed to the sinks of a config (``--config``), or to a terminal view of
-the first event's numeric fields. As fast as the sinks take it, or at
-``--speed N`` times the recorded pace (from ``received_at`` / ``at``).
+What ``file`` sinks wrote -- each file a *recording*, its rotated files
+included, oldest first (``FILE.N`` ... ``FILE.1``, then ``FILE``; see
+:mod:`mux_core._run.recordings`) -- is decoded line by line, passed through
+the config's ``[[processors]]`` (one chain per source of each recording, as
+a live run has) and handed to the sinks of the config (``--config``), or to
+a terminal view of the first event's numeric fields.
+
+**Pace.** ``--speed N`` replays at N times the recorded pace (from
+``received_at`` / ``at``); without it, at the pace the sinks ask for
+(``Sink.default_replay_speed``: the views the recorded pace, the others as
+fast as they take records; the slowest wins). The pace follows a
+:class:`~mux_core.sink.ReplayControl` every sink holds
+(``SinkContext.replay``): a view's keys pause, resume, go faster or slower.
+A silence of more than a minute in a recording plays as :data:`SILENCE_PLAYED`
+seconds (at the current speed), so runs appended to one file hours apart
+follow each other.
+
+**Several recordings** are overlaid: each source's name becomes
+``"<source>@<label>"`` (``train@a``; :attr:`~mux_core.sink.SourceInfo.recording`),
+and the records are interleaved by the time since each recording's first
+record, so at the recorded pace the runs play side by side -- one after the
+other, the second run would wait for the whole first one, and by absolute
+time runs recorded on different days would too. The views align them by step.
+
+**Following** (``--follow``): once the files are read, what is appended to
+them is fed as it comes (``tail -f``, across the ``file`` sink's
+rotations) until a stop is requested.
 
 A replay never drops a record: every sink's channel blocks (the file is not
 going anywhere), so the panel draws the whole run at full resolution. A line
 that is not a record is reported with its file and line number and skipped.
-With a ``qt`` sink the window stays open once the file is done, until it is
-closed (or Ctrl-C).
+With a ``qt`` sink the window stays open once the files are done, until it
+is closed (or Ctrl-C).
 
 Exit codes as for ``mux run``: 0 done (or stopped by a signal or a closed
 window), 1 a sink with ``on_error = "stop"`` failed, 2 a usage or config
-error (no such file, a sink that would write into the file being replayed).
+error (no such file, a sink that would write into a file being replayed),
+4 ``--fail-on`` saw an alert of that severity or higher.
 """
 
 from __future__ import annotations
@@ -22,29 +45,33 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections import deque
+from collections.abc import Sequence
 from pathlib import Path
 
 import attrs
+import msgspec
 import trio
 
-from .._config import SinkConfig
+from .._config import ProcessorConfig, SinkConfig
 from .._plugins import PluginManager
 from ..errors import ConfigError, PluginError
-from ..records import (
-    Event,
-    Record,
-    RecordDecodeError,
-    decode_jsonl,
-)
-from ..sink import Overflow, SinkContext, SourceInfo
+from ..records import Alert, Event, Record, RecordDecodeError, Severity, decode_jsonl
+from ..sink import Overflow, ReplayControl, SinkContext, SourceInfo, sink_member
+from .chain import ProcessorChain, build_chain
 from .channel import SinkChannel
+from .fail_on import FailingAlert, FailOn
 from .host import ExitCode, RunHost
-from .sink_set import (
-    SinkRunner,
-    StartBackground,
-    new_sink_runner,
+from .recordings import (
+    CHUNK,
+    Recording,
+    RecordingReader,
+    record_time,
+    relabelled,
+    replay_files,
+    scan_sources,
 )
+from .sink_set import SinkRunner, StartBackground, new_sink_runner
 
 __all__ = ["Replay", "ReplayResult", "default_view", "replay_files"]
 
@@ -57,28 +84,15 @@ _BATCH = 1024
 _REPORT_BAD = 20
 #: Numeric fields the default terminal view plots, at most.
 _DEFAULT_FIELDS = 3
-
-
-def replay_files(path: Path) -> list[Path]:
-    """``path`` and its rotated predecessors, oldest first: ``path.N`` ... ``path.1``, ``path``.
-
-    Raises ConfigError when ``path`` does not exist (neither does a run).
-    """
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such file to replay")
-    rotated = []
-    index = 1
-    while (candidate := path.with_name(f"{path.name}.{index}")).is_file():
-        rotated.append(candidate)
-        index += 1
-    return [*reversed(rotated), path]
-
-
-def _record_time(record: Record) -> float:
-    if type(record) is Event:
-        return record.received_at
-    at = getattr(record, "at", None)
-    return float(at) if isinstance(at, int | float) else math.nan
+#: Following: seconds between two looks at a file that has nothing new.
+FOLLOW_POLL = 0.25
+#: A silence longer than this (recorded seconds) is cut short ...
+SILENCE = 60.0
+#: ... to this many recorded seconds.
+SILENCE_PLAYED = 5.0
+#: Alerts a processor raised in the replay, remembered per source to leave out
+#: the recorded copy that follows them in the file.
+_RAISED_KEPT = 256
 
 
 @attrs.frozen
@@ -97,6 +111,7 @@ class _ReplayConfig:
     name: str
     sinks: tuple[SinkConfig, ...]
     sources: tuple[SourceInfo, ...]
+    processors: tuple[ProcessorConfig, ...] = ()
 
 
 def default_view(path: Path, plugins: PluginManager) -> SinkConfig:
@@ -127,41 +142,223 @@ def _numeric_fields(path: Path) -> list[str]:
     return []
 
 
+class _Pacer:
+    """When each record is due, under a :class:`ReplayControl` that may change at any time.
+
+    Times are *recorded* seconds (since each recording's start, see
+    :class:`_Merge`); the anchor ties one recorded second to one moment of
+    trio's clock. A change of speed or a pause re-anchors at the position
+    reached, so the replay goes on from there at the new pace.
+    """
+
+    def __init__(self, control: ReplayControl) -> None:
+        self.control = control
+        self._speed = control.speed
+        self._paused = control.paused
+        self._anchor: tuple[float, float] | None = None  # (recorded, trio time)
+        self._changed = trio.Event()
+
+    def changed(self) -> None:
+        """The control changed (called in the run's thread)."""
+        now = trio.current_time()
+        position = self._position(now)
+        self._speed, self._paused = self.control.speed, self.control.paused
+        if position is not None:
+            self._anchor = (position, now)
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def _position(self, now: float) -> float | None:
+        if self._anchor is None:
+            return None
+        recorded, at = self._anchor
+        if self._paused or math.isinf(self._speed):
+            return recorded
+        return recorded + (now - at) * self._speed
+
+    def ready(self, recorded: float) -> bool:
+        """Whether a record of recorded time ``recorded`` may go now."""
+        if self._paused:
+            return False
+        if self._anchor is None or math.isinf(self._speed) or math.isnan(recorded):
+            return True
+        return self._due(recorded) <= trio.current_time()
+
+    def _due(self, recorded: float) -> float:
+        assert self._anchor is not None
+        anchor, at = self._anchor
+        return at + (recorded - anchor) / self._speed
+
+    async def wait(self, recorded: float) -> None:
+        """Until a record of recorded time ``recorded`` is due (never while paused)."""
+        self._skip_silence(recorded)
+        while not self.ready(recorded):
+            changed = self._changed
+            if self._paused:
+                await changed.wait()
+                continue
+            with trio.move_on_at(self._due(recorded)):
+                await changed.wait()
+
+    def _skip_silence(self, recorded: float) -> None:
+        now = trio.current_time()
+        position = self._position(now)
+        if position is None or not recorded - position > SILENCE:
+            return
+        _log.info(
+            "skipping %.0f s of silence in the recording (played as %g s)",
+            recorded - position - SILENCE_PLAYED,
+            SILENCE_PLAYED,
+        )
+        self._anchor = (recorded - SILENCE_PLAYED, now)
+
+    def sent(self, recorded: float) -> None:
+        """A record of recorded time ``recorded`` went to the sinks."""
+        if math.isnan(recorded):
+            return
+        if self._anchor is None or math.isinf(self._speed):
+            self._anchor = (recorded, trio.current_time())
+
+
+class _Merge:
+    """The records of several recordings, interleaved by time since each one's start.
+
+    Each recording keeps its own order; a record without a time goes with
+    its recording's previous one. Following, a recording with nothing new
+    does not hold the others back.
+    """
+
+    def __init__(self, readers: Sequence[RecordingReader], *, follow: bool) -> None:
+        self._readers = list(readers)
+        self._follow = follow
+        self._buffers: list[deque[tuple[float, int, Record]]] = [deque() for _ in readers]
+        self._starts: list[float | None] = [None] * len(readers)
+        self._last = [0.0] * len(readers)
+
+    async def next(self) -> list[tuple[float, int, Record]]:
+        """The next records in order: (recorded seconds, recording index, record).
+
+        Empty at the end; following, it waits until something is appended.
+        """
+        while True:
+            await self._fill()
+            if any(self._buffers):
+                return self._take()
+            if all(reader.done for reader in self._readers):
+                return []
+            await trio.sleep(FOLLOW_POLL)  # following: nothing new yet
+
+    async def _fill(self) -> None:
+        for index, reader in enumerate(self._readers):
+            if not self._buffers[index] and not reader.done:
+                records = await trio.to_thread.run_sync(reader.read, CHUNK)
+                self._buffers[index].extend(self._keyed(index, records))
+
+    def _keyed(self, index: int, records: list[Record]) -> list[tuple[float, int, Record]]:
+        start, last = self._starts[index], self._last[index]
+        keyed = []
+        for record in records:
+            at = record_time(record)
+            if math.isfinite(at):
+                if start is None:
+                    start = at
+                last = at - start
+            keyed.append((last, index, record))
+        self._starts[index], self._last[index] = start, last
+        return keyed
+
+    def _take(self) -> list[tuple[float, int, Record]]:
+        buffers = self._buffers
+        filled = [buffer for buffer in buffers if buffer]
+        if len(filled) == 1 and (self._follow or len(buffers) == 1):
+            taken = list(filled[0])
+            filled[0].clear()
+            return taken
+        taken = []
+        while len(taken) < CHUNK:
+            first = min((b for b in buffers if b), key=lambda b: b[0][0], default=None)
+            if first is None:
+                break
+            taken.append(first.popleft())
+            index = taken[-1][1]
+            if not first and not self._readers[index].done and not self._follow:
+                break  # read on in that recording before going further
+        return taken
+
+
 class Replay(RunHost):
     """Replays recorded files through sinks; runs like an :class:`~mux_core._run.engine.Engine`.
 
-    ``await replay.run()`` (or a plugin's ``mux_main_loop``, which only
-    needs ``config.sinks``, ``run`` and ``request_stop``) returns a
-    :class:`ReplayResult`, also kept in :attr:`result`.
+    ``recordings``: :class:`~mux_core._run.recordings.Recording` objects, or
+    the files of one recording (oldest first). ``speed``: times the recorded
+    pace (``math.inf``: as fast as possible); None: the sinks'
+    ``default_replay_speed`` (as fast as possible when following).
+    ``sources``: what the sinks' context lists (default: scanned from the
+    recordings). ``await replay.run()`` (or a plugin's ``mux_main_loop``,
+    which only needs ``config.sinks``, ``run`` and ``request_stop``) returns
+    a :class:`ReplayResult`, also kept in :attr:`result`.
     """
 
     noun = "replay"
 
     def __init__(
         self,
-        files: Sequence[Path],
+        recordings: Sequence[Recording] | Sequence[Path],
         sinks: Sequence[SinkConfig],
         plugins: PluginManager,
         *,
         name: str,
-        sources: Sequence[SourceInfo] = (),
+        sources: Sequence[SourceInfo] | None = None,
         speed: float | None = None,
         install_signal_handlers: bool = False,
         hold_open: bool | None = None,
+        processors: Sequence[ProcessorConfig] = (),
+        fail_on: Severity | None = None,
+        fail_fast: bool = False,
+        follow: bool = False,
     ) -> None:
-        self.files = list(files)
-        self.config = _ReplayConfig(name, tuple(sinks), tuple(sources))
+        self.recordings = _as_recordings(recordings)
+        #: Every file read, in order.
+        self.files = [path for recording in self.recordings for path in recording.files]
+        self.config = _ReplayConfig(name, tuple(sinks), tuple(sources or ()), tuple(processors))
+        self._sources_given = sources is not None
         self.plugins = plugins
-        self.speed = speed
+        self.follow = follow
         super().__init__(install_signal_handlers=install_signal_handlers)
+        #: The pace every sink can change (``SinkContext.replay``).
+        self.control = ReplayControl(self._default_speed() if speed is None else speed)
         #: Keep the sinks open after the last record until a stop is requested
         #: (default: when there is a window to look at, a ``qt`` sink).
         self.hold_open = any(s.type == "qt" for s in sinks) if hold_open is None else hold_open
+        #: ``--fail-on``: the alerts that make the exit code 4, the first of them.
+        self.fail_on = (
+            None
+            if fail_on is None
+            else FailOn(fail_on, fail_fast=fail_fast, on_first=self._fail_fast)
+        )
         self.result: ReplayResult | None = None
         self.records = 0
         self.bad_lines = 0
         self._stopped = trio.Event()
+        self._chains: dict[tuple[int, str], ProcessorChain | None] = {}
+        self._raised: dict[tuple[int, str], deque[tuple[str, int | None]]] = {}
+        self._recorded_at: dict[tuple[int, str], float] = {}
         self._check_outputs()
+
+    @property
+    def speed(self) -> float:
+        """The pace now, in times the recorded pace (``math.inf``: as fast as possible)."""
+        return self.control.speed
+
+    def _default_speed(self) -> float:
+        if self.follow:
+            return math.inf
+        speeds = [
+            float(sink_member(self.plugins.sinks()[cfg.type].cls, "default_replay_speed"))
+            for cfg in self.config.sinks
+            if cfg.type in self.plugins.sinks()
+        ]
+        return min(speeds, default=math.inf)
 
     def _check_outputs(self) -> None:
         replayed = {os.path.realpath(p) for p in self.files}
@@ -179,12 +376,18 @@ class Replay(RunHost):
         super()._stop(reason)
         self._stopped.set()
 
+    def _fail_fast(self, found: FailingAlert) -> None:
+        self._stop(f"--fail-fast: {found.describe()}")
+
     # -- the run ---------------------------------------------------------------
 
     async def run(self) -> ReplayResult:
         self._token = trio.lowlevel.current_trio_token()
         if self._stop_reason is not None:
             self._stopped.set()
+        if not self._sources_given:
+            sources = await trio.to_thread.run_sync(self._scan_sources)
+            self.config = attrs.evolve(self.config, sources=tuple(sources))
         runners = [self._make_sink(cfg) for cfg in self.config.sinks]
         async with trio.open_nursery() as system:
             if self.install_signal_handlers:
@@ -193,6 +396,7 @@ class Replay(RunHost):
                 self._sinks.attach(nursery)
                 for runner in runners:
                     await self._sinks.start(runner)
+                self._log_start()
                 with trio.CancelScope() as feeding:
                     system.start_soon(self._cancel_when_stopped, feeding)
                     await self._feed()
@@ -208,10 +412,33 @@ class Replay(RunHost):
                         await self._stopped.wait()
                 self._sinks.close_all()
             system.cancel_scope.cancel()
-        code = ExitCode.SINK_FAILED if self._sink_failed else ExitCode.OK
+        if self._sink_failed:
+            code = ExitCode.SINK_FAILED
+        elif self.fail_on is not None and self.fail_on.count:
+            code = ExitCode.ALERT
+        else:
+            code = ExitCode.OK
         reason = self._stop_reason or "the recording is done"
         self.result = ReplayResult(code, self.records, self.bad_lines, reason)
         return self.result
+
+    def _scan_sources(self) -> list[SourceInfo]:
+        relabel = len(self.recordings) > 1
+        found = []
+        for recording in self.recordings:
+            for source, transport in scan_sources(recording):
+                name = f"{source}@{recording.label}" if relabel else source
+                found.append(SourceInfo(name, transport, recording=recording.label))
+        return found
+
+    def _log_start(self) -> None:
+        speed = self.control.speed
+        pace = "as fast as the sinks take it" if math.isinf(speed) else f"at x{speed:g}"
+        if speed == 1.0:
+            pace = "at the recorded pace"
+        labels = ", ".join(recording.label for recording in self.recordings)
+        follow = ", then following" if self.follow else ""
+        _log.info("replaying %s %s%s", labels, pace, follow)
 
     async def _cancel_when_stopped(self, scope: trio.CancelScope) -> None:
         await self._stopped.wait()
@@ -221,6 +448,12 @@ class Replay(RunHost):
         cls = self.plugins.sinks()[cfg.type].cls
         # Block whatever the sink's policy: a recording waits, nothing is dropped.
         channel = SinkChannel(cfg.buffer, Overflow.BLOCK, max_bytes=cfg.buffer_bytes)
+        if cfg.history:
+            _log.info(
+                "sink %r: its history is fed in a live run only (replay a file, or "
+                "mux replay --follow FILE)",
+                cfg.name,
+            )
 
         def context(start_background: StartBackground) -> SinkContext:
             return SinkContext(
@@ -230,58 +463,133 @@ class Replay(RunHost):
                 request_stop=self.request_stop,
                 start_background=start_background,
                 dropped=lambda: channel.dropped,
+                replay=self.control,
+                recordings=tuple(recording.label for recording in self.recordings),
             )
 
         return new_sink_runner(cls, cfg, channel, context)
 
     async def _feed(self) -> None:
-        batch: list[Record] = []
-        speed = self.speed
-        first_at: float | None = None
-        started = trio.current_time()
-        for record in self._records():
-            if speed is not None:
-                at = _record_time(record)
-                if math.isfinite(at):
-                    if first_at is None:
-                        first_at = at
-                    due = started + (at - first_at) / speed
-                    if due > trio.current_time():
+        readers = [
+            RecordingReader(recording, follow=self.follow, on_bad_line=self._bad_line)
+            for recording in self.recordings
+        ]
+        merge = _Merge(readers, follow=self.follow)
+        pacer = _Pacer(self.control)
+
+        def wake() -> None:
+            self._call_soon(pacer.changed)
+
+        self.control.watch(wake)
+        pacer.changed()  # what the control says now (a view may have paused it already)
+        try:
+            batch: list[tuple[int, Record]] = []
+            while items := await merge.next():
+                for recorded, index, record in items:
+                    if not pacer.ready(recorded):
                         await self._send(batch)
                         batch = []
-                        await trio.sleep_until(due)
-            batch.append(record)
-            if len(batch) >= _BATCH:
-                await self._send(batch)
-                batch = []
-        await self._send(batch)
+                        await pacer.wait(recorded)
+                    pacer.sent(recorded)
+                    batch.append((index, record))
+                    if len(batch) >= _BATCH:
+                        await self._send(batch)
+                        batch = []
+                if self.follow:  # what was appended goes now, not with the next append
+                    await self._send(batch)
+                    batch = []
+            await self._send(batch)
+        finally:
+            for reader in readers:
+                reader.close()
 
-    async def _send(self, batch: list[Record]) -> None:
+    async def _send(self, items: list[tuple[int, Record]]) -> None:
         """Hand a batch to every sink, waiting for room; cancelled when the replay stops."""
         await trio.lowlevel.checkpoint()  # a stop cancels here even with no sinks left
+        if not items:
+            return
+        batch = self._processed(items)
+        self.records += len(items)
+        if self.fail_on is not None:
+            cut = self.fail_on.see(batch)
+            if cut is not None:  # --fail-fast: nothing after the alert that stops the replay
+                batch = batch[:cut]
         if not batch:
             return
-        self.records += len(batch)
-        for runner in self._sinks.live:
-            try:
-                await runner.channel.put(batch)
-            except trio.ClosedResourceError:  # the sink failed or was dropped
-                pass
+        # Shielded: a batch read is a batch written, even when --fail-fast (or a
+        # signal) stops the replay meanwhile.
+        with trio.CancelScope(shield=True):
+            for runner in self._sinks.live:
+                try:
+                    await runner.channel.put(batch)
+                except trio.ClosedResourceError:  # the sink failed or was dropped
+                    pass
         if not self._sinks.live:
             self._stop("no sink left")
 
-    def _records(self) -> Iterator[Record]:
-        for path in self.files:
-            with path.open("rb") as file:
-                for number, line in enumerate(file, start=1):
-                    if not line.strip():
-                        continue
-                    try:
-                        record = decode_jsonl(line)
-                    except RecordDecodeError as exc:
-                        self._bad_line(path, number, exc)
-                        continue
-                    yield record
+    def _processed(self, items: list[tuple[int, Record]]) -> list[Record]:
+        """The records through their processors, named as the sinks see them."""
+        relabel = len(self.recordings) > 1
+        if not self.config.processors:
+            if not relabel:
+                return [record for _, record in items]
+            labels = [recording.label for recording in self.recordings]
+            return [relabelled(record, labels[index]) for index, record in items]
+        out: list[Record] = []
+        start = 0
+        while start < len(items):
+            index, first = items[start]
+            end = start + 1
+            while (
+                end < len(items)
+                and items[end][0] == index
+                and items[end][1].source == (first.source)
+            ):
+                end += 1
+            records = self._through_chain(index, first, [r for _, r in items[start:end]])
+            if relabel:
+                label = self.recordings[index].label
+                records = [relabelled(record, label) for record in records]
+            out.extend(records)
+            start = end
+        return out
+
+    def _through_chain(self, index: int, first: Record, records: list[Record]) -> list[Record]:
+        """A run of one source's records through its chain (built on first use).
+
+        An alert a processor raises is stamped with the recorded time of the
+        record before it (the replay's "now" is the recording's), and the
+        recorded copy of it (same rule and seq) that follows is left out.
+        """
+        key = (index, first.source)
+        if key not in self._chains:
+            self._chains[key] = build_chain(
+                self.config.processors, self.plugins, first.source, first.transport
+            )
+            self._raised[key] = deque(maxlen=_RAISED_KEPT)
+        chain = self._chains[key]
+        if chain is None:
+            return records
+        given = {id(record) for record in records}
+        raised = self._raised[key]
+        out: list[Record] = []
+        at = self._recorded_at.get(key, math.nan)
+        for record in chain.run(records):
+            if type(record) is Alert:
+                mark = (record.rule, record.seq)
+                if id(record) not in given:
+                    raised.append(mark)
+                    if math.isfinite(at):
+                        record = msgspec.structs.replace(record, at=at)
+                elif mark in raised:
+                    raised.remove(mark)
+                    continue
+            elif id(record) in given:
+                found = record_time(record)
+                at = found if math.isfinite(found) else at
+            out.append(record)
+        self._recorded_at[key] = at
+        return out
 
     def _bad_line(self, path: Path, number: int, exc: Exception) -> None:
         self.bad_lines += 1
@@ -289,3 +597,13 @@ class Replay(RunHost):
             _log.warning("%s:%d: skipped: %s", path, number, exc)
         elif self.bad_lines == _REPORT_BAD + 1:
             _log.warning("more bad lines: skipping them without a word each (counted at the end)")
+
+
+def _as_recordings(given: Sequence[Recording] | Sequence[Path]) -> list[Recording]:
+    recordings = [item for item in given if isinstance(item, Recording)]
+    if len(recordings) == len(given):
+        return recordings
+    files = tuple(Path(item) for item in given if not isinstance(item, Recording))
+    if len(files) != len(given):
+        raise TypeError("pass recordings or the files of one recording, not both")
+    return [Recording(files[-1].stem if files else "", files)]

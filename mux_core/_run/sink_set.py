@@ -21,6 +21,7 @@ from .._config import SinkConfig
 from ..errors import PluginError
 from ..sink import Overflow, SinkContext, sink_member
 from .channel import SinkChannel
+from .recordings import Recording, feed_history
 
 __all__ = ["SinkRunner", "SinkSet", "new_sink_runner"]
 
@@ -37,6 +38,8 @@ class SinkRunner:
     nursery: trio.Nursery | None = None
     failed: BaseException | None = None
     finished: trio.Event = attrs.field(factory=trio.Event)
+    #: Recordings the sink gets before any live record (its ``history`` key).
+    history: tuple[Recording, ...] = ()
 
 
 #: ``start_background`` for a sink's context: starts a task in the sink's nursery.
@@ -74,11 +77,18 @@ class SinkSet:
 
     ``on_failure(runner, exc, started)`` is called when a sink fails (``started``:
     it had opened, so it failed while writing); the set has already taken it
-    out of :attr:`live`.
+    out of :attr:`live`. ``stopping()`` tells whether the run was asked to stop.
     """
 
-    def __init__(self, on_failure: Callable[[SinkRunner, BaseException, bool], None]) -> None:
+    def __init__(
+        self,
+        on_failure: Callable[[SinkRunner, BaseException, bool], None],
+        *,
+        stopping: Callable[[], bool] = lambda: False,
+    ) -> None:
         self._on_failure = on_failure
+        #: Whether a stop was requested (a signal, --for): a sink's history is cut short.
+        self._stopping = stopping
         self._nursery: trio.Nursery | None = None
         self._runners: dict[str, SinkRunner] = {}
         #: The sinks still taking records, in start order.
@@ -176,6 +186,8 @@ class SinkSet:
                 await sink_member(sink, "open")()
                 task_status.started()
                 started = True
+                if runner.history:
+                    await self._feed_history(runner)
                 while True:
                     try:
                         batch = await runner.channel.get()
@@ -201,6 +213,15 @@ class SinkSet:
                 task_status.started()
         finally:
             runner.finished.set()
+
+    async def _feed_history(self, runner: SinkRunner) -> None:
+        """The sink's ``history`` first; live records wait in its channel meanwhile
+        (under its overflow policy)."""
+        name = runner.config.name
+        files = ", ".join(str(recording.path) for recording in runner.history)
+        _log.info("sink %r: reading its history (%s)", name, files)
+        count = await feed_history(runner.history, runner.sink.write, stopped=self._stopping)
+        _log.info("sink %r: %d records of history from %s, then live", name, count, files)
 
 
 def _unwrap(exc: BaseException) -> BaseException:

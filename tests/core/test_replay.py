@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -180,7 +181,7 @@ def test_cli_replays_into_a_terminal_view_of_the_numeric_fields(tmp_path: Path) 
     base = tmp_path / "events.jsonl"
     write(tmp_path / "events.jsonl.1", events(1, 50))
     write(base, events(51, 50), garbage={7: b"oops\n"})
-    result = _mux("replay", "events.jsonl", cwd=tmp_path)
+    result = _mux("replay", "events.jsonl", "--speed", "max", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "train" in result.stdout and "loss" in result.stdout
     assert "0.01" in result.stdout  # the last loss, 1/100
@@ -206,7 +207,7 @@ def test_cli_usage_errors_exit_2(tmp_path: Path) -> None:
 def test_replay_help_lists_options_and_exit_codes(tmp_path: Path) -> None:
     result = _mux("replay", "--help", cwd=tmp_path)
     assert result.returncode == 0
-    for text in ("--speed", "--config", "Exit codes", "rotated"):
+    for text in ("--speed", "--config", "--follow", "--fail-fast", "exit codes", "rotated"):
         assert text in result.stdout
 
 
@@ -256,7 +257,7 @@ def test_replay_into_the_qt_panel_keeps_every_point_and_waits_for_the_window(
     manager.register(mux_qt, name="qt")
     options = QtOptions(plot=["loss"], x="step")
     sink = SinkConfig("qt", "qt", options, Overflow.DROP_OLDEST, 1000, "stop", None)
-    replay = Replay([base], [sink], manager, name="events.jsonl")
+    replay = Replay([base], [sink], manager, name="events.jsonl", speed=math.inf)
     seen: dict[str, Any] = {}
 
     def close_once_drawn() -> None:
