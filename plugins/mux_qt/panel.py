@@ -33,7 +33,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 os.environ.setdefault("PYQTGRAPH_QT_LIB", "PySide6")
@@ -61,6 +61,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from mux_core.sink import ReplayControl
 from mux_core.views import format_age, format_rate, format_value
 
 from .model import (
@@ -783,6 +784,8 @@ class QtPanel(QWidget):
         on_restart: Callable[[str], None] | None = None,
         x_mode: str | None = None,
         recordings: Sequence[str] = (),
+        recording_clocks: Mapping[str, Callable[[], float]] | None = None,
+        replay: ReplayControl | None = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -790,7 +793,9 @@ class QtPanel(QWidget):
         self._on_restart = on_restart
         self._dropped = dropped
         self._clock = clock
+        self._clocks = dict(recording_clocks or {})
         self._recordings = list(recordings)
+        self.replay = replay
         self._quiet = False
         self._closed = False
         self._row_of: dict[str, int] = {}
@@ -823,6 +828,8 @@ class QtPanel(QWidget):
         )
         self.banner = banner
         layout.addWidget(banner)
+        if replay is not None:
+            layout.addLayout(self._replay_bar(replay))
 
         self.table = QTableWidget(0, len(self.columns))
         self.table.setHorizontalHeaderLabels(list(self.columns))
@@ -868,6 +875,32 @@ class QtPanel(QWidget):
         #: Frames drawn so far (the benchmark counts them).
         self.frames = 0
         self.refresh()
+
+    def _replay_bar(self, replay: ReplayControl) -> QHBoxLayout:
+        """Pause / resume, slower, faster, and the pace, for ``mux replay``."""
+        bar = QHBoxLayout()
+        bar.addWidget(_plain_label("Replay:"))
+        self.pause_button = QPushButton("Pause")
+        self.pause_button.clicked.connect(
+            lambda _checked=False: replay.resume() if replay.paused else replay.pause()
+        )
+        slower = QPushButton("Slower")
+        slower.clicked.connect(lambda _checked=False: replay.slower())
+        faster = QPushButton("Faster")
+        faster.clicked.connect(lambda _checked=False: replay.faster())
+        self.pace = _plain_label()
+        for widget in (self.pause_button, slower, faster, self.pace):
+            bar.addWidget(widget)
+        bar.addStretch(1)
+        return bar
+
+    def _show_pace(self, replay: ReplayControl) -> None:
+        speed = replay.speed
+        pace = "as fast as it goes" if math.isinf(speed) else f"{speed:g}{TIMES} the recorded pace"
+        text = f"paused ({pace})" if replay.paused else pace
+        if self.pace.text() != text:
+            self.pace.setText(text)
+            self.pause_button.setText("Resume" if replay.paused else "Pause")
 
     @property
     def plots(self) -> dict[str, pg.PlotItem]:
@@ -949,10 +982,13 @@ class QtPanel(QWidget):
 
     def refresh(self) -> None:
         """Repaint rows and curves from the model (the timer calls this)."""
-        now = self._clock()
+        default_now = self._clock()
+        clocks = self._clocks
         needed = 0
         for name, info in self.model.rows.items():
             row = self._ensure_row(name)
+            clock = clocks.get(info.recording) if info.recording is not None else None
+            now = default_now if clock is None else clock()
             badge = self.table.cellWidget(row, self._column[_STATE])
             assert isinstance(badge, _BadgeWidget)
             quiet = info.quiet(now)
@@ -973,6 +1009,8 @@ class QtPanel(QWidget):
             self._set_text(row, _QUALITY, quality_text(info.quality))
             self._show_restart(row, info)
         self._keep_state_readable(needed)
+        if self.replay is not None:
+            self._show_pace(self.replay)
         for view in self.views.values():
             view.refresh()
         dropped = self._dropped()

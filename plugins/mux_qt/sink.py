@@ -54,6 +54,9 @@ class QtSink(Sink):
     default_overflow: ClassVar[str] = "drop_oldest"
     default_buffer: ClassVar[int] = 100_000
     default_on_error: ClassVar[str] = "stop"
+    #: ``mux replay`` into the panel plays at the recorded pace (the replay bar
+    #: pauses it and makes it faster or slower; ``--speed`` sets it).
+    default_replay_speed: ClassVar[float] = 1.0
 
     def __init__(self, options: QtOptions, context: SinkContext) -> None:
         # The model (numpy columns) is imported only when a run has a panel:
@@ -74,6 +77,11 @@ class QtSink(Sink):
             self.model.set_smoothing(field, options.smoothing)
         #: The wall clock, or the recording's time during a replay.
         self.clock: ViewClock = ViewClock(time.time)
+        #: With several recordings (``mux replay a.jsonl b.jsonl``), each one's
+        #: own time: they may have been recorded days apart.
+        self.clocks: dict[str, ViewClock] = {
+            label: ViewClock(time.time) for label in context.recordings
+        }
         #: The window, from ``open()`` until ``aclose()``.
         self.panel: QtPanel | None = None
 
@@ -91,7 +99,7 @@ class QtSink(Sink):
         from .panel import QtPanel, ensure_application
 
         app = ensure_application()
-        recordings: tuple[str, ...] = tuple(getattr(self.context, "recordings", ()))
+        recordings = self.context.recordings
         self.panel = QtPanel(
             self.model,
             title=f"mux — {self.context.config_name}",
@@ -103,6 +111,8 @@ class QtSink(Sink):
             # Several recordings overlaid: their runs line up by step, not by time.
             x_mode="step" if len(recordings) > 1 else None,
             recordings=recordings,
+            recording_clocks=self.clocks,
+            replay=self.context.replay,
         )
         self.panel.show()
         if QThread.currentThread().loopLevel() == 0:
@@ -117,6 +127,22 @@ class QtSink(Sink):
     async def write(self, batch: Batch) -> None:
         self.model.apply(batch)
         self.clock.saw(batch)
+        if len(self.clocks) > 1:
+            self._saw_per_recording(batch)
+
+    def _saw_per_recording(self, batch: Batch) -> None:
+        """Each recording's clock notes the newest record of that recording."""
+        rows = self.model.rows
+        pending = set(self.clocks)
+        for record in reversed(batch):
+            row = rows.get(record.source)
+            label = None if row is None else row.recording
+            if label in pending:
+                assert label is not None
+                pending.discard(label)
+                self.clocks[label].saw([record])
+                if not pending:
+                    return
 
     async def aclose(self) -> None:
         panel, self.panel = self.panel, None

@@ -695,3 +695,85 @@ def test_two_recordings_overlaid_one_legend_entry_per_run_aligned_by_step(
     assert a.opts["pen"].color() == b.opts["pen"].color()  # the same source: one colour
     assert a.opts["pen"].style() == Qt.PenStyle.SolidLine
     assert b.opts["pen"].style() == Qt.PenStyle.DashLine  # told apart by the dash
+
+
+# -- replays ------------------------------------------------------------------------
+
+
+def test_the_replay_bar_pauses_and_changes_the_pace(made: list[QtPanel]) -> None:
+    from PySide6.QtWidgets import QPushButton
+
+    from mux_core.sink import ReplayControl
+
+    ensure_application()
+    control = ReplayControl(1.0)
+    panel = QtPanel(
+        PanelModel(SOURCES, fields=("loss",)),
+        title="replay",
+        on_close=lambda: None,
+        replay=control,
+    )
+    panel.timer.stop()
+    made.append(panel)
+    panel.refresh()
+    assert panel.pace.text() == f"1{TIMES} the recorded pace"
+    buttons = {b.text(): b for b in panel.findChildren(QPushButton)}
+    buttons["Faster"].click()
+    buttons["Faster"].click()
+    panel.refresh()
+    assert control.speed == 4.0 and panel.pace.text() == f"4{TIMES} the recorded pace"
+    buttons["Pause"].click()
+    panel.refresh()
+    assert control.paused and panel.pace.text() == f"paused (4{TIMES} the recorded pace)"
+    assert panel.pause_button.text() == "Resume"
+    panel.pause_button.click()
+    buttons["Slower"].click()
+    panel.refresh()
+    assert not control.paused and control.speed == 2.0
+    assert panel.pause_button.text() == "Pause"
+
+
+async def test_two_recordings_days_apart_each_read_on_their_own_time() -> None:
+    import trio
+
+    from mux_core.sink import SinkContext
+    from mux_qt.options import QtOptions
+    from mux_qt.sink import QtSink
+
+    now = time.time()
+    days = {"a": now - 3 * 86_400, "b": now - 86_400}  # when each recording was made
+    sources = tuple(SourceInfo(f"train@{label}", "sse", recording=label) for label in days)
+    async with trio.open_nursery() as nursery:
+        context = SinkContext(
+            name="qt",
+            config_name="a.jsonl b.jsonl",
+            sources=sources,
+            request_stop=lambda reason: None,
+            start_background=lambda fn: nursery.start_soon(fn),
+            recordings=("a", "b"),
+        )
+        sink = QtSink(QtOptions(plot=["loss"]), context)
+        assert sink.default_replay_speed == 1.0  # a replay into the panel plays as recorded
+        await sink.open()
+        panel = sink.panel
+        assert panel is not None
+        try:
+            for step in range(1, 21):  # interleaved, as the replay feeds them
+                for label, start in days.items():
+                    source = f"train@{label}"
+                    at = start + step * 0.5
+                    await sink.write(
+                        [
+                            status(State.CONNECTED, at, source=source),
+                            event(step, {"step": step, "loss": 1.0}, source=source, at=at),
+                        ]
+                    )
+            panel.refresh()
+            for label in days:
+                age = panel.cell_text(f"train@{label}", "Last event")
+                assert age.endswith(" s ago") and float(age.split()[0]) < 2.0, (label, age)
+                assert panel.badge(f"train@{label}").name == "connected"  # not stale
+            assert panel.views["loss"].x_mode == "step"
+        finally:
+            await sink.aclose()
+            nursery.cancel_scope.cancel()
