@@ -50,6 +50,7 @@ if TYPE_CHECKING:
         Status,
         decode_jsonl,
         encode_jsonl,
+        open_recording,
         record_to_dict,
     )
     from .retry import RetryPolicy
@@ -104,6 +105,7 @@ __all__ = [
     "encode_jsonl",
     "hookimpl",
     "load_config",
+    "open_recording",
     "parse_config",
     "read_source_document",
     "record_to_dict",
@@ -143,6 +145,7 @@ _HOMES = {
         "Status",
         "decode_jsonl",
         "encode_jsonl",
+        "open_recording",
         "record_to_dict",
     ),
     ".retry": ("RetryPolicy",),

@@ -27,9 +27,11 @@ docs/plugins/writing-a-sink.md, "Batches and records".
 from __future__ import annotations
 
 import enum
+import io
 import logging
+import os
 from collections.abc import Iterable, Sequence
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, BinaryIO, TypeAlias, TypeVar
 
 import msgspec
 
@@ -51,6 +53,7 @@ __all__ = [
     "decode_jsonl",
     "encode_data",
     "encode_jsonl",
+    "open_recording",
     "record_to_dict",
 ]
 
@@ -475,3 +478,114 @@ class SizedBatch(list[_R]):
     def __init__(self, nbytes: int = 0) -> None:
         super().__init__()
         self.nbytes = nbytes
+
+
+# -- reading a recording ---------------------------------------------------------
+
+#: The first bytes of a zstd frame: how a compressed recording is told apart.
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+#: Compressed bytes fed to the decompressor at a time: bounds what one read
+#: can inflate to (zstd's worst case is ~32,000 to 1), whatever the file holds.
+_ZSTD_READ = 2048
+
+
+def open_recording(path: str | os.PathLike[str]) -> BinaryIO:
+    """A recording opened to read its lines: ``for line in open_recording(path)``.
+
+    A ``file`` sink writes JSON Lines, or with ``compression = "zstd"`` zstd
+    frames (``events.jsonl.zst``, ``events.jsonl.zst.1``, ...); they are told
+    apart by their first bytes, not their name, and a compressed one is
+    decompressed as it is read (``readline``, iteration and ``read`` work; not
+    ``seek``). Feed each line to :func:`decode_jsonl`.
+
+    A compressed file's torn tail -- a crash in the middle of a write, or a
+    ``file`` sink still writing it -- reads as its end, as a plain file's
+    unfinished last line reads as a last line without its newline; read again
+    later, what was appended since follows (``tail -f``). Damaged data in the
+    middle ends the reading, with a warning naming the byte.
+    Raises ``OSError`` as ``open`` does, and :class:`~mux_core.errors.MuxError`
+    (with the install hint) for a compressed file when zstandard is missing.
+    """
+    file = open(path, "rb")  # noqa: SIM115 (handed to the caller)
+    try:
+        head = file.read(len(ZSTD_MAGIC))
+        file.seek(0)
+        if head != ZSTD_MAGIC:
+            return file
+        return io.BufferedReader(_ZstdReader(file, os.fspath(path)), buffer_size=1 << 16)
+    except BaseException:
+        file.close()
+        raise
+
+
+class _ZstdReader(io.RawIOBase):
+    """The decompressed bytes of a file of zstd frames, one after the other."""
+
+    def __init__(self, file: BinaryIO, name: str) -> None:
+        try:
+            import zstandard
+        except ImportError:
+            from .errors import MuxError
+
+            raise MuxError(
+                f"{name} is zstd-compressed; reading it needs zstandard: pip install 'mux[zstd]'"
+            ) from None
+        super().__init__()
+        self._file = file
+        self._name = name
+        self._error = zstandard.ZstdError
+        self._decompressor = zstandard.ZstdDecompressor()
+        self._frame = self._decompressor.decompressobj()
+        self._out = b""
+        self._pos = 0
+        self._offset = 0
+        self._end = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while self._pos >= len(self._out) and not self._end:
+            if not self._fill():
+                return 0
+        view = memoryview(buffer).cast("B")
+        count = min(len(view), len(self._out) - self._pos)
+        view[:count] = self._out[self._pos : self._pos + count]
+        self._pos += count
+        return count
+
+    def fileno(self) -> int:
+        return self._file.fileno()
+
+    def _fill(self) -> bool:
+        """Decompress the next compressed bytes; False at the end of the file for now."""
+        data = self._file.read(_ZSTD_READ)
+        if not data:
+            return False  # the end, or a torn last frame (more may be appended)
+        out = []
+        while data:
+            try:
+                out.append(self._frame.decompress(data))
+            except self._error as exc:
+                _log.warning(
+                    "%s: damaged zstd data near byte %d (%s); the rest is not read",
+                    self._name,
+                    self._offset,
+                    exc,
+                )
+                self._end = True
+                break
+            if self._frame.eof:  # a frame ended: the next starts in what is left
+                data = self._frame.unused_data
+                self._frame = self._decompressor.decompressobj()
+            else:
+                data = b""
+        self._offset = self._file.tell()
+        self._out = b"".join(out)
+        self._pos = 0
+        return True
+
+    def close(self) -> None:
+        if not self.closed:
+            self._file.close()
+        super().close()

@@ -66,6 +66,7 @@ PUBLIC_API = [
     "encode_jsonl",
     "hookimpl",
     "load_config",
+    "open_recording",
     "parse_config",
     "read_source_document",
     "record_to_dict",
