@@ -148,6 +148,14 @@ def _sink_keys() -> list[Field]:
             "per type",
             'When the sink fails: "stop" the run (exit code 1) or "drop" the sink and go on.',
         ),
+        Field(
+            "history",
+            "string or array of strings",
+            "none",
+            "Recordings (paths or globs of file sink output) this sink gets before any live"
+            " record: a view opened mid-run shows the whole run. See"
+            " [history at open](user-guide.md#history-at-open-a-view-opened-mid-run).",
+        ),
     ]
 
 
