@@ -79,9 +79,9 @@ class QtSink(Sink):
         self.clock: ViewClock = ViewClock(time.time)
         #: With several recordings (``mux replay a.jsonl b.jsonl``), each one's
         #: own time: they may have been recorded days apart.
-        self.clocks: dict[str, ViewClock] = {
-            label: ViewClock(time.time) for label in context.recordings
-        }
+        self.clocks: dict[str, ViewClock] = {}
+        if len(context.recordings) > 1:
+            self.clocks = {label: ViewClock(time.time) for label in context.recordings}
         #: The window, from ``open()`` until ``aclose()``.
         self.panel: QtPanel | None = None
 
