@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -346,3 +347,36 @@ def test_cli_replay_with_a_sink_only_config_names_the_alert_behind_exit_4(
     assert len(out) == 12  # connected, steps 0..9, the alert (just before step 0 again)
     usage = _mux("replay", "run.jsonl", "--fail-fast", cwd=tmp_path)
     assert usage.returncode == 2 and "add --fail-on SEVERITY" in usage.stderr
+
+
+async def test_cli_follow_goes_on_with_appended_lines_until_ctrl_c(tmp_path: Path) -> None:
+    live = tmp_path / "live.jsonl"
+    records = run_events("train", range(6), at=T0)
+    live.write_bytes(encode_jsonl(records[:3]))
+    out = tmp_path / "out.jsonl"
+    (tmp_path / "out.toml").write_text(
+        f'[[sinks]]\ntype = "file"\npath = "{out}"\nflush_interval = 0.05\n'
+    )
+    command = [sys.executable, "-m", "mux_core", "replay", "--follow", str(live)]
+    command += ["--config", str(tmp_path / "out.toml")]
+
+    async def lines_written(count: int) -> None:
+        with trio.fail_after(15):
+            while True:
+                if out.exists() and out.read_bytes().count(b"\n") >= count:
+                    return
+                await trio.sleep(0.02)
+
+    async with trio.open_nursery() as nursery:
+        process: trio.Process = await nursery.start(
+            partial(trio.run_process, command, check=False, stderr=subprocess.DEVNULL)
+        )
+        await lines_written(3)
+        with live.open("ab") as file:
+            file.write(encode_jsonl(records[3:]))
+        await lines_written(len(records))
+        process.send_signal(2)  # Ctrl-C
+        with trio.fail_after(15):
+            code = await process.wait()
+    assert code == 0
+    assert out.read_bytes() == encode_jsonl(records)
