@@ -12,12 +12,12 @@ EXTRA_PACKAGES := $(wildcard examples/mux-jsonl-tail/pyproject.toml)
 # mux (from inside their folder, no MYPYPATH): what a plugin author's mypy sees.
 TYPED_EXAMPLES := examples/mux-gauge examples/mux-ndjson-tcp examples/mux-nats
 
-.PHONY: test lint typecheck pytest demo bench docs clean
+.PHONY: test lint typecheck pytest browser demo bench docs clean
 
 $(STAMP): pyproject.toml $(EXTRA_PACKAGES) $(addsuffix /pyproject.toml,$(TYPED_EXAMPLES))
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,qt,docs,redis,prometheus,tensorboard,zstd]' $(if $(EXTRA_PACKAGES),-e examples/mux-jsonl-tail) $(addprefix -e ,$(TYPED_EXAMPLES))
+	$(BIN)/python -m pip install --quiet -e '.[dev,qt,docs,redis,prometheus,tensorboard,zstd,web]' $(if $(EXTRA_PACKAGES),-e examples/mux-jsonl-tail) $(addprefix -e ,$(TYPED_EXAMPLES))
 	@touch $@
 
 test: lint typecheck pytest
@@ -32,10 +32,22 @@ typecheck: $(STAMP)
 	$(BIN)/mypy --strict examples/mux-jsonl-tail/mux_jsonl_tail
 	for dir in $(TYPED_EXAMPLES); do (cd $$dir && env -u MYPYPATH $(CURDIR)/$(BIN)/mypy --strict . ) || exit 1; done
 
-pytest: $(STAMP)
+pytest: $(STAMP) browser
 	cd examples/mux-jsonl-tail && ../../$(BIN)/pytest -q
 	for dir in $(TYPED_EXAMPLES); do (cd $$dir && $(CURDIR)/$(BIN)/pytest -q) || exit 1; done
 	QT_QPA_PLATFORM=offscreen $(BIN)/pytest -q
+
+# The web sink's browser tests drive Debian's Chromium and its driver (never a
+# browser downloaded by a test tool). Installed once, when missing, where we are
+# root with apt (CI); elsewhere the tests say how and are skipped.
+browser:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	  else \
+	    echo "browser tests: install Debian's chromium and chromium-driver (sudo apt-get install chromium chromium-driver)"; \
+	  fi; \
+	fi
 
 $(DEMO_STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
