@@ -28,14 +28,15 @@ from __future__ import annotations
 
 import enum
 import io
+import json
 import logging
 import os
 from collections.abc import Iterable, Sequence
-from typing import Any, BinaryIO, TypeAlias, TypeVar
+from typing import Any, BinaryIO, TypeAlias, TypeVar, cast
 
 import msgspec
 
-from .payload import decode_payload, keep_raw
+from .payload import _enc_hook, decode_payload, keep_raw, keep_value
 
 __all__ = [
     "RECORD_OVERHEAD",
@@ -141,11 +142,19 @@ class Event(
         Raw JSON is decoded on first access and the value replaces it in the
         record (a cache, not a change: the record compares, hashes and is
         written the same before and after; only the bytes a file gets may be
-        re-encoded from the value, e.g. ``1.10`` as ``1.1``).
+        re-encoded from the value, e.g. ``1.10`` as ``1.1``). JSON with
+        ``NaN`` / ``Infinity`` literals is decoded on every access instead
+        (floats: ``nan``, ``inf``, ``-inf``) and keeps its bytes, so a file
+        gets the literals as received.
         """
         payload = self._payload
         if type(payload) is msgspec.Raw:
-            payload = decode_payload(payload)
+            try:
+                payload = _decode_json(payload)
+            except _NOT_JSON:
+                # NaN / Infinity literals: decoded on each access, never cached,
+                # so the record keeps the bytes received and the file holds them.
+                return decode_payload(payload)
             _set_payload(self, payload)
         return payload
 
@@ -314,18 +323,12 @@ def record_to_dict(record: Record) -> dict[str, Any]:
     return out
 
 
-def _enc_hook(obj: Any) -> Any:
-    tolist = getattr(obj, "tolist", None)  # numpy arrays and scalars
-    if callable(tolist):
-        return tolist()
-    # Anything else a transport put in a payload is written as its repr
-    # rather than failing the sink.
-    return repr(obj)
-
-
 _encoder = msgspec.json.Encoder(enc_hook=_enc_hook)
+_decode_json = msgspec.json.decode
 #: What encoding a payload the encoder cannot write raises.
 _UNENCODABLE = (TypeError, ValueError, RecursionError, msgspec.EncodeError)
+#: What decoding bytes that are not strict JSON raises.
+_NOT_JSON = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
 
 
 def encode_jsonl(records: Iterable[Record]) -> bytes:
@@ -336,6 +339,12 @@ def encode_jsonl(records: Iterable[Record]) -> bytes:
     payload cannot be encoded (a decoded value nested deeper than the
     encoder goes, a dict with tuple keys, ...) is written with its data as
     text instead, so one odd payload never fails a sink.
+
+    NaN, Infinity and -Infinity in a payload are written as those bare
+    literals (what Python's ``json.dumps`` writes and ``json.loads`` reads
+    back as floats) at no cost to other payloads: a payload holding one is
+    kept as its JSON bytes, as received or made by
+    :func:`~mux_core.payload.keep_value` (docs/architecture.md, Records).
     """
     if not isinstance(records, list):
         records = list(records)
@@ -407,16 +416,35 @@ class _EventLine(msgspec.Struct, tag_field="type", tag="event", gc=False):
 _line_decoder = msgspec.json.Decoder(_EventLine | Status | Alert | Quality)
 
 
+class _EventHead(msgspec.Struct, tag_field="type", tag="event", gc=False):
+    # An event line read by the standard library (NaN / Infinity literals):
+    # everything but its data, which is cut out of the line as it was written.
+    source: str
+    transport: str
+    event: str
+    id: str | None
+    received_at: float
+    seq: int
+
+
+_Lenient: TypeAlias = _EventHead | Status | Alert | Quality
+
+
 def decode_jsonl(line: bytes | str) -> Record:
     """The record of one JSON Lines line as :func:`encode_jsonl` writes it.
 
     Raises :class:`RecordDecodeError` with a readable reason for anything
-    else. An event's data stays as its raw JSON bytes until accessed.
+    else. An event's data stays as its raw JSON bytes until accessed. The
+    literals ``NaN``, ``Infinity`` and ``-Infinity`` are read as floats (a
+    slower path, only for lines that hold them).
     """
     try:
         decoded = _line_decoder.decode(line)
-    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
-        raise RecordDecodeError(_readable(exc)) from None
+    except _NOT_JSON as exc:
+        lenient = _decode_lenient(line)
+        if lenient is None:
+            raise RecordDecodeError(_readable(exc)) from None
+        return lenient
     if type(decoded) is _EventLine:
         return Event(
             decoded.source,
@@ -429,6 +457,43 @@ def decode_jsonl(line: bytes | str) -> Record:
         )
     assert isinstance(decoded, Status | Alert | Quality)
     return decoded
+
+
+def _decode_lenient(line: bytes | str) -> Record | None:
+    """A line holding NaN / Infinity literals, read with the standard library;
+    None when it is not a record that way either."""
+    raw = line.encode() if isinstance(line, str) else bytes(line)
+    if b"NaN" not in raw and b"Infinity" not in raw and b"e" not in raw and b"E" not in raw:
+        return None  # msgspec refuses 1e999 too: the standard library reads it as inf
+    try:
+        obj = json.loads(raw)
+        head = msgspec.convert(obj, _Lenient)
+    except (ValueError, RecursionError, msgspec.ValidationError):
+        return None
+    if type(head) is not _EventHead:
+        assert isinstance(head, Status | Alert | Quality)
+        return head
+    data = _data_bytes(raw, obj["data"]) if "data" in obj else None
+    if data is None:
+        return None
+    return Event(head.source, head.transport, head.event, head.id, data, head.received_at, head.seq)
+
+
+def _data_bytes(line: bytes, value: Any) -> Any:
+    """An event line's data as the bytes written (``"data":`` up to
+    ``,"received_at":``), when they read as ``value``; else ``value`` as
+    :func:`~mux_core.payload.keep_value` keeps it."""
+    start = line.find(b'"data":')
+    end = line.rfind(b',"received_at":')
+    if 0 <= start < end:
+        cut = line[start + 7 : end].strip()
+        try:
+            same = json.loads(cut) == value or repr(json.loads(cut)) == repr(value)
+        except (ValueError, RecursionError):
+            same = False
+        if same:
+            return msgspec.Raw(cut)
+    return keep_value(value)
 
 
 def _readable(exc: Exception) -> str:
@@ -495,16 +560,18 @@ def open_recording(path: str | os.PathLike[str]) -> BinaryIO:
     A ``file`` sink writes JSON Lines, or with ``compression = "zstd"`` zstd
     frames (``events.jsonl.zst``, ``events.jsonl.zst.1``, ...); they are told
     apart by their first bytes, not their name, and a compressed one is
-    decompressed as it is read (``readline``, iteration and ``read`` work; not
-    ``seek``). Feed each line to :func:`decode_jsonl`.
+    decompressed as it is read (iteration, ``readline`` and ``read`` work;
+    ``seek(0)`` starts over, and ``tell()`` counts the compressed bytes read, so
+    a reader can tell that the file was cut short). Feed each line to
+    :func:`decode_jsonl`.
 
     A compressed file's torn tail -- a crash in the middle of a write, or a
     ``file`` sink still writing it -- reads as its end, as a plain file's
     unfinished last line reads as a last line without its newline; read again
     later, what was appended since follows (``tail -f``). Damaged data in the
-    middle ends the reading, with a warning naming the byte.
-    Raises ``OSError`` as ``open`` does, and :class:`~mux_core.errors.MuxError`
-    (with the install hint) for a compressed file when zstandard is missing.
+    middle ends the reading, with a warning naming the byte. Raises
+    ``OSError`` as ``open`` does, and :class:`~mux_core.errors.MuxError` (with
+    the install hint) for a compressed file when zstandard is missing.
     """
     file = open(path, "rb")  # noqa: SIM115 (handed to the caller)
     try:
@@ -512,14 +579,14 @@ def open_recording(path: str | os.PathLike[str]) -> BinaryIO:
         file.seek(0)
         if head != ZSTD_MAGIC:
             return file
-        return io.BufferedReader(_ZstdReader(file, os.fspath(path)), buffer_size=1 << 16)
+        return cast(BinaryIO, _ZstdRecording(file, os.fspath(path)))
     except BaseException:
         file.close()
         raise
 
 
-class _ZstdReader(io.RawIOBase):
-    """The decompressed bytes of a file of zstd frames, one after the other."""
+class _ZstdRecording(io.BufferedIOBase):
+    """The decompressed lines of a file of zstd frames, one frame after the other."""
 
     def __init__(self, file: BinaryIO, name: str) -> None:
         try:
@@ -535,34 +602,75 @@ class _ZstdReader(io.RawIOBase):
         self._name = name
         self._error = zstandard.ZstdError
         self._decompressor = zstandard.ZstdDecompressor()
+        self._start()
+
+    def _start(self) -> None:
         self._frame = self._decompressor.decompressobj()
-        self._out = b""
+        self._buffer = b""
         self._pos = 0
-        self._offset = 0
-        self._end = False
+        self._damaged = False
 
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: Any) -> int:
-        while self._pos >= len(self._out) and not self._end:
-            if not self._fill():
-                return 0
-        view = memoryview(buffer).cast("B")
-        count = min(len(view), len(self._out) - self._pos)
-        view[:count] = self._out[self._pos : self._pos + count]
-        self._pos += count
-        return count
+    def seekable(self) -> bool:
+        return True
 
     def fileno(self) -> int:
         return self._file.fileno()
 
+    def tell(self) -> int:
+        """The compressed bytes read so far (a line has no compressed offset)."""
+        return self._file.tell()
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        """Only back to the start (``seek(0)``): the frames are read again."""
+        if offset != 0 or whence != io.SEEK_SET:
+            raise io.UnsupportedOperation("a zstd recording can only seek back to its start")
+        self._file.seek(0)
+        self._start()
+        return 0
+
+    def readline(self, size: int | None = -1) -> bytes:
+        limit = -1 if size is None else size
+        while True:
+            end = self._buffer.find(b"\n", self._pos)
+            if end >= 0 or not self._fill():
+                break
+        stop = len(self._buffer) if end < 0 else end + 1
+        if 0 <= limit < stop - self._pos:
+            stop = self._pos + limit
+        line = self._buffer[self._pos : stop]
+        self._pos = stop
+        return line
+
+    def read(self, size: int | None = -1) -> bytes:
+        limit = -1 if size is None else size
+        while (limit < 0 or len(self._buffer) - self._pos < limit) and self._fill():
+            pass
+        stop = len(self._buffer) if limit < 0 else min(len(self._buffer), self._pos + limit)
+        data = self._buffer[self._pos : stop]
+        self._pos = stop
+        return data
+
+    def read1(self, size: int = -1) -> bytes:
+        return self.read(size)
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
     def _fill(self) -> bool:
-        """Decompress the next compressed bytes; False at the end of the file for now."""
+        """Decompress the next compressed bytes into the buffer; False when none
+        are there (the end for now: a torn last frame may still grow)."""
+        if self._damaged:
+            return False
         data = self._file.read(_ZSTD_READ)
         if not data:
-            return False  # the end, or a torn last frame (more may be appended)
-        out = []
+            return False
+        out = [self._buffer[self._pos :]]
         while data:
             try:
                 out.append(self._frame.decompress(data))
@@ -570,18 +678,17 @@ class _ZstdReader(io.RawIOBase):
                 _log.warning(
                     "%s: damaged zstd data near byte %d (%s); the rest is not read",
                     self._name,
-                    self._offset,
+                    self._file.tell(),
                     exc,
                 )
-                self._end = True
+                self._damaged = True
                 break
             if self._frame.eof:  # a frame ended: the next starts in what is left
                 data = self._frame.unused_data
                 self._frame = self._decompressor.decompressobj()
             else:
                 data = b""
-        self._offset = self._file.tell()
-        self._out = b"".join(out)
+        self._buffer = b"".join(out)
         self._pos = 0
         return True
 
