@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import enum
 import io
-import json
 import logging
 import os
 from collections.abc import Iterable, Sequence
@@ -36,7 +35,7 @@ from typing import Any, BinaryIO, TypeAlias, TypeVar, cast
 
 import msgspec
 
-from .payload import _enc_hook, decode_payload, keep_raw, keep_value
+from .payload import decode_payload, keep_raw
 
 __all__ = [
     "RECORD_OVERHEAD",
@@ -142,19 +141,11 @@ class Event(
         Raw JSON is decoded on first access and the value replaces it in the
         record (a cache, not a change: the record compares, hashes and is
         written the same before and after; only the bytes a file gets may be
-        re-encoded from the value, e.g. ``1.10`` as ``1.1``). JSON with
-        ``NaN`` / ``Infinity`` literals is decoded on every access instead
-        (floats: ``nan``, ``inf``, ``-inf``) and keeps its bytes, so a file
-        gets the literals as received.
+        re-encoded from the value, e.g. ``1.10`` as ``1.1``).
         """
         payload = self._payload
         if type(payload) is msgspec.Raw:
-            try:
-                payload = _decode_json(payload)
-            except _NOT_JSON:
-                # NaN / Infinity literals: decoded on each access, never cached,
-                # so the record keeps the bytes received and the file holds them.
-                return decode_payload(payload)
+            payload = decode_payload(payload)
             _set_payload(self, payload)
         return payload
 
@@ -323,12 +314,18 @@ def record_to_dict(record: Record) -> dict[str, Any]:
     return out
 
 
+def _enc_hook(obj: Any) -> Any:
+    tolist = getattr(obj, "tolist", None)  # numpy arrays and scalars
+    if callable(tolist):
+        return tolist()
+    # Anything else a transport put in a payload is written as its repr
+    # rather than failing the sink.
+    return repr(obj)
+
+
 _encoder = msgspec.json.Encoder(enc_hook=_enc_hook)
-_decode_json = msgspec.json.decode
 #: What encoding a payload the encoder cannot write raises.
 _UNENCODABLE = (TypeError, ValueError, RecursionError, msgspec.EncodeError)
-#: What decoding bytes that are not strict JSON raises.
-_NOT_JSON = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
 
 
 def encode_jsonl(records: Iterable[Record]) -> bytes:
@@ -339,12 +336,6 @@ def encode_jsonl(records: Iterable[Record]) -> bytes:
     payload cannot be encoded (a decoded value nested deeper than the
     encoder goes, a dict with tuple keys, ...) is written with its data as
     text instead, so one odd payload never fails a sink.
-
-    NaN, Infinity and -Infinity in a payload are written as those bare
-    literals (what Python's ``json.dumps`` writes and ``json.loads`` reads
-    back as floats) at no cost to other payloads: a payload holding one is
-    kept as its JSON bytes, as received or made by
-    :func:`~mux_core.payload.keep_value` (docs/architecture.md, Records).
     """
     if not isinstance(records, list):
         records = list(records)
@@ -416,35 +407,16 @@ class _EventLine(msgspec.Struct, tag_field="type", tag="event", gc=False):
 _line_decoder = msgspec.json.Decoder(_EventLine | Status | Alert | Quality)
 
 
-class _EventHead(msgspec.Struct, tag_field="type", tag="event", gc=False):
-    # An event line read by the standard library (NaN / Infinity literals):
-    # everything but its data, which is cut out of the line as it was written.
-    source: str
-    transport: str
-    event: str
-    id: str | None
-    received_at: float
-    seq: int
-
-
-_Lenient: TypeAlias = _EventHead | Status | Alert | Quality
-
-
 def decode_jsonl(line: bytes | str) -> Record:
     """The record of one JSON Lines line as :func:`encode_jsonl` writes it.
 
     Raises :class:`RecordDecodeError` with a readable reason for anything
-    else. An event's data stays as its raw JSON bytes until accessed. The
-    literals ``NaN``, ``Infinity`` and ``-Infinity`` are read as floats (a
-    slower path, only for lines that hold them).
+    else. An event's data stays as its raw JSON bytes until accessed.
     """
     try:
         decoded = _line_decoder.decode(line)
-    except _NOT_JSON as exc:
-        lenient = _decode_lenient(line)
-        if lenient is None:
-            raise RecordDecodeError(_readable(exc)) from None
-        return lenient
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+        raise RecordDecodeError(_readable(exc)) from None
     if type(decoded) is _EventLine:
         return Event(
             decoded.source,
@@ -457,43 +429,6 @@ def decode_jsonl(line: bytes | str) -> Record:
         )
     assert isinstance(decoded, Status | Alert | Quality)
     return decoded
-
-
-def _decode_lenient(line: bytes | str) -> Record | None:
-    """A line holding NaN / Infinity literals, read with the standard library;
-    None when it is not a record that way either."""
-    raw = line.encode() if isinstance(line, str) else bytes(line)
-    if b"NaN" not in raw and b"Infinity" not in raw and b"e" not in raw and b"E" not in raw:
-        return None  # msgspec refuses 1e999 too: the standard library reads it as inf
-    try:
-        obj = json.loads(raw)
-        head = msgspec.convert(obj, _Lenient)
-    except (ValueError, RecursionError, msgspec.ValidationError):
-        return None
-    if type(head) is not _EventHead:
-        assert isinstance(head, Status | Alert | Quality)
-        return head
-    data = _data_bytes(raw, obj["data"]) if "data" in obj else None
-    if data is None:
-        return None
-    return Event(head.source, head.transport, head.event, head.id, data, head.received_at, head.seq)
-
-
-def _data_bytes(line: bytes, value: Any) -> Any:
-    """An event line's data as the bytes written (``"data":`` up to
-    ``,"received_at":``), when they read as ``value``; else ``value`` as
-    :func:`~mux_core.payload.keep_value` keeps it."""
-    start = line.find(b'"data":')
-    end = line.rfind(b',"received_at":')
-    if 0 <= start < end:
-        cut = line[start + 7 : end].strip()
-        try:
-            same = json.loads(cut) == value or repr(json.loads(cut)) == repr(value)
-        except (ValueError, RecursionError):
-            same = False
-        if same:
-            return msgspec.Raw(cut)
-    return keep_value(value)
 
 
 def _readable(exc: Exception) -> str:
