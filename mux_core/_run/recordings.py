@@ -33,7 +33,7 @@ import trio
 
 from .._config import SinkConfig
 from ..errors import ConfigError
-from ..records import Event, Record, RecordDecodeError, decode_jsonl
+from ..records import Event, Record, RecordDecodeError, decode_jsonl, open_recording
 
 __all__ = [
     "Recording",
@@ -197,7 +197,7 @@ def scan_sources(recording: Recording) -> list[tuple[str, str]]:
     found: dict[str, str] = {}
     for path in recording.files:
         try:
-            with path.open("rb") as file:
+            with open_recording(path) as file:
                 for line in file:
                     try:
                         who = _WHO.decode(line)
@@ -274,7 +274,7 @@ class RecordingReader:
         while self._pending:
             path = self._pending.pop(0)
             try:
-                self._file = path.open("rb")
+                self._file = open_recording(path)
             except FileNotFoundError:
                 if not self._pending and self.follow:
                     self._pending.append(path)  # the live file, not (re)created yet

@@ -56,7 +56,15 @@ import trio
 from .._config import ProcessorConfig, SinkConfig
 from .._plugins import PluginManager
 from ..errors import ConfigError, PluginError
-from ..records import Alert, Event, Record, RecordDecodeError, Severity, decode_jsonl
+from ..records import (
+    Alert,
+    Event,
+    Record,
+    RecordDecodeError,
+    Severity,
+    decode_jsonl,
+    open_recording,
+)
 from ..sink import Overflow, ReplayControl, SinkContext, SourceInfo, sink_member
 from .chain import ProcessorChain, build_chain
 from .channel import SinkChannel
@@ -125,7 +133,7 @@ def default_view(path: Path, plugins: PluginManager) -> SinkConfig:
 
 
 def _numeric_fields(path: Path) -> list[str]:
-    with path.open("rb") as file:
+    with open_recording(path) as file:
         for number, line in enumerate(file):
             if number > 1000:
                 break
