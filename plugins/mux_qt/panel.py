@@ -502,7 +502,10 @@ class PlotView(QWidget):
             sample = pg.PlotDataItem()
             sample.setPen(self._pen(curve.source, current=True, points=0))
             self._legend_samples[curve.source] = sample
-            self.legend.addItem(sample, html.escape(curve.source))
+            self.legend.clear()  # in the rows' order, whichever source came first
+            for source in self.panel.model.rows:
+                if source in self._legend_samples:
+                    self.legend.addItem(self._legend_samples[source], html.escape(source))
         return item
 
     def _pen(self, source: str, *, current: bool, points: int) -> Any:

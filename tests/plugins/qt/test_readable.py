@@ -777,3 +777,67 @@ async def test_two_recordings_days_apart_each_read_on_their_own_time() -> None:
         finally:
             await sink.aclose()
             nursery.cancel_scope.cancel()
+
+
+# -- examples/panel.toml ------------------------------------------------------------
+
+
+async def test_the_example_panel_config_watches_the_demo_trainer(tmp_path: Any) -> None:
+    """examples/panel.toml against the demo trainer (on free ports): every source
+    connects and is plotted, and the file sink records."""
+    from pathlib import Path
+
+    import trio
+
+    import mux_file
+    import mux_proc
+    import mux_qt
+    import mux_rest
+    import mux_sse
+    import mux_ws
+    from mux_core._config import parse_config
+    from mux_core._plugins import PluginManager
+    from mux_core._run.engine import Engine
+    from mux_demo.server import DemoOptions, serve_demo
+    from mux_qt.sink import QtSink
+
+    text = (Path(__file__).parents[3] / "examples" / "panel.toml").read_text()
+    recording = tmp_path / "panel.jsonl"
+    plugins = PluginManager()
+    for module in (mux_sse, mux_ws, mux_rest, mux_file, mux_proc, mux_qt):
+        plugins.register(module)
+    async with trio.open_nursery() as nursery:
+        demo = DemoOptions(sse_port=0, ws_port=0, rest_port=0, rate=20.0, seed=1)
+        endpoints = await nursery.start(serve_demo, demo)
+        for default, port in (
+            (8888, endpoints.sse_port),
+            (8889, endpoints.ws_port),
+            (8890, endpoints.rest_port),
+        ):
+            text = text.replace(f"127.0.0.1:{default}/", f"127.0.0.1:{port}/")
+        text = text.replace('"runs/panel.jsonl"', f'"{recording}"')
+        config = parse_config(text, path="panel.toml", plugins=plugins)
+        engine = Engine(config, plugins)
+        nursery.start_soon(engine.run)
+        with trio.fail_after(20):
+            while True:
+                sink = next((r.sink for r in engine._sinks if isinstance(r.sink, QtSink)), None)
+                panel = None if sink is None else sink.panel
+                if panel is not None and sink is not None:
+                    panel.refresh()
+                    rows = sink.model.rows
+                    if len(rows) == 3 and all(
+                        panel.badge(name).name == "connected"
+                        and sink.model.curve("loss", name) is not None
+                        and panel.cell_text(name, "loss") not in ("—", "NaN")
+                        for name in rows
+                    ):
+                        break
+                await trio.sleep(0.05)
+        assert panel is not None
+        assert panel.views["loss"].legend_entries() == ["train-sse", "train-ws", "train-rest"]
+        assert panel.views["loss"].log_y.isChecked()
+        engine.request_stop("test over")
+        nursery.cancel_scope.deadline = trio.current_time() + 10
+    assert engine.result is not None and engine.result.exit_code == 0
+    assert recording.stat().st_size > 0
