@@ -107,7 +107,13 @@ async def attempt_session(
         _log.exception("transport %r of source %r crashed", transport_name, source)
         return Failed(f"internal error in transport {transport_name!r}: {exc!r}")
     if reached:
-        return None
+        if stop_when_connected:
+            return None
+        # The deadline fired before connected() could lift it (a busy loop ran the
+        # task after its socket was ready): connected, then cut -- a drop to retry.
+        return Disconnected(
+            f"cut off: connected just after the {connect_timeout:g} s connect deadline"
+        )
     # Reached only when the connect deadline cancelled the session.
     return ServerUnavailable(f"no connection within {connect_timeout:g} s")
 

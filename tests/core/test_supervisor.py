@@ -202,3 +202,34 @@ async def test_hanging_source_is_cancellable_and_sends_nothing_more(
     run = _Run(["hang"])
     assert await run.run(until=50.0) is None
     assert run.states == [("connecting", 1), ("connected", 1)]
+
+
+async def test_a_session_that_connects_as_its_connect_deadline_passes_is_a_disconnect(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """On a busy machine a connect may complete after the deadline fired but before
+    the session saw the cancellation (its socket was ready, the task not yet run):
+    the session is connected, then cut. That is a drop to retry, never a crash."""
+
+    class LateOnce(ScriptedTransport):
+        async def run_session(self, session):  # type: ignore[no-untyped-def]
+            if self.sessions == 0:
+                self.sessions += 1
+                with trio.CancelScope(shield=True):  # the deadline passes meanwhile
+                    await trio.sleep(session.connect_timeout + 1.0)
+                await session.connected()
+                await trio.sleep_forever()
+            await super().run_session(session)
+
+    run = _Run([], connect_timeout=2.0, initial_delay=0.5)
+    run.transport = LateOnce(ScriptedOptions(script=["hang"]))
+    assert await run.run(until=50.0) is None
+    assert run.states == [
+        ("connecting", 1),
+        ("connected", 1),
+        ("disconnected", 1),
+        ("connecting", 2),
+        ("connected", 2),
+    ]
+    cut = run.records[2]
+    assert isinstance(cut, Status) and "connect deadline" in cut.detail
