@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import zlib
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
 __all__ = [
     "INSTALL_HINT",
     "RedisTarget",
+    "bucket_of",
+    "bucket_problem",
     "client_name",
     "command",
     "describe_error",
@@ -87,6 +90,24 @@ class RedisTarget:
     password: str | None
     tls: bool
     cluster: bool
+
+
+def bucket_of(source: str, buckets: int) -> int:
+    """The bucket (0 .. buckets-1) of a source: crc32 of its name as UTF-8, mod ``buckets``.
+
+    The function ``--shard`` uses (``mux_core._config.shard``): fixed by its
+    standard, the same on every machine and run.
+    """
+    return zlib.crc32(source.encode("utf-8")) % buckets
+
+
+def bucket_problem(key: str, uses: bool, buckets: int) -> str | None:
+    """Why ``{bucket}`` (``uses``: whether ``key`` has it) and ``buckets`` disagree, or None."""
+    if uses and not buckets:
+        return f"{key} uses {{bucket}}: set buckets = N too, the number of streams (e.g. 16)"
+    if buckets and not uses:
+        return f'buckets = {buckets} needs {{bucket}} in {key} (e.g. "mux:{{bucket}}")'
+    return None
 
 
 def url_problem(url: str, *, cluster: bool = False) -> str | None:

@@ -4,7 +4,12 @@ Each entry has one field, ``record``: the record's JSON Lines object, byte
 for byte the line the file sink writes, without the trailing newline
 (:func:`mux_core.records.decode_jsonl` reads it back; so does
 ``redis-cli XRANGE``). The key comes from the ``stream`` template
-(``mux:{source}`` by default: one stream per source).
+(``mux:{source}`` by default: one stream per source). For a fleet,
+``stream = "mux:{bucket}"`` with ``buckets = N`` spreads the sources over N
+streams: a source's bucket is ``crc32(name as UTF-8) mod N``, the function
+``--shard`` uses, so a source always lands in the same stream and its
+records keep their order there; consumers then read N streams however many
+sources there are (docs/deployment.md, Stream layouts).
 
 A batch is appended in one round trip: one ``EVAL`` per stream key of a
 short Lua script that runs ``XADD key MAXLEN ~ maxlen * record LINE`` for
@@ -45,6 +50,8 @@ from mux_core.sink import SinkContext
 
 from ._client import (
     RedisTarget,
+    bucket_of,
+    bucket_problem,
     command,
     describe_error,
     make_client,
@@ -79,22 +86,30 @@ end
 return #ARGV - 1
 """
 
-_FIELDS = frozenset({"source", "transport"})
+_FIELDS = frozenset({"source", "transport", "bucket"})
 _origin = operator.attrgetter("source", "transport")
+
+
+def template_fields(value: str) -> set[str]:
+    """The ``{names}`` a stream template uses; ValueError when it is not a template."""
+    try:
+        return {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a valid template: {exc}") from None
 
 
 def _template(_instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
     if not value:
         raise ValueError(f'{attribute.name} must not be empty (e.g. "mux:{{source}}")')
     try:
-        names = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
+        names = template_fields(value)
     except ValueError as exc:
-        raise ValueError(f"{attribute.name} {value!r} is not a valid template: {exc}") from None
+        raise ValueError(f"{attribute.name} {exc}") from None
     unknown = names - _FIELDS
     if unknown:
         raise ValueError(
             f"{attribute.name} {value!r} uses {{{sorted(unknown)[0]}}}; "
-            "only {source} and {transport} are known"
+            "only {source}, {transport} and {bucket} are known"
         )
 
 
@@ -106,11 +121,16 @@ class RedisStreamSinkOptions:
     #: ``redis+cluster://host:port`` for a Redis Cluster. A password may come
     #: from the environment (``redis://:${REDIS_PASSWORD}@host``): masked by ``mux check``.
     url: str = "redis://127.0.0.1:6379/0"
-    #: The stream key of each record: a template of ``{source}`` and ``{transport}``
-    #: (one stream per source by default; a constant puts every record in one stream).
+    #: The stream key of each record: a template of ``{source}``, ``{transport}`` and
+    #: ``{bucket}`` (one stream per source by default; ``"mux:{bucket}"`` with ``buckets``
+    #: for a fleet; a constant puts every record in one stream).
     stream: str = attrs.field(default="mux:{source}", validator=_template)
+    #: With ``{bucket}`` in ``stream``: how many streams the sources are spread over
+    #: (a source's bucket is crc32 of its name mod buckets, so it always lands in the
+    #: same stream). 0 = no buckets.
+    buckets: int = attrs.field(default=0, validator=non_negative(note="0 = no buckets"))
     #: Approximate trimming: each stream keeps about this many entries (``MAXLEN ~``);
-    #: 0 = keep all.
+    #: 0 = keep all. With buckets it caps all the sources of a bucket together.
     maxlen: int = attrs.field(default=1_000_000, validator=non_negative(note="0 = keep all"))
     #: Treat the url as a Redis Cluster seed (as ``redis+cluster://`` does).
     cluster: bool = False
@@ -125,13 +145,16 @@ class RedisStreamSinkOptions:
 
     @classmethod
     def check(cls, options: RedisStreamSinkOptions) -> None:
-        """A bad URL or CA file is found before any I/O."""
+        """A bad URL or CA file, or buckets without ``{bucket}``, is found before any I/O."""
         from mux_core.http import tls_problem
 
         raise_problems(
             [
                 url_problem(options.url, cluster=options.cluster),
                 tls_problem(verify=options.verify, ca_file=options.ca_file),
+                bucket_problem(
+                    "stream", "bucket" in template_fields(options.stream), options.buckets
+                ),
             ]
         )
 
@@ -200,8 +223,11 @@ class RedisStreamSink(Sink):
     def _key(self, source: str, transport: str) -> str:
         key = self._keys.get((source, transport))
         if key is None:
+            buckets = self.options.buckets
             key = self._keys[source, transport] = self.options.stream.format(
-                source=source, transport=transport
+                source=source,
+                transport=transport,
+                bucket=bucket_of(source, buckets) if buckets else 0,
             )
         return key
 

@@ -6,9 +6,16 @@ transport, event, id, data, received_at and seq as the collector had them --
 and is handed to the sinks with :meth:`Session.relay`. This source's own
 connection states are reported under its own name.
 
-Streams are ``streams`` keys, or glob patterns found with ``SCAN ... TYPE
-stream`` and re-scanned every ``scan_interval`` seconds (new collectors,
-new sources appear by themselves).
+Streams are ``streams`` keys (``"mux:{bucket}"`` with ``buckets = N``
+names the sink's N bucket streams), or glob patterns found with ``SCAN ...
+TYPE stream`` and re-scanned every ``scan_interval`` seconds (new
+collectors, new sources appear by themselves).
+
+A read costs what is new, not what is known (``_reads.py``): streams that
+gave entries lately are named in every read, quiet ones are checked a slice
+at a time, one command names at most 1,000 streams, and rounds are paced to
+about 20,000 stream checks a second. With a few dozen bucket streams each
+round is one blocking read.
 
 Two modes:
 
@@ -22,10 +29,15 @@ consumer group (``group`` and ``consumer``)
     ``XREADGROUP``: the group's members share the entries. An entry is
     acknowledged (``XACK``) only after every sink of this process wrote it
     (:meth:`Session.delivered`), so an entry acknowledged is never only in
-    a dead process's memory. A session first re-reads this consumer's own
-    pending entries (a restart under the same name), and every
-    ``claim_idle / 2`` seconds takes over (``XAUTOCLAIM``) entries another
-    member left pending longer than ``claim_idle`` -- a consumer that died.
+    a dead process's memory. The group is joined once per stream per
+    process (``XGROUP CREATE ... MKSTREAM``, batched in a script). A
+    session first re-reads this consumer's own pending entries (a restart
+    under the same name); meanwhile a background task takes over
+    (``XAUTOCLAIM``) entries another member left pending longer than
+    ``claim_idle`` -- a consumer that died -- asking Redis first which
+    streams hold such entries (``XPENDING``'s summary, in a script), every
+    ``claim_idle / 2`` seconds give or take a fifth, so consumers do not
+    check together and reads never wait for a pass.
 
 Redis Cluster (``redis+cluster://`` or ``cluster = true``): one command
 may only touch keys of one hash slot, so the streams are read per slot.
@@ -52,13 +64,14 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from mux_core import Transport
 from mux_core.errors import Disconnected, Failed, ServerUnavailable, SessionError
-from mux_core.options import positive, raise_problems
+from mux_core.options import non_negative, positive, raise_problems
 from mux_core.records import (
     RECORD_OVERHEAD,
     Record,
@@ -70,6 +83,7 @@ from mux_core.transport import Session
 
 from ._client import (
     RedisTarget,
+    bucket_problem,
     command,
     describe_error,
     make_client,
@@ -79,6 +93,7 @@ from ._client import (
     retryable,
     url_problem,
 )
+from ._reads import PER_COMMAND, ReadPlan
 
 # trio is imported by the methods that use it: loading the plugin (every mux
 # command does) does not pay for it.
@@ -89,6 +104,41 @@ __all__ = ["RedisStreamOptions", "RedisStreamTransport"]
 
 _log = logging.getLogger("mux.redis")
 _GLOB = frozenset("*?[")
+_BUCKET = re.compile(r"\{bucket(?::([^{}]*))?\}")
+
+#: Join the group on every key (MKSTREAM); a group that exists already is fine.
+#: ARGV: group, start id. Returns how many groups it made.
+_JOIN = b"""
+local made = 0
+for i = 1, #KEYS do
+  local reply = redis.pcall('XGROUP', 'CREATE', KEYS[i], ARGV[1], ARGV[2], 'MKSTREAM')
+  if type(reply) == 'table' and reply.err then
+    if string.sub(reply.err, 1, 9) ~= 'BUSYGROUP' then
+      return redis.error_reply(reply.err)
+    end
+  else
+    made = made + 1
+  end
+end
+return made
+"""
+
+#: The keys whose group has entries pending for longer than ARGV[2] ms: the
+#: summary form of XPENDING first (O(1) a key), the IDLE form only where
+#: something is pending. ARGV: group, idle ms. Keys without the group are skipped.
+_IDLE_PENDING = b"""
+local found = {}
+for i = 1, #KEYS do
+  local summary = redis.pcall('XPENDING', KEYS[i], ARGV[1])
+  if type(summary) == 'table' and not summary.err and summary[1] > 0 then
+    local idle = redis.call('XPENDING', KEYS[i], ARGV[1], 'IDLE', ARGV[2], '-', '+', 1)
+    if #idle > 0 then
+      found[#found + 1] = KEYS[i]
+    end
+  end
+end
+return found
+"""
 
 
 def _streams(_instance: Any, attribute: attrs.Attribute[Any], value: list[str]) -> None:
@@ -107,7 +157,11 @@ class RedisStreamOptions:
     #: ``redis+cluster://host:port`` for a Redis Cluster.
     url: str = "redis://127.0.0.1:6379/0"
     #: Stream keys, or glob patterns (``mux:*``) found with SCAN and re-scanned.
+    #: ``"mux:{bucket}"`` with ``buckets`` names the sink's bucket streams (no SCAN).
     streams: list[str] = attrs.field(factory=lambda: ["mux:*"], validator=_streams)
+    #: With ``{bucket}`` in ``streams``: the sink's ``buckets``; the key is read as
+    #: that many streams (``mux:0`` ... ``mux:15`` for 16). 0 = no buckets.
+    buckets: int = attrs.field(default=0, validator=non_negative(note="0 = no buckets"))
     #: A consumer group: the group's consumers share the entries (XREADGROUP, XACK).
     #: Unset: this process reads every entry (XREAD).
     group: str | None = None
@@ -151,8 +205,30 @@ class RedisStreamOptions:
                 "consumer is set but group is not: name the consumer group too"
                 if options.consumer is not None and options.group is None
                 else None,
+                bucket_problem(
+                    "streams", any(_BUCKET.search(key) for key in options.streams), options.buckets
+                ),
             ]
         )
+
+
+def expand_buckets(streams: list[str], buckets: int) -> list[str]:
+    """``streams`` with each ``{bucket}`` key written out once per bucket (0 .. buckets-1).
+
+    Other braces stay as they are: in a key they are a Redis Cluster hash tag.
+    """
+    out: list[str] = []
+    for key in streams:
+        if not (buckets and _BUCKET.search(key)):
+            out.append(key)
+            continue
+        for n in range(buckets):
+
+            def bucket(match: re.Match[str], n: int = n) -> str:
+                return format(n, match.group(1) or "")
+
+            out.append(_BUCKET.sub(bucket, key))
+    return out
 
 
 @attrs.define(eq=False)
@@ -181,8 +257,11 @@ class RedisStreamTransport(Transport):
             self._target = parse_url(options.url, cluster=options.cluster)
         except ValueError as exc:
             self._target, self._problem = None, str(exc)
-        self._literal = [k for k in options.streams if not _GLOB & set(k)]
-        self._patterns = [k for k in options.streams if _GLOB & set(k)]
+        streams = expand_buckets(options.streams, options.buckets)
+        self._literal = [k for k in streams if not _GLOB & set(k)]
+        self._patterns = [k for k in streams if _GLOB & set(k)]
+        #: Streams this process joined the group on (once each, across sessions).
+        self._joined: set[bytes] = set()
         # verify = false is said once, when the source starts.
         self._unverified_warned = options.verify
 
@@ -236,6 +315,8 @@ class _Reader:
     """One session's work: find streams, (join the group,) read, relay, acknowledge."""
 
     def __init__(self, transport: RedisStreamTransport, client: Any, session: Session) -> None:
+        import trio
+
         self.options = transport.options
         self.transport = transport
         self.client = client
@@ -244,13 +325,15 @@ class _Reader:
         #: strings in ``session.resume.cursor`` (see :meth:`_moved`).
         self.positions: dict[bytes, bytes] = _positions(session.resume.cursor)
         self.cluster = transport._target is not None and transport._target.cluster
-        self.keys: list[bytes] = []
-        #: The keys one command may read together: all of them, or in a cluster one slot's.
-        self.slots: list[list[bytes]] = []
+        #: The streams known, and which of them the next round names.
+        self.plan = ReadPlan(together=_by_slot if self.cluster else _whole)
         self.idle = 0.0
         self.acks = _Acks()
         self.next_scan = -math.inf
-        self.next_claim = -math.inf
+        #: The streams the last round named (rejoined when the group is gone).
+        self.named: list[bytes] = []
+        #: Relays from the read loop and the claim task go one at a time.
+        self.relaying = trio.Lock()
 
     async def run(self) -> None:
         import trio
@@ -259,7 +342,7 @@ class _Reader:
         # before the first read, and "connected" must mean Redis answered.
         await command(self.client, b"PING")
         await self._rescan()
-        await self.session.connected(f"{len(self.keys)} streams")
+        await self.session.connected(f"{len(self.plan)} streams")
         group = self.options.group
         if group is None:
             while True:
@@ -269,10 +352,17 @@ class _Reader:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._acknowledge)
             await self._read_own_pending()
+            nursery.start_soon(self._claim_loop)
             while True:
                 await self._rescan_when_due()
-                await self._claim_when_due()
                 await self._read_group()
+
+    def _commands_for(self, keys: list[bytes], size: int = PER_COMMAND) -> list[list[bytes]]:
+        """``keys`` cut into the sets one command may name (one slot each, ``size`` at most)."""
+        groups = _by_slot(keys) if self.cluster else [keys]
+        return [
+            group[start : start + size] for group in groups for start in range(0, len(group), size)
+        ]
 
     # -- finding streams --------------------------------------------------
 
@@ -289,18 +379,15 @@ class _Reader:
         found = {key.encode() for key in self.transport._literal}
         for pattern in self.transport._patterns:
             found.update(await self._scan(pattern))
-        new = sorted(found - set(self.keys))
+        new = sorted(key for key in found if key not in self.plan)
         if not new:
             return
-        for key in new:
-            await self._start_at(key)
-        self.keys = sorted(found | set(self.keys))
-        self.slots = _by_slot(self.keys) if self.cluster else [self.keys]
-        self.next_claim = -math.inf  # new streams may hold a dead consumer's entries
+        await self._start_at(new)
+        self.plan.add(new, trio.current_time())
 
     async def _scan(self, pattern: str) -> set[bytes]:
         keys: set[bytes] = set()
-        if self.transport._target is not None and self.transport._target.cluster:
+        if self.cluster:
             async for key in self.client.scan_iter(match=pattern, count=1000, type_="stream"):
                 keys.add(key if isinstance(key, bytes) else key.encode())
             return keys
@@ -313,36 +400,61 @@ class _Reader:
             if int(cursor) == 0:
                 return keys
 
-    async def _start_at(self, key: bytes) -> None:
-        """Where a stream newly found starts: the group, or the plain cursor."""
+    async def _start_at(self, keys: list[bytes]) -> None:
+        """Where streams newly found start: the group (joined once), or the plain cursor."""
+        if self.options.group is not None:
+            await self._join([key for key in keys if key not in self.transport._joined])
+            return
+        fresh = [key for key in keys if key not in self.positions]
+        if self.options.start == "first":
+            self._moved([(key, b"0-0") for key in fresh])
+            return
+        await self._start_at_newest(fresh)
+
+    async def _join(self, keys: list[bytes]) -> None:
+        """Create the group on ``keys`` (and the streams: MKSTREAM), batched.
+
+        One ``EVAL`` of :data:`_JOIN` per :data:`PER_COMMAND` keys (per slot in
+        a cluster), pipelined; a group that exists already is no error. Done
+        once per stream per process: the transport remembers what it joined
+        across sessions, and joins again only streams whose read said the
+        group is gone (a stream deleted and made again, a Redis without
+        persistence restarted).
+        """
         from coredis.typing import Key
 
-        first = self.options.start == "first"
-        group = self.options.group
-        if group is not None:
-            try:
-                await command(
-                    self.client,
-                    b"XGROUP",
-                    b"CREATE",
-                    Key(key),
-                    group,
-                    b"0" if first else b"$",
-                    b"MKSTREAM",
-                )
-            except Exception as exc:
-                from coredis.exceptions import StreamDuplicateConsumerGroupError
+        if not keys:
+            return
+        start = b"0" if self.options.start == "first" else b"$"
+        calls = [
+            (_JOIN, len(chunk), *[Key(key) for key in chunk], self.options.group, start)
+            for chunk in self._commands_for(keys)
+        ]
+        await self._eval_all(calls)
+        self.transport._joined.update(keys)
 
-                if not isinstance(_first_leaf(exc), StreamDuplicateConsumerGroupError):
-                    raise  # anything but BUSYGROUP (the group exists already)
-            return
-        if key in self.positions:
-            return
-        if first:
-            self._moved([(key, b"0-0")])
-            return
-        newest = await command(self.client, b"XREVRANGE", Key(key), b"+", b"-", b"COUNT", 1)
-        self._moved([(key, newest[0][0] if newest else b"0-0")])
+    async def _start_at_newest(self, keys: list[bytes]) -> None:
+        from coredis.typing import Key
+
+        for chunk in self._commands_for(keys):
+            async with self.client.pipeline(transaction=False) as pipeline:
+                requests = [
+                    queue(pipeline, b"XREVRANGE", Key(key), b"+", b"-", b"COUNT", 1)
+                    for key in chunk
+                ]
+            moved = []
+            for key, request in zip(chunk, requests, strict=True):
+                newest = await request
+                moved.append((key, newest[0][0] if newest else b"0-0"))
+            self._moved(moved)
+
+    async def _eval_all(self, calls: list[tuple[Any, ...]]) -> list[Any]:
+        """Run ``EVAL`` calls (script, numkeys, keys..., args...): one, or pipelined."""
+        if len(calls) == 1:
+            return [await command(self.client, b"EVAL", *calls[0])]
+        async with self.client.pipeline(transaction=False) as pipeline:
+            requests = [queue(pipeline, b"EVAL", *call) for call in calls]
+        return [await request for request in requests]
 
     def _moved(self, moved: list[tuple[bytes, bytes]]) -> None:
         """Streams read up to these ids: the positions, and a new resume cursor.
@@ -350,6 +462,8 @@ class _Reader:
         The cursor is a new dict each time: a checkpoint of ``--state`` holds
         on to the one it copied until the sinks have what it covers.
         """
+        if not moved:
+            return
         positions = self.positions
         resume = self.session.resume
         cursor = dict(resume.cursor) if isinstance(resume.cursor, dict) else {}
@@ -362,16 +476,9 @@ class _Reader:
 
     # -- reading ----------------------------------------------------------
 
-    def _block_ms(self) -> int:
-        return max(1, int(self.options.block * 1000))
-
     async def _read_plain(self) -> None:
-        import trio
         from coredis.typing import Key
 
-        if not self.keys:
-            await trio.sleep(self.options.block)
-            return
         positions = self.positions
 
         def read(keys: list[bytes], count: int, block: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -398,42 +505,50 @@ class _Reader:
         self._moved(moved)
 
     async def _read(self, read: Any) -> list[tuple[bytes, list[Any]]]:
-        """One read of every stream: ``read(keys, count, block_args)`` makes a command.
+        """One round of reads: ``read(keys, count, block_args)`` makes a command.
 
-        One blocking command when the keys may go together (always, but on a
-        cluster with streams in several slots); else a pipelined round of
-        non-blocking reads, one per slot, and a wait after an empty round.
+        The plan (:class:`ReadPlan`) says which streams the round names and
+        when it may go. One command may block (up to ``block`` seconds, or
+        until the next slice of cold streams is due); several go out in one
+        pipeline without blocking, and after a round that found nothing the
+        next waits 5 ms, doubling up to ``block`` or 0.1 s, whichever is
+        shorter.
         """
         import trio
 
-        slots = self.slots
-        if len(slots) == 1:
-            reply = await command(
-                self.client, *read(slots[0], self.options.count, (b"BLOCK", self._block_ms()))
-            )
-            return _streams_of(reply) if reply else []
-        count = max(100, self.options.count // len(slots))
-        async with self.client.pipeline(transaction=False) as pipeline:
-            requests = [queue(pipeline, *read(keys, count, ())) for keys in slots]
-        streams: list[tuple[bytes, list[Any]]] = []
-        for request in requests:
-            reply = await request
-            if reply:
-                streams.extend(pair for pair in _streams_of(reply) if pair[1])
-        if streams:
-            self.idle = 0.0
+        plan = self.plan
+        now = trio.current_time()
+        round = plan.next_round(now, self.options.block)
+        if round.start_at > now:
+            await trio.sleep_until(round.start_at)
+        if not round.commands:
+            return []
+        self.named = [key for keys in round.commands for key in keys]
+        if round.block is not None:
+            block = (b"BLOCK", max(1, int(round.block * 1000)))
+            reply = await command(self.client, *read(round.commands[0], self.options.count, block))
+            streams = [pair for pair in _streams_of(reply) if pair[1]] if reply else []
         else:
-            self.idle = min(max(self.idle * 2, 0.005), self.options.block, 0.1)
-            await trio.sleep(self.idle)
+            count = max(100, self.options.count // len(round.commands))
+            async with self.client.pipeline(transaction=False) as pipeline:
+                requests = [queue(pipeline, *read(keys, count, ())) for keys in round.commands]
+            streams = []
+            for request in requests:
+                reply = await request
+                if reply:
+                    streams.extend(pair for pair in _streams_of(reply) if pair[1])
+            if streams:
+                self.idle = 0.0
+            else:
+                self.idle = min(max(self.idle * 2, 0.005), self.options.block, 0.1)
+                await trio.sleep(self.idle)
+        if streams:
+            plan.saw([key for key, _ in streams], trio.current_time())
         return streams
 
     async def _read_group(self) -> None:
-        import trio
         from coredis.typing import Key
 
-        if not self.keys:
-            await trio.sleep(self.options.block)
-            return
         group, consumer = self.options.group, self.options.consumer
 
         def read(keys: list[bytes], count: int, block: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -450,7 +565,6 @@ class _Reader:
                 *[b">"] * len(keys),
             )
 
-        keys = self.keys
         try:
             streams = await self._read(read)
         except Exception as exc:
@@ -459,15 +573,15 @@ class _Reader:
             if not isinstance(_first_leaf(exc), StreamConsumerGroupError):
                 raise  # anything but NOGROUP
             # A stream was deleted and made again: join its new incarnation.
-            for key in keys:
-                await self._start_at(key)
+            self.transport._joined.difference_update(self.named)
+            await self._join(self.named)
             return
         if streams:
             await self._relay_group(streams)
 
     async def _read_own_pending(self) -> None:
         """Entries delivered to this consumer name before and never acknowledged."""
-        for keys in self.slots:
+        for keys in self._commands_for(self.plan.keys):
             await self._read_own_pending_of(keys)
 
     async def _read_own_pending_of(self, keys: list[bytes]) -> None:
@@ -489,48 +603,80 @@ class _Reader:
                 *[after[key] for key in keys],
             )
             streams = [(key, entries) for key, entries in _streams_of(reply or {}) if entries]
+            got = {key for key, _ in streams}
             for key in keys:
-                if not any(key == k for k, _ in streams):
+                if key not in got:
                     del after[key]
             for key, entries in streams:
                 after[key] = entries[-1][0]
             if streams:
                 await self._relay_group(streams)
 
-    async def _claim_when_due(self) -> None:
+    # -- taking over a dead member's entries ---------------------------------
+
+    async def _claim_loop(self) -> None:
+        """Take over entries other members left pending, in the background of the reads.
+
+        Every ``claim_idle / 2`` seconds (give or take a fifth, at random, and
+        the first pass at a random point of the first interval: consumers
+        started together do not check together), a pass asks Redis which
+        streams hold entries pending longer than ``claim_idle`` -- one
+        :data:`_IDLE_PENDING` script per :data:`PER_COMMAND` streams, spread
+        over half the interval -- and claims (``XAUTOCLAIM``) only in those.
+        The reads go on meanwhile.
+        """
+        import random
+
         import trio
 
-        if trio.current_time() < self.next_claim:
-            return
-        self.next_claim = trio.current_time() + self.options.claim_idle / 2
+        jitter = random.Random()
+        interval = self.options.claim_idle / 2
+        await trio.sleep(interval * jitter.uniform(0.05, 1.0))
+        while True:
+            await self._claim_pass(spread=interval / 2)
+            await trio.sleep(interval * jitter.uniform(0.8, 1.2))
+
+    async def _claim_pass(self, *, spread: float) -> None:
+        import trio
         from coredis.typing import Key
 
         idle_ms = max(1, int(self.options.claim_idle * 1000))
-        for key in list(self.keys):
-            start: bytes = b"0-0"
-            while True:
-                reply = await command(
-                    self.client,
-                    b"XAUTOCLAIM",
-                    Key(key),
-                    self.options.group,
-                    self.options.consumer,
-                    idle_ms,
-                    start,
-                    b"COUNT",
-                    self.options.count,
+        chunks = self._commands_for(self.plan.keys)
+        for n, chunk in enumerate(chunks):
+            if n:
+                await trio.sleep(spread / len(chunks))
+            call = (_IDLE_PENDING, len(chunk), *[Key(key) for key in chunk])
+            found = await command(self.client, b"EVAL", *call, self.options.group, idle_ms)
+            for key in found or ():
+                await self._claim(key if isinstance(key, bytes) else key.encode(), idle_ms)
+
+    async def _claim(self, key: bytes, idle_ms: int) -> None:
+        from coredis.typing import Key
+
+        start: bytes = b"0-0"
+        while True:
+            reply = await command(
+                self.client,
+                b"XAUTOCLAIM",
+                Key(key),
+                self.options.group,
+                self.options.consumer,
+                idle_ms,
+                start,
+                b"COUNT",
+                self.options.count,
+            )
+            start, entries = reply[0], [e for e in reply[1] if e is not None]
+            if entries:
+                _log.info(
+                    "source %r took over %d entries of %s left pending by another consumer",
+                    self.session.source,
+                    len(entries),
+                    key.decode(errors="replace"),
                 )
-                start, entries = reply[0], [e for e in reply[1] if e is not None]
-                if entries:
-                    _log.info(
-                        "source %r took over %d entries of %s left pending by another consumer",
-                        self.session.source,
-                        len(entries),
-                        key.decode(errors="replace"),
-                    )
-                    await self._relay_group([(key, entries)])
-                if start in (b"0-0", "0-0"):
-                    break
+                await self._relay_group([(key, entries)])
+            if start in (b"0-0", "0-0"):
+                return
 
     async def _relay_group(self, streams: list[tuple[bytes, list[Any]]]) -> None:
         records = SizedBatch[Record]()
@@ -539,9 +685,10 @@ class _Reader:
             if entries:
                 self._decode(key, entries, records)
                 ids.append((key, [entry[0] for entry in entries]))
-        await self.session.relay(records)
-        for key, entry_ids in ids:
-            self.acks.add(key, entry_ids)
+        async with self.relaying:
+            await self.session.relay(records)
+            for key, entry_ids in ids:
+                self.acks.add(key, entry_ids)
 
     async def _acknowledge(self) -> None:
         """XACK what every sink has written, in the background of the reads."""
@@ -603,6 +750,10 @@ def _positions(cursor: Any) -> dict[bytes, bytes]:
             if isinstance(key, str) and isinstance(last, str):
                 positions[key.encode("utf-8", "surrogateescape")] = last.encode()
     return positions
+
+
+def _whole(keys: list[bytes]) -> list[list[bytes]]:
+    return [keys]
 
 
 def _by_slot(keys: list[bytes]) -> list[list[bytes]]:
