@@ -418,6 +418,7 @@ class PanelModel:
         #: or placed (the panel redraws its marks).
         self.marks_version = 0
         self._smoothing: dict[str, float] = {}
+        self._batch: Sequence[Any] = ()
 
     def _add_row(self, info: SourceInfo) -> SourceRow:
         row = self.rows[info.name] = SourceRow(
@@ -453,6 +454,8 @@ class PanelModel:
         rows = self.rows
         plotting = bool(self.fields)
         watched: SourceRow | None = None
+        # An alert for an event earlier in this batch is placed at that event.
+        self._batch = batch if isinstance(batch, Sequence) else ()
         for record in batch:
             kind = type(record)
             if kind is Event:
@@ -629,6 +632,25 @@ class PanelModel:
         row.outages.append(Outage(start, at, row.last_step, step, row.last_ptime, ptime))
         self.marks_version += 1
 
+    def _place_of(self, row: SourceRow, alert: Alert) -> Place:
+        """Where the event ``alert.seq`` was: found in this batch (a REST page's alert
+        comes after the whole page), else the source's newest event; without a seq,
+        the alert's own time at the source's newest step."""
+        if alert.seq is not None:
+            for record in reversed(self._batch):
+                if type(record) is Event and record.seq == alert.seq:
+                    if record.source != row.name:
+                        continue
+                    data = record.data
+                    if type(data) is not dict:
+                        break
+                    step = data.get(self.step_field, _NAN)
+                    step = float(step) if type(step) in (int, float) else _NAN
+                    return Place(record.received_at, step, self._ptime(data))
+            if row.last_event_at is not None:
+                return Place(row.last_event_at, row.last_step, row.last_ptime)
+        return Place(alert.at, row.last_step, row.last_ptime)
+
     def _alert(self, row: SourceRow, alert: Alert) -> None:
         severity = str(getattr(alert.severity, "value", alert.severity))
         mark = AlertMark(
@@ -644,8 +666,7 @@ class PanelModel:
         if alert.seq is not None and alert.seq > row.last_seq:
             row.pending.append(mark)  # its event comes next
         else:
-            at = alert.at if alert.seq is None or row.last_event_at is None else row.last_event_at
-            mark.place = Place(at, row.last_step, row.last_ptime)
+            mark.place = self._place_of(row, alert)
             mark.placed = True
         if alert.rule != "restart":
             return

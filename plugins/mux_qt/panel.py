@@ -369,13 +369,16 @@ class PlotView(QWidget):
         for side in ("left", "bottom"):
             self.plot.getAxis(side).setStyle(maxTickLevel=0)
         self.plot.setLabel("left", html.escape(field))
-        # One entry per source, on a background: the curves under it stay readable.
-        self.legend: pg.LegendItem = self.plot.addLegend(
-            offset=(-10, 10),
+        # One entry per source, beside the plot (right of the data, never over
+        # it), on a background.
+        self.legend = pg.LegendItem(
             brush=pg.mkBrush(255, 255, 255, 225),
             pen=pg.mkPen("#b0b0b0"),
             labelTextColor="#333333",
         )
+        self.legend.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Fixed)
+        self.plot.layout.addItem(self.legend, 2, 3)
+        self.plot.layout.setAlignment(self.legend, Qt.AlignmentFlag.AlignTop)
         self.plot.setLogMode(x=False, y=log_y)
         self.crosshair = pg.InfiniteLine(
             angle=90, pen=pg.mkPen("#999999", style=Qt.PenStyle.DotLine)
@@ -506,6 +509,8 @@ class PlotView(QWidget):
             for source in self.panel.model.rows:
                 if source in self._legend_samples:
                     self.legend.addItem(self._legend_samples[source], html.escape(source))
+            self.legend.updateSize()
+            self.plot.layout.invalidate()
         return item
 
     def _pen(self, source: str, *, current: bool, points: int) -> Any:

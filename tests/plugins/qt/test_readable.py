@@ -603,6 +603,8 @@ def test_one_legend_entry_per_source_and_older_runs_faded_for_every_source(
         assert old_pen.color().alpha() < new_pen.color().alpha(), source
         assert old_pen.color().rgb() == new_pen.color().rgb()  # same colour, shaded
     assert view.legend.opts["brush"].color().alpha() > 200  # a background under it
+    legend, data = view.legend.sceneBoundingRect(), view.plot.vb.sceneBoundingRect()
+    assert legend.width() > 0 and legend.left() >= data.right() - 1  # beside the data
 
 
 def test_time_ticks_read_as_clock_times() -> None:
@@ -841,3 +843,16 @@ async def test_the_example_panel_config_watches_the_demo_trainer(tmp_path: Any) 
         nursery.cancel_scope.deadline = trio.current_time() + 10
     assert engine.result is not None and engine.result.exit_code == 0
     assert recording.stat().st_size > 0
+
+
+def test_an_alert_after_a_whole_page_is_placed_at_its_own_event() -> None:
+    """A REST page comes as one batch; the nonfinite processor's alert for its
+    third event comes after the page's last one: the mark goes to the third."""
+    model = PanelModel(SOURCES, fields=("loss",), x="step")
+    page = [
+        event(i, {"step": i, "loss": 1.0 if i < 163 else math.nan}, at=1010.0)
+        for i in range(160, 166)
+    ]
+    model.apply([*page, alert("nonfinite", 163, 1010.1, message="loss is NaN at step 163")])
+    (mark,) = model.rows["train"].alerts
+    assert (mark.step, mark.at, mark.placed) == (163.0, 1010.0, True)
