@@ -34,6 +34,8 @@ then ends the stream the way each protocol does:
 ``metrics-rest`` HTTP/1.1 keep-alive; ``GET /page?after=K`` answers the JSON
                  list of the (up to) 1000 payloads with steps K+1 ..; ``[]``
                  past N.
+``demo-sse``     as ``metrics-sse``, with the demo trainer's noisy records
+                 (:func:`demo_payloads`): what a compressed recording holds.
 """
 
 from __future__ import annotations
@@ -224,6 +226,26 @@ def metric_json(step: int) -> bytes:
         step * 2048,
         _METRIC_TAILS[step % _METRIC_CYCLE],
     )
+
+
+def demo_payloads(events: int, seed: int = 42) -> list[bytes]:
+    """The demo trainer's records (``mux serve-demo``: noisy loss, lr, throughput,
+    memory; an eval every 50 steps), steps 1 .. N, as JSON: ``demo-sse N`` serves
+    them like ``metrics-sse`` (bench_file_zstd.py -- realistic noise, where
+    :func:`metric_json` repeats every 4,096 steps and compresses unrealistically)."""
+    import random
+
+    from mux_demo.server import eval_record, training_record
+
+    rng = random.Random(seed)
+    out = []
+    for step in range(1, events + 1):
+        out.append(orjson.dumps(training_record(step, rng, total_steps=events)))
+        if step % 50 == 0 and len(out) < events:
+            out.append(orjson.dumps(eval_record(step, rng)))
+        if len(out) >= events:
+            break
+    return out
 
 
 def _chunks(frames: list[bytes], per_chunk: int = 1024) -> list[bytes]:
@@ -422,6 +444,8 @@ async def serve(kind: str, events: int = 0) -> None:
     handler: Callable[[trio.SocketStream], Awaitable[None]]
     if kind in _METRICS:
         handler = _METRICS[kind]([metric_json(step) for step in range(1, events + 1)])
+    elif kind == "demo-sse":
+        handler = _MetricsSse(demo_payloads(events))
     elif kind == "sse":
         handler = functools.partial(_serve_sse, blob=sse_blob())
     elif kind == "ws":

@@ -15,14 +15,20 @@ A file only ever holds whole lines: the writer cuts at line boundaries when
 it rotates, truncates back to the last whole line when a write fails (disk
 full), and starts on a fresh line when it appends to a file whose last line
 was cut short (a crash).
+
+With ``compression = "zstd"`` the lines go through a zstd compressor on their
+way to the OS (in the same worker thread): every write to the OS ends a zstd
+block, so what is on disk always decodes, and a crash's torn frame is
+repaired when the file is opened again (:mod:`mux_file._zstd`).
 """
 
 from __future__ import annotations
 
 import errno
+import importlib.util
 import os
-from collections.abc import Mapping
-from typing import Any, ClassVar, TypeAlias
+from collections.abc import Iterator, Mapping
+from typing import Any, ClassVar, Literal, TypeAlias
 
 import attrs
 import msgspec
@@ -31,6 +37,8 @@ from mux_core import Sink
 from mux_core.options import non_negative, positive
 from mux_core.records import Batch, Event, encode_jsonl
 from mux_core.sink import SinkContext
+
+from . import _zstd
 
 # trio is imported by the methods that use it: loading the plugin (every mux
 # command does) does not pay for it.
@@ -62,13 +70,32 @@ class FileOptions:
     #: fsync after each timed flush, so a power loss costs at most ``flush_interval``
     #: of records; the file is always fsynced when the sink closes.
     fsync: bool = True
+    #: "zstd": write the lines zstd-compressed (~8x smaller), to a path ending in
+    #: ``.zst`` (``events.jsonl.zst``; needs ``mux[zstd]``); rotate_bytes then counts
+    #: compressed bytes. "none": plain JSON Lines.
+    compression: Literal["none", "zstd"] = attrs.field(
+        default="none", validator=attrs.validators.in_(("none", "zstd"))
+    )
 
     @classmethod
     def check(cls, options: FileOptions) -> None:
         """Refuse a path that visibly cannot be written, creating nothing."""
+        if options.compression == "zstd":
+            if not options.path.endswith(".zst"):
+                raise ValueError(
+                    f'compression = "zstd" writes zstd frames: the path must end in .zst '
+                    f"(e.g. {os.path.splitext(options.path)[0]}.jsonl.zst), got {options.path!r}"
+                )
+            if importlib.util.find_spec("zstandard") is None:
+                raise ValueError(ZSTD_HINT)
         reason = _problem(_resolve(options.path))
         if reason is not None:
             raise ValueError(_cannot_write(options.path, reason))
+
+
+ZSTD_HINT = (
+    "compression = \"zstd\" needs zstandard, which is not installed: pip install 'mux[zstd]'"
+)
 
 
 def _resolve(path: str) -> str:
@@ -116,13 +143,26 @@ class _RotatingFile:
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         self._fd = _open_append(self.path)
         self._size = os.fstat(self._fd).st_size
+        if self._size and self._head(4) == _zstd.MAGIC:
+            os.close(self._fd)
+            self._fd = -1
+            raise OSError(
+                errno.EINVAL,
+                'it holds zstd-compressed records (set compression = "zstd" for it)',
+            )
         if self._size and not self._ends_with_newline():
             self._write_all(b"\n")
 
     def _ends_with_newline(self) -> bool:
+        return self._read(1, self._size - 1) == b"\n"
+
+    def _head(self, size: int) -> bytes:
+        return self._read(size, 0)
+
+    def _read(self, size: int, offset: int) -> bytes:
         fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            return os.pread(fd, 1, self._size - 1) == b"\n"
+            return os.pread(fd, size, offset)
         finally:
             os.close(fd)
 
@@ -198,6 +238,51 @@ class _RotatingFile:
                 pass
 
 
+class _ZstdRotatingFile(_RotatingFile):
+    """A :class:`_RotatingFile` whose lines are appended as zstd blocks (see
+    :mod:`mux_file._zstd`). Rotation is checked before each append, against the
+    compressed size: a file passes ``rotate_bytes`` by one append at most."""
+
+    def open(self) -> None:
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        self._writer = _zstd.ZstdWriter()
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            _zstd.repair(self._fd, self.path)
+        except _zstd.NotZstd as exc:
+            os.close(self._fd)
+            self._fd = -1
+            raise OSError(errno.EINVAL, str(exc)) from None
+        except BaseException:
+            os.close(self._fd)
+            self._fd = -1
+            raise
+        self._size = os.lseek(self._fd, 0, os.SEEK_END)
+
+    def write(self, data: bytes) -> None:
+        if self.rotate_bytes and self._size >= self.rotate_bytes:
+            self._rotate()
+        encoded = self._writer.encode(data)
+        try:
+            self._write_all(encoded)
+        except OSError:
+            self._writer.failed()
+            raise
+
+    def _rotate(self) -> None:
+        self._write_all(self._writer.finish())
+        super()._rotate()
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            try:
+                self._write_all(self._writer.finish())
+            except BaseException:
+                self.abandon()
+                raise
+        super().close()
+
+
 class _HeldLine(msgspec.Struct, forbid_unknown_fields=False):
     type: str = ""
     source: str = ""
@@ -223,44 +308,77 @@ def _held_after(path: str, covered: Mapping[str, int]) -> Held:
     covered seq and that carry an id: the only ones a server can send again.
 
     Read backwards from the end, until every source's covered seq is passed
-    (or :data:`_TAIL_LIMIT` bytes).
+    (or :data:`_TAIL_LIMIT` bytes); a zstd file one frame at a time.
     """
     held: Held = {}
     passed: set[str] = set()
+    for line in _lines_backwards(path):
+        if len(passed) >= len(covered):
+            break
+        if b'"event"' not in line:
+            continue
+        try:
+            record = _read_held_line(line)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            continue
+        if record.type != "event" or record.source not in covered or not record.seq:
+            continue
+        if record.seq <= covered[record.source]:
+            passed.add(record.source)
+        elif record.id is not None and record.source not in passed:
+            try:
+                payload = msgspec.json.decode(record.data)
+            except msgspec.DecodeError:
+                continue
+            events = held.setdefault(record.source, {})
+            events.setdefault((record.id, record.event), []).append(payload)
+    return held
+
+
+def _lines_backwards(path: str) -> Iterator[bytes]:
+    """The lines of ``path``, last first, up to about :data:`_TAIL_LIMIT` bytes of them."""
     try:
         size = os.path.getsize(path)
     except OSError:
-        return held
-    chunk = 1 << 20
-    end = size
-    carry = b""
+        return
     with open(path, "rb") as file:
-        while end > 0 and size - end < _TAIL_LIMIT and len(passed) < len(covered):
+        if file.read(4) == _zstd.MAGIC:
+            yield from _zstd_lines_backwards(file.fileno(), size)
+            return
+        chunk = 1 << 20
+        end = size
+        carry = b""
+        while end > 0 and size - end < _TAIL_LIMIT:
             start = max(0, end - chunk)
             file.seek(start)
             data = file.read(end - start) + carry
             lines = data.split(b"\n")
             carry = lines[0] if start > 0 else b""
-            for line in reversed(lines[1:] if start > 0 else lines):
-                if b'"event"' not in line:
-                    continue
-                try:
-                    record = _read_held_line(line)
-                except (msgspec.DecodeError, msgspec.ValidationError):
-                    continue
-                if record.type != "event" or record.source not in covered or not record.seq:
-                    continue
-                if record.seq <= covered[record.source]:
-                    passed.add(record.source)
-                elif record.id is not None and record.source not in passed:
-                    try:
-                        payload = msgspec.json.decode(record.data)
-                    except msgspec.DecodeError:
-                        continue
-                    events = held.setdefault(record.source, {})
-                    events.setdefault((record.id, record.event), []).append(payload)
+            yield from reversed(lines[1:] if start > 0 else lines)
             end = start
-    return held
+
+
+def _zstd_lines_backwards(fd: int, size: int) -> Iterator[bytes]:
+    """A zstd file's lines, last first: its frames decompressed newest first
+    (every frame starts at a line), up to about :data:`_TAIL_LIMIT` bytes of lines."""
+    import zstandard
+
+    try:
+        found = _zstd.frames(fd, size)
+    except _zstd.NotZstd:
+        return
+    decompressor = zstandard.ZstdDecompressor()
+    ends = [*found.starts[1:], found.end]
+    read = 0
+    for start, end in reversed(list(zip(found.starts, ends, strict=True))):
+        if read >= _TAIL_LIMIT:
+            return
+        try:
+            content = decompressor.decompressobj().decompress(os.pread(fd, end - start, start))
+        except zstandard.ZstdError:
+            return
+        read += len(content)
+        yield from reversed(content.split(b"\n"))
 
 
 def _fsync(fd: int) -> None:
@@ -285,7 +403,8 @@ class FileSink(Sink):
         self.options = options
         self.context = context
         self.path = _resolve(options.path)
-        self._file = _RotatingFile(self.path, rotate_bytes=options.rotate_bytes, keep=options.keep)
+        kind = _ZstdRotatingFile if options.compression == "zstd" else _RotatingFile
+        self._file = kind(self.path, rotate_bytes=options.rotate_bytes, keep=options.keep)
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         #: Per resumed source: what this file holds that its server may send
