@@ -10,6 +10,7 @@ can only be polled, which :func:`wait_for_file` does.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -217,19 +218,29 @@ async def terminate(process: trio.Process, config: Path) -> int:
     return await wait_exit(process, config)
 
 
+def _loads(line: bytes) -> JsonRecord:
+    """One line: orjson, or the standard library for the NaN / Infinity literals
+    a file holds for non-finite numbers (orjson rejects them)."""
+    try:
+        record: JsonRecord = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        record = json.loads(line)
+    return record
+
+
 def read_jsonl(path: Path) -> list[JsonRecord]:
     """Every record of a file sink's output; every line must be whole JSON."""
     if not path.exists():
         return []
     data = path.read_bytes()
-    return [orjson.loads(line) for line in data.splitlines(keepends=True) if line.endswith(b"\n")]
+    return [_loads(line) for line in data.splitlines(keepends=True) if line.endswith(b"\n")]
 
 
 def read_jsonl_strict(path: Path) -> list[JsonRecord]:
     """Like :func:`read_jsonl` for a finished run: no half-written last line allowed."""
     data = path.read_bytes()
     assert data.endswith(b"\n"), f"{path} ends with a half-written line: {data[-80:]!r}"
-    return [orjson.loads(line) for line in data.splitlines()]
+    return [_loads(line) for line in data.splitlines()]
 
 
 def file_ids(records: list[JsonRecord], source: str) -> list[str]:
