@@ -16,6 +16,9 @@ is unknown), then every message published while it is open. With
 ``subscribe=True`` the server waits for the client's first text message
 instead, and resumes after its ``"last_id"`` when it is a JSON object with one.
 
+With ``deflate=True`` the server accepts permessage-deflate when a client
+offers it, and then sends every message compressed (wsproto's extension).
+
 Each NEW handshake on :attr:`FakeWsServer.path` pops the next scripted action
 (:class:`Reject`, :class:`Drop`, :class:`Close`, :class:`Stall`,
 :class:`Garbage`); with none queued it streams normally. A handshake on any
@@ -44,6 +47,7 @@ from wsproto.events import (
     Request,
     TextMessage,
 )
+from wsproto.extensions import Extension, PerMessageDeflate
 from wsproto.utilities import ProtocolError
 
 from ._http import Drop, Stall
@@ -174,6 +178,7 @@ class FakeWsServer:
         resume_param: str,
         subscribe: bool,
         max_history: int = 100_000,
+        deflate: bool = False,
     ) -> None:
         self._nursery = nursery
         #: The port listened on (the kernel's choice when 0 was asked; kept across restarts).
@@ -184,6 +189,8 @@ class FakeWsServer:
         self.resume_param = resume_param
         #: True: wait for the client's first text message before streaming.
         self.subscribe = subscribe
+        #: True: accept permessage-deflate when offered, and compress every message.
+        self.deflate = deflate
         #: The published messages kept for replay, oldest first; dicts carry their "id".
         self.history: list[dict[str, Any] | str] = []
         #: At most this many are kept (the oldest go first), like the HTTP fakes.
@@ -279,6 +286,8 @@ class FakeWsServer:
             return
         headers = {"host": request.host}
         headers.update((k.decode("latin-1"), v.decode("latin-1")) for k, v in request.extra_headers)
+        if request.extensions:  # wsproto takes this header out of extra_headers
+            headers["sec-websocket-extensions"] = ", ".join(map(str, request.extensions))
         self.requests.append((request.target, headers))
         if urlsplit(request.target).path != self.path:
             await conn.send(RejectConnection(status_code=404))
@@ -288,7 +297,8 @@ class FakeWsServer:
             fields = [(k.encode(), v.encode()) for k, v in action.headers.items()]
             await conn.send(RejectConnection(status_code=action.status, headers=fields))
             return
-        await conn.send(AcceptConnection())
+        extensions: list[Extension] = [PerMessageDeflate()] if self.deflate else []
+        await conn.send(AcceptConnection(extensions=extensions))
         self._accepted += 1
         changed, self._accepted_changed = self._accepted_changed, trio.Event()
         changed.set()
@@ -373,12 +383,14 @@ async def serve_ws(
     resume_param: str = "last_id",
     subscribe: bool = False,
     max_history: int = 100_000,
+    deflate: bool = False,
 ) -> AsyncIterator[FakeWsServer]:
     """Run a :class:`FakeWsServer` on 127.0.0.1 for the duration of the block.
 
     ``port=0`` lets the kernel choose (read ``server.port`` / ``server.url``).
     ``subscribe=True`` makes the server wait for the client's first text
-    message before streaming (see the module docstring).
+    message before streaming (see the module docstring); ``deflate=True``
+    makes it compress its messages for a client that offers permessage-deflate.
     """
     async with trio.open_nursery() as nursery:
         server = FakeWsServer(
@@ -388,6 +400,7 @@ async def serve_ws(
             resume_param=resume_param,
             subscribe=subscribe,
             max_history=max_history,
+            deflate=deflate,
         )
         await server.start()
         try:
