@@ -150,21 +150,29 @@ def parse_target(url: str) -> Target:
     return Target(parse_uri(url))
 
 
-def new_protocol(target: Target, headers: Mapping[str, str], max_size: int) -> ClientProtocol:
+def new_protocol(
+    target: Target, headers: Mapping[str, str], max_size: int, *, deflate: bool = False
+) -> ClientProtocol:
     """A client protocol whose handshake request (with ``headers``) is queued to send.
 
-    No extension is offered: permessage-deflate would let a server send a
-    small frame that inflates to gigabytes. A ``Sec-WebSocket-Protocol``
-    header becomes the subprotocols offered, so the server may pick one.
+    No extension is offered unless ``deflate``: then permessage-deflate, and
+    websockets inflates each message with ``max_size`` as its bound (a small
+    frame that would inflate to gigabytes fails at ``max_size``, 1009). A
+    ``Sec-WebSocket-Protocol`` header becomes the subprotocols offered, so
+    the server may pick one.
     """
     from websockets.client import ClientProtocol
+    from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
     from websockets.typing import Subprotocol
 
     offered: list[Subprotocol] | None = None
     for name, value in headers.items():
         if name.lower() == "sec-websocket-protocol":
             offered = [Subprotocol(p.strip()) for p in value.split(",") if p.strip()]
-    protocol = ClientProtocol(target.uri, subprotocols=offered, max_size=max_size)
+    extensions = [ClientPerMessageDeflateFactory()] if deflate else None
+    protocol = ClientProtocol(
+        target.uri, subprotocols=offered, extensions=extensions, max_size=max_size
+    )
     request = protocol.connect()
     given = {name.lower() for name in headers}
     for name, value in _DEFAULT_HEADERS:

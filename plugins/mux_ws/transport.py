@@ -21,7 +21,10 @@ How a session ends, and what the supervisor is told::
         a message over max_message_bytes (mux closes, 1009)     -> Disconnected
     close 1000 with end_on_close                                -> Ended
 
-Hostile servers: no compression is offered (no inflate bombs); a frame
+Hostile servers: compression (permessage-deflate) is offered only with
+``compression = "deflate"``, and then a message is inflated at most to
+``max_message_bytes`` (websockets inflates with that bound and fails the
+message past it: a deflate bomb costs its limit, not gigabytes); a frame
 larger than ``max_message_bytes`` is refused from its header, before its
 payload is buffered; a non-101 answer is judged by its head alone (an
 endless body is never read); text frames that are not valid UTF-8 are kept
@@ -112,6 +115,12 @@ class WsOptions:
     #: Treat a close with code 1000 as the end of the stream (state "ended") instead of a
     #: disconnection to retry.
     end_on_close: bool = False
+    #: "deflate": offer permessage-deflate (RFC 7692), so a server that supports it sends
+    #: compressed messages; each is inflated at most to max_message_bytes. "none": offer
+    #: nothing (the default).
+    compression: Literal["none", "deflate"] = attrs.field(
+        default="none", validator=attrs.validators.in_(("none", "deflate"))
+    )
     #: Check the server's TLS certificate (wss://) against the system's trust store,
     #: or ``ca_file``; false checks nothing (mux warns at check and at start).
     verify: bool = True
@@ -261,7 +270,9 @@ class WsTransport(Transport):
             target = parse_target(url)
         except ValueError as exc:
             raise Failed(str(exc)) from None
-        protocol = new_protocol(target, self._headers, opts.max_message_bytes)
+        protocol = new_protocol(
+            target, self._headers, opts.max_message_bytes, deflate=opts.compression == "deflate"
+        )
         tls = None
         if target.tls:
             tls = await shared_tls_context(session, verify=opts.verify, ca_file=opts.ca_file)
