@@ -70,6 +70,10 @@ _GREY = "grey50"
 STATE_WIDTH = 28
 #: The narrowest state column (an 80-column terminal): the longest name fits.
 MIN_STATE_WIDTH = len(State.MAX_RETRIES_EXCEEDED.value)
+#: The widest source column: a longer name is cut with an ellipsis.
+NAME_WIDTH = 32
+#: The narrowest source column, on a terminal too narrow for the names.
+MIN_NAME_WIDTH = 8
 #: Room for a value next to a sparkline: "-1.234e-05" is the widest.
 VALUE_WIDTH = 10
 _RATE_WIDTH = len("123,456/s")  # from 1,000/s on, whole numbers
@@ -163,6 +167,35 @@ def row_state_text(row: SourceRow, now: float) -> Text:
     return state_text(row.status, now)
 
 
+class _StateCell:
+    """The state cell: cut with ``…`` to the column, never into the state's name.
+
+    A column as narrow as the name (``max_retries_exceeded`` on an
+    80-column terminal) shows the name alone; the detail line has the rest.
+    """
+
+    def __init__(self, text: Text, label: str) -> None:
+        self.text = text
+        self.label = label
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        from rich.measure import Measurement
+
+        return Measurement(len(self.label), len(self.text)).clamp(max_width=options.max_width)
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        width = options.max_width
+        text = self.text.copy()
+        if len(text) > width:
+            keep = max(width - 1, len(self.label))
+            text.truncate(keep)
+            if keep < width:
+                text.append("…")
+        text.no_wrap = True
+        text.overflow = "crop"
+        yield text
+
+
 def _quality_text(row: SourceRow) -> str:
     quality = row.quality
     if quality is None:
@@ -197,12 +230,14 @@ def detail_text(row: SourceRow, now: float) -> Text:
 
 
 def _has_detail(row: SourceRow, now: float) -> bool:
-    """Whether the detail line says more than the state's name."""
+    """Whether the state says more than its name (a stale source, a retry, a
+    server's words). The connection quality alone does not count: ``mux run``
+    prints every source's quality when it ends."""
     status = row.status
     if status is None:
         return False
     more = len(state_text(status, now)) > len(status.state.value)
-    return more or row.quality is not None or row.quiet_for(now) is not None
+    return more or row.quiet_for(now) is not None
 
 
 def alert_text(row: SourceRow) -> Text:
@@ -311,7 +346,7 @@ def _row_cells(
         mark,
         Text(escape_controls(row.name), style="bold reverse" if selected else "bold"),
         row.transport,
-        row_state_text(row, now),
+        _StateCell(row_state_text(row, now), row.label(now)),
         format_rate(row.rate(now)) + "/s",
         Text(format_age(age), style=_AMBER if stale else ""),
         _format_step(row.step),
@@ -325,8 +360,9 @@ def _text_width(values: Iterable[str], minimum: int) -> int:
 
 
 def _name_width(rows: Iterable[SourceRow]) -> int:
-    """The source column: names as shown (control characters escaped)."""
-    return _text_width((escape_controls(r.name) for r in rows), 6)
+    """The source column: names as shown (control characters escaped), up to
+    :data:`NAME_WIDTH` (a longer name is cut; the detail line has all of it)."""
+    return min(_text_width((escape_controls(r.name) for r in rows), 6), NAME_WIDTH)
 
 
 def render_table(
@@ -340,6 +376,7 @@ def render_table(
     caption: str | None = CAPTION,
     selected: str | None = None,
     state_width: int = STATE_WIDTH,
+    name_width: int | None = None,
 ) -> Table:
     """One line per source of ``rows`` (default: all, in config order), every
     column a fixed width.
@@ -363,7 +400,8 @@ def render_table(
     )
     every = model.rows.values()
     table.add_column("", width=1, no_wrap=True)
-    table.add_column("source", width=_name_width(every), no_wrap=True)
+    names = _name_width(every) if name_width is None else name_width
+    table.add_column("source", width=names, no_wrap=True, overflow="ellipsis")
     table.add_column("transport", width=_text_width((r.transport for r in every), 9), no_wrap=True)
     table.add_column("state", width=state_width, no_wrap=True, overflow="ellipsis")
     table.add_column("rate", justify="right", width=_RATE_WIDTH, no_wrap=True)
@@ -404,7 +442,7 @@ def render_plot_table(
         expand=False,
     )
     every = model.rows.values()
-    table.add_column("source", width=_name_width(every), no_wrap=True)
+    table.add_column("source", width=_name_width(every), no_wrap=True, overflow="ellipsis")
     table.add_column("field", width=_text_width(model.plot, 5), no_wrap=True)
     width = natural_plot_width(model) if trend_width is None else trend_width
     table.add_column("trend", width=width, no_wrap=True, overflow="crop")
@@ -483,6 +521,11 @@ class TuiView:
         base = measure(render_table(model, now, rows=(), title=None, plots=False, caption=None))
         state_width = max(MIN_STATE_WIDTH, STATE_WIDTH - max(base - width, 0))
         base -= STATE_WIDTH - state_width
+        name_width = _name_width(model.rows.values())  # then long names are cut further
+        if base > width:
+            narrower = max(name_width - (base - width), MIN_NAME_WIDTH)
+            base -= name_width - narrower
+            name_width = narrower
         count = len(model.plot)
         natural = natural_plot_width(model)
         plot_width: int | None = None
@@ -515,6 +558,7 @@ class TuiView:
                 plots=inline,
                 caption=None,
                 state_width=state_width,
+                name_width=name_width,
             )
             fixed = 1 + lines(empty)  # the title and summary line, the header
             if not inline:
@@ -554,6 +598,7 @@ class TuiView:
             caption=None,
             selected=selected,
             state_width=state_width,
+            name_width=name_width,
         )
         if not inline:
             yield render_plot_table(model, rows=shown, caption=None, trend_width=trend_width)

@@ -404,9 +404,14 @@ def test_the_terminal_does_not_echo_ctrl_c_while_the_view_runs() -> None:
 
 
 def _view_text(model: TuiModel, now: float, width: int = 200, **kwargs: Any) -> str:
-    console = Console(width=width, record=True, file=io.StringIO())
+    console = Console(width=width, height=40, record=True, file=io.StringIO())
     console.print(TuiView(model, now, title="mux", caption=None, **kwargs))
     return console.export_text()
+
+
+def _live_text(model: TuiModel, now: float) -> str:
+    """The live view on a 200 x 40 terminal: the selected row has a detail line."""
+    return _view_text(model, now, fit=True)
 
 
 def test_alerts_show_in_full_and_quality_on_the_detail_line() -> None:
@@ -423,9 +428,10 @@ def test_alerts_show_in_full_and_quality_on_the_detail_line() -> None:
     assert f"⚠ s nonfinite: {message}" in shown  # the whole text, the step kept
     row = next(line for line in shown.splitlines() if line.startswith("⚠  s "))
     assert "connected" in row  # the row is marked; its state stays readable
-    assert "▸ s: connected · up 75.0% · 2 reconnects · 0 gaps" in shown
+    assert "▸ s:" not in shown  # the final table: "connected" says it all
+    assert "▸ s: connected · up 75.0% · 2 reconnects · 0 gaps" in _live_text(model, 4.0)
     model.ingest([Quality("s", "sse", 60.0, 0.75, 2, 5.0, 100, None, 0.25, 3.5)])  # no ids
-    assert "gaps n/a · lag p99 0.25 s" in _view_text(model, 4.0)
+    assert "gaps n/a · lag p99 0.25 s" in _live_text(model, 4.0)
     model.ingest([Alert("s", "sse", "nonfinite", Severity.INFO, "loss finite again", 9, 5.0)])
     shown = _view_text(model, 6.0)
     assert "loss is NaN" not in shown and "⚠" not in shown  # the episode was cleared
@@ -460,13 +466,14 @@ def test_a_restart_clears_the_old_quality_figure() -> None:
             Status("s", "sse", State.MAX_RETRIES_EXCEEDED, 5, None, "refused", 3.0),
         ]
     )
-    assert "up 25.0% · 9 reconnects" in _view_text(model, 4.0)  # the session that gave up
+    assert "up 25.0% · 9 reconnects" in _live_text(model, 4.0)  # the session that gave up
     model.ingest([Status("s", "sse", State.CONNECTING, 1, None, "", 5.0)])  # restarted
-    assert "up 25.0%" not in _view_text(model, 6.0)
+    shown = _live_text(model, 6.0)
+    assert "▸ s: connecting" in shown and "up 25.0%" not in shown
     model.ingest([Quality("s", "sse", 1.0, 1.0, 0, None, 10, 0, None, 7.0)])
-    assert "up 100.0% · 0 reconnects" in _view_text(model, 7.0)  # the new session's
+    assert "up 100.0% · 0 reconnects" in _live_text(model, 7.0)  # the new session's
     model.ingest([Status("s", "sse", State.DISCONNECTED, 1, 1.0, "", 8.0)])
-    assert "up 100.0%" in _view_text(model, 8.0)  # an outage is not a restart
+    assert "up 100.0%" in _live_text(model, 8.0)  # an outage is not a restart
 
 
 def test_control_characters_from_names_and_servers_are_shown_escaped() -> None:
@@ -491,3 +498,13 @@ def test_control_characters_from_names_and_servers_are_shown_escaped() -> None:
     shown = _view_text(model, 4.0)
     assert "HTTP 404\\n\\x1b[31mFORGED" in shown
     assert "⚠ evil\\n\\x1b[2J stall: no step\\r\\x1b]0;title\\x07" in shown
+
+
+def test_a_long_name_is_cut_never_the_state() -> None:
+    name = "trainer-" + "x" * 80
+    model = TuiModel(plot=("loss",), width=10)
+    model.ingest([Status(name, "sse", State.MAX_RETRIES_EXCEEDED, 5, None, "refused", 1.0)])
+    shown = _view_text(model, 2.0, width=80)
+    row = next(line for line in shown.splitlines() if line.startswith("   trainer-"))
+    assert "max_retries_exceeded" in row and "…" in row
+    assert f"▸ {name}: max_retries_exceeded · refused" in shown.replace("\n", "")
