@@ -150,10 +150,16 @@ def history_of(sink: SinkConfig) -> list[Recording]:
     return found
 
 
+def _stem(path: Path) -> str:
+    """``a`` for ``a.jsonl``, ``a.jsonl.zst`` (a compressed recording) and ``a.log``."""
+    name = path.name.removesuffix(".zst")
+    return name.removesuffix(".jsonl") if name.endswith(".jsonl") else Path(name).stem
+
+
 def _labels(paths: Sequence[Path]) -> list[str]:
-    """Each file's stem (``a`` for ``runs/a.jsonl``); stems that collide become
-    ``parent/stem``, and those that still collide get ``-2``, ``-3``."""
-    stems = [path.stem for path in paths]
+    """Each file's stem (``a`` for ``runs/a.jsonl`` or ``runs/a.jsonl.zst``); stems that
+    collide become ``parent/stem``, and those that still collide get ``-2``, ``-3``."""
+    stems = [_stem(path) for path in paths]
     labels = [
         f"{path.parent.name}/{stem}" if stems.count(stem) > 1 and path.parent.name else stem
         for path, stem in zip(paths, stems, strict=True)

@@ -100,16 +100,16 @@ async def test_two_recordings_play_side_by_side_with_their_sources_told_apart(
 def test_recordings_from_globs_keep_rotations_together_and_labels_unique(
     tmp_path: Path,
 ) -> None:
-    for name in ("x/train.jsonl", "x/train.jsonl.1", "y/train.jsonl", "y/other.jsonl"):
+    for name in ("x/train.jsonl", "x/train.jsonl.1", "y/train.jsonl", "y/other.jsonl.zst"):
         path = tmp_path / name
         path.parent.mkdir(exist_ok=True)
         path.write_bytes(b"")
     found = find_recordings(
-        [str(tmp_path / "x" / "*"), str(tmp_path / "y/*.jsonl")], missing_ok=False
+        [str(tmp_path / "x" / "*"), str(tmp_path / "y/*.jsonl*")], missing_ok=False
     )
     assert [(r.label, [p.name for p in r.files]) for r in found] == [
         ("x/train", ["train.jsonl.1", "train.jsonl"]),
-        ("other", ["other.jsonl"]),
+        ("other", ["other.jsonl.zst"]),
         ("y/train", ["train.jsonl"]),
     ]
     with pytest.raises(ConfigError, match=r"nope\.jsonl: no such file to replay"):
