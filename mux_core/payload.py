@@ -10,11 +10,19 @@ of ``mux run``'s time (issue 9), so a transport hands its payloads over as
   ``msgspec.Raw``), and a JSON-writing sink splices them into its line;
   validity is checked without building objects (msgspec skims them at about
   0.3 µs per 200 bytes, a third of a full decode);
-* ``Event.data`` decodes such a payload on first access, once;
-* anything else is decoded at once: text (invalid UTF-8 becomes U+FFFD), or
-  JSON with the bare literals ``NaN``, ``Infinity``, ``-Infinity`` that
-  Python's ``json.dumps`` writes -- trainers really send them, and they are
-  read as numbers.
+* so is JSON with the bare literals ``NaN``, ``Infinity``, ``-Infinity``
+  that Python's ``json.dumps`` writes -- trainers really send them (a
+  diverged loss) -- checked by a full decode, as those are rare;
+* ``Event.data`` decodes such a payload on first access, once (the
+  literals as floats: such a payload is decoded on each access and keeps
+  its bytes, so the file holds the literals);
+* anything else is decoded at once: text (invalid UTF-8 becomes U+FFFD).
+
+Non-finite numbers are data: msgspec would write a NaN float as ``null``, so
+they reach a JSON encoder only inside bytes -- a payload kept as received,
+or a value built in Python with a NaN in it, which :func:`keep_value` turns
+into its JSON with the literals (``Session.emit`` does it for a transport's
+values).
 
 One library (msgspec) decides "is this JSON?" both for the value a sink sees
 and for the bytes the file holds, so the two never disagree about a
@@ -29,7 +37,7 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["JsonFields", "decode_payload", "is_json", "keep_raw"]
+__all__ = ["JsonFields", "decode_payload", "is_json", "keep_raw", "keep_value"]
 
 _skim = msgspec.json.Decoder(msgspec.Raw).decode
 _decode = msgspec.json.decode
@@ -86,22 +94,114 @@ def _lenient(raw: bytes) -> Any:
 
 def keep_raw(raw: bytes) -> Any:
     """What an Event keeps of payload bytes: the bytes themselves, as a
-    ``msgspec.Raw``, when they are one line of valid UTF-8 JSON (a JSON
-    encoder splices them into its line as they are); else the decoded value
-    (the text, or JSON with NaN/Infinity literals).
+    ``msgspec.Raw``, when they are one line of valid UTF-8 JSON, NaN and
+    Infinity literals allowed (a JSON encoder splices them into its line as
+    they are); else the decoded value (the text).
 
     Checked without building objects: msgspec skims the JSON (~0.3 µs per
     200 bytes); ``10 in raw`` is a memchr (``b"\\n" in raw`` costs 4x more).
     """
     if 10 in raw or 13 in raw:  # a line break would split the JSON Lines record
-        return decode_payload(raw)
+        return keep_value(decode_payload(raw))
     try:
         kept = _skim(raw)
     except _NOT_JSON:
-        return decode_payload(raw)
+        # JSON with NaN / Infinity literals is kept as received too: the file
+        # then holds what the trainer sent (a full decode checks it, ~2 µs:
+        # such payloads are rare).
+        if _lenient(raw) is not _UNSET and (raw.isascii() or _is_utf8(raw)):
+            return msgspec.Raw(raw)
+        return keep_value(decode_payload(raw))
     if raw.isascii() or _is_utf8(raw):
         return kept
-    return decode_payload(raw)
+    return keep_value(decode_payload(raw))
+
+
+def keep_value(value: Any) -> Any:
+    """What an Event keeps of a payload value built in Python (not bytes): the
+    value itself, or, when a NaN or an infinity is in it, its JSON bytes with
+    the literals ``NaN``, ``Infinity``, ``-Infinity`` (a ``msgspec.Raw``).
+
+    msgspec writes a non-finite float as ``null``; a payload kept as bytes is
+    spliced as it is, so every JSON-writing sink writes the literals and
+    ``Event.data`` reads them back as floats. ``Session.emit`` applies this to
+    the values a transport hands over; a processor that builds a payload
+    (``msgspec.structs.replace(event, _payload=keep_value(new))``) does the
+    same. Costs a walk of the value (~50 ns per number); a value that
+    cannot be encoded is returned as it is.
+    """
+    try:
+        if _finite(value):
+            return value
+        return msgspec.Raw(_encode(_with_literals(value)))
+    except (TypeError, ValueError, RecursionError, msgspec.EncodeError):
+        return value
+
+
+# -- non-finite numbers ------------------------------------------------------
+#
+# NaN and the infinities are data (a diverged loss): JSON Lines files hold
+# them as the bare literals Python's json.dumps writes. msgspec writes them as
+# null, so they reach an encoder only inside bytes (msgspec.Raw), spliced
+# as they are: the literal bytes below, or a payload kept as received.
+
+_NAN = msgspec.Raw(b"NaN")
+_INFINITY = msgspec.Raw(b"Infinity")
+_MINUS_INFINITY = msgspec.Raw(b"-Infinity")
+
+
+def _finite(value: Any) -> bool:
+    """Whether a decoded value holds no NaN or infinity: plain floats in dicts,
+    lists and tuples (other types go through :func:`_enc_hook`)."""
+    kind = type(value)
+    if kind is dict:
+        items: Any = value.values()
+    elif kind is list or kind is tuple:
+        items = value
+    elif kind is float:
+        return bool(value - value == 0.0)
+    else:
+        return True
+    for item in items:
+        kind = type(item)
+        if kind is float:
+            if item - item != 0.0:
+                return False
+        elif (kind is dict or kind is list or kind is tuple) and not _finite(item):
+            return False
+    return True
+
+
+def _with_literals(value: Any) -> Any:
+    """``value`` with each non-finite float replaced by its literal (Raw bytes)."""
+    kind = type(value)
+    if kind is float:
+        if value - value == 0.0:
+            return value
+        if value != value:
+            return _NAN
+        return _INFINITY if value > 0 else _MINUS_INFINITY
+    if kind is dict:
+        return {key: _with_literals(item) for key, item in value.items()}
+    if kind is list or kind is tuple:
+        return [_with_literals(item) for item in value]
+    return value
+
+
+def _enc_hook(obj: Any) -> Any:
+    """The JSON encoders' hook for what msgspec does not write itself (shared
+    with :func:`mux_core.records.encode_jsonl`)."""
+    tolist = getattr(obj, "tolist", None)  # numpy arrays and scalars
+    if callable(tolist):
+        return _with_literals(tolist())
+    if isinstance(obj, float):  # a float subclass
+        return _with_literals(float(obj))
+    # Anything else a transport put in a payload is written as its repr
+    # rather than failing the sink.
+    return repr(obj)
+
+
+_encode = msgspec.json.Encoder(enc_hook=_enc_hook).encode
 
 
 def _is_utf8(raw: bytes) -> bool:

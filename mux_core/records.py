@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import enum
 import io
+import json
 import logging
 import os
 from collections.abc import Iterable, Sequence
@@ -35,7 +36,7 @@ from typing import Any, BinaryIO, TypeAlias, TypeVar, cast
 
 import msgspec
 
-from .payload import decode_payload, keep_raw
+from .payload import _enc_hook, decode_payload, is_json, keep_raw, keep_value
 
 __all__ = [
     "RECORD_OVERHEAD",
@@ -141,11 +142,19 @@ class Event(
         Raw JSON is decoded on first access and the value replaces it in the
         record (a cache, not a change: the record compares, hashes and is
         written the same before and after; only the bytes a file gets may be
-        re-encoded from the value, e.g. ``1.10`` as ``1.1``).
+        re-encoded from the value, e.g. ``1.10`` as ``1.1``). JSON with
+        ``NaN`` / ``Infinity`` literals is decoded on every access instead
+        (floats: ``nan``, ``inf``, ``-inf``) and keeps its bytes, so a file
+        gets the literals as received.
         """
         payload = self._payload
         if type(payload) is msgspec.Raw:
-            payload = decode_payload(payload)
+            try:
+                payload = _decode_json(payload)
+            except _NOT_JSON:
+                # NaN / Infinity literals: decoded on each access, never cached,
+                # so the record keeps the bytes received and the file holds them.
+                return decode_payload(payload)
             _set_payload(self, payload)
         return payload
 
@@ -314,18 +323,12 @@ def record_to_dict(record: Record) -> dict[str, Any]:
     return out
 
 
-def _enc_hook(obj: Any) -> Any:
-    tolist = getattr(obj, "tolist", None)  # numpy arrays and scalars
-    if callable(tolist):
-        return tolist()
-    # Anything else a transport put in a payload is written as its repr
-    # rather than failing the sink.
-    return repr(obj)
-
-
 _encoder = msgspec.json.Encoder(enc_hook=_enc_hook)
+_decode_json = msgspec.json.decode
 #: What encoding a payload the encoder cannot write raises.
 _UNENCODABLE = (TypeError, ValueError, RecursionError, msgspec.EncodeError)
+#: What decoding bytes that are not strict JSON raises.
+_NOT_JSON = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
 
 
 def encode_jsonl(records: Iterable[Record]) -> bytes:
@@ -336,6 +339,12 @@ def encode_jsonl(records: Iterable[Record]) -> bytes:
     payload cannot be encoded (a decoded value nested deeper than the
     encoder goes, a dict with tuple keys, ...) is written with its data as
     text instead, so one odd payload never fails a sink.
+
+    NaN, Infinity and -Infinity in a payload are written as those bare
+    literals (what Python's ``json.dumps`` writes and ``json.loads`` reads
+    back as floats) at no cost to other payloads: a payload holding one is
+    kept as its JSON bytes, as received or made by
+    :func:`~mux_core.payload.keep_value` (docs/architecture.md, Records).
     """
     if not isinstance(records, list):
         records = list(records)
@@ -407,16 +416,35 @@ class _EventLine(msgspec.Struct, tag_field="type", tag="event", gc=False):
 _line_decoder = msgspec.json.Decoder(_EventLine | Status | Alert | Quality)
 
 
+class _EventHead(msgspec.Struct, tag_field="type", tag="event", gc=False):
+    # An event line read by the standard library (NaN / Infinity literals):
+    # everything but its data, which is cut out of the line as it was written.
+    source: str
+    transport: str
+    event: str
+    id: str | None
+    received_at: float
+    seq: int
+
+
+_Lenient: TypeAlias = _EventHead | Status | Alert | Quality
+
+
 def decode_jsonl(line: bytes | str) -> Record:
     """The record of one JSON Lines line as :func:`encode_jsonl` writes it.
 
     Raises :class:`RecordDecodeError` with a readable reason for anything
-    else. An event's data stays as its raw JSON bytes until accessed.
+    else. An event's data stays as its raw JSON bytes until accessed. The
+    literals ``NaN``, ``Infinity`` and ``-Infinity`` are read as floats (a
+    slower path, only for lines that hold them).
     """
     try:
         decoded = _line_decoder.decode(line)
-    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
-        raise RecordDecodeError(_readable(exc)) from None
+    except _NOT_JSON as exc:
+        lenient = _decode_lenient(line)
+        if lenient is None:
+            raise RecordDecodeError(_readable(exc)) from None
+        return lenient
     if type(decoded) is _EventLine:
         return Event(
             decoded.source,
@@ -429,6 +457,57 @@ def decode_jsonl(line: bytes | str) -> Record:
         )
     assert isinstance(decoded, Status | Alert | Quality)
     return decoded
+
+
+def _decode_lenient(line: bytes | str) -> Record | None:
+    """A line holding NaN / Infinity literals (or a number like ``1e999``,
+    which msgspec refuses and the standard library reads as inf); None when
+    it is not a record that way either.
+
+    An event line as mux writes it (``"data":`` ... ``,"received_at":``) is
+    read by msgspec with its data cut out, and the data kept as the bytes
+    written (checked to be JSON); any other line is read by the standard
+    library (slower; mux writes no literal outside a payload).
+    """
+    raw = line.encode() if isinstance(line, str) else bytes(line)
+    start = raw.find(b'"data":')
+    end = raw.rfind(b',"received_at":')
+    if 0 <= start < end:
+        data = raw[start + 7 : end].strip()
+        try:
+            head = _line_decoder.decode(raw[: start + 7] + b"null" + raw[end:])
+        except _NOT_JSON:
+            head = None
+        if type(head) is _EventLine and is_json(data):
+            return Event(
+                head.source,
+                head.transport,
+                head.event,
+                head.id,
+                msgspec.Raw(data),
+                head.received_at,
+                head.seq,
+            )
+    try:
+        obj = json.loads(raw)
+        record = msgspec.convert(obj, _Lenient)
+    except (ValueError, RecursionError, msgspec.ValidationError):
+        return None
+    if type(record) is not _EventHead:
+        assert isinstance(record, Status | Alert | Quality)
+        return record
+    if type(obj) is not dict or "data" not in obj:
+        return None
+    payload = keep_value(obj["data"])
+    return Event(
+        record.source,
+        record.transport,
+        record.event,
+        record.id,
+        payload,
+        record.received_at,
+        record.seq,
+    )
 
 
 def _readable(exc: Exception) -> str:

@@ -34,7 +34,7 @@ from typing import Any, ClassVar, TypeAlias, TypeVar, cast
 import attrs
 import msgspec
 
-from .payload import keep_raw
+from .payload import keep_raw, keep_value
 from .records import (
     RECORD_OVERHEAD,
     Event,
@@ -255,6 +255,8 @@ class Session:
                 data = keep_raw(data)
             elif type(data) is raw_type:
                 size += len(data)
+            else:
+                data = keep_value(data)  # a NaN in it: its JSON with the literal
             append(Event(source, transport, event, id_, data, now, seq))
         if not batch:
             return False

@@ -164,9 +164,8 @@ def test_a_json_payload_is_spliced_byte_for_byte() -> None:
         (b'{"a": "\xff"}', {"a": "\ufffd"}),  # invalid UTF-8 inside a string
         (b"{" * 5000 + b"}" * 5000, "{" * 5000 + "}" * 5000),  # too deep: text
         (b"[" * 300 + b"]" * 300, json.loads("[" * 300 + "]" * 300)),
-        (b'{"loss": NaN}', {"loss": None}),
     ],
-    ids=["text", "newline", "bad-utf8", "very-deep", "deep-300", "nan"],
+    ids=["text", "newline", "bad-utf8", "very-deep", "deep-300"],
 )
 def test_odd_payloads_never_break_a_line_or_the_sink(raw: bytes, written: Any) -> None:
     batch = [
@@ -178,6 +177,15 @@ def test_odd_payloads_never_break_a_line_or_the_sink(raw: bytes, written: Any) -
     assert len(lines) == 2 and data.endswith(b"\n")
     assert json.loads(lines[0])["data"] == written
     assert json.loads(lines[1])["data"] == 1
+
+
+def test_nan_and_infinity_literals_are_written_as_received() -> None:
+    """Not null: NaN is data (tests/core/test_nonfinite.py has the rest)."""
+    raw = b'{"loss": NaN, "hi": Infinity, "lo": -Infinity}'
+    line = encode_jsonl([Event("s", "sse", "message", None, keep_raw(raw), 1.0, 1)])
+    assert b'"data":' + raw + b',"received_at"' in line
+    data = json.loads(line)["data"]
+    assert math.isnan(data["loss"]) and data["hi"] == math.inf and data["lo"] == -math.inf
 
 
 def test_decoded_data_that_cannot_be_encoded_is_written_as_text() -> None:
