@@ -14,6 +14,7 @@ import msgspec
 
 from mux_core import Batch, Event, FieldReader, Processor, ProcessorContext, Record
 from mux_core.options import at_least_one, non_negative
+from mux_core.payload import keep_value
 from mux_core.processor import event_types
 
 from ._condition import Condition, parse_condition
@@ -204,7 +205,9 @@ class SelectProcessor(Processor):
             if type(record) is Event and (not types or record.event in types):
                 data = record.data
                 if type(data) is dict:
-                    record = msgspec.structs.replace(record, _payload=self._reshape(data))
+                    # keep_value: a NaN kept is written as NaN, not null.
+                    payload = keep_value(self._reshape(data))
+                    record = msgspec.structs.replace(record, _payload=payload)
             out.append(record)
         return out
 

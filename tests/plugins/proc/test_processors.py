@@ -19,6 +19,7 @@ import trio.testing
 
 from mux_core import Alert, Event, ProcessorContext, Record, Severity, State, Status
 from mux_core._run.chain import ProcessorChain
+from mux_core.records import encode_jsonl
 from mux_proc import (
     DivergeOptions,
     DivergeProcessor,
@@ -204,6 +205,15 @@ def test_select_keeps_drops_and_renames_fields() -> None:
     assert out[0].seq == event.seq and out[0].id == event.id
     assert out[1] is text
     assert type(out[2]) is Status
+
+
+def test_select_keeps_a_nan_as_a_nan_in_the_file() -> None:
+    stream = _Stream()
+    proc = SelectProcessor(SelectOptions(fields=["step", "loss"]), CTX)
+    event = stream.event(b'{"step": 9, "loss": NaN, "lr": 0.1}')
+    (out,) = proc.process([event])
+    assert type(out) is Event and math.isnan(out.data["loss"]) and out.data["step"] == 9
+    assert b'"data":{"step":9,"loss":NaN}' in encode_jsonl([out])  # not null
 
 
 # -- nonfinite ---------------------------------------------------------------------
