@@ -35,7 +35,9 @@ receiver never slows the sources. One background task POSTs up to
 
 Bodies: ``format = "json"`` POSTs a JSON array of records, each the JSON
 Lines object the file sink writes (its payload encoded by the core, so no
-payload can fail a batch); ``format = "slack"`` POSTs ``{"text": "..."}``
+payload can fail a batch), as strict JSON: a NaN or an infinity, which the
+file holds as a bare literal, is ``null`` here (receivers' parsers reject
+the literals); ``format = "slack"`` POSTs ``{"text": "..."}``
 (one line per record, ``&<>`` escaped so a server's text cannot ping a
 channel), which Slack, Mattermost, Rocket.Chat and Discord's ``/slack``
 endpoint accept as an incoming webhook.
@@ -43,6 +45,7 @@ endpoint accept as an incoming webhook.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
 from collections.abc import Sequence
@@ -560,10 +563,25 @@ class WebhookSink(Sink):
         # sent as text, never fails the batch) joined into one JSON array; a
         # summary's object gets a "grouped" key.
         lines = encode_jsonl([item.record for item in items])[:-1].split(b"\n")
+        lines = [_strict(line) for line in lines]
         for i, item in enumerate(items):
             if item.count > 1:
                 lines[i] = lines[i][:-1] + b',"grouped":' + _grouped(item) + b"}"
         return b"[" + b",".join(lines) + b"]"
+
+
+def _strict(line: bytes) -> bytes:
+    """A record's line as strict JSON: the file's NaN / Infinity literals as null.
+
+    Receivers parse bodies with strict JSON parsers (JavaScript's, Go's,
+    Slack's) that reject the literals: one NaN would lose the whole batch.
+    """
+    if b"NaN" not in line and b"Infinity" not in line:
+        return line
+    try:
+        return orjson.dumps(json.loads(line))
+    except (ValueError, RecursionError, TypeError):
+        return line
 
 
 async def _excerpt(response: httpx.Response) -> bytes:

@@ -69,6 +69,16 @@ async def test_alerts_are_posted_as_json_records_by_severity() -> None:
     assert sink.sent == 2 and sink.dropped == 0
 
 
+async def test_a_nan_the_file_keeps_as_a_literal_is_null_in_a_strict_json_body() -> None:
+    receiver = Receiver()
+    async with serving(receiver) as port, _sink(port, events=True) as sink:
+        raw = b'{"step": 7, "loss": NaN, "lr": Infinity, "note": "NaN"}'
+        await sink.write([Event.from_bytes("train-sse", "sse", "metric", "7", raw, 1.0, 7)])
+        await receiver.wait_for(1)
+    (body,) = receiver.accepted()  # orjson: a strict parser, as receivers use
+    assert body[0]["data"] == {"step": 7, "loss": None, "lr": None, "note": "NaN"}
+
+
 async def test_events_and_statuses_when_asked_and_the_slack_payload() -> None:
     receiver = Receiver()
     async with (
