@@ -16,8 +16,11 @@ from . import BUILTIN, setup_logging
 from .alerts import add_fail_arguments, check_fail_fast, report_failing_alert
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
     from .._config import Config
     from .._config.shard import Shard
+    from ..records import State
 
 __all__ = ["COMMAND"]
 
@@ -70,6 +73,14 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         help="reload the config when the file changes (as on SIGHUP): only the sources and "
         "sinks that changed restart; an invalid config is logged and the running one stays",
     )
+    parser.add_argument(
+        "--quality-table",
+        choices=("auto", "full", "summary"),
+        default="auto",
+        help="the table of each source's connection quality printed at the end, and the 'run "
+        "finished' line: full (every source), summary (counts per state and the 10 worst "
+        "sources), auto (the default: full up to 40 sources, else summary)",
+    )
     add_fail_arguments(parser, what="the run goes on until it stops as usual")
 
 
@@ -114,18 +125,41 @@ def _run(args: argparse.Namespace) -> int:
     if result is None:
         print("mux: error: the run did not finish", file=sys.stderr)
         return ExitCode.SINK_FAILED
+    from .._run.quality import SUMMARY_OVER, format_quality_summary, format_quality_table
+
+    full = args.quality_table == "full" or (
+        args.quality_table == "auto" and len(result.final_states) <= SUMMARY_OVER
+    )
     logging.getLogger("mux").info(
-        "run finished (%s): %s",
-        result.reason,
-        ", ".join(f"{name} {state.value}" for name, state in result.final_states.items()),
+        "run finished (%s): %s", result.reason, _final_states(result.final_states, full=full)
     )
     if result.quality:
-        from .._run.quality import format_quality_table
-
         # Each source's connection quality, as its last quality record had it.
-        print("\n" + format_quality_table(result.quality.values()), file=sys.stderr, end="")
+        render = format_quality_table if full else format_quality_summary
+        print("\n" + render(result.quality.values()), file=sys.stderr, end="")
     report_failing_alert(result.exit_code, engine.fail_on)
     return result.exit_code
+
+
+def _final_states(states: Mapping[str, State], *, full: bool) -> str:
+    """Every source's last state; or, for many, the count per state and a few names of each
+    state other than stopped and ended."""
+    if full:
+        return ", ".join(f"{name} {state.value}" for name, state in states.items())
+    by_state: dict[str, list[str]] = {}
+    for name, state in states.items():
+        by_state.setdefault(state.value, []).append(name)
+    parts = []
+    for value, names in sorted(by_state.items(), key=lambda item: -len(item[1])):
+        named = "" if value in ("stopped", "ended") else f" ({_some(names)})"
+        parts.append(f"{len(names)} {value}{named}")
+    return f"{len(states)} sources: " + ", ".join(parts)
+
+
+def _some(names: Sequence[str], shown: int = 5) -> str:
+    """The first ``shown`` names, and how many more."""
+    more = f", ... (+{len(names) - shown} more)" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 def _select_shard(config: Config, shard: Shard | None) -> Config:
@@ -139,7 +173,7 @@ def _select_shard(config: Config, shard: Shard | None) -> Config:
         shard,
         len(selected.sources),
         len(config.sources),
-        ", ".join(source.name for source in selected.sources) or "none",
+        _some([source.name for source in selected.sources], shown=40) or "none",
     )
     return selected
 

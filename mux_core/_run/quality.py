@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -51,7 +51,13 @@ from ..records import (
 )
 from ..views import StaleWatch, format_duration
 
-__all__ = ["QualityTracker", "format_gaps", "format_quality_table"]
+__all__ = [
+    "SUMMARY_OVER",
+    "QualityTracker",
+    "format_gaps",
+    "format_quality_summary",
+    "format_quality_table",
+]
 
 #: The window the windowed figures cover unless configured (``quality_window``).
 DEFAULT_WINDOW = 3600.0
@@ -462,6 +468,46 @@ def format_quality_table(records: Iterable[Quality]) -> str:
         ]
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines) + "\n"
+
+
+#: Sources beyond which ``mux run`` summarises its last words (``--quality-table full``: all).
+SUMMARY_OVER = 40
+#: Rows of a summary: the worst sources.
+WORST_ROWS = 10
+
+
+def format_quality_summary(records: Iterable[Quality], *, worst: int = WORST_ROWS) -> str:
+    """Many sources in a few lines: counts per state, totals, and the ``worst`` sources' rows.
+
+    Worst first: the lowest uptime, then the most gaps, reconnects and the
+    longest time blind -- the sources a user looks at first.
+    """
+    records = list(records)
+    states = Counter(q.state.value if q.state is not None else "-" for q in records)
+    uptimes = sorted(q.uptime for q in records)
+    gaps = [q.gaps for q in records if q.gaps is not None]
+    unknown = len(records) - len(gaps)
+    stale = sum(1 for q in records if q.stale)
+    lines = [
+        f"{len(records)} sources: "
+        + ", ".join(f"{count} {state}" for state, count in states.most_common()),
+        f"uptime p50 {uptimes[len(uptimes) // 2] * 100:.1f}%, lowest {uptimes[0] * 100:.1f}%; "
+        f"reconnects {sum(q.reconnects for q in records)}; "
+        f"gaps {sum(gaps)}{f' ({unknown} n/a)' if unknown else ''}; "
+        f"events {sum(q.events for q in records)}{f'; {stale} stale' if stale else ''}",
+    ]
+    ranked = sorted(records, key=_badness)[:worst]
+    lines.append(f"the {len(ranked)} worst (lowest uptime first; all: --quality-table full):")
+    return "\n".join(lines) + "\n" + format_quality_table(ranked)
+
+
+def _badness(quality: Quality) -> tuple[float, int, int, float]:
+    return (
+        quality.uptime,
+        -(quality.gaps or 0),
+        -quality.reconnects,
+        -(quality.blind_max or 0.0),
+    )
 
 
 def format_gaps(gaps: int | None) -> str:
