@@ -495,3 +495,19 @@ async def _serve_sse(*, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
     async with serve_sse() as server:
         task_status.started(server)
         await trio.sleep_forever()
+
+
+def test_the_deployment_pages_configs_are_valid(
+    plugins: PluginManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    page = Path(__file__).resolve().parents[3] / "docs" / "deployment.md"
+    blocks = page.read_text().split("```toml\n")[1:]
+    monkeypatch.setenv("REDIS_PASSWORD", "pw")
+    configs = [block.split("```")[0] for block in blocks]
+    assert len(configs) == 2
+    bucketed = []
+    for text in configs:
+        config = parse_config(text, path="deployment.md", plugins=plugins)
+        for table in [*config.sources, *config.sinks]:
+            bucketed.append(getattr(table.options, "buckets", None))
+    assert bucketed.count(16) == 2  # the sink and the group's source agree
