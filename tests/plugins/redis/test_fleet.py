@@ -508,6 +508,6 @@ def test_the_deployment_pages_configs_are_valid(
     bucketed = []
     for text in configs:
         config = parse_config(text, path="deployment.md", plugins=plugins)
-        for table in [*config.sources, *config.sinks]:
-            bucketed.append(getattr(table.options, "buckets", None))
+        for options in [*(t.options for t in config.sources), *(t.options for t in config.sinks)]:
+            bucketed.append(getattr(options, "buckets", None))
     assert bucketed.count(16) == 2  # the sink and the group's source agree
