@@ -516,7 +516,10 @@ class PanelModel:
         if step < row.last_step or 0 <= number < row.last_id or row.interrupted:
             restarted = step < row.last_step or 0 <= number < row.last_id
             if row.interrupted:
-                self._outage(row, at, step, ptime, break_line=not restarted)
+                # A new run after the outage (here, or a restart alert just before):
+                # the outage has no place on the step axis, which starts over.
+                fresh = restarted or any(isinstance(m, RunStart) for m in row.pending)
+                self._outage(row, at, step, ptime, break_line=not fresh, new_run=fresh)
             if restarted:
                 what = (
                     f"{self.step_field} {step:,.0f} after {row.last_step:,.0f}"
@@ -602,7 +605,6 @@ class PanelModel:
         row.run_started_by = seq if seq is not None else -1
         row.last_step = math.nan
         row.last_id = -1
-        row.interrupted = False
         start = RunStart(row.run, reason)
         row.runs.append(start)
         row.pending.append(start)
@@ -621,7 +623,14 @@ class PanelModel:
         self.marks_version += 1
 
     def _outage(
-        self, row: SourceRow, at: float, step: float, ptime: float, *, break_line: bool
+        self,
+        row: SourceRow,
+        at: float,
+        step: float,
+        ptime: float,
+        *,
+        break_line: bool,
+        new_run: bool = False,
     ) -> None:
         row.interrupted = False
         for curves in self.curves.values() if break_line else ():
@@ -629,7 +638,8 @@ class PanelModel:
             if curve is not None and curve.segments and curve.segments[-1].run == row.run:
                 curve.segments[-1].gap()
         start = row.last_event_at if row.last_event_at is not None else at
-        row.outages.append(Outage(start, at, row.last_step, step, row.last_ptime, ptime))
+        start_step = _NAN if new_run else row.last_step
+        row.outages.append(Outage(start, at, start_step, step, row.last_ptime, ptime))
         self.marks_version += 1
 
     def _place_of(self, row: SourceRow, alert: Alert) -> Place:

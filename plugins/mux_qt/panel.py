@@ -807,7 +807,7 @@ class QtPanel(QWidget):
         self._quiet = False
         self._closed = False
         self._row_of: dict[str, int] = {}
-        self._bases: list[str] = []
+        self._colour_index: dict[str, int] = {}
         self.columns: tuple[str, ...] = (
             "Source",
             "Transport",
@@ -851,8 +851,11 @@ class QtPanel(QWidget):
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(self._column[_STATE], QHeaderView.ResizeMode.Stretch)
-        header.setSectionResizeMode(self._column[_ALERTS], QHeaderView.ResizeMode.Interactive)
-        header.resizeSection(self._column[_ALERTS], 240)  # the full list is the cell's tooltip
+        # The state gets the room: the alerts and the quality are cut to a fixed width
+        # (the user can widen them), the whole text in their tooltips.
+        for name, width in ((_ALERTS, 200), (_QUALITY, 170)):
+            header.setSectionResizeMode(self._column[name], QHeaderView.ResizeMode.Interactive)
+            header.resizeSection(self._column[name], width)
         layout.addWidget(self.table)
 
         # Antialiasing for the curves only, and a grid at the major ticks only:
@@ -965,16 +968,17 @@ class QtPanel(QWidget):
         self.table.setFixedHeight(height + 4)
 
     def style_of(self, source: str) -> tuple[str, Qt.PenStyle]:
-        """The colour and line style of ``source``'s curves: a colour per source; in an
-        overlay of recordings the same colour per source, a line style per recording."""
+        """The colour and line style of ``source``'s curves: a colour per row; in an
+        overlay of recordings (``train@a``, ``train@b``) also a line style per
+        recording (solid, dashed, dotted, ...)."""
+        index = self._colour_index.get(source)
+        if index is None:  # the rows' order: the same colour in every plot and run
+            for name in (*self.model.rows, source):
+                self._colour_index.setdefault(name, len(self._colour_index))
+            index = self._colour_index[source]
+        colour = _CURVE_COLOURS[index % len(_CURVE_COLOURS)]
         info = self.model.rows.get(source)
         recording = None if info is None else info.recording
-        base = source
-        if recording is not None and source.endswith(f"@{recording}"):
-            base = source[: -len(recording) - 1]
-        if base not in self._bases:
-            self._bases.append(base)
-        colour = _CURVE_COLOURS[self._bases.index(base) % len(_CURVE_COLOURS)]
         style = Qt.PenStyle.SolidLine
         if recording is not None:
             if recording not in self._recordings:
@@ -1014,7 +1018,11 @@ class QtPanel(QWidget):
                 self._set_text(row, field, format_value(value), None if finite else RED)
             self._set_text(row, "Run", str(info.run))
             self._show_alerts(row, info)
-            self._set_text(row, _QUALITY, quality_text(info.quality))
+            quality = quality_text(info.quality)
+            if self._set_text(row, _QUALITY, quality):
+                item = self.table.item(row, self._column[_QUALITY])
+                if item is not None:
+                    item.setToolTip(plain_tooltip(quality))
             self._show_restart(row, info)
         self._keep_state_readable(needed)
         if self.replay is not None:
@@ -1071,11 +1079,13 @@ class QtPanel(QWidget):
             button.setEnabled(True)  # a new state came (or none for a while): ask again
             cell.clicked_on = None
 
-    def _set_text(self, row: int, column: str, text: str, colour: str | None = None) -> None:
+    def _set_text(self, row: int, column: str, text: str, colour: str | None = None) -> bool:
+        """Show ``text`` (in ``colour``); True when the text changed."""
         item = self.table.item(row, self._column[column])
         if item is None:
-            return
-        if item.text() != text:
+            return False
+        changed = item.text() != text
+        if changed:
             item.setText(text)
         brush = item.foreground()
         wanted = QColor(colour) if colour is not None else None
@@ -1083,6 +1093,7 @@ class QtPanel(QWidget):
             item.setForeground(wanted)
         elif wanted is None and brush.style() != Qt.BrushStyle.NoBrush:
             item.setData(Qt.ItemDataRole.ForegroundRole, None)
+        return changed
 
     # -- reading (tests, scripts) ----------------------------------------
 

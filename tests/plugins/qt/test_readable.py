@@ -142,8 +142,9 @@ LONG_DETAIL = (
 )
 
 
-def test_a_long_outage_detail_never_hides_the_state_name(made: list[QtPanel]) -> None:
-    panel, model, clock, _ = make_panel(width=900)
+@pytest.mark.parametrize("width", [1300, 700])
+def test_a_long_outage_detail_never_hides_the_state_name(made: list[QtPanel], width: int) -> None:
+    panel, model, clock, _ = make_panel(width=width)
     made.append(panel)
     model.apply(
         [
@@ -161,8 +162,11 @@ def test_a_long_outage_detail_never_hides_the_state_name(made: list[QtPanel]) ->
         )
         assert cell.width() >= widget.name_width()  # and the cell is that wide
         shown = widget.shown_text()
-        assert shown.startswith(f"{name} · ")
-        assert shown.endswith("…") and len(shown) < len(widget.badge.text)  # detail elided
+        if width > 1000:  # room for some of the detail: elided
+            assert shown.startswith(f"{name} · ")
+            assert shown.endswith("…") and len(shown) < len(widget.badge.text)
+        else:  # hardly any: the name whole, the detail elided or left out
+            assert shown == name or (shown.startswith(f"{name} · ") and shown.endswith("…"))
         tip = html.unescape(widget.toolTip())
         assert LONG_DETAIL in tip and name in tip  # the whole text in the tooltip
     train = panel.badge_widget("train").badge
@@ -694,7 +698,7 @@ def test_two_recordings_overlaid_one_legend_entry_per_run_aligned_by_step(
     assert a.getData()[0].tolist() == b.getData()[0].tolist() == [float(i) for i in range(1, 31)]
     from PySide6.QtCore import Qt
 
-    assert a.opts["pen"].color() == b.opts["pen"].color()  # the same source: one colour
+    assert a.opts["pen"].color() != b.opts["pen"].color()  # a colour per run
     assert a.opts["pen"].style() == Qt.PenStyle.SolidLine
     assert b.opts["pen"].style() == Qt.PenStyle.DashLine  # told apart by the dash
 
@@ -856,3 +860,38 @@ def test_an_alert_after_a_whole_page_is_placed_at_its_own_event() -> None:
     model.apply([*page, alert("nonfinite", 163, 1010.1, message="loss is NaN at step 163")])
     (mark,) = model.rows["train"].alerts
     assert (mark.step, mark.at, mark.placed) == (163.0, 1010.0, True)
+
+
+def test_a_trainer_restarted_after_an_outage_shades_the_outage_by_time(
+    made: list[QtPanel],
+) -> None:
+    """Killed, down, a new trainer at step 1 (the restart alert just before its first
+    event): by time the outage is shaded and run 2 marked where it starts; by step
+    only the restart is marked (the outage has no place on a step axis starting over)."""
+    import pyqtgraph as pg
+
+    panel, model, _, _ = make_panel(x="received_at")
+    made.append(panel)
+    model.apply([status(State.CONNECTED, 1000.0)])
+    model.apply([event(i, {"step": i, "loss": 2.0}) for i in range(1, 21)])
+    model.apply([status(State.SERVER_UNAVAILABLE, 1021.0), status(State.CONNECTED, 1030.0)])
+    model.apply(
+        [
+            alert("restart", 21, 1030.5, message="the stream started over: step 1 after 20"),
+            *(
+                event(20 + i, {"step": i, "loss": 8.0}, id=str(i), at=1030.0 + i)
+                for i in range(1, 11)
+            ),
+        ]
+    )
+    draw(panel)
+    view = panel.views["loss"]
+    regions = [m for m in view.marks() if isinstance(m, pg.LinearRegionItem)]
+    assert [tuple(r.getRegion()) for r in regions] == [(1020.0, 1031.0)]
+    ((x, text, _),) = view.labels()
+    assert (x, text) == (1031.0, "restart")
+    view.set_x_mode("step")
+    draw(panel)
+    assert [m for m in view.marks() if not isinstance(m, pg.InfiniteLine)] == []
+    assert [(x, text) for x, text, _ in view.labels()] == [(1.0, "restart")]
+    assert len([m for m in view.marks() if isinstance(m, pg.InfiniteLine)]) == 1
