@@ -36,7 +36,7 @@ from typing import Any, BinaryIO, TypeAlias, TypeVar, cast
 
 import msgspec
 
-from .payload import _enc_hook, decode_payload, is_json, keep_raw, keep_value
+from .payload import _enc_hook, decode_payload, keep_raw, keep_value
 
 __all__ = [
     "RECORD_OVERHEAD",
@@ -478,7 +478,7 @@ def _decode_lenient(line: bytes | str) -> Record | None:
             head = _line_decoder.decode(raw[: start + 7] + b"null" + raw[end:])
         except _NOT_JSON:
             head = None
-        if type(head) is _EventLine and is_json(data):
+        if type(head) is _EventLine and _lenient_json(data):
             return Event(
                 head.source,
                 head.transport,
@@ -508,6 +508,15 @@ def _decode_lenient(line: bytes | str) -> Record | None:
         record.received_at,
         record.seq,
     )
+
+
+def _lenient_json(data: bytes) -> bool:
+    """Whether an event line's data, which msgspec refused, is JSON to Python."""
+    try:
+        json.loads(data)
+    except (ValueError, RecursionError):
+        return False
+    return True
 
 
 def _readable(exc: Exception) -> str:
