@@ -5,8 +5,12 @@ Configure it with a ``[[sinks]]`` table::
     [[sinks]]
     type = "qt"
     plot = ["loss", "lr"]     # numeric fields of each event's data
-    x = "step"                # or "received_at" (default)
+    x = "step"                # or "received_at" (default), or the time_field
+    time_field = "ts"         # optional: each event's own time (epoch s or ISO 8601)
     history = 2000            # points kept per curve
+
+``examples/panel.toml`` is a whole panel config for the demo trainer. What a
+row and a plot show is told in the user guide ("The Qt panel", "Plots").
 
 PySide6 and pyqtgraph come with the ``mux[qt]`` extra. Without them this
 module raises ImportError with the install hint, so ``mux plugins`` lists
