@@ -229,14 +229,15 @@ def _nonfinite_text(value: float) -> str:
     return "Inf" if value > 0 else "-Inf"
 
 
+#: Where one field's points go: the field, the appends of t, s, y and p, and
+#: (curve, segment) for a value that is not finite.
 _Target: TypeAlias = tuple[
-    "Curve",
-    Segment,
     str,
     Callable[[float], None],
     Callable[[float], None],
-    Callable[[float], None] | None,
     Callable[[float], None],
+    Callable[[float], None],
+    tuple["Curve", Segment],
 ]
 
 _SEVERITY_COLOURS = {"critical": RED, "warning": AMBER, "info": BLUE}
@@ -510,7 +511,8 @@ class PanelModel:
         step = data.get(self.step_field, _NAN)
         if type(step) is not float:
             step = float(step) if type(step) is int else _NAN
-        ptime = self._ptime(data) if self.time_field is not None else _NAN
+        timed = self.time_field is not None
+        ptime = self._ptime(data) if timed else _NAN
         ident = event.id
         number = int(ident) if ident is not None and ident.isascii() and ident.isdigit() else -1
         if step < row.last_step or 0 <= number < row.last_id or row.interrupted:
@@ -529,14 +531,17 @@ class PanelModel:
                 self._new_run(row, event.seq, f"the stream started over: {what}")
         if step == step:
             row.last_step = step
-        if ptime == ptime:
-            row.last_ptime = ptime
         if number >= 0:
             row.last_id = number
         targets = row.targets
         if targets is None:
             targets = self._targets(row)
-        for curve, segment, field, add_t, add_s, add_p, add_y in targets:
+        if timed:
+            if ptime == ptime:
+                row.last_ptime = ptime
+            self._plot_timed(row, data, targets, at, step, ptime)
+            return
+        for field, add_t, add_s, add_y, _add_p, where in targets:
             value: Any = data.get(field)
             kind = type(value)
             if kind is not float:
@@ -544,11 +549,33 @@ class PanelModel:
                     continue
                 value = float(value)
             elif value - value != 0.0:  # NaN or infinite: a point of its own, marked
-                self._nonfinite(row, curve, segment, value, Place(at, step, ptime))
+                self._nonfinite(row, *where, value, Place(at, step, _NAN))
             add_t(at)
             add_s(step)
-            if add_p is not None:
-                add_p(ptime)
+            add_y(value)
+
+    def _plot_timed(
+        self,
+        row: SourceRow,
+        data: dict[str, Any],
+        targets: list[_Target],
+        at: float,
+        step: float,
+        ptime: float,
+    ) -> None:
+        """:meth:`_plot`'s points when they carry a payload time too."""
+        for field, add_t, add_s, add_y, add_p, where in targets:
+            value: Any = data.get(field)
+            kind = type(value)
+            if kind is not float:
+                if kind is not int:
+                    continue
+                value = float(value)
+            elif value - value != 0.0:
+                self._nonfinite(row, *where, value, Place(at, step, ptime))
+            add_t(at)
+            add_s(step)
+            add_p(ptime)
             add_y(value)
 
     def _targets(self, row: SourceRow) -> list[_Target]:
@@ -564,16 +591,14 @@ class PanelModel:
                 )
                 curve.smoothing = self._smoothing.get(field, 0.0)
             segment = curve.segment(row.run)
-            add_p = segment.pending_p.append if timed else None
             targets.append(
                 (
-                    curve,
-                    segment,
                     field,
                     segment.pending_t.append,
                     segment.pending_s.append,
-                    add_p,
                     segment.pending_y.append,
+                    segment.pending_p.append,  # appended to only with a time_field
+                    (curve, segment),
                 )
             )
         row.targets = targets
