@@ -61,6 +61,7 @@ __all__ = [
     "SourceConfig",
     "load_config",
     "parse_config",
+    "parse_processor_tables",
     "parse_source_tables",
     "render_config",
 ]
@@ -108,6 +109,22 @@ def parse_config(
     ``replay`` as for :func:`load_config`)."""
     environ = os.environ if environ is None else environ
     return Loader(text, path, plugins, environ, replay=replay).load()
+
+
+def parse_processor_tables(
+    tables: list[dict[str, Any]],
+    *,
+    path: str,
+    at: KeyPath,
+    lines: Mapping[KeyPath, int],
+    plugins: PluginManager,
+) -> list[ProcessorConfig]:
+    """Validate processor tables written under the key path ``at`` of the file ``path``
+    (a ``mux test`` file's ``[[tests.processors]]``), as ``[[processors]]`` tables of a
+    replay config (any source name); ``lines`` where their keys are. Raises ConfigError
+    (``FILE:LINE: tests[0].processors[1].seconds: why``). No ``${VAR}`` is expanded."""
+    loader = Loader("", path, plugins, {}, replay=True)
+    return loader.load_processors(tables, lines, at)
 
 
 def parse_source_tables(

@@ -315,7 +315,7 @@ class Loader:
 
     def _sinks(self, data: dict[str, Any]) -> list[SinkConfig]:
         tables = self._array_of_tables(data, "sinks")
-        if tables == [] or "sinks" not in data:
+        if (tables == [] or "sinks" not in data) and not self._replay:
             # Records with nowhere to go: a run would watch and throw them away.
             # At `sinks = []`, else at the end of the file, where a table goes.
             end = self._text.rstrip().count("\n") + 1
@@ -429,14 +429,28 @@ class Loader:
             self._add_secret(path, text)
         return None if failed else policy
 
+    def load_processors(
+        self, tables: list[dict[str, Any]], lines: Mapping[KeyPath, int], at: KeyPath
+    ) -> list[ProcessorConfig]:
+        """Validate processor tables written elsewhere than ``[[processors]]`` (at the key
+        path ``at``: a ``mux test`` file's ``[[tests.processors]]``); raises ConfigError."""
+        self._lines = dict(lines)
+        processors = self._processors({"processors": tables}, None, at=at)
+        self._raise_errors()
+        return processors
+
     def _processors(
-        self, data: dict[str, Any], source_names: list[str] | None
+        self,
+        data: dict[str, Any],
+        source_names: list[str] | None,
+        *,
+        at: KeyPath = ("processors",),
     ) -> list[ProcessorConfig]:
         tables = self._array_of_tables(data, "processors") or []
         available = self._plugins.processors() if tables else {}
         processors = []
         for index, table in enumerate(tables):
-            path: KeyPath = ("processors", index)
+            path: KeyPath = (*at, index)
             type_ = self._required_str(table, path, "type")
             sources = self._source_globs(table, path, source_names)
             if type_ is None:

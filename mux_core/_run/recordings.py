@@ -248,6 +248,10 @@ class RecordingReader:
         self._queue: list[bytes] = []
         #: True once every file was read to its end (never, when following).
         self.done = False
+        #: Bytes of the files read so far (compressed bytes of a ``.zst``), as of
+        #: the last :meth:`read`: with :attr:`size`, how far the reading is.
+        self.position = 0
+        self._before = 0  # bytes of the files read to their end
 
     def close(self) -> None:
         if self._file is not None:
@@ -260,12 +264,15 @@ class RecordingReader:
             line = self._readline()
             if line is None:  # the end of this file, for now
                 if self._file is not None and self._pending:
+                    self._before += self._file.tell()
                     self.close()
                     continue
                 if self._file is None and self._open_next():
                     continue
                 if not self.follow:
                     self.done = True
+                    if self._file is not None:
+                        self._before += self._file.tell()
                     self.close()
                     break
                 if self._file is None or not self._replaced():
@@ -274,7 +281,19 @@ class RecordingReader:
             record = self._decode(line)
             if record is not None:
                 records.append(record)
+        self.position = self._before + (self._file.tell() if self._file is not None else 0)
         return records
+
+    @property
+    def size(self) -> int:
+        """Bytes of the recording's files as they are now (what :attr:`position` runs to)."""
+        total = 0
+        for path in self.recording.files:
+            try:
+                total += path.stat().st_size
+            except OSError:
+                continue
+        return total
 
     def _open_next(self) -> bool:
         while self._pending:

@@ -7,6 +7,15 @@ the config's ``[[processors]]`` (one chain per source of each recording, as
 a live run has) and handed to the sinks of the config (``--config``), or to
 a terminal view of the first event's numeric fields.
 
+**Recorded time.** The processors run in the recording's time, whatever the
+pace: a backtest (:mod:`mux_core._run.backtest`, in a thread whose trio
+clock is the recorded time) feeds each recorded batch at its recorded
+moment and ticks their timers at their deadlines, so ``stall`` and
+``throughput`` fire where they would have in the live run. Their alerts are
+stamped with that moment; a recorded alert equal to one raised again is
+handed on once, and ``alert_log`` (``mux replay --alerts-only``) keeps
+every alert with its origin.
+
 **Pace.** ``--speed N`` replays at N times the recorded pace (from
 ``received_at`` / ``at``); without it, at the pace the sinks ask for
 (``Sink.default_replay_speed``: the views the recorded pace, the others as
@@ -50,14 +59,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import attrs
-import msgspec
 import trio
 
 from .._config import ProcessorConfig, SinkConfig
 from .._plugins import PluginManager
 from ..errors import ConfigError, PluginError
 from ..records import (
-    Alert,
     Event,
     Record,
     RecordDecodeError,
@@ -66,10 +73,11 @@ from ..records import (
     open_recording,
 )
 from ..sink import Overflow, ReplayControl, SinkContext, SourceInfo, sink_member
-from .chain import ProcessorChain, build_chain
+from .backtest import AlertLog, Backtest, VirtualClock, VirtualTimeThread
 from .channel import SinkChannel
 from .fail_on import FailingAlert, FailOn
 from .host import ExitCode, RunHost
+from .progress import ReplayProgress
 from .recordings import (
     CHUNK,
     Recording,
@@ -98,9 +106,6 @@ FOLLOW_POLL = 0.25
 SILENCE = 60.0
 #: ... to this many recorded seconds.
 SILENCE_PLAYED = 5.0
-#: Alerts a processor raised in the replay, remembered per source to leave out
-#: the recorded copy that follows them in the file.
-_RAISED_KEPT = 256
 
 
 @attrs.frozen
@@ -324,6 +329,8 @@ class Replay(RunHost):
         fail_on: Severity | None = None,
         fail_fast: bool = False,
         follow: bool = False,
+        alert_log: AlertLog | None = None,
+        progress: ReplayProgress | None = None,
     ) -> None:
         self.recordings = _as_recordings(recordings)
         #: Every file read, in order.
@@ -347,10 +354,12 @@ class Replay(RunHost):
         self.result: ReplayResult | None = None
         self.records = 0
         self.bad_lines = 0
+        #: Every alert handed on, with its origin (new, recorded, recorded only);
+        #: kept when given (``mux replay --alerts-only``).
+        self.alert_log = alert_log
+        #: The progress line on a terminal (``mux replay`` on a tty), or None.
+        self.progress = progress
         self._stopped = trio.Event()
-        self._chains: dict[tuple[int, str], ProcessorChain | None] = {}
-        self._raised: dict[tuple[int, str], deque[tuple[str, int | None]]] = {}
-        self._recorded_at: dict[tuple[int, str], float] = {}
         self._check_outputs()
 
     @property
@@ -484,15 +493,24 @@ class Replay(RunHost):
         ]
         merge = _Merge(readers, follow=self.follow)
         pacer = _Pacer(self.control)
+        backtest, lane = self._backtest()
+        if self.progress is not None:
+            self.progress.begin(sum(reader.size for reader in readers))
 
         def wake() -> None:
             self._call_soon(pacer.changed)
 
         self.control.watch(wake)
         pacer.changed()  # what the control says now (a view may have paused it already)
+        read = 0
         try:
             batch: list[tuple[int, Record]] = []
             while items := await merge.next():
+                read += len(items)
+                if self.progress is not None:
+                    self.progress.update(read, sum(r.position for r in readers), items[-1])
+                if backtest is not None and lane is not None:
+                    items = await lane.call(backtest.feed, items)
                 for recorded, index, record in items:
                     if not pacer.ready(recorded):
                         await self._send(batch)
@@ -508,15 +526,30 @@ class Replay(RunHost):
                     batch = []
             await self._send(batch)
         finally:
+            if lane is not None:
+                lane.close()
+            if self.progress is not None:
+                self.progress.close()
             for reader in readers:
                 reader.close()
+
+    def _backtest(self) -> tuple[Backtest | None, VirtualTimeThread | None]:
+        """The processors in recorded time, in a thread of their own (none: no processors)."""
+        if not self.config.processors and self.alert_log is None:
+            return None, None
+        clock = VirtualClock()
+        labels = [recording.label for recording in self.recordings]
+        backtest = Backtest(
+            self.config.processors, self.plugins, clock, labels=labels, log=self.alert_log
+        )
+        return backtest, VirtualTimeThread(clock)
 
     async def _send(self, items: list[tuple[int, Record]]) -> None:
         """Hand a batch to every sink, waiting for room; cancelled when the replay stops."""
         await trio.lowlevel.checkpoint()  # a stop cancels here even with no sinks left
         if not items:
             return
-        batch = self._processed(items)
+        batch = self._named(items)
         self.records += len(items)
         if self.fail_on is not None:
             cut = self.fail_on.see(batch)
@@ -532,72 +565,15 @@ class Replay(RunHost):
                     await runner.channel.put(batch)
                 except trio.ClosedResourceError:  # the sink failed or was dropped
                     pass
-        if not self._sinks.live:
+        if not self._sinks.live and self.config.sinks:
             self._stop("no sink left")
 
-    def _processed(self, items: list[tuple[int, Record]]) -> list[Record]:
-        """The records through their processors, named as the sinks see them."""
-        relabel = len(self.recordings) > 1
-        if not self.config.processors:
-            if not relabel:
-                return [record for _, record in items]
-            labels = [recording.label for recording in self.recordings]
-            return [relabelled(record, labels[index]) for index, record in items]
-        out: list[Record] = []
-        start = 0
-        while start < len(items):
-            index, first = items[start]
-            end = start + 1
-            while (
-                end < len(items)
-                and items[end][0] == index
-                and items[end][1].source == (first.source)
-            ):
-                end += 1
-            records = self._through_chain(index, first, [r for _, r in items[start:end]])
-            if relabel:
-                label = self.recordings[index].label
-                records = [relabelled(record, label) for record in records]
-            out.extend(records)
-            start = end
-        return out
-
-    def _through_chain(self, index: int, first: Record, records: list[Record]) -> list[Record]:
-        """A run of one source's records through its chain (built on first use).
-
-        An alert a processor raises is stamped with the recorded time of the
-        record before it (the replay's "now" is the recording's), and the
-        recorded copy of it (same rule and seq) that follows is left out.
-        """
-        key = (index, first.source)
-        if key not in self._chains:
-            self._chains[key] = build_chain(
-                self.config.processors, self.plugins, first.source, first.transport
-            )
-            self._raised[key] = deque(maxlen=_RAISED_KEPT)
-        chain = self._chains[key]
-        if chain is None:
-            return records
-        given = {id(record) for record in records}
-        raised = self._raised[key]
-        out: list[Record] = []
-        at = self._recorded_at.get(key, math.nan)
-        for record in chain.run(records):
-            if type(record) is Alert:
-                mark = (record.rule, record.seq)
-                if id(record) not in given:
-                    raised.append(mark)
-                    if math.isfinite(at):
-                        record = msgspec.structs.replace(record, at=at)
-                elif mark in raised:
-                    raised.remove(mark)
-                    continue
-            elif id(record) in given:
-                found = record_time(record)
-                at = found if math.isfinite(found) else at
-            out.append(record)
-        self._recorded_at[key] = at
-        return out
+    def _named(self, items: list[tuple[int, Record]]) -> list[Record]:
+        """The records as the sinks see them: ``"<source>@<label>"`` with several recordings."""
+        if len(self.recordings) == 1:
+            return [record for _, record in items]
+        labels = [recording.label for recording in self.recordings]
+        return [relabelled(record, labels[index]) for index, record in items]
 
     def _bad_line(self, path: Path, number: int, exc: Exception) -> None:
         self.bad_lines += 1

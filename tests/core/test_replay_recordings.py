@@ -290,7 +290,8 @@ async def test_a_sink_only_config_runs_its_processors_on_the_recording(tmp_path:
     alerts = [r for r in sink.records if type(r) is Alert]
     # the replay's own restart alert, not a second, recorded copy of it
     assert [(a.rule, a.seq) for a in alerts] == [("restart", 11)]
-    assert alerts[0].at == T0 + 10  # stamped with the recording's time, not today's
+    # stamped with the recorded time of the event that raised it, not today's
+    assert alerts[0].at == T0 + 21
     assert replay.fail_on is not None and replay.fail_on.first is not None
     assert replay.fail_on.first.step == 0
     with pytest.raises(ConfigError, match="no sources"):
