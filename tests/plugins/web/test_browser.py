@@ -168,7 +168,7 @@ async def test_the_page_follows_the_demo_trainer_through_a_kill(
             log_y = ["loss"]
             """
         )
-        async with running_engine(toml) as (engine, _):
+        async with running_engine(toml) as (engine, collect):
             sink = await web_sink(engine)
             await _page(browser, lambda d: d.get(sink.url))
             names = {"train-sse", "train-ws", "train-rest"}
@@ -184,6 +184,15 @@ async def test_the_page_follows_the_demo_trainer_through_a_kill(
             plots = await _page(browser, lambda d: d.execute_script(canvases))
             assert plots == 2  # one uPlot per field
 
+            # Far enough that the restarted trainer (ids are steps) is still behind
+            # the last id mux resumes from: it starts over, run 2.
+            await collect.wait_for(
+                lambda c: any(
+                    e.source == "train-sse" and isinstance(e.data, dict) and e.data["step"] >= 100
+                    for e in c.events[-10:]
+                ),
+                timeout=30,
+            )
             await trainer.kill()
 
             def waiting(rows: list[dict[str, str]]) -> bool:
