@@ -1,7 +1,7 @@
-"""The ``mux`` command: run | check | replay | plugins | new-plugin, and plugins' commands.
+"""The ``mux`` command: run | check | replay | test | plugins | new-plugin, and plugins' commands.
 
 Every subcommand is a :class:`~mux_core._plugins.Command`: the built-in ones
-are one module each here (``run``, ``check``, ``replay``, ``plugins``,
+are one module each here (``run``, ``check``, ``replay``, ``tests``, ``plugins``,
 ``new_plugin``), plugins add theirs through ``mux_register_commands``
 (``mux serve-demo`` and ``mux demo`` come from the built-in ``mux_demo``
 plugin that way). :func:`main` loads the plugins once, builds the parser from
@@ -63,9 +63,16 @@ class _Parser(argparse.ArgumentParser):
 
 def builtin_commands() -> list[Command]:
     """mux's own commands, in the order ``mux --help`` lists them."""
-    from . import check, new_plugin, plugins, replay, run
+    from . import check, new_plugin, plugins, replay, run, tests
 
-    return [run.COMMAND, check.COMMAND, replay.COMMAND, plugins.COMMAND, new_plugin.COMMAND]
+    return [
+        run.COMMAND,
+        check.COMMAND,
+        replay.COMMAND,
+        tests.COMMAND,
+        plugins.COMMAND,
+        new_plugin.COMMAND,
+    ]
 
 
 def build_parser(loaded: PluginManager | None = None) -> argparse.ArgumentParser:

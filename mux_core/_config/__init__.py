@@ -30,7 +30,7 @@ entry point.
 from __future__ import annotations
 
 import os
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -112,19 +112,18 @@ def parse_config(
 
 
 def parse_processor_tables(
-    tables: list[dict[str, Any]],
+    tables: Sequence[tuple[KeyPath, dict[str, Any]]],
     *,
     path: str,
-    at: KeyPath,
     lines: Mapping[KeyPath, int],
     plugins: PluginManager,
 ) -> list[ProcessorConfig]:
-    """Validate processor tables written under the key path ``at`` of the file ``path``
-    (a ``mux test`` file's ``[[tests.processors]]``), as ``[[processors]]`` tables of a
-    replay config (any source name); ``lines`` where their keys are. Raises ConfigError
-    (``FILE:LINE: tests[0].processors[1].seconds: why``). No ``${VAR}`` is expanded."""
-    loader = Loader("", path, plugins, {}, replay=True)
-    return loader.load_processors(tables, lines, at)
+    """Validate processor tables written elsewhere than ``[[processors]]`` in the file
+    ``path``, each at its own key path (a ``mux test`` file's ``tests[0].processors[1]``),
+    as a replay config's (any source name); ``lines`` where their keys are. Raises
+    ConfigError (``FILE:LINE: tests[0].processors[1].seconds: why``). No ``${VAR}``
+    is expanded."""
+    return Loader("", path, plugins, {}, replay=True).load_processors(tables, lines)
 
 
 def parse_source_tables(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -430,40 +430,45 @@ class Loader:
         return None if failed else policy
 
     def load_processors(
-        self, tables: list[dict[str, Any]], lines: Mapping[KeyPath, int], at: KeyPath
+        self, tables: Sequence[tuple[KeyPath, dict[str, Any]]], lines: Mapping[KeyPath, int]
     ) -> list[ProcessorConfig]:
-        """Validate processor tables written elsewhere than ``[[processors]]`` (at the key
-        path ``at``: a ``mux test`` file's ``[[tests.processors]]``); raises ConfigError."""
+        """Validate processor tables written elsewhere than ``[[processors]]``, each at its
+        own key path (a ``mux test`` file's ``tests[0].processors[1]``); raises ConfigError."""
         self._lines = dict(lines)
-        processors = self._processors({"processors": tables}, None, at=at)
+        processors = []
+        for path, table in tables:
+            processor = self._processor(table, path, None)
+            if processor is not None:
+                processors.append(processor)
         self._raise_errors()
         return processors
 
     def _processors(
-        self,
-        data: dict[str, Any],
-        source_names: list[str] | None,
-        *,
-        at: KeyPath = ("processors",),
+        self, data: dict[str, Any], source_names: list[str] | None
     ) -> list[ProcessorConfig]:
         tables = self._array_of_tables(data, "processors") or []
-        available = self._plugins.processors() if tables else {}
         processors = []
         for index, table in enumerate(tables):
-            path: KeyPath = (*at, index)
-            type_ = self._required_str(table, path, "type")
-            sources = self._source_globs(table, path, source_names)
-            if type_ is None:
-                continue
-            provided = self._provider("processor type", type_, available, path)
-            if provided is None or isinstance(sources, Failed):
-                continue
-            rest = {k: v for k, v in table.items() if k not in _PROCESSOR_KEYS}
-            options = self._options(provided, rest, path, _PROCESSOR_KEYS)
-            if isinstance(options, Failed):
-                continue
-            processors.append(ProcessorConfig(type_, sources, options, self._line(path)))
+            processor = self._processor(table, ("processors", index), source_names)
+            if processor is not None:
+                processors.append(processor)
         return processors
+
+    def _processor(
+        self, table: dict[str, Any], path: KeyPath, source_names: list[str] | None
+    ) -> ProcessorConfig | None:
+        type_ = self._required_str(table, path, "type")
+        sources = self._source_globs(table, path, source_names)
+        if type_ is None:
+            return None
+        provided = self._provider("processor type", type_, self._plugins.processors(), path)
+        if provided is None or isinstance(sources, Failed):
+            return None
+        rest = {k: v for k, v in table.items() if k not in _PROCESSOR_KEYS}
+        options = self._options(provided, rest, path, _PROCESSOR_KEYS)
+        if isinstance(options, Failed):
+            return None
+        return ProcessorConfig(type_, sources, options, self._line(path))
 
     def _source_globs(
         self, table: dict[str, Any], path: KeyPath, source_names: list[str] | None

@@ -17,8 +17,10 @@ class ExitCode(enum.IntEnum):
 
     #: A clean stop: a signal, ``--for`` elapsed, every source ``ended``; a check passed.
     OK = 0
-    #: A sink with ``on_error = "stop"`` failed (``mux test``: a test failed).
+    #: A sink with ``on_error = "stop"`` failed.
     SINK_FAILED = 1
+    #: ``mux test``: a test failed; an alias of 1.
+    TEST_FAILED = 1
     #: ``mux check --probe``: a source is not reachable (yet); an alias of 1.
     UNREACHABLE = 1
     #: A usage or config error: nothing ran.
