@@ -255,8 +255,10 @@ async def test_kill_9_mid_write_then_state_nothing_lost_nothing_twice(tmp_path: 
         async with trio.open_nursery() as nursery:
             first = await start_mux(nursery, config, "--state", str(state))
             await publish(2000)
-            await wait_for_file(plain, lambda r: len(file_ids(r, "train")) >= 1500, process=first)
-            with trio.fail_after(10):
+            await wait_for_file(
+                plain, lambda r: len(file_ids(r, "train")) >= 1500, process=first, timeout=60
+            )
+            with trio.fail_after(60):
                 while not (state / "mux-state.json").exists():  # noqa: ASYNC110 (another process)
                     await trio.sleep(0.02)
             async with trio.open_nursery() as pouring:
@@ -267,8 +269,10 @@ async def test_kill_9_mid_write_then_state_nothing_lost_nothing_twice(tmp_path: 
             killed_at = packed.stat().st_size
             await publish(7000)
             second = await start_mux(nursery, config, "--state", str(state))
-            await wait_for_file(plain, lambda r: "7000" in file_ids(r, "train"), process=second)
-            with trio.fail_after(15):
+            await wait_for_file(
+                plain, lambda r: "7000" in file_ids(r, "train"), process=second, timeout=60
+            )
+            with trio.fail_after(60):
                 while "7000" not in file_ids(_zst_records(packed), "train"):  # noqa: ASYNC110
                     await trio.sleep(0.05)
             assert await terminate(second, config) == 0
