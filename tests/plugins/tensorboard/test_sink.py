@@ -150,11 +150,7 @@ def test_mux_replay_converts_a_recording_into_runs(tmp_path: Path) -> None:
     recording.write_bytes(encode_jsonl(records))
     logdir = tmp_path / "tb"
     config = tmp_path / "tb.toml"
-    # A dummy source: replay uses only the sinks (a sink-only config may not load yet).
-    config.write_text(
-        '[[sources]]\nname = "unused"\ntransport = "sse"\nurl = "http://127.0.0.1:9/"\n'
-        f'\n[[sinks]]\ntype = "tensorboard"\nlogdir = "{logdir}"\n'
-    )
+    config.write_text(f'[[sinks]]\ntype = "tensorboard"\nlogdir = "{logdir}"\n')  # sinks only
     result = subprocess.run(
         [*MUX, "replay", str(recording), "--config", str(config), "-q"],
         capture_output=True,
