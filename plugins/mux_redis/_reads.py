@@ -20,7 +20,11 @@ transport does the reading):
   no sooner than ``N / CHECK_RATE`` seconds later, so a consumer asks Redis
   for at most about :data:`CHECK_RATE` stream checks a second however many
   streams it knows (a few percent of a core), and a busy round reads what
-  piled up meanwhile in one go.
+  piled up meanwhile in one go; and never sooner than :data:`MIN_ROUND`
+  after the one before, so entries appended one at a time (a collector's
+  sources trickling, each append waking a blocked read) are read a few
+  dozen at a time: a thousand wake-ups a second cost a consumer more than
+  the entries themselves.
 
 With a bounded layout (``stream = "mux:{bucket}"``, a few dozen streams)
 every stream stays hot, a round is one blocking command and none of this
@@ -35,7 +39,16 @@ from collections.abc import Callable, Iterable
 
 import attrs
 
-__all__ = ["CHECK_RATE", "COLD_PERIOD", "COLD_SLICE", "HOT_FOR", "PER_COMMAND", "ReadPlan", "Round"]
+__all__ = [
+    "CHECK_RATE",
+    "COLD_PERIOD",
+    "COLD_SLICE",
+    "HOT_FOR",
+    "MIN_ROUND",
+    "PER_COMMAND",
+    "ReadPlan",
+    "Round",
+]
 
 #: Streams named by one XREAD / XREADGROUP command, at most.
 PER_COMMAND = 1000
@@ -43,6 +56,8 @@ PER_COMMAND = 1000
 CHECK_RATE = 20_000.0
 #: Seconds a stream stays hot after it was found or last gave entries.
 HOT_FOR = 30.0
+#: Seconds between the starts of two rounds, at least (a wait only when entries keep coming).
+MIN_ROUND = 0.01
 #: Cold streams checked per slice, and the seconds between two slices.
 COLD_SLICE = 1000
 COLD_PERIOD = 0.5
@@ -72,6 +87,7 @@ class ReadPlan:
     together: Callable[[list[bytes]], list[list[bytes]]] = _whole
     per_command: int = PER_COMMAND
     check_rate: float = CHECK_RATE
+    min_round: float = MIN_ROUND
     hot_for: float = HOT_FOR
     cold_slice: int = COLD_SLICE
     cold_period: float = COLD_PERIOD
@@ -128,7 +144,7 @@ class ReadPlan:
             for group in self.together(keys)
             for start in range(0, len(group), self.per_command)
         ]
-        self._not_before = start_at + len(keys) / self.check_rate
+        self._not_before = start_at + max(self.min_round, len(keys) / self.check_rate)
         if len(commands) > 1:
             return Round(commands, None, start_at)
         if self._cold_gen:  # wake for the next cold slice

@@ -16,7 +16,10 @@ short Lua script that runs ``XADD key MAXLEN ~ maxlen * record LINE`` for
 each line of that key (several keys: those EVALs in one pipeline). One
 ``XADD`` per record through coredis costs ~12 µs of client CPU each, a
 quarter of the target rate; the script costs the client one command per
-batch (see benchmarks/bench_redis.py for both, measured).
+batch (see benchmarks/bench_redis.py for both, measured). Two appends start
+at least ``min_interval`` (10 ms) apart: a fleet's sources trickle in an
+event at a time, and appending each alone costs Redis a command and every
+blocked consumer a wake-up per event (benchmarks/bench_redis_fleet.py).
 
 While Redis is unreachable the sink retries with the run's ``[retry]``
 policy (logged as it goes); ``write`` does not return meanwhile, so the
@@ -37,6 +40,7 @@ it each batch and waits for the answer.
 from __future__ import annotations
 
 import logging
+import math
 import operator
 import string
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -142,6 +146,12 @@ class RedisStreamSinkOptions:
     verify: bool = True
     #: Seconds to connect, and to wait for Redis to answer one append.
     timeout: float = attrs.field(default=10.0, validator=positive("seconds"))
+    #: Seconds between the starts of two appends, at least: records that arrive
+    #: meanwhile go in the next one. Sources trickling in (a fleet: thousands of
+    #: sources, an event each now and then) are appended a few dozen at a time
+    #: instead of one by one -- fewer commands for Redis, and fewer wake-ups for
+    #: every consumer. 0 = append as soon as the last append returned.
+    min_interval: float = attrs.field(default=0.01, validator=non_negative("seconds"))
 
     @classmethod
     def check(cls, options: RedisStreamSinkOptions) -> None:
@@ -187,6 +197,7 @@ class RedisStreamSink(Sink):
         #: Appends that reached Redis, and records in them (for tests and logs).
         self.appended = 0
         self.failures = 0
+        self._next_append = -math.inf
 
     async def open(self) -> None:
         from mux_core.http import tls_context, warn_unverified
@@ -215,6 +226,14 @@ class RedisStreamSink(Sink):
                 else:
                     group.append(line)
         job = _Append(groups)
+        if self.options.min_interval:
+            import trio
+
+            now = trio.current_time()
+            if now < self._next_append:
+                await trio.sleep_until(self._next_append)
+                now = trio.current_time()
+            self._next_append = now + self.options.min_interval
         await self._send.send(job)
         await job.done.wait()
         if job.error is not None:

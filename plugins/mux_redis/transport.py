@@ -104,6 +104,10 @@ __all__ = ["RedisStreamOptions", "RedisStreamTransport"]
 
 _log = logging.getLogger("mux.redis")
 _GLOB = frozenset("*?[")
+#: Seconds between two acknowledgement rounds, at least (see ``_Reader._acknowledge``).
+_ACK_EVERY = 0.1
+#: Seconds a stopping session spends acknowledging what its sinks wrote last, at most.
+_LAST_ACK = 2.0
 _BUCKET = re.compile(r"\{bucket(?::([^{}]*))?\}")
 
 #: Join the group on every key (MKSTREAM); a group that exists already is fine.
@@ -274,13 +278,7 @@ class RedisStreamTransport(Transport):
             self._unverified_warned = True
             warn_unverified(f"source {session.source!r}")
         try:
-            client = make_client(
-                self._target,
-                ca_file=self.options.ca_file,
-                verify=self.options.verify,
-                timeout=session.connect_timeout,
-                name=f"mux:{session.source}",
-            )
+            client = self.new_client(session)
         except ValueError as exc:  # a ca_file without a certificate: a config mistake
             raise Failed(str(exc)) from None
         try:
@@ -290,6 +288,17 @@ class RedisStreamTransport(Transport):
             raise
         except Exception as exc:
             raise self._session_error(exc, session) from None
+
+    def new_client(self, session: Session) -> Any:
+        """A coredis client for this source (enter it with ``async with``)."""
+        assert self._target is not None
+        return make_client(
+            self._target,
+            ca_file=self.options.ca_file,
+            verify=self.options.verify,
+            timeout=session.connect_timeout,
+            name=f"mux:{session.source}",
+        )
 
     def _session_error(self, exc: BaseException, session: Session) -> SessionError:
         for leaf in _leaves(exc):
@@ -691,27 +700,59 @@ class _Reader:
                 self.acks.add(key, entry_ids)
 
     async def _acknowledge(self) -> None:
-        """XACK what every sink has written, in the background of the reads."""
+        """XACK what every sink has written, in the background of the reads.
+
+        At most every :data:`_ACK_EVERY` seconds: each round waits for the
+        sinks to hold what it acknowledges durably (the file sink fsyncs), and
+        back-to-back rounds would keep the disk busy with fsyncs that delay
+        the next records' writes. Entries stay pending that much longer, far
+        below ``claim_idle``. When the session ends (a stop), what is left is
+        acknowledged once more, for up to :data:`_LAST_ACK` seconds.
+        """
         import trio
-        from coredis.typing import Key
 
         acks = self.acks
+        try:
+            while True:
+                await acks.wake.wait()
+                await trio.sleep(_ACK_EVERY)
+                acks.wake = trio.Event()
+                await self._ack_round()
+        finally:
+            if acks.pending:
+                # The session's client went down with it (its tasks were cancelled):
+                # a connection of its own, for this last round only.
+                with trio.move_on_after(_LAST_ACK, shield=True):
+                    try:
+                        async with self.transport.new_client(self.session) as client:
+                            await self._ack_round(client)
+                    except Exception as exc:  # Redis went away meanwhile: they stay pending
+                        _log.debug("source %r: last XACK failed: %r", self.session.source, exc)
+
+    async def _ack_round(self, client: Any = None) -> None:
+        from coredis.typing import Key
+
+        client = self.client if client is None else client
+        acks = self.acks
         group = self.options.group
-        while True:
-            await acks.wake.wait()
-            acks.wake = trio.Event()
-            taken, acks.pending = acks.pending, {}
+        taken, acks.pending = acks.pending, {}
+        try:
             if not await self.session.delivered():
                 # A sink failed before writing them: leave them pending, for a
                 # restart or another consumer to take over.
-                continue
+                return
             if len(taken) == 1:
                 [(key, ids)] = taken.items()
-                await command(self.client, b"XACK", Key(key), group, *ids)
+                await command(client, b"XACK", Key(key), group, *ids)
             elif taken:
-                async with self.client.pipeline(transaction=False) as pipeline:
+                async with client.pipeline(transaction=False) as pipeline:
                     for key, ids in taken.items():
                         queue(pipeline, b"XACK", Key(key), group, *ids)
+        except BaseException:
+            # Cut off (a stop): the session's last round acknowledges them (twice is harmless).
+            for key, ids in taken.items():
+                acks.pending.setdefault(key, []).extend(ids)
+            raise
 
     def _decode(self, key: bytes, entries: list[Any], out: SizedBatch[Record]) -> None:
         append = out.append

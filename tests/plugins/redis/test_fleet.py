@@ -214,6 +214,8 @@ async def test_bucket_streams_keep_each_source_in_one_stream_in_order_and_a_grou
     assert sorted(got, key=lambda r: (r.source, r.seq)) == sorted(
         events, key=lambda r: (r.source, r.seq)
     )
+    # Stopped cleanly: everything relayed was acknowledged, the last round too.
+    assert [redis_cli(6379, "XPENDING", key, "g").split()[0] for key in keys] == ["0"] * 4
     for sink in sinks:  # within one consumer, each source's records in order
         mine = relayed(sink, "relay")
         for source in sources:

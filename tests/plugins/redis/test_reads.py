@@ -120,3 +120,14 @@ def test_new_streams_are_read_at_once() -> None:
     named(plan, 10.0)
     plan.add([b"new"], now=10.1)
     assert b"new" in named(plan, 10.2)
+
+
+def test_entries_appended_one_at_a_time_are_read_a_few_dozen_at_a_time() -> None:
+    # A blocking read that returns at once (an entry was waiting) is followed by the
+    # next no sooner than min_round after it: what trickles in meanwhile comes in one go.
+    plan = ReadPlan(min_round=0.01)
+    plan.add(keys(16), now=0.0)
+    assert plan.next_round(0.0, block=1.0).start_at == 0.0
+    assert plan.next_round(0.001, block=1.0).start_at == pytest.approx(0.01)
+    # A read that waited longer than that (nothing was new) is followed at once.
+    assert plan.next_round(0.5, block=1.0).start_at == pytest.approx(0.5)
