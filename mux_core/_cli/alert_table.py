@@ -52,7 +52,7 @@ def alert_table(log: AlertLog) -> str:
     if not log.entries:
         return "no alerts: these processors raise none on this recording, and it holds none\n"
     rows: list[tuple[str, ...]] = [_HEADER]
-    for entry in log.entries:
+    for entry in log.in_order():
         alert = entry.alert
         rows.append(
             (

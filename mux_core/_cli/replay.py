@@ -94,7 +94,8 @@ def _replay(args: argparse.Namespace) -> int:
     from .._run.replay import Replay, default_view
     from ..records import Severity
 
-    setup_logging(quiet=args.quiet)
+    # --alerts-only: the table is the output; the log keeps to warnings.
+    setup_logging(quiet=args.quiet or args.alerts_only)
     check_fail_fast(args)
     if args.alerts_only and args.follow:
         raise ConfigError(

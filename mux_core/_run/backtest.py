@@ -177,9 +177,15 @@ class AlertLog:
     def __init__(self) -> None:
         self.entries: list[LoggedAlert] = []
 
+    def in_order(self) -> list[LoggedAlert]:
+        """The alerts by when they were raised, those of one moment by the event that raised
+        them (a processor appends its alerts to the batch it was given: within one recorded
+        batch, the order of :attr:`entries` is the processors' order, not the events')."""
+        return sorted(self.entries, key=_moment)
+
     def raised(self) -> list[LoggedAlert]:
         """The alerts the processors raised (new, or equal to a recorded one), in order."""
-        return [entry for entry in self.entries if entry.origin != RECORDED_ONLY]
+        return [entry for entry in self.in_order() if entry.origin != RECORDED_ONLY]
 
     def by_rule(self) -> dict[str, dict[str, int]]:
         """Per rule (sorted), how many alerts of each origin."""
@@ -188,6 +194,11 @@ class AlertLog:
             per = counts.setdefault(entry.alert.rule, {NEW: 0, RECORDED: 0, RECORDED_ONLY: 0})
             per[entry.origin] += 1
         return dict(sorted(counts.items()))
+
+
+def _moment(entry: LoggedAlert) -> tuple[float, int, bool, int]:
+    seq = entry.alert.seq
+    return (entry.offset, entry.recording, seq is None, seq or 0)
 
 
 class _Steps:
@@ -458,9 +469,12 @@ class Backtest:
         mark = _mark(alert)
         found, recorded = _take(state.recorded, mark)
         if found:
-            # Its recorded copy went on already: one alert, raised again.
+            # Its recorded copy went on already: one alert, raised again. (Written
+            # before the event that raised it, it could not tell that event's step.)
             if recorded is not None:
-                recorded.origin = RECORDED
+                recorded.origin, recorded.offset = RECORDED, at
+                if state.steps is not None:
+                    recorded.step = state.steps.of(alert.seq)
             return
         state.raised.append((mark, self._entry(state, alert, at, index, NEW)))
         out.append((at, index, alert))

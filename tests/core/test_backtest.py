@@ -23,7 +23,7 @@ import mux_core.testing
 import mux_proc
 from mux_core._config import parse_config
 from mux_core._plugins import PluginManager
-from mux_core._run.backtest import NEW, AlertLog
+from mux_core._run.backtest import NEW, RECORDED, AlertLog
 from mux_core._run.progress import clock_text
 from mux_core._run.replay import Replay
 from mux_core.payload import keep_value
@@ -231,3 +231,39 @@ async def test_timers_fire_in_recorded_time_at_any_pace(tmp_path: Path) -> None:
         elif type(r) is Alert:
             shown.append((r.rule, r.severity.value, r.at - T0))
     assert shown == [1, 2, ("stall", "warning", 5.0), 3, ("stall", "info", 8.0), 4]
+
+
+async def test_a_recorded_alert_written_before_its_event_is_matched_with_its_step(
+    tmp_path: Path,
+) -> None:
+    """A restart alert goes before the event that raised it; read back, it comes before the
+    backtest raises it again: one alert, marked recorded, at the step and moment of that
+    event. The log lists a moment's alerts by the events that raised them, not by the
+    processors' order (nonfinite appends its alert after the batch restart split)."""
+    path = tmp_path / "run.jsonl"
+    records: list[Record] = [Status("train", "sse", State.CONNECTED, 1, None, "", T0)]
+    message = "the stream started over: step 1 after 6 (a new run segment)"
+    steps = [(5, 1.0, 1.0), (6, 2.0, 1.0), (1, 3.0, 1.0), (7, 4.0, math.nan), (1, 4.0, 1.0)]
+    for seq, (step, at, loss) in enumerate(steps, start=1):
+        if seq == 3:  # the live run's alert, written before the event, a read of its own
+            records.append(Alert("train", "sse", "restart", Severity.WARNING, message, 3, T0 + 2.5))
+        data = keep_value({"step": step, "loss": loss})
+        records.append(Event("train", "sse", "metric", str(seq), data, T0 + at, seq))
+    path.write_bytes(encode_jsonl(records))
+    manager = plugins()
+    rules = '[[processors]]\ntype = "restart"\n[[processors]]\ntype = "nonfinite"\n'
+    config = parse_config(rules, path="rules.toml", plugins=manager, replay=True)
+    log = AlertLog()
+    await Replay([path], [], manager, name="run", processors=config.processors, alert_log=log).run()
+    assert [(e.alert.rule, e.alert.seq) for e in log.entries] == [
+        ("restart", 3),
+        ("restart", 5),
+        ("nonfinite", 4),
+        ("nonfinite", 5),
+    ]
+    assert [(e.alert.rule, e.step, e.origin, e.offset) for e in log.in_order()] == [
+        ("restart", 1, RECORDED, 3.0),
+        ("nonfinite", 7, NEW, 4.0),
+        ("restart", 1, NEW, 4.0),
+        ("nonfinite", 1, NEW, 4.0),  # finite again
+    ]
