@@ -47,11 +47,43 @@ def _serve_demo_arguments(parser: argparse.ArgumentParser) -> None:
         help="fault switch: the loss is NaN from this step on (a nonfinite alert)",
     )
     parser.add_argument(
+        "--nan-for",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="with --nan-at: NaN for this many steps only, then finite again (an episode)",
+    )
+    parser.add_argument(
         "--restart-at",
         type=int,
         default=0,
         metavar="STEP",
         help="fault switch: at this step the trainer starts over at step 1 (a restart alert)",
+    )
+    parser.add_argument(
+        "--stall-at",
+        type=int,
+        default=0,
+        metavar="STEP",
+        help="fault switch: before this step the trainer hangs for --stall-for seconds, "
+        "connected but silent (a stall alert)",
+    )
+    parser.add_argument(
+        "--stall-for",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="how long the hang of --stall-at lasts",
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=0,
+        metavar="N",
+        help="train N steps, then stop serving (default: forever)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=None, help="seed of the noise, for a run that repeats"
     )
 
 
@@ -73,19 +105,29 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _serve_demo(args: argparse.Namespace) -> int:
+    import sys
+
     from .server import DemoOptions, run_serve_demo
 
-    return run_serve_demo(
-        DemoOptions(
+    try:
+        options = DemoOptions(
             host=args.host,
             sse_port=args.sse_port,
             ws_port=args.ws_port,
             rest_port=args.rest_port,
             rate=args.rate,
             nan_at=args.nan_at,
+            nan_for=args.nan_for,
             restart_at=args.restart_at,
+            stall_at=args.stall_at,
+            stall_for=args.stall_for,
+            steps=args.steps,
+            seed=args.seed,
         )
-    )
+    except ValueError as exc:  # a negative step, a port out of range: the option's own words
+        print(f"mux serve-demo: error: {exc}", file=sys.stderr)
+        return 2
+    return run_serve_demo(options)
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -97,9 +97,15 @@ class DemoOptions:
     seed: int | None = None
     #: Fault switch: from this step on the loss is NaN (0 = never); alerts to watch.
     nan_at: int = attrs.field(default=0, validator=non_negative())
+    #: ... for this many steps, then finite again (0 = for good).
+    nan_for: int = attrs.field(default=0, validator=non_negative())
     #: Fault switch: at this step the trainer starts over at step 1, ids again from
     #: "1", as a restarted trainer does (0 = never).
     restart_at: int = attrs.field(default=0, validator=non_negative())
+    #: Fault switch: before this step the trainer hangs (a stuck data loader) ...
+    stall_at: int = attrs.field(default=0, validator=non_negative())
+    #: ... for this many seconds, connected but silent, then trains on.
+    stall_for: float = attrs.field(default=0.0, validator=non_negative())
 
 
 @attrs.frozen
@@ -220,12 +226,15 @@ async def serve_demo(
         start = trio.current_time()
         step = 0
         ticks = 0
-        restarted = False
+        restarted = stalled = False
         while options.steps == 0 or ticks < options.steps:
             step += 1
             ticks += 1
             if step == options.restart_at and not restarted:
                 restarted, step = True, 1
+            if step == options.stall_at and not stalled:
+                stalled = True
+                start += options.stall_for  # the hang: every later step comes that much later
             # the step clock: no drift, and a slow moment is caught up at once
             await trio.sleep_until(start + ticks / options.rate)
             for event, data in _step_records(step, rng, options, total):
@@ -236,7 +245,8 @@ def _step_records(
     step: int, rng: random.Random, options: DemoOptions, total: int
 ) -> list[tuple[str, dict[str, float | int]]]:
     metric = training_record(step, rng, total_steps=total)
-    if options.nan_at and step >= options.nan_at:
+    nan_until = options.nan_at + options.nan_for if options.nan_for else math.inf
+    if options.nan_at and options.nan_at <= step < nan_until:
         metric["loss"] = math.nan
     records = [("metric", metric)]
     if options.eval_every and step % options.eval_every == 0:

@@ -223,3 +223,30 @@ async def test_sigterm_stops_the_program_cleanly() -> None:
         assert b"http://127.0.0.1:" in output and b"ws://127.0.0.1:" in output
         process.send_signal(signal.SIGTERM)
         assert await process.wait() == 0
+
+
+async def test_fault_switches_a_nan_episode_and_a_hang() -> None:
+    """--nan-at/--nan-for: NaN for those steps only; --stall-at/--stall-for: a silence first."""
+    import itertools
+    import json
+
+    options = _fast(steps=12, eval_every=0, nan_at=3, nan_for=2, stall_at=8, stall_for=1.0)
+    arrived: list[tuple[float, dict[str, Any]]] = []
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            endpoints: DemoEndpoints = await nursery.start(serve_demo, options)
+            async with (
+                httpx.AsyncClient() as client,
+                client.stream("GET", endpoints.sse_url) as response,
+            ):
+                async for line in response.aiter_lines():
+                    if line.startswith("data: "):
+                        arrived.append((trio.current_time(), json.loads(line[6:])))
+                    if len(arrived) == 12:
+                        break
+    steps = [data["step"] for _, data in arrived]
+    assert steps == list(range(1, 13))
+    nan = [data["step"] for _, data in arrived if math.isnan(data["loss"])]
+    assert nan == [3, 4]
+    gaps = [later - earlier for (earlier, _), (later, _) in itertools.pairwise(arrived)]
+    assert gaps[6] >= 0.5  # step 8 came after the hang (1 s; half of it as a margin)
