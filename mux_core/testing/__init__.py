@@ -18,6 +18,8 @@
 * real servers as processes -- :class:`ServerProcess` -- started on a free
   port, killed (SIGKILL), paused (SIGSTOP), resumed and restarted on the
   same port;
+* :func:`backtest` -- processors over records in virtual time: their
+  timers fire at the records' moments, a two-hour silence takes no time;
 * :func:`run_one_session` -- drive one session of a transport and see what
   it emitted and how it ended (or end it yourself with ``until=``, after
   the transport finished its work on that batch: its acknowledgement);
@@ -37,6 +39,7 @@
 
 from __future__ import annotations
 
+from ._backtest import backtest
 from ._hostile import (
     Bomb,
     Flood,
@@ -135,6 +138,7 @@ __all__ = [
     "TcpAction",
     "WsAction",
     "WsClose",
+    "backtest",
     "chunk",
     "compressed",
     "compression_bomb",
