@@ -16,10 +16,14 @@ After a crash (``kill -9`` of mux, a power cut after an fsync) the file
 ends in an unfinished frame, maybe with half a block or half a line in it.
 :func:`repair` finds it by walking the frame and block headers from the
 start (3 bytes a block, read with ``pread``; the payloads are never read),
-decompresses the unfinished frame's whole blocks, and writes that frame
-again as a complete one holding its whole lines only. What was cut off was
-never synced, so a resumed source sends it again (or, without ids, it is
-lost, as with an uncompressed file). Every frame then starts at a line:
+cuts off the torn block (never synced: a resumed source sends its lines
+again, or, without ids, they are lost, as with an uncompressed file) and
+ends the frame with an empty last block. The repair only cuts bytes that
+were never whole and then appends, so a crash in the middle of it leaves a
+file the next repair handles the same way. Whole blocks may end inside a
+line (zstd cuts a long write into 128 KiB blocks): the next lines then
+start on a fresh line, and the cut one reads as one bad line -- as a plain
+file's torn last line does. Every frame starts at a line;
 :func:`frames` gives the frames' offsets, newest last, for reading lines
 backwards one frame at a time.
 """
@@ -60,6 +64,9 @@ class Frames:
     #: Whether the last frame is unfinished (no last block yet: a crash, or a
     #: writer still running).
     open: bool
+    #: Of an unfinished last frame: where its header ends and each whole block
+    #: ends (empty when its header is cut short).
+    blocks: tuple[int, ...] = ()
 
 
 class NotZstd(ValueError):
@@ -86,21 +93,23 @@ def frames(fd: int, size: int) -> Frames:
                     'it is not a zstd file (plain JSON Lines? set compression = "none" for it)'
                 )
             raise NotZstd(f"{_DAMAGED}: no zstd frame starts at byte {pos}")
-        blocks = _frame_blocks(fd, pos, size)
+        bounds: list[int] = []
+        walked = _frame_blocks(fd, pos, size, bounds)
         starts.append(pos)
-        if blocks is None:  # a torn frame header: the frame holds nothing yet
+        if walked is None:  # a torn frame header: the frame holds nothing yet
             return Frames(tuple(starts), pos, True)
-        end, finished = blocks
+        end, finished = walked
         if not finished:
-            return Frames(tuple(starts), end, True)
+            return Frames(tuple(starts), end, True, tuple(bounds))
         pos = end
     return Frames(tuple(starts), pos, False)
 
 
-def _frame_blocks(fd: int, start: int, size: int) -> tuple[int, bool] | None:
+def _frame_blocks(fd: int, start: int, size: int, bounds: list[int]) -> tuple[int, bool] | None:
     """(where the frame's whole blocks end, whether its last block came), or
-    None when its header is cut short. Raises :class:`NotZstd` for a header or
-    block no zstd writer makes."""
+    None when its header is cut short; ``bounds`` gets where the header and
+    each whole block end. Raises :class:`NotZstd` for a header or block no
+    zstd writer makes."""
     head = os.pread(fd, 14, start + 4)
     if not head:
         return None
@@ -115,10 +124,12 @@ def _frame_blocks(fd: int, start: int, size: int) -> tuple[int, bool] | None:
     if len(head) < header:
         return None
     pos = start + 4 + header
+    bounds.append(pos)
+    opened_with_checksum = checksum
     while True:
         raw = os.pread(fd, 3, pos)
         if len(raw) < 3:
-            return pos, False
+            return _unfinished(pos, opened_with_checksum, start)
         value = int.from_bytes(raw, "little")
         last, kind, length = value & 1, (value >> 1) & 3, value >> 3
         if kind == 3 or length > _BLOCK_MAX:
@@ -126,8 +137,9 @@ def _frame_blocks(fd: int, start: int, size: int) -> tuple[int, bool] | None:
         payload = 1 if kind == 1 else length
         end = pos + 3 + payload
         if end > size:
-            return pos, False  # a torn block
+            return _unfinished(pos, opened_with_checksum, start)  # a torn block
         pos = end
+        bounds.append(pos)
         if last:
             if checksum:
                 if pos + 4 > size:
@@ -136,47 +148,88 @@ def _frame_blocks(fd: int, start: int, size: int) -> tuple[int, bool] | None:
             return pos, True
 
 
-def repair(fd: int, path: str) -> Frames:
-    """Make the file ``fd`` end in whole frames of whole lines, ready to append to.
+def _unfinished(pos: int, checksum: bool, start: int) -> tuple[int, bool]:
+    if checksum:  # an empty last block would leave it without its checksum
+        raise NotZstd(
+            f"its last frame (at byte {start}) is unfinished and carries a checksum: "
+            "not written by mux (finish it with zstd, or move it away)"
+        )
+    return pos, False
 
-    An unfinished last frame (a crash) is written again, complete, with the
-    whole lines its whole blocks hold; bytes after the readable part are cut
-    off. Returns the frames as they are afterwards. Raises :class:`NotZstd`.
+
+def repair(fd: int, path: str) -> bool:
+    """Make the file ``fd`` end in whole frames, ready to append to; return
+    whether its last line is cut short (the next lines start on a fresh line).
+
+    Bytes after the last whole block are cut off and an unfinished last
+    frame is ended with an empty last block -- nothing whole is ever
+    rewritten. Raises :class:`NotZstd`.
     """
-    import zstandard
-
     size = os.fstat(fd).st_size
     if size == 0:
-        return Frames((), 0, False)
+        return False
     found = frames(fd, size)
     if not found.open:
         if found.end < size:
             _log.info("%s: a frame's torn start (%d bytes) cut off", path, size - found.end)
             os.ftruncate(fd, found.end)
-        return found
+        return _cut_line(fd, found.starts, found.end)
     start = found.starts[-1]
-    data = os.pread(fd, found.end - start, start) if found.end > start else b""
-    try:
-        content = zstandard.ZstdDecompressor().decompressobj().decompress(data) if data else b""
-    except zstandard.ZstdError as exc:
-        content = b""
-        _log.warning("%s: its last frame does not decode (%s); its lines are left out", path, exc)
-    whole = content[: content.rfind(b"\n") + 1]
-    torn = size - start
-    os.ftruncate(fd, start)
-    starts = found.starts[:-1]
-    if whole:
-        _write_all(fd, zstandard.ZstdCompressor(level=LEVEL).compress(whole), start)
-        starts = found.starts
+    if not found.blocks:  # its header is cut short: nothing of it was whole
+        os.ftruncate(fd, start)
+        _log.info("%s: a frame's torn start (%d bytes) cut off", path, size - start)
+        return _cut_line(fd, found.starts[:-1], start)
+    end, last = _decodable(fd, path, start, found.blocks)
+    os.ftruncate(fd, end)
+    _write_all(fd, END_FRAME, end)
     _log.info(
-        "%s: continued after a crash: its last frame (%d bytes) written again with %d whole "
-        "lines (%d bytes of a cut line left out)",
+        "%s: continued after a crash: %d bytes of a torn block cut off, its frame ended",
         path,
-        torn,
-        whole.count(b"\n"),
-        len(content) - len(whole),
+        size - end,
     )
-    return Frames(starts, os.fstat(fd).st_size, False)
+    if last is None:  # the frame holds no line: the one before tells
+        return _cut_line(fd, found.starts[:-1], start)
+    return last != b"\n"
+
+
+def _decodable(fd: int, path: str, start: int, bounds: tuple[int, ...]) -> tuple[int, bytes | None]:
+    """Where the blocks of the frame at ``start`` that decode end (all of them,
+    unless damaged), and the last byte they hold (None: none)."""
+    import zstandard
+
+    frame = zstandard.ZstdDecompressor().decompressobj()
+    good = bounds[0]
+    frame.decompress(os.pread(fd, good - start, start))  # the header
+    last: bytes | None = None
+    for end in bounds[1:]:
+        try:
+            out = frame.decompress(os.pread(fd, end - good, good))
+        except zstandard.ZstdError as exc:
+            _log.warning("%s: a block at byte %d does not decode (%s): cut off", path, good, exc)
+            break
+        if out:
+            last = out[-1:]
+        good = end
+    return good, last
+
+
+def _cut_line(fd: int, starts: tuple[int, ...], end: int) -> bool:
+    """Whether the whole frames before ``end`` end inside a line (the newest
+    frame is decompressed to see its last byte)."""
+    if not starts:
+        return False
+    import zstandard
+
+    start = starts[-1]
+    try:
+        content = (
+            zstandard.ZstdDecompressor()
+            .decompressobj()
+            .decompress(os.pread(fd, end - start, start))
+        )
+    except zstandard.ZstdError:
+        return True  # start on a fresh line: a spare empty line costs nothing
+    return bool(content) and not content.endswith(b"\n")
 
 
 def _write_all(fd: int, data: bytes, at: int) -> None:

@@ -248,7 +248,7 @@ class _ZstdRotatingFile(_RotatingFile):
         self._writer = _zstd.ZstdWriter()
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
-            _zstd.repair(self._fd, self.path)
+            cut_line = _zstd.repair(self._fd, self.path)
         except _zstd.NotZstd as exc:
             os.close(self._fd)
             self._fd = -1
@@ -258,6 +258,8 @@ class _ZstdRotatingFile(_RotatingFile):
             self._fd = -1
             raise
         self._size = os.lseek(self._fd, 0, os.SEEK_END)
+        if cut_line:  # a crash cut a line: the next ones start on a fresh line
+            self._write_all(self._writer.encode(b"\n"))
 
     def write(self, data: bytes) -> None:
         if self.rotate_bytes and self._size >= self.rotate_bytes:

@@ -133,31 +133,52 @@ async def test_rotated_files_are_zstd_too_and_replay_reads_them_in_order(
     assert seqs == list(range(1, 20001))
 
 
+def _whole_part(path: Path) -> int:
+    """Where the whole frames and blocks of a cut file end (what a repair keeps)."""
+    with open(path, "rb") as file:
+        found = _zstd.frames(file.fileno(), path.stat().st_size)
+    return found.end if found.blocks else (found.starts or (0,))[-1]
+
+
+@pytest.mark.parametrize("big", [False, True], ids=["small writes", "one big write"])
 @pytest.mark.parametrize("cut", [1, 3, 4, 9, 17, 0.25, 0.5, 0.77, 0.9, -1, -2, -3, -4, -7])
-async def test_a_file_cut_at_any_byte_is_continued_with_whole_lines(
-    open_sink: Opener, tmp_path: Path, cut: float
+async def test_a_file_cut_at_any_byte_is_continued_after_what_decodes(
+    open_sink: Opener, tmp_path: Path, cut: float, big: bool
 ) -> None:
     """What a crash leaves: the file cut anywhere (in a header, a block, a line).
-    Opening it again keeps every whole line its whole blocks held, drops the
-    rest, and appends after it; the file decodes to the end."""
+    Opening it again keeps every byte its whole blocks hold -- nothing whole is
+    rewritten -- ends the frame, and appends after it, on a fresh line when
+    the cut fell inside one (zstd cuts one big write into 128 KiB blocks that
+    end anywhere: that line reads as one bad line, as in a plain file). The
+    file decodes to its end."""
     whole = tmp_path / "whole.jsonl.zst"
     sink = await open_sink(path=str(whole), compression="zstd")
-    for start in range(1, 1001, 50):
+    if big:  # ~1.5 MiB in one write: whole blocks that end inside lines
+        await sink.write(_events(6000))
+        await sink.flush()
+    for start in range(10001, 11001, 50):
         await sink.write(_events(50, start))
         await sink.flush()
-    await sink.flush()
     data = whole.read_bytes()  # the frame is still open: as at a crash
     at = int(len(data) * cut) if 0 < cut < 1 else (int(cut) if cut > 0 else len(data) + int(cut))
     torn = tmp_path / "torn.jsonl.zst"
     torn.write_bytes(data[:at])
+    kept = _whole_part(torn)
     readable = zstandard.ZstdDecompressor().decompressobj().decompress(data[:at])
-    kept = readable[: readable.rfind(b"\n") + 1]
+    fresh_line = b"\n" if readable and not readable.endswith(b"\n") else b""
+    if big and cut in (0.25, 0.5):
+        assert fresh_line  # inside the big write: its whole blocks end inside a line
 
     again = await open_sink(path=str(torn), compression="zstd")
     await again.write(_events(10, 5001))
     await again.aclose()
-    assert _strict(torn) == kept + encode_jsonl(_events(10, 5001))
-    assert b"".join(_lines(torn)) == kept + encode_jsonl(_events(10, 5001))
+    expected = readable + fresh_line + encode_jsonl(_events(10, 5001))
+    assert torn.read_bytes()[:kept] == data[:kept]  # nothing whole was rewritten
+    assert _strict(torn) == expected
+    assert b"".join(_lines(torn)) == expected
+    records = [line for line in _lines(torn)]
+    bad = [line for line in records if not line.startswith(b'{"type"') or not line.endswith(b"}\n")]
+    assert len(bad) == (1 if fresh_line else 0)
     await sink.aclose()
 
 
