@@ -28,7 +28,7 @@ from mux_core._run.progress import clock_text
 from mux_core._run.replay import Replay
 from mux_core.payload import keep_value
 from mux_core.records import Alert, Event, Record, Severity, State, Status, encode_jsonl
-from mux_core.testing import CollectingSink
+from mux_core.testing import CollectingSink, backtest
 
 T0 = 1_764_250_000.0
 HOURS = 10
@@ -267,3 +267,22 @@ async def test_a_recorded_alert_written_before_its_event_is_matched_with_its_ste
         ("restart", 1, NEW, 4.0),
         ("nonfinite", 1, NEW, 4.0),  # finite again
     ]
+
+
+def test_the_event_rate_rule_measures_in_recorded_time() -> None:
+    """throughput with field = "": its timer counts events per recorded window, however fast."""
+    records: list[Record] = [Status("train", "sse", State.CONNECTED, 1, None, "", T0)]
+    at, seq = 0.0, 0
+    while at < 400.0:  # ten events a second for 300 s, then one a second
+        at = round(at + (0.1 if at < 300.0 else 1.0), 1)
+        seq += 1
+        records.append(Event("train", "sse", "metric", str(seq), {"step": seq}, T0 + at, seq))
+    rules = (
+        '[[processors]]\ntype = "throughput"\nfield = ""\ninterval = 10\nwarmup = 5\npatience = 2\n'
+    )
+    started = time.perf_counter()
+    out = backtest(rules, records, plugins=plugins())
+    print(f"throughput backtest of {len(records)} records: {time.perf_counter() - started:.2f} s")
+    alerts = [(r.severity.value, r.at - T0) for r in out if type(r) is Alert]
+    # the second slow window in a row ends 320 recorded seconds in
+    assert alerts == [("warning", 320.0)]
