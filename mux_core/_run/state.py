@@ -113,6 +113,8 @@ class StateStore:
         self._last_written: bytes | None = None
         self._lock = trio.Lock()
         self._reservations: dict[str, _Reservation] = {}
+        #: Reservations waiting for the next write: (transport, reserved) per source.
+        self._wanted: dict[str, tuple[str, int]] = {}
 
     def load(self) -> None:
         """Read the saved states (none yet is fine; an unreadable file is
@@ -225,15 +227,33 @@ class StateStore:
             reservation.block = min(reservation.block * 2, _RESERVE_MAX)
         reservation.at = now
         limit = upto + reservation.block
+        # Group commit: every reservation asked for while a write is under way
+        # goes in the next write together (thousands of sources starting at
+        # once: a few writes of the file, not one each).
+        wanted = self._wanted.get(source)
+        if wanted is None or wanted[1] < limit:
+            self._wanted[source] = (transport, limit)
         async with self._lock:
-            merged = dict(self._saved)
-            old = merged.get(source)
-            if old is not None and old.transport == transport:
-                merged[source] = msgspec.structs.replace(old, reserved=max(old.reserved, limit))
-            else:
-                # Nothing saved yet for it: the position is the start.
-                merged[source] = _SavedSource(transport, 0, None, None, limit)
-            await trio.to_thread.run_sync(self._write, merged)
+            saved = self._saved.get(source)  # what the file holds now
+            if saved is None or saved.transport != transport or saved.reserved < limit:
+                taken, self._wanted = self._wanted, {}
+                merged = dict(self._saved)
+                for name, (kind, upper) in taken.items():
+                    old = merged.get(name)
+                    if old is not None and old.transport == kind:
+                        merged[name] = msgspec.structs.replace(
+                            old, reserved=max(old.reserved, upper)
+                        )
+                    else:
+                        # Nothing saved yet for it: the position is the start.
+                        merged[name] = _SavedSource(kind, 0, None, None, upper)
+                try:
+                    await trio.to_thread.run_sync(self._write, merged)
+                except BaseException:
+                    for name, want in taken.items():  # for the next write
+                        if self._wanted.get(name, (None, -1))[1] < want[1]:
+                            self._wanted[name] = want
+                    raise
         resume.seq_reserved = max(resume.seq_reserved or 0, limit)
 
     def _write(self, merged: dict[str, _SavedSource]) -> None:
