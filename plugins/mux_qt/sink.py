@@ -16,6 +16,7 @@ Two ways to run it:
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from typing import TYPE_CHECKING, ClassVar
@@ -82,6 +83,8 @@ class QtSink(Sink):
         self.clocks: dict[str, ViewClock] = {}
         if len(context.recordings) > 1:
             self.clocks = {label: ViewClock(time.time) for label in context.recordings}
+        #: When the replay was paused (wall clock), while it is.
+        self._paused_at: float | None = None
         #: The window, from ``open()`` until ``aclose()``.
         self.panel: QtPanel | None = None
 
@@ -106,15 +109,20 @@ class QtSink(Sink):
             on_close=self._window_closed,
             dropped=self.context.dropped,
             log_y=tuple(self.options.log_y),
-            clock=self.clock,
+            clock=self._now,
             on_restart=self.context.restart_source,
             # Several recordings overlaid: their runs line up by step, not by time.
             x_mode="step" if len(recordings) > 1 else None,
             recordings=recordings,
-            recording_clocks=self.clocks,
+            recording_clocks={
+                label: functools.partial(self._now, clock) for label, clock in self.clocks.items()
+            },
             replay=self.context.replay,
         )
         self.panel.show()
+        if self.context.replay is not None:
+            self.context.replay.watch(self._replay_changed)
+            self._replay_changed()
         if QThread.currentThread().loopLevel() == 0:
             # No Qt event loop runs this thread (not a guest run): pump it.
             async def pump() -> None:
@@ -123,6 +131,27 @@ class QtSink(Sink):
                     await trio.sleep(_PUMP_INTERVAL)
 
             self.context.start_background(pump)
+
+    def _now(self, clock: ViewClock | None = None) -> float:
+        """``clock``'s time (the sink's clock by default) -- standing still while a
+        replay is paused, so no age grows and no source goes stale meanwhile."""
+        clock = self.clock if clock is None else clock
+        paused_at = self._paused_at
+        return clock() if paused_at is None else paused_at - clock.lag
+
+    def _replay_changed(self) -> None:
+        """The replay was paused or resumed (called by the ReplayControl, in the
+        thread that changed it): the time it stood still is not the recording's."""
+        replay = self.context.replay
+        if replay is None:
+            return
+        if replay.paused and self._paused_at is None:
+            self._paused_at = self.clock.wall()
+        elif not replay.paused and self._paused_at is not None:
+            paused_for = self.clock.wall() - self._paused_at
+            self._paused_at = None
+            for clock in (self.clock, *self.clocks.values()):
+                clock.lag += paused_for
 
     async def write(self, batch: Batch) -> None:
         self.model.apply(batch)

@@ -895,3 +895,51 @@ def test_a_trainer_restarted_after_an_outage_shades_the_outage_by_time(
     assert [m for m in view.marks() if not isinstance(m, pg.InfiniteLine)] == []
     assert [(x, text) for x, text, _ in view.labels()] == [(1.0, "restart")]
     assert len([m for m in view.marks() if isinstance(m, pg.InfiniteLine)]) == 1
+
+
+async def test_a_paused_replay_stands_still_no_age_grows_no_source_goes_stale() -> None:
+    import trio
+
+    from mux_core.sink import ReplayControl, SinkContext
+    from mux_qt.options import QtOptions
+    from mux_qt.sink import QtSink
+
+    wall = [5000.0]
+    control = ReplayControl(1.0)
+    async with trio.open_nursery() as nursery:
+        context = SinkContext(
+            name="qt",
+            config_name="run.jsonl",
+            sources=SOURCES,
+            request_stop=lambda reason: None,
+            start_background=lambda fn: nursery.start_soon(fn),
+            replay=control,
+        )
+        sink = QtSink(QtOptions(plot=["loss"]), context)
+        sink.clock.wall = lambda: wall[0]
+        await sink.open()
+        panel = sink.panel
+        assert panel is not None
+        try:
+            # a recording made at t = 1000: the view reads the recording's time
+            await sink.write([status(State.CONNECTED, 999.0)])
+            await sink.write(
+                [event(i, {"step": i, "loss": 1.0}, at=1000.0 + i * 0.1) for i in range(10)]
+            )
+            panel.refresh()
+            assert panel.cell_text("train", "Last event") == "0.0 s ago"
+            control.pause()
+            panel.refresh()
+            wall[0] += 60.0  # a minute paused
+            panel.refresh()
+            assert panel.cell_text("train", "Last event") == "0.0 s ago"
+            assert panel.badge("train").name == "connected"
+            assert panel.pace.text().startswith("paused")
+            control.resume()
+            wall[0] += 1.0
+            panel.refresh()  # one second played since the pause: one second old
+            assert panel.cell_text("train", "Last event") == "1.0 s ago"
+            assert panel.badge("train").name == "connected"
+        finally:
+            await sink.aclose()
+            nursery.cancel_scope.cancel()
