@@ -486,6 +486,7 @@ class PanelModel:
             # other record types have nothing to draw yet
         if watched is not None and watched.last_event_at is not None:
             watched.watch.saw(watched.last_event_at)
+        self._batch = ()
 
     def _status(self, row: SourceRow, status: Status) -> None:
         previous = row.status
