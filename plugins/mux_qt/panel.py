@@ -580,7 +580,8 @@ class PlotView(QWidget):
                 x,
                 angle=90,
                 pen=pen,
-                label=label,
+                # pyqtgraph formats a line's label with str.format: braces kept as text
+                label=label.replace("{", "{{").replace("}", "}}"),
                 labelOpts={"position": 0.95, "color": colour_text, "fill": (255, 255, 255, 200)},
             )
             line.setToolTip(plain_tooltip(tips))

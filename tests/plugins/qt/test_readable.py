@@ -204,9 +204,12 @@ def test_server_text_is_plain_text_everywhere(made: list[QtPanel]) -> None:
             event(1, {"step": 1, "loss": 1.0}),
             event(2, {"step": 2, "loss": 1.0}, source="<b>bold</b>"),
             alert("nonfinite", 1, 1001.0, message=HOSTILE),
+            alert("{0}<b>{value}", 1, 1001.0, message=HOSTILE),
         ]
     )
     draw(panel)
+    shown = [label.toPlainText() for label in panel.views["loss"].label_items()]
+    assert sorted(shown) == ["nonfinite", "{0}<b>{value}"]  # as text, braces too
     for label in panel.findChildren(QLabel):
         assert label.textFormat() == Qt.TextFormat.PlainText, label.text()
     badge = panel.badge_widget("train")
