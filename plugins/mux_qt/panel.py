@@ -62,7 +62,7 @@ from PySide6.QtWidgets import (
 )
 
 from mux_core.sink import ReplayControl
-from mux_core.views import format_age, format_rate, format_value
+from mux_core.views import escape_controls, format_age, format_rate, format_value
 
 from .model import (
     RED,
@@ -929,7 +929,7 @@ class QtPanel(QWidget):
         self.table.insertRow(row)
         self._row_of[source] = row
         info = self.model.rows[source]
-        for column, text in ((0, info.name), (1, info.transport)):
+        for column, text in ((0, escape_controls(info.name)), (1, info.transport)):
             item = QTableWidgetItem(text)
             item.setToolTip(plain_tooltip(text))
             self.table.setItem(row, column, item)
