@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import errno
 import importlib.util
+import json
 import os
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar, Literal, TypeAlias
@@ -35,7 +36,14 @@ import msgspec
 
 from mux_core import Sink
 from mux_core.options import non_negative, positive
-from mux_core.records import Batch, Event, encode_jsonl
+from mux_core.records import (
+    Batch,
+    Event,
+    RecordDecodeError,
+    decode_jsonl,
+    encode_data,
+    encode_jsonl,
+)
 from mux_core.sink import SinkContext
 
 from . import _zstd
@@ -300,9 +308,9 @@ _read_held_line = msgspec.json.Decoder(_HeldLine).decode
 #: (bounded: what was written after the last checkpoint is a second or so).
 _TAIL_LIMIT = 256 * 1024 * 1024
 
-#: Per source: the events (id, event type) -> payloads written after its last
-#: checkpoint, which a resumed server may send again.
-Held: TypeAlias = dict[str, dict[tuple[str, str], list[Any]]]
+#: Per source: the events (id, event type) -> payloads (as the file holds
+#: them) written after its last checkpoint, which a resumed server may send again.
+Held: TypeAlias = dict[str, dict[tuple[str, str], list[bytes]]]
 
 
 def _held_after(path: str, covered: Mapping[str, int]) -> Held:
@@ -319,22 +327,52 @@ def _held_after(path: str, covered: Mapping[str, int]) -> Held:
             break
         if b'"event"' not in line:
             continue
-        try:
-            record = _read_held_line(line)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            continue
-        if record.type != "event" or record.source not in covered or not record.seq:
+        record = _held_line(line)
+        if record is None or record.source not in covered or not record.seq:
             continue
         if record.seq <= covered[record.source]:
             passed.add(record.source)
         elif record.id is not None and record.source not in passed:
-            try:
-                payload = msgspec.json.decode(record.data)
-            except msgspec.DecodeError:
-                continue
             events = held.setdefault(record.source, {})
-            events.setdefault((record.id, record.event), []).append(payload)
+            events.setdefault((record.id, record.event), []).append(bytes(record.data))
     return held
+
+
+def _held_line(line: bytes) -> _HeldLine | None:
+    """The event of one line of the file, its data as written; None for
+    anything else. A line whose payload holds NaN / Infinity literals (which
+    the fast decoder refuses) is read by the core's own reader."""
+    try:
+        record = _read_held_line(line)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        try:
+            event = decode_jsonl(line)
+        except RecordDecodeError:
+            return None
+        if type(event) is not Event:
+            return None
+        data = msgspec.Raw(encode_data(event))
+        return _HeldLine("event", event.source, event.seq, event.id, event.event, data)
+    return record if record.type == "event" else None
+
+
+def _same_payload(record: Event, payloads: list[bytes]) -> bytes | None:
+    """The payload of ``payloads`` that is ``record``'s, or None.
+
+    By the bytes first (a resumed server sends what it sent: the file holds
+    them as received, NaN literals included), then by value (a payload the
+    file holds re-encoded, ``1.10`` as ``1.1``)."""
+    data = encode_data(record)
+    if data in payloads:
+        return data
+    value = record.data
+    for payload in payloads:
+        try:
+            if json.loads(payload) == value:
+                return payload
+        except ValueError:
+            continue
+    return None
 
 
 def _lines_backwards(path: str) -> Iterator[bytes]:
@@ -464,8 +502,9 @@ class FileSink(Sink):
             if type(record) is Event and record.id is not None and record.source in skip:
                 events = skip[record.source]
                 payloads = events.get((record.id, record.event))
-                if payloads is not None and record.data in payloads:
-                    payloads.remove(record.data)
+                held = None if payloads is None else _same_payload(record, payloads)
+                if payloads is not None and held is not None:
+                    payloads.remove(held)
                     if not payloads:
                         del events[(record.id, record.event)]
                         if not events:

@@ -317,3 +317,33 @@ async def test_kill_9_mid_write_then_state_nothing_lost_nothing_twice(tmp_path: 
     replayed = read_jsonl(out)
     assert replayed == _zst_records(packed)
     assert [(r["id"], r["data"]) for r in replayed if r["type"] == "event"] == plain_events
+
+
+@pytest.mark.parametrize("compression", ["none", "zstd"])
+async def test_a_crash_resume_skips_a_resent_nan_event_and_keeps_a_changed_one(
+    open_sink: Opener, tmp_path: Path, compression: str
+) -> None:
+    """Lines holding NaN literals are read back too (the fast decoder refuses
+    them): a NaN event sent again after a crash is a repeat, skipped once;
+    the same id with another payload (a restarted trainer) is kept."""
+    path = tmp_path / ("events.jsonl" + (".zst" if compression == "zstd" else ""))
+    payloads = [b'{"step": %d, "loss": NaN}' % i for i in range(1, 6)]
+    sink = await open_sink(path=str(path), compression=compression)
+    await sink.write(
+        [
+            Event.from_bytes("train", "sse", "m", str(i), p, 1e9, i)
+            for i, p in enumerate(payloads, 1)
+        ]
+    )
+    await sink.flush()
+    again = await open_sink(path=str(path), compression=compression, resumed={"train": 2})
+    resent = [
+        Event.from_bytes("train", "sse", "m", str(i), payloads[i - 1], 2e9, 1000 + i)
+        for i in range(3, 6)
+    ]
+    changed = Event.from_bytes("train", "sse", "m", "5", b'{"step": 5, "loss": 0.5}', 2e9, 1006)
+    await again.write([*resent, changed])
+    await again.aclose()
+    events = [e for e in (decode_jsonl(line) for line in _lines(path)) if isinstance(e, Event)]
+    assert [e.id for e in events] == ["1", "2", "3", "4", "5", "5"]
+    assert events[-1].data == {"step": 5, "loss": 0.5}
