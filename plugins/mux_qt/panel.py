@@ -270,17 +270,16 @@ def clock_labels(values: Sequence[float], spacing: float) -> list[str]:
     else:
         fmt, decimals = "%H:%M:%S", min(max(math.ceil(-math.log10(spacing) - 1e-9), 1), 3)
     labels = []
+    scale = 10**decimals
     for value in values:
         try:
-            when = datetime.datetime.fromtimestamp(value)
+            # whole seconds and the fraction in integers: 48.96 to one decimal is 49.0
+            seconds, fraction = divmod(round(value * scale), scale)
+            text = datetime.datetime.fromtimestamp(seconds).strftime(fmt)
         except (OverflowError, ValueError, OSError):
             labels.append("")
             continue
-        text = when.strftime(fmt)
-        if decimals:
-            fraction = f"{when.microsecond / 1e6:.{decimals}f}"
-            text += fraction[1:] if not fraction.startswith("1") else "." + "9" * decimals
-        labels.append(text)
+        labels.append(f"{text}.{fraction:0{decimals}d}" if decimals else text)
     return labels
 
 

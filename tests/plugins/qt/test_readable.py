@@ -620,6 +620,7 @@ def test_time_ticks_read_as_clock_times() -> None:
     assert clock_labels([at + 0.25], 0.05) == ["13:02:48.25"]
     assert clock_labels([at, at + 10], 10) == ["13:02:48", "13:02:58"]
     assert clock_labels([at], 300) == ["13:02"]
+    assert clock_labels([at + 0.96], 0.5) == ["13:02:49.0"]  # rounded, never 48.9 or 48.10
 
 
 def test_a_short_time_range_is_labelled_with_clock_times(made: list[QtPanel]) -> None:
