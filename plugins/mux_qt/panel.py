@@ -315,7 +315,7 @@ class PlotView(QWidget):
         self._drawn: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._legend_samples: dict[str, pg.PlotDataItem] = {}
         self._marks: list[Any] = []
-        #: Labelled lines: (line, label text, tooltip).
+        #: The labelled lines and their labels' text (merged markers).
         self._labelled: list[tuple[pg.InfiniteLine, str]] = []
         self._nonfinite: dict[int, tuple[NonFinite, int, pg.PlotDataItem]] = {}
         self._marks_version = -1
