@@ -360,6 +360,8 @@ class Replay(RunHost):
         #: The progress line on a terminal (``mux replay`` on a tty), or None.
         self.progress = progress
         self._stopped = trio.Event()
+        #: A processor that could not be created: raised once the sinks are closed.
+        self._broken: PluginError | None = None
         self._check_outputs()
 
     @property
@@ -429,6 +431,8 @@ class Replay(RunHost):
                         await self._stopped.wait()
                 self._sinks.close_all()
             system.cancel_scope.cancel()
+        if self._broken is not None:
+            raise self._broken  # `mux replay` says it in one line and exits 2
         if self._sink_failed:
             code = ExitCode.SINK_FAILED
         elif self.fail_on is not None and self.fail_on.count:
@@ -510,7 +514,12 @@ class Replay(RunHost):
                 if self.progress is not None:
                     self.progress.update(read, sum(r.position for r in readers), items[-1])
                 if backtest is not None and lane is not None:
-                    items = await lane.call(backtest.feed, items)
+                    try:
+                        items = await lane.call(backtest.feed, items)
+                    except PluginError as exc:
+                        self._broken = exc
+                        self._stop(str(exc))
+                        return
                 for recorded, index, record in items:
                     if not pacer.ready(recorded):
                         await self._send(batch)

@@ -286,3 +286,49 @@ def test_the_event_rate_rule_measures_in_recorded_time() -> None:
     alerts = [(r.severity.value, r.at - T0) for r in out if type(r) is Alert]
     # the second slow window in a row ends 320 recorded seconds in
     assert alerts == [("warning", 320.0)]
+
+
+BROKEN_PLUGIN = """
+import attrs
+from mux_core import hookimpl
+
+
+@attrs.frozen
+class Options:
+    pass
+
+
+class Broken:
+    Options = Options
+
+    def __init__(self, options, context):
+        raise RuntimeError("cannot build")
+
+    def process(self, batch):
+        return batch
+
+
+@hookimpl
+def mux_register_processors(register):
+    register("broken", Broken)
+"""
+
+
+def test_a_processor_that_cannot_be_created_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "mux_broken.py").write_text(BROKEN_PLUGIN)
+    (tmp_path / "rules.toml").write_text('[[processors]]\ntype = "broken"\n')
+    (tmp_path / "run.jsonl").write_bytes(
+        encode_jsonl([Event("train", "sse", "metric", "1", {"step": 1}, T0, 1)])
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MUX_")}
+    env |= {"MUX_PLUGIN_MODULES": "mux_broken", "PYTHONPATH": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "mux_core", "replay", "run.jsonl", "--config", "rules.toml",
+         "--alerts-only"],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env, check=False,
+    )  # fmt: skip
+    assert (done.returncode, done.stderr) == (
+        2,
+        "mux: error: processor 'broken' (line 1) could not be created for source 'train': "
+        "cannot build\n",
+    )
