@@ -202,34 +202,43 @@ def _moment(entry: LoggedAlert) -> tuple[float, int, bool, int]:
 
 
 class _Steps:
-    """The ``step`` of a source's recent events, by seq, and the last one."""
+    """The ``step`` of a source's recent events, by seq, and the last one.
 
-    __slots__ = ("_by_seq", "_order", "_reader", "last")
+    Events are kept (a bounded ring) and their step read only when an alert
+    asks: reading every event's step would cost ~1.5 us an event, keeping it ~0.2.
+    """
+
+    __slots__ = ("_by_seq", "_last", "_order", "_reader")
 
     def __init__(self, field: str) -> None:
         self._reader = FieldReader([field])
-        self._by_seq: dict[int, int | float] = {}
+        self._by_seq: dict[int, Event] = {}
         self._order: deque[int] = deque()
-        self.last: int | float | None = None
+        self._last: Event | None = None
 
     def saw(self, batch: Sequence[Record]) -> None:
+        by_seq, order = self._by_seq, self._order
         for record in batch:
-            if type(record) is not Event:
-                continue
-            values = self._reader.read(record)
-            step = values[0] if values else None
-            if not isinstance(step, int | float) or isinstance(step, bool):
-                continue
-            self.last = step
-            self._by_seq[record.seq] = step
-            self._order.append(record.seq)
-            if len(self._order) > _STEPS_KEPT:
-                self._by_seq.pop(self._order.popleft(), None)
+            if type(record) is Event:
+                by_seq[record.seq] = record
+                order.append(record.seq)
+                self._last = record
+        while len(order) > _STEPS_KEPT:
+            by_seq.pop(order.popleft(), None)
+
+    def _step(self, event: Event | None) -> int | float | None:
+        if event is None:
+            return None
+        values = self._reader.read(event)
+        step = values[0] if values else None
+        if not isinstance(step, int | float) or isinstance(step, bool):
+            return None
+        return step
 
     def of(self, seq: int | None) -> int | float | None:
-        if seq is None:
-            return self.last
-        return self._by_seq.get(seq, self.last)
+        """The step of the event ``seq`` (else of the last event seen)."""
+        event = self._by_seq.get(seq) if seq is not None else None
+        return self._step(event if event is not None else self._last)
 
 
 class _Source:
@@ -316,6 +325,7 @@ class Backtest:
         #: Records passing by the chains written amid the open group (the alerts
         #: the live run raised on that batch): handed on after it.
         beside: list[Item] = []
+        timers = self._timers
         for key, index, record in items:
             kind = type(record)
             if index not in self._starts:
@@ -333,7 +343,10 @@ class Backtest:
                 assert group_source is not None
                 self._close(group_source, group, group_key, beside, out)
                 group, beside = [], []
-            self._fire(key, out, inclusive=False)
+            if timers and timers[0][0] < key:
+                self._fire(key, out, inclusive=False)
+            elif key > self.now:
+                self.now = key
             group.append(record)
             group_source, group_key = source, key
         if group:
