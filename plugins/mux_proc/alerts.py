@@ -123,16 +123,16 @@ class StallProcessor(Processor):
 
         if self._fields is None and not self._types and event_types(batch) is not None:
             # Only events, any of which is progress: no loop over the batch.
-            last = batch[-1]
-            assert type(last) is Event
-            return self._progressed(batch, last.seq)
+            first = batch[0]
+            assert type(first) is Event
+            return self._progressed(batch, first.seq)
         progressed = False
-        last_seq = None
+        first_seq = None  # the event that ended a stall: where "again" is raised
         for record in batch:
             if type(record) is Event:
                 if self._progress(record):
                     progressed = True
-                    last_seq = record.seq
+                    first_seq = record.seq if first_seq is None else first_seq
             elif type(record) is Status:
                 if record.state is State.CONNECTED:
                     self._connected = True
@@ -141,7 +141,7 @@ class StallProcessor(Processor):
                     self._connected = False
             elif _is_restart(record, self.context.source):
                 self._last_value = None
-        return self._progressed(batch, last_seq) if progressed else batch
+        return self._progressed(batch, first_seq) if progressed else batch
 
     def _progressed(self, batch: Batch, seq: int | None) -> Batch:
         import trio

@@ -332,3 +332,16 @@ def test_a_processor_that_cannot_be_created_is_one_line_and_exit_2(tmp_path: Pat
         "mux: error: processor 'broken' (line 1) could not be created for source 'train': "
         "cannot build\n",
     )
+
+
+def test_the_stall_clears_at_the_event_that_ended_it() -> None:
+    """After a hang the trainer's next steps may come in one read: the "again" alert names
+    the first of them (the event that ended the stall), with or without a field."""
+    records: list[Record] = [Status("train", "sse", State.CONNECTED, 1, None, "", T0)]
+    for seq, at in enumerate([1.0, 2.0, 100.0, 100.0, 100.0], start=1):
+        records.append(Event("train", "sse", "metric", str(seq), {"step": seq}, T0 + at, seq))
+    for field in ('field = "step"\n', ""):
+        rules = f'[[processors]]\ntype = "stall"\nseconds = 10\n{field}'
+        out = backtest(rules, records, plugins=plugins())
+        alerts = [(r.severity.value, r.seq, r.at - T0) for r in out if type(r) is Alert]
+        assert alerts == [("warning", None, 12.0), ("info", 3, 100.0)], field
