@@ -176,9 +176,15 @@ async def test_the_page_follows_the_demo_trainer_through_a_kill(
             def all_in(state: str) -> Callable[[list[dict[str, str]]], bool]:
                 return lambda rows: {r["name"] for r in rows if r["state"] == state} == names
 
-            rows = await _until(browser, all_in("connected"))
+            # Connected, and each with a first value (a REST source connects
+            # before its first poll's page has arrived).
+            rows = await _until(
+                browser,
+                lambda rows: (
+                    all_in("connected")(rows) and all(r["values"].startswith("loss ") for r in rows)
+                ),
+            )
             first = {r["name"]: r["values"] for r in rows}
-            assert all(v.startswith("loss ") for v in first.values()), first
             await _until(browser, lambda rows: all(r["values"] != first[r["name"]] for r in rows))
             canvases = "return document.querySelectorAll('.plot canvas').length"
             plots = await _page(browser, lambda d: d.execute_script(canvases))
