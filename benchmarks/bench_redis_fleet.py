@@ -69,7 +69,7 @@ CLK = os.sysconf("SC_CLK_TCK")
 # -- the light SSE server (``serve``), one process per host --------------------------
 
 
-async def serve(host: str, sources: int, period: float, t0: float) -> None:
+async def serve(host: str, sources: int, period: float, t0: float, phases: int = 0) -> None:
     """Serve ``/s/0`` .. ``/s/{sources-1}``; print the port, then the open streams' count.
 
     A line ``until T`` on stdin stops the events due after T (the streams stay open).
@@ -82,8 +82,10 @@ async def serve(host: str, sources: int, period: float, t0: float) -> None:
         b"cache-control: no-cache\r\nconnection: close\r\n\r\n"
     )
 
+    spread = phases or sources
+
     def due(n: int, k: int) -> float:
-        return t0 + (n / sources + k) * period
+        return t0 + ((n % spread) / spread + k) * period
 
     async def send_events(stream: trio.SocketStream, n: int, after: int) -> None:
         k = after + 1
@@ -287,7 +289,7 @@ class Fleet:
         process = await trio.lowlevel.open_process(
             [
                 sys.executable, str(SELF), "serve", HOSTS[host],
-                str(self.args.sources), str(self.args.period), f"{t0:.3f}",
+                str(self.args.sources), str(self.args.period), f"{t0:.3f}", str(self.args.phases),
             ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -462,12 +464,13 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             for process in fleet.servers:
                 assert process.stdin is not None
                 await process.stdin.send_all(b"until %.3f\n" % until)
+            spread = args.phases or args.sources
             expected = {
                 (f"h{h}-s{n:04}", k)
                 for h in hosts
                 for n in range(args.sources)
-                for k in range(1, int((until - t0) / args.period - n / args.sources) + 2)
-                if t0 + (n / args.sources + k) * args.period <= until
+                for k in range(1, int((until - t0) / args.period) + 2)
+                if t0 + ((n % spread) / spread + k) * args.period <= until
             }
             await wait_until(lambda: expected <= set(tail.seen), 120)
             await trio.sleep(1.0)  # a repeat may arrive after its first copy
@@ -592,8 +595,8 @@ def main(argv: list[str]) -> None:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     if argv[:1] == ["serve"]:
-        host, sources, period, t0 = argv[1:5]
-        trio.run(serve, host, int(sources), float(period), float(t0))
+        host, sources, period, t0, phases = argv[1:6]
+        trio.run(serve, host, int(sources), float(period), float(t0), int(phases))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3 x 500 sources, shorter windows")
@@ -607,6 +610,13 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--sources", type=int, default=5000, help="sources per host")
     parser.add_argument(
         "--period", type=float, default=5.0, help="seconds between a source's events"
+    )
+    parser.add_argument(
+        "--phases",
+        type=int,
+        default=0,
+        help="the sources of a host send at this many instants per period (1: all at once, "
+        "as a broadcast would); 0 (the default): each at its own",
     )
     parser.add_argument(
         "--settle", type=float, default=20.0, help="seconds after every source was seen"
