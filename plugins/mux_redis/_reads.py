@@ -57,7 +57,7 @@ CHECK_RATE = 20_000.0
 #: Seconds a stream stays hot after it was found or last gave entries.
 HOT_FOR = 30.0
 #: Seconds between the starts of two rounds, at least (a wait only when entries keep coming).
-MIN_ROUND = 0.01
+MIN_ROUND = 0.05
 #: Cold streams checked per slice, and the seconds between two slices.
 COLD_SLICE = 1000
 COLD_PERIOD = 0.5
