@@ -464,6 +464,9 @@ async def test_redis_restarted_under_a_running_collector_loses_nothing_acknowled
             sink = await collectors.sink(timeout=30)
             publish(sse_server, 500)
             await wait_for(lambda: len(sink.events) >= 500, what="the first 500 relayed")
+            # Killed while the consumer waits in a read: between two reads (up to 50 ms
+            # apart) an outage this short can pass unseen, the next read connecting afresh.
+            await wait_for(lambda: _blocked_in_a_read(redis.port, "mux:relay"), what="a read")
             await redis.kill()  # SIGKILL: only what was fsynced survives
             publish(sse_server, 500, start=501)  # arrives while Redis is down
             # What a user sees: one line per failed attempt, then one when Redis is back.
@@ -485,6 +488,15 @@ async def test_redis_restarted_under_a_running_collector_loses_nothing_acknowled
         assert down, relay_states  # the consumer said Redis was gone ...
         after = relay_states[relay_states.index(down[0]) :]
         assert State.CONNECTED in after  # ... and that it was back
+
+
+def _blocked_in_a_read(port: int, name: str) -> bool:
+    """Whether the connection named ``name`` waits in a blocking command (CLIENT LIST)."""
+    for line in redis_cli(port, "CLIENT", "LIST").splitlines():
+        fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
+        if fields.get("name") == name and "b" in fields.get("flags", ""):
+            return True
+    return False
 
 
 def _sink_says(caplog: Any, words: str) -> bool:
