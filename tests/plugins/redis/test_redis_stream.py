@@ -359,10 +359,19 @@ async def test_a_killed_consumers_pending_entries_are_taken_over_and_nothing_is_
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+    def frozen_holding_entries() -> bool:
+        """Freeze a (SIGSTOP) once it wrote 2000 and holds entries it has not acknowledged."""
+        if int(redis_cli(6379, "XLEN", out_key) or 0) <= 2000:
+            return False
+        a.send_signal(signal.SIGSTOP)
+        if _pending_of(source_key, "archivers", "a"):
+            return True
+        a.send_signal(signal.SIGCONT)  # between two reads, everything acknowledged: again
+        return False
+
     try:
-        await wait_for(
-            lambda: int(redis_cli(6379, "XLEN", out_key) or 0) > 2000, what="consumer a working"
-        )
+        await wait_for(frozen_holding_entries, what="consumer a working, entries pending")
     finally:
         a.send_signal(signal.SIGKILL)
         await a.wait()
