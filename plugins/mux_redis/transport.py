@@ -288,6 +288,16 @@ class RedisStreamTransport(Transport):
             raise
         except Exception as exc:
             raise self._session_error(exc, session) from None
+        except BaseExceptionGroup as group:
+            # Cancelled while the client was connecting: its own tasks end with
+            # the cancellation and the connection error it caused, together.
+            # The session is being stopped; the error is only its echo.
+            import trio
+
+            cancelled, _rest = group.split(trio.Cancelled)
+            if cancelled is None:
+                raise
+            raise cancelled from None
 
     def new_client(self, session: Session) -> Any:
         """A coredis client for this source (enter it with ``async with``)."""
