@@ -12,7 +12,7 @@ import signal
 import subprocess
 import textwrap
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -33,27 +33,11 @@ from tests.helpers.e2e import MUX, read_jsonl, start_mux, wait_exit, write_confi
 from tests.helpers.redis import (
     SHARED_URL,
     OwnRedis,
-    delete_prefix,
     env_without_mux,
     kill_clients,
     redis_cli,
-    require_shared_redis,
-    unique_prefix,
     wait_for,
 )
-
-
-@pytest.fixture
-def prefix() -> Iterator[str]:
-    require_shared_redis()
-    prefix = unique_prefix()
-    yield prefix
-    delete_prefix(6379, prefix)
-
-
-@pytest.fixture
-def collectors() -> Collectors:
-    return Collectors()
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import logging
 import signal
 import subprocess
 import textwrap
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -50,29 +50,12 @@ from tests.helpers.e2e import (
 from tests.helpers.redis import (
     SHARED_URL,
     OwnRedis,
-    delete_prefix,
     env_without_mux,
     kill_clients,
     own_cluster,
     redis_cli,
-    require_shared_redis,
-    unique_prefix,
     wait_for,
 )
-
-
-@pytest.fixture
-def prefix() -> Iterator[str]:
-    require_shared_redis()
-    prefix = unique_prefix()
-    yield prefix
-    delete_prefix(6379, prefix)
-
-
-@pytest.fixture
-def collectors() -> Collectors:
-    """This test's collect sinks: ``await collectors.sink()`` once an engine made one."""
-    return Collectors()
 
 
 @pytest.fixture
