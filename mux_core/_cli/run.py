@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
     from .._config import Config
     from .._config.shard import Shard
+    from .._run.engine import RunResult
+    from .._run.fail_on import FailOn
     from ..records import State
 
 __all__ = ["COMMAND"]
@@ -32,6 +34,20 @@ def _shard_arg(text: str) -> Shard:
         return parse_shard(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _workers_arg(text: str) -> int:
+    if text == "auto":
+        from .._run.workers import usable_cores
+
+        return usable_cores()
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"must be a number >= 1 or auto, not {text!r}")
+    return count
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -81,6 +97,14 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         "finished' line: full (every source), summary (counts per state and the 10 worst "
         "sources), auto (the default: full up to 40 sources, else summary)",
     )
+    parser.add_argument(
+        "--workers",
+        type=_workers_arg,
+        default=1,
+        metavar="N",
+        help="run the sources in N worker processes (auto: one per usable core), the sinks, "
+        "views and state in this one: every core of one machine (docs/deployment.md)",
+    )
     add_fail_arguments(parser, what="the run goes on until it stops as usual")
 
 
@@ -103,6 +127,15 @@ def _run(args: argparse.Namespace) -> int:
         return _select_shard(config, shard or config.shard)
 
     config = load()
+    if args.workers > 1:
+        if shard is not None or config.shard is not None:
+            print(
+                "mux: error: --workers splits the sources by the shard function itself; "
+                "use --shard (several collectors) or --workers (one machine's cores), not both",
+                file=sys.stderr,
+            )
+            return ExitCode.USAGE
+        return _run_workers(args, config, path)
     engine = Engine(
         config,
         plugins,
@@ -121,7 +154,11 @@ def _run(args: argparse.Namespace) -> int:
                 trio.run(engine.run)
         except PluginError as exc:  # a source or sink could not be created
             raise PluginError(mask(str(exc), engine.config.secrets)) from None
-    result = engine.result
+    return _finish(args, engine.result, engine.fail_on)
+
+
+def _finish(args: argparse.Namespace, result: RunResult | None, fail_on: FailOn | None) -> int:
+    """The end of a run: its last line, the quality table, the exit code."""
     if result is None:
         print("mux: error: the run did not finish", file=sys.stderr)
         return ExitCode.SINK_FAILED
@@ -137,8 +174,36 @@ def _run(args: argparse.Namespace) -> int:
         # Each source's connection quality, as its last quality record had it.
         render = format_quality_table if full else format_quality_summary
         print("\n" + render(result.quality.values()), file=sys.stderr, end="")
-    report_failing_alert(result.exit_code, engine.fail_on)
+    report_failing_alert(result.exit_code, fail_on)
     return result.exit_code
+
+
+def _run_workers(args: argparse.Namespace, config: Config, path: Path) -> int:
+    """``--workers N``: the same run, its sources in N processes."""
+    import trio
+
+    from .._config.render import MaskSecrets
+    from .._run.workers import WorkerPool
+    from ..records import Severity
+
+    pool = WorkerPool(
+        config,
+        args.plugins,
+        workers=args.workers,
+        config_path=str(path),
+        duration=args.duration,
+        install_signal_handlers=True,
+        fail_on=None if args.fail_on is None else Severity(args.fail_on),
+        fail_fast=args.fail_fast,
+        state_dir=args.state,
+        watch=args.watch,
+        quiet=args.quiet,
+    )
+    logging.getLogger("mux").info("%d workers for %d sources", args.workers, len(config.sources))
+    with MaskSecrets(lambda: pool.config.secrets).installed():
+        if not args.plugins.main_loop(pool):
+            trio.run(pool.run)
+    return _finish(args, pool.result, pool.fail_on)
 
 
 def _final_states(states: Mapping[str, State], *, full: bool) -> str:

@@ -40,7 +40,7 @@ import gc
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 import trio
@@ -64,10 +64,10 @@ from .sink_set import (
     StartBackground,
     new_sink_runner,
 )
-from .source_set import SourceRunner, SourceSet
+from .source_set import Reserve, SourceRunner, SourceSet
 from .state import Checkpoints, StateStore
 
-__all__ = ["Engine", "RunResult"]
+__all__ = ["Engine", "RunResult", "build_sink"]
 
 _log = logging.getLogger("mux.engine")
 
@@ -122,6 +122,7 @@ class Engine(RunHost):
         state_dir: str | None = None,
         load_config: Callable[[], Config] | None = None,
         watch: float | None = None,
+        reserve: Reserve | None = None,
     ) -> None:
         directory = state_dir if state_dir is not None else config.state_dir
         #: Where resume states are kept across runs (``--state`` / ``state_dir``), or None.
@@ -147,7 +148,9 @@ class Engine(RunHost):
         self._sources = SourceSet(
             self._fan_out,
             on_finished=lambda _runner: self._check_done(),
-            reserve=self.state_store.reserve if self.state_store is not None else None,
+            # A worker of ``--workers`` has no state file; its parent saves its
+            # reservations (``reserve``).
+            reserve=self.state_store.reserve if self.state_store is not None else reserve,
         )
         self._quality.sources = self._sources
         self._changes = RunChanges(
@@ -279,30 +282,13 @@ class Engine(RunHost):
     def make_sink(self, cfg: SinkConfig, sources: Sequence[SourceRunner] = ()) -> SinkRunner:
         """A sink and its channel; ``sources``: the runners about to start (else the
         running ones)."""
-        cls = self.plugins.sinks()[cfg.type].cls
-        channel = SinkChannel(cfg.buffer, Overflow(cfg.overflow), max_bytes=cfg.buffer_bytes)
         running = list(sources or self._sources)
-        history = history_of(cfg)
-
-        def context(start_background: StartBackground) -> SinkContext:
-            return SinkContext(
-                name=cfg.name,
-                config_name=self.config.name,
-                sources=tuple(
-                    SourceInfo(r.name, r.config.transport, r.config.stale_after) for r in running
-                ),
-                request_stop=self.request_stop,
-                start_background=start_background,
-                dropped=lambda: channel.dropped,
-                retry=self.config.retry,
-                resumed=self._resumed(running),
-                restart_source=self.restart_source,
-                recordings=tuple(recording.label for recording in history),
-            )
-
-        runner = new_sink_runner(cls, cfg, channel, context)
-        runner.history = tuple(history)
-        return runner
+        return build_sink(
+            self,
+            cfg,
+            tuple(SourceInfo(r.name, r.config.transport, r.config.stale_after) for r in running),
+            resumed=self._resumed(running),
+        )
 
     def _resumed(self, running: Sequence[SourceRunner]) -> dict[str, int]:
         """For a sink's context: each source whose records after a seq may
@@ -422,6 +408,50 @@ class Engine(RunHost):
             code = ExitCode.OK
         reason = self._stop_reason or "every source reached a terminal state"
         return RunResult(code, states, reason, dropped, self._quality.final)
+
+
+class SinkHost(Protocol):
+    """What a sink's context is made of: a run's plugins, config and controls."""
+
+    plugins: PluginManager
+
+    @property
+    def config(self) -> Config: ...
+
+    def request_stop(self, reason: str = ...) -> None: ...
+
+    def restart_source(self, name: str) -> None: ...
+
+
+def build_sink(
+    host: SinkHost,
+    cfg: SinkConfig,
+    sources: tuple[SourceInfo, ...],
+    *,
+    resumed: Mapping[str, int],
+) -> SinkRunner:
+    """A sink of ``host``'s run (an :class:`Engine`, or ``--workers``' pool) and its channel."""
+    cls = host.plugins.sinks()[cfg.type].cls
+    channel = SinkChannel(cfg.buffer, Overflow(cfg.overflow), max_bytes=cfg.buffer_bytes)
+    history = history_of(cfg)
+
+    def context(start_background: StartBackground) -> SinkContext:
+        return SinkContext(
+            name=cfg.name,
+            config_name=host.config.name,
+            sources=sources,
+            request_stop=host.request_stop,
+            start_background=start_background,
+            dropped=lambda: channel.dropped,
+            retry=host.config.retry,
+            resumed=resumed,
+            restart_source=host.restart_source,
+            recordings=tuple(recording.label for recording in history),
+        )
+
+    runner = new_sink_runner(cls, cfg, channel, context)
+    runner.history = tuple(history)
+    return runner
 
 
 def _drop_log_level(overflow: Overflow) -> int:

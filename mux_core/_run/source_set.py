@@ -31,7 +31,7 @@ from .supervisor import Supervisor
 if TYPE_CHECKING:  # the fan-out hands records on from sources it does not own
     from .fan_out import FanOut
 
-__all__ = ["SourceRunner", "SourceSet"]
+__all__ = ["Reserve", "SourceRunner", "SourceSet"]
 
 
 #: States a source can be restarted from (``restart_source``).

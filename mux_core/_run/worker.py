@@ -1,0 +1,247 @@
+"""One worker process of ``mux run --workers N``: a shard's sources, sent up a pipe.
+
+Started by :class:`~mux_core._run.workers.WorkerPool` as ``python -m
+mux_core._run.worker``. It runs an ordinary :class:`Engine` over shard I of
+N of the config's sources (transports, supervisors, processors, quality,
+discovery filtered by shard) whose only sink is the :class:`Uplink`: every
+batch as JSON Lines on the pipe to the parent, which owns the real sinks
+and the state file. The protocol is :mod:`mux_core._run.worker_link`'s.
+
+Why the records it has sent are safe: a ``positions`` frame is written only
+after the uplink has written every record that had entered its channel when
+the positions were copied, so the parent never holds a position ahead of
+the records it got (docs/architecture.md, Workers).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+import msgspec
+import trio
+
+from .._config import Config, SinkConfig, SourceConfig, load_config
+from .._config.shard import Shard, select_shard
+from ..records import Record, encode_jsonl
+from ..sink import Overflow
+from ..transport import ResumeState
+from .channel import SinkChannel
+from .engine import Engine
+from .sink_set import SinkRunner
+from .source_set import SourceRunner
+from .worker_link import Start, frame, from_saved, saved
+
+__all__ = ["Uplink", "WorkerEngine", "main"]
+
+_log = logging.getLogger("mux.worker")
+
+#: Seconds between two ``positions`` frames.
+POSITIONS_INTERVAL = 0.5
+#: The uplink's channel: records and bytes held in the worker before its sources wait.
+UPLINK_BUFFER = 10_000
+UPLINK_BUFFER_BYTES = 4 * 1024 * 1024
+#: The longest command line the parent may send (a start message with many positions).
+MAX_COMMAND = 256 * 1024 * 1024
+
+
+class Uplink:
+    """The worker's one sink: JSON Lines to the parent, in order, one write per batch."""
+
+    def __init__(self, pipe: trio.lowlevel.FdStream, lock: trio.Lock) -> None:
+        self._pipe = pipe
+        self._lock = lock
+
+    async def open(self) -> None:
+        return None
+
+    async def write(self, batch: Sequence[Record]) -> None:
+        data = encode_jsonl(batch)
+        async with self._lock:
+            await self._pipe.send_all(data)
+
+    async def aclose(self) -> None:
+        return None
+
+
+class WorkerEngine(Engine):
+    """An engine whose sinks are one :class:`Uplink`, whose resume states come
+    from the parent, and whose seq reservations the parent saves."""
+
+    def __init__(self, config: Config, start: Start, pipe: trio.lowlevel.FdStream, **kw: Any):
+        self._start = start
+        self._pipe = pipe
+        self._lock = trio.Lock()
+        self._asked: dict[int, trio.Event] = {}
+        self._granted: dict[int, int] = {}
+        self._next_ask = 0
+        #: What the last positions frame said, per source: (seq, last_id, cursor).
+        self._sent: dict[str, tuple[int, str | None, Any]] = {}
+        super().__init__(config, reserve=self._reserve if start.state else None, **kw)
+
+    def make_sink(self, cfg: SinkConfig, sources: Sequence[SourceRunner] = ()) -> SinkRunner:
+        channel = SinkChannel(cfg.buffer, Overflow.BLOCK, max_bytes=cfg.buffer_bytes)
+        return SinkRunner(cfg, Uplink(self._pipe, self._lock), channel)
+
+    def make_source(self, cfg: SourceConfig) -> SourceRunner:
+        runner = super().make_source(cfg)
+        held = self._start.resume.pop(cfg.name, None)
+        if held is not None and runner.resume is None:
+            transport, resume = from_saved(held, state=self._start.state)
+            if transport == cfg.transport:
+                runner.resume = resume
+        elif runner.resume is None and self._start.state:
+            runner.resume = ResumeState(seq_reserved=0)
+        return runner
+
+    async def _reserve(self, source: str, transport: str, resume: ResumeState, upto: int) -> None:
+        """Ask the parent to save a seq reservation; wait for its answer."""
+        ask = self._next_ask = self._next_ask + 1
+        done = self._asked[ask] = trio.Event()
+        async with self._lock:
+            await self._pipe.send_all(frame({"reserve": [ask, source, transport, upto]}))
+        await done.wait()
+        resume.seq_reserved = max(resume.seq_reserved or 0, self._granted.pop(ask))
+
+    def granted(self, ask: int, limit: int) -> None:
+        self._granted[ask] = limit
+        event = self._asked.pop(ask, None)
+        if event is not None:
+            event.set()
+
+    async def send_positions(self) -> None:
+        """Every source that moved since the last frame, once the records it covers are up."""
+        moved = {}
+        for name, (transport, resume) in self._resume_states().items():
+            now = (resume.seq, resume.last_id, resume.cursor)
+            if self._sent.get(name) != now:
+                moved[name] = (now, saved(transport, resume))
+        if not moved:
+            return
+        if not await self._sinks.settle():
+            return
+        async with self._lock:
+            await self._pipe.send_all(frame({"positions": {n: w for n, (_, w) in moved.items()}}))
+        for name, (now, _) in moved.items():
+            self._sent[name] = now
+
+    async def send_positions_periodically(self) -> None:
+        while True:
+            await trio.sleep(POSITIONS_INTERVAL)
+            await self.send_positions()
+
+
+async def _commands(engine: WorkerEngine, commands: trio.lowlevel.FdStream) -> None:
+    """The parent's commands, until its end of the pipe closes (then stop)."""
+    buffer = b""
+    while True:
+        try:
+            chunk = await commands.receive_some(65536)
+        except trio.BrokenResourceError:
+            chunk = b""
+        if not chunk:
+            engine.request_stop("the parent mux process is gone")
+            return
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\n")
+        for line in lines:
+            _obey(engine, msgspec.json.decode(line))
+
+
+def _obey(engine: WorkerEngine, command: dict[str, Any]) -> None:
+    if "reserved" in command:
+        ask, limit = command["reserved"]
+        engine.granted(int(ask), int(limit))
+    elif "restart" in command:
+        name = command["restart"]
+        if name is None:
+            engine._spawn(engine._changes.restart, None)
+        else:
+            engine.restart_source(str(name))
+    elif "reload" in command:
+        engine.request_reload()
+    elif "stop" in command:
+        engine.request_stop(str(command["stop"]))
+
+
+async def _read_start(commands: trio.lowlevel.FdStream) -> tuple[Start, bytes]:
+    buffer = b""
+    while b"\n" not in buffer:
+        chunk = await commands.receive_some(1 << 20)
+        if not chunk or len(buffer) > MAX_COMMAND:
+            raise SystemExit(2)
+        buffer += chunk
+    line, _, rest = buffer.partition(b"\n")
+    return msgspec.json.decode(line, type=dict[str, Start])["start"], rest
+
+
+#: The uplink's config: the worker's one sink.
+_UPLINK = SinkConfig(
+    name="uplink",
+    type="uplink",
+    options=None,
+    overflow=Overflow.BLOCK,
+    buffer=UPLINK_BUFFER,
+    on_error="stop",
+    line=None,
+    buffer_bytes=UPLINK_BUFFER_BYTES,
+)
+
+
+async def _main(up_fd: int, commands_fd: int) -> int:
+    from .._cli import load_plugins, setup_logging
+    from .._config.render import MaskSecrets
+
+    commands = trio.lowlevel.FdStream(commands_fd)
+    start, rest = await _read_start(commands)
+    setup_logging(quiet=start.quiet)
+    plugins = load_plugins()
+    shard = Shard(start.index, start.count)
+
+    def load() -> Config:
+        config = load_config(start.config, plugins)
+        # The parent keeps the state file (state_dir): never two writers.
+        selected = select_shard(config, shard)
+        return attrs.evolve(selected, sinks=(_UPLINK,), shard=shard, state_dir=None)
+
+    pipe = trio.lowlevel.FdStream(up_fd)
+    engine = WorkerEngine(
+        load(), start, pipe, plugins=plugins, load_config=load, watch=1.0 if start.watch else None
+    )
+    if rest:
+        for line in rest.split(b"\n"):
+            if line:
+                _obey(engine, msgspec.json.decode(line))
+    with MaskSecrets(lambda: engine.config.secrets).installed():
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_commands, engine, commands)
+            nursery.start_soon(engine.send_positions_periodically)
+            result = await engine.run()
+            await engine.send_positions()
+            async with engine._lock:
+                await pipe.send_all(frame({"done": result.exit_code}))
+            nursery.cancel_scope.cancel()
+    return result.exit_code
+
+
+def main() -> None:
+    # Ctrl-C reaches the whole process group: the parent decides, and tells us.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Our stdout is the pipe to the parent; anything else printing to stdout
+    # (a plugin's print) must not land in the middle of the records.
+    up_fd = os.dup(1)
+    os.dup2(2, 1)
+    commands_fd = os.dup(0)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    sys.exit(trio.run(_main, up_fd, commands_fd))
+
+
+if __name__ == "__main__":
+    main()
