@@ -52,6 +52,7 @@ __all__ = [
     "Status",
     "batch_bytes",
     "decode_jsonl",
+    "decode_jsonl_lines",
     "encode_data",
     "encode_jsonl",
     "open_recording",
@@ -457,6 +458,55 @@ def decode_jsonl(line: bytes | str) -> Record:
         )
     assert isinstance(decoded, Status | Alert | Quality)
     return decoded
+
+
+def decode_jsonl_lines(data: bytes) -> tuple[SizedBatch[Record], int]:
+    """The records of several JSON Lines lines at once, and how many lines
+    were not records (skipped).
+
+    ``data`` is lines separated by LF (a last LF and blank lines are
+    ignored), e.g. the data of an event of a mux ``web`` sink's stream. Each
+    line is read as :func:`decode_jsonl` reads it, but all of them in one
+    call when every line is a record as mux writes it (about 0.4 instead of
+    0.6 us a ~200-byte record); otherwise line by line. The batch knows its
+    size (:class:`SizedBatch`), counted from ``data``'s length.
+    """
+    try:
+        decoded = _line_decoder.decode_lines(data)
+    except _NOT_JSON:
+        return _decode_lines_slowly(data)
+    batch: SizedBatch[Record] = SizedBatch(len(data) + RECORD_OVERHEAD * len(decoded))
+    append = batch.append
+    for item in decoded:
+        if type(item) is _EventLine:
+            append(
+                Event(
+                    item.source,
+                    item.transport,
+                    item.event,
+                    item.id,
+                    item.data,
+                    item.received_at,
+                    item.seq,
+                )
+            )
+        else:
+            append(item)
+    return batch, 0
+
+
+def _decode_lines_slowly(data: bytes) -> tuple[SizedBatch[Record], int]:
+    batch: SizedBatch[Record] = SizedBatch()
+    bad = 0
+    for line in data.split(b"\n"):
+        if not line.strip():
+            continue
+        try:
+            batch.append(decode_jsonl(line))
+        except RecordDecodeError:
+            bad += 1
+    batch.nbytes = len(data) + RECORD_OVERHEAD * len(batch)
+    return batch, bad
 
 
 def _decode_lenient(line: bytes | str) -> Record | None:

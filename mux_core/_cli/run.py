@@ -182,6 +182,7 @@ def _run_workers(args: argparse.Namespace, config: Config, path: Path) -> int:
     """``--workers N``: the same run, its sources in N processes."""
     import trio
 
+    from .._config import load_config
     from .._config.render import MaskSecrets
     from .._run.workers import WorkerPool
     from ..records import Severity
@@ -196,6 +197,7 @@ def _run_workers(args: argparse.Namespace, config: Config, path: Path) -> int:
         fail_on=None if args.fail_on is None else Severity(args.fail_on),
         fail_fast=args.fail_fast,
         state_dir=args.state,
+        load_config=lambda: load_config(path, args.plugins),
         watch=args.watch,
         quiet=args.quiet,
     )

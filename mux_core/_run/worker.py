@@ -35,7 +35,7 @@ from .channel import SinkChannel
 from .engine import Engine
 from .sink_set import SinkRunner
 from .source_set import SourceRunner
-from .worker_link import Start, frame, from_saved, saved
+from .worker_link import Share, Start, frame, from_saved, records_frame, saved
 
 __all__ = ["Uplink", "WorkerEngine", "main"]
 
@@ -61,7 +61,7 @@ class Uplink:
         return None
 
     async def write(self, batch: Sequence[Record]) -> None:
-        data = encode_jsonl(batch)
+        data = records_frame(encode_jsonl(batch))
         async with self._lock:
             await self._pipe.send_all(data)
 
@@ -82,6 +82,8 @@ class WorkerEngine(Engine):
         self._next_ask = 0
         #: What the last positions frame said, per source: (seq, last_id, cursor).
         self._sent: dict[str, tuple[int, str | None, Any]] = {}
+        #: The sources this worker runs (the parent's assignment; changes on a reload).
+        self.share = Share(start.index, start.count)
         super().__init__(config, reserve=self._reserve if start.state else None, **kw)
 
     def make_sink(self, cfg: SinkConfig, sources: Sequence[SourceRunner] = ()) -> SinkRunner:
@@ -164,9 +166,15 @@ def _obey(engine: WorkerEngine, command: dict[str, Any]) -> None:
         else:
             engine.restart_source(str(name))
     elif "reload" in command:
+        assignment = command["reload"]
+        engine.share = _share(engine.share, assignment["sources"], assignment["configured"])
         engine.request_reload()
     elif "stop" in command:
         engine.request_stop(str(command["stop"]))
+
+
+def _share(shard: Shard, sources: list[str], configured: list[str]) -> Share:
+    return Share(shard.index, shard.count, frozenset(sources), frozenset(configured))
 
 
 async def _read_start(commands: trio.lowlevel.FdStream) -> tuple[Start, bytes]:
@@ -200,19 +208,27 @@ async def _main(up_fd: int, commands_fd: int) -> int:
     commands = trio.lowlevel.FdStream(commands_fd)
     start, rest = await _read_start(commands)
     setup_logging(quiet=start.quiet)
-    plugins = load_plugins()
-    shard = Shard(start.index, start.count)
-
-    def load() -> Config:
-        config = load_config(start.config, plugins)
-        # The parent keeps the state file (state_dir): never two writers.
-        selected = select_shard(config, shard)
-        return attrs.evolve(selected, sinks=(_UPLINK,), shard=shard, state_dir=None)
-
-    pipe = trio.lowlevel.FdStream(up_fd)
-    engine = WorkerEngine(
-        load(), start, pipe, plugins=plugins, load_config=load, watch=1.0 if start.watch else None
+    # The parent says why the run stops, once: not each worker again.
+    logging.getLogger("mux.engine").addFilter(
+        lambda record: not str(record.msg).startswith("stopping: ")
     )
+    plugins = load_plugins()
+    share = _share(Shard(start.index, start.count), start.sources, start.configured)
+    pipe = trio.lowlevel.FdStream(up_fd)
+
+    def load_for(share: Share) -> Config:
+        config = load_config(start.config, plugins)
+        # The parent keeps the state file (state_dir): never two writers. It
+        # also watches the config file and assigns the sources (engine.share).
+        return attrs.evolve(select_shard(config, share), sinks=(_UPLINK,), state_dir=None)
+
+    def reload() -> Config:
+        return load_for(engine.share)
+
+    engine: WorkerEngine = WorkerEngine(
+        load_for(share), start, pipe, plugins=plugins, load_config=reload
+    )
+    engine.share = share
     if rest:
         for line in rest.split(b"\n"):
             if line:
@@ -229,6 +245,20 @@ async def _main(up_fd: int, commands_fd: int) -> int:
     return result.exit_code
 
 
+#: The pipe to the parent: 1 MiB (Linux's default limit for a user) rather than
+#: 64 KiB lets a worker write bigger batches before it waits for the parent.
+PIPE_SIZE = 1024 * 1024
+
+
+def _widen(fd: int) -> None:
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_SIZE)
+    except OSError:
+        pass  # not Linux, or above the system's limit: the default size works too
+
+
 def main() -> None:
     # Ctrl-C reaches the whole process group: the parent decides, and tells us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -236,6 +266,7 @@ def main() -> None:
     # (a plugin's print) must not land in the middle of the records.
     up_fd = os.dup(1)
     os.dup2(2, 1)
+    _widen(up_fd)
     commands_fd = os.dup(0)
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)

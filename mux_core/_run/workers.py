@@ -32,26 +32,35 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgspec
 import trio
 
 from .._config import Config
-from .._config.shard import shard_of
 from .._plugins import PluginManager
-from ..records import Event, Quality, Record, Severity, State, Status, decode_jsonl
+from ..errors import ConfigError, PluginError
+from ..records import (
+    Event,
+    Quality,
+    Record,
+    Severity,
+    State,
+    Status,
+    decode_jsonl_lines,
+)
 from ..sink import SourceInfo
 from ..transport import ResumeState
-from .engine import RunResult, build_sink
+from .changes import FileWatch, plan_sinks
+from .engine import WATCH_INTERVAL, RunResult, build_sink
 from .exit_codes import ExitCode
 from .fail_on import FailingAlert, FailOn
 from .fan_out import FanOut
 from .host import RunHost
 from .quality_feed import QualityFeed
 from .state import Checkpoints, StateStore
-from .worker_link import CONTROL, Start, from_saved, saved
+from .worker_link import HEAD, MAX_FRAME, RECORDS, Start, from_saved, saved, spread
 
 __all__ = ["WorkerPool", "usable_cores"]
 
@@ -59,8 +68,6 @@ _log = logging.getLogger("mux.workers")
 
 #: Bytes read from a worker's pipe at a time.
 READ_SIZE = 256 * 1024
-#: The most bytes of one line a worker may send (its records are bounded far below).
-MAX_LINE = 64 * 1024 * 1024
 #: Seconds before a dead worker is started again (doubling up to the cap).
 RESTART_DELAY = 0.5
 RESTART_DELAY_MAX = 10.0
@@ -134,6 +141,7 @@ class WorkerPool(RunHost):
         fail_on: Severity | None = None,
         fail_fast: bool = False,
         state_dir: str | None = None,
+        load_config: Callable[[], Config] | None = None,
         watch: bool = False,
         quiet: bool = False,
     ) -> None:
@@ -145,6 +153,7 @@ class WorkerPool(RunHost):
         self.duration = duration
         self.result: RunResult | None = None
         self._path = os.path.abspath(config_path)
+        self._load_config = load_config
         self._watch = watch
         self._quiet = quiet
         self._workers = [_Worker(index) for index in range(workers)]
@@ -157,7 +166,12 @@ class WorkerPool(RunHost):
         self._held: dict[str, _Held] = {}
         self._states: dict[str, State] = {}
         self._quality: dict[str, Quality] = {}
-        self._all_done = trio.Event()
+        #: Which worker runs each configured source (even: see :meth:`_assign`).
+        self._assigned: dict[str, int] = {}
+        #: Which worker each source's records came from (discovered ones too).
+        self._where: dict[str, int] = {}
+        self._assign(config)
+        self._reloading = trio.Lock()
 
     @property
     def failing_alerts(self) -> int:
@@ -170,12 +184,87 @@ class WorkerPool(RunHost):
 
     def restart_source(self, name: str) -> None:
         """Start source ``name`` again if it gave up (its worker does)."""
-        worker = self._workers[shard_of(name, len(self._workers))]
+        worker = self._workers[self._worker_of(name)]
         self._call_soon(self._command, worker, {"restart": name})
 
     def request_reload(self) -> None:
-        """Every worker loads the config file again and applies what changed to its sources."""
-        self._call_soon(self._command_all, {"reload": True})
+        """Load the config file again (as SIGHUP does): the sinks that changed here,
+        the sources in the workers."""
+        self._call_soon(self._spawn_reload)
+
+    def _spawn_reload(self) -> None:
+        if self._nursery is not None:
+            self._nursery.start_soon(self.reload)
+
+    def _worker_of(self, name: str) -> int:
+        index = self._assigned.get(name)
+        if index is None:
+            index = self._where.get(name)
+        return spread(name, len(self._workers)) if index is None else index
+
+    def _assign(self, config: Config) -> None:
+        """Give each configured source a worker: the one it has, or the least busy.
+
+        A source keeps its worker across reloads (its connection stays); new
+        ones fill the workers evenly, in config order.
+        """
+        count = len(self._workers)
+        names = [source.name for source in config.sources]
+        kept = {name: self._assigned[name] for name in names if name in self._assigned}
+        load = [0] * count
+        for index in kept.values():
+            load[index] += 1
+        for name in names:
+            if name not in kept:
+                index = min(range(count), key=load.__getitem__)
+                kept[name] = index
+                load[index] += 1
+        self._assigned = kept
+
+    def _share(self, index: int) -> tuple[list[str], list[str]]:
+        """(the configured sources of worker ``index``, every configured source)."""
+        names = [name for name, at in self._assigned.items() if at == index]
+        return names, list(self._assigned)
+
+    async def reload(self) -> bool:
+        """Apply the config file as it is now; False (and the run unchanged) if invalid."""
+        if self._load_config is None:
+            return False
+        async with self._reloading:
+            try:
+                config = self._load_config()
+            except (ConfigError, PluginError) as exc:
+                _log.error("reload rejected, the running config stays:\n%s", exc)
+                return False
+            plan = plan_sinks(self._sinks.configs, config.sinks)
+            self.config = config
+            infos = tuple(SourceInfo(s.name, s.transport, s.stale_after) for s in config.sources)
+            for name in plan.removed:
+                await self._sinks.stop(name)
+            for cfg in (*plan.changed, *plan.added):
+                try:
+                    fresh = build_sink(self, cfg, infos, resumed={})
+                except PluginError as exc:
+                    _log.error("%s; left out", exc)
+                    continue
+                if cfg in plan.changed:
+                    await self._sinks.replace(fresh)
+                else:
+                    await self._sinks.start(fresh)
+            self._assign(config)
+            for worker in self._workers:
+                names, configured = self._share(worker.index)
+                await worker.tell({"reload": {"sources": names, "configured": configured}})
+            _log.info("reload: %s; sources: each worker applies its own", plan.summary())
+            return True
+
+    async def _watch_file(self) -> None:
+        watch = FileWatch(self._path)
+        while True:
+            await trio.sleep(WATCH_INTERVAL)
+            if await trio.to_thread.run_sync(watch.changed):
+                _log.info("reload: %s changed", self._path)
+                await self.reload()
 
     def _command(self, worker: _Worker, message: dict[str, Any]) -> None:
         if self._nursery is not None:
@@ -196,8 +285,8 @@ class WorkerPool(RunHost):
 
     def _on_signal(self, signum: int) -> bool:
         if signum == signal.SIGHUP:
-            _log.info("reload: SIGHUP (every worker reloads the config's sources)")
-            self._command_all({"reload": True})
+            _log.info("reload: SIGHUP")
+            self._spawn_reload()
             return True
         if signum == signal.SIGUSR1:
             self._command_all({"restart": None})
@@ -222,6 +311,8 @@ class WorkerPool(RunHost):
                 system.start_soon(self._watch_signals)
             if self.duration is not None:
                 system.start_soon(self._stop_after, self.duration)
+            if self._watch and self._load_config is not None:
+                system.start_soon(self._watch_file)
             async with trio.open_nursery() as sink_nursery:
                 self._sinks.attach(sink_nursery)
                 for sink in sinks:
@@ -275,23 +366,24 @@ class WorkerPool(RunHost):
 
     async def _run_once(self, worker: _Worker) -> None:
         count = len(self._workers)
+        names, configured = self._share(worker.index)
         resume = {}
-        for source in self.config.sources:
-            if shard_of(source.name, count) != worker.index or source.name in self._held:
-                continue
-            if self.state_store is not None:
-                state = self.state_store.resume_for(source.name, source.transport)
-                resume[source.name] = saved(source.transport, state)
+        if self.state_store is not None:
+            for source in self.config.sources:
+                if self._worker_of(source.name) == worker.index and source.name not in self._held:
+                    state = self.state_store.resume_for(source.name, source.transport)
+                    resume[source.name] = saved(source.transport, state)
         for name, held in self._held.items():
-            if shard_of(name, count) == worker.index:
+            if self._worker_of(name) == worker.index:
                 resume[name] = saved(held.transport, held.resume())
         start = Start(
             config=self._path,
             index=worker.index,
             count=count,
+            sources=names,
+            configured=configured,
             state=self.state_store is not None,
             resume=resume,
-            watch=self._watch,
             quiet=self._quiet,
         )
         argv = [sys.executable, "-m", "mux_core._run.worker"]
@@ -309,6 +401,9 @@ class WorkerPool(RunHost):
             assert process.stdout is not None
             await self._pump(worker, process.stdout)
         finally:
+            if process.returncode is None and worker.done is None:
+                # A broken pipe or a line that is not a record: this worker is done for.
+                process.kill()
             with trio.CancelScope(shield=True):
                 code = await process.wait()
             worker.process = None
@@ -323,10 +418,9 @@ class WorkerPool(RunHost):
             worker.index,
             how,
         )
-        count = len(self._workers)
         statuses: list[Record] = []
         for name, state in self._states.items():
-            if shard_of(name, count) != worker.index or state.terminal:
+            if self._where.get(name) != worker.index or state.terminal:
                 continue
             held = self._held.get(name)
             transport = held.transport if held is not None else "?"
@@ -346,62 +440,57 @@ class WorkerPool(RunHost):
             await self._fan_out.send(statuses)
 
     async def _pump(self, worker: _Worker, pipe: trio.abc.ReceiveStream) -> None:
-        """Hand everything the worker sends to the sinks, in order."""
-        rest = b""
+        """Hand everything the worker sends to the sinks, in order, frame by frame."""
+        buffer = bytearray()
+        head, unpack = HEAD.size, HEAD.unpack_from
         while True:
             received = await pipe.receive_some(READ_SIZE)
             if not received:
                 return
-            chunk = received if type(received) is bytes else bytes(received)
-            data = rest + chunk if rest else chunk
-            end = data.rfind(b"\n")
-            if end < 0:
-                if len(data) > MAX_LINE:
+            buffer += received
+            at = 0
+            while len(buffer) - at >= head:
+                kind, size = unpack(buffer, at)
+                if size > MAX_FRAME:
                     _log.error(
-                        "worker %d sent a line over %d bytes; stopping it", worker.index, MAX_LINE
+                        "worker %d sent a frame of %d bytes; stopping it", worker.index, size
                     )
                     return
-                rest = data
-                continue
-            rest = data[end + 1 :]
-            await self._take(worker, data[:end].split(b"\n"))
+                end = at + head + size
+                if len(buffer) < end:
+                    break
+                payload = bytes(buffer[at + head : end])
+                at = end
+                if kind == RECORDS:
+                    await self._send(worker, payload)
+                else:
+                    await self._obey(worker, msgspec.json.decode(payload))
+            del buffer[:at]
 
-    async def _take(self, worker: _Worker, lines: list[bytes]) -> None:
-        batch: list[Record] = []
-        control = CONTROL[0]
-        for line in lines:
-            if line and line[0] == control:
-                if batch:
-                    await self._send(batch)
-                    batch = []
-                await self._obey(worker, msgspec.json.decode(line[1:]))
-            elif line:
-                batch.append(decode_jsonl(line))
-        if batch:
-            await self._send(batch)
-
-    async def _send(self, batch: list[Record]) -> None:
+    async def _send(self, worker: _Worker, data: bytes) -> None:
+        batch, _ = decode_jsonl_lines(data)  # a worker writes records only
+        if not batch:
+            return
         await self._fan_out.send(batch)
         # Only now, once every sink's channel has them: what a checkpoint may cover.
         held = self._held
-        for record in batch:
-            kind = type(record)
-            if kind is Event:
-                assert isinstance(record, Event)
-                place = held.get(record.source)
+        for record in [r for r in batch if type(r) is not Event]:
+            if type(record) is Status:
+                self._states[record.source] = record.state
+                self._where[record.source] = worker.index
+                if record.source not in held:
+                    held[record.source] = _Held(record.transport)
+            elif type(record) is Quality:
+                self._quality[record.source] = record
+        last = {record.source: record for record in batch}
+        for source, record in last.items():
+            if type(record) is Event:
+                place = held.get(source)
                 if place is None:
-                    place = held[record.source] = _Held(record.transport)
+                    place = held[source] = _Held(record.transport)
                 place.seq = record.seq
                 if record.id is not None:
                     place.last_id = record.id
-            elif kind is Status:
-                assert isinstance(record, Status)
-                self._states[record.source] = record.state
-                if record.source not in held:
-                    held[record.source] = _Held(record.transport)
-            elif kind is Quality:
-                assert isinstance(record, Quality)
-                self._quality[record.source] = record
 
     async def _obey(self, worker: _Worker, message: Mapping[str, Any]) -> None:
         if "positions" in message:
@@ -431,9 +520,10 @@ class WorkerPool(RunHost):
         await worker.tell({"reserved": [ask, resume.seq_reserved]})
 
     def _result(self) -> RunResult:
-        states = dict(self._states)
-        for source in self.config.sources:
-            states.setdefault(source.name, State.STOPPED)
+        # In the config's order, then the discovered sources (as one process lists them).
+        states = {source.name: State.STOPPED for source in self.config.sources}
+        states.update(self._states)
+        quality = {name: self._quality[name] for name in states if name in self._quality}
         if self._sink_failed:
             code = ExitCode.SINK_FAILED
         elif any(s in (State.FAILED, State.MAX_RETRIES_EXCEEDED) for s in states.values()):
@@ -443,4 +533,4 @@ class WorkerPool(RunHost):
         else:
             code = ExitCode.OK
         reason = self._stop_reason or "every source reached a terminal state"
-        return RunResult(code, states, reason, self._sinks.dropped(), dict(self._quality))
+        return RunResult(code, states, reason, self._sinks.dropped(), quality)

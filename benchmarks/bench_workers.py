@@ -1,0 +1,151 @@
+"""``mux run --workers N`` on the user's path: several sources -> the ``file`` sink (issue 26).
+
+Run: ``.venv/bin/python benchmarks/bench_workers.py [--quick] [--sources S]
+[--events N] [--workers 1,2] [--rounds R] [sse] [ws] [rest]``. Prints a table;
+asserts nothing (a failed run is a "NO" row with the child's stderr).
+
+For each transport, S server processes (``_servers.py metrics-KIND N``), one
+per source, each serving N ~200-byte training-metric events (steps 1 .. N);
+``mux run CONFIG --workers W`` with S sources and one ``file`` sink at its
+defaults, as a subprocess, for each W (alternating, R rounds). SSE and WS
+runs end on their own; a REST run gets SIGINT once the file holds S x N
+events. Measured from the outside: ev/s from the file's ``received_at``
+(first to last event of all sources), CPU per event of mux and its workers
+(``os.wait4`` rusage, which includes the workers it reaped), the parent's
+peak RSS. Every file is read back: per source, seq 1 .. N in order and
+``data.step == seq``; anything else is a failure.
+
+With one source per server process and the servers on the same cores, the
+machine's cores are shared by mux, its workers and the servers: on two
+cores, mux's two workers compete with S servers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import _harness as h
+from bench_e2e import mux_command
+from orjson import loads
+
+TRANSPORTS = ("sse", "ws", "rest")
+
+
+def source_toml(transport: str, name: str, port: int) -> str:
+    body = {
+        "sse": f'url = "http://127.0.0.1:{port}/events/mux"\n',
+        "ws": f'url = "ws://127.0.0.1:{port}/ws"\nend_on_close = true\n',
+        "rest": (
+            f'url = "http://127.0.0.1:{port}/page"\n'
+            'cursor_param = "after"\nid_field = "step"\ninterval = 0.001\n'
+        ),
+    }[transport]
+    return f'[[sources]]\nname = "{name}"\ntransport = "{transport}"\n{body}\n'
+
+
+def count_events(path: Path) -> int:
+    try:
+        with open(path, "rb") as file:
+            return sum(1 for line in file if b'"type":"event"' in line)
+    except FileNotFoundError:
+        return 0
+
+
+def run_once(transport: str, ports: list[int], events: int, workers: int, work: Path) -> h.Row:
+    out = work / f"w{workers}.jsonl"
+    out.unlink(missing_ok=True)
+    config = work / "mux.toml"
+    names = [f"{transport}-{i}" for i in range(len(ports))]
+    config.write_text(
+        "".join(source_toml(transport, n, p) for n, p in zip(names, ports, strict=True))
+        + f'[[sinks]]\ntype = "file"\npath = "{out}"\n'
+    )
+    total = events * len(ports)
+    stderr_path = work / "stderr.txt"
+    with open(stderr_path, "wb") as stderr:
+        proc = subprocess.Popen(
+            [*mux_command(), "run", str(config), "--workers", str(workers), "-q"],
+            cwd=work,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    started = time.monotonic()
+    interrupted = False
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        time.sleep(0.2)
+        late = time.monotonic() - started > 60 + total / 20_000
+        if not interrupted and (late or (transport == "rest" and count_events(out) >= total)):
+            proc.send_signal(signal.SIGINT)
+            interrupted = True
+    code = os.waitstatus_to_exitcode(status)
+    problem = None if code == 0 else f"exit {code}: {stderr_path.read_text()[-2000:]}"
+    first, last, seen = float("inf"), 0.0, 0
+    expect = dict.fromkeys(names, 1)
+    with open(out, "rb") as file:
+        for line in file:
+            record = loads(line)
+            if record["type"] != "event":
+                continue
+            seen += 1
+            source, seq = record["source"], record["seq"]
+            if problem is None and (seq != expect[source] or record["data"]["step"] != seq):
+                step = record["data"]["step"]
+                problem = f"{source}: seq {seq} (step {step}), expected {expect[source]}"
+            expect[source] = seq + 1
+            first, last = min(first, record["received_at"]), max(last, record["received_at"])
+    if problem is None and seen != total:
+        problem = f"{seen} events, expected {total}"
+    rate = seen / (last - first) if last > first else 0.0
+    cpu = (usage.ru_utime + usage.ru_stime) / max(seen, 1) * 1e6
+    return h.Row(
+        f"{transport}: {len(ports)} sources x {events:,}, --workers {workers}",
+        f"{h.rate(rate)}, {cpu:.2f} us CPU/event"
+        + ("" if problem is None else f" FAILED: {problem}"),
+        "",
+        "",
+        "",
+        None if problem is None else False,
+    )
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("transports", nargs="*", default=list(TRANSPORTS))
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--sources", type=int, default=4)
+    parser.add_argument("--events", type=int, default=0)
+    parser.add_argument("--workers", default="1,2")
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args(argv)
+    events = args.events or (50_000 if args.quick else 250_000)
+    counts = [int(w) for w in args.workers.split(",")]
+    rows = []
+    print(h.machine())
+    for transport in args.transports:
+        for _ in range(args.rounds):
+            for workers in counts:
+                # Fresh servers each run: a metrics server serves its events once.
+                with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+                    ports = [
+                        stack.enter_context(h.server_process(f"metrics-{transport}", str(events)))
+                        for _ in range(args.sources)
+                    ]
+                    row = run_once(transport, ports, events, workers, Path(tmp))
+                print(row.benchmark, row.mux, flush=True)
+                rows.append(row)
+    print(h.table(rows))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,255 @@
+"""``mux run --workers N`` as a user runs it: real processes, real servers, real kills.
+
+The servers run in this test's trio loop; ``mux run --workers N`` is a
+subprocess whose workers are its children. What the tests read is what a
+user reads: the file sink's JSON Lines, the exit code, the state file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from tests.helpers.e2e import (
+    FAST_RETRY,
+    TRANSPORTS,
+    JsonRecord,
+    Server,
+    file_ids,
+    file_sink_toml,
+    file_states,
+    ids,
+    publish_range,
+    read_jsonl_strict,
+    serve,
+    source_toml,
+    start_mux,
+    stderr_of,
+    terminate,
+    wait_exit,
+    wait_for_file,
+    write_config,
+)
+
+#: Generous: three Python processes start, on a loaded machine.
+TIMEOUT = 60.0
+
+
+@asynccontextmanager
+async def servers(transports: list[str]) -> AsyncIterator[list[Server]]:
+    async with AsyncExitStack() as stack:
+        yield [await stack.enter_async_context(serve(t)) for t in transports]
+
+
+def _transport(server: Server) -> str:
+    return {"FakeSseServer": "sse", "FakeWsServer": "ws", "FakeRestServer": "rest"}[
+        type(server).__name__
+    ]
+
+
+def config_for(names: list[str], found: list[Server], out: Path, extra: str = "") -> str:
+    return (
+        FAST_RETRY
+        + "".join(
+            source_toml(name, _transport(server), server.url)
+            for name, server in zip(names, found, strict=True)
+        )
+        + file_sink_toml(out)
+        + extra
+    )
+
+
+def worker_pids(pid: int) -> list[int]:
+    """The worker processes of the ``mux run`` with ``pid`` (its children)."""
+    children: list[int] = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as file:
+                children += [int(child) for child in file.read().split()]
+        except OSError:
+            continue
+    return children
+
+
+async def wait_for_workers(pid: int, count: int, *, not_: int | None = None) -> list[int]:
+    """The pids of ``count`` workers of ``pid`` (none of them ``not_``), once they run."""
+    with trio.fail_after(TIMEOUT):
+        while True:  # another process's children can only be polled
+            found = worker_pids(pid)
+            if len(found) >= count and not_ not in found:
+                return found
+            await trio.sleep(0.02)
+
+
+def has_all(names: list[str], last: int) -> Any:
+    def check(records: list[JsonRecord]) -> bool:
+        return all(len(file_ids(records, name)) >= last for name in names)
+
+    return check
+
+
+def per_source(records: list[JsonRecord], name: str) -> list[tuple[Any, ...]]:
+    """What a source's records say, without the times."""
+    return [
+        (r["type"], r.get("event"), r.get("id"), json.dumps(r.get("data")), r.get("seq"))
+        if r["type"] == "event"
+        else (r["type"], r.get("state"))
+        for r in records
+        if r["source"] == name and r["type"] in ("event", "status")
+    ]
+
+
+async def test_three_workers_write_what_one_process_writes(tmp_path: Path) -> None:
+    transports = [t for t in TRANSPORTS for _ in range(3)]
+    names = [f"{t}-{i}" for i, t in enumerate(transports)]
+    async with servers(transports) as found, trio.open_nursery() as nursery:
+        single_out, workers_out = tmp_path / "single.jsonl", tmp_path / "workers.jsonl"
+        single = write_config(tmp_path / "single.toml", config_for(names, found, single_out))
+        pooled = write_config(tmp_path / "workers.toml", config_for(names, found, workers_out))
+        one = await start_mux(nursery, single)
+        three = await start_mux(nursery, pooled, "--workers", "3")
+        assert len(await wait_for_workers(three.pid, 3)) == 3
+        connected = {"connected"}
+
+        def all_connected(records: list[JsonRecord]) -> bool:
+            return all(connected <= set(file_states(records, name)) for name in names)
+
+        await wait_for_file(single_out, all_connected, process=one, timeout=TIMEOUT)
+        await wait_for_file(workers_out, all_connected, process=three, timeout=TIMEOUT)
+        for server in found:
+            await publish_range(server, 1, 30)
+        await wait_for_file(single_out, has_all(names, 30), process=one, timeout=TIMEOUT)
+        await wait_for_file(workers_out, has_all(names, 30), process=three, timeout=TIMEOUT)
+        assert await terminate(one, single) == 0, stderr_of(single)
+        assert await terminate(three, pooled) == 0, stderr_of(pooled)
+    alone, pooled_records = read_jsonl_strict(single_out), read_jsonl_strict(workers_out)
+    for name in names:
+        assert file_ids(pooled_records, name) == ids(1, 30), name
+        assert per_source(pooled_records, name) == per_source(alone, name), name
+        # The last record of every source is its stop, as in one process.
+        assert [r for r in pooled_records if r["source"] == name][-1]["state"] == "stopped"
+    # Every worker ran some of the nine sources: the parent spread them evenly.
+    quality = [r for r in pooled_records if r["type"] == "quality"]
+    assert {r["source"] for r in quality} == set(names)
+
+
+async def test_a_killed_worker_is_started_again_and_no_event_is_lost_or_written_twice(
+    tmp_path: Path,
+) -> None:
+    names = [f"train-{i}" for i in range(4)]
+    out, state = tmp_path / "events.jsonl", tmp_path / "state"
+    async with servers(["sse"] * 4) as found, trio.open_nursery() as nursery:
+        config = write_config(tmp_path / "m.toml", config_for(names, found, out))
+        mux = await start_mux(nursery, config, "--workers", "2", "--state", str(state))
+        first_workers = await wait_for_workers(mux.pid, 2)
+        for server in found:
+            await publish_range(server, 1, 40)
+        await wait_for_file(out, has_all(names, 40), process=mux, timeout=TIMEOUT)
+        os.kill(first_workers[0], signal.SIGKILL)
+
+        def noticed(records: list[JsonRecord]) -> bool:
+            return any(r["type"] == "status" and "worker" in r.get("detail", "") for r in records)
+
+        await wait_for_file(out, noticed, process=mux, timeout=TIMEOUT)
+        for server in found:
+            await publish_range(server, 41, 80)
+        await wait_for_file(out, has_all(names, 80), process=mux, timeout=TIMEOUT)
+        await wait_for_workers(mux.pid, 2, not_=first_workers[0])
+        assert await terminate(mux, config) == 0, stderr_of(config)
+    records = read_jsonl_strict(out)
+    for name in names:
+        assert file_ids(records, name) == ids(1, 80), name
+        seqs = [r["seq"] for r in records if r["type"] == "event" and r["source"] == name]
+        assert seqs == sorted(set(seqs)), name
+    killed = [r for r in records if r["type"] == "status" and "stopped unexpectedly" in r["detail"]]
+    assert killed and {r["state"] for r in killed} == {"disconnected"}
+    assert "worker 0 stopped unexpectedly (killed by SIGKILL)" in stderr_of(config) or (
+        "worker 1 stopped unexpectedly (killed by SIGKILL)" in stderr_of(config)
+    )
+    saved = json.loads((state / "mux-state.json").read_text())["sources"]
+    for name in names:
+        assert saved[name]["last_id"] == "80", name
+
+
+async def test_a_reload_adds_and_removes_sources_across_workers(tmp_path: Path) -> None:
+    out = tmp_path / "events.jsonl"
+    async with servers(["sse"] * 4) as found, trio.open_nursery() as nursery:
+        first = ["a", "b"]
+        config = write_config(tmp_path / "m.toml", config_for(first, found[:2], out))
+        mux = await start_mux(nursery, config, "--workers", "2")
+        await wait_for_workers(mux.pid, 2)
+        for server in found[:2]:
+            await publish_range(server, 1, 5)
+        await wait_for_file(out, has_all(first, 5), process=mux, timeout=TIMEOUT)
+        later = ["b", "c", "d"]
+        write_config(config, config_for(later, found[1:], out))
+        mux.send_signal(signal.SIGHUP)
+
+        def applied(records: list[JsonRecord]) -> bool:
+            return "stopped" in file_states(records, "a") and all(
+                "connected" in file_states(records, name) for name in ("c", "d")
+            )
+
+        await wait_for_file(out, applied, process=mux, timeout=TIMEOUT)
+        for server in found[1:]:
+            await publish_range(server, 6, 10)
+        await wait_for_file(out, has_all(["c", "d"], 5), process=mux, timeout=TIMEOUT)
+        await wait_for_file(out, has_all(["b"], 10), process=mux, timeout=TIMEOUT)
+        assert await terminate(mux, config) == 0, stderr_of(config)
+    records = read_jsonl_strict(out)
+    assert file_ids(records, "a") == ids(1, 5)
+    assert file_ids(records, "b") == ids(1, 10)  # kept its connection: nothing twice
+    assert file_states(records, "b").count("connected") == 1
+    assert file_ids(records, "c") == file_ids(records, "d") == ids(1, 5)
+    assert [r["data"]["n"] for r in records if r["source"] == "c" and r["type"] == "event"] == [
+        6,
+        7,
+        8,
+        9,
+        10,
+    ]
+
+
+async def test_sigterm_ends_the_workers_and_the_run_with_every_source_stopped(
+    tmp_path: Path,
+) -> None:
+    names = ["x", "y", "z"]
+    out = tmp_path / "events.jsonl"
+    async with servers(list(TRANSPORTS)) as found, trio.open_nursery() as nursery:
+        config = write_config(tmp_path / "m.toml", config_for(names, found, out))
+        mux = await start_mux(nursery, config, "--workers", "2")
+        workers = await wait_for_workers(mux.pid, 2)
+        for server in found:
+            await publish_range(server, 1, 200)
+        await wait_for_file(out, has_all(names, 200), process=mux, timeout=TIMEOUT)
+        assert await terminate(mux, config) == 0, stderr_of(config)
+    for pid in workers:  # reaped by the parent: gone
+        assert not await trio.Path(f"/proc/{pid}").exists()
+    records = read_jsonl_strict(out)
+    for name in names:
+        assert file_ids(records, name) == ids(1, 200)
+        assert [r for r in records if r["source"] == name][-1]["state"] == "stopped"
+    assert "run finished (SIGTERM)" not in stderr_of(config)  # -q: warnings only
+    assert "Traceback" not in stderr_of(config)
+
+
+async def test_workers_is_a_usage_error_with_shard_or_below_one(tmp_path: Path) -> None:
+    toml = source_toml("s", "sse", "http://127.0.0.1:9/events") + file_sink_toml(tmp_path / "o")
+    config = write_config(tmp_path / "m.toml", FAST_RETRY + toml)
+    async with trio.open_nursery() as nursery:
+        for args, says in (
+            (("--workers", "0"), "--workers: must be a number >= 1 or auto"),
+            (("--workers", "lots"), "--workers: must be a number >= 1 or auto"),
+            (("--workers", "2", "--shard", "0/2"), "use --shard"),
+        ):
+            process = await start_mux(nursery, config, *args)
+            assert await wait_exit(process, config) == 2, args
+            assert says in stderr_of(config), (args, stderr_of(config))
+            assert "Traceback" not in stderr_of(config)
