@@ -1,11 +1,13 @@
-"""One worker process of ``mux run --workers N``: a shard's sources, sent up a pipe.
+"""One worker process of ``mux run --workers N``: its sources, sent up a pipe.
 
 Started by :class:`~mux_core._run.workers.WorkerPool` as ``python -m
-mux_core._run.worker``. It runs an ordinary :class:`Engine` over shard I of
-N of the config's sources (transports, supervisors, processors, quality,
-discovery filtered by shard) whose only sink is the :class:`Uplink`: every
-batch as JSON Lines on the pipe to the parent, which owns the real sinks
-and the state file. The protocol is :mod:`mux_core._run.worker_link`'s.
+mux_core._cli.worker``, which calls :func:`serve`. A worker runs an
+ordinary :class:`Engine` over the sources the parent assigned it
+(transports, supervisors, processors, quality; discovered sources by
+:func:`~mux_core._run.worker_link.spread`) whose only sink is the
+:class:`Uplink`: every batch as JSON Lines in a frame on the pipe to the
+parent, which owns the real sinks and the state file. The protocol is
+:mod:`mux_core._run.worker_link`'s.
 
 Why the records it has sent are safe: a ``positions`` frame is written only
 after the uplink has written every record that had entered its channel when
@@ -16,10 +18,7 @@ the records it got (docs/architecture.md, Workers).
 from __future__ import annotations
 
 import logging
-import os
-import signal
-import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -28,6 +27,8 @@ import trio
 
 from .._config import Config, SinkConfig, SourceConfig, load_config
 from .._config.shard import Shard, select_shard
+from .._plugins import PluginManager
+from ..errors import ConfigError, PluginError
 from ..records import Record, encode_jsonl
 from ..sink import Overflow
 from ..transport import ResumeState
@@ -37,7 +38,7 @@ from .sink_set import SinkRunner
 from .source_set import SourceRunner
 from .worker_link import Share, Start, frame, from_saved, records_frame, saved
 
-__all__ = ["Uplink", "WorkerEngine", "main"]
+__all__ = ["Uplink", "WorkerEngine", "serve"]
 
 _log = logging.getLogger("mux.worker")
 
@@ -201,18 +202,17 @@ _UPLINK = SinkConfig(
 )
 
 
-async def _main(up_fd: int, commands_fd: int) -> int:
-    from .._cli import load_plugins, setup_logging
+async def serve(up_fd: int, commands_fd: int, prepare: Callable[[Start], PluginManager]) -> int:
+    """Be worker ``start.index``: read the start message, run, report, return the exit code.
+
+    ``prepare(start)`` sets up logging and returns the loaded plugins (the
+    CLI's business: ``mux_core._cli.worker``).
+    """
     from .._config.render import MaskSecrets
 
     commands = trio.lowlevel.FdStream(commands_fd)
     start, rest = await _read_start(commands)
-    setup_logging(quiet=start.quiet)
-    # The parent says why the run stops, once: not each worker again.
-    logging.getLogger("mux.engine").addFilter(
-        lambda record: not str(record.msg).startswith("stopping: ")
-    )
-    plugins = load_plugins()
+    plugins = prepare(start)
     share = _share(Shard(start.index, start.count), start.sources, start.configured)
     pipe = trio.lowlevel.FdStream(up_fd)
 
@@ -225,14 +225,16 @@ async def _main(up_fd: int, commands_fd: int) -> int:
     def reload() -> Config:
         return load_for(engine.share)
 
-    engine: WorkerEngine = WorkerEngine(
-        load_for(share), start, pipe, plugins=plugins, load_config=reload
-    )
+    try:
+        first = load_for(share)
+    except (ConfigError, PluginError) as exc:  # the file changed since the parent read it
+        _log.error("worker %d: the config cannot be loaded:\n%s", start.index, exc)
+        return 2
+    engine: WorkerEngine = WorkerEngine(first, start, pipe, plugins=plugins, load_config=reload)
     engine.share = share
-    if rest:
-        for line in rest.split(b"\n"):
-            if line:
-                _obey(engine, msgspec.json.decode(line))
+    for line in rest.split(b"\n"):
+        if line:
+            _obey(engine, msgspec.json.decode(line))
     with MaskSecrets(lambda: engine.config.secrets).installed():
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_commands, engine, commands)
@@ -243,36 +245,3 @@ async def _main(up_fd: int, commands_fd: int) -> int:
                 await pipe.send_all(frame({"done": result.exit_code}))
             nursery.cancel_scope.cancel()
     return result.exit_code
-
-
-#: The pipe to the parent: 1 MiB (Linux's default limit for a user) rather than
-#: 64 KiB lets a worker write bigger batches before it waits for the parent.
-PIPE_SIZE = 1024 * 1024
-
-
-def _widen(fd: int) -> None:
-    try:
-        import fcntl
-
-        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_SIZE)
-    except OSError:
-        pass  # not Linux, or above the system's limit: the default size works too
-
-
-def main() -> None:
-    # Ctrl-C reaches the whole process group: the parent decides, and tells us.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # Our stdout is the pipe to the parent; anything else printing to stdout
-    # (a plugin's print) must not land in the middle of the records.
-    up_fd = os.dup(1)
-    os.dup2(2, 1)
-    _widen(up_fd)
-    commands_fd = os.dup(0)
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
-    os.close(null)
-    sys.exit(trio.run(_main, up_fd, commands_fd))
-
-
-if __name__ == "__main__":
-    main()

@@ -6,7 +6,8 @@ r"""``mux run --workers N``: the sources in N worker processes, the sinks here.
     worker 1: sources of shard 1/N -> uplink --pipe---> WorkerPool -> fan-out -> sinks
     ...                                            --/     (state file, views, --fail-on)
 
-Each worker (:mod:`mux_core._run.worker`) is an ordinary engine over one
+Each worker (:mod:`mux_core._run.worker`, started as ``python -m
+mux_core._cli.worker``) is an ordinary engine over one
 shard of the sources, whose only sink writes JSON Lines to a pipe. The
 parent -- this module -- reads each pipe in its own task, hands the records
 to its sinks as one run's records (a source lives in one worker, and a pipe
@@ -386,7 +387,7 @@ class WorkerPool(RunHost):
             resume=resume,
             quiet=self._quiet,
         )
-        argv = [sys.executable, "-m", "mux_core._run.worker"]
+        argv = [sys.executable, "-m", "mux_core._cli.worker"]
         process = await trio.lowlevel.open_process(
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE
         )
