@@ -287,6 +287,31 @@ class _MetricsSse:
             await stream.send_all(chunk)
 
 
+class _MetricsSseIds:
+    """N events with ids 1 .. N, resumed after a request's Last-Event-ID; once a
+    stream has sent event N, a request for more gets 204 No Content (the end)."""
+
+    def __init__(self, payloads: list[bytes]) -> None:
+        self.events = [b"id: %d\ndata: %s\n\n" % (i, p) for i, p in enumerate(payloads, 1)]
+
+    async def __call__(self, stream: trio.SocketStream) -> None:
+        buffer = bytearray()
+        head = await _read_head(stream, buffer)
+        if head is None:
+            return
+        after = 0
+        for line in head.split(b"\r\n"):
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"last-event-id" and value.strip().isdigit():
+                after = int(value.strip())
+        if after >= len(self.events):
+            await stream.send_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+            return
+        await stream.send_all(_SSE_HEAD)
+        for first in range(after, len(self.events), 1024):
+            await stream.send_all(b"".join(self.events[first : first + 1024]))
+
+
 class _WsClosed(Exception):
     """The client sent a close frame (its code and reason are echoed)."""
 
@@ -424,6 +449,7 @@ class _MetricsRest:
 
 _METRICS: dict[str, Callable[[list[bytes]], Callable[[trio.SocketStream], Awaitable[None]]]] = {
     "metrics-sse": _MetricsSse,
+    "metrics-sse-ids": _MetricsSseIds,
     "metrics-ws": _MetricsWs,
     "metrics-rest": _MetricsRest,
 }

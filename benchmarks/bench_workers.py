@@ -59,7 +59,26 @@ def count_events(path: Path) -> int:
         return 0
 
 
-def run_once(transport: str, ports: list[int], events: int, workers: int, work: Path) -> h.Row:
+def children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as file:
+                found += [int(child) for child in file.read().split()]
+        except OSError:
+            continue
+    return found
+
+
+def run_once(
+    transport: str,
+    ports: list[int],
+    events: int,
+    workers: int,
+    work: Path,
+    *,
+    kill_at: int | None = None,
+) -> h.Row:
     out = work / f"w{workers}.jsonl"
     out.unlink(missing_ok=True)
     config = work / "mux.toml"
@@ -70,20 +89,25 @@ def run_once(transport: str, ports: list[int], events: int, workers: int, work: 
     )
     total = events * len(ports)
     stderr_path = work / "stderr.txt"
+    extra = [] if kill_at is None else ["--state", str(work / "state")]
     with open(stderr_path, "wb") as stderr:
         proc = subprocess.Popen(
-            [*mux_command(), "run", str(config), "--workers", str(workers), "-q"],
+            [*mux_command(), "run", str(config), "--workers", str(workers), "-q", *extra],
             cwd=work,
             stdout=subprocess.DEVNULL,
             stderr=stderr,
         )
     started = time.monotonic()
     interrupted = False
+    killed = None
     while True:
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
         if pid:
             break
         time.sleep(0.2)
+        if kill_at is not None and killed is None and count_events(out) >= kill_at:
+            killed = children(proc.pid)[0]
+            os.kill(killed, signal.SIGKILL)
         late = time.monotonic() - started > 60 + total / 20_000
         if not interrupted and (late or (transport == "rest" and count_events(out) >= total)):
             proc.send_signal(signal.SIGINT)
@@ -108,8 +132,9 @@ def run_once(transport: str, ports: list[int], events: int, workers: int, work: 
         problem = f"{seen} events, expected {total}"
     rate = seen / (last - first) if last > first else 0.0
     cpu = (usage.ru_utime + usage.ru_stime) / max(seen, 1) * 1e6
+    what = "" if kill_at is None else f", a worker SIGKILLed at {kill_at:,} (--state)"
     return h.Row(
-        f"{transport}: {len(ports)} sources x {events:,}, --workers {workers}",
+        f"{transport}: {len(ports)} sources x {events:,}, --workers {workers}{what}",
         f"{h.rate(rate)}, {cpu:.2f} us CPU/event"
         + ("" if problem is None else f" FAILED: {problem}"),
         "",
@@ -127,6 +152,11 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--events", type=int, default=0)
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--kill-at",
+        type=int,
+        help="SSE with ids and resume: SIGKILL a worker once the file holds this many events",
+    )
     args = parser.parse_args(argv)
     events = args.events or (50_000 if args.quick else 250_000)
     counts = [int(w) for w in args.workers.split(",")]
@@ -137,11 +167,14 @@ def main(argv: list[str]) -> None:
             for workers in counts:
                 # Fresh servers each run: a metrics server serves its events once.
                 with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+                    kind = f"metrics-{transport}" + ("-ids" if args.kill_at else "")
                     ports = [
-                        stack.enter_context(h.server_process(f"metrics-{transport}", str(events)))
+                        stack.enter_context(h.server_process(kind, str(events)))
                         for _ in range(args.sources)
                     ]
-                    row = run_once(transport, ports, events, workers, Path(tmp))
+                    row = run_once(
+                        transport, ports, events, workers, Path(tmp), kill_at=args.kill_at
+                    )
                 print(row.benchmark, row.mux, flush=True)
                 rows.append(row)
     print(h.table(rows))
