@@ -238,7 +238,7 @@ class Engine(RunHost):
                         await self._sinks.start(sink)
                     if self.state_store is not None:
                         checkpoints = Checkpoints(
-                            self.state_store, self._sinks, self._resume_states
+                            self.state_store, self._sinks, self._resume_states, self._moved_states
                         )
                         system.start_soon(checkpoints.run_periodically)
                     quality = trio.CancelScope()
@@ -342,6 +342,16 @@ class Engine(RunHost):
             resume = runner.live_resume
             if resume is not None:
                 states[runner.name] = (runner.config.transport, resume)
+        return states
+
+    def _moved_states(self) -> dict[str, tuple[str, ResumeState]]:
+        """The resume states of the sources that handed over records since the
+        last call: what a checkpoint between two full ones saves."""
+        states = {}
+        for name, runner in self._fan_out.take_moved().items():
+            resume = runner.live_resume
+            if resume is not None:
+                states[name] = (runner.config.transport, resume)
         return states
 
     # -- housekeeping ---------------------------------------------------------------

@@ -57,6 +57,14 @@ class FanOut:
         self._sinks = sinks
         self._quality = quality
         self._fail_on = fail_on
+        #: The sources that handed over a batch since the last :meth:`take_moved`:
+        #: their resume state may have moved (what a ``--state`` checkpoint saves).
+        self.moved: dict[str, SourceRunner] = {}
+
+    def take_moved(self) -> dict[str, SourceRunner]:
+        """The sources that handed over a batch since the last call (then none)."""
+        moved, self.moved = self.moved, {}
+        return moved
 
     def sender(self, runner: SourceRunner) -> SourceSend:
         """What a source's records go through: its quality tracker, its processors,
@@ -64,23 +72,35 @@ class FanOut:
         Status, which stays the source's last record (docs/architecture.md,
         Guarantees the code relies on). A status detail is masked with the
         source's secrets first: a transport's error may quote an option."""
-        quality = self._quality.tracker(runner.name)
+        name = runner.name
+        quality = self._quality.tracker(name)
         send = self.send
         secrets = runner.config.secrets
 
         async def from_source(batch: Sequence[Record]) -> bool:
-            if secrets and batch and type(batch[0]) is Status:
-                batch = [_masked(record, secrets) for record in batch]
-            if quality is not None:
-                quality.observe(batch)
-            chain = runner.chain
-            if chain is not None:
-                batch = chain.run(batch)
-                if not batch:
-                    return False
-            if quality is not None and quality.ended_at is not None and not quality.reported_end:
-                batch = self._quality.with_last(quality, batch)
-            return await send(batch)
+            try:
+                if secrets and batch and type(batch[0]) is Status:
+                    batch = [_masked(record, secrets) for record in batch]
+                if quality is not None:
+                    quality.observe(batch)
+                chain = runner.chain
+                if chain is not None:
+                    batch = chain.run(batch)
+                    if not batch:
+                        return False
+                if (
+                    quality is not None
+                    and quality.ended_at is not None
+                    and not quality.reported_end
+                ):
+                    batch = self._quality.with_last(quality, batch)
+                return await send(batch)
+            finally:
+                # Noted once the hand-over is over: Session.emit moves the
+                # resume state right after this returns, with no await in
+                # between, so a checkpoint that takes this source's state
+                # after taking the note sees the move (state.Checkpoints).
+                self.moved[name] = runner
 
         return from_source
 

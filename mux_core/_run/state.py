@@ -51,6 +51,9 @@ _log = logging.getLogger("mux.state")
 
 #: Seconds between two checkpoints of every source's resume state.
 CHECKPOINT_INTERVAL = 1.0
+#: Every this many checkpoints, one takes every source's state, moved or not
+#: (:class:`Checkpoints`; the others take only the sources that moved).
+FULL_EVERY = 30
 
 #: The first block of seq values reserved per source; a source that uses up
 #: its block within :data:`_RESERVE_FAST` seconds gets a block twice as big
@@ -183,8 +186,14 @@ class StateStore:
             for name, (transport, resume) in states.items()
         }
 
-    async def save(self, snapshot: dict[str, _SavedSource], *, final: bool = False) -> None:
-        """Write a snapshot (in a worker thread), after any save in progress."""
+    async def save(
+        self, snapshot: dict[str, _SavedSource], *, final: bool = False, partial: bool = False
+    ) -> None:
+        """Write a snapshot (in a worker thread), after any save in progress.
+
+        ``partial``: the snapshot holds only the sources that moved; the
+        others keep what the file holds, and none is taken for departed.
+        """
         async with self._lock:
             merged = dict(self._saved)
             for name, source in snapshot.items():
@@ -193,7 +202,8 @@ class StateStore:
                     # A reservation saved meanwhile stays.
                     source.reserved = max(source.reserved, old.reserved)
                 merged[name] = source
-            self._forget_departed(merged, running=snapshot.keys())
+            if not partial:
+                self._forget_departed(merged, running=snapshot.keys())
             await trio.to_thread.run_sync(self._write, merged)
 
     def _forget_departed(self, merged: dict[str, _SavedSource], running: Any) -> None:
@@ -311,17 +321,30 @@ def _fsync_directory(directory: str) -> None:
 
 
 class Checkpoints:
-    """Saves ``states()`` into ``store`` every :data:`CHECKPOINT_INTERVAL` seconds."""
+    """Saves ``states()`` into ``store`` every :data:`CHECKPOINT_INTERVAL` seconds.
+
+    With ``moved`` (the states of the sources that handed over a batch since
+    the last call, e.g. :meth:`FanOut.take_moved`), a checkpoint takes only
+    those: one where nothing moved costs nothing (no state copied, no sink
+    settled, no write), and one where some did copies only theirs and
+    rewrites the file with them. Every :data:`FULL_EVERY` checkpoints takes
+    every state (``states()``) all the same: a transport may move its
+    position outside a batch (a cursor, an SSE id without data), and the
+    sources no longer running are found then.
+    """
 
     def __init__(
         self,
         store: StateStore,
         sinks: SinkSet,
         states: Callable[[], dict[str, tuple[str, ResumeState]]],
+        moved: Callable[[], dict[str, tuple[str, ResumeState]]] | None = None,
     ) -> None:
         self._store = store
         self._sinks = sinks
         self._states = states
+        self._moved = moved
+        self._count = 0
 
     async def run_periodically(self) -> None:
         while True:
@@ -338,8 +361,19 @@ class Checkpoints:
         ``fsync = true``); only then is the copy saved. False when a sink
         failed meanwhile: no more checkpoints (the final save is skipped too).
         """
-        snapshot = self._store.snapshot(self._states())
+        full = self._moved is None or self._count % FULL_EVERY == 0
+        self._count += 1
+        if full:
+            if self._moved is not None:
+                self._moved()  # every state is taken below
+            states = self._states()
+        else:
+            assert self._moved is not None
+            states = self._moved()
+            if not states:
+                return True  # nothing moved since the last checkpoint took it
+        snapshot = self._store.snapshot(states)
         if not await self._sinks.settle(blocking_only=True):
             return False
-        await self._store.save(snapshot)
+        await self._store.save(snapshot, partial=not full)
         return True
