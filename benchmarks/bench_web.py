@@ -1,7 +1,9 @@
 """The web sink under load: 100 viewers on one mux, and a relay mux -> mux -> file.
 
-Run: ``.venv/bin/python benchmarks/bench_web.py [--quick]``. Prints a table;
-asserts nothing (the numbers go to RESULTS.md by hand).
+Run: ``.venv/bin/python benchmarks/bench_web.py [--quick] [--relay | --viewers]
+[--runs N]``. Prints a table; asserts nothing (the numbers go to RESULTS.md
+by hand). ``--relay`` / ``--viewers`` run one part only; ``--runs N`` repeats
+it N times (the machine is shared: report the range).
 
 Viewers: ``mux run`` as a process reads three SSE sources at 1,000 events/s
 each (``_servers.py sse``, ``GET /tick?rate=1000``, its own process) into a
@@ -207,10 +209,12 @@ def relay(events: int) -> list[list[str]]:
                 n = _events(down_file)
                 if first is None and n > 1_000:
                     first = (time.monotonic(), n)
+                    cpu0 = _cpu_seconds(upstream.pid), _cpu_seconds(downstream.pid)
                 if n >= target:
                     break
                 time.sleep(0.05)
             done = time.monotonic()
+            cpu1 = _cpu_seconds(upstream.pid), _cpu_seconds(downstream.pid)
             # The rest are in flight: give them a moment before stopping.
             settle = time.monotonic() + 10
             while _events(down_file) < events and time.monotonic() < settle:
@@ -221,20 +225,32 @@ def relay(events: int) -> list[list[str]]:
                 proc.wait(timeout=60)
         relayed = _events(down_file)
     assert first is not None
-    rate = (target - first[1]) / (done - first[0])
+    counted = target - first[1]
+    rate = counted / (done - first[0])
+    up_us, down_us = ((b - a) / counted * 1e6 for a, b in zip(cpu0, cpu1, strict=True))
     return [
         [
             f"relay mux -> mux -> file, {events:,} events",
             f"{rate:,.0f} ev/s",
             f">= 100,000; {relayed:,} of {events:,} in the file",
-        ]
+        ],
+        [
+            "  CPU per relayed event, upstream / downstream",
+            f"{up_us:.2f} / {down_us:.2f} us",
+            f"load {os.getloadavg()[0]:.1f}",
+        ],
     ]
 
 
 def main() -> None:
     quick = "--quick" in sys.argv
-    rows = viewers(4.0 if quick else 8.0)
-    rows += relay(200_000 if quick else 1_000_000)
+    runs = int(sys.argv[sys.argv.index("--runs") + 1]) if "--runs" in sys.argv else 1
+    rows: list[list[str]] = []
+    for _ in range(runs):
+        if "--relay" not in sys.argv:
+            rows += viewers(4.0 if quick else 8.0)
+        if "--viewers" not in sys.argv:
+            rows += relay(200_000 if quick else 1_000_000)
     width = max(len(r[0]) for r in rows)
     for name, value, note in rows:
         print(f"{name:<{width}}  {value:>24}  {note}")

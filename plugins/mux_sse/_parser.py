@@ -10,7 +10,10 @@ its line is complete. Invalid UTF-8 becomes U+FFFD, as the spec's decoder does.
 Speed comes from working on whole reads with C-level bytes methods: line ends
 are normalised with ``replace``, the read is cut into events with
 ``split(b"\\n\\n")``, and an event that is one ``data:`` line (the common
-case) is emitted without looking at its lines one by one.
+case), or an ``id:`` line and ``data:`` lines (a mux ``web`` sink's records,
+many to an event), is emitted without looking at its lines one by one. An
+event cut by the end of a read is held whole (up to ``max_event_bytes``)
+until its end arrives, so it too takes that way.
 
 The transport asks for events ready to hand to ``Session.emit`` --
 ``json_data=True, empty_id=None`` -- so each event's data is handed out as
@@ -87,6 +90,7 @@ class SseParser:
         "_drop_line",
         "_empty_id",
         "_head",
+        "_held",
         "_id_buf",
         "_json",
         "_last_id_raw",
@@ -142,6 +146,7 @@ class SseParser:
         self._drop_line = False  # drop bytes up to the next line end
         self._tail: list[bytes] = []  # the incomplete last line, in pieces
         self._tail_len = 0
+        self._held = 0  # bytes of whole lines of an unfinished event at the tail's start
         self._at_start = True  # a BOM may still come
         self._head = b""  # first bytes, held until we know whether they are a BOM
         self._cr_pending = False  # the last read ended with CR: a leading LF is its partner
@@ -178,22 +183,37 @@ class SseParser:
             body = b"".join(self._tail)
             self._tail = []
             self._tail_len = 0
+            self._held = 0
         out: list[SseEvent] = []
         pieces = body.split(b"\n\n")
         last = len(pieces) - 1
         if last:
-            self._lines(pieces[0].split(b"\n"), out)
-            self._dispatch(out)
-            if last > 1:
-                self._events(pieces, last, out)
+            if self._size or self._discarding:  # the event began in lines already read
+                self._lines(pieces[0].split(b"\n"), out)
+                self._dispatch(out)
+                self._events(pieces, 1, last, out)
+            else:
+                self._events(pieces, 0, last, out)
         tail_lines = pieces[last]
+        rest = data[end + 1 :]
         if tail_lines:
-            self._lines(tail_lines[:-1].split(b"\n"), out)
-        self._keep_tail(data[end + 1 :])
+            if (
+                not self._size
+                and not self._discarding
+                and len(tail_lines) + len(rest) <= self.max_event_bytes
+                and b"retry" not in tail_lines
+            ):
+                # An event cut by the read: held whole (its lines are read when
+                # it ends, on the fast path) -- a retry: line takes effect now.
+                self._tail = [tail_lines]
+                self._tail_len = self._held = len(tail_lines)
+            else:
+                self._lines(tail_lines[:-1].split(b"\n"), out)
+        self._keep_tail(rest)
         return out
 
-    def _events(self, pieces: list[bytes], last: int, out: list[SseEvent]) -> None:
-        """Handle pieces 1..last-1: each is a whole event starting from a clean state.
+    def _events(self, pieces: list[bytes], first: int, last: int, out: list[SseEvent]) -> None:
+        """Handle pieces first..last-1: each is a whole event starting from a clean state.
 
         The hot loop of the parser, so it keeps everything in locals and
         leaves the rare cases (blank lines inside, oversized) to :meth:`_lines`.
@@ -204,7 +224,7 @@ class SseParser:
         as_raw = self._json and not self._check_json
         last_id = self.last_event_id
         shown_id = last_id or self._empty_id
-        for i in range(1, last):
+        for i in range(first, last):
             piece = pieces[i]
             if len(piece) >= limit:
                 self._lines(piece.split(b"\n"), out)
@@ -219,6 +239,29 @@ class SseParser:
                 else:
                     append(("message", shown_id, self._decode_data(value)))
                 continue
+            if piece[:4] == b"id: ":
+                # An id and data lines only (a mux web sink's records): the
+                # data lines joined without looking at them one by one.
+                nl = piece.find(b"\n")
+                joined = piece[nl + 7 :].replace(b"\ndata: ", b"\n")
+                # Every line a data line: each LF left is one that was replaced.
+                if piece.startswith(b"data: ", nl + 1) and joined.count(10) * 6 == (
+                    len(piece) - nl - 7 - len(joined)
+                ):
+                    value = piece[4:nl]
+                    if value == self._last_id_raw:
+                        pass
+                    elif len(value) <= max_id and b"\0" not in value:
+                        self._last_id_raw = self._id_buf = value
+                        last_id = self.last_event_id = value.decode("utf-8", "replace")
+                        shown_id = last_id or self._empty_id
+                    else:
+                        self._good_id(value)  # counts it when too long
+                    if as_raw:
+                        append(("message", shown_id, joined))
+                    else:
+                        append(("message", shown_id, self._decode_data(joined)))
+                    continue
             if piece[:1] == b"\n":  # starts with blank lines: the general path
                 self._lines(piece.split(b"\n"), out)
                 self._dispatch(out)
@@ -340,14 +383,30 @@ class SseParser:
             return
         self._tail_len += len(rest)
         if self._size + self._tail_len > self.max_event_bytes:
+            if self._held:  # read the held lines first, as they came: then the rest
+                self._tail.append(rest)
+                self._read_held()
+                return
             self._start_discarding()
             self._drop_rest_of_line()
             return
         self._tail.append(rest)
 
+    def _read_held(self) -> None:
+        """The held event grew too big: interpret its whole lines (counting their
+        size, ids, ...) as if read one by one, then keep the rest as a tail."""
+        joined = b"".join(self._tail)
+        held, rest = joined[: self._held], joined[self._held :]
+        self._tail = []
+        self._tail_len = 0
+        self._held = 0
+        self._lines(held[:-1].split(b"\n"), [])  # no blank line among them: no event
+        self._keep_tail(rest)
+
     def _drop_rest_of_line(self) -> None:
         self._tail = []
         self._tail_len = 0
+        self._held = 0
         self._drop_line = True
 
     def _strip_bom(self, data: bytes) -> bytes:

@@ -159,8 +159,8 @@ class SseTransport(Transport):
             max_event_bytes=opts.max_event_bytes,
             max_id_bytes=opts.max_id_bytes,
             empty_id=None,
-            json_data=opts.decode != "text" and not opts.relay,
-            check_json=opts.decode == "json",
+            json_data=opts.decode != "text" or opts.relay,
+            check_json=opts.decode == "json" and not opts.relay,
         )
         if self._proxy is not None:
             with trio.CancelScope(deadline=trio.current_time() + session.connect_timeout) as scope:
@@ -338,20 +338,26 @@ class SseTransport(Transport):
     async def _relay(self, session: Session, events: list[SseEvent]) -> None:
         """``relay = true``: hand on the records a mux web sink sent, as they are.
 
-        Its ``hello`` and ``reset`` events carry no record and are skipped; an
-        event whose data is not a mux record is skipped with one notice.
+        Its ``hello`` and ``reset`` events carry no record and are skipped.
+        Each event's data is one or more records, a JSON Lines line each,
+        decoded together (the parser hands them out as bytes); a line that is
+        not a mux record is skipped with one notice. The batch handed on knows
+        its size, so the sinks' channels need not measure it.
         """
-        from mux_core.records import Record, RecordDecodeError, decode_jsonl
+        from mux_core.records import decode_jsonl_lines
 
-        records: list[Record] = []
+        records = None
         bad = 0
         for kind, _id, data in events:
             if kind != "message":
                 continue
-            try:
-                records.append(decode_jsonl(data))
-            except RecordDecodeError:
-                bad += 1
+            batch, skipped = decode_jsonl_lines(data)
+            bad += skipped
+            if records is None:
+                records = batch
+            else:
+                records.extend(batch)
+                records.nbytes += batch.nbytes
         if records:
             await session.relay(records)
         if bad and not self._not_records_noticed:

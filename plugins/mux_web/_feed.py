@@ -1,21 +1,33 @@
-"""What the web sink keeps and sends: numbered frames, a bounded history, a queue per viewer.
+"""What the web sink keeps and sends: numbered records, a bounded history, a queue per viewer.
 
-Every record the sink is given becomes one Server-Sent Events frame::
+Every record the sink is given is numbered and sent as one JSON Lines line
+(the line the file sink writes); consecutive records go out together as one
+Server-Sent Event of up to about :data:`EVENT_BYTES`, one ``data:`` line
+each, with the number of its last record as its id::
 
     id: 3f9c01aa-1042
-    data: {"type":"event","source":"train",...}     (the JSON Lines line, as the file has it)
+    data: {"type":"event","source":"train",...,"seq":517}
+    data: {"type":"event","source":"train",...,"seq":518}
 
-The id is ``<epoch>-<n>``: ``n`` numbers this sink's records from 1, and the
-epoch is random per sink, so a browser that reconnects with ``Last-Event-ID``
-after mux restarted is told to start over (``event: reset``) instead of
-being resumed at a number that now means another record.
+A browser's EventSource hands such an event's data over as the lines joined
+by ``\n``: one record per line. The id is ``<epoch>-<n>``: ``n`` numbers this
+sink's records from 1 (an event's id is its last record's number, so a
+reconnect with ``Last-Event-ID`` resumes after the whole event), and the
+epoch is random per sink, so a browser that reconnects after mux restarted
+is told to start over (``event: reset``) instead of being resumed at a number
+that now means another record. Each record is encoded once, for every viewer:
+a batch becomes one chunk of bytes that every viewer's queue shares.
 
 A viewer that opens late gets the history first: per source, the newest
 ``points`` events of each event type, and the newest :data:`KEPT_OTHERS`
 statuses, alerts and quality records, merged back into their order. A
 viewer that reconnects with a ``Last-Event-ID`` gets only what came after
 it -- when nothing after it was trimmed since; else a ``reset`` and the
-whole history.
+whole history. The history goes out in pieces of about
+:data:`HISTORY_CHUNK` bytes, each made when the viewer's socket took the
+one before: what a viewer holds is its queue plus one piece, however long
+the history (a record trimmed from the history before the viewer's piece
+reached it is skipped, as it would be for a viewer opening then).
 
 Each viewer has a queue bounded in bytes (``viewer_buffer``). :meth:`Feed.publish`
 appends one chunk per batch to every queue and never waits: a viewer whose
@@ -25,37 +37,137 @@ resumes), so no viewer can slow a source, the sink, or another viewer.
 
 from __future__ import annotations
 
+import bisect
 import collections
 import heapq
 import itertools
+import operator
 import secrets
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 
 import trio
 
 from mux_core.records import Event, Record, encode_jsonl
 
-__all__ = ["KEPT_OTHERS", "MAX_EVENT_TYPES", "Feed", "Viewer"]
+__all__ = [
+    "EVENT_BYTES",
+    "HISTORY_CHUNK",
+    "KEPT_OTHERS",
+    "MAX_EVENT_TYPES",
+    "SEND_BYTES",
+    "Feed",
+    "Viewer",
+    "frame",
+]
 
 #: Statuses, alerts and quality records kept per source, each.
 KEPT_OTHERS = 1_000
 #: Event types kept apart per source; a source that sends more (a hostile
 #: server) shares one more history among the rest.
 MAX_EVENT_TYPES = 32
+#: Records go out together as one SSE event of up to about this many bytes
+#: (a record larger than this alone): a relaying mux reads many at once,
+#: within its ``max_event_bytes`` (8 MiB by default).
+EVENT_BYTES = 64 * 1024
+#: The history goes out in pieces of about this many bytes.
+HISTORY_CHUNK = 256 * 1024
+#: A viewer's queue is handed to its socket this many bytes at a time (or
+#: one batch, when a batch is larger).
+SEND_BYTES = 256 * 1024
 
-_Frame = tuple[int, bytes]
+_Kept = tuple[int, bytes]
+_seq_of = operator.itemgetter(0)
+
+
+def frame(prefix: bytes, lines: Sequence[bytes], seqs: Sequence[int]) -> bytes:
+    """``lines`` (JSON Lines lines without their LF) as SSE events of up to
+    about :data:`EVENT_BYTES` each, each with the number of its last line
+    (``seqs[i]`` numbers ``lines[i]``) after ``prefix`` as its id."""
+    n = len(lines)
+    if n == 1:
+        return b"id: %s%d\ndata: %s\n\n" % (prefix, seqs[0], lines[0])
+    ends = list(itertools.accumulate(map(len, lines)))
+    out: list[bytes] = []
+    start = 0
+    base = 0
+    while start < n:
+        stop = bisect.bisect_right(ends, base + EVENT_BYTES, start + 1)
+        out.append(
+            b"id: %s%d\ndata: %s\n\n"
+            % (prefix, seqs[stop - 1], b"\ndata: ".join(lines[start:stop]))
+        )
+        base = ends[stop - 1]
+        start = stop
+    return b"".join(out)
+
+
+class _History:
+    """One kept series (a source's events of one type, or its statuses, ...):
+    ``(number, line)`` pairs in number order, the newest ``size`` of them.
+
+    A list with a moving start (trimmed entries are cut off in blocks), not
+    a deque: a late viewer's next piece is found by bisection on the numbers.
+    """
+
+    __slots__ = ("items", "size", "start")
+
+    def __init__(self, size: int) -> None:
+        self.items: list[_Kept] = []
+        self.start = 0
+        self.size = size
+
+    def extend(self, kept: Sequence[_Kept]) -> int:
+        """Keep ``kept``; return the highest number trimmed by it (0: none)."""
+        items = self.items
+        items.extend(kept)
+        excess = len(items) - self.start - self.size
+        if excess <= 0:
+            return 0
+        self.start += excess
+        trimmed: int = items[self.start - 1][0]
+        # Cut off trimmed entries once they are an eighth of the kept ones
+        # (a cut moves every reference: a few per record on average).
+        if self.start > 64 and self.start * 8 >= self.size:
+            del items[: self.start]
+            self.start = 0
+        return trimmed
+
+    def newest(self) -> int:
+        return self.items[-1][0] if len(self.items) > self.start else 0
+
+    def after(self, number: int, upto: int, count: int) -> list[_Kept]:
+        """Up to ``count`` entries numbered in (number, upto], oldest first."""
+        items = self.items
+        first = bisect.bisect_right(items, number, self.start, key=_seq_of)
+        part = items[first : first + count]
+        if part and part[-1][0] > upto:
+            del part[bisect.bisect_right(part, upto, key=_seq_of) :]
+        return part
+
+
+class _Backlog:
+    """What a late viewer is still to be sent of the history: everything kept
+    numbered in (``sent``, ``upto``], ``upto`` being the newest number when it joined."""
+
+    __slots__ = ("sent", "upto")
+
+    def __init__(self, after: int, upto: int) -> None:
+        self.sent = after
+        self.upto = upto
 
 
 class Viewer:
-    """One connected browser (or relaying mux): its queue of frames not yet sent."""
+    """One connected browser (or relaying mux): its queue of events not yet sent."""
 
-    __slots__ = ("chunks", "closing", "dropped", "limit", "queued", "scope", "wake")
+    __slots__ = ("backlog", "chunks", "closing", "dropped", "limit", "queued", "scope", "wake")
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, backlog: _Backlog | None = None) -> None:
         self.chunks: collections.deque[bytes] = collections.deque()
         self.queued = 0
         self.limit = limit
         self.wake = trio.Event()
+        #: The history still to be sent before the queue (None: all sent).
+        self.backlog = backlog
         #: Set when the queue overflowed: the viewer is to be disconnected.
         self.dropped = False
         #: Set when the sink closes: what is queued is sent, then the stream ends.
@@ -81,6 +193,7 @@ class Viewer:
         self.dropped = True
         self.chunks.clear()
         self.queued = 0
+        self.backlog = None
         self.wake.set()
         if self.scope is not None:
             self.scope.cancel()
@@ -91,35 +204,41 @@ class Viewer:
         self.wake.set()
 
     async def take(self) -> bytes | None:
-        """Everything queued, as one chunk, once there is something; None once
-        dropped, or once closing and nothing is left."""
+        """What is queued, up to about :data:`SEND_BYTES` (one chunk when larger), once
+        there is something; None once dropped, or once closing and nothing is left."""
         while not self.chunks and not self.dropped and not self.closing:
             self.wake = trio.Event()
             await self.wake.wait()
-        if self.dropped or not self.chunks:
+        chunks = self.chunks
+        if self.dropped or not chunks:
             return None
-        chunk = b"".join(self.chunks)
-        self.chunks.clear()
-        self.queued = 0
-        return chunk
+        parts = [chunks.popleft()]
+        size = len(parts[0])
+        while chunks and size + len(chunks[0]) <= SEND_BYTES:
+            part = chunks.popleft()
+            parts.append(part)
+            size += len(part)
+        self.queued -= size
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 class _SourceHistory:
     __slots__ = ("events", "others")
 
     def __init__(self) -> None:
-        self.events: dict[str, collections.deque[_Frame]] = {}
-        self.others: dict[str, collections.deque[_Frame]] = {}
+        self.events: dict[str, _History] = {}
+        self.others: dict[str, _History] = {}
 
 
 class Feed:
-    """The numbered frames of one web sink, its history and its viewers."""
+    """The numbered records of one web sink, its history and its viewers."""
 
     def __init__(self, *, points: int, viewer_buffer: int, epoch: str | None = None) -> None:
         self.points = points
         self.viewer_buffer = viewer_buffer
         #: Random per sink: ids of another mux run are not resumed from.
         self.epoch = epoch or secrets.token_hex(4)
+        self._prefix = self.epoch.encode() + b"-"
         #: The number of the newest record.
         self.seq = 0
         #: The highest number ever trimmed from the history (0: none).
@@ -134,55 +253,105 @@ class Feed:
         """Number, keep and send a batch; never waits."""
         if not batch:
             return
-        lines = encode_jsonl(list(batch)).split(b"\n")
-        prefix = b"id: " + self.epoch.encode() + b"-"
-        frames: list[bytes] = []
-        seq = self.seq
-        for record, line in zip(batch, lines, strict=False):
-            seq += 1
-            frame = b"%s%d\ndata: %s\n\n" % (prefix, seq, line)
-            frames.append(frame)
-            self._keep(record, seq, frame)
-        self.seq = seq
-        chunk = b"".join(frames)
+        n = len(batch)
+        lines = encode_jsonl(batch if isinstance(batch, list) else list(batch)).split(b"\n")
+        del lines[n:]  # the empty piece after the last LF
+        first = self.seq + 1
+        self.seq += n
+        self._keep(batch, lines, first)
+        chunk = frame(self._prefix, lines, range(first, first + n))
         for viewer in list(self.viewers):
             if not viewer.offer(chunk):
                 self.viewers.discard(viewer)
                 self.dropped_viewers += 1
 
-    def _keep(self, record: Record, seq: int, frame: bytes) -> None:
+    def _keep(self, batch: Sequence[Record], lines: list[bytes], first: int) -> None:
+        """Keep each record's line in its series, a run of consecutive records
+        of one series at a time (a batch is usually one run)."""
+        numbered = list(zip(range(first, first + len(lines)), lines, strict=True))
+        run_start = 0
+        run_type: type | None = None
+        run_source = run_event = ""
+        for i, record in enumerate(batch):
+            kind = type(record)
+            event = record.event if kind is Event else ""  # type: ignore[union-attr]
+            if kind is not run_type or record.source != run_source or event != run_event:
+                if run_type is not None:
+                    self._keep_run(batch[run_start], numbered[run_start:i])
+                run_type, run_source, run_event, run_start = kind, record.source, event, i
+        self._keep_run(batch[run_start], numbered[run_start:])
+
+    def _keep_run(self, record: Record, kept: list[_Kept]) -> None:
+        """Keep ``kept``, records of the series ``record`` belongs to."""
         history = self._history.get(record.source)
         if history is None:
             history = self._history[record.source] = _SourceHistory()
         if type(record) is Event:
-            kept, key, size = history.events, record.event, self.points
-            if key not in kept and len(kept) >= MAX_EVENT_TYPES:
+            series, key, size = history.events, record.event, self.points
+            if key not in series and len(series) >= MAX_EVENT_TYPES:
                 key = "\x00other"
         else:
-            kept, key, size = history.others, type(record).__name__, KEPT_OTHERS
-        frames = kept.get(key)
-        if frames is None:
-            frames = kept[key] = collections.deque()
-        if len(frames) >= size:
-            trimmed = frames.popleft()[0]
-            if trimmed > self.trimmed:
-                self.trimmed = trimmed
-        frames.append((seq, frame))
+            series, key, size = history.others, type(record).__name__, KEPT_OTHERS
+        found = series.get(key)
+        if found is None:
+            found = series[key] = _History(size)
+        trimmed = found.extend(kept)
+        if trimmed > self.trimmed:
+            self.trimmed = trimmed
 
-    def join(self, last_event_id: str | None) -> tuple[Viewer, bool, Iterator[bytes]]:
-        """A new viewer, whether it must start over, and the frames it gets first.
+    def join(self, last_event_id: str | None) -> tuple[Viewer, bool]:
+        """A new viewer, and whether it must start over.
 
         The viewer is registered at once, so every record published after
-        this call reaches its queue and every one before is in the frames
-        returned (or was trimmed): nothing is missed or sent twice. The
-        frames are the history after ``last_event_id`` when the viewer can
-        resume from it, else the whole history (``reset`` True when the
-        viewer had an id to resume from and cannot).
+        this call reaches its queue, and every one before is in its backlog
+        (see :meth:`history`): nothing is missed or sent twice. The backlog
+        is the history after ``last_event_id`` when the viewer can resume
+        from it, else the whole history (``reset`` True when the viewer had
+        an id to resume from and cannot).
         """
-        viewer = Viewer(self.viewer_buffer)
         after, reset = self._resume_point(last_event_id)
+        backlog = _Backlog(after, self.seq) if after < self.seq else None
+        viewer = Viewer(self.viewer_buffer, backlog)
         self.viewers.add(viewer)
-        return viewer, reset, self._frames_after(after, self.seq)
+        return viewer, reset
+
+    def history(self, viewer: Viewer) -> bytes | None:
+        """The next piece of the viewer's backlog (about :data:`HISTORY_CHUNK`
+        bytes of SSE events), or None once it is all sent."""
+        backlog = viewer.backlog
+        if backlog is None:
+            return None
+        sent, upto = backlog.sent, backlog.upto
+        # Entries per series looked at for one piece: at least one each, enough
+        # for a piece of ~200-byte records from one series.
+        count = max(16, HISTORY_CHUNK // 128)
+        runs = []
+        for source in self._history.values():
+            for series in itertools.chain(source.events.values(), source.others.values()):
+                if series.newest() > sent:
+                    part = series.after(sent, upto, count)
+                    if part:
+                        runs.append(part)
+        if not runs:
+            viewer.backlog = None
+            return None
+        merged = runs[0] if len(runs) == 1 else list(heapq.merge(*runs, key=_seq_of))
+        # Complete series only up to the lowest last number of a partial run: a
+        # series cut at `count` may have entries numbered before another's next.
+        limit = min((run[-1][0] for run in runs if len(run) == count), default=upto)
+        seqs: list[int] = []
+        lines: list[bytes] = []
+        size = 0
+        for number, line in merged:
+            if number > limit or (size >= HISTORY_CHUNK and lines):
+                break
+            seqs.append(number)
+            lines.append(line)
+            size += len(line)
+        backlog.sent = seqs[-1]
+        if backlog.sent >= upto:
+            viewer.backlog = None
+        return frame(self._prefix, lines, seqs)
 
     def leave(self, viewer: Viewer) -> None:
         self.viewers.discard(viewer)
@@ -204,13 +373,3 @@ class Feed:
         if after > self.seq or after < self.trimmed:
             return 0, True
         return after, False
-
-    def _frames_after(self, after: int, upto: int) -> Iterator[bytes]:
-        """Kept frames numbered in (after, upto], in order: the deques are copied
-        now (references only), so later trimming changes nothing."""
-        runs: list[Iterable[_Frame]] = []
-        for history in self._history.values():
-            for kept in itertools.chain(history.events.values(), history.others.values()):
-                if kept and kept[-1][0] > after:
-                    runs.append([f for f in kept if after < f[0] <= upto])
-        return (frame for _seq, frame in heapq.merge(*runs))

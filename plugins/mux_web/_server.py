@@ -27,7 +27,7 @@ import hashlib
 import hmac
 import ipaddress
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from importlib import resources
 from typing import Any
@@ -59,8 +59,6 @@ MAX_REQUEST_BYTES = 16 * 1024
 HEARTBEAT = 15.0
 #: Connections besides the event streams (page, scripts, a restart click).
 _SPARE_CONNECTIONS = 32
-#: History frames are sent in chunks of about this many bytes.
-_HISTORY_CHUNK = 256 * 1024
 
 #: Scripts and styles only from this server, no inline script or style, no
 #: framing, no plugins; the page talks only to its own origin.
@@ -420,7 +418,7 @@ class WebServer:
             return
         last_id = request.headers.get("last-event-id") or request.query.get("last_id")
         feed = self.feed
-        viewer, reset, history = feed.join(last_id)
+        viewer, reset = feed.join(last_id)
         self.streams += 1
         try:
             with trio.CancelScope() as viewer.scope:
@@ -442,7 +440,9 @@ class WebServer:
                 if reset:
                     head += b"event: reset\ndata: {}\n\n"
                 await conn.send(h11.Data(data=head))
-                for part in _chunks(history):
+                # The history, a piece at a time as the socket takes them (what
+                # is published meanwhile waits in the viewer's bounded queue).
+                while (part := feed.history(viewer)) is not None:
                     await conn.send(h11.Data(data=part))
                 while True:
                     chunk: bytes | None = None
@@ -462,19 +462,6 @@ class WebServer:
                     " its browser reconnects and resumes",
                     feed.viewer_buffer,
                 )
-
-
-def _chunks(frames: Iterator[bytes]) -> Iterator[bytes]:
-    parts: list[bytes] = []
-    size = 0
-    for frame in frames:
-        parts.append(frame)
-        size += len(frame)
-        if size >= _HISTORY_CHUNK:
-            yield b"".join(parts)
-            parts, size = [], 0
-    if parts:
-        yield b"".join(parts)
 
 
 def _reason(status: int) -> bytes:

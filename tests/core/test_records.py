@@ -30,6 +30,7 @@ from mux_core.records import (
     State,
     Status,
     decode_jsonl,
+    decode_jsonl_lines,
     encode_jsonl,
     record_to_dict,
 )
@@ -215,6 +216,26 @@ def test_a_line_decodes_back_to_an_equal_record() -> None:
     assert decoded == records
     assert encode_jsonl(decoded) == encode_jsonl(records)
     assert isinstance(decoded[2], Status) and decoded[2].state is State.CONNECTED
+
+
+def test_many_lines_decode_at_once_and_what_is_not_a_record_is_counted() -> None:
+    records: list[Record] = [
+        Event("train", "sse", "metric", "42", keep_raw(b'{"step":42}'), 1.5, 17),
+        Status("train", "sse", State.CONNECTED, 1, None, "", 2.5),
+        Event("eval", "ws", "message", None, "text", 1.5, 18),
+    ]
+    data = encode_jsonl(records)
+    batch, bad = decode_jsonl_lines(data.rstrip(b"\n"))
+    assert (list(batch), bad) == (records, 0)
+    assert batch.nbytes >= len(data)  # sized from the bytes: a channel need not measure it
+    # A line with a NaN literal, and one that is no record: line by line, the
+    # one counted, the others kept in order.
+    nan = Event("train", "sse", "metric", "43", keep_raw(b'{"loss":NaN}'), 1.6, 19)
+    mixed = data + b"not a record\n" + encode_jsonl([nan]) + b"\n"
+    batch, bad = decode_jsonl_lines(mixed)
+    assert bad == 1
+    assert [r.seq if type(r) is Event else None for r in batch] == [17, None, 18, 19]
+    assert math.isnan(batch[-1].data["loss"])  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize(

@@ -483,3 +483,47 @@ def test_raw_mode_hands_out_the_bytes_text_mode_decodes(
     assert _as_text(raw) == text
     assert raw_parser.last_event_id == text_parser.last_event_id
     assert raw_parser.skipped == text_parser.skipped
+
+
+_web_event = st.tuples(
+    st.sampled_from([b"e-1", b"e-22", b"", b"\x00", b"e-4444444444", b" e-5", b"e-6\r"]),
+    st.lists(
+        st.sampled_from([b"{}", b"1", b"", b" y", b"data: z", b"\xe2\x82", b"retry: 7"]),
+        min_size=1,
+        max_size=4,
+    ),
+).map(lambda t: b"id: " + t[0] + b"\n" + b"".join(b"data: " + d + b"\n" for d in t[1]) + b"\n")
+
+
+@st.composite
+def web_sink_streams(draw: st.DrawFn) -> tuple[bytes, list[bytes]]:
+    """Events of an id line and data lines (a mux web sink's records, several to
+    an event) among any lines, split anywhere."""
+    parts = draw(st.lists(st.one_of(_web_event, _web_event, _line), max_size=20))
+    stream = b"".join(parts)
+    points = sorted(set(draw(st.lists(st.integers(0, len(stream)), max_size=8))))
+    bounds = [0, *points, len(stream)]
+    return stream, [stream[a:b] for a, b in itertools.pairwise(bounds)]
+
+
+@settings(max_examples=500, deadline=None)
+@given(case=web_sink_streams(), limit=st.integers(5, 80), id_limit=st.integers(1, 8))
+def test_id_and_data_events_match_the_reference_for_any_split(
+    case: tuple[bytes, list[bytes]], limit: int, id_limit: int
+) -> None:
+    """The fast way through an ``id:`` + ``data:`` lines event (and an event cut
+    by a read, held whole until it ends) gives the spec's events, ids and retry,
+    and the same skips, for any split, size and id limit."""
+    stream, reads = case
+    expected, last_id, retry = reference(stream, "s")
+    events, parser = parse(reads, last_event_id="s")
+    assert events == expected
+    assert parser.last_event_id == last_id
+    assert parser.retry == retry
+    whole, whole_parser = parse(stream, max_event_bytes=limit, max_id_bytes=id_limit)
+    pieces, piece_parser = parse(reads, max_event_bytes=limit, max_id_bytes=id_limit)
+    raw, raw_parser = parse(reads, json_data=True, max_event_bytes=limit, max_id_bytes=id_limit)
+    assert pieces == whole == _as_text(raw)
+    assert piece_parser.skipped == whole_parser.skipped == raw_parser.skipped
+    assert piece_parser.long_ids == whole_parser.long_ids == raw_parser.long_ids
+    assert piece_parser.last_event_id == whole_parser.last_event_id

@@ -27,7 +27,9 @@ async def web_sink(engine: Engine, name: str = "web", timeout: float = 10.0) -> 
 
 @attrs.frozen
 class Frame:
-    """One Server-Sent Event as a browser's EventSource would dispatch it."""
+    """One Server-Sent Event as a browser's EventSource would dispatch it; an
+    event of records ("message") as one Frame per record (per line of its
+    data), each with the event's id (the number of its last record)."""
 
     event: str
     id: str
@@ -64,7 +66,8 @@ class EventStream:
                 self.conn.receive_data(data)
             elif isinstance(event, h11.Data):
                 for kind, last_id, text in self.parser.feed(bytes(event.data)):
-                    self.pending.append(Frame(kind, last_id, text))
+                    lines = text.split("\n") if kind == "message" else [text]
+                    self.pending.extend(Frame(kind, last_id, line) for line in lines)
             else:  # EndOfMessage, ConnectionClosed
                 self.ended = True
         return self.pending.pop(0)
