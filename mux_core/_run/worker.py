@@ -87,6 +87,9 @@ class WorkerEngine(Engine):
         self.share = Share(start.index, start.count)
         super().__init__(config, reserve=self._reserve if start.state else None, **kw)
 
+    def _keep_alive(self) -> bool:
+        return self._start.keep_alive or super()._keep_alive()
+
     def make_sink(self, cfg: SinkConfig, sources: Sequence[SourceRunner] = ()) -> SinkRunner:
         channel = SinkChannel(cfg.buffer, Overflow.BLOCK, max_bytes=cfg.buffer_bytes)
         return SinkRunner(cfg, Uplink(self._pipe, self._lock), channel)

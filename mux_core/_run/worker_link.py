@@ -102,6 +102,9 @@ class Start(msgspec.Struct, forbid_unknown_fields=True):
     #: Where each source starts: its saved or held position (by name).
     resume: dict[str, Saved]
     quiet: bool = False
+    #: The parent watches the config file (``--watch``): sources may still come,
+    #: so the worker stays when all of its sources are terminal (as one process does).
+    keep_alive: bool = False
 
 
 def frame(message: dict[str, Any]) -> bytes:

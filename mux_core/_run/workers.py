@@ -386,6 +386,7 @@ class WorkerPool(RunHost):
             state=self.state_store is not None,
             resume=resume,
             quiet=self._quiet,
+            keep_alive=self._watch,
         )
         argv = [sys.executable, "-m", "mux_core._cli.worker"]
         process = await trio.lowlevel.open_process(

@@ -100,6 +100,9 @@ class ScriptedTransport(Transport):
             for first in range(0, len(ids), size):
                 chunk = ids[first : first + size]
                 await session.emit([("message", str(i), {"n": i}) for i in chunk])
+                # As a real transport's next read would: a stop is seen between
+                # batches (emit itself does not wait while the sinks have room).
+                await trio.lowlevel.checkpoint()
         raise Disconnected("server closed the stream")
 
 

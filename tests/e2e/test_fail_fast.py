@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 
 from mux_core.testing import FakeSseServer, serve_sse
@@ -25,6 +26,10 @@ from tests.helpers.e2e import (
 )
 
 NONFINITE = '\n[[processors]]\ntype = "nonfinite"\n'
+
+#: One process, and the same run with its source in a worker (the alert is
+#: raised in the worker, --fail-on is judged in the parent).
+RUNS = pytest.mark.parametrize("workers", [(), ("--workers", "2")], ids=["one", "workers"])
 
 
 def _config(tmp_path: Path, server: FakeSseServer) -> Path:
@@ -60,12 +65,13 @@ def _steps(records: list[dict[str, Any]]) -> list[int]:
     return [r["data"]["step"] for r in records if r["type"] == "event"]
 
 
+@RUNS
 async def test_fail_fast_stops_at_the_first_critical_alert_with_everything_written(
-    tmp_path: Path,
+    tmp_path: Path, workers: tuple[str, ...]
 ) -> None:
     async with serve_sse() as server, trio.open_nursery() as nursery:
         config = _config(tmp_path, server)
-        process = await start_mux(nursery, config, "--fail-on", "critical", "--fail-fast")
+        process = await start_mux(nursery, config, "--fail-on", "critical", "--fail-fast", *workers)
         out = tmp_path / "events.jsonl"
         await _publish(server, range(1, 6), nan_at=set())
         await _wait_for(out, lambda records: _steps(records) == [1, 2, 3, 4, 5])
@@ -85,12 +91,13 @@ async def test_fail_fast_stops_at_the_first_critical_alert_with_everything_writt
     assert "--fail-fast" in records[-1]["detail"]
 
 
+@RUNS
 async def test_fail_on_without_fail_fast_names_the_first_alert_and_counts_the_rest(
-    tmp_path: Path,
+    tmp_path: Path, workers: tuple[str, ...]
 ) -> None:
     async with serve_sse() as server, trio.open_nursery() as nursery:
         config = _config(tmp_path, server)
-        process = await start_mux(nursery, config, "--fail-on", "warning", "--for", "60")
+        process = await start_mux(nursery, config, "--fail-on", "warning", "--for", "60", *workers)
         out = tmp_path / "events.jsonl"
         # NaN at 3, finite at 4 (an info alert), NaN again at 5: two at or above warning
         await _publish(server, range(1, 7), nan_at={3, 5})

@@ -10,15 +10,19 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import trio
 
+from mux_core.testing import Respond, serve_sse
 from tests.helpers.e2e import (
     FAST_RETRY,
+    MUX,
     TRANSPORTS,
     JsonRecord,
     Server,
@@ -253,3 +257,105 @@ async def test_workers_is_a_usage_error_with_shard_or_below_one(tmp_path: Path) 
             assert await wait_exit(process, config) == 2, args
             assert says in stderr_of(config), (args, stderr_of(config))
             assert "Traceback" not in stderr_of(config)
+
+
+def rss_kib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as file:
+            for line in file:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:  # it has ended
+        pass
+    return 0
+
+
+async def test_a_slow_block_sink_holds_the_workers_back_in_bounded_memory(tmp_path: Path) -> None:
+    """Two sources that could send 5,000,000 events each as fast as they can, a
+    ``block`` sink in the parent that takes one batch each 0.2 s: the workers
+    wait at their pipes, memory stays bounded, the records arrive in order, and
+    SIGTERM still ends the run cleanly."""
+    out = tmp_path / "events.jsonl"
+    config = write_config(
+        tmp_path / "m.toml",
+        """
+        [[sources]]
+        name = "flood-a"
+        transport = "scripted"
+        script = ["events:5000000"]
+        batch = 1000
+        [[sources]]
+        name = "flood-b"
+        transport = "scripted"
+        script = ["events:5000000"]
+        batch = 1000
+        [[sinks]]
+        type = "collect"
+        delay = 0.2
+        buffer = 2000
+        """.replace("\n        ", "\n")
+        + file_sink_toml(out),
+    )
+    env = {**os.environ, "MUX_PLUGIN_MODULES": "mux_core.testing"}
+    async with trio.open_nursery() as nursery:
+        mux: trio.Process = await nursery.start(
+            partial(
+                trio.run_process,
+                [*MUX, "run", "-q", str(config), "--workers", "2"],
+                check=False,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env=env,
+            )
+        )
+        pids = await wait_for_workers(mux.pid, 2)
+        peak = {pid: 0 for pid in [mux.pid, *pids]}
+
+        def progressed(records: list[JsonRecord]) -> bool:
+            for pid in peak:
+                peak[pid] = max(peak[pid], rss_kib(pid))
+            return all(len(file_ids(records, name)) >= 10_000 for name in ("flood-a", "flood-b"))
+
+        await wait_for_file(out, progressed, process=mux, timeout=TIMEOUT)
+        assert await terminate(mux, config) == 0
+    # 5,000,000 events held in memory would be hundreds of MiB; the pipe, the
+    # uplink's channel (10,000 records, 4 MiB) and the sinks' channels bound it.
+    assert max(peak.values()) < 200 * 1024, peak
+    records = read_jsonl_strict(out)
+    for name in ("flood-a", "flood-b"):
+        events = file_ids(records, name)
+        assert len(events) < 1_000_000  # held back: far from what the source could send
+        assert events == ids(1, len(events))
+        assert [r for r in records if r["source"] == name][-1]["state"] == "stopped"
+
+
+async def test_sigusr1_restarts_a_source_that_gave_up_in_its_worker(tmp_path: Path) -> None:
+    out = tmp_path / "events.jsonl"
+    async with serve_sse() as server, trio.open_nursery() as nursery:
+        server.script(Respond(503))
+        toml = (
+            FAST_RETRY
+            + "max_attempts = 1\n"
+            + source_toml("train", "sse", server.url)
+            + file_sink_toml(out)
+        )
+        config = write_config(tmp_path / "m.toml", toml)
+        # --watch: sources may still come, so the run stays when this one gives up.
+        mux = await start_mux(nursery, config, "--workers", "2", "--watch")
+
+        def gave_up(records: list[JsonRecord]) -> bool:
+            return "max_retries_exceeded" in file_states(records, "train")
+
+        await wait_for_file(out, gave_up, process=mux, timeout=TIMEOUT)
+        mux.send_signal(signal.SIGUSR1)
+        await wait_for_file(
+            out,
+            lambda records: "connected" in file_states(records, "train"),
+            process=mux,
+            timeout=TIMEOUT,
+        )
+        await publish_range(server, 1, 3)
+        await wait_for_file(out, has_all(["train"], 3), process=mux, timeout=TIMEOUT)
+        assert await terminate(mux, config) == 0, stderr_of(config)
+    states = file_states(read_jsonl_strict(out), "train")
+    assert states[states.index("max_retries_exceeded") + 1 :][:2] == ["connecting", "connected"]
