@@ -29,10 +29,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import ExitStack
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import _harness as h
+from _harness import HERE
 from bench_e2e import mux_command
 from orjson import loads
 
@@ -70,6 +72,39 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """user + system seconds of a running process so far (None once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as file:
+            fields = file.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextmanager
+def servers(kind: str, events: int, count: int) -> Iterator[tuple[list[int], list[int]]]:
+    """``count`` server processes: (their ports, their pids); killed after."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(HERE / "_servers.py"), kind, str(events)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(count)
+    ]
+    try:
+        ports = []
+        for proc in procs:
+            assert proc.stdout is not None
+            ports.append(int(proc.stdout.readline().split()[1]))
+        yield ports, [proc.pid for proc in procs]
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
 def run_once(
     transport: str,
     ports: list[int],
@@ -78,6 +113,7 @@ def run_once(
     work: Path,
     *,
     kill_at: int | None = None,
+    server_pids: Sequence[int] = (),
 ) -> h.Row:
     out = work / f"w{workers}.jsonl"
     out.unlink(missing_ok=True)
@@ -100,11 +136,15 @@ def run_once(
     started = time.monotonic()
     interrupted = False
     killed = None
+    worker_cpu: dict[int, float] = {}
+    server_start = [cpu_seconds(pid) or 0.0 for pid in server_pids]
     while True:
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
         if pid:
             break
-        time.sleep(0.2)
+        time.sleep(0.1)
+        for child in children(proc.pid):
+            worker_cpu[child] = cpu_seconds(child) or worker_cpu.get(child, 0.0)
         if kill_at is not None and killed is None and count_events(out) >= kill_at:
             killed = children(proc.pid)[0]
             os.kill(killed, signal.SIGKILL)
@@ -131,11 +171,25 @@ def run_once(
     if problem is None and seen != total:
         problem = f"{seen} events, expected {total}"
     rate = seen / (last - first) if last > first else 0.0
-    cpu = (usage.ru_utime + usage.ru_stime) / max(seen, 1) * 1e6
+    total = usage.ru_utime + usage.ru_stime
+    cpu = total / max(seen, 1) * 1e6
+    server_cpu = sum(
+        (cpu_seconds(pid) or 0.0) - start
+        for pid, start in zip(server_pids, server_start, strict=True)
+    )
+    # Sampled every 0.1 s: a worker's last moments are missed (within noise).
+    workers_cpu = sum(worker_cpu.values()) if workers > 1 else 0.0
+    split = (
+        f" (parent {(total - workers_cpu) / max(seen, 1) * 1e6:.2f}, workers "
+        f"{workers_cpu / max(seen, 1) * 1e6:.2f})"
+        if workers > 1
+        else ""
+    )
     what = "" if kill_at is None else f", a worker SIGKILLed at {kill_at:,} (--state)"
     return h.Row(
         f"{transport}: {len(ports)} sources x {events:,}, --workers {workers}{what}",
-        f"{h.rate(rate)}, {cpu:.2f} us CPU/event"
+        f"{h.rate(rate)}, {cpu:.2f} us CPU/event{split}, "
+        f"servers {server_cpu / max(seen, 1) * 1e6:.2f}"
         + ("" if problem is None else f" FAILED: {problem}"),
         "",
         "",
@@ -166,14 +220,19 @@ def main(argv: list[str]) -> None:
         for _ in range(args.rounds):
             for workers in counts:
                 # Fresh servers each run: a metrics server serves its events once.
-                with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
-                    kind = f"metrics-{transport}" + ("-ids" if args.kill_at else "")
-                    ports = [
-                        stack.enter_context(h.server_process(kind, str(events)))
-                        for _ in range(args.sources)
-                    ]
+                kind = f"metrics-{transport}" + ("-ids" if args.kill_at else "")
+                with (
+                    tempfile.TemporaryDirectory() as tmp,
+                    servers(kind, events, args.sources) as (ports, pids),
+                ):
                     row = run_once(
-                        transport, ports, events, workers, Path(tmp), kill_at=args.kill_at
+                        transport,
+                        ports,
+                        events,
+                        workers,
+                        Path(tmp),
+                        kill_at=args.kill_at,
+                        server_pids=pids,
                     )
                 print(row.benchmark, row.mux, flush=True)
                 rows.append(row)

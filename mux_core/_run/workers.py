@@ -324,6 +324,7 @@ class WorkerPool(RunHost):
                 async with trio.open_nursery() as workers:
                     for worker in self._workers:
                         workers.start_soon(self._keep_running, worker)
+                await self._stop_the_rest()
                 self._sinks.close_all()
             system.cancel_scope.cancel()
         self._nursery = None
@@ -333,6 +334,24 @@ class WorkerPool(RunHost):
             await self.state_store.save(snapshot, final=clean)
         self.result = self._result()
         return self.result
+
+    async def _stop_the_rest(self) -> None:
+        """A source whose worker ended without stopping it (it died while the run was
+        stopping) still ends with ``stopped``, as every source of one process does."""
+        reason = self._stop_reason or "its worker ended"
+        statuses: list[Record] = []
+        for name, state in self._states.items():
+            if not state.terminal:
+                held = self._held.get(name)
+                transport = held.transport if held is not None else "?"
+                statuses.append(
+                    Status(name, transport, State.STOPPED, 1, None, reason, time.time())
+                )
+        if statuses:
+            await self._fan_out.send(statuses)
+            for status in statuses:
+                assert isinstance(status, Status)
+                self._states[status.source] = State.STOPPED
 
     async def _stop_after(self, seconds: float) -> None:
         await trio.sleep(seconds)
