@@ -51,9 +51,10 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _rss_kib(pid: int) -> int:
+def _rss_kib(pid: int, field: str = "VmRSS") -> int:
+    """The process's RSS now (``VmHWM``: its peak so far), KiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1])
     return 0
 
@@ -141,6 +142,7 @@ def viewers(seconds: float) -> list[list[str]]:
             _wait_port(web_port)
             time.sleep(3.0)  # connected, steady
             alone = _window(mux.pid, seconds)
+            peak_alone = _rss_kib(mux.pid, "VmHWM")
             load = subprocess.Popen(
                 [sys.executable, "-c", _LOAD, str(web_port), str(VIEWERS), str(seconds + 4)],
                 stdout=subprocess.PIPE,
@@ -148,6 +150,7 @@ def viewers(seconds: float) -> list[list[str]]:
             )
             time.sleep(3.0)  # every viewer connected, its history sent
             watched = _window(mux.pid, seconds)
+            peak_watched = _rss_kib(mux.pid, "VmHWM")
             out, _ = load.communicate(timeout=60)
             opened, received = (int(x) for x in out.split())
         finally:
@@ -155,6 +158,7 @@ def viewers(seconds: float) -> list[list[str]]:
             mux.wait(timeout=30)
         before, during = _rate(path, *alone[:2]), _rate(path, *watched[:2])
     per_viewer = (watched[3] - alone[3]) / VIEWERS
+    peak_per_viewer = (peak_watched - peak_alone) / VIEWERS
     return [
         ["file sink, 3 sources x 1,000 ev/s, no viewer", f"{before:,.0f} ev/s", ""],
         [f"file sink, {VIEWERS} viewers", f"{during:,.0f} ev/s", ""],
@@ -164,6 +168,11 @@ def viewers(seconds: float) -> list[list[str]]:
             "RSS without / with viewers",
             f"{alone[3] / 1024:.1f} / {watched[3] / 1024:.1f} MiB",
             f"{per_viewer:.0f} KiB per viewer",
+        ],
+        [
+            "peak RSS without / with viewers (history going out)",
+            f"{peak_alone / 1024:.1f} / {peak_watched / 1024:.1f} MiB",
+            f"{peak_per_viewer:.0f} KiB per viewer",
         ],
         [
             "viewers connected, bytes they read",

@@ -70,10 +70,10 @@ MAX_EVENT_TYPES = 32
 #: within its ``max_event_bytes`` (8 MiB by default).
 EVENT_BYTES = 64 * 1024
 #: The history goes out in pieces of about this many bytes.
-HISTORY_CHUNK = 256 * 1024
+HISTORY_CHUNK = 64 * 1024
 #: A viewer's queue is handed to its socket this many bytes at a time (or
 #: one batch, when a batch is larger).
-SEND_BYTES = 256 * 1024
+SEND_BYTES = 64 * 1024
 
 _Kept = tuple[int, bytes]
 _seq_of = operator.itemgetter(0)
@@ -335,7 +335,7 @@ class Feed:
         if not runs:
             viewer.backlog = None
             return None
-        merged = runs[0] if len(runs) == 1 else list(heapq.merge(*runs, key=_seq_of))
+        merged = runs[0] if len(runs) == 1 else heapq.merge(*runs, key=_seq_of)
         # Complete series only up to the lowest last number of a partial run: a
         # series cut at `count` may have entries numbered before another's next.
         limit = min((run[-1][0] for run in runs if len(run) == count), default=upto)
