@@ -92,6 +92,11 @@ def _non_empty(_instance: Any, attribute: attrs.Attribute[Any], value: str) -> N
         raise ValueError(f'{attribute.name} must name a data field (e.g. "step")')
 
 
+def _time_field(_instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+    if not isinstance(value, str) or value == "received_at":
+        raise ValueError(f'{attribute.name} must name a data field (e.g. "ts"), got {value!r}')
+
+
 @attrs.frozen(kw_only=True)
 class WebOptions:
     """Options of the web sink."""
@@ -106,8 +111,17 @@ class WebOptions:
     #: Numeric fields of each event's data to plot, one plot per field and one
     #: line per source, e.g. ["loss", "lr"].
     fields: list[str] = attrs.field(factory=list, validator=_names)
-    #: The data field the plots use as x when drawn by step (they can switch to time).
+    #: The x axis the plots start with, as the Qt panel's: the step field (a
+    #: numeric data field such as "step"), "received_at" (the time mux received
+    #: the event, shown as clock time), or the time_field (the time in the
+    #: event itself). The page can switch between them; with "received_at" or
+    #: the time_field the step field is "step".
     x: str = attrs.field(default="step", validator=_non_empty)
+    #: A data field holding the time each event was made: epoch seconds (or
+    #: milliseconds, microseconds, nanoseconds) or ISO 8601 text, e.g. "ts".
+    #: The plots can then be drawn by it: a backlog received in one burst after
+    #: a reconnect is drawn when it happened. Empty: none.
+    time_field: str = attrs.field(default="", validator=_time_field)
     #: Fields whose plot starts with a logarithmic y axis, e.g. ["loss"].
     log_y: list[str] = attrs.field(factory=list, validator=_names)
     #: Events kept per source and event type for a browser that opens late (or

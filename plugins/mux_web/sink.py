@@ -144,6 +144,7 @@ class WebSink(Sink):
             "epoch": self.feed.epoch,
             "fields": options.fields,
             "x": options.x,
+            "time_field": options.time_field or None,
             "log_y": options.log_y,
             "points": options.points,
             "replay": context.replay is not None,

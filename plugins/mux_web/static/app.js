@@ -109,6 +109,25 @@
       (c) => "\\u" + c.charCodeAt(0).toString(16).padStart(4, "0"));
   }
 
+  // A payload's time as epoch seconds, or NaN, as mux_qt.model.parse_time
+  // reads it: numbers are seconds (milliseconds, microseconds, nanoseconds
+  // told by their size), text is ISO 8601 (without an offset: local time).
+  function parseTime(value) {
+    if (typeof value === "number") {
+      if (!isFinite(value)) return NaN;
+      const size = Math.abs(value);
+      if (size >= 1e17) return value / 1e9;
+      if (size >= 1e14) return value / 1e6;
+      if (size >= 1e11) return value / 1e3;
+      return value;
+    }
+    if (typeof value === "string" && /^\d{4}-\d{2}-\d{2}/.test(value)) {
+      const ms = Date.parse(value.replace(" ", "T"));
+      return isFinite(ms) ? ms / 1000 : NaN;
+    }
+    return NaN;
+  }
+
   // JSON as mux writes it: a recording may hold bare NaN / Infinity literals.
   function parseRecord(text) {
     try { return JSON.parse(text); } catch (error) { /* fall through */ }
@@ -141,6 +160,7 @@
     sources: new Map(),
     fields: [],
     stepField: "step",
+    timeField: null,
     xMode: "step",
     smoothing: 0,
     logY: new Set(),
@@ -162,7 +182,7 @@
     const info = (state.hello && state.hello.sources || []).find((i) => i.name === name) || {};
     s = {
       name, transport: transport || info.transport || "",
-      status: null, lastAt: null, lastSeq: 0, lastStep: null,
+      status: null, lastAt: null, lastSeq: 0, lastStep: null, lastPtime: NaN,
       rate: new RateMeter(), stale: new StaleWatch(info.stale_after || null),
       run: 1, newRun: false, alerts: 0, lastAlert: null, quality: null,
       wasConnected: false, outageAt: null, outages: [], runStarts: [], pendingMarks: [],
@@ -178,7 +198,7 @@
     if (!runs) { runs = []; s.series.set(field, runs); }
     let current = runs[runs.length - 1];
     if (!current || current.run !== s.run) {
-      current = { run: s.run, steps: [], times: [], values: [] };
+      current = { run: s.run, steps: [], times: [], ptimes: [], values: [] };
       runs.push(current);
       if (runs.length > KEEP_RUNS) runs.shift();
     }
@@ -188,7 +208,8 @@
   function trim(series) {
     const extra = series.values.length - state.points;
     if (extra > Math.max(16, state.points / 8)) {
-      series.steps.splice(0, extra); series.times.splice(0, extra); series.values.splice(0, extra);
+      series.steps.splice(0, extra); series.times.splice(0, extra);
+      series.ptimes.splice(0, extra); series.values.splice(0, extra);
     }
   }
 
@@ -197,9 +218,15 @@
     const data = r.data;
     const step = data && typeof data === "object" ? data[state.stepField] : undefined;
     const hasStep = typeof step === "number" && isFinite(step);
+    const ptime = state.timeField && data && typeof data === "object" ? parseTime(data[state.timeField]) : NaN;
     if (s.newRun || (hasStep && s.lastStep !== null && step < s.lastStep)) {
-      if (s.lastSeq) { s.run += 1; s.runStarts.push({ run: s.run, step: hasStep ? step : null, at: r.received_at }); }
+      if (s.lastSeq) { s.run += 1; s.runStarts.push({ run: s.run, step: hasStep ? step : null, at: r.received_at, ptime }); }
       s.newRun = false;
+    }
+    if (isFinite(ptime)) {
+      // The first payload time after an outage ends its span on the payload-time axis.
+      for (const o of s.outages) if (o.pend === undefined) o.pend = ptime;
+      s.lastPtime = ptime;
     }
     s.rate.add(r.received_at, r.seq);
     s.stale.saw(r.received_at);
@@ -207,7 +234,7 @@
     s.lastSeq = r.seq;
     if (hasStep) s.lastStep = step;
     for (const mark of s.pendingMarks.filter((m) => m.seq === r.seq)) {
-      mark.step = hasStep ? step : s.lastStep; mark.at = r.received_at;
+      mark.step = hasStep ? step : s.lastStep; mark.at = r.received_at; mark.ptime = s.lastPtime;
     }
     s.pendingMarks = s.pendingMarks.filter((m) => m.seq > r.seq);
     if (!data || typeof data !== "object") return;
@@ -220,6 +247,7 @@
       const series = seriesOf(s, field);
       series.steps.push(hasStep ? step : (s.lastStep === null ? r.seq : s.lastStep));
       series.times.push(r.received_at);
+      series.ptimes.push(ptime);
       series.values.push(value);
       trim(series);
     }
@@ -230,17 +258,19 @@
     const s = source(r.source, r.transport);
     s.status = r;
     if (r.state === "connected") {
-      if (s.outageAt !== null) s.outages.push({ start: s.outageAt, end: r.at });
+      if (s.outageAt !== null) s.outages.push({ start: s.outageAt, end: r.at, pstart: s.outagePtime });
       s.outageAt = null;
       s.wasConnected = true;
     } else if (s.wasConnected && s.outageAt === null && r.state !== "connecting") {
       // An outage: every line of the source breaks here.
       s.outageAt = r.at;
+      s.outagePtime = s.lastPtime;
       for (const runs of s.series.values()) {
         const series = runs[runs.length - 1];
         if (!series || !series.values.length) continue;
         series.steps.push(series.steps[series.steps.length - 1] + 0.5);
         series.times.push(Math.max(r.at, series.times[series.times.length - 1]));
+        series.ptimes.push(s.lastPtime + 1e-3);
         series.values.push(null);
       }
       state.dirty = true;
@@ -252,7 +282,7 @@
     s.alerts += 1;
     s.lastAlert = r;
     if (r.rule === "restart") s.newRun = true;
-    const mark = { severity: r.severity, seq: r.seq, step: s.lastStep, at: r.at, rule: r.rule };
+    const mark = { severity: r.severity, seq: r.seq, step: s.lastStep, at: r.at, ptime: s.lastPtime, rule: r.rule };
     if (r.seq !== null && r.seq > s.lastSeq) { mark.step = null; s.pendingMarks.push(mark); }
     state.alerts.push({ record: r, mark, source: s });
     if (state.alerts.length > 500) state.alerts.shift();
@@ -427,13 +457,24 @@
 
   function plotData(field, list, log) {
     const tables = list.map(({ series }) => {
-      const xs = state.xMode === "time" ? series.times : series.steps;
+      const mode = state.xMode;
+      const xs = mode === "time" ? series.times : mode === "ptime" ? series.ptimes : series.steps;
       let ys = ema(series.values, state.smoothing);
       if (log) ys = ys.map((v) => (v !== null && v <= 0 ? undefined : v));
+      let order = null;
+      if (mode === "ptime") {
+        // Payload times may come out of order (a backlog after a reconnect):
+        // drawn where they happened; points without one are left out.
+        order = [];
+        for (let i = 0; i < xs.length; i++) if (isFinite(xs[i])) order.push(i);
+        order.sort((a, b) => xs[a] - xs[b] || a - b);
+      }
       // x must rise within a table: keep the first of equal or earlier xs.
       const keepX = [], keepY = [];
       let last = -Infinity;
-      for (let i = 0; i < xs.length; i++) {
+      const n = order ? order.length : xs.length;
+      for (let k = 0; k < n; k++) {
+        const i = order ? order[k] : k;
         if (xs[i] > last) { keepX.push(xs[i]); keepY.push(ys[i]); last = xs[i]; }
       }
       return [keepX, keepY];
@@ -447,7 +488,7 @@
       hooks: {
         draw: [(u) => {
           const ctx = u.ctx, top = u.bbox.top, height = u.bbox.height;
-          const xOf = (mark) => (state.xMode === "time" ? mark.at : mark.step);
+          const xOf = (mark) => (state.xMode === "time" ? mark.at : state.xMode === "ptime" ? mark.ptime : mark.step);
           const line = (x, colour, dash) => {
             if (x === null || x === undefined || !isFinite(x)) return;
             const px = u.valToPos(x, "x", true);
@@ -455,11 +496,13 @@
             ctx.save(); ctx.strokeStyle = colour; ctx.lineWidth = 1.5 * devicePixelRatio;
             ctx.setLineDash(dash); ctx.beginPath(); ctx.moveTo(px, top); ctx.lineTo(px, top + height); ctx.stroke(); ctx.restore();
           };
-          if (state.xMode === "time") {
+          if (state.xMode === "time" || state.xMode === "ptime") {
+            const byPayload = state.xMode === "ptime";
             for (const s of state.sources.values()) {
-              const spans = s.outages.slice();
-              if (s.outageAt !== null) spans.push({ start: s.outageAt, end: clock.now() });
+              const spans = s.outages.map((o) => (byPayload ? { start: o.pstart, end: o.pend } : o));
+              if (s.outageAt !== null) spans.push(byPayload ? { start: s.outagePtime, end: s.lastPtime } : { start: s.outageAt, end: clock.now() });
               for (const o of spans) {
+                if (!isFinite(o.start) || !isFinite(o.end)) continue;
                 const a = u.valToPos(o.start, "x", true), b = u.valToPos(o.end, "x", true);
                 ctx.save(); ctx.fillStyle = "rgba(198,40,40,0.08)"; ctx.fillRect(a, top, Math.max(b - a, 1), height); ctx.restore();
               }
@@ -519,23 +562,36 @@
       const signature = state.xMode + "|" + log + "|" + list.map((i) => i.label).join("\u0000");
       const data = plotData(field, list, log);
       const width = Math.max(plot.area.clientWidth, 200);
+      // What the page shows, for a reader (and the browser tests): the x axis
+      // and the first and last x of the first line.
+      plot.box.dataset.x = state.xMode;
+      plot.box.dataset.xs = JSON.stringify(data[0].length ? [data[0][0], data[0][data[0].length - 1]] : []);
       if (plot.chart && plot.signature === signature) {
         plot.chart.setData(data);
         continue;
       }
       if (plot.chart) plot.chart.destroy();
-      const series = [{ label: state.xMode === "time" ? "time" : state.stepField }];
+      const xLabel = state.xMode === "time" ? "time" : state.xMode === "ptime" ? state.timeField : state.stepField;
+      const series = [{ label: xLabel }];
+      const styles = [];
       for (const item of list) {
         const colour = colourOf(item.s.name);
+        // Earlier runs: the source's colour, dashed and a little lighter --
+        // plainly there, and plainly not the current run.
+        const style = item.faded
+          ? { stroke: colour + "b3", width: 1.25, dash: [6, 3] }
+          : { stroke: colour, width: 2, dash: [] };
+        styles.push({ label: item.label, faded: item.faded, stroke: style.stroke, dash: style.dash });
         series.push({
-          label: item.label, stroke: item.faded ? colour + "66" : colour, width: item.faded ? 1 : 1.5,
+          label: item.label, stroke: style.stroke, width: style.width, dash: style.dash,
           spanGaps: false, points: { show: false },
           value: (u, v) => formatValue(v),
         });
       }
+      plot.box.dataset.series = JSON.stringify(styles);
       const opts = {
         width, height: 260,
-        scales: { x: { time: state.xMode === "time" }, y: log ? { distr: 3 } : {} },
+        scales: { x: { time: state.xMode === "time" || state.xMode === "ptime" }, y: log ? { distr: 3 } : {} },
         series,
         axes: [{}, { size: 72, values: (u, vals) => vals.map(tickText) }],
         legend: { live: true },
@@ -568,12 +624,29 @@
     if (state.hello && state.hello.epoch !== hello.epoch) reset();
     state.hello = hello;
     state.fields = Array.isArray(hello.fields) ? hello.fields.map(String) : [];
-    state.stepField = typeof hello.x === "string" && hello.x !== "received_at" ? hello.x : "step";
+    // As the Qt panel: x is the step field, "received_at" or the time_field;
+    // with either time the step field is "step".
+    state.timeField = typeof hello.time_field === "string" && hello.time_field ? hello.time_field : null;
+    const x = typeof hello.x === "string" ? hello.x : "step";
+    state.stepField = x === "received_at" || x === state.timeField ? "step" : x;
     if (typeof hello.points === "number") state.points = hello.points;
+    const choice = $("x-axis");
+    set(choice.querySelector('option[value="step"]'), "by " + state.stepField);
+    let byPayload = choice.querySelector('option[value="ptime"]');
+    if (state.timeField && !byPayload) {
+      byPayload = el("option", "", "");
+      byPayload.value = "ptime";
+      choice.appendChild(byPayload);
+    }
+    if (byPayload) {
+      if (state.timeField) set(byPayload, "by " + state.timeField + " (payload time)");
+      else { if (state.xMode === "ptime") state.xMode = "step"; byPayload.remove(); }
+    }
     if (first) {
       for (const f of hello.log_y || []) state.logY.add(String(f));
-      if (hello.x === "received_at") { state.xMode = "time"; $("x-axis").value = "time"; }
+      state.xMode = x === "received_at" ? "time" : state.timeField && x === state.timeField ? "ptime" : "step";
     }
+    choice.value = state.xMode;
     document.title = "mux — " + hello.config;
     set($("title"), "mux — " + hello.config + (hello.replay ? " (replay)" : ""));
     for (const info of hello.sources || []) source(info.name, info.transport);
@@ -585,7 +658,8 @@
     const events = new EventSource("/events");
     events.addEventListener("hello", (e) => onHello(e.data));
     events.addEventListener("reset", () => reset());
-    events.addEventListener("message", (e) => onRecord(e.data));
+    // An event holds one record or more, one JSON Lines line each.
+    events.addEventListener("message", (e) => { for (const line of e.data.split("\n")) onRecord(line); });
     events.addEventListener("open", () => { link.className = "link live"; set(link, "live"); });
     events.addEventListener("error", () => {
       if (events.readyState === EventSource.CLOSED) {

@@ -269,3 +269,85 @@ async def test_hostile_names_and_payloads_render_as_text(tmp_path: Path, browser
 
             assert await _page(browser, no_dialog)
             assert not _csp_violations(browser)
+
+
+#: What each plot exposes: its x axis, its first and last x, its lines' styles.
+_PLOTS = """
+return Array.from(document.querySelectorAll('.plot')).map(box => ({
+  field: box.dataset.field,
+  x: box.dataset.x,
+  xs: JSON.parse(box.dataset.xs || '[]'),
+  series: JSON.parse(box.dataset.series || '[]'),
+  choice: document.getElementById('x-axis').value,
+  options: Array.from(document.querySelectorAll('#x-axis option')).map(o => o.textContent),
+}));
+"""
+
+
+async def test_the_plots_go_by_the_payload_time_and_show_earlier_runs_dashed(
+    tmp_path: Path, browser: Any
+) -> None:
+    # Payload times a minute apart, in milliseconds; all received within a second.
+    start_ms = 1_765_000_000_000
+
+    def ts(i: int) -> int:
+        return start_ms + i * 60_000
+
+    async with serve_sse() as server:
+        toml = textwrap.dedent(
+            f"""
+            [[sources]]
+            name = "train"
+            transport = "sse"
+            url = "{server.url}"
+
+            [[sinks]]
+            type = "web"
+            listen = "127.0.0.1:0"
+            fields = ["loss"]
+            time_field = "ts"
+            x = "ts"
+            """
+        )
+        async with running_engine(toml) as (engine, collect):
+            sink = await web_sink(engine)
+            # Run 1: steps 1-5; run 2 starts over at step 1 (the step went back).
+            for i, step in enumerate([1, 2, 3, 4, 5, 1, 2, 3]):
+                await server.publish({"step": step, "loss": 1.0 / (i + 1), "ts": ts(i)})
+            await collect.wait_for(lambda c: len(c.events) == 8)
+            await _page(browser, lambda d: d.get(sink.url))
+            await _until(browser, lambda rows: bool(rows) and rows[0]["run"] == "2")
+
+            async def plots_when(predicate: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+                plot: dict[str, Any] = {}
+                with trio.fail_after(30):
+                    while not plot or not predicate(plot):
+                        found = await _page(browser, lambda d: d.execute_script(_PLOTS))
+                        plot = found[0] if found else {}
+                        await trio.sleep(0.1)
+                return plot
+
+            plot = await plots_when(lambda p: len(p["series"]) == 2)
+            # x = "ts": by the payload's own time, in seconds (ms told by size).
+            assert plot["x"] == "ptime" and plot["choice"] == "ptime"
+            assert "by ts (payload time)" in plot["options"]
+            assert plot["xs"] == [ts(0) / 1000, ts(7) / 1000]
+            # Run 1 is there, dashed; run 2, the current one, solid.
+            earlier, current = plot["series"]
+            assert earlier["label"] == "train · run 1" and earlier["faded"]
+            assert earlier["dash"] and earlier["stroke"].startswith("#")
+            assert current["label"] == "train · run 2" and not current["faded"]
+            assert current["dash"] == []
+
+            # Switched to the time received: the 7 minutes are gone (< 60 s).
+            await _page(
+                browser,
+                lambda d: d.execute_script(
+                    "const s = document.getElementById('x-axis'); s.value = 'time';"
+                    " s.dispatchEvent(new Event('change'));"
+                ),
+            )
+            plot = await plots_when(lambda p: p["x"] == "time")
+            first, last = plot["xs"]
+            assert 0 <= last - first < 60
+            assert not _csp_violations(browser)
