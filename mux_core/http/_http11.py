@@ -27,6 +27,8 @@ never h11's own wording.
 
 from __future__ import annotations
 
+import errno
+import os
 import re
 import ssl
 import urllib.request
@@ -345,6 +347,13 @@ class Http11Stream:
         self._decoder: Decoder | None = None
         self._body: BodyReader = CloseDelimitedBody()
         self._pending = b""  # body bytes that came in with the head
+        #: A plain TCP connection on a POSIX system: the body is read from its
+        #: socket directly (:meth:`_read_socket`); None: through the stream.
+        self._socket = (
+            stream.socket if type(stream) is trio.SocketStream and os.name == "posix" else None
+        )
+        #: The last read did not fill the buffer: the socket is most likely empty.
+        self._drained = True
 
     @classmethod
     async def connect(cls, url: httpx.URL, tls: ssl.SSLContext | None) -> Http11Stream:
@@ -381,7 +390,10 @@ class Http11Stream:
             if self._pending:
                 data, self._pending = self._pending, b""
             else:
-                data = cast(bytes, await self._stream.receive_some(_READ_SIZE))
+                if self._socket is not None:
+                    data = await self._read_socket(self._socket)
+                else:
+                    data = cast(bytes, await self._stream.receive_some(_READ_SIZE))
                 if not data:
                     body.end()
                     break
@@ -391,6 +403,36 @@ class Http11Stream:
             if payload:
                 return payload
         return b""
+
+    async def _read_socket(self, sock: trio.socket.SocketType) -> bytes:
+        """What ``SocketStream.receive_some`` returns, for less per read.
+
+        trio tries ``recv`` first and waits for the socket only when that
+        fails, so a stream of small events (one a read, the socket emptied by
+        each) pays every read twice: a ``recv`` that fails with EAGAIN (an
+        exception, through a context manager) and the one after the wait.
+        Here a read that did not fill the buffer means the socket is empty:
+        the next one waits first (a checkpoint, as trio's is), and a read
+        that filled it tries at once (after a checkpoint). Errors as trio
+        gives them: ``BrokenResourceError``, ``ClosedResourceError``.
+        """
+        if self._drained:
+            await trio.lowlevel.wait_readable(sock)
+        else:
+            await trio.lowlevel.checkpoint()
+        fd = sock.fileno()
+        while True:
+            try:
+                data = os.read(fd, _READ_SIZE)
+            except BlockingIOError:  # woken without data after all
+                await trio.lowlevel.wait_readable(sock)
+                continue
+            except OSError as exc:
+                if fd < 0 or exc.errno == errno.EBADF:
+                    raise trio.ClosedResourceError("this socket was already closed") from None
+                raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
+            self._drained = len(data) < _READ_SIZE
+            return data
 
     async def aclose(self) -> None:
         """Close the connection at once (no TLS close_notify wait)."""
