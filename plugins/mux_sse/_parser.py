@@ -241,14 +241,11 @@ class SseParser:
                 continue
             if piece[:4] == b"id: ":
                 # An id and data lines only (a mux web sink's records): the
-                # data lines joined without looking at them one by one.
-                nl = piece.find(b"\n")
-                joined = piece[nl + 7 :].replace(b"\ndata: ", b"\n")
-                # Every line a data line: each LF left is one that was replaced.
-                if piece.startswith(b"data: ", nl + 1) and joined.count(10) * 6 == (
-                    len(piece) - nl - 7 - len(joined)
-                ):
-                    value = piece[4:nl]
+                # data lines cut apart and joined without looking at each.
+                parts = piece.split(b"\ndata: ")
+                # Every line after the id a data line: every LF was one of the cuts.
+                if len(parts) > 1 and len(parts) - 1 == piece.count(10):
+                    value = parts[0][4:]
                     if value == self._last_id_raw:
                         pass
                     elif len(value) <= max_id and b"\0" not in value:
@@ -257,6 +254,8 @@ class SseParser:
                         shown_id = last_id or self._empty_id
                     else:
                         self._good_id(value)  # counts it when too long
+                    del parts[0]
+                    joined = parts[0] if len(parts) == 1 else b"\n".join(parts)
                     if as_raw:
                         append(("message", shown_id, joined))
                     else:

@@ -77,6 +77,7 @@ SEND_BYTES = 64 * 1024
 
 _Kept = tuple[int, bytes]
 _seq_of = operator.itemgetter(0)
+_series_of = operator.attrgetter("source", "event")
 
 
 def frame(prefix: bytes, lines: Sequence[bytes], seqs: Sequence[int]) -> bytes:
@@ -269,6 +270,14 @@ class Feed:
         """Keep each record's line in its series, a run of consecutive records
         of one series at a time (a batch is usually one run)."""
         numbered = list(zip(range(first, first + len(lines)), lines, strict=True))
+        head = batch[0]
+        if (
+            type(head) is Event
+            and len(set(map(type, batch))) == 1
+            and len(set(map(_series_of, batch))) == 1
+        ):  # the usual batch: one source's events of one type (C loops only)
+            self._keep_run(head, numbered)
+            return
         run_start = 0
         run_type: type | None = None
         run_source = run_event = ""
