@@ -349,13 +349,25 @@ async def test_a_second_mux_relays_the_first_ones_sources(tmp_path: Path) -> Non
         )
         async with running_engine(downstream) as (_, down):
             await down.wait_for(lambda c: len([e for e in c.events if e.source == "train"]) == 50)
+            # The connection breaks (the upstream drops its viewer): the relay
+            # reconnects with Last-Event-ID and goes on after what it had.
+            feed = (await web_sink(upstream)).feed
+            for viewer in list(feed.viewers):
+                viewer.drop()
+            await down.wait_for(
+                lambda c: (
+                    [s.state for s in c.statuses if s.source == "upstream"].count(State.CONNECTED)
+                    == 2
+                )
+            )
             for step in range(51, 101):
                 await server.publish({"step": step, "loss": 1 / step})
             await down.wait_for(lambda c: len([e for e in c.events if e.source == "train"]) == 100)
             relayed = [r for r in down.records if r.source == "train"]
             own = [r for r in up_collect.records if r.source == "train"][: len(relayed)]
             assert relayed == own  # the same records: source, seq, ids, times, payloads
-            assert all(type(e) is Event for e in relayed if e.source == "train") or True
+            seqs = [r.seq for r in relayed if type(r) is Event]
+            assert sorted(set(seqs)) == seqs == list(range(1, 101))  # resumed: none twice
             upstream_states = [s.state for s in down.statuses if s.source == "upstream"]
             assert State.CONNECTED in upstream_states
 
