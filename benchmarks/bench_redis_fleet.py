@@ -19,7 +19,8 @@ What runs, each in a process of its own:
 * **3 collectors**: ``mux run collect-hN.toml --state DIR``, each the 5,000
   sources of one host, into a ``redis-stream`` sink: ``stream =
   "mux:{bucket}"`` with ``buckets = 16`` (``--layout buckets``, the default)
-  or ``"mux:{source}"`` (``--layout source``: one stream per source).
+  or ``"mux:{source}"`` (``--layout source``: one stream per source), with
+  ``min_interval = 0.05`` as in docs/deployment.md's recipe (``--min-interval``).
 * **2 consumers**: ``mux run`` with one ``redis-stream`` source in the group
   ``archivers`` into a ``file`` sink with ``flush_interval = 0.2``.
 
@@ -242,7 +243,9 @@ def _rss_mib(pid: int) -> float:
     return 0.0
 
 
-def _collector_toml(host: int, port: int, sources: int, redis: str, layout: str) -> str:
+def _collector_toml(
+    host: int, port: int, sources: int, redis: str, layout: str, min_interval: float = 0.05
+) -> str:
     parts = ["[retry]\nconnect_timeout = 60.0\n"]
     for n in range(sources):
         parts.append(
@@ -254,7 +257,10 @@ def _collector_toml(host: int, port: int, sources: int, redis: str, layout: str)
         if layout == "buckets"
         else 'stream = "mux:{source}"'
     )
-    parts.append(f'[[sinks]]\ntype = "redis-stream"\nurl = "{redis}"\n{stream}\nmaxlen = 100000\n')
+    parts.append(
+        f'[[sinks]]\ntype = "redis-stream"\nurl = "{redis}"\n{stream}\nmaxlen = 100000\n'
+        f"min_interval = {min_interval}\n"
+    )
     return "\n".join(parts)
 
 
@@ -439,7 +445,9 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             for host in hosts:
                 config = workdir / f"collect-h{host}.toml"
                 config.write_text(
-                    _collector_toml(host, fleet.ports[host], args.sources, url, args.layout)
+                    _collector_toml(
+                        host, fleet.ports[host], args.sources, url, args.layout, args.min_interval
+                    )
                 )
                 configs.append(config)
                 states.append(workdir / f"state-h{host}")
@@ -671,6 +679,12 @@ def main(argv: list[str]) -> None:
         "--settle", type=float, default=20.0, help="seconds after every source was seen"
     )
     parser.add_argument("--window", type=float, default=30.0, help="the steady window, seconds")
+    parser.add_argument(
+        "--min-interval",
+        type=float,
+        default=0.05,
+        help="the collectors' redis-stream min_interval (the fleet recipe's 0.05)",
+    )
     parser.add_argument("--outage", type=float, default=2.0, help="seconds a collector is down")
     parser.add_argument("--window2", type=float, default=20.0, help="seconds after the restart")
     args = parser.parse_args(argv)
