@@ -38,6 +38,7 @@ at the least, and Python refuses to read an integer of 4,300 digits.
 
 from __future__ import annotations
 
+import operator
 from typing import Any, TypeAlias
 
 from mux_core.payload import is_json
@@ -63,6 +64,7 @@ MAX_RETRY_DIGITS = 9
 SseEvent: TypeAlias = tuple[str, Any, Any]
 
 _BOM = b"\xef\xbb\xbf"
+_is_retry = operator.methodcaller("startswith", b"retry")
 
 
 class SseParser:
@@ -95,6 +97,7 @@ class SseParser:
         "_json",
         "_last_id_raw",
         "_max_id",
+        "_records",
         "_size",
         "_tail",
         "_tail_len",
@@ -116,6 +119,7 @@ class SseParser:
         empty_id: str | None = "",
         json_data: bool = False,
         check_json: bool = False,
+        records: bool = False,
     ) -> None:
         if max_event_bytes <= 0:
             raise ValueError(f"max_event_bytes must be positive, got {max_event_bytes}")
@@ -137,6 +141,7 @@ class SseParser:
         self._empty_id = empty_id
         self._json = json_data
         self._check_json = check_json
+        self._records = records
         self._last_id_raw = last_event_id.encode("utf-8")
         self._id_buf = self._last_id_raw
         self._data: list[bytes] = []
@@ -185,23 +190,27 @@ class SseParser:
             self._tail_len = 0
             self._held = 0
         out: list[SseEvent] = []
-        pieces = body.split(b"\n\n")
-        last = len(pieces) - 1
-        if last:
-            if self._size or self._discarding:  # the event began in lines already read
-                self._lines(pieces[0].split(b"\n"), out)
-                self._dispatch(out)
-                self._events(pieces, 1, last, out)
-            else:
-                self._events(pieces, 0, last, out)
-        tail_lines = pieces[last]
+        if self._records:
+            tail_lines, retry_in_tail = self._record_events(body, out)
+        else:
+            pieces = body.split(b"\n\n")
+            last = len(pieces) - 1
+            if last:
+                if self._size or self._discarding:  # the event began in lines already read
+                    self._lines(pieces[0].split(b"\n"), out)
+                    self._dispatch(out)
+                    self._events(pieces, 1, last, out)
+                else:
+                    self._events(pieces, 0, last, out)
+            tail_lines = pieces[last]
+            retry_in_tail = b"retry" in tail_lines
         rest = data[end + 1 :]
         if tail_lines:
             if (
                 not self._size
                 and not self._discarding
                 and len(tail_lines) + len(rest) <= self.max_event_bytes
-                and b"retry" not in tail_lines
+                and not retry_in_tail
             ):
                 # An event cut by the read: held whole (its lines are read when
                 # it ends, on the fast path) -- a retry: line takes effect now.
@@ -211,6 +220,66 @@ class SseParser:
                 self._lines(tail_lines[:-1].split(b"\n"), out)
         self._keep_tail(rest)
         return out
+
+    def _record_events(self, body: bytes, out: list[SseEvent]) -> tuple[bytes, bool]:
+        """``records=True``: the complete events of ``body`` (which ends with a
+        line end) from its lines, and the lines of the unfinished event after
+        them (with their line ends) and whether one of those is a retry: line.
+
+        Cuts the body at LF (a memchr: ~3x as fast as looking for LF LF) and
+        finds the events' ends with ``list.index``: an event of an id: line
+        and data: lines (a mux web sink's records) costs one slice a line.
+        """
+        lines = body.split(b"\n")
+        lines.pop()  # after the last line end
+        append = out.append
+        limit = self.max_event_bytes
+        max_id = self._max_id
+        as_raw = self._json and not self._check_json
+        shown_id = self.last_event_id or self._empty_id
+        index = lines.index
+        i = 0
+        while True:
+            try:
+                j = index(b"", i)
+            except ValueError:
+                break
+            event = lines[i:j]
+            size = sum(map(len, event)) + j - i - 1  # its lines and the LFs between them
+            i = j + 1
+            if not event:  # a blank line more: nothing to dispatch from a clean state
+                if self._size or self._discarding:
+                    self._dispatch(out)
+                continue
+            if self._size or self._discarding or size >= limit:
+                self._lines(event, out)  # the event began in lines already read, or too big
+                self._dispatch(out)
+                shown_id = self.last_event_id or self._empty_id
+                continue
+            head = event[0]
+            if head[:4] == b"id: " and len(event) > 1:
+                data = [line[6:] for line in event[1:] if line[:6] == b"data: "]
+                if len(data) == len(event) - 1:
+                    value = head[4:]
+                    if value == self._last_id_raw:
+                        pass
+                    elif len(value) <= max_id and b"\0" not in value:
+                        self._last_id_raw = self._id_buf = value
+                        self.last_event_id = value.decode("utf-8", "replace")
+                        shown_id = self.last_event_id or self._empty_id
+                    else:
+                        self._good_id(value)  # counts it when too long
+                    joined = data[0] if len(data) == 1 else b"\n".join(data)
+                    append(("message", shown_id, joined if as_raw else self._decode_data(joined)))
+                    continue
+            self._lines(event, out)
+            self._dispatch(out)
+            shown_id = self.last_event_id or self._empty_id
+        if i >= len(lines):
+            return b"", False
+        tail = lines[i:]
+        tail.append(b"")
+        return b"\n".join(tail), any(map(_is_retry, tail))
 
     def _events(self, pieces: list[bytes], first: int, last: int, out: list[SseEvent]) -> None:
         """Handle pieces first..last-1: each is a whole event starting from a clean state.

@@ -161,6 +161,7 @@ class SseTransport(Transport):
             empty_id=None,
             json_data=opts.decode != "text" or opts.relay,
             check_json=opts.decode == "json" and not opts.relay,
+            records=opts.relay,
         )
         if self._proxy is not None:
             with trio.CancelScope(deadline=trio.current_time() + session.connect_timeout) as scope:

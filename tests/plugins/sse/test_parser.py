@@ -405,10 +405,11 @@ def split_streams(draw: st.DrawFn) -> tuple[bytes, list[bytes]]:
 def test_matches_reference_for_any_split(case: tuple[bytes, list[bytes]]) -> None:
     stream, reads = case
     expected, last_id, retry = reference(stream, "s")
-    events, parser = parse(reads, last_event_id="s")
-    assert events == expected
-    assert parser.last_event_id == last_id
-    assert parser.retry == retry
+    for records in (False, True):
+        events, parser = parse(reads, last_event_id="s", records=records)
+        assert events == expected
+        assert parser.last_event_id == last_id
+        assert parser.retry == retry
 
 
 @settings(max_examples=300, deadline=None)
@@ -418,10 +419,11 @@ def test_size_limit_is_independent_of_read_boundaries(
 ) -> None:
     stream, reads = case
     whole, whole_parser = parse(stream, max_event_bytes=limit)
-    pieces, piece_parser = parse(reads, max_event_bytes=limit)
-    assert pieces == whole
-    assert piece_parser.last_event_id == whole_parser.last_event_id
-    assert piece_parser.skipped == whole_parser.skipped
+    for records in (False, True):
+        pieces, piece_parser = parse(reads, max_event_bytes=limit, records=records)
+        assert pieces == whole
+        assert piece_parser.last_event_id == whole_parser.last_event_id
+        assert piece_parser.skipped == whole_parser.skipped
 
 
 @settings(max_examples=300, deadline=None)
@@ -507,22 +509,32 @@ def web_sink_streams(draw: st.DrawFn) -> tuple[bytes, list[bytes]]:
 
 
 @settings(max_examples=500, deadline=None)
-@given(case=web_sink_streams(), limit=st.integers(5, 80), id_limit=st.integers(1, 8))
+@given(
+    case=web_sink_streams(),
+    limit=st.integers(5, 80),
+    id_limit=st.integers(1, 8),
+    records=st.booleans(),
+)
 def test_id_and_data_events_match_the_reference_for_any_split(
-    case: tuple[bytes, list[bytes]], limit: int, id_limit: int
+    case: tuple[bytes, list[bytes]], limit: int, id_limit: int, records: bool
 ) -> None:
     """The fast way through an ``id:`` + ``data:`` lines event (and an event cut
     by a read, held whole until it ends) gives the spec's events, ids and retry,
-    and the same skips, for any split, size and id limit."""
+    and the same skips, for any split, size and id limit -- by pieces, and with
+    ``records=True`` (the relay's way: by lines)."""
     stream, reads = case
     expected, last_id, retry = reference(stream, "s")
-    events, parser = parse(reads, last_event_id="s")
+    events, parser = parse(reads, last_event_id="s", records=records)
     assert events == expected
     assert parser.last_event_id == last_id
     assert parser.retry == retry
     whole, whole_parser = parse(stream, max_event_bytes=limit, max_id_bytes=id_limit)
-    pieces, piece_parser = parse(reads, max_event_bytes=limit, max_id_bytes=id_limit)
-    raw, raw_parser = parse(reads, json_data=True, max_event_bytes=limit, max_id_bytes=id_limit)
+    pieces, piece_parser = parse(
+        reads, max_event_bytes=limit, max_id_bytes=id_limit, records=records
+    )
+    raw, raw_parser = parse(
+        reads, json_data=True, max_event_bytes=limit, max_id_bytes=id_limit, records=records
+    )
     assert pieces == whole == _as_text(raw)
     assert piece_parser.skipped == whole_parser.skipped == raw_parser.skipped
     assert piece_parser.long_ids == whole_parser.long_ids == raw_parser.long_ids
