@@ -37,6 +37,7 @@ resumes), so no viewer can slow a source, the sink, or another viewer.
 
 from __future__ import annotations
 
+import array
 import bisect
 import collections
 import heapq
@@ -104,46 +105,49 @@ def frame(prefix: bytes, lines: Sequence[bytes], seqs: Sequence[int]) -> bytes:
 
 class _History:
     """One kept series (a source's events of one type, or its statuses, ...):
-    ``(number, line)`` pairs in number order, the newest ``size`` of them.
+    the newest ``size`` records' numbers (an array of int64: no object per
+    record) and lines, in number order.
 
-    A list with a moving start (trimmed entries are cut off in blocks), not
-    a deque: a late viewer's next piece is found by bisection on the numbers.
+    Lists with a moving start (trimmed entries are cut off in blocks), not
+    deques: a late viewer's next piece is found by bisection on the numbers.
     """
 
-    __slots__ = ("items", "size", "start")
+    __slots__ = ("lines", "numbers", "size", "start")
 
     def __init__(self, size: int) -> None:
-        self.items: list[_Kept] = []
+        self.numbers = array.array("q")
+        self.lines: list[bytes] = []
         self.start = 0
         self.size = size
 
-    def extend(self, kept: Sequence[_Kept]) -> int:
-        """Keep ``kept``; return the highest number trimmed by it (0: none)."""
-        items = self.items
-        items.extend(kept)
-        excess = len(items) - self.start - self.size
+    def extend(self, numbers: range, lines: list[bytes]) -> int:
+        """Keep ``lines``, numbered ``numbers``; return the highest number
+        trimmed by it (0: none)."""
+        kept = self.numbers
+        kept.extend(numbers)
+        self.lines.extend(lines)
+        excess = len(kept) - self.start - self.size
         if excess <= 0:
             return 0
         self.start += excess
-        trimmed: int = items[self.start - 1][0]
+        trimmed = kept[self.start - 1]
         # Cut off trimmed entries once they are an eighth of the kept ones
-        # (a cut moves every reference: a few per record on average).
+        # (a cut moves every entry: a few per record on average).
         if self.start > 64 and self.start * 8 >= self.size:
-            del items[: self.start]
+            del kept[: self.start]
+            del self.lines[: self.start]
             self.start = 0
         return trimmed
 
     def newest(self) -> int:
-        return self.items[-1][0] if len(self.items) > self.start else 0
+        return self.numbers[-1] if len(self.numbers) > self.start else 0
 
     def after(self, number: int, upto: int, count: int) -> list[_Kept]:
         """Up to ``count`` entries numbered in (number, upto], oldest first."""
-        items = self.items
-        first = bisect.bisect_right(items, number, self.start, key=_seq_of)
-        part = items[first : first + count]
-        if part and part[-1][0] > upto:
-            del part[bisect.bisect_right(part, upto, key=_seq_of) :]
-        return part
+        numbers = self.numbers
+        first = bisect.bisect_right(numbers, number, self.start)
+        stop = bisect.bisect_right(numbers, upto, first, min(first + count, len(numbers)))
+        return list(zip(numbers[first:stop], self.lines[first:stop], strict=True))
 
 
 class _Backlog:
@@ -269,14 +273,14 @@ class Feed:
     def _keep(self, batch: Sequence[Record], lines: list[bytes], first: int) -> None:
         """Keep each record's line in its series, a run of consecutive records
         of one series at a time (a batch is usually one run)."""
-        numbered = list(zip(range(first, first + len(lines)), lines, strict=True))
+        numbers = range(first, first + len(lines))
         head = batch[0]
         if (
             type(head) is Event
             and len(set(map(type, batch))) == 1
             and len(set(map(_series_of, batch))) == 1
         ):  # the usual batch: one source's events of one type (C loops only)
-            self._keep_run(head, numbered)
+            self._keep_run(head, numbers, lines)
             return
         run_start = 0
         run_type: type | None = None
@@ -286,11 +290,11 @@ class Feed:
             event = record.event if kind is Event else ""  # type: ignore[union-attr]
             if kind is not run_type or record.source != run_source or event != run_event:
                 if run_type is not None:
-                    self._keep_run(batch[run_start], numbered[run_start:i])
+                    self._keep_run(batch[run_start], numbers[run_start:i], lines[run_start:i])
                 run_type, run_source, run_event, run_start = kind, record.source, event, i
-        self._keep_run(batch[run_start], numbered[run_start:])
+        self._keep_run(batch[run_start], numbers[run_start:], lines[run_start:])
 
-    def _keep_run(self, record: Record, kept: list[_Kept]) -> None:
+    def _keep_run(self, record: Record, numbers: range, lines: list[bytes]) -> None:
         """Keep ``kept``, records of the series ``record`` belongs to."""
         history = self._history.get(record.source)
         if history is None:
@@ -304,7 +308,7 @@ class Feed:
         found = series.get(key)
         if found is None:
             found = series[key] = _History(size)
-        trimmed = found.extend(kept)
+        trimmed = found.extend(numbers, lines)
         if trimmed > self.trimmed:
             self.trimmed = trimmed
 
