@@ -99,6 +99,7 @@ def serve(addresses: list[str], keepalive: float) -> None:
     conns: dict[int, socket.socket] = {}
     heads: dict[int, bytes] = {}  # request bytes so far, until the head is complete
     idle: list[int] = []  # answered /idle connections, in keep-alive rotation order
+    answered: set[int] = set()  # the idle ones still open (an fd number is reused)
     live: set[int] = set()
     turn = 0
     tick = time.monotonic() + 1.0
@@ -107,6 +108,7 @@ def serve(addresses: list[str], keepalive: float) -> None:
         conn = conns.pop(fd, None)
         heads.pop(fd, None)
         live.discard(fd)
+        answered.discard(fd)
         if conn is not None:
             poll.unregister(fd)
             conn.close()
@@ -161,6 +163,7 @@ def serve(addresses: list[str], keepalive: float) -> None:
                 live.add(fd)
             else:
                 idle.append(fd)
+                answered.add(fd)
         now = time.monotonic()
         if now < tick:
             continue
@@ -169,10 +172,10 @@ def serve(addresses: list[str], keepalive: float) -> None:
         for fd in list(live):
             send(fd, stamp)
         # The keep-alive comments: 1/keepalive of the idle connections each second.
-        idle = [fd for fd in idle if fd in conns] if turn == 0 else idle
+        idle = [fd for fd in idle if fd in answered] if turn == 0 else idle
         share = max(1, int(len(idle) / keepalive) + 1)
         for fd in idle[turn : turn + share]:
-            if fd in conns:
+            if fd in answered:
                 send(fd, b": keep-alive\n\n")
         turn = turn + share if turn + share < len(idle) else 0
         print(f"OPEN {len(conns)}", flush=True)
