@@ -1,7 +1,7 @@
 """Scale with ``mux run --workers``: N idle SSE sources on one machine (issue 26).
 
 Run: ``.venv/bin/python benchmarks/bench_workers_scale.py [--quick] [--sources N]
-[--workers auto,1] [--live 5] [--servers 2] [--addresses 4] [--keepalive 30]
+[--workers auto,1] [--live 5] [--servers S] [--addresses A] [--keepalive 30]
 [--idle 30] [--deadline 240]``. Prints a table; asserts nothing.
 
 ``mux run CONFIG --workers W -q`` runs as a subprocess, as a user runs it,
@@ -24,12 +24,16 @@ outside:
   flushes every second: its default ``flush_interval``);
 * how long SIGINT takes to end the run.
 
-The servers (this file with ``--serve``, ``--servers`` processes) are raw
+The servers (this file with ``--serve``, ``--servers`` processes; by default
+enough that each holds its connections within the fd limit) are raw
 ``epoll`` loops over non-blocking sockets (~1 KiB a connection): each answers
 ``GET /idle`` with the SSE head and one comment, then a comment every
 ``--keepalive`` s (spread over the interval; mux's ``read_timeout`` is 45 s);
 ``GET /live`` gets an event every second. Each process listens on
-``--addresses`` loopback addresses (127.0.0.2, 127.0.0.3, ...): a client
+``--addresses`` loopback addresses (127.0.0.2, 127.0.0.3, ...; by default
+enough for <= 2,500 connections each: a listening socket's accept queue is at
+most ``net.core.somaxconn``, 4096 here, and a burst of connects past it is
+SYNs dropped and retried by the client 1, 3, 7 ... s later). A client
 connection needs a distinct (source ip, source port, destination ip,
 destination port), and Linux has ``ip_local_port_range`` (32768-60999 by
 default: 28,232) ephemeral ports *per destination* -- the sources are spread
@@ -67,6 +71,8 @@ from mux_core._run.workers import usable_cores
 TARGET_SOURCES = 100_000
 TARGET_SECONDS = 60.0
 TARGET_KIB = 20.0
+#: Connections per listening address (see main).
+PER_LISTENER = 2_500
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
 
@@ -463,6 +469,11 @@ def rows(r: dict[str, Any]) -> list[h.Row]:
     return out
 
 
+def loopback(k: int) -> str:
+    """The k-th loopback address: 127.0.0.k, then 127.0.1.0 ... (all of 127/8 is lo)."""
+    return f"127.0.{k // 256}.{k % 256}"
+
+
 def set_nofile(wanted: int) -> int:
     """Raise RLIMIT_NOFILE to ``wanted`` (soft and hard) if allowed; return the soft limit."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -481,7 +492,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--workers", default="auto,1")
     parser.add_argument("--live", type=int, default=5)
     parser.add_argument("--servers", type=int, default=0, help="0: enough for the fd limit")
-    parser.add_argument("--addresses", type=int, default=0, help="per server; 0: <= 20k each")
+    parser.add_argument("--addresses", type=int, default=0, help="per server; 0: <= 2,500 each")
     parser.add_argument("--keepalive", type=float, default=30.0)
     parser.add_argument("--settle", type=float, default=5.0)
     parser.add_argument("--idle", type=float, default=30.0)
@@ -493,7 +504,10 @@ def main(argv: list[str]) -> None:
     limit = set_nofile(total + 4096)
     # Each server process holds its connections' sockets: within the fd limit.
     args.servers = args.servers or max(2, -(-total // (limit - 1024)))
-    args.addresses = args.addresses or max(1, -(-total // (args.servers * 20_000)))
+    # <= 2,500 connections per listening socket: a burst of connects beyond its
+    # accept queue (net.core.somaxconn, 4096 by default) is dropped SYNs, retried
+    # by the client after 1, 3, 7, 15 s ... -- the server's limit, not mux's.
+    args.addresses = args.addresses or max(1, -(-total // (args.servers * PER_LISTENER)))
     destinations = args.servers * args.addresses
     with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
         ports = "-".join(f.read().split())
@@ -516,7 +530,7 @@ def main(argv: list[str]) -> None:
     for workers in args.workers.split(","):
         servers = [
             Server(
-                [f"127.0.0.{2 + s * args.addresses + a}" for a in range(args.addresses)],
+                [loopback(2 + s * args.addresses + a) for a in range(args.addresses)],
                 args.keepalive,
             )
             for s in range(args.servers)
