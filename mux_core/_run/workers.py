@@ -211,6 +211,9 @@ class WorkerPool(RunHost):
         """
         count = len(self._workers)
         names = [source.name for source in config.sources]
+        if not self._assigned:  # the first time: in turn (the same as least busy, faster)
+            self._assigned = {name: index % count for index, name in enumerate(names)}
+            return
         kept = {name: self._assigned[name] for name in names if name in self._assigned}
         load = [0] * count
         for index in kept.values():
