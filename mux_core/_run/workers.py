@@ -165,6 +165,8 @@ class WorkerPool(RunHost):
         )
         self._fan_out = FanOut(self._sinks, QualityFeed(self._sinks, interval=0), self.fail_on)
         self._held: dict[str, _Held] = {}
+        #: The sources whose held position moved since the last checkpoint.
+        self._moved: set[str] = set()
         self._states: dict[str, State] = {}
         self._quality: dict[str, Quality] = {}
         #: Which worker runs each configured source (even: see :meth:`_assign`).
@@ -322,7 +324,9 @@ class WorkerPool(RunHost):
                 for sink in sinks:
                     await self._sinks.start(sink)
                 if self.state_store is not None:
-                    checkpoints = Checkpoints(self.state_store, self._sinks, self._resume_states)
+                    checkpoints = Checkpoints(
+                        self.state_store, self._sinks, self._resume_states, self._moved_states
+                    )
                     system.start_soon(checkpoints.run_periodically)
                 async with trio.open_nursery() as workers:
                     for worker in self._workers:
@@ -369,6 +373,12 @@ class WorkerPool(RunHost):
 
     def _resume_states(self) -> dict[str, tuple[str, ResumeState]]:
         return {name: (held.transport, held.resume()) for name, held in self._held.items()}
+
+    def _moved_states(self) -> dict[str, tuple[str, ResumeState]]:
+        """The held positions that moved since the last call (a checkpoint's)."""
+        moved, self._moved = self._moved, set()
+        held = self._held
+        return {n: (held[n].transport, held[n].resume()) for n in moved if n in held}
 
     # -- one worker ------------------------------------------------------------
 
@@ -507,6 +517,7 @@ class WorkerPool(RunHost):
             elif type(record) is Quality:
                 self._quality[record.source] = record
         last = {record.source: record for record in batch}
+        self._moved.update(last)
         for source, record in last.items():
             if type(record) is Event:
                 place = held.get(source)
@@ -524,6 +535,7 @@ class WorkerPool(RunHost):
                 if place is None or place.transport != transport:
                     place = self._held[name] = _Held(transport)
                 place.cursor = resume.cursor
+                self._moved.add(name)
                 if resume.seq >= place.seq:
                     place.seq, place.last_id = resume.seq, resume.last_id
         elif "reserve" in message:
