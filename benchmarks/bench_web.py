@@ -47,8 +47,14 @@ def _free_port() -> int:
 
 
 def _cpu_seconds(pid: int) -> float:
+    return sum(_cpu_split(pid))
+
+
+def _cpu_split(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def _rss_kib(pid: int, field: str = "VmRSS") -> int:
@@ -206,8 +212,10 @@ def relay(events: int) -> list[list[str]]:
             f'transport = "sse"\nurl = "http://127.0.0.1:{web_port}/events"\nrelay = true\n'
             f'read_timeout = 600\n\n[[sinks]]\ntype = "file"\npath = "{down_file}"\n'
         )
-        downstream = subprocess.Popen([*MUX, "run", "-q", str(down)], stderr=subprocess.DEVNULL)
-        upstream = subprocess.Popen([*MUX, "run", "-q", str(up)], stderr=subprocess.DEVNULL)
+        logs = Path(tmp) / "down.log", Path(tmp) / "up.log"
+        with logs[0].open("w") as down_log, logs[1].open("w") as up_log:
+            downstream = subprocess.Popen([*MUX, "run", "-q", str(down)], stderr=down_log)
+            upstream = subprocess.Popen([*MUX, "run", "-q", str(up)], stderr=up_log)
         try:
             first = None
             deadline = time.monotonic() + 300
@@ -218,12 +226,12 @@ def relay(events: int) -> list[list[str]]:
                 n = _events(down_file)
                 if first is None and n > 1_000:
                     first = (time.monotonic(), n)
-                    cpu0 = _cpu_seconds(upstream.pid), _cpu_seconds(downstream.pid)
+                    cpu0 = _cpu_split(upstream.pid) + _cpu_split(downstream.pid)
                 if n >= target:
                     break
                 time.sleep(0.05)
             done = time.monotonic()
-            cpu1 = _cpu_seconds(upstream.pid), _cpu_seconds(downstream.pid)
+            cpu1 = _cpu_split(upstream.pid) + _cpu_split(downstream.pid)
             # The rest are in flight: give them a moment before stopping.
             settle = time.monotonic() + 10
             while _events(down_file) < events and time.monotonic() < settle:
@@ -233,10 +241,15 @@ def relay(events: int) -> list[list[str]]:
                 proc.terminate()
                 proc.wait(timeout=60)
         relayed = _events(down_file)
-    assert first is not None
+        if first is None:  # say why: each mux's last words (its summary table)
+            for log in logs:
+                print(f"--- {log.name}:\n{log.read_text()[-3000:]}", file=sys.stderr)
+            raise RuntimeError(f"the relay delivered {relayed} events in 300 s")
     counted = target - first[1]
     rate = counted / (done - first[0])
-    up_us, down_us = ((b - a) / counted * 1e6 for a, b in zip(cpu0, cpu1, strict=True))
+    up_user, up_sys, down_user, down_sys = (
+        (b - a) / counted * 1e6 for a, b in zip(cpu0, cpu1, strict=True)
+    )
     return [
         [
             f"relay mux -> mux -> file, {events:,} events",
@@ -245,8 +258,9 @@ def relay(events: int) -> list[list[str]]:
         ],
         [
             "  CPU per relayed event, upstream / downstream",
-            f"{up_us:.2f} / {down_us:.2f} us",
-            f"load {os.getloadavg()[0]:.1f}",
+            f"{up_user + up_sys:.2f} / {down_user + down_sys:.2f} us",
+            f"(user {up_user:.2f} + system {up_sys:.2f} / user {down_user:.2f} + system"
+            f" {down_sys:.2f}); load {os.getloadavg()[0]:.1f}",
         ],
     ]
 
