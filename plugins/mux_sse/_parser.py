@@ -12,7 +12,7 @@ are normalised with ``replace``, the read is cut into events with
 ``split(b"\\n\\n")``, and an event that is one ``data:`` line (the common
 case), or an ``id:`` line and ``data:`` lines (a mux ``web`` sink's records,
 many to an event), is emitted without looking at its lines one by one. An
-event cut by the end of a read is held whole (up to ``max_event_bytes``)
+event cut by the end of a read is held whole (up to :data:`HOLD_BYTES`)
 until its end arrives, so it too takes that way.
 
 The transport asks for events ready to hand to ``Session.emit`` --
@@ -46,6 +46,7 @@ from mux_core.payload import is_json
 __all__ = [
     "DEFAULT_MAX_EVENT_BYTES",
     "DEFAULT_MAX_ID_BYTES",
+    "HOLD_BYTES",
     "MAX_RETRY_DIGITS",
     "SseEvent",
     "SseParser",
@@ -53,6 +54,11 @@ __all__ = [
 
 #: Events larger than this (bytes of their lines) are skipped by default.
 DEFAULT_MAX_EVENT_BYTES = 8 * 1024 * 1024
+#: An event cut by the end of a read is held whole (read when it ends) up to
+#: this many bytes; a larger one is read line by line as it comes. Held
+#: bytes are joined again with every read until the event ends: bounding
+#: them keeps a huge event of many lines from costing time quadratic in its size.
+HOLD_BYTES = 256 * 1024
 #: Ids longer than this (bytes) are ignored by default.
 DEFAULT_MAX_ID_BYTES = 1024
 #: A ``retry:`` value with more digits than this (leading zeros aside: 999,999,999
@@ -209,7 +215,7 @@ class SseParser:
             if (
                 not self._size
                 and not self._discarding
-                and len(tail_lines) + len(rest) <= self.max_event_bytes
+                and len(tail_lines) + len(rest) <= min(self.max_event_bytes, HOLD_BYTES)
                 and not retry_in_tail
             ):
                 # An event cut by the read: held whole (its lines are read when

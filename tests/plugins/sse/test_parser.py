@@ -539,3 +539,25 @@ def test_id_and_data_events_match_the_reference_for_any_split(
     assert piece_parser.skipped == whole_parser.skipped == raw_parser.skipped
     assert piece_parser.long_ids == whole_parser.long_ids == raw_parser.long_ids
     assert piece_parser.last_event_id == whole_parser.last_event_id
+
+
+@pytest.mark.parametrize("records", [False, True])
+def test_a_huge_event_of_many_lines_is_held_only_up_to_hold_bytes(records: bool) -> None:
+    """An event cut by reads is held whole only while it is small: a 4 MiB event
+    of short lines fed 4 KiB at a time is read line by line past HOLD_BYTES,
+    so no read joins more than HOLD_BYTES again (no time quadratic in its size)."""
+    from mux_sse._parser import HOLD_BYTES
+
+    line = b"data: " + b"x" * 90 + b"\n"
+    stream = b"id: big\n" + line * (4 * 1024 * 1024 // len(line)) + b"\n" + b"data: after\n\n"
+    parser = SseParser(records=records)
+    events = []
+    held = []
+    for i in range(0, len(stream), 4096):
+        events += parser.feed(stream[i : i + 4096])
+        held.append(parser._held)  # the bytes the next read joins again
+    assert max(held) <= HOLD_BYTES
+    assert [(kind, id_, len(data)) for kind, id_, data in events] == [
+        ("message", "big", (len(line) - 6) * (4 * 1024 * 1024 // len(line)) - 1),
+        ("message", "big", 5),
+    ]
