@@ -30,7 +30,7 @@ entry point.
 from __future__ import annotations
 
 import os
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,12 +73,15 @@ def load_config(
     *,
     environ: Mapping[str, str] | None = None,
     replay: bool = False,
+    only: Callable[[str], bool] | None = None,
 ) -> Config:
     """Read and validate the config file at ``path``; raise ConfigError if wrong.
 
     ``replay``: a config for ``mux replay``, whose sources come from the
     recording: it may have no ``[[sources]]``, and its processors may name
-    sources it does not list.
+    sources it does not list. ``only``: validate and keep only the sources
+    whose name it accepts (a worker of ``--workers``: the parent validated the
+    whole file; each worker builds its share of 100,000 sources, not all).
     """
     shown = os.fspath(path)
     try:
@@ -94,7 +97,9 @@ def load_config(
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise ConfigError("not UTF-8 text", file=shown, line=line) from None
-    return parse_config(text, path=shown, plugins=plugins, environ=environ, replay=replay)
+    return parse_config(
+        text, path=shown, plugins=plugins, environ=environ, replay=replay, only=only
+    )
 
 
 def parse_config(
@@ -104,11 +109,12 @@ def parse_config(
     plugins: PluginManager,
     environ: Mapping[str, str] | None = None,
     replay: bool = False,
+    only: Callable[[str], bool] | None = None,
 ) -> Config:
     """Validate config ``text`` (``path`` is only used in messages and names;
-    ``replay`` as for :func:`load_config`)."""
+    ``replay`` and ``only`` as for :func:`load_config`)."""
     environ = os.environ if environ is None else environ
-    return Loader(text, path, plugins, environ, replay=replay).load()
+    return Loader(text, path, plugins, environ, replay=replay, only=only).load()
 
 
 def parse_processor_tables(

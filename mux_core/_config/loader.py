@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 import re
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -131,10 +131,15 @@ class Loader:
         environ: Mapping[str, str],
         *,
         replay: bool = False,
+        only: Callable[[str], bool] | None = None,
     ) -> None:
         #: A config for ``mux replay``: its sources come from the recording, so
         #: ``[[sources]]`` may be left out and processors may name any source.
         self._replay = replay
+        #: Which sources to validate and keep (by name; None: all); the names of
+        #: the others still count as known (a processor may name them).
+        self._only = only
+        self._skipped: list[str] = []
         self._text = text
         self._path = path
         self._plugins = plugins
@@ -167,7 +172,11 @@ class Loader:
         discovery = self._discovery(data, retry_raw)
         # Discovered sources are not known yet: a processor may name one (and in a
         # replay, those of the recording).
-        known = None if "discovery" in data or self._replay else [source.name for source in sources]
+        known = (
+            None
+            if "discovery" in data or self._replay
+            else [*(source.name for source in sources), *self._skipped]
+        )
         processors = self._processors(data, known)
         shard = self._shard(data)
         state_dir = self._state_dir(data)
@@ -294,6 +303,9 @@ class Loader:
         for index, table in enumerate(tables or ()):
             path: KeyPath = ("sources", index)
             name = self._name(table, path, "name", seen, "source")
+            if name is not None and self._only is not None and not self._only(name):
+                self._skipped.append(name)  # not ours: whoever runs it validates it
+                continue
             transport = self._required_str(table, path, "transport")
             own_retry = self._table(table, (*path, "retry"))
             if own_retry or shared_retry is None:

@@ -220,7 +220,8 @@ async def serve(up_fd: int, commands_fd: int, prepare: Callable[[Start], PluginM
     pipe = trio.lowlevel.FdStream(up_fd)
 
     def load_for(share: Share) -> Config:
-        config = load_config(start.config, plugins)
+        # Only this worker's sources are built (the parent validated the file).
+        config = load_config(start.config, plugins, only=share.includes)
         # The parent keeps the state file (state_dir): never two writers. It
         # also watches the config file and assigns the sources (engine.share).
         return attrs.evolve(select_shard(config, share), sinks=(_UPLINK,), state_dir=None)

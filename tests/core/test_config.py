@@ -187,6 +187,45 @@ def test_a_valid_config_resolves_options_retry_and_lines(plugins: PluginManager)
     assert config.secrets == {"tok-123456", "Bearer tok-123456", "hunter22"}
 
 
+def test_only_builds_the_sources_it_accepts_and_skips_the_others_tables(
+    plugins: PluginManager,
+) -> None:
+    text = (
+        _doc(
+            """
+[[sources]]
+name = "a"
+transport = "fake"
+url = "http://h/a"
+
+[[sources]]
+name = "b"
+transport = "nope"
+
+[[sources]]
+name = "c"
+transport = "fake"
+url = "http://h/c"
+"""
+        )
+        + _A_SINK
+    )
+    with pytest.raises(ConfigError, match="unknown transport 'nope'"):
+        parse_config(text, path="mon.toml", plugins=plugins, environ={})
+    # A worker of --workers: b is another worker's (the parent validated it).
+    only = parse_config(
+        text, path="mon.toml", plugins=plugins, environ={}, only={"a", "c"}.__contains__
+    )
+    assert [(s.name, s.options.url, s.line) for s in only.sources] == [
+        ("a", "http://h/a", 1),
+        ("c", "http://h/c", 10),
+    ]
+    # The names are still checked across all tables.
+    twice = text.replace('name = "c"', 'name = "b"')
+    with pytest.raises(ConfigError, match="'b'"):
+        parse_config(twice, path="mon.toml", plugins=plugins, environ={}, only={"a"}.__contains__)
+
+
 def test_zero_sinks_is_an_error_with_a_hint(plugins: PluginManager) -> None:
     """Records with nowhere to go: the run would watch and throw them away."""
     source = '[[sources]]\nname = "a"\ntransport = "fake"\nurl = "http://h/"\n'
