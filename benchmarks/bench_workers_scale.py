@@ -2,7 +2,10 @@
 
 Run: ``.venv/bin/python benchmarks/bench_workers_scale.py [--quick] [--sources N]
 [--workers auto,1] [--live 5] [--servers S] [--addresses A] [--keepalive 30]
-[--idle 30] [--deadline 240]``. Prints a table; asserts nothing.
+[--idle 30] [--deadline 240] [--keep DIR]``. Prints a table; asserts nothing.
+``--keep DIR`` keeps the config, the file sink's output and mux's stderr.
+Where the open-files limit cannot be raised past ~N / W per worker, use more
+workers than cores (``--workers 8``): idle sources need sockets, not CPU.
 
 ``mux run CONFIG --workers W -q`` runs as a subprocess, as a user runs it,
 over N idle sources (default 100,000; ``--quick``: 10,000) plus ``--live``
