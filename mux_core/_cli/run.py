@@ -108,6 +108,29 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     add_fail_arguments(parser, what="the run goes on until it stops as usual")
 
 
+def _raise_open_files_limit() -> None:
+    """Let this run (and its workers, which inherit it) hold as many sockets as the
+    system allows: the soft limit on open files up to the hard one.
+
+    Each source holds a socket; a default soft limit of 1,024 would refuse the
+    1,000th source's connection with "Too many open files", though the hard
+    limit (what an administrator allows) is usually far higher. Raising the
+    soft limit to it needs no privilege; past it is the administrator's call
+    (docs/deployment.md).
+    """
+    try:
+        import resource
+    except ImportError:  # not a Unix
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = 1 << 20 if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError):
+            pass  # the limit stays as it was: a run with few sources does not care
+
+
 def _run(args: argparse.Namespace) -> int:
     import trio
 
@@ -118,6 +141,7 @@ def _run(args: argparse.Namespace) -> int:
 
     setup_logging(quiet=args.quiet)
     check_fail_fast(args)
+    _raise_open_files_limit()
     plugins = args.plugins
     path = Path(args.config)
     shard: Shard | None = args.shard

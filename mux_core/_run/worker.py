@@ -44,6 +44,8 @@ _log = logging.getLogger("mux.worker")
 
 #: Seconds between two ``positions`` frames.
 POSITIONS_INTERVAL = 0.5
+#: Every this many frames, one looks at every source, moved or not.
+FULL_EVERY = 20
 #: The uplink's channel: records and bytes held in the worker before its sources wait.
 UPLINK_BUFFER = 10_000
 UPLINK_BUFFER_BYTES = 4 * 1024 * 1024
@@ -120,10 +122,26 @@ class WorkerEngine(Engine):
         if event is not None:
             event.set()
 
-    async def send_positions(self) -> None:
-        """Every source that moved since the last frame, once the records it covers are up."""
+    async def send_positions(self, *, full: bool = True) -> None:
+        """The sources that moved since the last frame, once the records it covers are up.
+
+        Not ``full``: only the sources that handed over a batch since the last
+        look (the fan-out notes them), so an idle worker of 50,000 sources
+        does no work per source twice a second; a full look every
+        :data:`FULL_EVERY` frames catches a position a transport moved outside
+        a batch (a cursor, an SSE id without data).
+        """
+        if full:
+            self._fan_out.take_moved()
+            states = self._resume_states()
+        else:
+            states = {}
+            for name, runner in self._fan_out.take_moved().items():
+                resume = runner.live_resume
+                if resume is not None:
+                    states[name] = (runner.config.transport, resume)
         moved = {}
-        for name, (transport, resume) in self._resume_states().items():
+        for name, (transport, resume) in states.items():
             now = (resume.seq, resume.last_id, resume.cursor)
             if self._sent.get(name) != now:
                 moved[name] = (now, saved(transport, resume))
@@ -137,9 +155,11 @@ class WorkerEngine(Engine):
             self._sent[name] = now
 
     async def send_positions_periodically(self) -> None:
+        count = 0
         while True:
             await trio.sleep(POSITIONS_INTERVAL)
-            await self.send_positions()
+            count += 1
+            await self.send_positions(full=count % FULL_EVERY == 0)
 
 
 async def _commands(engine: WorkerEngine, commands: trio.lowlevel.FdStream) -> None:

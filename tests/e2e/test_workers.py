@@ -359,3 +359,45 @@ async def test_sigusr1_restarts_a_source_that_gave_up_in_its_worker(tmp_path: Pa
         assert await terminate(mux, config) == 0, stderr_of(config)
     states = file_states(read_jsonl_strict(out), "train")
     assert states[states.index("max_retries_exceeded") + 1 :][:2] == ["connecting", "connected"]
+
+
+def open_files_limit(pid: int) -> tuple[str, str]:
+    """(soft, hard) of ``Max open files`` in /proc/PID/limits."""
+    with open(f"/proc/{pid}/limits") as file:
+        for line in file:
+            if line.startswith("Max open files"):
+                soft, hard = line.split()[3:5]
+                return soft, hard
+    raise AssertionError("no Max open files line")
+
+
+def _low_open_files_limit() -> None:  # runs in the child before exec
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+
+
+async def test_mux_run_raises_its_open_files_limit_to_the_hard_one_for_its_workers(
+    tmp_path: Path,
+) -> None:
+    """Each source holds a socket: a soft limit of 256 would refuse the 250th
+    source, though the system allows more. mux raises it; workers inherit it."""
+    out = tmp_path / "events.jsonl"
+    async with servers(["sse", "sse"]) as found, trio.open_nursery() as nursery:
+        config = write_config(tmp_path / "m.toml", config_for(["a", "b"], found, out))
+        mux: trio.Process = await nursery.start(
+            partial(
+                trio.run_process,
+                [*MUX, "run", "-q", str(config), "--workers", "2"],
+                check=False,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                preexec_fn=_low_open_files_limit,
+            )
+        )
+        workers = await wait_for_workers(mux.pid, 2)
+        limits = [open_files_limit(pid) for pid in [mux.pid, *workers]]
+        assert await terminate(mux, config) == 0
+    for soft, hard in limits:
+        assert soft == hard and soft != "256", limits
