@@ -11,6 +11,8 @@ what reaches it, so the numbers are mux's cost and not a sink's.
 from __future__ import annotations
 
 import os
+import random
+import socket
 import statistics
 import subprocess
 import sys
@@ -39,6 +41,33 @@ HERE = Path(__file__).resolve().parent
 
 
 # -- server processes ----------------------------------------------------
+
+
+def free_port() -> int:
+    """A free TCP port of 127.0.0.1, for a server another process binds by number.
+
+    Not the port ``bind(0)`` picks: that one is in the kernel's ephemeral range
+    (``ip_local_port_range``), from which every outgoing connection on the
+    machine takes its local port, so while something makes many connections
+    (a 100,000-source scale run on this shared machine) a port found free is
+    often taken before the server starts and binds it -- the server then
+    exits "port in use", and whatever waits for it waits forever. A port below
+    that range is only taken by a program that binds it by number.
+    """
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    first = 10_000 if low > 11_000 else 1024
+    for _ in range(200):
+        port = random.randrange(first, low)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError(f"no free port found in {first}..{low - 1}")
 
 
 @contextmanager

@@ -20,6 +20,11 @@ view's default, ``drop_oldest``, drops what it cannot take at this rate);
 a downstream ``mux run`` reads it with ``transport = "sse"``, ``relay =
 true`` into a ``file`` sink. The rate is N
 over the time from the downstream file's first relayed event to its N-th.
+The upstream's port is picked below the kernel's ephemeral range
+(:func:`_harness.free_port`): one picked by ``bind(0)`` was at times taken by
+another program's outgoing connection before the upstream bound it, and the
+run then waited for nothing. A run fails at once, printing both muxes' logs,
+when a mux exits or no relayed event comes for :data:`STALL` seconds.
 """
 
 from __future__ import annotations
@@ -38,12 +43,8 @@ import _harness as h
 HERE = Path(__file__).resolve().parent
 MUX = [sys.executable, "-m", "mux_core"]
 VIEWERS = 100
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+#: Seconds without a new relayed event before the relay counts as stuck.
+STALL = 60.0
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -131,7 +132,7 @@ _LOAD = textwrap.dedent(
 
 def viewers(seconds: float) -> list[list[str]]:
     with h.server_process("sse") as sse_port, tempfile.TemporaryDirectory() as tmp:
-        web_port = _free_port()
+        web_port = h.free_port()
         path = Path(tmp) / "run.jsonl"
         sources = "".join(
             f'[[sources]]\nname = "train-{i}"\ntransport = "sse"\n'
@@ -194,7 +195,7 @@ def relay(events: int) -> list[list[str]]:
         h.server_process("sse") as idle_port,
         tempfile.TemporaryDirectory() as tmp,
     ):
-        web_port = _free_port()
+        web_port = h.free_port()
         down_file = Path(tmp) / "down.jsonl"
         up = Path(tmp) / "up.toml"
         up.write_text(
@@ -218,33 +219,51 @@ def relay(events: int) -> list[list[str]]:
             upstream = subprocess.Popen([*MUX, "run", "-q", str(up)], stderr=up_log)
         try:
             first = None
-            deadline = time.monotonic() + 300
             # The file sink writes its last, small batch at its next flush or at
             # exit: time until all but the last 1,000, count them all after exit.
             target = events - 1_000
-            while time.monotonic() < deadline:
+            seen, progress = -1, time.monotonic()
+            problem = ""
+            while True:
                 n = _events(down_file)
+                now = time.monotonic()
                 if first is None and n > 1_000:
-                    first = (time.monotonic(), n)
+                    first = (now, n)
                     cpu0 = _cpu_split(upstream.pid) + _cpu_split(downstream.pid)
                 if n >= target:
                     break
+                # Fail at once, saying why, instead of waiting: a mux that exited
+                # (the upstream's port taken: "port in use"), or no progress.
+                gone = [
+                    f"the {name} mux exited ({proc.returncode})"
+                    for name, proc in (("upstream", upstream), ("downstream", downstream))
+                    if proc.poll() is not None
+                ]
+                if gone:
+                    problem = ", ".join(gone)
+                    break
+                if n != seen:
+                    seen, progress = n, now
+                elif now - progress > STALL:
+                    problem = f"no relayed event for {STALL:g} s"
+                    break
                 time.sleep(0.05)
             done = time.monotonic()
-            cpu1 = _cpu_split(upstream.pid) + _cpu_split(downstream.pid)
-            # The rest are in flight: give them a moment before stopping.
-            settle = time.monotonic() + 10
-            while _events(down_file) < events and time.monotonic() < settle:
-                time.sleep(0.2)
+            if not problem:
+                cpu1 = _cpu_split(upstream.pid) + _cpu_split(downstream.pid)
+                # The rest are in flight: give them a moment before stopping.
+                settle = time.monotonic() + 10
+                while _events(down_file) < events and time.monotonic() < settle:
+                    time.sleep(0.2)
         finally:
             for proc in (downstream, upstream):
                 proc.terminate()
                 proc.wait(timeout=60)
         relayed = _events(down_file)
-        if first is None:  # say why: each mux's last words (its summary table)
+        if problem:  # say why: each mux's last words (its summary table)
             for log in logs:
                 print(f"--- {log.name}:\n{log.read_text()[-3000:]}", file=sys.stderr)
-            raise RuntimeError(f"the relay delivered {relayed} events in 300 s")
+            raise RuntimeError(f"{problem}; the relay delivered {relayed} of {events} events")
     counted = target - first[1]
     rate = counted / (done - first[0])
     up_user, up_sys, down_user, down_sys = (
