@@ -9,7 +9,7 @@ import trio
 from mux_core.payload import keep_raw
 from mux_core.records import Event, Record, State, Status, decode_jsonl_lines
 from mux_sse import SseParser
-from mux_web._feed import EVENT_BYTES, HISTORY_CHUNK, Feed
+from mux_web._feed import EVENT_BYTES, HISTORY_CHUNK, Feed, Viewer
 
 
 def _events(first: int, last: int, source: str = "train", pad: int = 0) -> list[Record]:
@@ -111,3 +111,90 @@ async def test_a_viewer_that_falls_behind_is_dropped() -> None:
     assert viewer.dropped and viewer not in feed.viewers and feed.dropped_viewers == 1
     with trio.fail_after(1):
         assert await viewer.take() is None
+
+
+def _drain_backlog(feed: Feed, viewer: Viewer, parser: SseParser) -> tuple[list[Record], list[str]]:
+    records: list[Record] = []
+    ids: list[str] = []
+    while (piece := feed.history(viewer)) is not None:
+        got, got_ids = _read(parser, piece)
+        records.extend(got)
+        ids.extend(got_ids)
+    return records, ids
+
+
+async def test_a_viewer_resumes_after_any_events_id_with_nothing_missed_or_repeated() -> None:
+    # Records go out many to an event, live and in history pieces (framed
+    # differently): whichever event's id a viewer last saw -- the number of
+    # that event's last record -- it resumes with exactly the records after it.
+    feed = Feed(points=10_000, viewer_buffer=1 << 30, epoch="e")
+    live_viewer, _ = feed.join(None)
+    status = Status("train", "sse", State.CONNECTED, 1, None, "", 0.5)
+    published: list[Record] = [status]
+    feed.publish([status])
+    for first in range(1, 2101, 700):  # batches of several events each
+        batch = _events(first, first + 699, pad=300)
+        published.extend(batch)
+        feed.publish(batch)
+    live_parser = SseParser()
+    live: list[Record] = []
+    ids: list[str] = []
+    while live_viewer.chunks:
+        chunk = await live_viewer.take()
+        assert chunk is not None
+        got, got_ids = _read(live_parser, chunk)
+        live.extend(got)
+        ids.extend(got_ids)
+    assert live == published
+    late_viewer, _ = feed.join(None)
+    history, history_ids = _drain_backlog(feed, late_viewer, SseParser())
+    assert history == published
+    ids += history_ids
+    assert len(set(ids)) > 20  # many events, framed two ways
+    for event_id in sorted(set(ids), key=lambda i: int(i.rpartition("-")[2])):
+        number = int(event_id.rpartition("-")[2])
+        viewer, reset = feed.join(event_id)
+        assert not reset
+        resumed, _ = _drain_backlog(feed, viewer, SseParser(last_event_id=event_id))
+        assert resumed == published[number:], event_id  # record k is numbered k
+        feed.leave(viewer)
+    # Resumed at the newest id: nothing to catch up on, the next batch live.
+    viewer, reset = feed.join(f"e-{feed.seq}")
+    assert not reset and viewer.backlog is None
+    feed.publish(_events(2101, 2110))
+    chunk = await viewer.take()
+    assert chunk is not None and _read(SseParser(), chunk)[0] == _events(2101, 2110)
+
+
+async def test_a_viewer_whose_id_was_trimmed_past_starts_over_with_the_kept_history() -> None:
+    # Resuming is exact while nothing after the viewer's id was trimmed; once
+    # something was, the records between are gone: the viewer is told
+    # ("reset") and sent the whole kept history again -- including kept
+    # records it had already (here the status #1: the statuses are kept
+    # apart from the events), which a browser clears its view for.
+    feed = Feed(points=1000, viewer_buffer=1 << 30, epoch="e")
+    status = Status("train", "sse", State.CONNECTED, 1, None, "", 0.5)
+    feed.publish([status])  # number 1
+    feed.publish(_events(1, 1000, pad=50))  # numbers 2 .. 1001
+    viewer, _ = feed.join(None)
+    _, ids = _drain_backlog(feed, viewer, SseParser())
+    feed.leave(viewer)
+    seen = next(i for i in ids if int(i.rpartition("-")[2]) > 600)
+    number = int(seen.rpartition("-")[2])
+    feed.publish(_events(1001, 1000 + number - 1))  # trims the events numbered 2 .. number
+    assert feed.trimmed == number  # the viewer's last record is trimmed, nothing after it
+    viewer, reset = feed.join(seen)
+    assert not reset
+    resumed, _ = _drain_backlog(feed, viewer, SseParser())
+    seqs = [r.seq if isinstance(r, Event) else None for r in resumed]
+    assert seqs == list(range(number, 1000 + number))  # step = number - 1
+    feed.leave(viewer)
+
+    feed.publish(_events(1000 + number, 1000 + number + 9))  # trims 10 more after it
+    assert feed.trimmed > number
+    viewer, reset = feed.join(seen)
+    assert reset
+    kept, _ = _drain_backlog(feed, viewer, SseParser())
+    assert kept[0] == status  # had it already: sent again after the reset
+    seqs = [r.seq if isinstance(r, Event) else None for r in kept[1:]]
+    assert seqs == list(range(number + 10, 1000 + number + 10))  # the newest `points`
