@@ -264,6 +264,7 @@ def relay(events: int) -> list[list[str]]:
             for log in logs:
                 print(f"--- {log.name}:\n{log.read_text()[-3000:]}", file=sys.stderr)
             raise RuntimeError(f"{problem}; the relay delivered {relayed} of {events} events")
+    assert first is not None  # n >= target > 1,000
     counted = target - first[1]
     rate = counted / (done - first[0])
     up_user, up_sys, down_user, down_sys = (
