@@ -255,7 +255,10 @@ class SseParser:
             i = j + 1
             if not event:  # a blank line more: nothing to dispatch from a clean state
                 if self._size or self._discarding:
+                    # The end of an event begun in lines already read: its id
+                    # (if any) is in effect for the events after it.
                     self._dispatch(out)
+                    shown_id = self.last_event_id or self._empty_id
                 continue
             if self._size or self._discarding or size >= limit:
                 self._lines(event, out)  # the event began in lines already read, or too big

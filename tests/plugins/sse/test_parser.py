@@ -12,7 +12,7 @@ import itertools
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from mux_sse import SseParser
@@ -509,6 +509,15 @@ def web_sink_streams(draw: st.DrawFn) -> tuple[bytes, list[bytes]]:
 
 
 @settings(max_examples=500, deadline=None)
+@example(  # found by this test: the event after one begun in an earlier read kept the old id
+    case=(
+        b"retry:  \ndata:42\nid: e-22\ndata: {}\n\nid: e-22\ndata: {}\n\n",
+        [b"retry:  \ndata:42\nid: e-22\ndata: {}\n", b"\nid: e-22\ndata: {}\n\n"],
+    ),
+    limit=5,
+    id_limit=1,
+    records=True,
+)
 @given(
     case=web_sink_streams(),
     limit=st.integers(5, 80),
