@@ -10,10 +10,8 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +20,6 @@ import trio
 from mux_core.testing import Respond, serve_sse
 from tests.helpers.e2e import (
     FAST_RETRY,
-    MUX,
     TRANSPORTS,
     JsonRecord,
     Server,
@@ -296,17 +293,9 @@ async def test_a_slow_block_sink_holds_the_workers_back_in_bounded_memory(tmp_pa
         """.replace("\n        ", "\n")
         + file_sink_toml(out),
     )
-    env = {**os.environ, "MUX_PLUGIN_MODULES": "mux_core.testing"}
     async with trio.open_nursery() as nursery:
-        mux: trio.Process = await nursery.start(
-            partial(
-                trio.run_process,
-                [*MUX, "run", "-q", str(config), "--workers", "2"],
-                check=False,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                env=env,
-            )
+        mux = await start_mux(
+            nursery, config, "--workers", "2", env={"MUX_PLUGIN_MODULES": "mux_core.testing"}
         )
         pids = await wait_for_workers(mux.pid, 2)
         peak = {pid: 0 for pid in [mux.pid, *pids]}
@@ -386,16 +375,7 @@ async def test_mux_run_raises_its_open_files_limit_to_the_hard_one_for_its_worke
     out = tmp_path / "events.jsonl"
     async with servers(["sse", "sse"]) as found, trio.open_nursery() as nursery:
         config = write_config(tmp_path / "m.toml", config_for(["a", "b"], found, out))
-        mux: trio.Process = await nursery.start(
-            partial(
-                trio.run_process,
-                [*MUX, "run", "-q", str(config), "--workers", "2"],
-                check=False,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                preexec_fn=_low_open_files_limit,
-            )
-        )
+        mux = await start_mux(nursery, config, "--workers", "2", preexec_fn=_low_open_files_limit)
         workers = await wait_for_workers(mux.pid, 2)
         limits = [open_files_limit(pid) for pid in [mux.pid, *workers]]
         assert await terminate(mux, config) == 0

@@ -178,10 +178,20 @@ def _open_stderr(config: Path) -> BinaryIO:
     return open(config.with_suffix(".stderr"), "wb")
 
 
-async def start_mux(nursery: trio.Nursery, config: Path, *args: str) -> trio.Process:
-    """Start ``python -m mux_core run CONFIG``; stderr goes to CONFIG.stderr."""
+async def start_mux(
+    nursery: trio.Nursery,
+    config: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    preexec_fn: Callable[[], Any] | None = None,
+) -> trio.Process:
+    """Start ``python -m mux_core run CONFIG``; stderr goes to CONFIG.stderr.
+
+    The process gets this one's environment without its ``MUX_*`` variables,
+    plus ``env``; ``preexec_fn`` runs in the child before mux (a limit to set).
+    """
     stderr = _open_stderr(config)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MUX_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MUX_")} | (env or {})
     try:
         process: trio.Process = await nursery.start(
             partial(
@@ -192,6 +202,7 @@ async def start_mux(nursery: trio.Nursery, config: Path, *args: str) -> trio.Pro
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
                 env=env,
+                preexec_fn=preexec_fn,
             )
         )
     finally:
