@@ -381,3 +381,42 @@ async def test_mux_run_raises_its_open_files_limit_to_the_hard_one_for_its_worke
         assert await terminate(mux, config) == 0
     for soft, hard in limits:
         assert soft == hard and soft != "256", limits
+
+
+async def test_a_killed_parent_leaves_no_worker_and_a_restart_with_state_repeats_nothing(
+    tmp_path: Path,
+) -> None:
+    """kill -9 of ``mux run --workers 2 --state``: its workers see their pipe end
+    and go; the next run resumes from the state file and the file sink skips what
+    it already holds, so every id is in the file once."""
+    names = ["p", "q", "r"]
+    out, state = tmp_path / "events.jsonl", tmp_path / "state"
+    async with servers(["sse"] * 3) as found, trio.open_nursery() as nursery:
+        config = write_config(tmp_path / "m.toml", config_for(names, found, out))
+        args = ("--workers", "2", "--state", str(state))
+        first = await start_mux(nursery, config, *args)
+        workers = await wait_for_workers(first.pid, 2)
+        for server in found:
+            await publish_range(server, 1, 30)
+        await wait_for_file(out, has_all(names, 30), process=first, timeout=TIMEOUT)
+        first.kill()
+        await first.wait()
+        with trio.fail_after(TIMEOUT):
+            while True:  # the orphaned workers can only be polled
+                alive = [pid for pid in workers if await trio.Path(f"/proc/{pid}").exists()]
+                if not alive:
+                    break
+                await trio.sleep(0.05)
+        for server in found:
+            await publish_range(server, 31, 50)
+        second = await start_mux(nursery, config, *args)
+        await wait_for_file(out, has_all(names, 50), process=second, timeout=TIMEOUT)
+        assert await terminate(second, config) == 0, stderr_of(config)
+    records = []
+    for line in out.read_bytes().splitlines():
+        try:  # a line the kill cut short is followed by a fresh line of the next run
+            records.append(json.loads(line))
+        except ValueError:
+            continue
+    for name in names:
+        assert file_ids(records, name) == ids(1, 50), name
