@@ -99,11 +99,15 @@ class WorkerEngine(Engine):
     def make_source(self, cfg: SourceConfig) -> SourceRunner:
         runner = super().make_source(cfg)
         held = self._start.resume.pop(cfg.name, None)
+        state = self._start.state
         if held is not None and runner.resume is None:
-            transport, resume = from_saved(held, state=self._start.state)
-            if transport == cfg.transport:
-                runner.resume = resume
-        elif runner.resume is None and self._start.state:
+            transport, resume = from_saved(held, state=state)
+            if transport != cfg.transport:
+                # Positions mean nothing to another transport; seq still goes on
+                # (as StateStore.resume_for does in one process).
+                resume = ResumeState(seq=resume.seq, seq_reserved=resume.seq_reserved)
+            runner.resume = resume
+        if runner.resume is None and state:
             runner.resume = ResumeState(seq_reserved=0)
         return runner
 
