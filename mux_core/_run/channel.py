@@ -8,13 +8,14 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Sequence
+from typing import cast
 
 import trio
 
-from ..records import Event, Record, batch_bytes
+from ..records import EncodedBatch, Event, Record, batch_bytes
 from ..sink import DEFAULT_BUFFER_BYTES, Overflow
 
-__all__ = ["SinkChannel"]
+__all__ = ["SinkChannel", "SplicingChannel"]
 
 
 class SinkChannel:
@@ -198,7 +199,7 @@ class SinkChannel:
         self.bytes = int(self.bytes * len(kept) / len(buffer))
         self._buffer = kept
 
-    async def get(self) -> list[Record]:
+    async def get(self) -> Sequence[Record]:
         if self._handed_out:
             # The sink's task asks again: it has written the previous batch.
             self._finish(self._handed_out)
@@ -241,3 +242,116 @@ class SinkChannel:
         self._not_empty.set()
         self._waiting_for_room.unpark_all()
         self._finished_waiters.unpark_all()
+
+
+class SplicingChannel(SinkChannel):
+    """A channel that keeps an :class:`~mux_core.records.EncodedBatch` whole.
+
+    ``mux run --workers N``'s parent gets its workers' events as encoded
+    batches; a ``block`` sink's channel holds each as one item (counted as
+    its records, in both bounds) and hands the sink one encoded batch of
+    everything it takes, so a ``file`` sink writes the bytes as they came
+    (the splice, docs/architecture.md, Workers). Under the other policies,
+    which drop or compact record by record, an encoded batch is decoded
+    first (once: the batch keeps its records for every sink).
+    """
+
+    def __init__(
+        self,
+        capacity: int,
+        overflow: Overflow,
+        *,
+        max_batch: int = 4096,
+        max_bytes: int = DEFAULT_BUFFER_BYTES,
+    ) -> None:
+        super().__init__(capacity, overflow, max_batch=max_batch, max_bytes=max_bytes)
+        #: Records held (an encoded batch is one item of the buffer, many records).
+        self._count = 0
+        self._buffer: deque[Record | EncodedBatch] = deque()  # type: ignore[assignment]
+
+    def __len__(self) -> int:
+        return self._count if self.overflow is Overflow.BLOCK else len(self._buffer)
+
+    def offer(self, batch: Sequence[Record]) -> bool:
+        if self.overflow is not Overflow.BLOCK:
+            if type(batch) is EncodedBatch:
+                batch = batch.records()
+            return super().offer(batch)
+        if self._closed:
+            return False
+        if not batch:
+            return True
+        count, size = len(batch), batch_bytes(batch)
+        if self._count and (
+            self._count + count > self.capacity or self.bytes + size > self.max_bytes
+        ):
+            return False
+        if type(batch) is EncodedBatch:
+            self._buffer.append(batch)
+        elif count > self.capacity:  # put() splits it
+            return False
+        else:
+            self._buffer.extend(batch)
+        self._count += count
+        self.bytes += size
+        self.entered += count
+        self._not_empty.set()
+        return True
+
+    async def put(self, batch: Sequence[Record]) -> None:
+        if self.overflow is not Overflow.BLOCK:
+            if type(batch) is EncodedBatch:
+                batch = batch.records()
+            await super().put(batch)
+            return
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if self._closed:
+            raise trio.ClosedResourceError("sink channel is closed")
+        if self.offer(batch):
+            return
+        parts: Sequence[Sequence[Record]]
+        if type(batch) is EncodedBatch:
+            parts = (batch,)
+        else:
+            parts = [batch[at : at + self.capacity] for at in range(0, len(batch), self.capacity)]
+        for part in parts:
+            while not self.offer(part):
+                if self._closed:
+                    raise trio.ClosedResourceError("sink channel is closed")
+                await self._waiting_for_room.park()
+
+    async def get(self) -> Sequence[Record]:
+        if self.overflow is not Overflow.BLOCK:
+            return await super().get()
+        if self._handed_out:
+            self._finish(self._handed_out)
+            self._handed_out = 0
+        while not self._buffer:
+            if self._closed:
+                raise trio.EndOfChannel
+            self._not_empty = trio.Event()
+            await self._not_empty.wait()
+        buffer = self._buffer
+        taken: list[Record | EncodedBatch] = []
+        count = 0
+        encoded = False
+        while buffer and count < self.max_batch:
+            item = buffer.popleft()
+            taken.append(item)
+            if type(item) is EncodedBatch:
+                count += len(item)
+                encoded = True
+            else:
+                count += 1
+        if buffer:
+            self.bytes -= int(self.bytes * count / self._count)
+        else:
+            self.bytes = 0
+        self._count -= count
+        self._handed_out = count
+        self._waiting_for_room.unpark_all()
+        if not encoded:
+            return cast(list[Record], taken)
+        if len(taken) == 1:
+            return cast(EncodedBatch, taken[0])
+        return EncodedBatch.join(taken)

@@ -439,10 +439,11 @@ def build_sink(
     sources: tuple[SourceInfo, ...],
     *,
     resumed: Mapping[str, int],
+    channel_type: type[SinkChannel] = SinkChannel,
 ) -> SinkRunner:
     """A sink of ``host``'s run (an :class:`Engine`, or ``--workers``' pool) and its channel."""
     cls = host.plugins.sinks()[cfg.type].cls
-    channel = SinkChannel(cfg.buffer, Overflow(cfg.overflow), max_bytes=cfg.buffer_bytes)
+    channel = channel_type(cfg.buffer, Overflow(cfg.overflow), max_bytes=cfg.buffer_bytes)
     history = history_of(cfg)
 
     def context(start_background: StartBackground) -> SinkContext:

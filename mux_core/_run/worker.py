@@ -29,14 +29,14 @@ from .._config import Config, SinkConfig, SourceConfig, load_config
 from .._config.shard import Shard, select_shard
 from .._plugins import PluginManager
 from ..errors import ConfigError, PluginError
-from ..records import Record, encode_jsonl
+from ..records import Record
 from ..sink import Overflow
 from ..transport import ResumeState
 from .channel import SinkChannel
 from .engine import Engine
 from .sink_set import SinkRunner
 from .source_set import SourceRunner
-from .worker_link import Share, Start, frame, from_saved, records_frame, saved
+from .worker_link import Share, Start, frame, from_saved, saved, uplink_frames
 
 __all__ = ["Uplink", "WorkerEngine", "serve"]
 
@@ -54,7 +54,8 @@ MAX_COMMAND = 256 * 1024 * 1024
 
 
 class Uplink:
-    """The worker's one sink: JSON Lines to the parent, in order, one write per batch."""
+    """The worker's one sink: frames to the parent, in order, one write per batch
+    (events in ``E`` frames the parent splices, the rest in ``R`` frames)."""
 
     def __init__(self, pipe: trio.lowlevel.FdStream, lock: trio.Lock) -> None:
         self._pipe = pipe
@@ -64,7 +65,7 @@ class Uplink:
         return None
 
     async def write(self, batch: Sequence[Record]) -> None:
-        data = records_frame(encode_jsonl(batch))
+        data = uplink_frames(batch)
         async with self._lock:
             await self._pipe.send_all(data)
 

@@ -2,9 +2,15 @@
 
 A worker's stdout pipe carries frames: one byte of kind, four of length
 (big-endian), then that many bytes. The parent never scans for a line's
-end or sniffs a line's kind. ``R`` frames hold one batch of records as the
-JSON Lines the ``file`` sink writes (``encode_jsonl``), decoded by the
-parent in one call; ``C`` frames one JSON control message::
+end or sniffs a line's kind. ``E`` frames hold events only, which the
+parent hands on without decoding them (an
+:class:`~mux_core.records.EncodedBatch`: the ``file`` sink writes the bytes
+as they came): four bytes of length, a JSON list of runs -- ``[SOURCE,
+TRANSPORT, COUNT, LAST_SEQ, LAST_ID]`` for each stretch of one source's
+events, what the parent needs to know where each source is -- then the
+events as the JSON Lines the ``file`` sink writes (``encode_jsonl``). ``R``
+frames hold other records (statuses, quality, alerts: few), as JSON Lines
+the parent decodes; ``C`` frames one JSON control message::
 
     {"positions": {NAME: [TRANSPORT, LAST_ID, CURSOR, SEQ], ...}}
         every source that moved, as of the records before this frame
@@ -26,19 +32,25 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
 import msgspec
 
 from .._config.shard import Shard
+from ..records import Alert, Event, Record, encode_jsonl
 from ..transport import ResumeState
 
 __all__ = [
     "CONTROL",
+    "EVENTS",
     "HEAD",
     "MAX_FRAME",
     "RECORDS",
+    "RUNS_HEAD",
+    "FrameReader",
+    "FrameTooLong",
     "Share",
     "Start",
     "frame",
@@ -46,12 +58,16 @@ __all__ = [
     "records_frame",
     "saved",
     "spread",
+    "uplink_frames",
 ]
 
 #: A frame's head: its kind (RECORDS or CONTROL) and its length.
 HEAD = struct.Struct(">cI")
 RECORDS = b"R"
+EVENTS = b"E"
 CONTROL = b"C"
+#: An ``E`` frame's runs' length, before the runs.
+RUNS_HEAD = struct.Struct(">I")
 #: The longest frame a parent accepts (a worker's batches are far smaller).
 MAX_FRAME = 256 * 1024 * 1024
 
@@ -107,6 +123,67 @@ class Start(msgspec.Struct, forbid_unknown_fields=True):
     keep_alive: bool = False
 
 
+class FrameTooLong(Exception):
+    """A frame longer than the reader accepts (a worker gone wrong)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"a frame of {size} bytes")
+        self.size = size
+
+
+class FrameReader:
+    """Cuts a pipe's bytes into frames: ``feed(bytes)`` gives the whole ones.
+
+    Each payload is copied once, out of the read it came in (or out of the
+    reads it spanned, joined once it is whole): no buffer that grows and
+    shrinks by every read.
+    """
+
+    def __init__(self, max_frame: int) -> None:
+        self._max = max_frame
+        self._pieces: list[bytes] = []
+        self._have = 0
+        #: The whole length (head included) of the frame being gathered; 0 if not known yet.
+        self._need = 0
+
+    def feed(self, data: bytes | bytearray) -> list[tuple[bytes, bytes]]:
+        if type(data) is not bytes:
+            data = bytes(data)
+        frames: list[tuple[bytes, bytes]] = []
+        if self._pieces:
+            self._pieces.append(data)
+            self._have += len(data)
+            if self._need == 0 and self._have >= HEAD.size:
+                self._start(b"".join(self._pieces)[: HEAD.size])
+            if self._need == 0 or self._have < self._need:
+                return frames
+            data = b"".join(self._pieces)
+            self._pieces, self._have = [], 0
+        head, unpack, at, end = HEAD.size, HEAD.unpack_from, 0, len(data)
+        while end - at >= head:
+            kind, size = unpack(data, at)
+            if size > self._max:
+                raise FrameTooLong(size)
+            stop = at + head + size
+            if stop > end:
+                break
+            frames.append((kind, data[at + head : stop]))
+            at = stop
+        self._need = 0
+        if at < end:
+            rest = data[at:]
+            self._pieces, self._have = [rest], len(rest)
+            if len(rest) >= head:
+                self._start(rest)
+        return frames
+
+    def _start(self, head: bytes) -> None:
+        _, size = HEAD.unpack_from(head)
+        if size > self._max:
+            raise FrameTooLong(size)
+        self._need = HEAD.size + size
+
+
 def frame(message: dict[str, Any]) -> bytes:
     """A control frame."""
     data = msgspec.json.encode(message)
@@ -116,6 +193,54 @@ def frame(message: dict[str, Any]) -> bytes:
 def records_frame(data: bytes) -> bytes:
     """A frame of JSON Lines records."""
     return HEAD.pack(RECORDS, len(data)) + data
+
+
+def uplink_frames(batch: Sequence[Record]) -> bytes:
+    """A worker's batch as frames for the parent: its events in ``E`` frames, the rest in ``R``.
+
+    A batch holding an alert goes whole as one ``R`` frame: ``--fail-on``
+    looks for the alert's event in the alert's batch (the step it names).
+    """
+    stretches: list[tuple[bool, int, int]] = []  # (events, start, end)
+    start = 0
+    events_now = True
+    for at, record in enumerate(batch):
+        kind = type(record)
+        is_event = kind is Event
+        if is_event is not events_now:
+            if kind is Alert:
+                return records_frame(encode_jsonl(batch))
+            if at > start:
+                stretches.append((events_now, start, at))
+            start, events_now = at, is_event
+    if len(batch) > start:
+        stretches.append((events_now, start, len(batch)))
+    if len(stretches) == 1 and stretches[0][0]:
+        return _events_frame(batch)
+    frames = []
+    for is_events, begin, end in stretches:
+        part = batch[begin:end]
+        frames.append(_events_frame(part) if is_events else records_frame(encode_jsonl(part)))
+    return b"".join(frames)
+
+
+def _events_frame(events: Sequence[Record]) -> bytes:
+    runs: list[list[Any]] = []
+    source = None
+    count = 0
+    last: Any = None
+    for event in events:
+        if event.source is not source:
+            if last is not None:
+                runs.append([source, last.transport, count, last.seq, last.id])
+            source, count = event.source, 0
+        count += 1
+        last = event
+    runs.append([source, last.transport, count, last.seq, last.id])
+    head = msgspec.json.encode(runs)
+    data = encode_jsonl(events)
+    size = RUNS_HEAD.size + len(head) + len(data)
+    return b"".join((HEAD.pack(EVENTS, size), RUNS_HEAD.pack(len(head)), head, data))
 
 
 def saved(transport: str, resume: ResumeState) -> Saved:

@@ -43,6 +43,7 @@ from .._config import Config
 from .._plugins import PluginManager
 from ..errors import ConfigError, PluginError
 from ..records import (
+    EncodedBatch,
     Event,
     Quality,
     Record,
@@ -54,6 +55,7 @@ from ..records import (
 from ..sink import SourceInfo
 from ..transport import ResumeState
 from .changes import FileWatch, plan_sinks
+from .channel import SplicingChannel
 from .engine import WATCH_INTERVAL, RunResult, build_sink
 from .exit_codes import ExitCode
 from .fail_on import FailingAlert, FailOn
@@ -61,11 +63,25 @@ from .fan_out import FanOut
 from .host import RunHost
 from .quality_feed import QualityFeed
 from .state import Checkpoints, StateStore
-from .worker_link import HEAD, MAX_FRAME, RECORDS, Start, from_saved, saved, spread
+from .worker_link import (
+    EVENTS,
+    MAX_FRAME,
+    RECORDS,
+    RUNS_HEAD,
+    FrameReader,
+    FrameTooLong,
+    Start,
+    from_saved,
+    saved,
+    spread,
+)
 
 __all__ = ["WorkerPool", "usable_cores"]
 
 _log = logging.getLogger("mux.workers")
+
+#: An E frame's runs: [source, transport, count, last seq, last id] each.
+_read_runs = msgspec.json.Decoder(list[tuple[str, str, int, int, str | None]]).decode
 
 #: Bytes read from a worker's pipe at a time.
 READ_SIZE = 256 * 1024
@@ -163,7 +179,8 @@ class WorkerPool(RunHost):
             if fail_on is None
             else FailOn(fail_on, fail_fast=fail_fast, on_first=self._fail_fast)
         )
-        self._fan_out = FanOut(self._sinks, QualityFeed(self._sinks, interval=0), self.fail_on)
+        # --fail-on looks at the R frames only (_send): E frames hold no alert.
+        self._fan_out = FanOut(self._sinks, QualityFeed(self._sinks, interval=0), None)
         self._held: dict[str, _Held] = {}
         #: The sources whose held position moved since the last checkpoint.
         self._moved: set[str] = set()
@@ -249,7 +266,7 @@ class WorkerPool(RunHost):
                 await self._sinks.stop(name)
             for cfg in (*plan.changed, *plan.added):
                 try:
-                    fresh = build_sink(self, cfg, infos, resumed={})
+                    fresh = build_sink(self, cfg, infos, resumed={}, channel_type=SplicingChannel)
                 except PluginError as exc:
                     _log.error("%s; left out", exc)
                     continue
@@ -310,7 +327,10 @@ class WorkerPool(RunHost):
             self.state_store.load()
         infos = tuple(SourceInfo(s.name, s.transport, s.stale_after) for s in self.config.sources)
         resumed = self._resumed()
-        sinks = [build_sink(self, cfg, infos, resumed=resumed) for cfg in self.config.sinks]
+        sinks = [
+            build_sink(self, cfg, infos, resumed=resumed, channel_type=SplicingChannel)
+            for cfg in self.config.sinks
+        ]
         async with trio.open_nursery() as system:
             self._nursery = system
             if self.install_signal_handlers:
@@ -475,36 +495,54 @@ class WorkerPool(RunHost):
 
     async def _pump(self, worker: _Worker, pipe: trio.abc.ReceiveStream) -> None:
         """Hand everything the worker sends to the sinks, in order, frame by frame."""
-        buffer = bytearray()
-        head, unpack = HEAD.size, HEAD.unpack_from
+        frames = FrameReader(MAX_FRAME)
         while True:
             received = await pipe.receive_some(READ_SIZE)
             if not received:
                 return
-            buffer += received
-            at = 0
-            while len(buffer) - at >= head:
-                kind, size = unpack(buffer, at)
-                if size > MAX_FRAME:
-                    _log.error(
-                        "worker %d sent a frame of %d bytes; stopping it", worker.index, size
-                    )
-                    return
-                end = at + head + size
-                if len(buffer) < end:
-                    break
-                payload = bytes(buffer[at + head : end])
-                at = end
-                if kind == RECORDS:
-                    await self._send(worker, payload)
-                else:
-                    await self._obey(worker, msgspec.json.decode(payload))
-            del buffer[:at]
+            try:
+                for kind, payload in frames.feed(received):
+                    if kind == EVENTS:
+                        await self._send_events(worker, payload)
+                    elif kind == RECORDS:
+                        await self._send(worker, payload)
+                    else:
+                        await self._obey(worker, msgspec.json.decode(payload))
+            except FrameTooLong as exc:
+                _log.error(
+                    "worker %d sent a frame of %d bytes; stopping it", worker.index, exc.size
+                )
+                return
+
+    async def _send_events(self, worker: _Worker, payload: bytes) -> None:
+        """An ``E`` frame: events handed on as they came (spliced, not decoded)."""
+        (size,) = RUNS_HEAD.unpack_from(payload)
+        end = RUNS_HEAD.size + size
+        runs = _read_runs(payload[RUNS_HEAD.size : end])
+        count = 0
+        for run in runs:
+            count += run[2]
+        batch = EncodedBatch(payload[end:], count, tuple((r[0], r[1], r[2]) for r in runs))
+        await self._fan_out.send(batch)
+        # Only now, once every sink's channel has them: what a checkpoint may cover.
+        held = self._held
+        moved = self._moved
+        for source, transport, _, seq, last_id in runs:
+            place = held.get(source)
+            if place is None:
+                place = held[source] = _Held(transport)
+            place.seq = seq
+            if last_id is not None:
+                place.last_id = last_id
+            moved.add(source)
 
     async def _send(self, worker: _Worker, data: bytes) -> None:
+        """An ``R`` frame: statuses, quality, alerts (decoded: the parent keeps them)."""
         batch, _ = decode_jsonl_lines(data)  # a worker writes records only
         if not batch:
             return
+        if self.fail_on is not None:
+            self.fail_on.see(batch)
         await self._fan_out.send(batch)
         # Only now, once every sink's channel has them: what a checkpoint may cover.
         held = self._held

@@ -49,7 +49,7 @@ import attrs
 
 from mux_core import Sink
 from mux_core.options import non_negative, positive, raise_problems
-from mux_core.records import Batch, encode_jsonl
+from mux_core.records import Batch, EncodedBatch, encode_jsonl
 from mux_core.sink import SinkContext
 
 from ._client import (
@@ -232,8 +232,16 @@ class RedisStreamSink(Sink):
             return
         lines = encode_jsonl(batch).split(b"\n")
         lines.pop()  # after the last newline
-        origins = set(map(_origin, batch))
-        if len(origins) == 1:  # a source's own batch: one key (the loop costs ~0.2 µs a record)
+        runs = batch.runs if type(batch) is EncodedBatch else ()
+        groups: dict[str, list[bytes]]
+        if runs:  # records that came as bytes (--workers): grouped without decoding them
+            groups = {}
+            at = 0
+            for source, transport, count in runs:
+                groups.setdefault(self._key(source, transport), []).extend(lines[at : at + count])
+                at += count
+        elif len(origins := set(map(_origin, batch))) == 1:
+            # a source's own batch: one key (the loop costs ~0.2 µs a record)
             groups = {self._key(*origins.pop()): lines}
         else:  # a relay's batch, or a run's mixed one
             groups = {}
@@ -244,7 +252,9 @@ class RedisStreamSink(Sink):
                     groups[key] = [line]
                 else:
                     group.append(line)
-        job = _Append(groups)
+        await self._hand_over(_Append(groups))
+
+    async def _hand_over(self, job: _Append) -> None:
         if self.options.min_interval:
             import trio
 

@@ -38,6 +38,13 @@ from tests.helpers.e2e import (
     wait_for_file,
     write_config,
 )
+from tests.helpers.redis import (
+    SHARED_URL,
+    delete_prefix,
+    redis_cli,
+    require_shared_redis,
+    unique_prefix,
+)
 
 #: Generous: three Python processes start, on a loaded machine.
 TIMEOUT = 60.0
@@ -139,6 +146,42 @@ async def test_three_workers_write_what_one_process_writes(tmp_path: Path) -> No
     # Every worker ran some of the nine sources: the parent spread them evenly.
     quality = [r for r in pooled_records if r["type"] == "quality"]
     assert {r["source"] for r in quality} == set(names)
+
+
+async def test_spliced_and_decoded_sinks_get_the_same_records(tmp_path: Path) -> None:
+    """The parent hands a worker's events on as bytes: a ``file`` sink writes them
+    as they came, ``redis-stream`` groups them by source without decoding them,
+    and a ``drop_oldest`` sink (which drops record by record) gets them decoded.
+    All three hold the same records, each source's in order."""
+    require_shared_redis()
+    prefix = unique_prefix()
+    names = [f"train-{i}" for i in range(4)]
+    spliced, decoded = tmp_path / "spliced.jsonl", tmp_path / "decoded.jsonl"
+    extra = (
+        f'\n[[sinks]]\nname = "decoded"\ntype = "file"\npath = "{decoded}"\n'
+        'flush_interval = 0.05\nfsync = false\noverflow = "drop_oldest"\nbuffer = 100000\n'
+        f'\n[[sinks]]\ntype = "redis-stream"\nurl = "{SHARED_URL}"\n'
+        f'stream = "{prefix}{{source}}"\nmaxlen = 0\n'
+    )
+    try:
+        async with servers(["sse"] * 4) as found, trio.open_nursery() as nursery:
+            config = write_config(tmp_path / "m.toml", config_for(names, found, spliced, extra))
+            mux = await start_mux(nursery, config, "--workers", "2")
+            await wait_for_workers(mux.pid, 2)
+            for server in found:
+                await publish_range(server, 1, 500)
+            for out in (spliced, decoded):
+                await wait_for_file(out, has_all(names, 500), process=mux, timeout=TIMEOUT)
+            assert await terminate(mux, config) == 0, stderr_of(config)
+        first, second = read_jsonl_strict(spliced), read_jsonl_strict(decoded)
+        for name in names:
+            mine = [r for r in first if r["source"] == name]
+            assert file_ids(mine, name) == ids(1, 500), name
+            assert mine == [r for r in second if r["source"] == name], name
+            entries = redis_cli(6379, "XRANGE", f"{prefix}{name}", "-", "+").splitlines()
+            assert [json.loads(e) for e in entries if e.startswith("{")] == mine, name
+    finally:
+        delete_prefix(6379, prefix)
 
 
 async def test_a_killed_worker_is_started_again_and_no_event_is_lost_or_written_twice(
