@@ -16,9 +16,9 @@ from . import BUILTIN, setup_logging
 from .alerts import add_fail_arguments, check_fail_fast, report_failing_alert
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
-    from .._config import Config
+    from .._config import Config, Parsed
     from .._config.shard import Shard
     from .._run.engine import RunResult
     from .._run.fail_on import FailOn
@@ -146,11 +146,13 @@ def _run(args: argparse.Namespace) -> int:
     path = Path(args.config)
     shard: Shard | None = args.shard
 
-    def load() -> Config:
-        config = load_config(path, plugins)
+    def load(on_parsed: Callable[[Parsed], None] | None = None) -> Config:
+        config = load_config(path, plugins, on_parsed=on_parsed)
         return _select_shard(config, shard or config.shard)
 
-    config = load()
+    # --workers: the file as read here goes to the workers (none reads it again).
+    parsed: list[Parsed] = []
+    config = load(parsed.append if args.workers > 1 else None)
     if args.workers > 1:
         if shard is not None or config.shard is not None:
             print(
@@ -159,7 +161,8 @@ def _run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return ExitCode.USAGE
-        return _run_workers(args, config, path)
+        # (popped: the run keeps no reference to it once the workers have theirs)
+        return _run_workers(args, config, path, parsed.pop() if parsed else None)
     engine = Engine(
         config,
         plugins,
@@ -202,7 +205,9 @@ def _finish(args: argparse.Namespace, result: RunResult | None, fail_on: FailOn 
     return result.exit_code
 
 
-def _run_workers(args: argparse.Namespace, config: Config, path: Path) -> int:
+def _run_workers(
+    args: argparse.Namespace, config: Config, path: Path, parsed: Parsed | None
+) -> int:
     """``--workers N``: the same run, its sources in N processes."""
     import trio
 
@@ -224,7 +229,9 @@ def _run_workers(args: argparse.Namespace, config: Config, path: Path) -> int:
         load_config=lambda: load_config(path, args.plugins),
         watch=args.watch,
         quiet=args.quiet,
+        parsed=parsed,
     )
+    del parsed  # the pool drops it once each worker has its part
     logging.getLogger("mux").info("%d workers for %d sources", args.workers, len(config.sources))
     with MaskSecrets(lambda: pool.config.secrets).installed():
         if not args.plugins.main_loop(pool):

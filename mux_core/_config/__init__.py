@@ -38,7 +38,7 @@ from .._plugins import PluginManager
 from ..errors import ConfigError
 from ..retry import RetryPolicy
 from .discovered import Discovered, Problem, load_discovered
-from .loader import Loader
+from .loader import Loader, Parsed
 from .positions import KeyPath
 from .records import (
     Config,
@@ -55,6 +55,7 @@ __all__ = [
     "Discovered",
     "DiscoveryConfig",
     "DiscoveryPolicy",
+    "Parsed",
     "Problem",
     "ProcessorConfig",
     "SinkConfig",
@@ -74,6 +75,8 @@ def load_config(
     environ: Mapping[str, str] | None = None,
     replay: bool = False,
     only: Callable[[str], bool] | None = None,
+    parsed: Parsed | None = None,
+    on_parsed: Callable[[Parsed], None] | None = None,
 ) -> Config:
     """Read and validate the config file at ``path``; raise ConfigError if wrong.
 
@@ -82,8 +85,15 @@ def load_config(
     sources it does not list. ``only``: validate and keep only the sources
     whose name it accepts (a worker of ``--workers``: the parent validated the
     whole file; each worker builds its share of 100,000 sources, not all).
+    ``parsed``: the file as already read (its tables and key lines; the file
+    is not read again) -- a worker's, from its parent; ``on_parsed`` is
+    given the file as read here (the parent keeps it for its workers).
     """
     shown = os.fspath(path)
+    environ = os.environ if environ is None else environ
+    if parsed is not None:
+        loader = Loader("", shown, plugins, environ, replay=replay, only=only, parsed=parsed)
+        return loader.load()
     try:
         raw = Path(path).read_bytes()
     except FileNotFoundError:
@@ -97,9 +107,8 @@ def load_config(
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise ConfigError("not UTF-8 text", file=shown, line=line) from None
-    return parse_config(
-        text, path=shown, plugins=plugins, environ=environ, replay=replay, only=only
-    )
+    loader = Loader(text, shown, plugins, environ, replay=replay, only=only, on_parsed=on_parsed)
+    return loader.load()
 
 
 def parse_config(

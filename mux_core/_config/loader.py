@@ -55,7 +55,7 @@ from .render import (
 )
 from .shard import Shard, parse_shard
 
-__all__ = ["Loader"]
+__all__ = ["Loader", "Parsed"]
 
 _TOP_KEYS = (
     "retry",
@@ -113,6 +113,16 @@ def _own_history(cls: Any, table: dict[str, Any]) -> bool:
     return own and not isinstance(value, str | list)
 
 
+@attrs.frozen
+class Parsed:
+    """A config file as read: its TOML tables before any ``${VAR}`` is expanded,
+    and the line of each key. What a ``--workers`` parent hands each worker
+    (its own sources' tables), so that no worker parses the whole file again."""
+
+    data: dict[str, Any]
+    lines: dict[KeyPath, int]
+
+
 class Failed:
     """Marks a value that could not be built (its errors are already recorded)."""
 
@@ -132,7 +142,13 @@ class Loader:
         *,
         replay: bool = False,
         only: Callable[[str], bool] | None = None,
+        parsed: Parsed | None = None,
+        on_parsed: Callable[[Parsed], None] | None = None,
     ) -> None:
+        #: The document already read (``text`` is then not parsed), and who
+        #: wants the one read here.
+        self._parsed = parsed
+        self._on_parsed = on_parsed
         #: A config for ``mux replay``: its sources come from the recording, so
         #: ``[[sources]]`` may be left out and processors may name any source.
         self._replay = replay
@@ -157,8 +173,13 @@ class Loader:
         self._unset: set[KeyPath] = set()
 
     def load(self) -> Config:
-        data = self._parse_toml()
-        self._lines = key_lines(self._text)
+        if self._parsed is None:
+            data = self._parse_toml()
+            self._lines = key_lines(self._text)
+            if self._on_parsed is not None:
+                self._on_parsed(Parsed(data, self._lines))
+        else:
+            data, self._lines = self._parsed.data, self._parsed.lines
         data = self._substitute(data, ())
         for key in data:
             if key not in _TOP_KEYS:

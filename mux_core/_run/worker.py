@@ -36,6 +36,7 @@ from .channel import SinkChannel
 from .engine import Engine
 from .sink_set import SinkRunner
 from .source_set import SourceRunner
+from .worker_config import read_share
 from .worker_link import Share, Start, frame, from_saved, saved, uplink_frames
 
 __all__ = ["Uplink", "WorkerEngine", "serve"]
@@ -206,15 +207,23 @@ def _share(shard: Shard, sources: list[str], configured: list[str]) -> Share:
     return Share(shard.index, shard.count, frozenset(sources), frozenset(configured))
 
 
-async def _read_start(commands: trio.lowlevel.FdStream) -> tuple[Start, bytes]:
-    buffer = b""
+async def _read_start(commands: trio.lowlevel.FdStream) -> tuple[Start, bytes, bytes]:
+    """The start message, the config part after it (``start.parsed`` bytes), what came next."""
+    buffer = bytearray()
     while b"\n" not in buffer:
         chunk = await commands.receive_some(1 << 20)
         if not chunk or len(buffer) > MAX_COMMAND:
             raise SystemExit(2)
         buffer += chunk
-    line, _, rest = buffer.partition(b"\n")
-    return msgspec.json.decode(line, type=dict[str, Start])["start"], rest
+    end = buffer.index(b"\n")
+    start = msgspec.json.decode(buffer[:end], type=dict[str, Start])["start"]
+    need = end + 1 + start.parsed
+    while len(buffer) < need:
+        chunk = await commands.receive_some(max(1 << 20, need - len(buffer)))
+        if not chunk:
+            raise SystemExit(2)
+        buffer += chunk
+    return start, bytes(buffer[end + 1 : need]), bytes(buffer[need:])
 
 
 #: The uplink's config: the worker's one sink.
@@ -239,14 +248,17 @@ async def serve(up_fd: int, commands_fd: int, prepare: Callable[[Start], PluginM
     from .._config.render import MaskSecrets
 
     commands = trio.lowlevel.FdStream(commands_fd)
-    start, rest = await _read_start(commands)
+    start, part, rest = await _read_start(commands)
     plugins = prepare(start)
     share = _share(Shard(start.index, start.count), start.sources, start.configured)
     pipe = trio.lowlevel.FdStream(up_fd)
+    # The first load: the file as the parent read it, if it sent it (a reload reads the file).
+    parsed = [read_share(part)] if part else []
 
     def load_for(share: Share) -> Config:
         # Only this worker's sources are built (the parent validated the file).
-        config = load_config(start.config, plugins, only=share.includes)
+        given = parsed.pop() if parsed else None
+        config = load_config(start.config, plugins, only=share.includes, parsed=given)
         # The parent keeps the state file (state_dir): never two writers. It
         # also watches the config file and assigns the sources (engine.share).
         return attrs.evolve(select_shard(config, share), sinks=(_UPLINK,), state_dir=None)

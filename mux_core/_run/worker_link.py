@@ -21,7 +21,8 @@ the parent decodes; ``C`` frames one JSON control message::
 
 The parent's commands go down the worker's stdin, one JSON object a line:
 ``{"start": {...}}`` first (the config path, the sources it runs, each
-source's resume state), then ``{"reserved": [ID, UPTO]}``, ``{"restart":
+source's resume state; then the bytes of its part of the config file as the
+parent read it), then ``{"reserved": [ID, UPTO]}``, ``{"restart":
 NAME or null}``, ``{"reload": {"sources": [...], "configured": [...]}}``
 and ``{"stop": REASON}``. The end of stdin
 (the parent is gone) stops the worker too. See docs/architecture.md,
@@ -121,6 +122,9 @@ class Start(msgspec.Struct, forbid_unknown_fields=True):
     #: The parent watches the config file (``--watch``): sources may still come,
     #: so the worker stays when all of its sources are terminal (as one process does).
     keep_alive: bool = False
+    #: The worker's part of the config file as the parent read it: this many bytes
+    #: (``worker_config.shares``) follow the start line. 0: the worker reads the file.
+    parsed: int = 0
 
 
 class FrameTooLong(Exception):

@@ -39,7 +39,7 @@ from typing import Any
 import msgspec
 import trio
 
-from .._config import Config
+from .._config import Config, Parsed
 from .._plugins import PluginManager
 from ..errors import ConfigError, PluginError
 from ..records import (
@@ -126,14 +126,15 @@ class _Worker:
         self.starts = 0
         self.lock = trio.Lock()
 
-    async def tell(self, message: dict[str, Any]) -> None:
-        """A command down the worker's stdin (lost if it is gone: it stops on its own)."""
+    async def tell(self, message: dict[str, Any], data: bytes = b"") -> None:
+        """A command down the worker's stdin (lost if it is gone: it stops on its own),
+        and the ``data`` it announces."""
         process = self.process
         if process is None or process.stdin is None:
             return
         async with self.lock:
             try:
-                await process.stdin.send_all(msgspec.json.encode(message) + b"\n")
+                await process.stdin.send_all(msgspec.json.encode(message) + b"\n" + data)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass
 
@@ -161,8 +162,14 @@ class WorkerPool(RunHost):
         load_config: Callable[[], Config] | None = None,
         watch: bool = False,
         quiet: bool = False,
+        parsed: Parsed | None = None,
     ) -> None:
         super().__init__(install_signal_handlers=install_signal_handlers)
+        #: The config file as read for ``config``: each worker's part of it goes to
+        #: the worker at its first start (:meth:`_config_part`), so that none reads
+        #: and parses the whole file again.
+        self._parsed = parsed
+        self._parts: list[bytes | None] = []
         directory = state_dir if state_dir is not None else config.state_dir
         self.state_store = StateStore(directory) if directory is not None else None
         self.plugins = plugins
@@ -243,6 +250,22 @@ class WorkerPool(RunHost):
                 kept[name] = index
                 load[index] += 1
         self._assigned = kept
+
+    def _config_part(self, index: int) -> bytes:
+        """Worker ``index``'s part of the file as the parent read it, at its first start
+        (then dropped: a worker started again, or reloading, reads the file)."""
+        if self._parsed is not None:
+            from .worker_config import shares
+
+            names = [source.name for source in self.config.sources]
+            parts = shares(self._parsed, names, self._assigned.__getitem__, len(self._workers))
+            self._parts = list(parts) if parts is not None else []
+            self._parsed = None
+        part = self._parts[index] if index < len(self._parts) else None
+        if part is None:
+            return b""
+        self._parts[index] = None
+        return part
 
     def _share(self, index: int) -> tuple[list[str], list[str]]:
         """(the configured sources of worker ``index``, every configured source)."""
@@ -429,6 +452,7 @@ class WorkerPool(RunHost):
         for name, held in self._held.items():
             if self._worker_of(name) == worker.index:
                 resume[name] = saved(held.transport, held.resume())
+        part = self._config_part(worker.index)
         start = Start(
             config=self._path,
             index=worker.index,
@@ -439,6 +463,7 @@ class WorkerPool(RunHost):
             resume=resume,
             quiet=self._quiet,
             keep_alive=self._watch,
+            parsed=len(part),
         )
         argv = [sys.executable, "-m", "mux_core._cli.worker"]
         process = await trio.lowlevel.open_process(
@@ -448,7 +473,7 @@ class WorkerPool(RunHost):
         worker.starts += 1
         if worker.starts > 1:
             _log.info("worker %d started again (pid %d)", worker.index, process.pid)
-        await worker.tell({"start": start})
+        await worker.tell({"start": start}, part)
         if self._stop_reason is not None:
             await worker.tell({"stop": self._stop_reason})
         try:
