@@ -145,3 +145,27 @@ def test_url_problem_agrees_with_httpx_on_any_text(url: str) -> None:
 )
 def test_url_problem_agrees_with_httpx_on_plain_urls(url: str) -> None:
     assert _agrees(url)
+
+
+def test_proxy_for_follows_the_environment_as_it_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """proxy_for works urllib's answer out again only when a variable it reads
+    changed: each change is still seen (set, changed, NO_PROXY, removed)."""
+    from mux_core.http import proxy_for
+
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    url = httpx.URL("http://10.1.2.3:8000/events")
+    assert proxy_for(url) is None
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy-a:3128")
+    assert proxy_for(url) == "http://proxy-a:3128"
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy-b:3128")
+    assert proxy_for(url) == "http://proxy-b:3128"
+    monkeypatch.setenv("NO_PROXY", "10.1.2.3")
+    assert proxy_for(url) is None
+    assert proxy_for(httpx.URL("http://10.9.9.9/")) == "http://proxy-b:3128"
+    monkeypatch.delenv("NO_PROXY")
+    monkeypatch.setenv("http_proxy", "http://lower:3128")  # lowercase wins, as urllib's
+    assert proxy_for(url) == "http://lower:3128"
+    monkeypatch.delenv("http_proxy")
+    monkeypatch.delenv("HTTP_PROXY")
+    assert proxy_for(url) is None

@@ -102,3 +102,60 @@ async def test_a_read_waiting_on_a_silent_socket_is_cancelled() -> None:
         finally:
             await stream.aclose()
         nursery.cancel_scope.cancel()
+
+
+def _closed_port(family: socket.AddressFamily, host: str) -> int:
+    """A port nothing listens on (bound, then closed)."""
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def _ipv6() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+async def test_an_ip_address_connects_directly_and_fails_as_trio_says() -> None:
+    """open_tcp skips trio's happy eyeballs for a host written as an IP address;
+    a refused connect is the same error trio's open_tcp_stream raises (its
+    message, the refusal in a group as its cause), so a status detail agrees."""
+    from mux_core.errors import describe_connection_error
+    from mux_core.http._http11 import open_tcp
+
+    hosts = [(socket.AF_INET, "127.0.0.1")] + ([(socket.AF_INET6, "::1")] if _ipv6() else [])
+    for family, host in hosts:
+        port = _closed_port(family, host)
+        errors = []
+        for connect in (open_tcp, trio.open_tcp_stream):
+            try:
+                await connect(host, port)
+            except OSError as exc:
+                errors.append(exc)
+        ours, theirs = errors
+        assert str(ours) == str(theirs)
+        assert describe_connection_error(ours) == describe_connection_error(theirs)
+        assert describe_connection_error(ours) == "connection refused"
+        assert isinstance(ours.__cause__, ExceptionGroup)
+        assert [type(e) for e in ours.__cause__.exceptions] == [ConnectionRefusedError]
+
+    async def handle(server: trio.SocketStream) -> None:
+        await server.send_all(b"hello")
+        await server.aclose()
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, handle, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        for host in ("127.0.0.1", "localhost"):  # the second through trio's lookup
+            stream = await open_tcp(host, port)
+            assert isinstance(stream, trio.SocketStream)
+            assert await stream.receive_some(5) == b"hello"
+            # As trio's: Nagle off (a request's head goes out at once).
+            assert stream.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            await stream.aclose()
+        nursery.cancel_scope.cancel()
