@@ -1,8 +1,11 @@
-"""``python -m mux_core._cli.worker``: one worker process of ``mux run --workers N``.
+"""One worker process of ``mux run --workers N``: forked, or ``python -m mux_core._cli.worker``.
 
-Started by the parent ``mux run`` (never by a user), which talks to it over
-its stdin and stdout (``mux_core._run.worker_link``). Here: the process's
-file descriptors, signals, logging and plugins; the work is
+Forked by the parent ``mux run`` before its event loop starts (:func:`forked`,
+the first start of each worker where that is safe), or started as
+``python -m mux_core._cli.worker`` (:func:`main`: a worker started again,
+or where forking is not safe) -- never by a user. The parent talks to it
+over two pipes (``mux_core._run.worker_link``). Here: the process's file
+descriptors, signals, logging and plugins; the work is
 :func:`mux_core._run.worker.serve`'s.
 """
 
@@ -12,9 +15,11 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 
 import trio
 
+from .._config import Config
 from .._plugins import PluginManager
 from .._run.worker import serve
 from .._run.worker_link import Start
@@ -34,27 +39,49 @@ def _widen(fd: int) -> None:
         pass  # not Linux, or above the system's limit: the default size works too
 
 
-def _prepare(start: Start) -> PluginManager:
-    setup_logging(quiet=start.quiet)
+def _quiet_stops() -> None:
     # The parent says why the run stops, once: not each worker again.
     logging.getLogger("mux.engine").addFilter(
         lambda record: not str(record.msg).startswith("stopping: ")
     )
+
+
+def _prepare(start: Start) -> PluginManager:
+    setup_logging(quiet=start.quiet)
+    _quiet_stops()
     return load_plugins()
 
 
-def main() -> None:
+def _own_descriptors() -> None:
+    """Ctrl-C is the parent's; stdin is nothing; stdout is stderr (a plugin's
+    ``print`` must not land in the middle of the records)."""
     # Ctrl-C reaches the whole process group: the parent decides, and tells us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # Our stdout is the pipe to the parent; anything else printing to stdout
-    # (a plugin's print) must not land in the middle of the records.
-    up_fd = os.dup(1)
-    os.dup2(2, 1)
-    _widen(up_fd)
-    commands_fd = os.dup(0)
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
+    os.dup2(2, 1)
+
+
+def forked(plugins: PluginManager, config: Config) -> Callable[[int, int, int], int]:
+    """The body of a worker forked from ``mux run`` (``WorkerPool.fork``): it has
+    the parent's plugins, logging and ``config`` already."""
+
+    def child(index: int, up_fd: int, commands_fd: int) -> int:
+        _own_descriptors()
+        _widen(up_fd)
+        _quiet_stops()
+        code: int = trio.run(serve, up_fd, commands_fd, lambda start: plugins, config)
+        return code
+
+    return child
+
+
+def main() -> None:
+    # Our stdin and stdout are the pipes from and to the parent.
+    up_fd, commands_fd = os.dup(1), os.dup(0)
+    _own_descriptors()
+    _widen(up_fd)
     sys.exit(trio.run(serve, up_fd, commands_fd, _prepare))
 
 

@@ -239,11 +239,23 @@ _UPLINK = SinkConfig(
 )
 
 
-async def serve(up_fd: int, commands_fd: int, prepare: Callable[[Start], PluginManager]) -> int:
+def _own_part(config: Config, share: Share) -> Config:
+    """What a worker runs of the run's ``config``: its share of the sources, the uplink."""
+    return attrs.evolve(select_shard(config, share), sinks=(_UPLINK,), state_dir=None)
+
+
+async def serve(
+    up_fd: int,
+    commands_fd: int,
+    prepare: Callable[[Start], PluginManager],
+    inherited: Config | None = None,
+) -> int:
     """Be worker ``start.index``: read the start message, run, report, return the exit code.
 
     ``prepare(start)`` sets up logging and returns the loaded plugins (the
-    CLI's business: ``mux_core._cli.worker``).
+    CLI's business: ``mux_core._cli.worker``). ``inherited``: the parent's
+    config, in a forked worker (:mod:`~mux_core._run.worker_fork`): its
+    sources are this worker's first ones, nothing is read again.
     """
     from .._config.render import MaskSecrets
 
@@ -267,7 +279,7 @@ async def serve(up_fd: int, commands_fd: int, prepare: Callable[[Start], PluginM
         return load_for(engine.share)
 
     try:
-        first = load_for(share)
+        first = _own_part(inherited, share) if inherited is not None else load_for(share)
     except (ConfigError, PluginError) as exc:  # the file changed since the parent read it
         _log.error("worker %d: the config cannot be loaded:\n%s", start.index, exc)
         return 2

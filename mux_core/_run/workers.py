@@ -63,6 +63,7 @@ from .fan_out import FanOut
 from .host import RunHost
 from .quality_feed import QualityFeed
 from .state import Checkpoints, StateStore
+from .worker_fork import ChildMain, ForkedWorker, WorkerProcess, fork_workers
 from .worker_link import (
     EVENTS,
     MAX_FRAME,
@@ -121,7 +122,9 @@ class _Worker:
 
     def __init__(self, index: int) -> None:
         self.index = index
-        self.process: trio.Process | None = None
+        self.process: WorkerProcess | None = None
+        #: Forked before the run (its first start), not used yet.
+        self.forked: ForkedWorker | None = None
         self.done: int | None = None
         self.starts = 0
         self.lock = trio.Lock()
@@ -206,6 +209,18 @@ class WorkerPool(RunHost):
 
     def _fail_fast(self, found: FailingAlert) -> None:
         self._stop(f"--fail-fast: {found.describe()}")
+
+    def fork(self, child: ChildMain) -> bool:
+        """Fork the workers now, before the event loop runs (their first start costs
+        nothing then: :mod:`~mux_core._run.worker_fork`); False if that is not safe
+        here (they are started as processes of their own instead)."""
+        forked = fork_workers(len(self._workers), child)
+        if forked is None:
+            return False
+        for worker, process in zip(self._workers, forked, strict=True):
+            worker.forked = process
+        self._parsed = None  # the forked workers have the built config: no part to send
+        return True
 
     # -- control (safe from any thread) ---------------------------------------
 
@@ -345,6 +360,21 @@ class WorkerPool(RunHost):
 
     async def run(self) -> RunResult:
         """Start the workers, feed the sinks from their pipes, return when done."""
+        try:
+            return await self._run()
+        finally:
+            self._end_unused_forks()
+
+    def _end_unused_forks(self) -> None:
+        """Forked workers a run that failed early never started: gone with it."""
+        for worker in self._workers:
+            process, worker.forked = worker.forked, None
+            if process is not None:
+                process.kill()
+                process.close_unused()
+                os.waitpid(process.pid, 0)
+
+    async def _run(self) -> RunResult:
         self._token = trio.lowlevel.current_trio_token()
         if self.state_store is not None:
             self.state_store.load()
@@ -452,7 +482,8 @@ class WorkerPool(RunHost):
         for name, held in self._held.items():
             if self._worker_of(name) == worker.index:
                 resume[name] = saved(held.transport, held.resume())
-        part = self._config_part(worker.index)
+        # A forked worker has the whole config already.
+        part = b"" if worker.forked is not None else self._config_part(worker.index)
         start = Start(
             config=self._path,
             index=worker.index,
@@ -465,10 +496,14 @@ class WorkerPool(RunHost):
             keep_alive=self._watch,
             parsed=len(part),
         )
-        argv = [sys.executable, "-m", "mux_core._cli.worker"]
-        process = await trio.lowlevel.open_process(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE
-        )
+        process: WorkerProcess
+        if worker.forked is not None:
+            process, worker.forked = worker.forked, None
+        else:
+            argv = [sys.executable, "-m", "mux_core._cli.worker"]
+            process = await trio.lowlevel.open_process(
+                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+            )
         worker.process = process
         worker.starts += 1
         if worker.starts > 1:

@@ -191,3 +191,11 @@ def test_a_frame_longer_than_allowed_is_refused_before_it_is_gathered() -> None:
     data = frame({"x": "y" * 200})
     with pytest.raises(FrameTooLong):
         reader.feed(data[:5])
+
+
+async def test_workers_are_never_forked_from_a_running_event_loop() -> None:
+    """A fork inside trio would share its epoll and wake-up descriptors: refused."""
+    from mux_core._run.worker_fork import can_fork, fork_workers
+
+    assert not can_fork()
+    assert fork_workers(2, lambda index, up, down: 0) is None

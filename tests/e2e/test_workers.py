@@ -86,6 +86,11 @@ def worker_pids(pid: int) -> list[int]:
     return children
 
 
+def command_line(pid: int) -> str:
+    with open(f"/proc/{pid}/cmdline", "rb") as file:
+        return file.read().replace(b"\0", b" ").decode()
+
+
 async def wait_for_workers(pid: int, count: int, *, not_: int | None = None) -> list[int]:
     """The pids of ``count`` workers of ``pid`` (none of them ``not_``), once they run."""
     with trio.fail_after(TIMEOUT):
@@ -193,6 +198,8 @@ async def test_a_killed_worker_is_started_again_and_no_event_is_lost_or_written_
         config = write_config(tmp_path / "m.toml", config_for(names, found, out))
         mux = await start_mux(nursery, config, "--workers", "2", "--state", str(state))
         first_workers = await wait_for_workers(mux.pid, 2)
+        # The first workers are forks of mux run (no start-up of their own) ...
+        assert {command_line(pid) for pid in first_workers} == {command_line(mux.pid)}
         for server in found:
             await publish_range(server, 1, 40)
         await wait_for_file(out, has_all(names, 40), process=mux, timeout=TIMEOUT)
@@ -205,7 +212,10 @@ async def test_a_killed_worker_is_started_again_and_no_event_is_lost_or_written_
         for server in found:
             await publish_range(server, 41, 80)
         await wait_for_file(out, has_all(names, 80), process=mux, timeout=TIMEOUT)
-        await wait_for_workers(mux.pid, 2, not_=first_workers[0])
+        now = await wait_for_workers(mux.pid, 2, not_=first_workers[0])
+        # ... one started again is a process of its own (mux run has an event loop now).
+        (again,) = set(now) - set(first_workers)
+        assert "mux_core._cli.worker" in command_line(again)
         assert await terminate(mux, config) == 0, stderr_of(config)
     records = read_jsonl_strict(out)
     for name in names:
