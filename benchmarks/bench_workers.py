@@ -11,8 +11,9 @@ defaults, as a subprocess, for each W (alternating, R rounds). SSE and WS
 runs end on their own; a REST run gets SIGINT once the file holds S x N
 events. Measured from the outside: ev/s from the file's ``received_at``
 (first to last event of all sources), CPU per event of mux and its workers
-(``os.wait4`` rusage, which includes the workers it reaped), the parent's
-peak RSS. Every file is read back: per source, seq 1 .. N in order and
+(``os.wait4`` rusage, which includes the workers it reaped; the parent's
+own share from ``/proc/PID/stat``, sampled every 0.1 s, the workers' the
+rest), the parent's peak RSS. Every file is read back: per source, seq 1 .. N in order and
 ``data.step == seq``; anything else is a failure.
 
 With one source per server process and the servers on the same cores, the
@@ -137,6 +138,7 @@ def run_once(
     interrupted = False
     killed = None
     worker_cpu: dict[int, float] = {}
+    parent_cpu = 0.0
     server_start = [cpu_seconds(pid) or 0.0 for pid in server_pids]
     while True:
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
@@ -145,6 +147,7 @@ def run_once(
         time.sleep(0.1)
         for child in children(proc.pid):
             worker_cpu[child] = cpu_seconds(child) or worker_cpu.get(child, 0.0)
+        parent_cpu = cpu_seconds(proc.pid) or parent_cpu
         if kill_at is not None and killed is None and count_events(out) >= kill_at:
             killed = children(proc.pid)[0]
             os.kill(killed, signal.SIGKILL)
@@ -178,7 +181,9 @@ def run_once(
         for pid, start in zip(server_pids, server_start, strict=True)
     )
     # Sampled every 0.1 s: a worker's last moments are missed (within noise).
-    workers_cpu = sum(worker_cpu.values()) if workers > 1 else 0.0
+    # The parent's own CPU (sampled: its last 0.1 s are missed, closing the file);
+    # the workers' is the rest of what wait4 counted (the workers it reaped).
+    workers_cpu = total - parent_cpu if workers > 1 else 0.0
     split = (
         f" (parent {(total - workers_cpu) / max(seen, 1) * 1e6:.2f}, workers "
         f"{workers_cpu / max(seen, 1) * 1e6:.2f})"
