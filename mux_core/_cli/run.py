@@ -137,11 +137,13 @@ def _run(args: argparse.Namespace) -> int:
     from .._config import load_config
     from .._config.render import MaskSecrets, mask
     from .._run.engine import WATCH_INTERVAL, Engine
+    from .._run.host import fewer_full_collections
     from ..records import Severity
 
     setup_logging(quiet=args.quiet)
     check_fail_fast(args)
     _raise_open_files_limit()
+    fewer_full_collections()  # the forked workers inherit it
     plugins = args.plugins
     path = Path(args.config)
     shard: Shard | None = args.shard

@@ -21,6 +21,7 @@ import trio
 
 from .._config import Config
 from .._plugins import PluginManager
+from .._run.host import fewer_full_collections
 from .._run.worker import serve
 from .._run.worker_link import Start
 from . import load_plugins, setup_logging
@@ -82,6 +83,7 @@ def main() -> None:
     up_fd, commands_fd = os.dup(1), os.dup(0)
     _own_descriptors()
     _widen(up_fd)
+    fewer_full_collections()  # (a forked worker has it from mux run)
     sys.exit(trio.run(serve, up_fd, commands_fd, _prepare))
 
 

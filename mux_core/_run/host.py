@@ -6,6 +6,7 @@ exit codes are :mod:`mux_core._run.exit_codes`' (re-exported here).
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -19,9 +20,30 @@ from .exit_codes import ExitCode
 from .sink_set import SinkRunner, SinkSet
 from .tty import no_restore, terminal_restorer
 
-__all__ = ["ExitCode", "RunHost"]
+__all__ = ["FULL_COLLECTION_EVERY", "ExitCode", "RunHost", "fewer_full_collections"]
 
 _log = logging.getLogger("mux.engine")
+
+#: The collector's third threshold in a process mux owns: a full collection
+#: after at least this many collections of the middle generation (Python's
+#: default: 10).
+FULL_COLLECTION_EVERY = 100
+
+
+def fewer_full_collections() -> None:
+    """Let the cyclic collector walk every object less often (``mux run``, a worker).
+
+    A full collection walks every live object: a connected idle source is
+    ~50 of them, so 12,500 sources make ~1 million, and Python starts one
+    each time the long-lived objects grew by a quarter -- while thousands of
+    sources connect at once, every few tenths of a second. Measured, one
+    process connecting 12,500 idle sse sources: 19 full collections taking
+    3.6-4.0 s of its 15-18 s of CPU; with a full collection at most every
+    100 middle ones (~700,000 allocations) 2 taking 0.9 s. The young
+    generations, where short-lived cycles die, are collected as before.
+    """
+    young, middle, _ = gc.get_threshold()
+    gc.set_threshold(young, middle, FULL_COLLECTION_EVERY)
 
 
 class RunHost:
