@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
@@ -197,6 +197,14 @@ class FileWatch:
 _log = logging.getLogger("mux.engine")
 
 
+class DiscoveredSources(Protocol):
+    """Where a run's discovered sources come from (:class:`DiscoveryRunner`'s interface)."""
+
+    def apply(self, nursery: trio.Nursery | None, config: Config) -> None: ...
+
+    def sources(self, taken: set[str]) -> list[SourceConfig]: ...
+
+
 class RunChanges:
     """Applies reloads, discovered sets and restarts, one at a time."""
 
@@ -214,7 +222,9 @@ class RunChanges:
         self.config = config
         self._sources = sources
         self._sinks = sinks
-        self._discovery = DiscoveryRunner(run.plugins, self.rediscovered)
+        #: Where discovered sources come from: the run's own discoverers (a
+        #: ``--workers`` worker's are the parent's, which it is handed).
+        self.discovery: DiscoveredSources = DiscoveryRunner(run.plugins, self.rediscovered)
         self._changed = changed
         self._lock = trio.Lock()
         #: Where discoverers run (the engine's control nursery, once the run is up).
@@ -229,7 +239,7 @@ class RunChanges:
 
     def start_discovery(self) -> None:
         """Run the ``[[discovery]]`` discoverers of the config in effect (in :attr:`nursery`)."""
-        self._discovery.apply(self.nursery, self.config)
+        self.discovery.apply(self.nursery, self.config)
 
     async def reload(self) -> bool:
         """Load the config file again and apply it; False if it was rejected (logged)."""
@@ -253,7 +263,7 @@ class RunChanges:
                 _log.warning("reload: state_dir changes take effect when mux is restarted")
             self.config = config
             sinks = await self._apply_sinks(plan_sinks(self._sinks.configs, config.sinks))
-            self._discovery.apply(self.nursery, config)
+            self.discovery.apply(self.nursery, config)
             sources = await self._apply_sources(old.processors, reason="removed by a reload")
             _log.info("reload: %s, %s", sources.summary(), sinks.summary())
         self._changed()
@@ -302,7 +312,7 @@ class RunChanges:
     def _wanted_sources(self) -> list[SourceConfig]:
         """The config's sources, then the discovered ones (colliding names left out)."""
         wanted = list(self.config.sources)
-        wanted += self._discovery.sources({source.name for source in wanted})
+        wanted += self.discovery.sources({source.name for source in wanted})
         return wanted
 
     async def _apply_sources(

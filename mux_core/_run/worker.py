@@ -1,11 +1,11 @@
 """One worker process of ``mux run --workers N``: its sources, sent up a pipe.
 
-Started by :class:`~mux_core._run.workers.WorkerPool` as ``python -m
-mux_core._cli.worker``, which calls :func:`serve`. A worker runs an
-ordinary :class:`Engine` over the sources the parent assigned it
-(transports, supervisors, processors, quality; discovered sources by
-:func:`~mux_core._run.worker_link.spread`) whose only sink is the
-:class:`Uplink`: every batch as JSON Lines in a frame on the pipe to the
+Started by :class:`~mux_core._run.workers.WorkerPool` -- forked, or as
+``python -m mux_core._cli.worker`` -- and then :func:`serve`. A worker runs
+an ordinary :class:`Engine` over the sources the parent assigned it
+(transports, supervisors, processors, quality; the discovered ones the
+parent's discoverers found, handed over as :class:`GivenSources`) whose
+only sink is the :class:`Uplink`: every batch as frames on the pipe to the
 parent, which owns the real sinks and the state file. The protocol is
 :mod:`mux_core._run.worker_link`'s.
 
@@ -18,7 +18,8 @@ the records it got (docs/architecture.md, Workers).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+import pickle
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import attrs
@@ -37,7 +38,7 @@ from .engine import Engine
 from .sink_set import SinkRunner
 from .source_set import SourceRunner
 from .worker_config import read_share
-from .worker_link import Share, Start, frame, from_saved, saved, uplink_frames
+from .worker_link import Saved, Share, Start, frame, from_saved, saved, uplink_frames
 
 __all__ = ["Uplink", "WorkerEngine", "serve"]
 
@@ -74,6 +75,31 @@ class Uplink:
         return None
 
 
+class GivenSources:
+    """A worker's discovered sources: the ones the parent, which runs the
+    discoverers, assigned it (``discovered`` command). Takes the place of the
+    engine's own discoverers (:class:`~mux_core._run.changes.DiscoveredSources`)."""
+
+    def __init__(self, changed: Callable[[], Awaitable[None]]) -> None:
+        self.found: list[SourceConfig] = []
+        self._changed = changed
+        self._nursery: trio.Nursery | None = None
+
+    def apply(self, nursery: trio.Nursery | None, config: Config) -> None:
+        self._nursery = nursery
+        if nursery is not None and self.found:  # handed over before the run was up
+            nursery.start_soon(self._changed)
+
+    def sources(self, taken: set[str]) -> list[SourceConfig]:
+        return [source for source in self.found if source.name not in taken]
+
+    def hand(self, found: list[SourceConfig]) -> None:
+        """The parent's new list for this worker: start, stop, restart what differs."""
+        self.found = found
+        if self._nursery is not None:
+            self._nursery.start_soon(self._changed)
+
+
 class WorkerEngine(Engine):
     """An engine whose sinks are one :class:`Uplink`, whose resume states come
     from the parent, and whose seq reservations the parent saves."""
@@ -90,9 +116,13 @@ class WorkerEngine(Engine):
         #: The sources this worker runs (the parent's assignment; changes on a reload).
         self.share = Share(start.index, start.count)
         super().__init__(config, reserve=self._reserve if start.state else None, **kw)
+        #: Sources may still come (the parent watches the file or discovers): stay.
+        self.keep_alive = start.keep_alive
+        self.given = GivenSources(self._changes.rediscovered)
+        self._changes.discovery = self.given
 
     def _keep_alive(self) -> bool:
-        return self._start.keep_alive or super()._keep_alive()
+        return self.keep_alive or super()._keep_alive()
 
     def make_sink(self, cfg: SinkConfig, sources: Sequence[SourceRunner] = ()) -> SinkRunner:
         channel = SinkChannel(cfg.buffer, Overflow.BLOCK, max_bytes=cfg.buffer_bytes)
@@ -112,6 +142,10 @@ class WorkerEngine(Engine):
         if runner.resume is None and state:
             runner.resume = ResumeState(seq_reserved=0)
         return runner
+
+    def resume_from(self, resume: dict[str, Saved]) -> None:
+        """Where sources about to be built resume (the parent's held or saved positions)."""
+        self._start.resume.update(resume)
 
     async def _reserve(self, source: str, transport: str, resume: ResumeState, upto: int) -> None:
         """Ask the parent to save a seq reservation; wait for its answer."""
@@ -168,25 +202,50 @@ class WorkerEngine(Engine):
             await self.send_positions(full=count % FULL_EVERY == 0)
 
 
-async def _commands(engine: WorkerEngine, commands: trio.lowlevel.FdStream) -> None:
-    """The parent's commands, until its end of the pipe closes (then stop)."""
-    buffer = b""
+async def _commands(engine: WorkerEngine, commands: trio.lowlevel.FdStream, rest: bytes) -> None:
+    """The parent's commands (``rest``: what came after the start message), until
+    its end of the pipe closes (then stop).
+
+    A command line with ``"data": N`` is followed by N bytes that belong to it.
+    """
+    buffer = bytearray(rest)
+    pending: dict[str, Any] | None = None
     while True:
+        while True:
+            if pending is not None:
+                size = int(pending["data"])
+                if len(buffer) < size:
+                    break
+                data = bytes(buffer[:size])
+                del buffer[:size]
+                _obey(engine, pending, data)
+                pending = None
+            end = buffer.find(b"\n")
+            if end < 0:
+                break
+            command = msgspec.json.decode(buffer[:end])
+            del buffer[: end + 1]
+            if command.get("data"):
+                pending = command
+            else:
+                _obey(engine, command)
         try:
-            chunk = await commands.receive_some(65536)
+            chunk = await commands.receive_some(1 << 20)
         except trio.BrokenResourceError:
             chunk = b""
         if not chunk:
             engine.request_stop("the parent mux process is gone")
             return
         buffer += chunk
-        *lines, buffer = buffer.split(b"\n")
-        for line in lines:
-            _obey(engine, msgspec.json.decode(line))
 
 
-def _obey(engine: WorkerEngine, command: dict[str, Any]) -> None:
-    if "reserved" in command:
+def _obey(engine: WorkerEngine, command: dict[str, Any], data: bytes = b"") -> None:
+    if "discovered" in command:
+        # The parent's own pickle of the SourceConfigs it built (never a server's bytes).
+        found, resume = pickle.loads(data)
+        engine.resume_from(resume)
+        engine.given.hand(found)
+    elif "reserved" in command:
         ask, limit = command["reserved"]
         engine.granted(int(ask), int(limit))
     elif "restart" in command:
@@ -198,6 +257,7 @@ def _obey(engine: WorkerEngine, command: dict[str, Any]) -> None:
     elif "reload" in command:
         assignment = command["reload"]
         engine.share = _share(engine.share, assignment["sources"], assignment["configured"])
+        engine.keep_alive = bool(assignment.get("keep_alive", engine.keep_alive))
         engine.request_reload()
     elif "stop" in command:
         engine.request_stop(str(command["stop"]))
@@ -241,7 +301,7 @@ _UPLINK = SinkConfig(
 
 def _own_part(config: Config, share: Share) -> Config:
     """What a worker runs of the run's ``config``: its share of the sources, the uplink."""
-    return attrs.evolve(select_shard(config, share), sinks=(_UPLINK,), state_dir=None)
+    return attrs.evolve(select_shard(config, share), sinks=(_UPLINK,), state_dir=None, discovery=())
 
 
 async def serve(
@@ -273,7 +333,10 @@ async def serve(
         config = load_config(start.config, plugins, only=share.includes, parsed=given)
         # The parent keeps the state file (state_dir): never two writers. It
         # also watches the config file and assigns the sources (engine.share).
-        return attrs.evolve(select_shard(config, share), sinks=(_UPLINK,), state_dir=None)
+        # The parent runs the discoverers too, and hands each worker its sources.
+        return attrs.evolve(
+            select_shard(config, share), sinks=(_UPLINK,), state_dir=None, discovery=()
+        )
 
     def reload() -> Config:
         return load_for(engine.share)
@@ -285,12 +348,9 @@ async def serve(
         return 2
     engine: WorkerEngine = WorkerEngine(first, start, pipe, plugins=plugins, load_config=reload)
     engine.share = share
-    for line in rest.split(b"\n"):
-        if line:
-            _obey(engine, msgspec.json.decode(line))
     with MaskSecrets(lambda: engine.config.secrets).installed():
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_commands, engine, commands)
+            nursery.start_soon(_commands, engine, commands, rest)
             nursery.start_soon(engine.send_positions_periodically)
             result = await engine.run()
             await engine.send_positions()

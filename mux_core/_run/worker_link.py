@@ -23,9 +23,11 @@ The parent's commands go down the worker's stdin, one JSON object a line:
 ``{"start": {...}}`` first (the config path, the sources it runs, each
 source's resume state; then the bytes of its part of the config file as the
 parent read it), then ``{"reserved": [ID, UPTO]}``, ``{"restart":
-NAME or null}``, ``{"reload": {"sources": [...], "configured": [...]}}``
-and ``{"stop": REASON}``. The end of stdin
-(the parent is gone) stops the worker too. See docs/architecture.md,
+NAME or null}``, ``{"reload": {"sources": [...], "configured": [...],
+"keep_alive": BOOL}}``, ``{"discovered": null, "data": N}`` -- followed by N
+bytes: the pickled list of the discovered sources (``SourceConfig``) the
+parent, which runs the discoverers, assigned the worker -- and ``{"stop":
+REASON}``. The end of stdin (the parent is gone) stops the worker too. See docs/architecture.md,
 Workers.
 """
 
@@ -119,8 +121,9 @@ class Start(msgspec.Struct, forbid_unknown_fields=True):
     #: Where each source starts: its saved or held position (by name).
     resume: dict[str, Saved]
     quiet: bool = False
-    #: The parent watches the config file (``--watch``): sources may still come,
-    #: so the worker stays when all of its sources are terminal (as one process does).
+    #: The parent watches the config file (``--watch``) or discovers sources:
+    #: sources may still come, so the worker stays when all of its sources are
+    #: terminal (as one process does).
     keep_alive: bool = False
     #: The worker's part of the config file as the parent read it: this many bytes
     #: (``worker_config.shares``) follow the start line. 0: the worker reads the file.

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -39,7 +40,7 @@ from typing import Any
 import msgspec
 import trio
 
-from .._config import Config, Parsed
+from .._config import Config, Parsed, SourceConfig
 from .._plugins import PluginManager
 from ..errors import ConfigError, PluginError
 from ..records import (
@@ -56,6 +57,7 @@ from ..sink import SourceInfo
 from ..transport import ResumeState
 from .changes import FileWatch, plan_sinks
 from .channel import SplicingChannel
+from .discovery import DiscoveryRunner
 from .engine import WATCH_INTERVAL, RunResult, build_sink
 from .exit_codes import ExitCode
 from .fail_on import FailingAlert, FailOn
@@ -202,6 +204,12 @@ class WorkerPool(RunHost):
         self._where: dict[str, int] = {}
         self._assign(config)
         self._reloading = trio.Lock()
+        #: The discoverers run here; each discovered source runs in one worker.
+        self._discovery = DiscoveryRunner(plugins, self._rediscovered)
+        #: Which worker runs each discovered source, and what each was handed last.
+        self._found_at: dict[str, int] = {}
+        self._handed: dict[int, list[SourceConfig]] = {}
+        self._handing = trio.Lock()
 
     @property
     def failing_alerts(self) -> int:
@@ -240,6 +248,8 @@ class WorkerPool(RunHost):
 
     def _worker_of(self, name: str) -> int:
         index = self._assigned.get(name)
+        if index is None:
+            index = self._found_at.get(name)
         if index is None:
             index = self._where.get(name)
         return spread(name, len(self._workers)) if index is None else index
@@ -313,11 +323,65 @@ class WorkerPool(RunHost):
                 else:
                     await self._sinks.start(fresh)
             self._assign(config)
+            self._discovery.apply(self._nursery, config)
             for worker in self._workers:
                 names, configured = self._share(worker.index)
-                await worker.tell({"reload": {"sources": names, "configured": configured}})
+                assignment = {
+                    "sources": names,
+                    "configured": configured,
+                    "keep_alive": self._keep_alive(),
+                }
+                await worker.tell({"reload": assignment})
             _log.info("reload: %s; sources: each worker applies its own", plan.summary())
-            return True
+        await self._rediscovered()  # a configured name may now hide a discovered one
+        return True
+
+    def _keep_alive(self) -> bool:
+        """Whether sources may still come (a worker then waits with none live)."""
+        return self._watch or bool(self.config.discovery)
+
+    async def _rediscovered(self) -> None:
+        """The discovered set changed: assign each source a worker and hand each
+        worker whose list changed its new list (it starts and stops what differs).
+
+        A discovered source keeps its worker while it is discovered; a new one
+        goes to the least busy worker, as a configured one does.
+        """
+        async with self._handing:
+            found = self._discovery.sources({source.name for source in self.config.sources})
+            load = [0] * len(self._workers)
+            for index in self._assigned.values():
+                load[index] += 1
+            where: dict[str, int] = {}
+            for source in found:
+                kept = self._found_at.get(source.name)
+                if kept is not None:
+                    where[source.name] = kept
+                    load[kept] += 1
+            for source in found:
+                if source.name not in where:
+                    least = min(range(len(load)), key=load.__getitem__)
+                    where[source.name] = least
+                    load[least] += 1
+            self._found_at = where
+            for worker in self._workers:
+                mine = [source for source in found if where[source.name] == worker.index]
+                if mine != self._handed.get(worker.index, []):
+                    self._handed[worker.index] = mine
+                    await self._hand(worker, mine)
+
+    async def _hand(self, worker: _Worker, found: list[SourceConfig]) -> None:
+        """Tell ``worker`` the discovered sources it runs, each with where it resumes."""
+        resume = {}
+        for source in found:
+            held = self._held.get(source.name)
+            if held is not None:
+                resume[source.name] = saved(held.transport, held.resume())
+            elif self.state_store is not None:
+                state = self.state_store.resume_for(source.name, source.transport)
+                resume[source.name] = saved(source.transport, state)
+        data = pickle.dumps((found, resume))
+        await worker.tell({"discovered": None, "data": len(data)}, data)
 
     async def _watch_file(self) -> None:
         watch = FileWatch(self._path)
@@ -392,6 +456,7 @@ class WorkerPool(RunHost):
                 system.start_soon(self._stop_after, self.duration)
             if self._watch and self._load_config is not None:
                 system.start_soon(self._watch_file)
+            self._discovery.apply(system, self.config)
             async with trio.open_nursery() as sink_nursery:
                 self._sinks.attach(sink_nursery)
                 for sink in sinks:
@@ -493,7 +558,7 @@ class WorkerPool(RunHost):
             state=self.state_store is not None,
             resume=resume,
             quiet=self._quiet,
-            keep_alive=self._watch,
+            keep_alive=self._keep_alive(),
             parsed=len(part),
         )
         process: WorkerProcess
@@ -509,6 +574,8 @@ class WorkerPool(RunHost):
         if worker.starts > 1:
             _log.info("worker %d started again (pid %d)", worker.index, process.pid)
         await worker.tell({"start": start}, part)
+        if self._handed.get(worker.index):
+            await self._hand(worker, self._handed[worker.index])
         if self._stop_reason is not None:
             await worker.tell({"stop": self._stop_reason})
         try:

@@ -232,6 +232,44 @@ async def test_a_killed_worker_is_started_again_and_no_event_is_lost_or_written_
         assert saved[name]["last_id"] == "80", name
 
 
+async def test_discovered_sources_go_on_in_a_worker_started_again(tmp_path: Path) -> None:
+    """The parent runs the discoverers and hands each discovered source to one
+    worker; a killed worker's discovered sources resume where the sinks are."""
+    names = [f"found-{i}" for i in range(4)]
+    out, state, runs = tmp_path / "events.jsonl", tmp_path / "state", tmp_path / "runs"
+    runs.mkdir()
+    async with servers(["sse"] * 4) as found, trio.open_nursery() as nursery:
+        for name, server in zip(names, found, strict=True):
+            (runs / f"{name}.json").write_text(
+                json.dumps({"sources": [{"name": name, "transport": "sse", "url": server.url}]})
+            )
+        config = write_config(
+            tmp_path / "m.toml",
+            FAST_RETRY
+            + file_sink_toml(out)
+            + f'\n[[discovery]]\ntype = "files"\npaths = ["{runs}/*.json"]\ninterval = 0.05\n',
+        )
+        mux = await start_mux(nursery, config, "--workers", "2", "--state", str(state))
+        first_workers = await wait_for_workers(mux.pid, 2)
+        for server in found:
+            await publish_range(server, 1, 40)
+        await wait_for_file(out, has_all(names, 40), process=mux, timeout=TIMEOUT)
+        os.kill(first_workers[1], signal.SIGKILL)
+        await wait_for_workers(mux.pid, 2, not_=first_workers[1])
+        for server in found:
+            await publish_range(server, 41, 80)
+        await wait_for_file(out, has_all(names, 80), process=mux, timeout=TIMEOUT)
+        assert await terminate(mux, config) == 0, stderr_of(config)
+    records = read_jsonl_strict(out)
+    for name in names:
+        assert file_ids(records, name) == ids(1, 80), name
+    # Two to each worker (the least busy), so the killed one had some: they came back.
+    killed = [r for r in records if r["type"] == "status" and "stopped unexpectedly" in r["detail"]]
+    assert len({r["source"] for r in killed}) == 2
+    # One connection each, and one more for the two that came back.
+    assert sum(len(server.requests) for server in found) == 4 + 2
+
+
 async def test_a_reload_adds_and_removes_sources_across_workers(tmp_path: Path) -> None:
     out = tmp_path / "events.jsonl"
     async with servers(["sse"] * 4) as found, trio.open_nursery() as nursery:

@@ -43,13 +43,13 @@ from tests.helpers.e2e import (
 from tests.plugins.discovery.lister import SCRIPTED_ALLOWED, ListServer
 
 
-async def _start_mux(nursery: trio.Nursery, config: Path) -> trio.Process:
+async def _start_mux(nursery: trio.Nursery, config: Path, *extra: str) -> trio.Process:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MUX_")}
     with open(config.with_suffix(".stderr"), "wb") as stderr:  # noqa: ASYNC230 -- tiny, once
         process: trio.Process = await nursery.start(
             partial(
                 trio.run_process,
-                [*MUX, "run", str(config), "--for", "60"],
+                [*MUX, "run", str(config), "--for", "60", *extra],
                 check=False,
                 stdin=None,
                 stdout=subprocess.DEVNULL,
@@ -84,7 +84,10 @@ def _last_status(records: list[JsonRecord], source: str) -> JsonRecord:
     return [r for r in records if r["type"] == "status" and r["source"] == source][-1]
 
 
-async def test_files_appear_change_break_and_disappear(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+async def test_files_appear_change_break_and_disappear(tmp_path: Path, workers: str) -> None:
+    """With ``--workers 2`` the parent runs the discoverer (each problem is told
+    once, not once a worker) and hands each discovered source to one worker."""
     out = tmp_path / "events.jsonl"
     runs = tmp_path / "runs"
     runs.mkdir()
@@ -100,7 +103,7 @@ async def test_files_appear_change_break_and_disappear(tmp_path: Path) -> None:
         for server in (fixed, one, two):
             await publish_range(server, 1, 10)
         async with trio.open_nursery() as nursery:
-            process = await _start_mux(nursery, config)
+            process = await _start_mux(nursery, config, "--workers", workers)
             await wait_for_file(out, lambda r: len(file_ids(r, "fixed")) == 10, process=process)
 
             # Appear: a TOML file in a run directory, a JSON file beside it.
