@@ -262,8 +262,13 @@ class WorkerPool(RunHost):
         """
         count = len(self._workers)
         names = [source.name for source in config.sources]
-        if not self._assigned:  # the first time: in turn (the same as least busy, faster)
-            self._assigned = {name: index % count for index, name in enumerate(names)}
+        if not self._assigned:
+            # The first time: in runs of the config's order, as even as in turn. A
+            # forked worker shares the parent's pages until it writes them, and
+            # using a source's config writes it (its reference counts): its own
+            # sources together, it copies a run of pages, not every page.
+            total = len(names)
+            self._assigned = {name: index * count // total for index, name in enumerate(names)}
             return
         kept = {name: self._assigned[name] for name in names if name in self._assigned}
         load = [0] * count
