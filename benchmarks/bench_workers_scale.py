@@ -18,7 +18,10 @@ outside:
 * **RSS**: VmRSS of the mux process and of each of its children (the
   workers), summed and divided by N -- everything, the interpreters and the
   config included; sampled once all are connected and ``--settle`` s later,
-  at the end of the idle window (the larger is reported);
+  at the end of the idle window (the larger is reported); and **PSS** at
+  the end (``/proc/PID/smaps_rollup``: a page shared by k processes counts
+  1/k in each -- workers forked from the parent share its pages until they
+  write them, which summed RSS counts in every process);
 * **idle CPU**: utime + stime of mux and its workers over ``--idle`` s once
   all are connected, as % of one core;
 * **the parent's sinks stay live**: each event of the live sources carries
@@ -241,6 +244,20 @@ def rss_kib(pid: int) -> int:
         return 0
 
 
+def pss_kib(pid: int) -> int:
+    """The proportional set size: each page shared by k processes counted 1/k in each
+    (forked workers share the parent's pages until written: summed RSS counts them
+    in every process)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def cpu_seconds(pid: int) -> float:
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -362,6 +379,7 @@ def run_once(
     rss_end = {p: rss_kib(p) for p in pids}
     rss = rss_end if sum(rss_end.values()) >= sum(rss_start.values()) else rss_start
     result["rss_kib"] = [rss[p] for p in pids]
+    result["pss_kib"] = [pss_kib(p) for p in pids]
     result["peak_kib"] = max(peak, sum(rss.values()))
     result["cpu"] = [cpu[p] for p in pids]
     result["server_cpu"] = [
@@ -434,6 +452,19 @@ def rows(r: dict[str, Any]) -> list[h.Row]:
             "",
             f"<= {TARGET_KIB:.0f} KiB",
             per <= TARGET_KIB if big else None,
+        )
+    )
+    pss = [int(k) for k in r["pss_kib"]]
+    out.append(
+        h.Row(
+            f"{label}: PSS per source, all processes",
+            f"{sum(pss) / n:.1f} KiB ({sum(pss) / 1024:,.0f} MiB: "
+            + ", ".join(f"{k / 1024:.0f}" for k in pss)
+            + " MiB; shared pages counted once)",
+            "",
+            "",
+            f"<= {TARGET_KIB:.0f} KiB",
+            sum(pss) / n <= TARGET_KIB if big else None,
         )
     )
     cpu = [float(c) for c in r["cpu"]]
