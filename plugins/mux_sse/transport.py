@@ -116,23 +116,25 @@ class SseTransport(Transport):
 
         self.options = options
         headers = clean_headers(options.headers)
-        self._headers = {
-            "Accept": "text/event-stream",
-            "Cache-Control": "no-store",
-            **headers,
-        }
         self._problem = url_problem(options.url)
         self._url = httpx.URL(options.url) if not self._problem else None
         # What _http11 sends besides Host; httpx adds the defaults and the URL's
         # credentials (as Basic auth, unless an Authorization header is set) itself.
+        # Neither list is changed once made: a source without headers of its own
+        # shares the plain ones (100,000 idle sources: ~350 bytes each).
         names = {name.lower() for name in headers}
-        self._direct_headers = [
-            *self._headers.items(),
-            *[(k, v) for k, v in _DIRECT_DEFAULTS if k.lower() not in names],
-        ]
+        if headers:
+            self._headers = {**_PLAIN_HEADERS, **headers}
+            direct = [
+                *self._headers.items(),
+                *[(k, v) for k, v in _DIRECT_DEFAULTS if k.lower() not in names],
+            ]
+        else:
+            self._headers, direct = _PLAIN_HEADERS, _PLAIN_DIRECT
         credentials = basic_authorization(self._url) if self._url is not None else None
         if credentials is not None and "authorization" not in names:
-            self._direct_headers.append(("Authorization", credentials))
+            direct = [*direct, ("Authorization", credentials)]
+        self._direct_headers = direct
         self._proxy = proxy_for(self._url) if self._url is not None else None
         # One notice per source for ids over max_id_bytes, not one per connection.
         self._long_id_noticed = False
@@ -372,6 +374,9 @@ class SseTransport(Transport):
 #: Sent by _http11 unless the config sets them: mux asks for the bytes as they
 #: are (no compression to undo per read) and says who is asking.
 _DIRECT_DEFAULTS = (("Accept-Encoding", "identity"), ("User-Agent", f"mux/{__version__}"))
+#: What every stream asks for; the headers of a source without its own (never changed).
+_PLAIN_HEADERS = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
+_PLAIN_DIRECT = [*_PLAIN_HEADERS.items(), *_DIRECT_DEFAULTS]
 
 
 def _network_detail(exc: BaseException) -> str:
