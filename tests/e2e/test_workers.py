@@ -469,6 +469,8 @@ async def test_mux_run_raises_its_open_files_limit_to_the_hard_one_for_its_worke
         mux = await start_mux(nursery, config, "--workers", "2", preexec_fn=_low_open_files_limit)
         workers = await wait_for_workers(mux.pid, 2)
         limits = [open_files_limit(pid) for pid in [mux.pid, *workers]]
+        # The workers are forked before mux's event loop (and its SIGTERM handler) runs.
+        await wait_for_file(out, lambda records: bool(records), process=mux, timeout=TIMEOUT)
         assert await terminate(mux, config) == 0
     for soft, hard in limits:
         assert soft == hard and soft != "256", limits
