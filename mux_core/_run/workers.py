@@ -34,7 +34,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -670,9 +670,17 @@ class WorkerPool(RunHost):
 
     async def _send(self, worker: _Worker, data: bytes) -> None:
         """An ``R`` frame: statuses, quality, alerts (decoded: the parent keeps them)."""
-        batch, _ = decode_jsonl_lines(data)  # a worker writes records only
-        if not batch:
+        decoded, _ = decode_jsonl_lines(data)  # a worker writes records only
+        if not decoded:
             return
+        batch: Sequence[Record] = decoded
+        if any(type(record) is Quality for record in batch):
+            # What the user's sinks dropped, not what the worker's uplink did.
+            dropped = self._sinks.dropped()
+            batch = [
+                msgspec.structs.replace(r, dropped=dropped) if type(r) is Quality else r
+                for r in batch
+            ]
         if self.fail_on is not None:
             self.fail_on.see(batch)
         await self._fan_out.send(batch)

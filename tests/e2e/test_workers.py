@@ -151,6 +151,10 @@ async def test_three_workers_write_what_one_process_writes(tmp_path: Path) -> No
     # Every worker ran some of the nine sources: the parent spread them evenly.
     quality = [r for r in pooled_records if r["type"] == "quality"]
     assert {r["source"] for r in quality} == set(names)
+    # What the user's sinks dropped (by their names), as one process says it.
+    assert {tuple(r["dropped"]) for r in quality} == {
+        tuple(r["dropped"]) for r in alone if r["type"] == "quality"
+    }
 
 
 async def test_spliced_and_decoded_sinks_get_the_same_records(tmp_path: Path) -> None:
