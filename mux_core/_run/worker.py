@@ -38,7 +38,16 @@ from .engine import Engine
 from .sink_set import SinkRunner
 from .source_set import SourceRunner
 from .worker_config import read_share
-from .worker_link import Saved, Share, Start, frame, from_saved, saved, uplink_frames
+from .worker_link import (
+    HEARTBEAT,
+    Saved,
+    Share,
+    Start,
+    frame,
+    from_saved,
+    saved,
+    uplink_frames,
+)
 
 __all__ = ["Uplink", "WorkerEngine", "serve"]
 
@@ -162,7 +171,7 @@ class WorkerEngine(Engine):
         if event is not None:
             event.set()
 
-    async def send_positions(self, *, full: bool = True) -> None:
+    async def send_positions(self, *, full: bool = True) -> bool:
         """The sources that moved since the last frame, once the records it covers are up.
 
         Not ``full``: only the sources that handed over a batch since the last
@@ -186,20 +195,30 @@ class WorkerEngine(Engine):
             if self._sent.get(name) != now:
                 moved[name] = (now, saved(transport, resume))
         if not moved:
-            return
+            return False
         if not await self._sinks.settle():
-            return
+            return False
         async with self._lock:
             await self._pipe.send_all(frame({"positions": {n: w for n, (_, w) in moved.items()}}))
         for name, (now, _) in moved.items():
             self._sent[name] = now
+        return True
 
     async def send_positions_periodically(self) -> None:
+        """Positions every :data:`POSITIONS_INTERVAL`; with nothing else to say, an
+        ``alive`` frame every :data:`~mux_core._run.worker_link.HEARTBEAT` s, so
+        the parent can tell a stuck worker from a quiet one."""
         count = 0
+        quiet_since = trio.current_time()
         while True:
             await trio.sleep(POSITIONS_INTERVAL)
             count += 1
-            await self.send_positions(full=count % FULL_EVERY == 0)
+            if await self.send_positions(full=count % FULL_EVERY == 0):
+                quiet_since = trio.current_time()
+            elif trio.current_time() - quiet_since >= HEARTBEAT:
+                async with self._lock:
+                    await self._pipe.send_all(frame({"alive": None}))
+                quiet_since = trio.current_time()
 
 
 async def _commands(engine: WorkerEngine, commands: trio.lowlevel.FdStream, rest: bytes) -> None:

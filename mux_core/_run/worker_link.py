@@ -18,6 +18,8 @@ the parent decodes; ``C`` frames one JSON control message::
         --state: save a block of seq values past UPTO, then answer
     {"done": EXIT_CODE}
         the worker's run ended on its own terms (every source stopped)
+    {"alive": null}
+        nothing else to say for HEARTBEAT seconds: the worker's loop runs
 
 The parent's commands go down the worker's stdin, one JSON object a line:
 ``{"start": {...}}`` first (the config path, the sources it runs, each
@@ -49,6 +51,7 @@ __all__ = [
     "CONTROL",
     "EVENTS",
     "HEAD",
+    "HEARTBEAT",
     "MAX_FRAME",
     "RECORDS",
     "RUNS_HEAD",
@@ -71,6 +74,9 @@ EVENTS = b"E"
 CONTROL = b"C"
 #: An ``E`` frame's runs' length, before the runs.
 RUNS_HEAD = struct.Struct(">I")
+#: Seconds of quiet after which a worker says it is alive.
+HEARTBEAT = 1.0
+
 #: The longest frame a parent accepts (a worker's batches are far smaller).
 MAX_FRAME = 256 * 1024 * 1024
 

@@ -91,8 +91,28 @@ READ_SIZE = 256 * 1024
 #: Seconds before a dead worker is started again (doubling up to the cap).
 RESTART_DELAY = 0.5
 RESTART_DELAY_MAX = 10.0
+#: Seconds a worker may say nothing, using no CPU, while the parent waits on
+#: its pipe, before it counts as stuck (stopped, or blocked for good: killed
+#: and started again). It says something at least every HEARTBEAT s; the
+#: clock runs only once it has spoken and only while the parent is reading (a
+#: full sink that stops the reading stops the worker's writes too). A worker
+#: that works all along but says nothing (thousands of sources connecting on a
+#: starved machine delay its heartbeat) is left alone for STUCK_BUSY times as
+#: long. ``MUX_WORKER_SILENCE`` overrides it (tests).
+WORKER_SILENCE = float(os.environ.get("MUX_WORKER_SILENCE", "30"))
+STUCK_BUSY = 10
 #: ``--workers auto``: at most this many.
 MAX_AUTO = 32
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """The CPU time process ``pid`` has used, where the OS says (Linux); else None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as file:
+            fields = file.read().rpartition(b")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def usable_cores() -> int:
@@ -130,6 +150,11 @@ class _Worker:
         self.done: int | None = None
         self.starts = 0
         self.lock = trio.Lock()
+        #: When the parent last got bytes from it, and whether it waits for more now.
+        self.heard: float | None = None
+        self.waiting = False
+        #: Why the parent killed it (it was stuck), for its sources' statuses.
+        self.stuck: str | None = None
 
     async def tell(self, message: dict[str, Any], data: bytes = b"") -> None:
         """A command down the worker's stdin (lost if it is gone: it stops on its own),
@@ -583,9 +608,13 @@ class WorkerPool(RunHost):
             await self._hand(worker, self._handed[worker.index])
         if self._stop_reason is not None:
             await worker.tell({"stop": self._stop_reason})
+        worker.heard, worker.waiting, worker.stuck = None, False, None
         try:
             assert process.stdout is not None
-            await self._pump(worker, process.stdout)
+            async with trio.open_nursery() as watching:
+                watching.start_soon(self._watch_silence, worker, process)
+                await self._pump(worker, process.stdout)
+                watching.cancel_scope.cancel()
         finally:
             if process.returncode is None and worker.done is None:
                 # A broken pipe or a line that is not a record: this worker is done for.
@@ -596,9 +625,37 @@ class WorkerPool(RunHost):
         if worker.done is None:
             await self._died(worker, code)
 
+    async def _watch_silence(self, worker: _Worker, process: WorkerProcess) -> None:
+        """Kill ``worker`` if it says nothing for :data:`WORKER_SILENCE` s while the
+        parent waits on it (stopped, or its loop stuck): it is then started again
+        as a dead one is, its sources marked disconnected meanwhile."""
+        used = _cpu_seconds(process.pid)
+        used_at = trio.current_time()
+        while True:
+            await trio.sleep(min(1.0, WORKER_SILENCE / 4))
+            now = trio.current_time()
+            heard = worker.heard
+            if heard is None or not worker.waiting:
+                used, used_at = _cpu_seconds(process.pid), now
+                continue
+            silent = now - heard
+            cpu = _cpu_seconds(process.pid)
+            if cpu is None or cpu != used:
+                used, used_at = cpu, now
+            idle = now - used_at if cpu is not None else 0.0
+            if (silent >= WORKER_SILENCE and idle >= WORKER_SILENCE) or (
+                silent >= WORKER_SILENCE * STUCK_BUSY
+            ):
+                worker.stuck = f"it said nothing for {silent:.0f} s"
+                _log.warning("worker %d %s; stopping it", worker.index, worker.stuck)
+                process.kill()
+                return
+
     async def _died(self, worker: _Worker, code: int) -> None:
         """Say so, and tell the sinks that its live sources are disconnected."""
         how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+        if worker.stuck is not None:
+            how = worker.stuck
         _log.warning(
             "worker %d stopped unexpectedly (%s); its sources go on from what the sinks hold",
             worker.index,
@@ -629,9 +686,12 @@ class WorkerPool(RunHost):
         """Hand everything the worker sends to the sinks, in order, frame by frame."""
         frames = FrameReader(MAX_FRAME)
         while True:
+            worker.waiting = True
             received = await pipe.receive_some(READ_SIZE)
+            worker.waiting = False
             if not received:
                 return
+            worker.heard = trio.current_time()
             try:
                 for kind, payload in frames.feed(received):
                     if kind == EVENTS:
@@ -724,6 +784,7 @@ class WorkerPool(RunHost):
             )
         elif "done" in message:
             worker.done = int(message["done"])
+        # "alive": the read itself was the news (worker.heard).
 
     async def _reserve(
         self, worker: _Worker, ask: int, name: str, transport: str, upto: int

@@ -236,6 +236,48 @@ async def test_a_killed_worker_is_started_again_and_no_event_is_lost_or_written_
         assert saved[name]["last_id"] == "80", name
 
 
+async def test_a_stopped_worker_is_noticed_killed_and_started_again(tmp_path: Path) -> None:
+    """SIGSTOP: a worker that says nothing and uses no CPU while the parent waits
+    on it is stuck, not quiet -- its sources are marked disconnected, it is
+    killed and started again, and nothing is lost or written twice."""
+    names = [f"train-{i}" for i in range(4)]
+    out, state = tmp_path / "events.jsonl", tmp_path / "state"
+    async with servers(["sse"] * 4) as found, trio.open_nursery() as nursery:
+        config = write_config(tmp_path / "m.toml", config_for(names, found, out))
+        mux = await start_mux(
+            nursery,
+            config,
+            "--workers",
+            "2",
+            "--state",
+            str(state),
+            env={"MUX_WORKER_SILENCE": "1"},
+        )
+        first_workers = await wait_for_workers(mux.pid, 2)
+        for server in found:
+            await publish_range(server, 1, 20)
+        await wait_for_file(out, has_all(names, 20), process=mux, timeout=TIMEOUT)
+        os.kill(first_workers[0], signal.SIGSTOP)
+
+        def noticed(records: list[JsonRecord]) -> bool:
+            return any(r["type"] == "status" and "said nothing" in r["detail"] for r in records)
+
+        await wait_for_file(out, noticed, process=mux, timeout=TIMEOUT)
+        await wait_for_workers(mux.pid, 2, not_=first_workers[0])
+        for server in found:
+            await publish_range(server, 21, 40)
+        await wait_for_file(out, has_all(names, 40), process=mux, timeout=TIMEOUT)
+        assert await terminate(mux, config) == 0, stderr_of(config)
+    records = read_jsonl_strict(out)
+    for name in names:
+        assert file_ids(records, name) == ids(1, 40), name
+    stuck = [r for r in records if r["type"] == "status" and "said nothing" in r["detail"]]
+    assert {r["state"] for r in stuck} == {"disconnected"}
+    # Only the stopped one: the other, idle between bursts, said it was alive.
+    assert len({r["source"] for r in stuck}) == 2
+    assert stderr_of(config).count("stopped unexpectedly (it said nothing for") == 1
+
+
 async def test_discovered_sources_go_on_in_a_worker_started_again(tmp_path: Path) -> None:
     """The parent runs the discoverers and hands each discovered source to one
     worker; a killed worker's discovered sources resume where the sinks are."""
