@@ -64,21 +64,39 @@ UPLINK_BUFFER_BYTES = 4 * 1024 * 1024
 MAX_COMMAND = 256 * 1024 * 1024
 
 
+class Pipe:
+    """The worker's end of the pipe to the parent: one writer at a time, and
+    a parent that is gone (the pipe broken) stops the run quietly -- what
+    was not sent cannot be, and the commands pipe says the same."""
+
+    def __init__(self, stream: trio.lowlevel.FdStream, gone: Callable[[], None]) -> None:
+        self._stream = stream
+        self._gone = gone
+        self.lock = trio.Lock()
+
+    async def send(self, data: bytes) -> bool:
+        """Write ``data`` whole; False (and the run stopping) if the parent is gone."""
+        async with self.lock:
+            try:
+                await self._stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._gone()
+                return False
+        return True
+
+
 class Uplink:
     """The worker's one sink: frames to the parent, in order, one write per batch
     (events in ``E`` frames the parent splices, the rest in ``R`` frames)."""
 
-    def __init__(self, pipe: trio.lowlevel.FdStream, lock: trio.Lock) -> None:
+    def __init__(self, pipe: Pipe) -> None:
         self._pipe = pipe
-        self._lock = lock
 
     async def open(self) -> None:
         return None
 
     async def write(self, batch: Sequence[Record]) -> None:
-        data = uplink_frames(batch)
-        async with self._lock:
-            await self._pipe.send_all(data)
+        await self._pipe.send(uplink_frames(batch))
 
     async def aclose(self) -> None:
         return None
@@ -115,8 +133,8 @@ class WorkerEngine(Engine):
 
     def __init__(self, config: Config, start: Start, pipe: trio.lowlevel.FdStream, **kw: Any):
         self._start = start
-        self._pipe = pipe
-        self._lock = trio.Lock()
+        #: The pipe to the parent (records, positions, reservations, heartbeats).
+        self.pipe = Pipe(pipe, lambda: self.request_stop("the parent mux process is gone"))
         self._asked: dict[int, trio.Event] = {}
         self._granted: dict[int, int] = {}
         self._next_ask = 0
@@ -135,7 +153,7 @@ class WorkerEngine(Engine):
 
     def make_sink(self, cfg: SinkConfig, sources: Sequence[SourceRunner] = ()) -> SinkRunner:
         channel = SinkChannel(cfg.buffer, Overflow.BLOCK, max_bytes=cfg.buffer_bytes)
-        return SinkRunner(cfg, Uplink(self._pipe, self._lock), channel)
+        return SinkRunner(cfg, Uplink(self.pipe), channel)
 
     def make_source(self, cfg: SourceConfig) -> SourceRunner:
         runner = super().make_source(cfg)
@@ -160,8 +178,8 @@ class WorkerEngine(Engine):
         """Ask the parent to save a seq reservation; wait for its answer."""
         ask = self._next_ask = self._next_ask + 1
         done = self._asked[ask] = trio.Event()
-        async with self._lock:
-            await self._pipe.send_all(frame({"reserve": [ask, source, transport, upto]}))
+        if not await self.pipe.send(frame({"reserve": [ask, source, transport, upto]})):
+            return  # the parent is gone: the run is stopping, nothing more is saved
         await done.wait()
         resume.seq_reserved = max(resume.seq_reserved or 0, self._granted.pop(ask))
 
@@ -198,8 +216,8 @@ class WorkerEngine(Engine):
             return False
         if not await self._sinks.settle():
             return False
-        async with self._lock:
-            await self._pipe.send_all(frame({"positions": {n: w for n, (_, w) in moved.items()}}))
+        if not await self.pipe.send(frame({"positions": {n: w for n, (_, w) in moved.items()}})):
+            return False
         for name, (now, _) in moved.items():
             self._sent[name] = now
         return True
@@ -216,8 +234,7 @@ class WorkerEngine(Engine):
             if await self.send_positions(full=count % FULL_EVERY == 0):
                 quiet_since = trio.current_time()
             elif trio.current_time() - quiet_since >= HEARTBEAT:
-                async with self._lock:
-                    await self._pipe.send_all(frame({"alive": None}))
+                await self.pipe.send(frame({"alive": None}))
                 quiet_since = trio.current_time()
 
 
@@ -373,7 +390,6 @@ async def serve(
             nursery.start_soon(engine.send_positions_periodically)
             result = await engine.run()
             await engine.send_positions()
-            async with engine._lock:
-                await pipe.send_all(frame({"done": result.exit_code}))
+            await engine.pipe.send(frame({"done": result.exit_code}))
             nursery.cancel_scope.cancel()
     return result.exit_code
