@@ -1,9 +1,9 @@
-"""The running sources: each in its own cancel scope inside one long-lived nursery.
+"""The running sources: each a task of one long-lived nursery.
 
 :class:`SourceSet` is the one owner of the sources of a run. A reload, a
 discoverer or a restart asks it to start, stop, replace or restart a source
 by name; nothing else touches a source's task. Stopping cancels the
-source's own scope: its supervisor returns, and a source that was still
+source's supervisor (:meth:`Supervisor.stop`): it returns, and a source that was still
 live sends ``stopped`` (with why) as its last record. Replacing waits for
 that before the new one starts, so a source's records stay in order and
 its resume state (last id, cursor, ``seq``) passes to the new one intact.
@@ -51,8 +51,9 @@ class SourceRunner:
     chain: ProcessorChain | None = None
     #: Resume state to start from (saved by ``--state``, or a replaced runner's), or None.
     resume: ResumeState | None = None
-    scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
     supervisor: Supervisor | None = None
+    #: Asked to stop (:meth:`cancel`); its supervisor stops as soon as it exists.
+    cancelled: bool = False
     #: The detail of the ``stopped`` record when this source is stopped.
     stop_reason: str | None = None
     finished: trio.Event = attrs.field(factory=trio.Event)
@@ -65,6 +66,16 @@ class SourceRunner:
     @property
     def state(self) -> State | None:
         return None if self.supervisor is None else self.supervisor.state
+
+    def cancel(self) -> None:
+        """Stop the source's task: its supervisor returns at its next checkpoint.
+
+        The supervisor's own scope is what a stop cancels (no scope of the
+        runner's own: one cancel scope less a source; see :class:`Supervisor`).
+        """
+        self.cancelled = True
+        if self.supervisor is not None:
+            self.supervisor.stop()
 
     @property
     def live_resume(self) -> ResumeState | None:
@@ -176,11 +187,11 @@ class SourceSet:
         """Stop every source now (the end of the run)."""
         self.default_reason = reason
         for runner in self._runners.values():
-            runner.scope.cancel()
+            runner.cancel()
 
     async def _halt(self, runner: SourceRunner, reason: str) -> None:
         runner.stop_reason = reason
-        runner.scope.cancel()
+        runner.cancel()
         await runner.finished.wait()
 
     # -- one source's task -------------------------------------------------
@@ -208,11 +219,12 @@ class SourceSet:
             reserve=reserve,
             resume=runner.resume,
         )
+        if runner.cancelled:  # stopped before its task began
+            supervisor.stop()
         try:
             if runner.chain is not None and runner.chain.timed:
                 self._start_timers(runner, runner.chain)
-            with runner.scope:
-                await supervisor.run()
+            await supervisor.run()
             if supervisor.state is None or not supervisor.state.terminal:
                 # Still live when asked to stop: say so, last.
                 status = Status(
