@@ -199,9 +199,10 @@ class SinkChannel:
         self.bytes = int(self.bytes * len(kept) / len(buffer))
         self._buffer = kept
 
-    async def get(self) -> Sequence[Record]:
+    async def _wait_for_records(self) -> None:
+        """What ``get`` does first: the sink's task asks again, so it has written
+        the previous batch; then wait while empty (EndOfChannel once closed)."""
         if self._handed_out:
-            # The sink's task asks again: it has written the previous batch.
             self._finish(self._handed_out)
             self._handed_out = 0
         while not self._buffer:
@@ -209,6 +210,9 @@ class SinkChannel:
                 raise trio.EndOfChannel
             self._not_empty = trio.Event()
             await self._not_empty.wait()
+
+    async def get(self) -> Sequence[Record]:
+        await self._wait_for_records()
         buffer = self._buffer
         if len(buffer) <= self.max_batch:
             batch = list(buffer)
@@ -323,14 +327,7 @@ class SplicingChannel(SinkChannel):
     async def get(self) -> Sequence[Record]:
         if self.overflow is not Overflow.BLOCK:
             return await super().get()
-        if self._handed_out:
-            self._finish(self._handed_out)
-            self._handed_out = 0
-        while not self._buffer:
-            if self._closed:
-                raise trio.EndOfChannel
-            self._not_empty = trio.Event()
-            await self._not_empty.wait()
+        await self._wait_for_records()
         buffer = self._buffer
         taken: list[Record | EncodedBatch] = []
         count = 0
