@@ -293,7 +293,7 @@ class RunChanges:
                     continue
                 # Nothing is built for a live source: building one gives it a
                 # new quality tracker, which would read the live session as down.
-                live = not runner.finished.is_set() or runner.state not in RESTARTABLE
+                live = not runner.finished or runner.state not in RESTARTABLE
                 fresh = None if live else self._build(self._run.make_source, runner.config)
                 if fresh is not None and self._sources.restart(each, fresh):
                     _log.info("restart: source %r starts again", each)

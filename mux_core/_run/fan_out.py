@@ -72,37 +72,9 @@ class FanOut:
         Status, which stays the source's last record (docs/architecture.md,
         Guarantees the code relies on). A status detail is masked with the
         source's secrets first: a transport's error may quote an option."""
-        name = runner.name
-        quality = self._quality.tracker(name)
-        send = self.send
-        secrets = runner.config.secrets
-
-        async def from_source(batch: Sequence[Record]) -> bool:
-            try:
-                if secrets and batch and type(batch[0]) is Status:
-                    batch = [_masked(record, secrets) for record in batch]
-                if quality is not None:
-                    quality.observe(batch)
-                chain = runner.chain
-                if chain is not None:
-                    batch = chain.run(batch)
-                    if not batch:
-                        return False
-                if (
-                    quality is not None
-                    and quality.ended_at is not None
-                    and not quality.reported_end
-                ):
-                    batch = self._quality.with_last(quality, batch)
-                return await send(batch)
-            finally:
-                # Noted once the hand-over is over: Session.emit moves the
-                # resume state right after this returns, with no await in
-                # between, so a checkpoint that takes this source's state
-                # after taking the note sees the move (state.Checkpoints).
-                self.moved[name] = runner
-
-        return from_source
+        # A bound method of a small slotted object rather than a closure: six
+        # cells and a function a source were ~0.35 KB more (100,000 sources).
+        return _SourceSender(self, runner).send
 
     async def send(self, batch: Sequence[Record]) -> bool:
         """Hand one batch, past the processors already, to every live sink.
@@ -171,3 +143,40 @@ async def let_woken_sinks_run() -> None:
     """
     await trio.lowlevel.cancel_shielded_checkpoint()
     await trio.lowlevel.cancel_shielded_checkpoint()
+
+
+class _SourceSender:
+    """One source's way into the fan-out (see :meth:`FanOut.sender`)."""
+
+    __slots__ = ("_fan_out", "_name", "_quality", "_runner", "_secrets", "_send")
+
+    def __init__(self, fan_out: FanOut, runner: SourceRunner) -> None:
+        self._fan_out = fan_out
+        self._runner = runner
+        self._name = runner.name
+        self._quality = fan_out._quality.tracker(runner.name)
+        self._send = fan_out.send
+        self._secrets = runner.config.secrets
+
+    async def send(self, batch: Sequence[Record]) -> bool:
+        try:
+            secrets = self._secrets
+            if secrets and batch and type(batch[0]) is Status:
+                batch = [_masked(record, secrets) for record in batch]
+            quality = self._quality
+            if quality is not None:
+                quality.observe(batch)
+            chain = self._runner.chain
+            if chain is not None:
+                batch = chain.run(batch)
+                if not batch:
+                    return False
+            if quality is not None and quality.ended_at is not None and not quality.reported_end:
+                batch = self._fan_out._quality.with_last(quality, batch)
+            return await self._send(batch)
+        finally:
+            # Noted once the hand-over is over: Session.emit moves the
+            # resume state right after this returns, with no await in
+            # between, so a checkpoint that takes this source's state
+            # after taking the note sees the move (state.Checkpoints).
+            self._fan_out.moved[self._name] = self._runner
