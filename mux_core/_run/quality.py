@@ -69,6 +69,9 @@ _ODD_IDS = 100
 
 #: Shared by every tracker without lag_field: it is never appended to.
 _NO_LAGS: deque[tuple[float, float]] = deque(maxlen=0)
+#: Shared by every tracker until its source first drops: never appended to
+#: (the tracker makes its own list then; most sources never drop).
+_NONE_YET: list[Any] = []
 
 
 class QualityTracker:
@@ -148,10 +151,11 @@ class QualityTracker:
         self._down_since: float | None = None
         # Lists, not deques: 10,000 idle sources each hold these, and an
         # empty deque costs ~600 bytes against 56 for a list; they stay short
-        # (one entry per outage or per quality record in the window).
-        self._up: list[tuple[float, float]] = []
-        self._reconnects: list[float] = []
-        self._outages: list[tuple[float, float]] = []
+        # (one entry per outage or per quality record in the window). The
+        # first three are made at the source's first drop (_NONE_YET until then).
+        self._up: list[tuple[float, float]] = _NONE_YET
+        self._reconnects: list[float] = _NONE_YET
+        self._outages: list[tuple[float, float]] = _NONE_YET
         self.reconnects_total = 0
         self._blind_closed = 0.0
         self.events_total = 0
@@ -225,10 +229,14 @@ class QualityTracker:
                 self._up_since = now
                 if self._down_since is not None:
                     self._close_outage(now)
+                    if self._reconnects is _NONE_YET:
+                        self._reconnects = []
                     self._reconnects.append(now)
                     self.reconnects_total += 1
             return
         if self._up_since is not None:
+            if self._up is _NONE_YET:
+                self._up = []
             self._up.append((self._up_since, now))
             self._up_since = None
             if not state.terminal:
@@ -241,6 +249,8 @@ class QualityTracker:
     def _close_outage(self, now: float) -> None:
         assert self._down_since is not None
         blind = now - self._down_since
+        if self._outages is _NONE_YET:
+            self._outages = []
         self._outages.append((now, blind))
         self._blind_closed += blind
         self._down_since = None
