@@ -251,7 +251,8 @@ async def test_a_stopped_worker_is_noticed_killed_and_started_again(tmp_path: Pa
             "2",
             "--state",
             str(state),
-            env={"MUX_WORKER_SILENCE": "1"},
+            # Above a healthy worker's longest quiet (HEARTBEAT, checked every 0.5 s: 1.5 s).
+            env={"MUX_WORKER_SILENCE": "3"},
         )
         first_workers = await wait_for_workers(mux.pid, 2)
         for server in found:
