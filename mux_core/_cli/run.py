@@ -237,7 +237,7 @@ def _run_workers(
     del parsed  # the pool drops it once each worker has its part
     logging.getLogger("mux").info("%d workers for %d sources", args.workers, len(config.sources))
     # Before any event loop (Qt's included): the workers start as copies of this process.
-    pool.fork(forked(args.plugins, config))
+    pool.fork(forked(args.plugins, pool.worker_configs()))
     with MaskSecrets(lambda: pool.config.secrets).installed():
         if not args.plugins.main_loop(pool):
             trio.run(pool.run)

@@ -15,7 +15,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import trio
 
@@ -64,14 +64,17 @@ def _own_descriptors() -> None:
     os.dup2(2, 1)
 
 
-def forked(plugins: PluginManager, config: Config) -> Callable[[int, int, int], int]:
+def forked(plugins: PluginManager, configs: Sequence[Config]) -> Callable[[int, int, int], int]:
     """The body of a worker forked from ``mux run`` (``WorkerPool.fork``): it has
-    the parent's plugins, logging and ``config`` already."""
+    the parent's plugins and logging already, and ``configs[index]``, the run's
+    config with only its own sources (made before the fork, so that no worker
+    so much as counts a reference to another's: each would copy the pages)."""
 
     def child(index: int, up_fd: int, commands_fd: int) -> int:
         _own_descriptors()
         _widen(up_fd)
         _quiet_stops()
+        config = configs[index]
         code: int = trio.run(serve, up_fd, commands_fd, lambda start: plugins, config)
         return code
 

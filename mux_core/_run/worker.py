@@ -292,15 +292,15 @@ def _obey(engine: WorkerEngine, command: dict[str, Any], data: bytes = b"") -> N
             engine.restart_source(str(name))
     elif "reload" in command:
         assignment = command["reload"]
-        engine.share = _share(engine.share, assignment["sources"], assignment["configured"])
+        engine.share = _share(engine.share, assignment["sources"])
         engine.keep_alive = bool(assignment.get("keep_alive", engine.keep_alive))
         engine.request_reload()
     elif "stop" in command:
         engine.request_stop(str(command["stop"]))
 
 
-def _share(shard: Shard, sources: list[str], configured: list[str]) -> Share:
-    return Share(shard.index, shard.count, frozenset(sources), frozenset(configured))
+def _share(shard: Shard, sources: list[str]) -> Share:
+    return Share(shard.index, shard.count, frozenset(sources))
 
 
 async def _read_start(commands: trio.lowlevel.FdStream) -> tuple[Start, bytes, bytes]:
@@ -358,7 +358,7 @@ async def serve(
     commands = trio.lowlevel.FdStream(commands_fd)
     start, part, rest = await _read_start(commands)
     plugins = prepare(start)
-    share = _share(Shard(start.index, start.count), start.sources, start.configured)
+    share = _share(Shard(start.index, start.count), start.sources)
     pipe = trio.lowlevel.FdStream(up_fd)
     # The first load: the file as the parent read it, if it sent it (a reload reads the file).
     parsed = [read_share(part)] if part else []

@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import attrs
 import msgspec
 import trio
 
@@ -243,6 +244,13 @@ class WorkerPool(RunHost):
     def _fail_fast(self, found: FailingAlert) -> None:
         self._stop(f"--fail-fast: {found.describe()}")
 
+    def worker_configs(self) -> list[Config]:
+        """The run's config for each worker, with only the sources assigned to it."""
+        own: list[list[SourceConfig]] = [[] for _ in self._workers]
+        for source in self.config.sources:
+            own[self._assigned[source.name]].append(source)
+        return [attrs.evolve(self.config, sources=tuple(mine)) for mine in own]
+
     def fork(self, child: ChildMain) -> bool:
         """Fork the workers now, before the event loop runs (their first start costs
         nothing then: :mod:`~mux_core._run.worker_fork`); False if that is not safe
@@ -322,10 +330,9 @@ class WorkerPool(RunHost):
         self._parts[index] = None
         return part
 
-    def _share(self, index: int) -> tuple[list[str], list[str]]:
-        """(the configured sources of worker ``index``, every configured source)."""
-        names = [name for name, at in self._assigned.items() if at == index]
-        return names, list(self._assigned)
+    def _share(self, index: int) -> list[str]:
+        """The configured sources of worker ``index``."""
+        return [name for name, at in self._assigned.items() if at == index]
 
     async def reload(self) -> bool:
         """Apply the config file as it is now; False (and the run unchanged) if invalid."""
@@ -355,10 +362,8 @@ class WorkerPool(RunHost):
             self._assign(config)
             self._discovery.apply(self._nursery, config)
             for worker in self._workers:
-                names, configured = self._share(worker.index)
                 assignment = {
-                    "sources": names,
-                    "configured": configured,
+                    "sources": self._share(worker.index),
                     "keep_alive": self._keep_alive(),
                 }
                 await worker.tell({"reload": assignment})
@@ -567,7 +572,7 @@ class WorkerPool(RunHost):
 
     async def _run_once(self, worker: _Worker) -> None:
         count = len(self._workers)
-        names, configured = self._share(worker.index)
+        names = self._share(worker.index)
         resume = {}
         if self.state_store is not None:
             for source in self.config.sources:
@@ -584,7 +589,6 @@ class WorkerPool(RunHost):
             index=worker.index,
             count=count,
             sources=names,
-            configured=configured,
             state=self.state_store is not None,
             resume=resume,
             quiet=self._quiet,

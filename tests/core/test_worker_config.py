@@ -81,12 +81,7 @@ def test_each_worker_builds_from_its_part_what_it_builds_from_the_file(
     parts = shares(kept[0], names, assigned.__getitem__, count)
     assert parts is not None and len(parts) == count
     for index, part in enumerate(parts):
-        share = Share(
-            index,
-            count,
-            frozenset(name for name, at in assigned.items() if at == index),
-            frozenset(names),
-        )
+        share = Share(index, count, frozenset(n for n, at in assigned.items() if at == index))
         from_file = load_config(path, plugins, environ=ENVIRON, only=share.includes)
         given = load_config(
             path, plugins, environ=ENVIRON, only=share.includes, parsed=read_share(part)
